@@ -1,0 +1,207 @@
+"""The pure-PyTorch twin of every notmiwae_fast operator (../SPEC section 2).
+
+These functions are the source of truth: the tests compare the C++ and CUDA kernels to
+them, the package falls back to them when the compiled library is absent, and export
+to ONNX traces them. They favour clarity over speed, use only differentiable PyTorch
+operations (so autograd gives their gradients), and follow the same edge-case rules as
+the kernels:
+
+* a row of log-weights that are all ``-inf`` has no mass: ``iw_logmeanexp`` gives
+  ``-inf``, ``iw_weights`` and ``iw_impute`` give zeros, and every gradient is zero,
+  never NaN;
+* entries under ``mask == 0`` contribute exactly 0 to the masked likelihoods, whatever
+  ``x`` holds there (NaN and ±inf included), to the values and to the gradients;
+* log-sigmoids are computed in softplus form, finite for logits up to ±1e4.
+
+Shapes: ``x``, ``mask``: [B, D] (broadcast over K); per-sample tensors: [B, K, D];
+per-feature parameters: [D]; log-weights: [B, K]. ``mask`` is bool or 0/1 float.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "iw_logmeanexp",
+    "iw_weights",
+    "iw_impute",
+    "masked_normal_logprob",
+    "masked_bernoulli_logprob",
+    "masked_studentt_logprob",
+    "selfmask_logprob",
+    "notmiwae_normal_terms",
+]
+
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+# --------------------------------------------------------------------------------------
+# Importance weighting
+# --------------------------------------------------------------------------------------
+def _row_lse(log_w: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-row log-sum-exp over the last dim of ``log_w`` [B, K], safe for all -inf rows.
+
+    Returns ``(lse, has_mass)``, both [B, 1]: ``lse`` is -inf where the row has no mass,
+    and its gradient is finite (zero) there.
+    """
+    row_max = log_w.amax(dim=-1, keepdim=True).detach()
+    shift = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
+    total = torch.exp(log_w - shift).sum(dim=-1, keepdim=True)
+    has_mass = total > 0
+    safe_total = torch.where(has_mass, total, torch.ones_like(total))
+    lse = torch.where(has_mass, torch.log(safe_total) + shift,
+                      torch.full_like(total, -math.inf))
+    return lse, has_mass
+
+
+def iw_logmeanexp(log_w: Tensor) -> Tensor:
+    """log( (1/K) Σ_k exp(log_w[b, k]) ).
+
+    Args:
+        log_w: [B, K] log importance weights.
+    Returns:
+        [B]; ``-inf`` for a row of ``-inf`` only (with zero gradient).
+    """
+    lse, _ = _row_lse(log_w)
+    return lse.squeeze(-1) - math.log(log_w.shape[-1])
+
+
+def iw_weights(log_w: Tensor) -> Tensor:
+    """Self-normalised importance weights: softmax of ``log_w`` [B, K] over K.
+
+    Returns:
+        [B, K]; rows of ``-inf`` only give zeros.
+    """
+    lse, has_mass = _row_lse(log_w)
+    safe_lse = torch.where(has_mass, lse, torch.zeros_like(lse))
+    return torch.where(has_mass, torch.exp(log_w - safe_lse), torch.zeros_like(log_w))
+
+
+def iw_impute(log_w: Tensor, values: Tensor) -> Tensor:
+    """Σ_k softmax(log_w)[b, k] · values[b, k, d].
+
+    Args:
+        log_w: [B, K] log importance weights.
+        values: [B, K, D] per-sample values (e.g. the decoder means).
+    Returns:
+        [B, D]; rows of ``-inf`` log-weights only give zeros.
+    """
+    w = iw_weights(log_w)
+    # Samples with zero weight contribute nothing, even where their values are inf/NaN.
+    safe_values = torch.where(w.unsqueeze(-1) > 0, values, torch.zeros_like(values))
+    return torch.einsum("bk,bkd->bd", w, safe_values)
+
+
+# --------------------------------------------------------------------------------------
+# Masked likelihoods. Masked-out entries are replaced by a harmless value *before* any
+# arithmetic so that neither the result nor the gradients see what was stored there.
+# --------------------------------------------------------------------------------------
+def _observed(x: Tensor, mask: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """([B, 1, D] x with zeros under the mask, [B, 1, D] bool mask)."""
+    observed = mask.bool().unsqueeze(1)
+    x0 = torch.where(observed, x.unsqueeze(1).to(dtype), torch.zeros((), dtype=dtype,
+                                                                      device=x.device))
+    return x0, observed
+
+
+def _masked_sum(per_element: Tensor, observed: Tensor) -> Tensor:
+    """Σ_d over observed entries of a [B, K, D] tensor -> [B, K]."""
+    return torch.where(observed, per_element, torch.zeros_like(per_element)).sum(dim=-1)
+
+
+def normal_log_density(x: Tensor, loc: Tensor, scale: Tensor) -> Tensor:
+    """Element-wise log N(x; loc, scale)."""
+    z = (x - loc) / scale
+    return -0.5 * z * z - torch.log(scale) - _HALF_LOG_2PI
+
+
+def masked_normal_logprob(x: Tensor, mask: Tensor, loc: Tensor, scale: Tensor) -> Tensor:
+    """Σ_d mask[b, d] · log N(x[b, d]; loc[b, k, d], scale[b, k, d]).
+
+    Args:
+        x: [B, D] data (anything under mask = 0). mask: [B, D] bool or 0/1.
+        loc, scale: [B, K, D] decoder parameters (scale > 0).
+    Returns:
+        [B, K]
+    """
+    x0, observed = _observed(x, mask, loc.dtype)
+    x0 = torch.where(observed, x0, loc)  # unobserved: a point of finite density
+    return _masked_sum(normal_log_density(x0, loc, scale), observed)
+
+
+def masked_bernoulli_logprob(x: Tensor, mask: Tensor, logits: Tensor) -> Tensor:
+    """Σ_d mask · (x · log σ(l) + (1 − x) · log σ(−l)).
+
+    Args:
+        x: [B, D] in [0, 1] (anything under mask = 0). mask: [B, D] bool or 0/1.
+        logits: [B, K, D].
+    Returns:
+        [B, K]
+    """
+    x0, observed = _observed(x, mask, logits.dtype)
+    per_element = x0 * F.logsigmoid(logits) + (1 - x0) * F.logsigmoid(-logits)
+    return _masked_sum(per_element, observed)
+
+
+def studentt_log_density(x: Tensor, loc: Tensor, scale: Tensor, df: Tensor) -> Tensor:
+    """Element-wise log StudentT(x; df, loc, scale)."""
+    z = (x - loc) / scale
+    half_df_plus = 0.5 * (df + 1)
+    return (torch.lgamma(half_df_plus) - torch.lgamma(0.5 * df)
+            - 0.5 * torch.log(df * math.pi) - torch.log(scale)
+            - half_df_plus * torch.log1p(z * z / df))
+
+
+def masked_studentt_logprob(x: Tensor, mask: Tensor, loc: Tensor, scale: Tensor,
+                            df: Tensor) -> Tensor:
+    """Σ_d mask · log StudentT(x[b, d]; df[d], loc[b, k, d], scale[b, k, d]).
+
+    Args:
+        x: [B, D]. mask: [B, D] bool or 0/1. loc, scale: [B, K, D]. df: [D] (> 0).
+    Returns:
+        [B, K]
+    """
+    x0, observed = _observed(x, mask, loc.dtype)
+    x0 = torch.where(observed, x0, loc)
+    return _masked_sum(studentt_log_density(x0, loc, scale, df), observed)
+
+
+# --------------------------------------------------------------------------------------
+# The self-masking missing process and the fused not-MIWAE terms
+# --------------------------------------------------------------------------------------
+def selfmask_logprob(x_full: Tensor, mask: Tensor, W: Tensor, b: Tensor) -> Tensor:
+    """Σ_d log Bernoulli(mask[b, d]; σ(−W[d] · (x_full[b, k, d] − b[d]))).
+
+    Every feature contributes (observed ones with s = 1, missing ones with s = 0).
+
+    Args:
+        x_full: [B, K, D] complete samples (observed entries and imputed ones).
+        mask: [B, D] bool or 0/1. W, b: [D].
+    Returns:
+        [B, K]
+    """
+    logits = -W * (x_full - b)
+    s = mask.to(x_full.dtype).unsqueeze(1)
+    return (s * F.logsigmoid(logits) + (1 - s) * F.logsigmoid(-logits)).sum(dim=-1)
+
+
+def notmiwae_normal_terms(x: Tensor, mask: Tensor, loc: Tensor, scale: Tensor, eps: Tensor,
+                          W: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """The two data terms of the not-MIWAE bound with a Normal decoder.
+
+    x̂ = mask · x + (1 − mask) · (loc + scale · eps) (reparameterised sample at the
+    missing entries), then ``(masked_normal_logprob(x, mask, loc, scale),
+    selfmask_logprob(x̂, mask, W, b))``.
+
+    Args:
+        x: [B, D]. mask: [B, D] bool or 0/1. loc, scale, eps: [B, K, D]. W, b: [D].
+    Returns:
+        (log p(x° | z) [B, K], log p(s | x̂) [B, K])
+    """
+    x0, observed = _observed(x, mask, loc.dtype)
+    x_hat = torch.where(observed, x0, loc + scale * eps)
+    return masked_normal_logprob(x, mask, loc, scale), selfmask_logprob(x_hat, mask, W, b)

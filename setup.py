@@ -1,0 +1,114 @@
+"""Build of the notmiwae_fast operator library (notmiwae_fast/_C*.so).
+
+Install with the torch that will run it:
+
+    pip install --no-build-isolation -e .
+
+A CUDAExtension (CPU + CUDA kernels) is built when torch has CUDA and nvcc is found,
+with or without a GPU on the machine; otherwise a CppExtension (CPU kernels only).
+Environment knobs:
+    FORCE_CUDA=1             build the CUDA kernels (fails loudly if that is impossible)
+    FORCE_ONLY_CPU=1         build the CPU kernels only
+    CUDA_HOME                the CUDA toolkit folder (default: found from nvcc)
+    TORCH_CUDA_ARCH_LIST     GPU architectures (default "8.0;9.0+PTX": A100, H100 and
+                             newer GPUs through PTX)
+    MAX_JOBS                 parallel compile jobs (default: number of CPUs)
+The library has no Python bindings of its own: it registers the operators with
+TORCH_LIBRARY and is loaded with torch.ops.load_library, so C++ programs and
+TorchScript can load it with libtorch alone.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+
+from setuptools import setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_ARCH_LIST = "8.0;9.0+PTX"
+
+
+def _is_toolkit(folder: str | None) -> bool:
+    return bool(folder) and os.path.isfile(os.path.join(folder, "include", "cuda_runtime.h"))
+
+
+def find_cuda_home() -> str | None:
+    """The CUDA toolkit folder: $CUDA_HOME / $CUDA_PATH, else where nvcc says it lives.
+
+    The nvcc on PATH may be a wrapper script, so following links is not enough: nvcc's
+    own dry run prints its toolkit folder (``TOP=...``).
+    """
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if _is_toolkit(os.environ.get(var)):
+            return os.environ[var]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        try:
+            dry = subprocess.run([nvcc, "--dryrun", "-c", "x.cu"], capture_output=True,
+                                 text=True, timeout=60)
+            match = re.search(r"TOP=(\S+)", dry.stdout + dry.stderr)
+            if match and _is_toolkit(os.path.normpath(match.group(1))):
+                return os.path.normpath(match.group(1))
+        except (OSError, subprocess.SubprocessError):
+            pass
+        guess = os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+        if _is_toolkit(guess):
+            return guess
+    return "/usr/local/cuda" if _is_toolkit("/usr/local/cuda") else None
+
+
+def want_cuda(torch_has_cuda: bool, cuda_home: str | None) -> bool:
+    if os.environ.get("FORCE_ONLY_CPU", "0") == "1":
+        return False
+    if os.environ.get("FORCE_CUDA", "0") == "1":
+        if not torch_has_cuda or cuda_home is None:
+            raise RuntimeError(
+                "FORCE_CUDA=1 but the CUDA kernels cannot be built: "
+                f"torch has CUDA: {torch_has_cuda}; CUDA toolkit found: {cuda_home}. "
+                "Install a CUDA build of torch and set CUDA_HOME to the toolkit folder.")
+        return True
+    return torch_has_cuda and cuda_home is not None
+
+
+# torch.utils.cpp_extension reads CUDA_HOME when it is imported: settle it first.
+_cuda_home = find_cuda_home()
+if _cuda_home:
+    os.environ["CUDA_HOME"] = _cuda_home
+
+import torch  # noqa: E402
+from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
+
+
+def extension():
+    use_cuda = want_cuda(torch.version.cuda is not None, _cuda_home)
+    csrc = os.path.join("csrc")
+    sources = sorted(glob.glob(os.path.join(csrc, "*.cpp")) +
+                     glob.glob(os.path.join(csrc, "cpu", "*.cpp")) +
+                     glob.glob(os.path.join(csrc, "autograd", "*.cpp")))
+    include_dirs = [os.path.join(HERE, csrc, "include")]
+    extra = {"cxx": ["-O3"]}
+    if not use_cuda:
+        print(f"notmiwae_fast: building the CPU kernels only (torch {torch.__version__}, "
+              f"torch CUDA: {torch.version.cuda}, CUDA toolkit: {_cuda_home})")
+        return CppExtension("notmiwae_fast._C", sources, include_dirs=include_dirs,
+                            extra_compile_args=extra, py_limited_api=True)
+    if not os.environ.get("TORCH_CUDA_ARCH_LIST"):
+        os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_ARCH_LIST
+    sources += sorted(glob.glob(os.path.join(csrc, "cuda", "*.cu")))
+    extra["nvcc"] = ["-O3", "--expt-relaxed-constexpr"]
+    print(f"notmiwae_fast: building CPU + CUDA kernels (torch {torch.__version__}, "
+          f"CUDA {torch.version.cuda}, CUDA_HOME={_cuda_home}, "
+          f"TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']})")
+    return CUDAExtension("notmiwae_fast._C", sources, include_dirs=include_dirs,
+                         extra_compile_args=extra, py_limited_api=True)
+
+
+setup(
+    ext_modules=[extension()],
+    cmdclass={"build_ext": BuildExtension},
+    options={"bdist_wheel": {"py_limited_api": "cp39"}},
+)

@@ -1,0 +1,43 @@
+"""Shared helpers of the test-suite."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import notmiwae_fast
+
+HAS_CUDA = torch.cuda.is_available()
+
+# Relative / absolute tolerances of kernel against reference, per dtype (SPEC: float64
+# to 1e-12 relative for the importance-weighting ops, float32 to 1e-5).
+TOL = {
+    torch.float64: dict(rtol=1e-12, atol=1e-12),
+    torch.float32: dict(rtol=1e-5, atol=1e-6),
+}
+
+cuda_only = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+
+DEVICES = [pytest.param("cpu", id="cpu"),
+           pytest.param("cuda", id="cuda", marks=[pytest.mark.cuda, cuda_only])]
+
+
+def run_python(code: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Runs ``code`` in a fresh Python interpreter; returns the finished process."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=full_env, timeout=timeout)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def library_loaded() -> bool:
+    return notmiwae_fast.backend().library is not None
