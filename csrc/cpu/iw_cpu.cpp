@@ -148,11 +148,13 @@ at::Tensor iw_weights_backward_cpu(const at::Tensor& grad_, const at::Tensor& we
 // Columns of D handled by one task of iw_impute: splits wide rows (images) across
 // threads even when B is small.
 constexpr int64_t kImputeColumnTile = 1024;
+// Importance samples per chunk of the online softmax.
+constexpr int64_t kImputeChunk = 256;
 
-// out[b, d] = Σ_k softmax(log_w[b])_k · values[b, k, d].
-// The row's log-sum-exp is found first by the online update (K scalars), then the
-// values are read once, k by k; working memory is one accumulator row per task, so
-// nothing grows with K.
+// out[b, d] = Σ_k softmax(log_w[b])_k · values[b, k, d], in one pass over K by chunks
+// with an online softmax: a running maximum m, a running sum s = Σ exp(a_k − m) and an
+// accumulator acc[d] = Σ exp(a_k − m) v[k, d], both rescaled when a chunk raises m;
+// out = acc / s. Working memory is one accumulator row per task, whatever K.
 at::Tensor iw_impute_cpu(const at::Tensor& log_w_, const at::Tensor& values_) {
   check_iw_values(log_w_, values_);
   check_cpu_dtype(log_w_, "log_w");
@@ -165,8 +167,6 @@ at::Tensor iw_impute_cpu(const at::Tensor& log_w_, const at::Tensor& values_) {
     const scalar_t* a = log_w.const_data_ptr<scalar_t>();
     const scalar_t* v = values.const_data_ptr<scalar_t>();
     scalar_t* o = out.mutable_data_ptr<scalar_t>();
-    std::vector<acc_t> lse(B);
-    rows_lse<acc_t>(a, B, K, lse.data());
     const int64_t tiles = (D + kImputeColumnTile - 1) / kImputeColumnTile;
     const int64_t grain = rows_per_task(K * std::min(D, kImputeColumnTile));
     at::parallel_for(0, B * tiles, grain, [&](int64_t t0, int64_t t1) {
@@ -175,14 +175,29 @@ at::Tensor iw_impute_cpu(const at::Tensor& log_w_, const at::Tensor& values_) {
         const int64_t b = t / tiles;
         const int64_t d0 = (t % tiles) * kImputeColumnTile;
         const int64_t n = std::min(D - d0, kImputeColumnTile);
+        const scalar_t* ab = a + b * K;
         std::fill(acc.begin(), acc.begin() + n, acc_t(0));
-        for (int64_t k = 0; k < K; ++k) {
-          const acc_t w = math::softmax_weight(static_cast<acc_t>(a[b * K + k]), lse[b]);
-          if (w == acc_t(0)) continue;  // no mass: skip the row (and any inf/NaN in it)
-          const scalar_t* vk = v + (b * K + k) * D + d0;
-          for (int64_t j = 0; j < n; ++j) acc[j] += w * static_cast<acc_t>(vk[j]);
+        LseState<acc_t> state = math::lse_empty<acc_t>();
+        for (int64_t k0 = 0; k0 < K; k0 += kImputeChunk) {
+          const int64_t k1 = std::min(K, k0 + kImputeChunk);
+          acc_t chunk_max = math::neg_inf<acc_t>();
+          for (int64_t k = k0; k < k1; ++k)
+            chunk_max = std::max(chunk_max, static_cast<acc_t>(ab[k]));
+          if (chunk_max > state.max) {
+            const acc_t f = math::lse_rescale(state.max, chunk_max);
+            for (int64_t j = 0; j < n; ++j) acc[j] *= f;
+            state = LseState<acc_t>{chunk_max, state.sum * f};
+          }
+          for (int64_t k = k0; k < k1; ++k) {
+            const acc_t p = math::softmax_weight(static_cast<acc_t>(ab[k]), state.max);
+            if (p == acc_t(0)) continue;  // no mass: skip the sample (and any inf/NaN in it)
+            state.sum += p;
+            const scalar_t* vk = v + (b * K + k) * D + d0;
+            for (int64_t j = 0; j < n; ++j) acc[j] += p * static_cast<acc_t>(vk[j]);
+          }
         }
-        for (int64_t j = 0; j < n; ++j) o[b * D + d0 + j] = static_cast<scalar_t>(acc[j]);
+        const acc_t inv = state.sum > acc_t(0) ? acc_t(1) / state.sum : acc_t(0);
+        for (int64_t j = 0; j < n; ++j) o[b * D + d0 + j] = static_cast<scalar_t>(acc[j] * inv);
       }
     });
   });

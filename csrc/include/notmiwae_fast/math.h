@@ -78,6 +78,13 @@ NMF_HOST_DEVICE T lse_value(LseState<T> s) {
   return s.sum > T(0) ? s.max + log(s.sum) : neg_inf<T>();
 }
 
+// The factor exp(old_max - new_max) that carries sums kept relative to old_max over to a
+// new running maximum new_max >= old_max (0 when nothing was kept: old_max = -inf).
+template <typename T>
+NMF_HOST_DEVICE T lse_rescale(T old_max, T new_max) {
+  return old_max == neg_inf<T>() ? T(0) : exp(old_max - new_max);
+}
+
 // Self-normalised weight exp(a - lse) of a log-value given the log-sum-exp of its
 // set. A set with no mass (lse = -inf) gives weight 0, never NaN.
 template <typename T>
