@@ -1,0 +1,118 @@
+"""Checking and normalising what users pass to the models.
+
+Every error is a ValueError (TypeError for a non-tensor) naming the argument.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def as_tensor(value, name: str, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Tensor or array-like -> tensor of ``dtype`` on ``device``."""
+    if isinstance(value, Tensor):
+        t = value
+    elif isinstance(value, (np.ndarray, list, tuple)) or hasattr(value, "__array__"):
+        t = torch.as_tensor(np.asarray(value, dtype=np.float64))
+    else:
+        raise TypeError(f"argument '{name}' must be a tensor or an array; got "
+                        f"{type(value).__name__}")
+    return t.to(device=device, dtype=dtype)
+
+
+def n_samples(value, name: str = "n_samples") -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"argument '{name}' must be an int >= 1; got {value!r}")
+    return int(value)
+
+
+def data_and_mask(x, s, input_dim: int, dtype: torch.dtype,
+                  device: torch.device) -> tuple[Tensor, Tensor]:
+    """Checks x [B, D] and its mask s [B, D]; returns (x with zeros at missing entries,
+    s as 0/1 floats), both of ``dtype`` on ``device``.
+
+    s may be bool, int or float, and must hold only 0 and 1. x may hold anything
+    (NaN included) where s = 0, and must be finite where s = 1.
+    """
+    if s is None:
+        raise ValueError("argument 's' (the mask: 1 = observed, 0 = missing) is required")
+    x = as_tensor(x, "x", dtype, device)
+    if isinstance(s, Tensor):
+        s_t = s.to(device)
+    else:
+        s_t = torch.as_tensor(np.asarray(s), device=device)
+    if x.dim() != 2 or x.shape[1] != input_dim:
+        raise ValueError(f"argument 'x' must have shape [B, input_dim] = [B, {input_dim}]; "
+                         f"got {list(x.shape)}")
+    if tuple(s_t.shape) != tuple(x.shape):
+        raise ValueError(f"argument 's' must have the shape of 'x' {list(x.shape)}; "
+                         f"got {list(s_t.shape)}")
+    if s_t.dtype != torch.bool:
+        if s_t.is_floating_point() and not torch.isfinite(s_t).all():
+            raise ValueError("argument 's' must hold only 0 (missing) and 1 (observed); "
+                             "it holds NaN or inf")
+        bad = (s_t != 0) & (s_t != 1)
+        if bad.any():
+            value = s_t[bad][0].item()
+            raise ValueError("argument 's' must hold only 0 (missing) and 1 (observed); "
+                             f"got {value!r} at {bad.sum().item()} entries")
+    observed = s_t.bool()
+    bad_x = observed & ~torch.isfinite(x)
+    if bad_x.any():
+        row, col = (int(i) for i in bad_x.nonzero()[0])
+        raise ValueError(f"argument 'x' has NaN or inf at {bad_x.sum().item()} observed "
+                         f"entries (s = 1), e.g. row {row}, column {col}; mark them missing "
+                         "(s = 0) or fix the data")
+    x0 = torch.where(observed, x, torch.zeros((), dtype=dtype, device=device))
+    return x0, observed.to(dtype)
+
+
+def targets(y, batch: int, task: str, y_dim: int, dtype: torch.dtype,
+            device: torch.device) -> Tensor:
+    """Checks y for a supervised model: regression [B, y_dim] (or [B] when y_dim = 1)
+    floats; classification [B] class indices (0/1 for binary with y_dim = 1)."""
+    if y is None:
+        raise ValueError("argument 'y' is required by supervised models")
+    y_t = y if isinstance(y, Tensor) else torch.as_tensor(np.asarray(y))
+    y_t = y_t.to(device)
+    if y_t.shape[0] != batch:
+        raise ValueError(f"argument 'y' must have {batch} rows (one per row of x); "
+                         f"got shape {list(y_t.shape)}")
+    if task == "regression":
+        y_t = y_t.to(dtype).reshape(batch, -1)
+        if y_t.shape[1] != y_dim:
+            raise ValueError(f"argument 'y' must have shape [B, y_dim] = [{batch}, {y_dim}]; "
+                             f"got {list(y.shape)}")
+        if not torch.isfinite(y_t).all():
+            raise ValueError("argument 'y' must be finite")
+        return y_t
+    y_t = y_t.reshape(-1)
+    if y_t.numel() != batch:
+        raise ValueError(f"argument 'y' must hold one class index per row, shape [{batch}]; "
+                         f"got {list(y.shape)}")
+    n_classes = max(2, y_dim)
+    if y_t.is_floating_point() and not torch.all(y_t == y_t.round()):
+        raise ValueError("argument 'y' must hold integer class indices for classification")
+    y_t = y_t.long()
+    if y_t.numel() and (y_t.min() < 0 or y_t.max() >= n_classes):
+        raise ValueError(f"argument 'y' must hold class indices in [0, {n_classes - 1}]; "
+                         f"got values in [{y_t.min().item()}, {y_t.max().item()}]")
+    return y_t
+
+
+def choice(value, name: str, valid) -> str:
+    if value not in valid:
+        raise ValueError(f"argument '{name}' must be one of "
+                         f"{', '.join(repr(v) for v in valid)}; got {value!r}")
+    return value
+
+
+def optional_names(names: Optional[list], input_dim: int) -> Optional[list]:
+    if names is not None and len(names) != input_dim:
+        raise ValueError(f"argument 'feature_names' must have input_dim = {input_dim} names; "
+                         f"got {len(names)}")
+    return list(names) if names is not None else None

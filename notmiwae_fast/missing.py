@@ -1,0 +1,247 @@
+"""Missing-data processes p(s | x) for not-MIWAE.
+
+p(s | x) = Π_d Bernoulli(s_d; σ(ℓ_d(x))), where s_d = 1 means *observed*. A process is an
+``nn.Module`` whose ``forward(x)`` maps data of shape [..., D] to the logits ℓ of the
+same shape. Built in:
+
+* ``selfmasking``: ℓ_d = −W_d (x_d − b_d). W_d > 0: values above b_d tend to be missing.
+* ``selfmasking_known_signs``: ℓ_d = −sign_d · softplus(W_d) · (x_d − b_d). sign +1: high
+  values go missing; −1: low values go missing (the direction is known, the strength
+  and the threshold are learnt).
+* ``linear`` (the paper's "agnostic"): ℓ = A x + c, a dense D × D layer.
+* ``nonlinear``: an MLP D → h → h → D.
+
+A user-defined process subclasses :class:`BaseMissingProcess` and implements
+``forward``. The self-masking processes also expose :meth:`selfmask_params`, which lets
+the models use the fused ``notmiwae_normal_terms`` kernel.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "BaseMissingProcess",
+    "SelfMaskingProcess",
+    "SelfMaskingKnownSignsProcess",
+    "LinearMissingProcess",
+    "NonlinearMissingProcess",
+    "MissingProcess",
+    "MISSING_PROCESSES",
+]
+
+
+class BaseMissingProcess(nn.Module):
+    """Base class of missing processes: subclass it and implement ``forward(x)``.
+
+    Args:
+        input_dim: number of features D.
+        feature_names: optional names of the D features (used by ``interpret``).
+
+    Example::
+
+        class ThresholdProcess(BaseMissingProcess):
+            def __init__(self, input_dim):
+                super().__init__(input_dim)
+                self.threshold = nn.Parameter(torch.zeros(input_dim))
+
+            def forward(self, x):             # [..., D] -> logits of s = 1, [..., D]
+                return 5.0 * (self.threshold - x)
+    """
+
+    def __init__(self, input_dim: int, feature_names: Optional[Sequence[str]] = None,
+                 **kwargs):
+        super().__init__()
+        if not isinstance(input_dim, int) or input_dim < 1:
+            raise ValueError(f"argument 'input_dim' must be a positive int; got {input_dim!r}")
+        if feature_names is not None and len(feature_names) != input_dim:
+            raise ValueError(f"argument 'feature_names' must have input_dim = {input_dim} "
+                             f"names; got {len(feature_names)}")
+        self.input_dim = input_dim
+        self.feature_names = list(feature_names) if feature_names is not None else [
+            f"feature_{i}" for i in range(input_dim)]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits of p(s = 1 | x): [..., D] -> [..., D]."""
+        raise NotImplementedError(f"{type(self).__name__} must implement forward(x) -> logits")
+
+    def selfmask_params(self) -> Optional[tuple[Tensor, Tensor]]:
+        """(W, b), both [D], when the logits are −W · (x − b); None otherwise.
+
+        Processes of that form get the fused not-MIWAE kernel."""
+        return None
+
+    def interpret(self, verbose: bool = False, mean: Optional[Tensor] = None,
+                  std: Optional[Tensor] = None) -> dict:
+        """A description of the learnt process (override for custom processes).
+
+        ``mean`` and ``std`` ([D]) convert thresholds to the data's original units when
+        the data were standardised."""
+        result = {"process_type": type(self).__name__, "feature_names": self.feature_names,
+                  "note": "no closed-form interpretation; see compute_sensitivity(x)"}
+        if verbose:
+            print(f"{type(self).__name__}: {result['note']}")
+        return result
+
+    def missing_probability(self, x: Tensor) -> Tensor:
+        """p(s_d = 0 | x) for every feature: [B, D] -> [B, D]."""
+        return torch.sigmoid(-self.forward(x))
+
+    def compute_sensitivity(self, x: Tensor) -> Tensor:
+        """How much each feature moves each feature's probability of being missing.
+
+        One vectorised Jacobian (``torch.func.vmap`` of ``jacrev``), not D backward passes.
+
+        Args:
+            x: [B, D] complete data (e.g. imputed).
+        Returns:
+            [D, D]: entry [i, j] is the mean over rows of |∂ p(s_i = 0 | x) / ∂ x_j|.
+        """
+        if x.dim() != 2 or x.shape[1] != self.input_dim:
+            raise ValueError(f"argument 'x' must have shape [B, {self.input_dim}]; "
+                             f"got {list(x.shape)}")
+        jac = torch.func.vmap(torch.func.jacrev(self.missing_probability))(x.detach())
+        return jac.abs().mean(dim=0)
+
+
+def _self_masking_interpretation(process: BaseMissingProcess, slope: Tensor, b: Tensor,
+                                 verbose: bool, mean: Optional[Tensor],
+                                 std: Optional[Tensor]) -> dict:
+    """Per-feature direction, strength and threshold of logits −slope · (x − b)."""
+    slope = slope.detach().cpu().double()
+    threshold = b.detach().cpu().double()
+    if mean is not None and std is not None:
+        threshold = threshold * std.detach().cpu().double() + mean.detach().cpu().double()
+    features = []
+    for i, name in enumerate(process.feature_names):
+        w = float(slope[i])
+        if abs(w) < 0.1:
+            direction = "none (missing at random)"
+        else:
+            direction = "high values missing" if w > 0 else "low values missing"
+        features.append({"feature": name, "direction": direction, "strength": abs(w),
+                         "W": w, "threshold": float(threshold[i])})
+        if verbose:
+            print(f"{name}: {direction} (strength {abs(w):.3f}, threshold "
+                  f"{float(threshold[i]):.3f})")
+    return {"process_type": type(process).__name__, "feature_names": process.feature_names,
+            "units": "original" if mean is not None and std is not None else "model",
+            "features": features}
+
+
+class SelfMaskingProcess(BaseMissingProcess):
+    """ℓ_d = −W_d (x_d − b_d): each feature's missingness depends on its own value."""
+
+    def __init__(self, input_dim: int, feature_names: Optional[Sequence[str]] = None,
+                 **kwargs):
+        super().__init__(input_dim, feature_names)
+        self.W = nn.Parameter(torch.ones(input_dim))
+        self.b = nn.Parameter(torch.zeros(input_dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return -self.W * (x - self.b)
+
+    def selfmask_params(self) -> tuple[Tensor, Tensor]:
+        return self.W, self.b
+
+    def interpret(self, verbose: bool = False, mean=None, std=None) -> dict:
+        return _self_masking_interpretation(self, self.W, self.b, verbose, mean, std)
+
+
+class SelfMaskingKnownSignsProcess(BaseMissingProcess):
+    """ℓ_d = −sign_d · softplus(W_d) · (x_d − b_d), the direction sign_d given.
+
+    Args:
+        signs: [D] of +1 (high values go missing) and −1 (low values go missing);
+            default all +1.
+    """
+
+    def __init__(self, input_dim: int, signs: Optional[Sequence[float] | Tensor] = None,
+                 feature_names: Optional[Sequence[str]] = None, **kwargs):
+        super().__init__(input_dim, feature_names)
+        signs = torch.ones(input_dim) if signs is None else torch.as_tensor(
+            signs, dtype=torch.float32).flatten()
+        if signs.numel() != input_dim:
+            raise ValueError(f"argument 'signs' must have input_dim = {input_dim} entries; "
+                             f"got {signs.numel()}")
+        if not torch.all((signs == 1) | (signs == -1)):
+            raise ValueError("argument 'signs' must hold only +1 (high values missing) and "
+                             f"-1 (low values missing); got {signs.tolist()}")
+        self.W = nn.Parameter(torch.ones(input_dim))
+        self.b = nn.Parameter(torch.zeros(input_dim))
+        self.register_buffer("signs", signs)
+
+    def slope(self) -> Tensor:
+        return self.signs * F.softplus(self.W)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return -self.slope() * (x - self.b)
+
+    def selfmask_params(self) -> tuple[Tensor, Tensor]:
+        return self.slope(), self.b
+
+    def interpret(self, verbose: bool = False, mean=None, std=None) -> dict:
+        return _self_masking_interpretation(self, self.slope(), self.b, verbose, mean, std)
+
+
+class LinearMissingProcess(BaseMissingProcess):
+    """ℓ = A x + c with a dense D × D matrix A (missingness may depend on every feature)."""
+
+    def __init__(self, input_dim: int, feature_names: Optional[Sequence[str]] = None,
+                 **kwargs):
+        super().__init__(input_dim, feature_names)
+        self.linear = nn.Linear(input_dim, input_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(x)
+
+    def interpret(self, verbose: bool = False, mean=None, std=None) -> dict:
+        A = self.linear.weight.detach().cpu()
+        result = {"process_type": type(self).__name__, "feature_names": self.feature_names,
+                  "A": A, "c": self.linear.bias.detach().cpu(),
+                  "self_dependence": -torch.diagonal(A)}
+        if verbose:
+            for name, w in zip(self.feature_names, result["self_dependence"].tolist()):
+                print(f"{name}: self-dependence {w:+.3f} (positive: high values missing)")
+        return result
+
+
+class NonlinearMissingProcess(BaseMissingProcess):
+    """ℓ = MLP(x), D → hidden → hidden → D with tanh activations."""
+
+    def __init__(self, input_dim: int, hidden_dim: int = 64,
+                 feature_names: Optional[Sequence[str]] = None, **kwargs):
+        super().__init__(input_dim, feature_names)
+        self.mlp = nn.Sequential(nn.Linear(input_dim, hidden_dim), nn.Tanh(),
+                                 nn.Linear(hidden_dim, hidden_dim), nn.Tanh(),
+                                 nn.Linear(hidden_dim, input_dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.mlp(x)
+
+
+MISSING_PROCESSES = {
+    "selfmasking": SelfMaskingProcess,
+    "selfmasking_known_signs": SelfMaskingKnownSignsProcess,
+    "linear": LinearMissingProcess,
+    "nonlinear": NonlinearMissingProcess,
+}
+
+
+def MissingProcess(input_dim: int, missing_process: str = "selfmasking", hidden_dim: int = 64,
+                   feature_names: Optional[Sequence[str]] = None,
+                   signs: Optional[Sequence[float] | Tensor] = None) -> BaseMissingProcess:
+    """Builds a built-in process by name (one of :data:`MISSING_PROCESSES`)."""
+    if missing_process not in MISSING_PROCESSES:
+        raise ValueError(f"argument 'missing_process' must be one of "
+                         f"{', '.join(repr(k) for k in MISSING_PROCESSES)} or a "
+                         f"BaseMissingProcess instance; got {missing_process!r}")
+    if signs is not None and missing_process != "selfmasking_known_signs":
+        raise ValueError("argument 'signs' is only used by missing_process="
+                         f"'selfmasking_known_signs'; got missing_process={missing_process!r}")
+    return MISSING_PROCESSES[missing_process](input_dim, hidden_dim=hidden_dim, signs=signs,
+                                              feature_names=feature_names)

@@ -1,0 +1,420 @@
+"""The models: MIWAE, NotMIWAE, SupMIWAE and SupNotMIWAE.
+
+All four share one importance-weighting core (:class:`ImportanceWeightedModel`):
+
+    log w_k = log p(x° | z_k) + log p(z_k) − log q(z_k | x̃)
+              [+ log p(s | x̂_k)]       not-MIWAE: x̂_k = s ⊙ x + (1 − s) ⊙ x_k, x_k ~ p(x | z_k)
+              [+ log p(y | x̂_k)]       supervised models (Ipsen et al. 2022)
+    bound  = log (1/K) Σ_k w_k,         loss = −mean over rows of the bound.
+
+The likelihood terms run on the fused operators (``backend="fused"``) or on their
+pure-PyTorch twins (``backend="reference"``): the same math. A Gaussian decoder with a
+self-masking process uses the fused ``notmiwae_normal_terms`` kernel, which never writes
+x̂ to memory. Imputation streams over the importance samples in chunks and merges them
+with an online softmax, so its memory does not grow with ``n_samples``.
+
+Shapes: x, s [B, D]; z [B, K, L]; decoder parameters [B, K, D]; log-weights [B, K].
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from . import _validate, ops, reference
+from .missing import BaseMissingProcess, MissingProcess
+from .networks import OUT_DISTS, Encoder, PredictionHead, make_decoder, DEFAULT_MIN_SCALE
+
+__all__ = ["MIWAE", "NotMIWAE", "SupMIWAE", "SupNotMIWAE", "ImportanceWeightedModel"]
+
+BACKENDS = ("fused", "reference")
+# Elements of one [B, chunk, D] tensor during imputation (about 16 MB in float32).
+IMPUTE_CHUNK_ELEMENTS = 1 << 22
+
+
+@contextlib.contextmanager
+def evaluation(model: nn.Module):
+    """Eval mode and no gradients inside; the model's previous mode restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+class ImportanceWeightedModel(nn.Module):
+    """The shared core of the four models (not used directly).
+
+    Args:
+        input_dim: D, the number of features.
+        latent_dim: L (default D − 1, the paper's choice; at least 1).
+        hidden_dim: width of the two hidden tanh layers of encoder and decoder.
+        n_samples: K, importance samples per row during training.
+        out_dist: ``"gauss"``, ``"bern"`` or ``"student_t"``.
+        ppca: PPCA-like decoder (loc linear in z, one shared scale) instead of an MLP.
+        min_scale: floor of the decoder scale (default 1e-3, for standardised data).
+        feature_names: optional names of the D features.
+        backend: ``"fused"`` (kernels) or ``"reference"`` (pure PyTorch, same math).
+    """
+
+    has_missing_process = False
+    supervised = False
+
+    def __init__(self, input_dim: int, latent_dim: Optional[int] = None, hidden_dim: int = 128,
+                 n_samples: int = 20, out_dist: str = "gauss", ppca: bool = False,
+                 min_scale: float = DEFAULT_MIN_SCALE,
+                 feature_names: Optional[Sequence[str]] = None, backend: str = "fused"):
+        super().__init__()
+        if isinstance(input_dim, bool) or not isinstance(input_dim, int) or input_dim < 1:
+            raise ValueError(f"argument 'input_dim' must be a positive int; got {input_dim!r}")
+        latent_dim = max(1, input_dim - 1) if latent_dim is None else latent_dim
+        for name, value in (("latent_dim", latent_dim), ("hidden_dim", hidden_dim)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"argument '{name}' must be a positive int; got {value!r}")
+        if not min_scale > 0:
+            raise ValueError(f"argument 'min_scale' must be > 0; got {min_scale!r}")
+        self.input_dim, self.latent_dim, self.hidden_dim = input_dim, latent_dim, hidden_dim
+        self.n_samples = _validate.n_samples(n_samples)
+        self.out_dist = _validate.choice(out_dist, "out_dist", OUT_DISTS)
+        self.backend = _validate.choice(backend, "backend", BACKENDS)
+        self.ppca = bool(ppca)
+        self.feature_names = _validate.optional_names(feature_names, input_dim)
+        self.encoder = Encoder(input_dim, hidden_dim, latent_dim)
+        self.decoder = make_decoder(out_dist, latent_dim, hidden_dim, input_dim, min_scale, ppca)
+        # Standardisation of the training data, if the user's data went through
+        # utils.standardize: lets interpret_missing_process speak in original units.
+        self.register_buffer("data_mean", None)
+        self.register_buffer("data_std", None)
+
+    # -- the operators of the chosen backend ------------------------------------------
+    @property
+    def ops(self):
+        return ops if self.backend == "fused" else reference
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    @property
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def set_standardization(self, mean, std) -> None:
+        """Records the per-feature mean and std ([D]) used to standardise the data."""
+        self.data_mean = _validate.as_tensor(mean, "mean", self._dtype, self._device).flatten()
+        self.data_std = _validate.as_tensor(std, "std", self._dtype, self._device).flatten()
+
+    # -- the importance-weighting core ---------------------------------------------------
+    def _terms(self, x0: Tensor, s: Tensor, k: int, y: Optional[Tensor] = None,
+               need_draws: bool = False) -> dict:
+        """All per-sample terms for K = k samples of z per row.
+
+        Returns a dict with ``log_w`` [B, k] (without the y term), the separate terms,
+        ``means`` (E[x | z_k], [B, k, D]), ``x_hat`` (when a missing process or a
+        prediction head needs it) and ``draws`` (samples of x for multiple imputation,
+        when ``need_draws``)."""
+        mu, std = self.encoder(x0)
+        eps_z = torch.randn(mu.shape[0], k, mu.shape[1], dtype=mu.dtype, device=mu.device)
+        z = mu.unsqueeze(1) + std.unsqueeze(1) * eps_z
+        # log p(z) − log q(z | x̃); the 0.5 log 2π constants cancel.
+        log_p_z = -0.5 * (z * z).sum(-1) - 0.5 * self.latent_dim * math.log(2 * math.pi)
+        log_q_z = (-0.5 * (eps_z * eps_z) - torch.log(std).unsqueeze(1)).sum(-1) \
+            - 0.5 * self.latent_dim * math.log(2 * math.pi)
+        params = self.decoder(z)
+        out = {"log_p_z": log_p_z, "log_q_z_given_x": log_q_z, "log_p_s_given_x": None,
+               "x_hat": None, "draws": None}
+        observed = s.bool().unsqueeze(1)
+        selfmask = self.missing_model.selfmask_params() if self.has_missing_process else None
+        x_k = None
+        if selfmask is not None and self.out_dist == "gauss":
+            # Fused: log p(x°|z) and log p(s|x̂) in one pass, x̂ never written to memory.
+            eps_x = torch.randn_like(params["loc"])
+            log_px, out["log_p_s_given_x"] = self.ops.notmiwae_normal_terms(
+                x0, s, params["loc"], params["scale"], eps_x, *selfmask)
+            if self.supervised or need_draws:
+                x_k = params["loc"] + params["scale"] * eps_x
+        else:
+            log_px = self.decoder.log_prob(self.ops, x0, s, params)
+            if self.has_missing_process or self.supervised:
+                x_k = self.decoder.sample(params)
+            if self.has_missing_process:
+                logits = self.missing_model(torch.where(observed, x0.unsqueeze(1), x_k))
+                # log Π_d Bernoulli(s_d; σ(ℓ_d)): a Bernoulli likelihood of s, all observed.
+                out["log_p_s_given_x"] = self.ops.masked_bernoulli_logprob(
+                    s, torch.ones_like(s), logits)
+        if x_k is not None:
+            out["x_hat"] = torch.where(observed, x0.unsqueeze(1), x_k)
+        if need_draws:
+            # Resampled draws must be the samples the weights were computed with when the
+            # weights depend on them (not-MIWAE); otherwise fresh draws of p(x | z_k).
+            weighted_sample = self.has_missing_process and self.out_dist != "bern"
+            out["draws"] = x_k if weighted_sample else self.decoder.draw(params)
+        out["log_p_x_given_z"] = log_px
+        log_w = log_px + log_p_z - log_q_z
+        if out["log_p_s_given_x"] is not None:
+            log_w = log_w + out["log_p_s_given_x"]
+        out["log_w"] = log_w
+        out["means"] = self.decoder.mean(params)
+        return out
+
+    def _inputs(self, x, s) -> tuple[Tensor, Tensor]:
+        return _validate.data_and_mask(x, s, self.input_dim, self._dtype, self._device)
+
+    def _bound_outputs(self, terms: dict, log_w: Tensor) -> dict:
+        bound = self.ops.iw_logmeanexp(log_w)
+        elbo = bound.mean()
+        result = {"loss": -elbo, "elbo": elbo, "log_w": log_w}
+        for key in ("log_p_x_given_z", "log_p_s_given_x", "log_p_z", "log_q_z_given_x"):
+            if terms.get(key) is not None:
+                result[key] = terms[key].mean()
+        return result
+
+    def forward(self, x, s, n_samples: Optional[int] = None) -> dict:
+        """The importance-weighted bound of a batch.
+
+        Args:
+            x: [B, D] data; anything (NaN included) at missing entries.
+            s: [B, D] mask, 1 = observed, 0 = missing (bool, int or float).
+            n_samples: K (default: the model's ``n_samples``).
+        Returns:
+            dict with ``loss`` (−elbo), ``elbo`` (the bound averaged over rows),
+            ``log_w`` [B, K] and the batch means of the log-terms.
+        """
+        k = self.n_samples if n_samples is None else _validate.n_samples(n_samples)
+        x0, s_ = self._inputs(x, s)
+        terms = self._terms(x0, s_, k)
+        return self._bound_outputs(terms, terms["log_w"])
+
+    # -- streaming over the importance samples -----------------------------------------
+    def _chunk_size(self, batch: int, n_samples: int, chunk_size: Optional[int]) -> int:
+        if chunk_size is not None:
+            return min(_validate.n_samples(chunk_size, "chunk_size"), n_samples)
+        return max(1, min(n_samples, IMPUTE_CHUNK_ELEMENTS // max(1, batch * self.input_dim)))
+
+    def _stream(self, x0: Tensor, s: Tensor, n_samples: int, chunk_size: Optional[int],
+                value_fn: Callable[[dict], Tensor], n_draws: Optional[int] = None):
+        """Σ_k α_k value_fn(terms)_k over n_samples samples, by chunks.
+
+        α = softmax of the log-weights (without any y term). Chunks are merged with the
+        online softmax rule: with L_c = log Σ_{k in c} w_k, the running mean m and mass L
+        become m ← (e^L m + e^{L_c} m_c) / (e^L + e^{L_c}). With ``n_draws`` = M it also
+        keeps M sampling-importance-resampling draws (weighted reservoir sampling over
+        the chunks) of ``terms["draws"]``. Returns (mean [B, V], draws [M, B, D] or None).
+        """
+        B = x0.shape[0]
+        c = self._chunk_size(B, n_samples, chunk_size)
+        mass = torch.full((B,), -math.inf, dtype=x0.dtype, device=x0.device)
+        mean = None
+        picked = None
+        done = 0
+        while done < n_samples:
+            k = min(c, n_samples - done)
+            terms = self._terms(x0, s, k, need_draws=n_draws is not None)
+            log_w = terms["log_w"]
+            chunk_mass = self.ops.iw_logmeanexp(log_w) + math.log(k)
+            chunk_mean = self.ops.iw_impute(log_w, value_fn(terms))
+            total = torch.logaddexp(mass, chunk_mass)
+            keep = _share(mass, total)
+            take = _share(chunk_mass, total)
+            mean = chunk_mean * take.unsqueeze(1) if mean is None else \
+                mean * keep.unsqueeze(1) + chunk_mean * take.unsqueeze(1)
+            if n_draws is not None:
+                picked = _resample(picked, terms["draws"], self.ops.iw_weights(log_w), take,
+                                   n_draws)
+            mass = total
+            done += k
+        return mean, picked
+
+    def impute(self, x, s, n_samples: int = 1000, n_draws: Optional[int] = None,
+               chunk_size: Optional[int] = None) -> Tensor:
+        """Imputes the missing entries; observed entries are returned unchanged.
+
+        Single imputation (default) is the conditional mean Σ_k α_k E[x | z_k] with
+        self-normalised importance weights α (including p(s | x̂) for not-MIWAE). It
+        streams over the ``n_samples`` importance samples in chunks (``chunk_size``,
+        default: about 4M elements per [B, chunk, D] tensor), so memory does not grow
+        with ``n_samples``: K = 10,000 is practical.
+
+        Multiple imputation: ``n_draws = M`` returns M draws by sampling-importance-
+        resampling from the same weights, shape [M, B, D].
+
+        Args:
+            x: [B, D]; anything at missing entries. s: [B, D] mask (1 = observed).
+        Returns:
+            [B, D] (or [M, B, D]) in x's dtype when x is a tensor; the model's mode
+            (train / eval) is left as it was.
+        """
+        n_samples = _validate.n_samples(n_samples)
+        if n_draws is not None:
+            n_draws = _validate.n_samples(n_draws, "n_draws")
+        out_dtype = x.dtype if isinstance(x, Tensor) and x.is_floating_point() else self._dtype
+        with evaluation(self):
+            x0, s_ = self._inputs(x, s)
+            mean, draws = self._stream(x0, s_, n_samples, chunk_size, lambda t: t["means"],
+                                       n_draws)
+            observed = s_.bool()
+            if draws is not None:
+                result = torch.where(observed.unsqueeze(0), x0.unsqueeze(0), draws)
+            else:
+                result = torch.where(observed, x0, mean)
+        return result.to(out_dtype)
+
+    # -- the missing process --------------------------------------------------------------
+    def interpret_missing_process(self, verbose: bool = False) -> dict:
+        """Per feature: direction, strength W and threshold b of the learnt process (in the
+        data's original units when :meth:`set_standardization` was called)."""
+        if not self.has_missing_process:
+            raise AttributeError(f"{type(self).__name__} has no missing process")
+        return self.missing_model.interpret(verbose=verbose, mean=self.data_mean,
+                                            std=self.data_std)
+
+    def compute_missing_sensitivity(self, x) -> Tensor:
+        """[D, D] mean |∂ p(s_i = 0 | x) / ∂ x_j| over the rows of complete data x [B, D]
+        (one vectorised Jacobian)."""
+        if not self.has_missing_process:
+            raise AttributeError(f"{type(self).__name__} has no missing process")
+        x = _validate.as_tensor(x, "x", self._dtype, self._device)
+        return self.missing_model.compute_sensitivity(x)
+
+
+def _share(part: Tensor, total: Tensor) -> Tensor:
+    """exp(part − total), 0 where the total has no mass (never NaN)."""
+    safe_total = torch.where(torch.isfinite(total), total, torch.zeros_like(total))
+    return torch.where(torch.isfinite(total), torch.exp(part - safe_total),
+                       torch.zeros_like(total))
+
+
+def _resample(picked: Optional[Tensor], draws: Tensor, w: Tensor, take: Tensor,
+              n_draws: int) -> Tensor:
+    """Weighted reservoir step: each of the M current picks is replaced, with probability
+    ``take`` (this chunk's share of the mass so far), by a draw from this chunk chosen
+    with probability w_k (the chunk's normalised weights).
+    picked: [M, B, D]; draws: [B, k, D]; w: [B, k]."""
+    B, k, D = draws.shape
+    has_mass = w.sum(1) > 0
+    probs = torch.where(has_mass.unsqueeze(1), w, torch.full_like(w, 1.0 / k))
+    idx = torch.multinomial(probs, n_draws, replacement=True)           # [B, M]
+    chosen = draws.gather(1, idx.unsqueeze(-1).expand(B, n_draws, D))    # [B, M, D]
+    chosen = chosen.permute(1, 0, 2)
+    if picked is None:
+        return chosen
+    replace = torch.rand(n_draws, B, 1, device=draws.device) < take.view(1, B, 1)
+    return torch.where(replace, chosen, picked)
+
+
+def _missing_process(missing_process, input_dim: int, hidden_dim: int,
+                     feature_names, signs) -> BaseMissingProcess:
+    if isinstance(missing_process, BaseMissingProcess):
+        if missing_process.input_dim != input_dim:
+            raise ValueError(f"argument 'missing_process' has input_dim "
+                             f"{missing_process.input_dim}; the model has {input_dim}")
+        return missing_process
+    if isinstance(missing_process, nn.Module):
+        raise ValueError("argument 'missing_process' must subclass BaseMissingProcess "
+                         f"(got {type(missing_process).__name__})")
+    return MissingProcess(input_dim, missing_process, hidden_dim=hidden_dim,
+                          feature_names=feature_names, signs=signs)
+
+
+class MIWAE(ImportanceWeightedModel):
+    """MIWAE (Mattei & Frellsen 2019): missing at random, no model of the mask.
+
+    See :class:`ImportanceWeightedModel` for the arguments; ``forward(x, s)``,
+    ``impute(x, s, n_samples)``."""
+
+
+class NotMIWAE(ImportanceWeightedModel):
+    """not-MIWAE (Ipsen, Mattei & Frellsen 2021): data missing not at random, with a
+    model p(s | x) of the missing process.
+
+    Extra args:
+        missing_process: ``"selfmasking"`` (default), ``"selfmasking_known_signs"``,
+            ``"linear"``, ``"nonlinear"`` or a :class:`BaseMissingProcess` instance.
+        signs: [D] of ±1 for ``selfmasking_known_signs`` (+1: high values missing).
+        missing_hidden_dim: width of the ``nonlinear`` process (default hidden_dim // 2).
+    """
+
+    has_missing_process = True
+
+    def __init__(self, input_dim: int, latent_dim: Optional[int] = None, hidden_dim: int = 128,
+                 n_samples: int = 20, out_dist: str = "gauss",
+                 missing_process: Union[str, BaseMissingProcess] = "selfmasking",
+                 signs=None, feature_names: Optional[Sequence[str]] = None,
+                 ppca: bool = False, min_scale: float = DEFAULT_MIN_SCALE,
+                 missing_hidden_dim: Optional[int] = None, backend: str = "fused"):
+        super().__init__(input_dim, latent_dim, hidden_dim, n_samples, out_dist, ppca,
+                         min_scale, feature_names, backend)
+        self.missing_model = _missing_process(
+            missing_process, input_dim, missing_hidden_dim or max(1, hidden_dim // 2),
+            feature_names, signs)
+        self.missing_process = (missing_process if isinstance(missing_process, str)
+                                else type(missing_process).__name__)
+
+
+class _Supervised:
+    """The supervised part shared by SupMIWAE and SupNotMIWAE (Ipsen et al. 2022)."""
+
+    supervised = True
+
+    def _init_head(self, y_dim: int, task: str, head_hidden_dim: Optional[int]) -> None:
+        self.task = _validate.choice(task, "task", PredictionHead.TASKS)
+        if isinstance(y_dim, bool) or not isinstance(y_dim, int) or y_dim < 1:
+            raise ValueError(f"argument 'y_dim' must be a positive int; got {y_dim!r}")
+        self.y_dim = y_dim
+        self.head = PredictionHead(self.input_dim, y_dim, head_hidden_dim or self.hidden_dim,
+                                   self.task)
+
+    def forward(self, x, s, y=None, n_samples: Optional[int] = None) -> dict:
+        """The bound with log p(y | x̂_k), x̂_k the k-th imputed sample (not the
+        zero-filled x). Returns the dict of the unsupervised models plus
+        ``log_p_y_given_x``."""
+        k = self.n_samples if n_samples is None else _validate.n_samples(n_samples)
+        x0, s_ = self._inputs(x, s)
+        y_ = _validate.targets(y, x0.shape[0], self.task, self.y_dim, self._dtype,
+                               self._device)
+        terms = self._terms(x0, s_, k)
+        log_py = self.head.log_prob(terms["x_hat"], y_)
+        result = self._bound_outputs(terms, terms["log_w"] + log_py)
+        result["log_p_y_given_x"] = log_py.mean()
+        return result
+
+    def predict(self, x, s, n_samples: int = 1000, chunk_size: Optional[int] = None) -> Tensor:
+        """p(y | x°) ≈ Σ_k α_k p(y | x̂_k), marginalising over the missing values.
+
+        Returns [B, y_dim] predicted means (regression) or [B, C] class probabilities
+        (classification; C = 2 for binary with y_dim = 1). The model's mode is kept."""
+        n_samples = _validate.n_samples(n_samples)
+        with evaluation(self):
+            x0, s_ = self._inputs(x, s)
+            mean, _ = self._stream(x0, s_, n_samples, chunk_size,
+                                   lambda t: self.head.predictive(t["x_hat"]))
+        return mean
+
+
+class SupMIWAE(_Supervised, MIWAE):
+    """supMIWAE: MIWAE with a prediction head p(y | x̂) on the imputed samples.
+
+    Extra args: ``y_dim``, ``task`` (``"regression"`` or ``"classification"``),
+    ``head_hidden_dim``. ``forward(x, s, y)``, ``predict(x, s, n_samples)``."""
+
+    def __init__(self, input_dim: int, y_dim: int = 1, task: str = "regression",
+                 head_hidden_dim: Optional[int] = None, **kwargs):
+        super().__init__(input_dim, **kwargs)
+        self._init_head(y_dim, task, head_hidden_dim)
+
+
+class SupNotMIWAE(_Supervised, NotMIWAE):
+    """sup-not-MIWAE: not-MIWAE with a prediction head p(y | x̂) on the imputed samples
+    (the weights include p(s | x̂_k)). Arguments of :class:`NotMIWAE` plus ``y_dim``,
+    ``task`` and ``head_hidden_dim``."""
+
+    def __init__(self, input_dim: int, y_dim: int = 1, task: str = "regression",
+                 head_hidden_dim: Optional[int] = None, **kwargs):
+        super().__init__(input_dim, **kwargs)
+        self._init_head(y_dim, task, head_hidden_dim)

@@ -1,0 +1,214 @@
+"""Encoder, decoders (observation models) and the prediction head of the models.
+
+Each decoder maps latent samples z [B, K, L] to the parameters of p(x | z) [B, K, D] and
+knows its family's log-likelihood (through the fused operators or their reference twins,
+chosen by the ``ops`` module passed in), conditional mean and samples.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["Encoder", "GaussianDecoder", "StudentTDecoder", "BernoulliDecoder",
+           "PredictionHead", "OUT_DISTS", "make_decoder"]
+
+OUT_DISTS = ("gauss", "bern", "student_t")
+DEFAULT_MIN_SCALE = 1e-3
+
+
+def mlp(sizes: list[int]) -> nn.Sequential:
+    """Linear layers with tanh between them (the paper's networks)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.Tanh())
+    return nn.Sequential(*layers)
+
+
+class Encoder(nn.Module):
+    """q(z | x̃) = N(μ, diag σ²), x̃ = x with zeros at the missing entries.
+
+    [B, D] -> (μ [B, L], σ [B, L]); log σ² is clamped to [−10, 10]."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, latent_dim: int):
+        super().__init__()
+        self.net = mlp([input_dim, hidden_dim, hidden_dim, 2 * latent_dim])
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        mu, log_var = self.net(x).chunk(2, dim=-1)
+        return mu, torch.exp(0.5 * log_var.clamp(-10.0, 10.0))
+
+
+class GaussianDecoder(nn.Module):
+    """p(x | z) = N(loc(z), scale(z)), scale = softplus(raw) + min_scale.
+
+    ``ppca=True``: loc is linear in z and one learnt scale is shared by all features
+    (the paper's not-MIWAE-PPCA). ``min_scale`` (default 1e-3, for standardised data)
+    keeps the likelihood bounded: a floor of 1e-6 lets it blow up.
+    """
+
+    family = "gauss"
+
+    def __init__(self, latent_dim: int, hidden_dim: int, output_dim: int,
+                 min_scale: float = DEFAULT_MIN_SCALE, ppca: bool = False):
+        super().__init__()
+        self.ppca = ppca
+        self.min_scale = float(min_scale)
+        if ppca:
+            self.loc = nn.Linear(latent_dim, output_dim)
+            self.raw_scale = nn.Parameter(torch.zeros(()))
+        else:
+            self.net = mlp([latent_dim, hidden_dim, hidden_dim, 2 * output_dim])
+
+    def forward(self, z: Tensor) -> dict[str, Tensor]:
+        if self.ppca:
+            loc = self.loc(z)
+            scale = (F.softplus(self.raw_scale) + self.min_scale).expand_as(loc)
+        else:
+            loc, raw = self.net(z).chunk(2, dim=-1)
+            scale = F.softplus(raw) + self.min_scale
+        return {"loc": loc, "scale": scale}
+
+    def log_prob(self, ops, x0: Tensor, s: Tensor, p: dict) -> Tensor:
+        return ops.masked_normal_logprob(x0, s, p["loc"], p["scale"])
+
+    def mean(self, p: dict) -> Tensor:
+        return p["loc"]
+
+    def sample(self, p: dict) -> Tensor:
+        """A reparameterised draw x ~ p(x | z)."""
+        return p["loc"] + p["scale"] * torch.randn_like(p["loc"])
+
+    draw = sample
+
+
+class StudentTDecoder(nn.Module):
+    """p(x | z) = StudentT(df, loc(z), scale(z)), df per feature, learnt, df > 2."""
+
+    family = "student_t"
+    MIN_DF = 2.0
+
+    def __init__(self, latent_dim: int, hidden_dim: int, output_dim: int,
+                 min_scale: float = DEFAULT_MIN_SCALE, ppca: bool = False):
+        super().__init__()
+        self.min_scale = float(min_scale)
+        self.ppca = ppca
+        if ppca:
+            self.loc = nn.Linear(latent_dim, output_dim)
+            self.raw_scale = nn.Parameter(torch.zeros(()))
+        else:
+            self.net = mlp([latent_dim, hidden_dim, hidden_dim, 2 * output_dim])
+        # softplus(raw) + 2 = 5 at start: between Cauchy-like and Gaussian tails.
+        self.raw_df = nn.Parameter(torch.full((output_dim,), math.log(math.expm1(3.0))))
+
+    def forward(self, z: Tensor) -> dict[str, Tensor]:
+        if self.ppca:
+            loc = self.loc(z)
+            scale = (F.softplus(self.raw_scale) + self.min_scale).expand_as(loc)
+        else:
+            loc, raw = self.net(z).chunk(2, dim=-1)
+            scale = F.softplus(raw) + self.min_scale
+        return {"loc": loc, "scale": scale, "df": F.softplus(self.raw_df) + self.MIN_DF}
+
+    def log_prob(self, ops, x0: Tensor, s: Tensor, p: dict) -> Tensor:
+        return ops.masked_studentt_logprob(x0, s, p["loc"], p["scale"], p["df"])
+
+    def mean(self, p: dict) -> Tensor:
+        return p["loc"]
+
+    def sample(self, p: dict) -> Tensor:
+        return torch.distributions.StudentT(p["df"], p["loc"], p["scale"]).rsample()
+
+    draw = sample
+
+
+class BernoulliDecoder(nn.Module):
+    """p(x | z) = Bernoulli(σ(logits(z))) for data in [0, 1].
+
+    There is no reparameterised Bernoulli sample: where not-MIWAE needs a sample x_k to
+    evaluate p(s | x̂_k), :meth:`sample` gives the decoder mean σ(logits) (a
+    deterministic, differentiable stand-in); :meth:`draw` gives genuine 0/1 draws for
+    multiple imputation.
+    """
+
+    family = "bern"
+
+    def __init__(self, latent_dim: int, hidden_dim: int, output_dim: int,
+                 min_scale: float = DEFAULT_MIN_SCALE, ppca: bool = False):
+        super().__init__()
+        self.net = (nn.Linear(latent_dim, output_dim) if ppca
+                    else mlp([latent_dim, hidden_dim, hidden_dim, output_dim]))
+
+    def forward(self, z: Tensor) -> dict[str, Tensor]:
+        return {"logits": self.net(z)}
+
+    def log_prob(self, ops, x0: Tensor, s: Tensor, p: dict) -> Tensor:
+        return ops.masked_bernoulli_logprob(x0, s, p["logits"])
+
+    def mean(self, p: dict) -> Tensor:
+        return torch.sigmoid(p["logits"])
+
+    sample = mean
+
+    def draw(self, p: dict) -> Tensor:
+        return torch.bernoulli(torch.sigmoid(p["logits"]))
+
+
+_DECODERS = {"gauss": GaussianDecoder, "bern": BernoulliDecoder, "student_t": StudentTDecoder}
+
+
+def make_decoder(out_dist: str, latent_dim: int, hidden_dim: int, output_dim: int,
+                 min_scale: float, ppca: bool) -> nn.Module:
+    return _DECODERS[out_dist](latent_dim, hidden_dim, output_dim, min_scale=min_scale,
+                               ppca=ppca)
+
+
+class PredictionHead(nn.Module):
+    """p(y | x̂) for the supervised models, an MLP on the (imputed) data.
+
+    task ``"regression"``: Normal(mean(x̂), σ) with a learnt σ per output; y [B, y_dim].
+    task ``"classification"``: ``y_dim = 1`` is binary with one logit (y in {0, 1});
+    ``y_dim = C >= 2`` is categorical with C logits (y in {0..C−1}); binary works with
+    either ``y_dim = 1`` or ``y_dim = 2``.
+    """
+
+    TASKS = ("regression", "classification")
+
+    def __init__(self, input_dim: int, y_dim: int, hidden_dim: int, task: str):
+        super().__init__()
+        self.task, self.y_dim = task, y_dim
+        self.net = mlp([input_dim, hidden_dim, hidden_dim, y_dim])
+        if task == "regression":
+            self.log_std = nn.Parameter(torch.zeros(y_dim))
+
+    @property
+    def n_classes(self) -> int:
+        return max(2, self.y_dim)
+
+    def log_prob(self, x_hat: Tensor, y: Tensor) -> Tensor:
+        """log p(y | x̂): x̂ [B, K, D], y [B, y_dim] (regression) or [B] -> [B, K]."""
+        out = self.net(x_hat)
+        if self.task == "regression":
+            dist = torch.distributions.Normal(out, self.log_std.exp())
+            return dist.log_prob(y.unsqueeze(1)).sum(-1)
+        if self.y_dim == 1:
+            yk = y.to(out.dtype).view(-1, 1)
+            return yk * F.logsigmoid(out[..., 0]) + (1 - yk) * F.logsigmoid(-out[..., 0])
+        log_p = F.log_softmax(out, dim=-1)
+        index = y.view(-1, 1, 1).expand(-1, out.shape[1], 1)
+        return log_p.gather(-1, index).squeeze(-1)
+
+    def predictive(self, x_hat: Tensor) -> Tensor:
+        """E[y | x̂] (regression, [B, K, y_dim]) or class probabilities ([B, K, C])."""
+        out = self.net(x_hat)
+        if self.task == "regression":
+            return out
+        if self.y_dim == 1:
+            p1 = torch.sigmoid(out)
+            return torch.cat([1 - p1, p1], dim=-1)
+        return torch.softmax(out, dim=-1)

@@ -1,0 +1,163 @@
+"""Utilities: imputation in batches, RMSE on the missing entries, standardisation, seeds,
+and the paper's MNAR protocol.
+
+Names and signatures follow notmiwae-pytorch 0.1.3 where they exist there, and accept
+the calls its README shows (``impute(model, x, mask)``), which raise TypeError there.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import _validate
+
+__all__ = ["impute", "imputation_rmse", "missing_rmse", "standardize", "destandardize",
+           "set_seed", "introduce_mnar"]
+
+ArrayLike = Union[np.ndarray, Tensor]
+
+
+def set_seed(seed: int = 42) -> None:
+    """Seeds Python, NumPy and PyTorch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rows(x) -> int:
+    return int(x.shape[0])
+
+
+def impute(model, x, s=None, n_samples: int = 1000, batch_size: int = 256,
+           n_draws: Optional[int] = None, device=None, verbose: bool = False) -> np.ndarray:
+    """Imputes a whole data set with a trained model, ``batch_size`` rows at a time.
+
+    Args:
+        model: a trained MIWAE / NotMIWAE (or supervised) model.
+        x: [N, D] data (anything at missing entries), or a dataset whose items are
+            (x_row, s_row, ...) such as a TensorDataset (then leave ``s`` out).
+        s: [N, D] mask, 1 = observed, 0 = missing.
+        n_samples: importance samples per row.
+        n_draws: multiple imputation: M draws, result [M, N, D].
+    Returns:
+        the imputed data as a NumPy array ([N, D] or [M, N, D]); observed entries
+        unchanged.
+    """
+    if s is None:
+        if not hasattr(x, "tensors"):
+            raise ValueError("argument 's' (the mask) is required unless 'x' is a dataset "
+                             "of (x, s, ...) such as a TensorDataset")
+        x, s = x.tensors[0], x.tensors[1]
+    batch_size = _validate.n_samples(batch_size, "batch_size")
+    if device is not None:
+        model = model.to(device)
+    out = []
+    n = _rows(x)
+    for start in range(0, n, batch_size):
+        part = model.impute(x[start:start + batch_size], s[start:start + batch_size],
+                            n_samples=n_samples, n_draws=n_draws)
+        out.append(part.detach().cpu().numpy())
+        if verbose:
+            print(f"imputed {min(n, start + batch_size)}/{n} rows")
+    axis = 1 if n_draws is not None else 0
+    if not out:
+        return np.zeros((0, model.input_dim))
+    return np.concatenate(out, axis=axis)
+
+
+def missing_rmse(x_true: ArrayLike, x_imputed: ArrayLike, s: ArrayLike) -> float:
+    """RMSE over the missing entries (s = 0) only; 0.0 when nothing is missing."""
+    x_true, x_imputed = np.asarray(x_true, dtype=np.float64), np.asarray(x_imputed,
+                                                                         dtype=np.float64)
+    missing = np.asarray(s) == 0
+    if x_true.shape != x_imputed.shape or x_true.shape != missing.shape:
+        raise ValueError(f"arguments 'x_true' {x_true.shape}, 'x_imputed' {x_imputed.shape} "
+                         f"and 's' {missing.shape} must have one shape")
+    if not missing.any():
+        return 0.0
+    return float(np.sqrt(np.mean((x_true[missing] - x_imputed[missing]) ** 2)))
+
+
+def imputation_rmse(model, x_original: ArrayLike, x_filled: ArrayLike, mask: ArrayLike,
+                    n_samples: int = 1000, batch_size: int = 100, device=None,
+                    verbose: bool = False) -> tuple[float, np.ndarray]:
+    """Imputes ``x_filled`` and returns (RMSE on the missing entries, imputed data)."""
+    x_imputed = impute(model, x_filled, mask, n_samples=n_samples, batch_size=batch_size,
+                       device=device, verbose=verbose)
+    return missing_rmse(_numpy(x_original), x_imputed, _numpy(mask)), x_imputed
+
+
+def _numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
+
+
+def standardize(X: ArrayLike, mean: Optional[ArrayLike] = None,
+                std: Optional[ArrayLike] = None):
+    """Per-column standardisation ignoring NaN: (X − mean) / std (population std,
+    ddof = 0; constant columns get std 1). Returns (X_std, mean, std), NumPy or torch
+    as given."""
+    is_tensor = isinstance(X, Tensor)
+    arr = _numpy(X).astype(np.float64)
+    mean = np.nanmean(arr, axis=0) if mean is None else _numpy(mean).astype(np.float64)
+    if std is None:
+        std = np.nanstd(arr, axis=0)
+        std = np.where(std > 0, std, 1.0)
+    else:
+        std = _numpy(std).astype(np.float64)
+    out = (arr - mean) / std
+    if is_tensor:
+        return (torch.as_tensor(out, dtype=X.dtype), torch.as_tensor(mean, dtype=X.dtype),
+                torch.as_tensor(std, dtype=X.dtype))
+    return out, mean, std
+
+
+def destandardize(X: ArrayLike, mean: ArrayLike, std: ArrayLike):
+    """The inverse of :func:`standardize`: X · std + mean."""
+    if isinstance(X, Tensor):
+        return X * torch.as_tensor(std, dtype=X.dtype) + torch.as_tensor(mean, dtype=X.dtype)
+    return np.asarray(X) * np.asarray(std) + np.asarray(mean)
+
+
+def introduce_mnar(X: ArrayLike, columns: Optional[Sequence[int]] = None,
+                   threshold: Union[str, float] = "mean", quantile: float = 0.5,
+                   direction: str = "high"):
+    """The paper's self-masking MNAR protocol (not-MIWAE, Table 1).
+
+    In each chosen column (default: the first floor(D/2)), an entry goes missing when it
+    is strictly above the column's mean (``threshold="mean"``), above its ``quantile``
+    (``threshold="quantile"``) or above a given number; ``direction="low"`` removes the
+    values below instead.
+
+    Returns:
+        (X_missing with NaN at the removed entries, s with 1 = observed, 0 = missing),
+        NumPy arrays.
+    """
+    arr = _numpy(X).astype(np.float64)
+    if arr.ndim != 2:
+        raise ValueError(f"argument 'X' must be 2-D [N, D]; got shape {arr.shape}")
+    D = arr.shape[1]
+    columns = list(range(D // 2)) if columns is None else list(columns)
+    for c in columns:
+        if not 0 <= c < D:
+            raise ValueError(f"argument 'columns' holds {c}, outside [0, {D - 1}]")
+    _validate.choice(direction, "direction", ("high", "low"))
+    s = np.ones_like(arr)
+    for c in columns:
+        col = arr[:, c]
+        if threshold == "mean":
+            t = col.mean()
+        elif threshold == "quantile":
+            t = np.quantile(col, quantile)
+        elif isinstance(threshold, (int, float)):
+            t = float(threshold)
+        else:
+            raise ValueError("argument 'threshold' must be 'mean', 'quantile' or a number; "
+                             f"got {threshold!r}")
+        s[:, c] = np.where(col > t, 0.0, 1.0) if direction == "high" else np.where(
+            col < t, 0.0, 1.0)
+    return np.where(s == 1, arr, np.nan), s
