@@ -4,11 +4,14 @@
 //
 // Every kernel runs over the B·K rows (b, k) in parallel, each row a loop over the D
 // features; per-feature gradients (W, b, df) are summed over rows in one buffer per
-// thread. float32 inputs are computed and accumulated in float64 (at::acc_type).
+// thread. Per-element math runs in at::opmath_type (float for float32: float32
+// transcendentals are several times cheaper) and every sum over D or over rows
+// accumulates in at::acc_type (float64 for float32).
 // Entries under mask = 0 are removed by selection (never by multiplying with 0), so
 // whatever x holds there (NaN, ±inf) cannot reach a value or a gradient.
 #include <ATen/ATen.h>
 #include <ATen/AccumulateType.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -82,6 +85,7 @@ at::Tensor masked_normal_logprob_cpu(const at::Tensor& x_, const at::Tensor& mas
                    scale = scale_.contiguous();
   AT_DISPATCH_FLOATING_TYPES(loc.scalar_type(), "masked_normal_logprob_cpu", [&] {
     using acc_t = at::acc_type<scalar_t, false>;
+    using math_t = at::opmath_type<scalar_t>;
     const scalar_t *xp = x.const_data_ptr<scalar_t>(), *lp = loc.const_data_ptr<scalar_t>(),
                    *sp = scale.const_data_ptr<scalar_t>();
     const bool* mp = mask.const_data_ptr<bool>();
@@ -93,10 +97,10 @@ at::Tensor masked_normal_logprob_cpu(const at::Tensor& x_, const at::Tensor& mas
         const bool* mb = mp + b * D;
         acc_t sum = 0;
         for (int64_t d = 0; d < D; ++d) {
-          const acc_t loc_d = li[d];
-          const acc_t x_d = mb[d] ? static_cast<acc_t>(xb[d]) : loc_d;
-          const acc_t v = math::normal_log_density(x_d, loc_d, static_cast<acc_t>(si[d]));
-          sum += mb[d] ? v : acc_t(0);
+          const math_t loc_d = li[d];
+          const math_t x_d = mb[d] ? static_cast<math_t>(xb[d]) : loc_d;
+          const math_t v = math::normal_log_density(x_d, loc_d, static_cast<math_t>(si[d]));
+          sum += mb[d] ? v : math_t(0);
         }
         o[i] = static_cast<scalar_t>(sum);
       }
@@ -118,7 +122,7 @@ std::tuple<at::Tensor, at::Tensor> masked_normal_logprob_backward_cpu(
   const at::Tensor x = x_.contiguous(), mask = mask_as_bool(mask_), loc = loc_.contiguous(),
                    scale = scale_.contiguous(), grad = grad_.contiguous();
   AT_DISPATCH_FLOATING_TYPES(loc.scalar_type(), "masked_normal_logprob_backward_cpu", [&] {
-    using acc_t = at::acc_type<scalar_t, false>;
+    using math_t = at::opmath_type<scalar_t>;
     const scalar_t *xp = x.const_data_ptr<scalar_t>(), *lp = loc.const_data_ptr<scalar_t>(),
                    *sp = scale.const_data_ptr<scalar_t>(), *gp = grad.const_data_ptr<scalar_t>();
     const bool* mp = mask.const_data_ptr<bool>();
@@ -129,13 +133,13 @@ std::tuple<at::Tensor, at::Tensor> masked_normal_logprob_backward_cpu(
         const int64_t b = i / K;
         const scalar_t *xb = xp + b * D, *li = lp + i * D, *si = sp + i * D;
         const bool* mb = mp + b * D;
-        const acc_t g = gp[i];
+        const math_t g = gp[i];
         for (int64_t d = 0; d < D; ++d) {
-          const acc_t loc_d = li[d];
-          const acc_t x_d = mb[d] ? static_cast<acc_t>(xb[d]) : loc_d;
-          const auto dn = math::normal_log_density_grad(x_d, loc_d, static_cast<acc_t>(si[d]));
-          glp[i * D + d] = static_cast<scalar_t>(mb[d] ? g * dn.loc : acc_t(0));
-          gsp[i * D + d] = static_cast<scalar_t>(mb[d] ? g * dn.scale : acc_t(0));
+          const math_t loc_d = li[d];
+          const math_t x_d = mb[d] ? static_cast<math_t>(xb[d]) : loc_d;
+          const auto dn = math::normal_log_density_grad(x_d, loc_d, static_cast<math_t>(si[d]));
+          glp[i * D + d] = static_cast<scalar_t>(mb[d] ? g * dn.loc : math_t(0));
+          gsp[i * D + d] = static_cast<scalar_t>(mb[d] ? g * dn.scale : math_t(0));
         }
       }
     });
@@ -146,21 +150,21 @@ std::tuple<at::Tensor, at::Tensor> masked_normal_logprob_backward_cpu(
 // ------------------------------------------------------------------------------------
 // masked_bernoulli_logprob
 // ------------------------------------------------------------------------------------
-void check_bernoulli(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& logits) {
-  check_data(x, mask);
-  check_per_sample(logits, "logits", x);
+void check_bernoulli_cpu(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& logits) {
+  check_bernoulli(x, mask, logits);
   check_cpu_dtype(x, "x");
 }
 
 at::Tensor masked_bernoulli_logprob_cpu(const at::Tensor& x_, const at::Tensor& mask_,
                                         const at::Tensor& logits_) {
-  check_bernoulli(x_, mask_, logits_);
+  check_bernoulli_cpu(x_, mask_, logits_);
   const int64_t B = logits_.size(0), K = logits_.size(1), D = logits_.size(2);
   at::Tensor out = at::empty({B, K}, logits_.options());
   if (B * K == 0) return out;
   const at::Tensor x = x_.contiguous(), mask = mask_as_bool(mask_), logits = logits_.contiguous();
   AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "masked_bernoulli_logprob_cpu", [&] {
     using acc_t = at::acc_type<scalar_t, false>;
+    using math_t = at::opmath_type<scalar_t>;
     const scalar_t *xp = x.const_data_ptr<scalar_t>(), *lp = logits.const_data_ptr<scalar_t>();
     const bool* mp = mask.const_data_ptr<bool>();
     scalar_t* o = out.mutable_data_ptr<scalar_t>();
@@ -171,9 +175,9 @@ at::Tensor masked_bernoulli_logprob_cpu(const at::Tensor& x_, const at::Tensor& 
         const bool* mb = mp + b * D;
         acc_t sum = 0;
         for (int64_t d = 0; d < D; ++d) {
-          const acc_t x_d = mb[d] ? static_cast<acc_t>(xb[d]) : acc_t(0);
-          const acc_t v = math::bernoulli_log_prob(x_d, static_cast<acc_t>(li[d]));
-          sum += mb[d] ? v : acc_t(0);
+          const math_t x_d = mb[d] ? static_cast<math_t>(xb[d]) : math_t(0);
+          const math_t v = math::bernoulli_log_prob(x_d, static_cast<math_t>(li[d]));
+          sum += mb[d] ? v : math_t(0);
         }
         o[i] = static_cast<scalar_t>(sum);
       }
@@ -185,7 +189,7 @@ at::Tensor masked_bernoulli_logprob_cpu(const at::Tensor& x_, const at::Tensor& 
 at::Tensor masked_bernoulli_logprob_backward_cpu(const at::Tensor& grad_, const at::Tensor& x_,
                                                  const at::Tensor& mask_,
                                                  const at::Tensor& logits_) {
-  check_bernoulli(x_, mask_, logits_);
+  check_bernoulli_cpu(x_, mask_, logits_);
   const int64_t B = logits_.size(0), K = logits_.size(1), D = logits_.size(2);
   check_row_grad(grad_, "grad", logits_, B, K);
   at::Tensor grad_logits = at::empty({B, K, D}, logits_.options());
@@ -193,7 +197,7 @@ at::Tensor masked_bernoulli_logprob_backward_cpu(const at::Tensor& grad_, const 
   const at::Tensor x = x_.contiguous(), mask = mask_as_bool(mask_),
                    logits = logits_.contiguous(), grad = grad_.contiguous();
   AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "masked_bernoulli_logprob_backward_cpu", [&] {
-    using acc_t = at::acc_type<scalar_t, false>;
+    using math_t = at::opmath_type<scalar_t>;
     const scalar_t *xp = x.const_data_ptr<scalar_t>(), *lp = logits.const_data_ptr<scalar_t>(),
                    *gp = grad.const_data_ptr<scalar_t>();
     const bool* mp = mask.const_data_ptr<bool>();
@@ -203,11 +207,11 @@ at::Tensor masked_bernoulli_logprob_backward_cpu(const at::Tensor& grad_, const 
         const int64_t b = i / K;
         const scalar_t *xb = xp + b * D, *li = lp + i * D;
         const bool* mb = mp + b * D;
-        const acc_t g = gp[i];
+        const math_t g = gp[i];
         for (int64_t d = 0; d < D; ++d) {
-          const acc_t x_d = mb[d] ? static_cast<acc_t>(xb[d]) : acc_t(0);
-          const acc_t dl = math::bernoulli_log_prob_dlogit(x_d, static_cast<acc_t>(li[d]));
-          o[i * D + d] = static_cast<scalar_t>(mb[d] ? g * dl : acc_t(0));
+          const math_t x_d = mb[d] ? static_cast<math_t>(xb[d]) : math_t(0);
+          const math_t dl = math::bernoulli_log_prob_dlogit(x_d, static_cast<math_t>(li[d]));
+          o[i * D + d] = static_cast<scalar_t>(mb[d] ? g * dl : math_t(0));
         }
       }
     });
@@ -218,17 +222,16 @@ at::Tensor masked_bernoulli_logprob_backward_cpu(const at::Tensor& grad_, const 
 // ------------------------------------------------------------------------------------
 // masked_studentt_logprob
 // ------------------------------------------------------------------------------------
-void check_studentt(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& loc,
-                    const at::Tensor& scale, const at::Tensor& df) {
-  check_location_scale(x, mask, loc, scale);
-  check_per_feature(df, "df", x.size(1), x, "x");
+void check_studentt_cpu(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& loc,
+                        const at::Tensor& scale, const at::Tensor& df) {
+  check_studentt(x, mask, loc, scale, df);
   check_cpu_dtype(x, "x");
 }
 
 at::Tensor masked_studentt_logprob_cpu(const at::Tensor& x_, const at::Tensor& mask_,
                                        const at::Tensor& loc_, const at::Tensor& scale_,
                                        const at::Tensor& df_) {
-  check_studentt(x_, mask_, loc_, scale_, df_);
+  check_studentt_cpu(x_, mask_, loc_, scale_, df_);
   const int64_t B = loc_.size(0), K = loc_.size(1), D = loc_.size(2);
   at::Tensor out = at::empty({B, K}, loc_.options());
   if (B * K == 0) return out;
@@ -236,9 +239,10 @@ at::Tensor masked_studentt_logprob_cpu(const at::Tensor& x_, const at::Tensor& m
                    scale = scale_.contiguous(), df = df_.contiguous();
   AT_DISPATCH_FLOATING_TYPES(loc.scalar_type(), "masked_studentt_logprob_cpu", [&] {
     using acc_t = at::acc_type<scalar_t, false>;
+    using math_t = at::opmath_type<scalar_t>;
     const at::Tensor log_norm =
-        studentt_feature_terms(df, c10::CppTypeToScalarType<acc_t>::value).first;
-    const acc_t* cp = log_norm.const_data_ptr<acc_t>();
+        studentt_feature_terms(df, c10::CppTypeToScalarType<math_t>::value).first;
+    const math_t* cp = log_norm.const_data_ptr<math_t>();
     const scalar_t *xp = x.const_data_ptr<scalar_t>(), *lp = loc.const_data_ptr<scalar_t>(),
                    *sp = scale.const_data_ptr<scalar_t>(), *dfp = df.const_data_ptr<scalar_t>();
     const bool* mp = mask.const_data_ptr<bool>();
@@ -250,11 +254,11 @@ at::Tensor masked_studentt_logprob_cpu(const at::Tensor& x_, const at::Tensor& m
         const bool* mb = mp + b * D;
         acc_t sum = 0;
         for (int64_t d = 0; d < D; ++d) {
-          const acc_t loc_d = li[d];
-          const acc_t x_d = mb[d] ? static_cast<acc_t>(xb[d]) : loc_d;
-          const acc_t v = math::studentt_log_density(x_d, loc_d, static_cast<acc_t>(si[d]),
-                                                     static_cast<acc_t>(dfp[d]), cp[d]);
-          sum += mb[d] ? v : acc_t(0);
+          const math_t loc_d = li[d];
+          const math_t x_d = mb[d] ? static_cast<math_t>(xb[d]) : loc_d;
+          const math_t v = math::studentt_log_density(x_d, loc_d, static_cast<math_t>(si[d]),
+                                                     static_cast<math_t>(dfp[d]), cp[d]);
+          sum += mb[d] ? v : math_t(0);
         }
         o[i] = static_cast<scalar_t>(sum);
       }
@@ -266,7 +270,7 @@ at::Tensor masked_studentt_logprob_cpu(const at::Tensor& x_, const at::Tensor& m
 std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_studentt_logprob_backward_cpu(
     const at::Tensor& grad_, const at::Tensor& x_, const at::Tensor& mask_,
     const at::Tensor& loc_, const at::Tensor& scale_, const at::Tensor& df_) {
-  check_studentt(x_, mask_, loc_, scale_, df_);
+  check_studentt_cpu(x_, mask_, loc_, scale_, df_);
   const int64_t B = loc_.size(0), K = loc_.size(1), D = loc_.size(2);
   check_row_grad(grad_, "grad", loc_, B, K);
   at::Tensor grad_loc = at::empty({B, K, D}, loc_.options());
@@ -277,9 +281,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_studentt_logprob_backward_
   at::Tensor grad_df;
   AT_DISPATCH_FLOATING_TYPES(loc.scalar_type(), "masked_studentt_logprob_backward_cpu", [&] {
     using acc_t = at::acc_type<scalar_t, false>;
+    using math_t = at::opmath_type<scalar_t>;
     const at::Tensor dlog_norm =
-        studentt_feature_terms(df, c10::CppTypeToScalarType<acc_t>::value).second;
-    const acc_t* dcp = dlog_norm.const_data_ptr<acc_t>();
+        studentt_feature_terms(df, c10::CppTypeToScalarType<math_t>::value).second;
+    const math_t* dcp = dlog_norm.const_data_ptr<math_t>();
     const scalar_t *xp = x.const_data_ptr<scalar_t>(), *lp = loc.const_data_ptr<scalar_t>(),
                    *sp = scale.const_data_ptr<scalar_t>(), *dfp = df.const_data_ptr<scalar_t>(),
                    *gp = grad.const_data_ptr<scalar_t>();
@@ -293,15 +298,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_studentt_logprob_backward_
         const int64_t b = i / K;
         const scalar_t *xb = xp + b * D, *li = lp + i * D, *si = sp + i * D;
         const bool* mb = mp + b * D;
-        const acc_t g = gp[i];
+        const math_t g = gp[i];
         for (int64_t d = 0; d < D; ++d) {
-          const acc_t loc_d = li[d];
-          const acc_t x_d = mb[d] ? static_cast<acc_t>(xb[d]) : loc_d;
+          const math_t loc_d = li[d];
+          const math_t x_d = mb[d] ? static_cast<math_t>(xb[d]) : loc_d;
           const auto dt = math::studentt_log_density_grad(
-              x_d, loc_d, static_cast<acc_t>(si[d]), static_cast<acc_t>(dfp[d]), dcp[d]);
-          glp[i * D + d] = static_cast<scalar_t>(mb[d] ? g * dt.loc : acc_t(0));
-          gsp[i * D + d] = static_cast<scalar_t>(mb[d] ? g * dt.scale : acc_t(0));
-          gdf[d] += mb[d] ? g * dt.df : acc_t(0);
+              x_d, loc_d, static_cast<math_t>(si[d]), static_cast<math_t>(dfp[d]), dcp[d]);
+          glp[i * D + d] = static_cast<scalar_t>(mb[d] ? g * dt.loc : math_t(0));
+          gsp[i * D + d] = static_cast<scalar_t>(mb[d] ? g * dt.scale : math_t(0));
+          gdf[d] += mb[d] ? g * dt.df : math_t(0);
         }
       }
     });
@@ -324,6 +329,7 @@ at::Tensor selfmask_logprob_cpu(const at::Tensor& x_full_, const at::Tensor& mas
                    bias = b_.contiguous();
   AT_DISPATCH_FLOATING_TYPES(xf.scalar_type(), "selfmask_logprob_cpu", [&] {
     using acc_t = at::acc_type<scalar_t, false>;
+    using math_t = at::opmath_type<scalar_t>;
     const scalar_t *xp = xf.const_data_ptr<scalar_t>(), *wp = W.const_data_ptr<scalar_t>(),
                    *bp = bias.const_data_ptr<scalar_t>();
     const bool* mp = mask.const_data_ptr<bool>();
@@ -334,10 +340,10 @@ at::Tensor selfmask_logprob_cpu(const at::Tensor& x_full_, const at::Tensor& mas
         const bool* mb = mp + (i / K) * D;
         acc_t sum = 0;
         for (int64_t d = 0; d < D; ++d) {
-          const acc_t l = math::selfmask_logit(static_cast<acc_t>(xi[d]),
-                                               static_cast<acc_t>(wp[d]),
-                                               static_cast<acc_t>(bp[d]));
-          sum += math::bernoulli_log_prob(static_cast<acc_t>(mb[d]), l);
+          const math_t l = math::selfmask_logit(static_cast<math_t>(xi[d]),
+                                               static_cast<math_t>(wp[d]),
+                                               static_cast<math_t>(bp[d]));
+          sum += math::bernoulli_log_prob(static_cast<math_t>(mb[d]), l);
         }
         o[i] = static_cast<scalar_t>(sum);
       }
@@ -361,6 +367,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> selfmask_logprob_backward_cpu(
   at::Tensor grad_W, grad_b;
   AT_DISPATCH_FLOATING_TYPES(xf.scalar_type(), "selfmask_logprob_backward_cpu", [&] {
     using acc_t = at::acc_type<scalar_t, false>;
+    using math_t = at::opmath_type<scalar_t>;
     const scalar_t *xp = xf.const_data_ptr<scalar_t>(), *wp = W.const_data_ptr<scalar_t>(),
                    *bp = bias.const_data_ptr<scalar_t>(), *gp = grad.const_data_ptr<scalar_t>();
     const bool* mp = mask.const_data_ptr<bool>();
@@ -371,11 +378,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> selfmask_logprob_backward_cpu(
       for (int64_t i = i0; i < i1; ++i) {
         const scalar_t* xi = xp + i * D;
         const bool* mb = mp + (i / K) * D;
-        const acc_t g = gp[i];
+        const math_t g = gp[i];
         for (int64_t d = 0; d < D; ++d) {
-          const acc_t x_d = xi[d], w = wp[d], c = bp[d];
-          const acc_t l = math::selfmask_logit(x_d, w, c);
-          const acc_t dl = g * math::bernoulli_log_prob_dlogit(static_cast<acc_t>(mb[d]), l);
+          const math_t x_d = xi[d], w = wp[d], c = bp[d];
+          const math_t l = math::selfmask_logit(x_d, w, c);
+          const math_t dl = g * math::bernoulli_log_prob_dlogit(static_cast<math_t>(mb[d]), l);
           gx[i * D + d] = static_cast<scalar_t>(-w * dl);
           gw[d] -= (x_d - c) * dl;
           gb[d] += w * dl;
@@ -391,13 +398,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> selfmask_logprob_backward_cpu(
 // ------------------------------------------------------------------------------------
 // notmiwae_normal_terms: one pass over [B, K, D], x̂ kept in a register.
 // ------------------------------------------------------------------------------------
-void check_notmiwae(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& loc,
-                    const at::Tensor& scale, const at::Tensor& eps, const at::Tensor& W,
-                    const at::Tensor& b) {
-  check_location_scale(x, mask, loc, scale);
-  check_like(eps, "eps", loc, "loc");
-  check_per_feature(W, "W", x.size(1), x, "x");
-  check_per_feature(b, "b", x.size(1), x, "x");
+void check_notmiwae_cpu(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& loc,
+                        const at::Tensor& scale, const at::Tensor& eps, const at::Tensor& W,
+                        const at::Tensor& b) {
+  check_notmiwae(x, mask, loc, scale, eps, W, b);
   check_cpu_dtype(x, "x");
 }
 
@@ -405,7 +409,7 @@ std::tuple<at::Tensor, at::Tensor> notmiwae_normal_terms_cpu(
     const at::Tensor& x_, const at::Tensor& mask_, const at::Tensor& loc_,
     const at::Tensor& scale_, const at::Tensor& eps_, const at::Tensor& W_,
     const at::Tensor& b_) {
-  check_notmiwae(x_, mask_, loc_, scale_, eps_, W_, b_);
+  check_notmiwae_cpu(x_, mask_, loc_, scale_, eps_, W_, b_);
   const int64_t B = loc_.size(0), K = loc_.size(1), D = loc_.size(2);
   at::Tensor log_obs = at::empty({B, K}, loc_.options());
   at::Tensor log_miss = at::empty({B, K}, loc_.options());
@@ -415,6 +419,7 @@ std::tuple<at::Tensor, at::Tensor> notmiwae_normal_terms_cpu(
                    bias = b_.contiguous();
   AT_DISPATCH_FLOATING_TYPES(loc.scalar_type(), "notmiwae_normal_terms_cpu", [&] {
     using acc_t = at::acc_type<scalar_t, false>;
+    using math_t = at::opmath_type<scalar_t>;
     const scalar_t *xp = x.const_data_ptr<scalar_t>(), *lp = loc.const_data_ptr<scalar_t>(),
                    *sp = scale.const_data_ptr<scalar_t>(), *ep = eps.const_data_ptr<scalar_t>(),
                    *wp = W.const_data_ptr<scalar_t>(), *bp = bias.const_data_ptr<scalar_t>();
@@ -428,14 +433,14 @@ std::tuple<at::Tensor, at::Tensor> notmiwae_normal_terms_cpu(
         acc_t sum_obs = 0, sum_miss = 0;
         for (int64_t d = 0; d < D; ++d) {
           const bool m = mb[d];
-          const acc_t loc_d = li[d], scale_d = si[d];
-          const acc_t x_d = m ? static_cast<acc_t>(xb[d]) : loc_d;
-          const acc_t v = math::normal_log_density(x_d, loc_d, scale_d);
-          sum_obs += m ? v : acc_t(0);
-          const acc_t x_hat = m ? x_d : loc_d + scale_d * static_cast<acc_t>(ei[d]);
-          const acc_t l = math::selfmask_logit(x_hat, static_cast<acc_t>(wp[d]),
-                                               static_cast<acc_t>(bp[d]));
-          sum_miss += math::bernoulli_log_prob(static_cast<acc_t>(m), l);
+          const math_t loc_d = li[d], scale_d = si[d];
+          const math_t x_d = m ? static_cast<math_t>(xb[d]) : loc_d;
+          const math_t v = math::normal_log_density(x_d, loc_d, scale_d);
+          sum_obs += m ? v : math_t(0);
+          const math_t x_hat = m ? x_d : loc_d + scale_d * static_cast<math_t>(ei[d]);
+          const math_t l = math::selfmask_logit(x_hat, static_cast<math_t>(wp[d]),
+                                               static_cast<math_t>(bp[d]));
+          sum_miss += math::bernoulli_log_prob(static_cast<math_t>(m), l);
         }
         oo[i] = static_cast<scalar_t>(sum_obs);
         om[i] = static_cast<scalar_t>(sum_miss);
@@ -454,7 +459,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> notmiwae_normal_terms
     const at::Tensor& grad_obs_, const at::Tensor& grad_miss_, const at::Tensor& x_,
     const at::Tensor& mask_, const at::Tensor& loc_, const at::Tensor& scale_,
     const at::Tensor& eps_, const at::Tensor& W_, const at::Tensor& b_) {
-  check_notmiwae(x_, mask_, loc_, scale_, eps_, W_, b_);
+  check_notmiwae_cpu(x_, mask_, loc_, scale_, eps_, W_, b_);
   const int64_t B = loc_.size(0), K = loc_.size(1), D = loc_.size(2);
   check_row_grad(grad_obs_, "grad_obs", loc_, B, K);
   check_row_grad(grad_miss_, "grad_miss", loc_, B, K);
@@ -469,6 +474,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> notmiwae_normal_terms
   at::Tensor grad_W, grad_b;
   AT_DISPATCH_FLOATING_TYPES(loc.scalar_type(), "notmiwae_normal_terms_backward_cpu", [&] {
     using acc_t = at::acc_type<scalar_t, false>;
+    using math_t = at::opmath_type<scalar_t>;
     const scalar_t *xp = x.const_data_ptr<scalar_t>(), *lp = loc.const_data_ptr<scalar_t>(),
                    *sp = scale.const_data_ptr<scalar_t>(), *ep = eps.const_data_ptr<scalar_t>(),
                    *wp = W.const_data_ptr<scalar_t>(), *bp = bias.const_data_ptr<scalar_t>(),
@@ -484,16 +490,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> notmiwae_normal_terms
         const int64_t b = i / K;
         const scalar_t *xb = xp + b * D, *li = lp + i * D, *si = sp + i * D, *ei = ep + i * D;
         const bool* mb = mp + b * D;
-        const acc_t g_obs = gop[i], g_miss = gmp[i];
+        const math_t g_obs = gop[i], g_miss = gmp[i];
         for (int64_t d = 0; d < D; ++d) {
           const bool m = mb[d];
-          const acc_t loc_d = li[d], scale_d = si[d], eps_d = ei[d], w = wp[d], c = bp[d];
-          const acc_t x_d = m ? static_cast<acc_t>(xb[d]) : loc_d;
+          const math_t loc_d = li[d], scale_d = si[d], eps_d = ei[d], w = wp[d], c = bp[d];
+          const math_t x_d = m ? static_cast<math_t>(xb[d]) : loc_d;
           const auto dn = math::normal_log_density_grad(x_d, loc_d, scale_d);
-          const acc_t x_hat = m ? x_d : loc_d + scale_d * eps_d;
-          const acc_t l = math::selfmask_logit(x_hat, w, c);
-          const acc_t delta = g_miss * math::bernoulli_log_prob_dlogit(static_cast<acc_t>(m), l);
-          const acc_t d_x_hat = -w * delta;
+          const math_t x_hat = m ? x_d : loc_d + scale_d * eps_d;
+          const math_t l = math::selfmask_logit(x_hat, w, c);
+          const math_t delta = g_miss * math::bernoulli_log_prob_dlogit(static_cast<math_t>(m), l);
+          const math_t d_x_hat = -w * delta;
           glp[i * D + d] = static_cast<scalar_t>(m ? g_obs * dn.loc : d_x_hat);
           gsp[i * D + d] = static_cast<scalar_t>(m ? g_obs * dn.scale : d_x_hat * eps_d);
           gw[d] -= (x_hat - c) * delta;

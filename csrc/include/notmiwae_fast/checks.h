@@ -129,6 +129,30 @@ inline void check_location_scale(const at::Tensor& x, const at::Tensor& mask,
   check_like(scale, "scale", loc, "loc");
 }
 
+// masked_bernoulli_logprob: x, mask [B, D]; logits [B, K, D].
+inline void check_bernoulli(const at::Tensor& x, const at::Tensor& mask,
+                            const at::Tensor& logits) {
+  check_data(x, mask);
+  check_per_sample(logits, "logits", x);
+}
+
+// masked_studentt_logprob: x, mask [B, D]; loc, scale [B, K, D]; df [D].
+inline void check_studentt(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& loc,
+                           const at::Tensor& scale, const at::Tensor& df) {
+  check_location_scale(x, mask, loc, scale);
+  check_per_feature(df, "df", x.size(1), x, "x");
+}
+
+// notmiwae_normal_terms: x, mask [B, D]; loc, scale, eps [B, K, D]; W, b [D].
+inline void check_notmiwae(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& loc,
+                           const at::Tensor& scale, const at::Tensor& eps, const at::Tensor& W,
+                           const at::Tensor& b) {
+  check_location_scale(x, mask, loc, scale);
+  check_like(eps, "eps", loc, "loc");
+  check_per_feature(W, "W", x.size(1), x, "x");
+  check_per_feature(b, "b", x.size(1), x, "x");
+}
+
 // selfmask_logprob: x_full [B, K, D], mask [B, D], W and b [D].
 inline void check_selfmask(const at::Tensor& x_full, const at::Tensor& mask, const at::Tensor& W,
                            const at::Tensor& b) {
