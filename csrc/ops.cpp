@@ -24,4 +24,41 @@ TORCH_LIBRARY(notmiwae_fast, m) {
   m.def(
       "iw_impute_backward(Tensor grad, Tensor log_w, Tensor values, Tensor result) "
       "-> (Tensor, Tensor)");
+
+  // --- likelihoods and the missing process (family "likelihood") ------------------
+  // Shapes: x, mask [B, D] (mask bool or float, nonzero = observed); per-sample
+  // tensors [B, K, D]; per-feature W, b, df [D]; results [B, K]. Entries under
+  // mask = 0 contribute exactly 0 to values and gradients. The backward ops return the
+  // gradients of the parameters only (x and mask are data; eps is noise).
+  // Σ_d mask · log N(x; loc, scale)
+  m.def("masked_normal_logprob(Tensor x, Tensor mask, Tensor loc, Tensor scale) -> Tensor");
+  m.def(
+      "masked_normal_logprob_backward(Tensor grad, Tensor x, Tensor mask, Tensor loc, "
+      "Tensor scale) -> (Tensor, Tensor)");
+  // Σ_d mask · (x log σ(l) + (1 − x) log σ(−l))
+  m.def("masked_bernoulli_logprob(Tensor x, Tensor mask, Tensor logits) -> Tensor");
+  m.def(
+      "masked_bernoulli_logprob_backward(Tensor grad, Tensor x, Tensor mask, Tensor logits) "
+      "-> Tensor");
+  // Σ_d mask · log StudentT(x; df[d], loc, scale)
+  m.def(
+      "masked_studentt_logprob(Tensor x, Tensor mask, Tensor loc, Tensor scale, Tensor df) "
+      "-> Tensor");
+  m.def(
+      "masked_studentt_logprob_backward(Tensor grad, Tensor x, Tensor mask, Tensor loc, "
+      "Tensor scale, Tensor df) -> (Tensor, Tensor, Tensor)");
+  // Σ_d log Bernoulli(mask; σ(−W (x_full − b))), every feature
+  m.def("selfmask_logprob(Tensor x_full, Tensor mask, Tensor W, Tensor b) -> Tensor");
+  m.def(
+      "selfmask_logprob_backward(Tensor grad, Tensor x_full, Tensor mask, Tensor W, Tensor b) "
+      "-> (Tensor, Tensor, Tensor)");
+  // (masked_normal_logprob(x, mask, loc, scale), selfmask_logprob(x̂, mask, W, b)) with
+  // x̂ = mask·x + (1 − mask)·(loc + scale·eps), in one pass; x̂ is never stored.
+  m.def(
+      "notmiwae_normal_terms(Tensor x, Tensor mask, Tensor loc, Tensor scale, Tensor eps, "
+      "Tensor W, Tensor b) -> (Tensor, Tensor)");
+  m.def(
+      "notmiwae_normal_terms_backward(Tensor grad_obs, Tensor grad_miss, Tensor x, Tensor mask, "
+      "Tensor loc, Tensor scale, Tensor eps, Tensor W, Tensor b) "
+      "-> (Tensor, Tensor, Tensor, Tensor)");
 }

@@ -8,6 +8,7 @@ errors TypeError, and every message names the argument and the expected shape.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 
@@ -55,3 +56,114 @@ def iw_values(log_w: Tensor, values: Tensor) -> None:
     size(values, 0, log_w.shape[0], "values", "[B, K, D] (B from log_w)")
     size(values, 1, log_w.shape[1], "values", "[B, K, D] (K from log_w)")
     same_device_dtype(values, "values", log_w, "log_w")
+
+
+# --------------------------------------------------------------------------------------
+# The likelihood family: data x / mask [B, D], per-sample [B, K, D], per-feature [D].
+# --------------------------------------------------------------------------------------
+def mask_dtype(mask: Tensor) -> None:
+    """mask: bool or floating (nonzero = observed)."""
+    if not (mask.dtype == torch.bool or mask.is_floating_point()):
+        raise TypeError("notmiwae_fast: argument 'mask' must be bool or floating (1 = observed, "
+                        f"0 = missing); got dtype {mask.dtype}")
+
+
+def mask_like(mask: Tensor, x: Tensor, x_name: str) -> None:
+    """mask: [B, D], the shape and device of x."""
+    mask_dtype(mask)
+    if mask.shape != x.shape:
+        raise ValueError(f"notmiwae_fast: argument 'mask' must have shape [B, D] = "
+                         f"{list(x.shape)} (the shape of '{x_name}'); got shape "
+                         f"{list(mask.shape)}")
+    if mask.device != x.device:
+        raise ValueError(f"notmiwae_fast: argument 'mask' is on {mask.device} but '{x_name}' is "
+                         f"on {x.device}; move them to one device")
+
+
+def data(x: Tensor, mask: Tensor) -> None:
+    """x: [B, D] floating, and its mask."""
+    floating(x, "x")
+    ndim(x, 2, "x", "[B, D]")
+    mask_like(mask, x, "x")
+
+
+def per_sample(t: Tensor, name: str, x: Tensor) -> None:
+    """t: [B, K, D] with B and D from x [B, D], same device and dtype as x."""
+    floating(t, name)
+    ndim(t, 3, name, "[B, K, D]")
+    size(t, 0, x.shape[0], name, "[B, K, D] (B from x)")
+    size(t, 2, x.shape[1], name, "[B, K, D] (D from x)")
+    same_device_dtype(t, name, x, "x")
+
+
+def like(t: Tensor, name: str, ref: Tensor, ref_name: str) -> None:
+    """t: the shape, device and dtype of the per-sample tensor ref [B, K, D]."""
+    floating(t, name)
+    if t.shape != ref.shape:
+        raise ValueError(f"notmiwae_fast: argument '{name}' must have shape [B, K, D] = "
+                         f"{list(ref.shape)} (the shape of '{ref_name}'); got shape "
+                         f"{list(t.shape)}")
+    same_device_dtype(t, name, ref, ref_name)
+
+
+def per_feature(t: Tensor, name: str, D: int, ref: Tensor, ref_name: str) -> None:
+    """t: [D], same device and dtype as ref."""
+    floating(t, name)
+    if t.dim() != 1 or t.shape[0] != D:
+        raise ValueError(f"notmiwae_fast: argument '{name}' must have shape [D] = [{D}] (one "
+                         f"value per feature); got shape {list(t.shape)}")
+    same_device_dtype(t, name, ref, ref_name)
+
+
+def location_scale(x: Tensor, mask: Tensor, loc: Tensor, scale: Tensor) -> None:
+    """masked_normal_logprob: x, mask [B, D]; loc, scale [B, K, D]."""
+    data(x, mask)
+    per_sample(loc, "loc", x)
+    like(scale, "scale", loc, "loc")
+
+
+def bernoulli(x: Tensor, mask: Tensor, logits: Tensor) -> None:
+    """masked_bernoulli_logprob: x, mask [B, D]; logits [B, K, D]."""
+    data(x, mask)
+    per_sample(logits, "logits", x)
+
+
+def studentt(x: Tensor, mask: Tensor, loc: Tensor, scale: Tensor, df: Tensor) -> None:
+    """masked_studentt_logprob: x, mask [B, D]; loc, scale [B, K, D]; df [D]."""
+    location_scale(x, mask, loc, scale)
+    per_feature(df, "df", x.shape[1], x, "x")
+
+
+def selfmask(x_full: Tensor, mask: Tensor, W: Tensor, b: Tensor) -> None:
+    """selfmask_logprob: x_full [B, K, D]; mask [B, D]; W, b [D]."""
+    floating(x_full, "x_full")
+    ndim(x_full, 3, "x_full", "[B, K, D]")
+    ndim(mask, 2, "mask", "[B, D]")
+    B, _, D = x_full.shape
+    if mask.shape[0] != B or mask.shape[1] != D:
+        raise ValueError(f"notmiwae_fast: argument 'mask' must have shape [B, D] = [{B}, {D}] "
+                         f"(B and D from 'x_full'); got shape {list(mask.shape)}")
+    mask_dtype(mask)
+    if mask.device != x_full.device:
+        raise ValueError(f"notmiwae_fast: argument 'mask' is on {mask.device} but 'x_full' is "
+                         f"on {x_full.device}; move them to one device")
+    per_feature(W, "W", D, x_full, "x_full")
+    per_feature(b, "b", D, x_full, "x_full")
+
+
+def notmiwae(x: Tensor, mask: Tensor, loc: Tensor, scale: Tensor, eps: Tensor, W: Tensor,
+             b: Tensor) -> None:
+    """notmiwae_normal_terms: x, mask [B, D]; loc, scale, eps [B, K, D]; W, b [D]."""
+    location_scale(x, mask, loc, scale)
+    like(eps, "eps", loc, "loc")
+    per_feature(W, "W", x.shape[1], x, "x")
+    per_feature(b, "b", x.shape[1], x, "x")
+
+
+def row_grad(grad: Tensor, name: str, ref: Tensor, ref_name: str) -> None:
+    """grad: [B, K] = ref.shape[:2], same device and dtype as ref."""
+    B, K = ref.shape[0], ref.shape[1]
+    if grad.dim() != 2 or grad.shape[0] != B or grad.shape[1] != K:
+        raise ValueError(f"notmiwae_fast: argument '{name}' must have shape [B, K] = [{B}, {K}]; "
+                         f"got shape {list(grad.shape)}")
+    same_device_dtype(grad, name, ref, ref_name)

@@ -63,4 +63,120 @@ inline void check_iw_values(const at::Tensor& log_w, const at::Tensor& values) {
   check_same_device_dtype(values, "values", log_w, "log_w");
 }
 
+// ---------------------------------------------------------------------------
+// The likelihood family: data x / mask [B, D], per-sample [B, K, D], per-feature [D].
+// ---------------------------------------------------------------------------
+
+// mask: bool or floating (nonzero = observed).
+inline void check_mask_dtype(const at::Tensor& mask) {
+  TORCH_CHECK_TYPE(mask.scalar_type() == at::kBool || at::isFloatingType(mask.scalar_type()),
+                   "notmiwae_fast: argument 'mask' must be bool or floating (1 = observed, "
+                   "0 = missing); got dtype ", mask.scalar_type());
+}
+
+// mask: [B, D] like x (shape and device), bool or floating.
+inline void check_mask(const at::Tensor& mask, const at::Tensor& x, const char* x_name) {
+  check_mask_dtype(mask);
+  TORCH_CHECK_VALUE(mask.sizes() == x.sizes(), "notmiwae_fast: argument 'mask' must have shape "
+                    "[B, D] = ", x.sizes(), " (the shape of '", x_name, "'); got shape ",
+                    mask.sizes());
+  TORCH_CHECK_VALUE(mask.device() == x.device(), "notmiwae_fast: argument 'mask' is on ",
+                    mask.device(), " but '", x_name, "' is on ", x.device(),
+                    "; move them to one device");
+}
+
+// x: [B, D] floating, and its mask.
+inline void check_data(const at::Tensor& x, const at::Tensor& mask) {
+  check_floating(x, "x");
+  check_dim(x, 2, "x", "[B, D]");
+  check_mask(mask, x, "x");
+}
+
+// t: [B, K, D] with B and D from x [B, D], same device and dtype as x.
+inline void check_per_sample(const at::Tensor& t, const char* name, const at::Tensor& x) {
+  check_floating(t, name);
+  check_dim(t, 3, name, "[B, K, D]");
+  check_size(t, 0, x.size(0), name, "[B, K, D] (B from x)");
+  check_size(t, 2, x.size(1), name, "[B, K, D] (D from x)");
+  check_same_device_dtype(t, name, x, "x");
+}
+
+// t: the shape, device and dtype of the per-sample tensor ref [B, K, D].
+inline void check_like(const at::Tensor& t, const char* name, const at::Tensor& ref,
+                       const char* ref_name) {
+  check_floating(t, name);
+  TORCH_CHECK_VALUE(t.sizes() == ref.sizes(), "notmiwae_fast: argument '", name,
+                    "' must have shape [B, K, D] = ", ref.sizes(), " (the shape of '", ref_name,
+                    "'); got shape ", t.sizes());
+  check_same_device_dtype(t, name, ref, ref_name);
+}
+
+// t: [D] per-feature parameter, same device and dtype as ref.
+inline void check_per_feature(const at::Tensor& t, const char* name, int64_t D,
+                              const at::Tensor& ref, const char* ref_name) {
+  check_floating(t, name);
+  TORCH_CHECK_VALUE(t.dim() == 1 && t.size(0) == D, "notmiwae_fast: argument '", name,
+                    "' must have shape [D] = [", D, "] (one value per feature); got shape ",
+                    t.sizes());
+  check_same_device_dtype(t, name, ref, ref_name);
+}
+
+// masked_normal_logprob / masked_studentt_logprob: x, mask [B, D]; loc, scale [B, K, D].
+inline void check_location_scale(const at::Tensor& x, const at::Tensor& mask,
+                                 const at::Tensor& loc, const at::Tensor& scale) {
+  check_data(x, mask);
+  check_per_sample(loc, "loc", x);
+  check_like(scale, "scale", loc, "loc");
+}
+
+// masked_bernoulli_logprob: x, mask [B, D]; logits [B, K, D].
+inline void check_bernoulli(const at::Tensor& x, const at::Tensor& mask,
+                            const at::Tensor& logits) {
+  check_data(x, mask);
+  check_per_sample(logits, "logits", x);
+}
+
+// masked_studentt_logprob: x, mask [B, D]; loc, scale [B, K, D]; df [D].
+inline void check_studentt(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& loc,
+                           const at::Tensor& scale, const at::Tensor& df) {
+  check_location_scale(x, mask, loc, scale);
+  check_per_feature(df, "df", x.size(1), x, "x");
+}
+
+// notmiwae_normal_terms: x, mask [B, D]; loc, scale, eps [B, K, D]; W, b [D].
+inline void check_notmiwae(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& loc,
+                           const at::Tensor& scale, const at::Tensor& eps, const at::Tensor& W,
+                           const at::Tensor& b) {
+  check_location_scale(x, mask, loc, scale);
+  check_like(eps, "eps", loc, "loc");
+  check_per_feature(W, "W", x.size(1), x, "x");
+  check_per_feature(b, "b", x.size(1), x, "x");
+}
+
+// selfmask_logprob: x_full [B, K, D], mask [B, D], W and b [D].
+inline void check_selfmask(const at::Tensor& x_full, const at::Tensor& mask, const at::Tensor& W,
+                           const at::Tensor& b) {
+  check_floating(x_full, "x_full");
+  check_dim(x_full, 3, "x_full", "[B, K, D]");
+  check_dim(mask, 2, "mask", "[B, D]");
+  TORCH_CHECK_VALUE(mask.size(0) == x_full.size(0) && mask.size(1) == x_full.size(2),
+                    "notmiwae_fast: argument 'mask' must have shape [B, D] = [", x_full.size(0),
+                    ", ", x_full.size(2), "] (B and D from 'x_full'); got shape ", mask.sizes());
+  check_mask_dtype(mask);
+  TORCH_CHECK_VALUE(mask.device() == x_full.device(), "notmiwae_fast: argument 'mask' is on ",
+                    mask.device(), " but 'x_full' is on ", x_full.device(),
+                    "; move them to one device");
+  check_per_feature(W, "W", x_full.size(2), x_full, "x_full");
+  check_per_feature(b, "b", x_full.size(2), x_full, "x_full");
+}
+
+// The gradient of a [B, K] result: shape [B, K], device and dtype of ref.
+inline void check_row_grad(const at::Tensor& grad, const char* name, const at::Tensor& ref,
+                           int64_t B, int64_t K) {
+  TORCH_CHECK_VALUE(grad.dim() == 2 && grad.size(0) == B && grad.size(1) == K,
+                    "notmiwae_fast: argument '", name, "' must have shape [B, K] = [", B, ", ",
+                    K, "]; got shape ", grad.sizes());
+  check_same_device_dtype(grad, name, ref, "loc");
+}
+
 }  // namespace notmiwae_fast

@@ -116,5 +116,91 @@ NMF_HOST_DEVICE T sigmoid(T x) {
   return e / (T(1) + e);
 }
 
+// ---------------------------------------------------------------------------
+// Per-element log-densities of the likelihood family and their derivatives.
+// The masked sums over D, the selection of observed entries and the chain rule
+// through x̂ live in the kernels; the formulas live here only.
+// ---------------------------------------------------------------------------
+
+// 0.5 · log(2π)
+constexpr double kHalfLog2Pi = 0.91893853320467274178032973640562;
+
+// log N(x; loc, scale) = −z²/2 − log(scale) − log(2π)/2,  z = (x − loc) / scale.
+template <typename T>
+NMF_HOST_DEVICE T normal_log_density(T x, T loc, T scale) {
+  const T z = (x - loc) / scale;
+  return T(-0.5) * z * z - log(scale) - T(kHalfLog2Pi);
+}
+
+// ∂/∂loc and ∂/∂scale of normal_log_density (∂/∂x = −∂/∂loc).
+template <typename T>
+struct NormalGrad {
+  T loc;
+  T scale;
+};
+
+template <typename T>
+NMF_HOST_DEVICE NormalGrad<T> normal_log_density_grad(T x, T loc, T scale) {
+  const T inv = T(1) / scale;
+  const T z = (x - loc) * inv;
+  return NormalGrad<T>{z * inv, (z * z - T(1)) * inv};
+}
+
+// x · log σ(l) + (1 − x) · log σ(−l) for x in [0, 1] (a Bernoulli log-mass when x is 0
+// or 1), with one exp and one log1p: log σ(±l) = −max(∓l, 0) − log1p(exp(−|l|)).
+// Finite for any finite l.
+template <typename T>
+NMF_HOST_DEVICE T bernoulli_log_prob(T x, T l) {
+  const T abs_l = l < T(0) ? -l : l;
+  const T pos = l > T(0) ? l : T(0);      // max(l, 0)
+  const T neg = l < T(0) ? -l : T(0);     // max(−l, 0)
+  return -log1p(exp(-abs_l)) - x * neg - (T(1) - x) * pos;
+}
+
+// ∂/∂l of bernoulli_log_prob = x − σ(l). (∂/∂x = l.)
+template <typename T>
+NMF_HOST_DEVICE T bernoulli_log_prob_dlogit(T x, T l) {
+  return x - sigmoid(l);
+}
+
+// The self-masking logit ℓ = −W · (x − b) of one feature (SPEC §1, `selfmasking`);
+// ∂ℓ/∂x = −W, ∂ℓ/∂W = −(x − b), ∂ℓ/∂b = W.
+template <typename T>
+NMF_HOST_DEVICE T selfmask_logit(T x, T W, T b) {
+  return -W * (x - b);
+}
+
+// Student-t, split into a per-feature part that depends on df only and a per-element
+// part:  log StudentT(x; df, loc, scale) = c(df) − log(scale) − (df + 1)/2 · log1p(z²/df)
+// with c(df) = lgamma((df + 1)/2) − lgamma(df/2) − log(df·π)/2, computed once per
+// feature by the caller (see notmiwae_fast/studentt.h), and z = (x − loc) / scale.
+template <typename T>
+NMF_HOST_DEVICE T studentt_log_density(T x, T loc, T scale, T df, T log_norm) {
+  const T z = (x - loc) / scale;
+  return log_norm - log(scale) - T(0.5) * (df + T(1)) * log1p(z * z / df);
+}
+
+// ∂/∂loc, ∂/∂scale and ∂/∂df of studentt_log_density, given dc(df)/d df of the
+// per-feature part (∂/∂x = −∂/∂loc):
+//   r = (df + 1) / (df + z²),  ∂/∂loc = r z / scale,  ∂/∂scale = (r z² − 1) / scale,
+//   ∂/∂df = c'(df) − log1p(z²/df)/2 + r z² / (2 df).
+template <typename T>
+struct StudentTGrad {
+  T loc;
+  T scale;
+  T df;
+};
+
+template <typename T>
+NMF_HOST_DEVICE StudentTGrad<T> studentt_log_density_grad(T x, T loc, T scale, T df,
+                                                          T dlog_norm) {
+  const T inv = T(1) / scale;
+  const T z = (x - loc) * inv;
+  const T z2 = z * z;
+  const T r = (df + T(1)) / (df + z2);
+  return StudentTGrad<T>{r * z * inv, (r * z2 - T(1)) * inv,
+                         dlog_norm - T(0.5) * log1p(z2 / df) + T(0.5) * r * z2 / df};
+}
+
 }  // namespace math
 }  // namespace notmiwae_fast

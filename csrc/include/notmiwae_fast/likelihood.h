@@ -1,0 +1,33 @@
+// Host-side helpers of the likelihood family shared by the CPU and CUDA kernels:
+// reading the mask, and the per-feature (df-only) part of the Student-t log-density.
+// The per-element formulas are in math.h.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <utility>
+
+namespace notmiwae_fast {
+
+// The mask as a contiguous bool tensor (nonzero = observed): bool masks are used as
+// they are, floating ones are compared with 0 (a [B, D] pass, small next to [B, K, D]).
+inline at::Tensor mask_as_bool(const at::Tensor& mask) {
+  return mask.scalar_type() == at::kBool ? mask.contiguous() : mask.ne(0);
+}
+
+// The df-only part of log StudentT and its derivative, per feature, in dtype `acc`:
+//   c(df)  = lgamma((df + 1)/2) − lgamma(df/2) − log(df·π)/2
+//   c'(df) = (digamma((df + 1)/2) − digamma(df/2))/2 − 1/(2 df)
+// df: [D]. Returns ([D], [D]) contiguous, on df's device. D values only, so ATen ops
+// (which exist on every device) are used instead of a device lgamma / digamma.
+inline std::pair<at::Tensor, at::Tensor> studentt_feature_terms(const at::Tensor& df,
+                                                                at::ScalarType acc) {
+  const at::Tensor v = df.to(acc);
+  const at::Tensor half = v * 0.5, half_plus = (v + 1) * 0.5;
+  at::Tensor c = at::lgamma(half_plus) - at::lgamma(half) - 0.5 * at::log(v * M_PI);
+  at::Tensor dc = 0.5 * (at::digamma(half_plus) - at::digamma(half)) - 0.5 / v;
+  return {c.contiguous(), dc.contiguous()};
+}
+
+}  // namespace notmiwae_fast
