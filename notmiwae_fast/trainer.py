@@ -40,6 +40,15 @@ def save_atomic(obj, path: Union[str, Path]) -> None:
         raise
 
 
+def _adam(params, lr: float) -> torch.optim.Optimizer:
+    """Adam, in its fused single-kernel form where this torch and device have it."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.Adam(params, lr=lr)
+
+
 def _progress(iterable, enabled: bool, **kwargs):
     if not enabled:
         return iterable
@@ -83,7 +92,7 @@ class Trainer:
             model.parameters()).device
         self.model = model.to(self.device)
         self.lr, self.grad_clip = lr, grad_clip
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
+        self.optimizer = _adam(self.model.parameters(), lr)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.log_dir = log_dir
         self.progress = progress
@@ -106,28 +115,33 @@ class Trainer:
             return self.model(x, s, y)
         return self.model(batch[0], batch[1])
 
+    def train_step(self, batch) -> dict:
+        """One optimizer step on one batch; returns the model's outputs (detached)."""
+        batch = self._move(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        out = self._outputs(batch)
+        loss = out["loss"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {loss.item()} at step "
+                                     f"{self.global_step}; lower the learning rate or set "
+                                     "grad_clip")
+        loss.backward()
+        if self.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.optimizer.step()
+        self.global_step += 1
+        return {k: v.detach() for k, v in out.items() if torch.is_tensor(v)}
+
     def train_epoch(self, loader: Iterable) -> dict:
         """One pass over ``loader`` with optimizer steps; returns the mean metrics."""
         self.model.train()
         sums: dict[str, float] = {}
         n = 0
         for batch in loader:
-            batch = self._move(batch)
-            self.optimizer.zero_grad(set_to_none=True)
-            out = self._outputs(batch)
-            loss = out["loss"]
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss {loss.item()} at step "
-                                         f"{self.global_step}; lower the learning rate or "
-                                         "set grad_clip")
-            loss.backward()
-            if self.grad_clip is not None:
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-            self.optimizer.step()
-            self.global_step += 1
+            out = self.train_step(batch)
             n += 1
             for key, value in out.items():
-                if torch.is_tensor(value) and value.dim() == 0:
+                if value.dim() == 0:
                     sums[key] = sums.get(key, 0.0) + value.item()
         if n == 0:
             raise ValueError("argument 'train_loader' yielded no batch")
