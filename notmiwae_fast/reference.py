@@ -36,7 +36,6 @@ __all__ = [
     "notmiwae_normal_terms",
 ]
 
-_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 # --------------------------------------------------------------------------------------
@@ -102,7 +101,7 @@ def iw_impute(log_w: Tensor, values: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------
 def _observed(x: Tensor, mask: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """([B, 1, D] x with zeros under the mask, [B, 1, D] bool mask)."""
-    observed = mask.bool().unsqueeze(1)
+    observed = (mask != 0).unsqueeze(1)
     x0 = torch.where(observed, x.unsqueeze(1).to(dtype), torch.zeros((), dtype=dtype,
                                                                       device=x.device))
     return x0, observed
@@ -116,7 +115,7 @@ def _masked_sum(per_element: Tensor, observed: Tensor) -> Tensor:
 def normal_log_density(x: Tensor, loc: Tensor, scale: Tensor) -> Tensor:
     """Element-wise log N(x; loc, scale)."""
     z = (x - loc) / scale
-    return -0.5 * z * z - torch.log(scale) - _HALF_LOG_2PI
+    return -0.5 * z * z - torch.log(scale) - 0.5 * math.log(2.0 * math.pi)
 
 
 def masked_normal_logprob(x: Tensor, mask: Tensor, loc: Tensor, scale: Tensor) -> Tensor:
