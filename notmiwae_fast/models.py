@@ -91,6 +91,8 @@ class ImportanceWeightedModel(nn.Module):
         # utils.standardize: lets interpret_missing_process speak in original units.
         self.register_buffer("data_mean", None)
         self.register_buffer("data_std", None)
+        # Optimizer steps taken by notmiwae_fast.Trainer (saved with the state dict).
+        self.register_buffer("n_train_steps", torch.zeros((), dtype=torch.long))
 
     # -- the operators of the chosen backend ------------------------------------------
     @property

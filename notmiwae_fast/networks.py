@@ -53,6 +53,7 @@ class GaussianDecoder(nn.Module):
     """
 
     family = "gauss"
+    __constants__ = ["ppca", "min_scale"]  # TorchScript: only the used branch compiles
 
     def __init__(self, latent_dim: int, hidden_dim: int, output_dim: int,
                  min_scale: float = DEFAULT_MIN_SCALE, ppca: bool = False):
@@ -92,6 +93,7 @@ class StudentTDecoder(nn.Module):
 
     family = "student_t"
     MIN_DF = 2.0
+    __constants__ = ["ppca", "min_scale", "MIN_DF"]
 
     def __init__(self, latent_dim: int, hidden_dim: int, output_dim: int,
                  min_scale: float = DEFAULT_MIN_SCALE, ppca: bool = False):

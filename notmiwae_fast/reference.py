@@ -146,13 +146,25 @@ def masked_bernoulli_logprob(x: Tensor, mask: Tensor, logits: Tensor) -> Tensor:
     return _masked_sum(per_element, observed)
 
 
-def studentt_log_density(x: Tensor, loc: Tensor, scale: Tensor, df: Tensor) -> Tensor:
-    """Element-wise log StudentT(x; df, loc, scale)."""
+def studentt_log_normaliser(df: Tensor) -> Tensor:
+    """The df-only part of log StudentT: lgamma((df+1)/2) − lgamma(df/2) − ½ log(df π)."""
+    return torch.lgamma(0.5 * (df + 1)) - torch.lgamma(0.5 * df) - 0.5 * torch.log(df * math.pi)
+
+
+def studentt_log_density(x: Tensor, loc: Tensor, scale: Tensor, df: Tensor,
+                         log_normaliser: Tensor) -> Tensor:
+    """Element-wise log StudentT(x; df, loc, scale), given studentt_log_normaliser(df)."""
     z = (x - loc) / scale
-    half_df_plus = 0.5 * (df + 1)
-    return (torch.lgamma(half_df_plus) - torch.lgamma(0.5 * df)
-            - 0.5 * torch.log(df * math.pi) - torch.log(scale)
-            - half_df_plus * torch.log1p(z * z / df))
+    return log_normaliser - torch.log(scale) - 0.5 * (df + 1) * torch.log1p(z * z / df)
+
+
+def masked_studentt_logprob_normalised(x: Tensor, mask: Tensor, loc: Tensor, scale: Tensor,
+                                       df: Tensor, log_normaliser: Tensor) -> Tensor:
+    """masked_studentt_logprob with the df-only constant given (export: ONNX has no
+    lgamma, and df is fixed once trained)."""
+    x0, observed = _observed(x, mask, loc.dtype)
+    x0 = torch.where(observed, x0, loc)
+    return _masked_sum(studentt_log_density(x0, loc, scale, df, log_normaliser), observed)
 
 
 def masked_studentt_logprob(x: Tensor, mask: Tensor, loc: Tensor, scale: Tensor,
@@ -164,9 +176,8 @@ def masked_studentt_logprob(x: Tensor, mask: Tensor, loc: Tensor, scale: Tensor,
     Returns:
         [B, K]
     """
-    x0, observed = _observed(x, mask, loc.dtype)
-    x0 = torch.where(observed, x0, loc)
-    return _masked_sum(studentt_log_density(x0, loc, scale, df), observed)
+    return masked_studentt_logprob_normalised(x, mask, loc, scale, df,
+                                              studentt_log_normaliser(df))
 
 
 # --------------------------------------------------------------------------------------

@@ -130,6 +130,8 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         self.optimizer.step()
         self.global_step += 1
+        if isinstance(getattr(self.model, "n_train_steps", None), torch.Tensor):
+            self.model.n_train_steps += 1
         return {k: v.detach() for k, v in out.items() if torch.is_tensor(v)}
 
     def train_epoch(self, loader: Iterable) -> dict:
