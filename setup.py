@@ -21,10 +21,8 @@ TorchScript can load it with libtorch alone.
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
-import re
-import shutil
-import subprocess
 
 from setuptools import setup
 
@@ -32,33 +30,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_ARCH_LIST = "8.0;9.0+PTX"
 
 
-def _is_toolkit(folder: str | None) -> bool:
-    return bool(folder) and os.path.isfile(os.path.join(folder, "include", "cuda_runtime.h"))
-
-
-def find_cuda_home() -> str | None:
-    """The CUDA toolkit folder: $CUDA_HOME / $CUDA_PATH, else where nvcc says it lives.
-
-    The nvcc on PATH may be a wrapper script, so following links is not enough: nvcc's
-    own dry run prints its toolkit folder (``TOP=...``).
-    """
-    for var in ("CUDA_HOME", "CUDA_PATH"):
-        if _is_toolkit(os.environ.get(var)):
-            return os.environ[var]
-    nvcc = shutil.which("nvcc")
-    if nvcc:
-        try:
-            dry = subprocess.run([nvcc, "--dryrun", "-c", "x.cu"], capture_output=True,
-                                 text=True, timeout=60)
-            match = re.search(r"TOP=(\S+)", dry.stdout + dry.stderr)
-            if match and _is_toolkit(os.path.normpath(match.group(1))):
-                return os.path.normpath(match.group(1))
-        except (OSError, subprocess.SubprocessError):
-            pass
-        guess = os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
-        if _is_toolkit(guess):
-            return guess
-    return "/usr/local/cuda" if _is_toolkit("/usr/local/cuda") else None
+def _load_cuda_finder():
+    """notmiwae_fast/_cuda.py, loaded by path: the package itself needs torch and the
+    library this script builds."""
+    spec = importlib.util.spec_from_file_location(
+        "_notmiwae_fast_cuda", os.path.join(HERE, "notmiwae_fast", "_cuda.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.find_cuda_home
 
 
 def want_cuda(torch_has_cuda: bool, cuda_home: str | None) -> bool:
@@ -75,7 +54,7 @@ def want_cuda(torch_has_cuda: bool, cuda_home: str | None) -> bool:
 
 
 # torch.utils.cpp_extension reads CUDA_HOME when it is imported: settle it first.
-_cuda_home = find_cuda_home()
+_cuda_home = _load_cuda_finder()()
 if _cuda_home:
     os.environ["CUDA_HOME"] = _cuda_home
 

@@ -78,6 +78,7 @@ class ExportableImputer(nn.Module):
         else:
             self.register_buffer("df", torch.zeros(0))
         self.register_buffer("df_log_normaliser", reference.studentt_log_normaliser(self.df))
+        self.requires_grad_(False)  # an inference artefact
         self.eval()
 
     def _check(self, x: Tensor, mask: Tensor):
