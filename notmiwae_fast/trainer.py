@@ -5,9 +5,7 @@ installed)."""
 from __future__ import annotations
 
 import math
-import os
 import random
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -17,27 +15,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import distributed
+from ._io import save_array_atomic, save_atomic
 from .utils import missing_rmse
 
-__all__ = ["Trainer", "save_atomic"]
-
-
-def save_atomic(obj, path: Union[str, Path]) -> None:
-    """torch.save to a temporary file in the same folder, then rename: a crash never
-    leaves a half-written file at ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+__all__ = ["Trainer", "save_atomic", "save_array_atomic"]
 
 
 def _adam(params, lr: float) -> torch.optim.Optimizer:
@@ -77,6 +59,13 @@ class Trainer:
 
     Batches are (x, s) for unsupervised models (or (x, s, x_true), see above) and
     (x, s, y) for supervised ones.
+
+    Under ``torchrun`` (or in a process group you started) the Trainer runs data-parallel:
+    the model is wrapped in DistributedDataParallel, each epoch's data are sharded with a
+    DistributedSampler (from the DataLoader's dataset, batch size and shuffle setting),
+    metrics are averaged over ranks, rank 0 alone writes checkpoints, shows progress and
+    logs to TensorBoard, every rank loads a checkpoint on resume, and the torch seed is
+    offset by the rank so the importance samples differ across ranks.
     """
 
     def __init__(self, model: nn.Module, lr: float = 1e-3, device=None,
@@ -90,12 +79,23 @@ class Trainer:
             raise ValueError(f"argument 'grad_clip' must be > 0 or None; got {grad_clip!r}")
         self.device = torch.device(device) if device is not None else next(
             model.parameters()).device
+        self.ctx = distributed.init_from_env(self.device)
+        if self.ctx.distributed and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.ctx.local_rank)
+            torch.cuda.set_device(self.device)
         self.model = model.to(self.device)
         self.lr, self.grad_clip = lr, grad_clip
         self.optimizer = _adam(self.model.parameters(), lr)
+        self._forward_module: nn.Module = self.model
+        if self.ctx.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self._forward_module = DistributedDataParallel(self.model, device_ids=ids)
+            torch.manual_seed(torch.initial_seed() + self.ctx.rank)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.log_dir = log_dir
-        self.progress = progress
+        self.progress = progress and self.ctx.is_main
         self.original_data_available = original_data_available
         self.rmse_n_samples = rmse_n_samples
         self.supervised = bool(getattr(model, "supervised", False))
@@ -109,11 +109,32 @@ class Trainer:
     def _move(self, batch) -> list:
         return [b.to(self.device) if torch.is_tensor(b) else b for b in batch]
 
-    def _outputs(self, batch) -> dict:
+    def _outputs(self, batch, module: Optional[nn.Module] = None) -> dict:
+        module = self._forward_module if module is None else module
         if self.supervised:
             x, s, y = batch[:3]
-            return self.model(x, s, y)
-        return self.model(batch[0], batch[1])
+            return module(x, s, y)
+        return module(batch[0], batch[1])
+
+    def _shard(self, loader: Iterable) -> Iterable:
+        """In a distributed run, the DataLoader rebuilt with a DistributedSampler."""
+        if not self.ctx.distributed or not isinstance(loader, torch.utils.data.DataLoader):
+            return loader
+        if isinstance(loader.sampler, torch.utils.data.distributed.DistributedSampler):
+            return loader
+        shuffle = isinstance(loader.sampler, torch.utils.data.RandomSampler)
+        sampler = torch.utils.data.distributed.DistributedSampler(
+            loader.dataset, num_replicas=self.ctx.world_size, rank=self.ctx.rank,
+            shuffle=shuffle, seed=torch.initial_seed() - self.ctx.rank)
+        return torch.utils.data.DataLoader(loader.dataset, batch_size=loader.batch_size,
+                                           sampler=sampler, drop_last=loader.drop_last,
+                                           num_workers=loader.num_workers,
+                                           collate_fn=loader.collate_fn)
+
+    def _mean_over_ranks(self, sums: dict, n: int) -> dict:
+        keys = sorted(sums)
+        totals = distributed.all_reduce_sum([sums[k] for k in keys] + [float(n)], self.device)
+        return {k: v / totals[-1] for k, v in zip(keys, totals[:-1])}
 
     def train_step(self, batch) -> dict:
         """One optimizer step on one batch; returns the model's outputs (detached)."""
@@ -147,7 +168,7 @@ class Trainer:
                     sums[key] = sums.get(key, 0.0) + value.item()
         if n == 0:
             raise ValueError("argument 'train_loader' yielded no batch")
-        return {k: v / n for k, v in sums.items()}
+        return self._mean_over_ranks(sums, n)
 
     @torch.no_grad()
     def validate(self, loader: Iterable) -> dict:
@@ -161,7 +182,7 @@ class Trainer:
             truth, imputed, masks = [], [], []
             for batch in loader:
                 batch = self._move(batch)
-                out = self._outputs(batch)
+                out = self._outputs(batch, self.model)
                 n += 1
                 for key, value in out.items():
                     if torch.is_tensor(value) and value.dim() == 0:
@@ -173,7 +194,7 @@ class Trainer:
                     masks.append(batch[1].cpu())
             if n == 0:
                 raise ValueError("argument 'val_loader' yielded no batch")
-            metrics = {k: v / n for k, v in sums.items()}
+            metrics = self._mean_over_ranks(sums, n)
             if truth:
                 metrics["rmse"] = missing_rmse(torch.cat(truth), torch.cat(imputed),
                                                torch.cat(masks))
@@ -199,6 +220,8 @@ class Trainer:
             raise ValueError(f"argument 'n_epochs' must be an int >= 1; got {n_epochs!r}")
         if resume_from is not None:
             self.load_checkpoint(resume_from)
+        train_loader = self._shard(train_loader)
+        val_loader = self._shard(val_loader) if val_loader is not None else None
         writer = self._tensorboard()
         was_training = self.model.training
         start = time.time()
@@ -206,6 +229,9 @@ class Trainer:
             epochs = _progress(range(self.epoch, n_epochs), self.progress, desc="training",
                                initial=self.epoch, total=n_epochs)
             for epoch in epochs:
+                for loader in (train_loader, val_loader):
+                    if hasattr(getattr(loader, "sampler", None), "set_epoch"):
+                        loader.sampler.set_epoch(epoch)
                 metrics = {f"train_{k}": v for k, v in self.train_epoch(train_loader).items()}
                 if val_loader is not None:
                     metrics.update({f"val_{k}": v for k, v in self.validate(val_loader).items()})
@@ -227,7 +253,7 @@ class Trainer:
                     self.save_checkpoint(self.checkpoint_dir / "last.pt")
                 if hasattr(epochs, "set_postfix"):
                     epochs.set_postfix(loss=f"{metrics['train_loss']:.4f}")
-                if log_interval and self.epoch % log_interval == 0:
+                if log_interval and self.epoch % log_interval == 0 and self.ctx.is_main:
                     print(f"epoch {self.epoch}/{n_epochs} " + " ".join(
                         f"{k} {v:.4f}" for k, v in metrics.items()))
                 if (early_stopping_patience is not None
@@ -241,7 +267,7 @@ class Trainer:
         return self.history
 
     def _tensorboard(self):
-        if self.log_dir is None:
+        if self.log_dir is None or not self.ctx.is_main:
             return None
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -254,19 +280,33 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------
     def state_dict(self) -> dict:
+        """The training state; ``rng`` holds one random state per rank."""
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "epoch": self.epoch, "global_step": self.global_step,
                 "best_loss": self.best_loss,
                 "epochs_without_improvement": self.epochs_without_improvement,
                 "history": self.history, "model_class": type(self.model).__name__,
-                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                        "python": random.getstate(),
-                        "cuda": (torch.cuda.get_rng_state_all()
-                                 if torch.cuda.is_available() else None)}}
+                "rng": self._rng_states()}
+
+    def _rng_states(self) -> list:
+        mine = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                "python": random.getstate(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+        if not self.ctx.distributed:
+            return [mine]
+        states: list = [None] * self.ctx.world_size
+        torch.distributed.all_gather_object(states, mine)
+        return states
 
     def save_checkpoint(self, path: Union[str, Path]) -> None:
-        """Writes the training state to ``path`` atomically (temp file + rename)."""
-        save_atomic(self.state_dict(), path)
+        """Writes the training state to ``path`` atomically (temp file + rename); in a
+        distributed run every rank must call it (the random states are gathered) and
+        rank 0 alone writes."""
+        state = self.state_dict()
+        if self.ctx.is_main:
+            save_atomic(state, path)
+        if self.ctx.distributed:
+            torch.distributed.barrier()
 
     def load_checkpoint(self, path: Union[str, Path]) -> "Trainer":
         """Restores model, optimizer, counters, history and RNG state from ``path``."""
@@ -283,10 +323,14 @@ class Trainer:
         self.best_loss = state["best_loss"]
         self.epochs_without_improvement = state["epochs_without_improvement"]
         self.history = state["history"]
-        rng = state["rng"]
+        states = state["rng"]
+        same_world = len(states) == self.ctx.world_size
+        rng = states[self.ctx.rank] if same_world else states[0]
         torch.set_rng_state(rng["torch"].cpu())
         np.random.set_state(rng["numpy"])
         random.setstate(rng["python"])
         if rng.get("cuda") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
+        if not same_world:  # another number of processes: keep the ranks' streams apart
+            torch.manual_seed(torch.initial_seed() + self.ctx.rank)
         return self

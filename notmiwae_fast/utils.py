@@ -34,7 +34,8 @@ def _rows(x) -> int:
 
 
 def impute(model, x, s=None, n_samples: int = 1000, batch_size: int = 256,
-           n_draws: Optional[int] = None, device=None, verbose: bool = False) -> np.ndarray:
+           n_draws: Optional[int] = None, device=None, verbose: bool = False,
+           seed: Optional[int] = None) -> np.ndarray:
     """Imputes a whole data set with a trained model, ``batch_size`` rows at a time.
 
     Args:
@@ -44,6 +45,9 @@ def impute(model, x, s=None, n_samples: int = 1000, batch_size: int = 256,
         s: [N, D] mask, 1 = observed, 0 = missing.
         n_samples: importance samples per row.
         n_draws: multiple imputation: M draws, result [M, N, D].
+        seed: when given, batch i is imputed with torch seeded to seed + i (and the
+            global random state is left untouched): the result does not depend on how
+            the rows are split across calls or processes.
     Returns:
         the imputed data as a NumPy array ([N, D] or [M, N, D]); observed entries
         unchanged.
@@ -58,9 +62,12 @@ def impute(model, x, s=None, n_samples: int = 1000, batch_size: int = 256,
         model = model.to(device)
     out = []
     n = _rows(x)
-    for start in range(0, n, batch_size):
-        part = model.impute(x[start:start + batch_size], s[start:start + batch_size],
-                            n_samples=n_samples, n_draws=n_draws)
+    for index, start in enumerate(range(0, n, batch_size)):
+        rows = slice(start, start + batch_size)
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed + index)
+            part = model.impute(x[rows], s[rows], n_samples=n_samples, n_draws=n_draws)
         out.append(part.detach().cpu().numpy())
         if verbose:
             print(f"imputed {min(n, start + batch_size)}/{n} rows")

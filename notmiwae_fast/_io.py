@@ -1,0 +1,41 @@
+"""Writing files atomically: a temporary file in the same folder, then a rename, so a
+crash never leaves a half-written file under the final name."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Union
+
+import numpy as np
+import torch
+
+PathLike = Union[str, Path]
+
+
+def write_atomic(path: PathLike, write: Callable) -> None:
+    """Calls ``write(binary_file)`` on a temporary file, then renames it to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_atomic(obj, path: PathLike) -> None:
+    """torch.save, atomically."""
+    write_atomic(path, lambda f: torch.save(obj, f))
+
+
+def save_array_atomic(array: np.ndarray, path: PathLike) -> None:
+    """np.save (to exactly ``path``), atomically."""
+    write_atomic(path, lambda f: np.save(f, array))

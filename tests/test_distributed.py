@@ -1,0 +1,186 @@
+"""Two CPU processes with the gloo backend (torch.multiprocessing spawn on a local port):
+data-parallel training, resuming from a rank-0 checkpoint, and sharded imputation."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import notmiwae_fast as nf
+from notmiwae_fast import distributed, utils
+
+pytestmark = pytest.mark.slow
+D, N, BATCH = 4, 32, 8
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def data():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(N, D, generator=g)
+    s = (torch.rand(N, D, generator=g) > 0.3).float()
+    return x * s, s
+
+
+def new_model():
+    torch.manual_seed(0)
+    return nf.NotMIWAE(D, hidden_dim=16, n_samples=5)
+
+
+def row_independent_noise():
+    """Patches torch.randn / randn_like with noise that depends only on the sample and
+    feature index, not on the row: a row's bound is then the same whichever batch or
+    process it is in, so the loss over the union of the ranks' batches is comparable."""
+    def fake(size):
+        size = tuple(size)
+        base = torch.sin(torch.arange(math.prod(size[1:]), dtype=torch.float32) * 0.37 + 0.1)
+        return base.reshape(size[1:]).expand(size).clone()
+
+    torch.randn = lambda *size, **kw: fake(size[0] if len(size) == 1 and not isinstance(
+        size[0], int) else size).to(kw.get("dtype") or torch.float32)
+    torch.randn_like = lambda t, **kw: fake(t.shape).to(t.dtype)
+
+
+def _setup(rank, world, port):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+
+
+def _train_worker(rank, world, port, out_dir, patched):
+    _setup(rank, world, port)
+    if patched:
+        row_independent_noise()
+    model = new_model()
+    x, s = data()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, s),
+                                         batch_size=BATCH, shuffle=False)
+    trainer = nf.Trainer(model, progress=False)
+    history = trainer.train(loader, n_epochs=1)
+    torch.save({"params": model.state_dict(), "loss": history["train_loss"][0],
+                "steps": trainer.global_step}, os.path.join(out_dir, f"rank{rank}.pt"))
+
+
+def run(fn, *args, world=2):
+    mp.spawn(fn, args=(world, free_port(), *args), nprocs=world, join=True)
+
+
+def test_ranks_agree_and_the_loss_is_the_union_loss(tmp_path):
+    run(_train_worker, str(tmp_path), True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for key, value in ranks[0]["params"].items():
+        torch.testing.assert_close(value, ranks[1]["params"][key], rtol=0, atol=0)
+    assert ranks[0]["loss"] == ranks[1]["loss"] and ranks[0]["steps"] == 2
+
+    # One process on the union of the two ranks' batches (DistributedSampler without
+    # shuffle: rank r takes rows r, r + 2, ...; its j-th batch is the j-th 8 of those).
+    saved_randn, saved_like = torch.randn, torch.randn_like
+    try:
+        row_independent_noise()
+        model = new_model()
+        x, s = data()
+        rank_rows = [list(range(r, N, 2)) for r in range(2)]
+        unions = [rank_rows[0][j:j + BATCH] + rank_rows[1][j:j + BATCH]
+                  for j in range(0, N // 2, BATCH)]
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, s),
+                                             batch_sampler=unions)
+        history = nf.Trainer(model, progress=False).train(loader, n_epochs=1)
+    finally:
+        torch.randn, torch.randn_like = saved_randn, saved_like
+    assert history["train_loss"][0] == pytest.approx(ranks[0]["loss"], rel=1e-5)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, ranks[0]["params"][key], rtol=1e-5, atol=1e-6)
+
+
+def _resume_worker(rank, world, port, out_dir, interrupted):
+    _setup(rank, world, port)
+    x, s = data()
+
+    def loader():
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, s),
+                                           batch_size=BATCH, shuffle=True)
+
+    torch.manual_seed(1)
+    model = new_model()
+    if interrupted:
+        nf.Trainer(model, progress=False, checkpoint_dir=out_dir).train(loader(), n_epochs=2)
+        model = new_model()  # as after a restart
+        torch.manual_seed(123)
+        trainer = nf.Trainer(model, progress=False, checkpoint_dir=out_dir)
+        trainer.train(loader(), n_epochs=4, resume_from=os.path.join(out_dir, "last.pt"))
+    else:
+        trainer = nf.Trainer(model, progress=False)
+        trainer.train(loader(), n_epochs=4)
+    name = "resumed" if interrupted else "straight"
+    torch.save({"params": model.state_dict(), "steps": trainer.global_step},
+               os.path.join(out_dir, f"{name}{rank}.pt"))
+
+
+def test_resume_from_a_rank0_checkpoint(tmp_path):
+    run(_resume_worker, str(tmp_path), False)
+    run(_resume_worker, str(tmp_path), True)
+    assert sorted(p.name for p in tmp_path.glob("*.pt") if "last" in p.name) == ["last.pt"]
+    for rank in range(2):
+        straight = torch.load(tmp_path / f"straight{rank}.pt")
+        resumed = torch.load(tmp_path / f"resumed{rank}.pt")
+        assert straight["steps"] == resumed["steps"] == 4 * 2
+        for key, value in straight["params"].items():
+            torch.testing.assert_close(resumed["params"][key], value, rtol=0, atol=0)
+
+
+def _impute_worker(rank, world, port, out_dir, fail_rank):
+    _setup(rank, world, port)
+    distributed.init_from_env()
+    model = new_model()
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(50, D, generator=g)
+    s = (torch.rand(50, D, generator=g) > 0.3).float()
+    if rank == fail_rank:
+        s = s[:, :2]  # a bad shard: this rank's imputation raises
+    output = os.path.join(out_dir, "imputed.npy")
+    try:
+        distributed.impute_sharded(model, x, s, output, n_samples=30, batch_size=8, seed=11)
+        message = "ok"
+    except RuntimeError as exc:
+        message = str(exc)
+    with open(os.path.join(out_dir, f"status{rank}.txt"), "w") as f:
+        f.write(message)
+
+
+def test_sharded_imputation_equals_a_single_process_run(tmp_path):
+    run(_impute_worker, str(tmp_path), -1)
+    assert [(tmp_path / f"status{r}.txt").read_text() for r in range(2)] == ["ok", "ok"]
+    sharded = np.load(tmp_path / "imputed.npy")
+    assert not list(tmp_path.glob("*.shard-*"))
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(50, D, generator=g)
+    s = (torch.rand(50, D, generator=g) > 0.3).float()
+    single = utils.impute(new_model(), x, s, n_samples=30, batch_size=8, seed=11)
+    np.testing.assert_allclose(sharded, single, rtol=1e-5, atol=1e-6)
+
+
+def test_a_failing_rank_fails_the_whole_job(tmp_path):
+    run(_impute_worker, str(tmp_path), 1)
+    for r in range(2):
+        status = (tmp_path / f"status{r}.txt").read_text()
+        assert status.startswith("sharded imputation failed on rank 1: ValueError")
+        assert "was not written" in status
+    assert not (tmp_path / "imputed.npy").exists()
+
+
+def test_shard_bounds_cover_the_rows_in_order():
+    for n, world, align in [(50, 2, 8), (7, 3, 1), (5, 4, 2), (0, 2, 8)]:
+        bounds = [distributed.shard_bounds(n, world, r, align) for r in range(world)]
+        assert bounds[0][0] == 0 and bounds[-1][1] == n
+        assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+        assert all(start % align == 0 or start == n for start, _ in bounds)
