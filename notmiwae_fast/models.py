@@ -61,6 +61,10 @@ class ImportanceWeightedModel(nn.Module):
         min_scale: floor of the decoder scale (default 1e-3, for standardised data).
         feature_names: optional names of the D features.
         backend: ``"fused"`` (kernels) or ``"reference"`` (pure PyTorch, same math).
+        encoder, decoder: networks to use instead of the MLPs (e.g. the convolutional
+            ones of :mod:`notmiwae_fast.images`): the encoder maps x̃ [B, D] to (μ, σ)
+            [B, L]; the decoder maps z [B, K, L] to its family's parameters [B, K, D] and
+            has that family's ``family``, ``log_prob``, ``mean``, ``sample`` and ``draw``.
     """
 
     has_missing_process = False
@@ -69,7 +73,8 @@ class ImportanceWeightedModel(nn.Module):
     def __init__(self, input_dim: int, latent_dim: Optional[int] = None, hidden_dim: int = 128,
                  n_samples: int = 20, out_dist: str = "gauss", ppca: bool = False,
                  min_scale: float = DEFAULT_MIN_SCALE,
-                 feature_names: Optional[Sequence[str]] = None, backend: str = "fused"):
+                 feature_names: Optional[Sequence[str]] = None, backend: str = "fused",
+                 encoder: Optional[nn.Module] = None, decoder: Optional[nn.Module] = None):
         super().__init__()
         if isinstance(input_dim, bool) or not isinstance(input_dim, int) or input_dim < 1:
             raise ValueError(f"argument 'input_dim' must be a positive int; got {input_dim!r}")
@@ -85,8 +90,14 @@ class ImportanceWeightedModel(nn.Module):
         self.backend = _validate.choice(backend, "backend", BACKENDS)
         self.ppca = bool(ppca)
         self.feature_names = _validate.optional_names(feature_names, input_dim)
-        self.encoder = Encoder(input_dim, hidden_dim, latent_dim)
-        self.decoder = make_decoder(out_dist, latent_dim, hidden_dim, input_dim, min_scale, ppca)
+        self.encoder = encoder if encoder is not None else Encoder(input_dim, hidden_dim,
+                                                                   latent_dim)
+        self.decoder = decoder if decoder is not None else make_decoder(
+            out_dist, latent_dim, hidden_dim, input_dim, min_scale, ppca)
+        if getattr(self.decoder, "family", None) != self.out_dist:
+            raise ValueError(f"argument 'decoder' models the family "
+                             f"{getattr(self.decoder, 'family', None)!r}; out_dist is "
+                             f"{self.out_dist!r}")
         # Standardisation of the training data, if the user's data went through
         # utils.standardize: lets interpret_missing_process speak in original units.
         self.register_buffer("data_mean", None)
@@ -349,9 +360,10 @@ class NotMIWAE(ImportanceWeightedModel):
                  missing_process: Union[str, BaseMissingProcess] = "selfmasking",
                  signs=None, feature_names: Optional[Sequence[str]] = None,
                  ppca: bool = False, min_scale: float = DEFAULT_MIN_SCALE,
-                 missing_hidden_dim: Optional[int] = None, backend: str = "fused"):
+                 missing_hidden_dim: Optional[int] = None, backend: str = "fused",
+                 encoder: Optional[nn.Module] = None, decoder: Optional[nn.Module] = None):
         super().__init__(input_dim, latent_dim, hidden_dim, n_samples, out_dist, ppca,
-                         min_scale, feature_names, backend)
+                         min_scale, feature_names, backend, encoder, decoder)
         self.missing_model = _missing_process(
             missing_process, input_dim, missing_hidden_dim or max(1, hidden_dim // 2),
             feature_names, signs)

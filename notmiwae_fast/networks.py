@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Encoder", "GaussianDecoder", "StudentTDecoder", "BernoulliDecoder",
+__all__ = ["Encoder", "GaussianFamily", "BernoulliFamily", "GaussianDecoder",
+           "StudentTDecoder", "BernoulliDecoder",
            "PredictionHead", "OUT_DISTS", "make_decoder"]
 
 OUT_DISTS = ("gauss", "bern", "student_t")
@@ -44,7 +45,50 @@ class Encoder(nn.Module):
         return mu, torch.exp(0.5 * log_var.clamp(-10.0, 10.0))
 
 
-class GaussianDecoder(nn.Module):
+class GaussianFamily:
+    """Likelihood, mean and samples of p(x | z) = N(loc, scale), given the decoder's
+    parameters {"loc", "scale"} ([B, K, D] each). Shared by the MLP and conv decoders."""
+
+    family = "gauss"
+
+    def log_prob(self, ops, x0: Tensor, s: Tensor, p: dict) -> Tensor:
+        return ops.masked_normal_logprob(x0, s, p["loc"], p["scale"])
+
+    def mean(self, p: dict) -> Tensor:
+        return p["loc"]
+
+    def sample(self, p: dict) -> Tensor:
+        """A reparameterised draw x ~ p(x | z)."""
+        return p["loc"] + p["scale"] * torch.randn_like(p["loc"])
+
+    def draw(self, p: dict) -> Tensor:
+        return self.sample(p)
+
+
+class BernoulliFamily:
+    """p(x | z) = Bernoulli(σ(logits)), given {"logits"} [B, K, D].
+
+    There is no reparameterised Bernoulli sample: where not-MIWAE needs a sample x_k to
+    evaluate p(s | x̂_k), :meth:`sample` gives the decoder mean σ(logits) (a
+    deterministic, differentiable stand-in); :meth:`draw` gives genuine 0/1 draws for
+    multiple imputation."""
+
+    family = "bern"
+
+    def log_prob(self, ops, x0: Tensor, s: Tensor, p: dict) -> Tensor:
+        return ops.masked_bernoulli_logprob(x0, s, p["logits"])
+
+    def mean(self, p: dict) -> Tensor:
+        return torch.sigmoid(p["logits"])
+
+    def sample(self, p: dict) -> Tensor:
+        return self.mean(p)
+
+    def draw(self, p: dict) -> Tensor:
+        return torch.bernoulli(torch.sigmoid(p["logits"]))
+
+
+class GaussianDecoder(GaussianFamily, nn.Module):
     """p(x | z) = N(loc(z), scale(z)), scale = softplus(raw) + min_scale.
 
     ``ppca=True``: loc is linear in z and one learnt scale is shared by all features
@@ -52,7 +96,6 @@ class GaussianDecoder(nn.Module):
     keeps the likelihood bounded: a floor of 1e-6 lets it blow up.
     """
 
-    family = "gauss"
     __constants__ = ["ppca", "min_scale"]  # TorchScript: only the used branch compiles
 
     def __init__(self, latent_dim: int, hidden_dim: int, output_dim: int,
@@ -74,18 +117,6 @@ class GaussianDecoder(nn.Module):
             loc, raw = self.net(z).chunk(2, dim=-1)
             scale = F.softplus(raw) + self.min_scale
         return {"loc": loc, "scale": scale}
-
-    def log_prob(self, ops, x0: Tensor, s: Tensor, p: dict) -> Tensor:
-        return ops.masked_normal_logprob(x0, s, p["loc"], p["scale"])
-
-    def mean(self, p: dict) -> Tensor:
-        return p["loc"]
-
-    def sample(self, p: dict) -> Tensor:
-        """A reparameterised draw x ~ p(x | z)."""
-        return p["loc"] + p["scale"] * torch.randn_like(p["loc"])
-
-    draw = sample
 
 
 class StudentTDecoder(nn.Module):
@@ -129,16 +160,8 @@ class StudentTDecoder(nn.Module):
     draw = sample
 
 
-class BernoulliDecoder(nn.Module):
-    """p(x | z) = Bernoulli(σ(logits(z))) for data in [0, 1].
-
-    There is no reparameterised Bernoulli sample: where not-MIWAE needs a sample x_k to
-    evaluate p(s | x̂_k), :meth:`sample` gives the decoder mean σ(logits) (a
-    deterministic, differentiable stand-in); :meth:`draw` gives genuine 0/1 draws for
-    multiple imputation.
-    """
-
-    family = "bern"
+class BernoulliDecoder(BernoulliFamily, nn.Module):
+    """p(x | z) = Bernoulli(σ(logits(z))) for data in [0, 1] (see BernoulliFamily)."""
 
     def __init__(self, latent_dim: int, hidden_dim: int, output_dim: int,
                  min_scale: float = DEFAULT_MIN_SCALE, ppca: bool = False):
@@ -148,17 +171,6 @@ class BernoulliDecoder(nn.Module):
 
     def forward(self, z: Tensor) -> dict[str, Tensor]:
         return {"logits": self.net(z)}
-
-    def log_prob(self, ops, x0: Tensor, s: Tensor, p: dict) -> Tensor:
-        return ops.masked_bernoulli_logprob(x0, s, p["logits"])
-
-    def mean(self, p: dict) -> Tensor:
-        return torch.sigmoid(p["logits"])
-
-    sample = mean
-
-    def draw(self, p: dict) -> Tensor:
-        return torch.bernoulli(torch.sigmoid(p["logits"]))
 
 
 _DECODERS = {"gauss": GaussianDecoder, "bern": BernoulliDecoder, "student_t": StudentTDecoder}
