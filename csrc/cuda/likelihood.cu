@@ -348,7 +348,7 @@ std::tuple<at::Tensor, at::Tensor> masked_normal_logprob_backward_cuda(
     const at::Tensor& loc_, const at::Tensor& scale_) {
   check_location_scale(x_, mask_, loc_, scale_);
   const int64_t B = loc_.size(0), K = loc_.size(1), D = loc_.size(2);
-  check_row_grad(grad_, "grad", loc_, B, K);
+  check_row_grad(grad_, "grad", loc_, "loc", B, K);
   c10::cuda::CUDAGuard guard(loc_.device());
   at::Tensor grad_loc = at::empty({B, K, D}, loc_.options());
   at::Tensor grad_scale = at::empty({B, K, D}, loc_.options());
@@ -384,7 +384,7 @@ at::Tensor masked_bernoulli_logprob_backward_cuda(const at::Tensor& grad_, const
                                                   const at::Tensor& logits_) {
   check_bernoulli(x_, mask_, logits_);
   const int64_t B = logits_.size(0), K = logits_.size(1), D = logits_.size(2);
-  check_row_grad(grad_, "grad", logits_, B, K);
+  check_row_grad(grad_, "grad", logits_, "logits", B, K);
   c10::cuda::CUDAGuard guard(logits_.device());
   at::Tensor grad_logits = at::empty({B, K, D}, logits_.options());
   if (grad_logits.numel() == 0) return grad_logits;
@@ -424,7 +424,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_studentt_logprob_backward_
     const at::Tensor& loc_, const at::Tensor& scale_, const at::Tensor& df_) {
   check_studentt(x_, mask_, loc_, scale_, df_);
   const int64_t B = loc_.size(0), K = loc_.size(1), D = loc_.size(2);
-  check_row_grad(grad_, "grad", loc_, B, K);
+  check_row_grad(grad_, "grad", loc_, "loc", B, K);
   c10::cuda::CUDAGuard guard(loc_.device());
   at::Tensor grad_loc = at::empty({B, K, D}, loc_.options());
   at::Tensor grad_scale = at::empty({B, K, D}, loc_.options());
@@ -468,7 +468,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> selfmask_logprob_backward_cuda(
     const at::Tensor& W_, const at::Tensor& b_) {
   check_selfmask(x_full_, mask_, W_, b_);
   const int64_t B = x_full_.size(0), K = x_full_.size(1), D = x_full_.size(2);
-  check_row_grad(grad_, "grad", x_full_, B, K);
+  check_row_grad(grad_, "grad", x_full_, "x_full", B, K);
   c10::cuda::CUDAGuard guard(x_full_.device());
   at::Tensor grad_x = at::empty({B, K, D}, x_full_.options());
   if (grad_x.numel() == 0)
@@ -518,8 +518,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> notmiwae_normal_terms
     const at::Tensor& eps_, const at::Tensor& W_, const at::Tensor& b_) {
   check_notmiwae(x_, mask_, loc_, scale_, eps_, W_, b_);
   const int64_t B = loc_.size(0), K = loc_.size(1), D = loc_.size(2);
-  check_row_grad(grad_obs_, "grad_obs", loc_, B, K);
-  check_row_grad(grad_miss_, "grad_miss", loc_, B, K);
+  check_row_grad(grad_obs_, "grad_obs", loc_, "loc", B, K);
+  check_row_grad(grad_miss_, "grad_miss", loc_, "loc", B, K);
   c10::cuda::CUDAGuard guard(loc_.device());
   at::Tensor grad_loc = at::empty({B, K, D}, loc_.options());
   at::Tensor grad_scale = at::empty({B, K, D}, loc_.options());
