@@ -2,19 +2,28 @@
 // masked_studentt_logprob, selfmask_logprob, notmiwae_normal_terms and their backward
 // passes. The per-element math is in notmiwae_fast/math.h (shared with CUDA).
 //
-// Every kernel runs over the B·K rows (b, k) in parallel, each row a loop over the D
-// features; per-feature gradients (W, b, df) are summed over rows in one buffer per
-// thread. Per-element math runs in at::opmath_type (float for float32: float32
-// transcendentals are several times cheaper) and every sum over D or over rows
-// accumulates in at::acc_type (float64 for float32).
-// Entries under mask = 0 are removed by selection (never by multiplying with 0), so
-// whatever x holds there (NaN, ±inf) cannot reach a value or a gradient.
-// The loops below are written branch-free (selects, not branches) so that GCC can
-// vectorise them; two options let it: FP comparisons do not trap (so selects may be
-// if-converted) and no jump threading (which would turn repeated selects on one mask
-// back into branches). Neither changes any result.
-// The row kernels are also compiled for AVX-512 and AVX2 + FMA (x86-64-v4 / v3) next to
-// the baseline, the best one picked at load time (GCC function multi-versioning).
+// Work is cut into tiles of at most kTile elements of the flattened [B·K, D] problem:
+// several whole rows when D is small (tabular data), a segment of one row when D is
+// large (images). An element kernel (*_values / *_grads below) runs over one tile; its
+// operands are contiguous arrays of the tile's length: per-sample tensors are used in
+// place, x / mask rows, per-feature parameters and per-row gradients are expanded into
+// small thread-local buffers when a tile spans several rows. Values are then added up
+// per row, per-feature gradients folded into per-thread [D] sums. Tiles run in
+// parallel over the B·K rows (at::parallel_for).
+//
+// Per-element math runs in at::opmath_type (float for float32) and every sum over D or
+// over rows accumulates in at::acc_type (float64 for float32). Entries under mask = 0
+// are removed by selection (never by multiplying with 0), so whatever x holds there
+// (NaN, ±inf) cannot reach a value or a gradient.
+//
+// The element kernels below are written branch-free (selects, not branches) so that GCC
+// can vectorise them; two options for this whole file let it: FP comparisons do not
+// trap (so selects may be if-converted) and no jump threading (which would turn
+// repeated selects on one mask back into branches). Neither changes any result. (Set
+// for the whole file, before any include, so that every inline function of math.h
+// gets the same options and can be inlined into the kernels.) The kernels are also
+// compiled for AVX-512 and AVX2 + FMA (x86-64-v4 / v3) next to the baseline, the best
+// one picked at load time (GCC function multi-versioning).
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("no-trapping-math")
 #pragma GCC optimize("no-thread-jumps")
@@ -75,8 +84,8 @@ at::Tensor mask_values(const at::Tensor& mask, at::ScalarType dtype) {
 }
 
 // Runs body(i0, i1) over the rows [0, rows) of length D in parallel.
-template <typename F>
-void parallel_rows(int64_t rows, int64_t D, const F& body) {
+template <typename Body>
+void parallel_rows(int64_t rows, int64_t D, const Body& body) {
   const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, D));
   at::parallel_for(0, rows, grain, body);
 }
@@ -116,238 +125,315 @@ class FeatureSums {
 };
 
 // ------------------------------------------------------------------------------------
-// Row kernels: one (b, k) row of D features. Pointer arguments are __restrict (they
-// never overlap), which lets GCC vectorise the loops without runtime alias checks;
-// every loop body is branch-free: both sides of each select are computed first and x
-// is loaded unconditionally. `x`, `mask` point at row b of [B, D]; the per-sample
-// pointers at row (b, k) of [B, K, D]; the per-feature ones at [D].
-// Forward rows fill tile buffers of values and add them up in acc_t.
+// Element kernels over one tile of n elements. Every pointer is a contiguous array of n
+// values and __restrict (they never overlap), which lets GCC vectorise the loops with
+// no runtime alias checks; every loop body is branch-free: both sides of each select
+// are computed first, and x is loaded unconditionally.
 // ------------------------------------------------------------------------------------
-template <typename scalar_t, typename math_t = at::opmath_type<scalar_t>>
-NMF_VECTOR_CLONES at::acc_type<scalar_t, false> normal_row(int64_t D, const scalar_t* __restrict x,
-                                         const scalar_t* __restrict mask,
-                                         const scalar_t* __restrict loc,
-                                         const scalar_t* __restrict scale) {
-  using acc_t = at::acc_type<scalar_t, false>;
-  math_t buf[kTile];
-  acc_t sum = 0;
-  for (int64_t d0 = 0; d0 < D; d0 += kTile) {
-    const int64_t n = std::min(kTile, D - d0);
-    for (int64_t j = 0; j < n; ++j) {
-      const int64_t d = d0 + j;
-      const bool m = mask[d] != scalar_t(0);
-      const math_t loc_d = loc[d], x_raw = x[d];
-      const math_t x_d = m ? x_raw : loc_d;
-      const math_t v = math::normal_log_density<F>(x_d, loc_d, static_cast<math_t>(scale[d]));
-      buf[j] = m ? v : math_t(0);
-    }
-    sum += lane_sum<acc_t>(buf, n);
-  }
-  return sum;
-}
-
-template <typename scalar_t, typename math_t = at::opmath_type<scalar_t>>
-NMF_VECTOR_CLONES void normal_backward_row(int64_t D, math_t g, const scalar_t* __restrict x,
-                         const scalar_t* __restrict mask, const scalar_t* __restrict loc,
-                         const scalar_t* __restrict scale, scalar_t* __restrict grad_loc,
-                         scalar_t* __restrict grad_scale) {
-  for (int64_t d = 0; d < D; ++d) {
-    const bool m = mask[d] != scalar_t(0);
-    const math_t loc_d = loc[d], x_raw = x[d];
-    const math_t x_d = m ? x_raw : loc_d;
-    const auto dn = math::normal_log_density_grad(x_d, loc_d, static_cast<math_t>(scale[d]));
-    const math_t gl = g * dn.loc, gs = g * dn.scale;
-    grad_loc[d] = static_cast<scalar_t>(m ? gl : math_t(0));
-    grad_scale[d] = static_cast<scalar_t>(m ? gs : math_t(0));
+template <typename scalar_t, typename math_t>
+NMF_VECTOR_CLONES void normal_values(int64_t n, const scalar_t* __restrict x,
+                                     const scalar_t* __restrict mask,
+                                     const scalar_t* __restrict loc,
+                                     const scalar_t* __restrict scale, math_t* __restrict out) {
+  for (int64_t j = 0; j < n; ++j) {
+    const bool m = mask[j] != scalar_t(0);
+    const math_t loc_j = loc[j], x_raw = x[j];
+    const math_t x_j = m ? x_raw : loc_j;
+    const math_t v = math::normal_log_density<F>(x_j, loc_j, static_cast<math_t>(scale[j]));
+    out[j] = m ? v : math_t(0);
   }
 }
 
-template <typename scalar_t, typename math_t = at::opmath_type<scalar_t>>
-NMF_VECTOR_CLONES at::acc_type<scalar_t, false> bernoulli_row(int64_t D, const scalar_t* __restrict x,
-                                            const scalar_t* __restrict mask,
-                                            const scalar_t* __restrict logits) {
-  using acc_t = at::acc_type<scalar_t, false>;
-  math_t buf[kTile];
-  acc_t sum = 0;
-  for (int64_t d0 = 0; d0 < D; d0 += kTile) {
-    const int64_t n = std::min(kTile, D - d0);
-    for (int64_t j = 0; j < n; ++j) {
-      const int64_t d = d0 + j;
-      const bool m = mask[d] != scalar_t(0);
-      const math_t x_raw = x[d];
-      const math_t x_d = m ? x_raw : math_t(0);
-      const math_t v = math::bernoulli_log_prob<F>(x_d, static_cast<math_t>(logits[d]));
-      buf[j] = m ? v : math_t(0);
-    }
-    sum += lane_sum<acc_t>(buf, n);
-  }
-  return sum;
-}
-
-template <typename scalar_t, typename math_t = at::opmath_type<scalar_t>>
-NMF_VECTOR_CLONES void bernoulli_backward_row(int64_t D, math_t g, const scalar_t* __restrict x,
-                            const scalar_t* __restrict mask, const scalar_t* __restrict logits,
-                            scalar_t* __restrict grad_logits) {
-  for (int64_t d = 0; d < D; ++d) {
-    const bool m = mask[d] != scalar_t(0);
-    const math_t x_raw = x[d];
-    const math_t x_d = m ? x_raw : math_t(0);
-    const math_t gl = g * math::bernoulli_log_prob_dlogit<F>(x_d, static_cast<math_t>(logits[d]));
-    grad_logits[d] = static_cast<scalar_t>(m ? gl : math_t(0));
+template <typename scalar_t, typename math_t>
+NMF_VECTOR_CLONES void normal_grads(int64_t n, const math_t* __restrict g,
+                                    const scalar_t* __restrict x,
+                                    const scalar_t* __restrict mask,
+                                    const scalar_t* __restrict loc,
+                                    const scalar_t* __restrict scale,
+                                    scalar_t* __restrict grad_loc,
+                                    scalar_t* __restrict grad_scale) {
+  for (int64_t j = 0; j < n; ++j) {
+    const bool m = mask[j] != scalar_t(0);
+    const math_t loc_j = loc[j], x_raw = x[j];
+    const math_t x_j = m ? x_raw : loc_j;
+    const auto dn = math::normal_log_density_grad(x_j, loc_j, static_cast<math_t>(scale[j]));
+    const math_t gl = g[j] * dn.loc, gs = g[j] * dn.scale;
+    grad_loc[j] = static_cast<scalar_t>(m ? gl : math_t(0));
+    grad_scale[j] = static_cast<scalar_t>(m ? gs : math_t(0));
   }
 }
 
-// log_norm, dlog_norm: the per-feature c(df), c'(df) in math_t (studentt_feature_terms).
-template <typename scalar_t, typename math_t = at::opmath_type<scalar_t>>
-NMF_VECTOR_CLONES at::acc_type<scalar_t, false> studentt_row(int64_t D, const scalar_t* __restrict x,
-                                           const scalar_t* __restrict mask,
-                                           const scalar_t* __restrict loc,
-                                           const scalar_t* __restrict scale,
-                                           const scalar_t* __restrict df,
-                                           const math_t* __restrict log_norm) {
-  using acc_t = at::acc_type<scalar_t, false>;
-  math_t buf[kTile];
-  acc_t sum = 0;
-  for (int64_t d0 = 0; d0 < D; d0 += kTile) {
-    const int64_t n = std::min(kTile, D - d0);
-    for (int64_t j = 0; j < n; ++j) {
-      const int64_t d = d0 + j;
-      const bool m = mask[d] != scalar_t(0);
-      const math_t loc_d = loc[d], x_raw = x[d];
-      const math_t x_d = m ? x_raw : loc_d;
-      const math_t v = math::studentt_log_density<F>(x_d, loc_d, static_cast<math_t>(scale[d]),
-                                                     static_cast<math_t>(df[d]), log_norm[d]);
-      buf[j] = m ? v : math_t(0);
-    }
-    sum += lane_sum<acc_t>(buf, n);
+template <typename scalar_t, typename math_t>
+NMF_VECTOR_CLONES void bernoulli_values(int64_t n, const scalar_t* __restrict x,
+                                        const scalar_t* __restrict mask,
+                                        const scalar_t* __restrict logits,
+                                        math_t* __restrict out) {
+  for (int64_t j = 0; j < n; ++j) {
+    const bool m = mask[j] != scalar_t(0);
+    const math_t x_raw = x[j];
+    const math_t x_j = m ? x_raw : math_t(0);
+    const math_t v = math::bernoulli_log_prob<F>(x_j, static_cast<math_t>(logits[j]));
+    out[j] = m ? v : math_t(0);
   }
-  return sum;
 }
 
-template <typename scalar_t, typename math_t = at::opmath_type<scalar_t>,
-          typename acc_t = at::acc_type<scalar_t, false>>
-NMF_VECTOR_CLONES void studentt_backward_row(int64_t D, math_t g, const scalar_t* __restrict x,
-                           const scalar_t* __restrict mask, const scalar_t* __restrict loc,
-                           const scalar_t* __restrict scale, const scalar_t* __restrict df,
-                           const math_t* __restrict dlog_norm, scalar_t* __restrict grad_loc,
-                           scalar_t* __restrict grad_scale, acc_t* __restrict grad_df) {
-  for (int64_t d = 0; d < D; ++d) {
-    const bool m = mask[d] != scalar_t(0);
-    const math_t loc_d = loc[d], x_raw = x[d];
-    const math_t x_d = m ? x_raw : loc_d;
+template <typename scalar_t, typename math_t>
+NMF_VECTOR_CLONES void bernoulli_grads(int64_t n, const math_t* __restrict g,
+                                       const scalar_t* __restrict x,
+                                       const scalar_t* __restrict mask,
+                                       const scalar_t* __restrict logits,
+                                       scalar_t* __restrict grad_logits) {
+  for (int64_t j = 0; j < n; ++j) {
+    const bool m = mask[j] != scalar_t(0);
+    const math_t x_raw = x[j];
+    const math_t x_j = m ? x_raw : math_t(0);
+    const math_t gl = g[j] * math::bernoulli_log_prob_dlogit<F>(x_j, static_cast<math_t>(logits[j]));
+    grad_logits[j] = static_cast<scalar_t>(m ? gl : math_t(0));
+  }
+}
+
+// log_norm / dlog_norm: the per-feature c(df) / c'(df) (studentt_feature_terms).
+template <typename scalar_t, typename math_t>
+NMF_VECTOR_CLONES void studentt_values(int64_t n, const scalar_t* __restrict x,
+                                       const scalar_t* __restrict mask,
+                                       const scalar_t* __restrict loc,
+                                       const scalar_t* __restrict scale,
+                                       const math_t* __restrict df,
+                                       const math_t* __restrict log_norm,
+                                       math_t* __restrict out) {
+  for (int64_t j = 0; j < n; ++j) {
+    const bool m = mask[j] != scalar_t(0);
+    const math_t loc_j = loc[j], x_raw = x[j];
+    const math_t x_j = m ? x_raw : loc_j;
+    const math_t v = math::studentt_log_density<F>(x_j, loc_j, static_cast<math_t>(scale[j]),
+                                                   df[j], log_norm[j]);
+    out[j] = m ? v : math_t(0);
+  }
+}
+
+template <typename scalar_t, typename math_t>
+NMF_VECTOR_CLONES void studentt_grads(int64_t n, const math_t* __restrict g,
+                                      const scalar_t* __restrict x,
+                                      const scalar_t* __restrict mask,
+                                      const scalar_t* __restrict loc,
+                                      const scalar_t* __restrict scale,
+                                      const math_t* __restrict df,
+                                      const math_t* __restrict dlog_norm,
+                                      scalar_t* __restrict grad_loc,
+                                      scalar_t* __restrict grad_scale,
+                                      math_t* __restrict grad_df) {
+  for (int64_t j = 0; j < n; ++j) {
+    const bool m = mask[j] != scalar_t(0);
+    const math_t loc_j = loc[j], x_raw = x[j];
+    const math_t x_j = m ? x_raw : loc_j;
     const auto dt = math::studentt_log_density_grad<F>(
-        x_d, loc_d, static_cast<math_t>(scale[d]), static_cast<math_t>(df[d]), dlog_norm[d]);
-    const math_t gl = g * dt.loc, gs = g * dt.scale, gdf = g * dt.df;
-    grad_loc[d] = static_cast<scalar_t>(m ? gl : math_t(0));
-    grad_scale[d] = static_cast<scalar_t>(m ? gs : math_t(0));
-    grad_df[d] += static_cast<acc_t>(m ? gdf : math_t(0));
+        x_j, loc_j, static_cast<math_t>(scale[j]), df[j], dlog_norm[j]);
+    const math_t gl = g[j] * dt.loc, gs = g[j] * dt.scale, gdf = g[j] * dt.df;
+    grad_loc[j] = static_cast<scalar_t>(m ? gl : math_t(0));
+    grad_scale[j] = static_cast<scalar_t>(m ? gs : math_t(0));
+    grad_df[j] = m ? gdf : math_t(0);
   }
 }
 
-template <typename scalar_t, typename math_t = at::opmath_type<scalar_t>>
-NMF_VECTOR_CLONES at::acc_type<scalar_t, false> selfmask_row(int64_t D, const scalar_t* __restrict x_full,
-                                           const scalar_t* __restrict mask,
-                                           const scalar_t* __restrict W,
-                                           const scalar_t* __restrict bias) {
-  using acc_t = at::acc_type<scalar_t, false>;
-  math_t buf[kTile];
-  acc_t sum = 0;
-  for (int64_t d0 = 0; d0 < D; d0 += kTile) {
-    const int64_t n = std::min(kTile, D - d0);
-    for (int64_t j = 0; j < n; ++j) {
-      const int64_t d = d0 + j;
-      const math_t l = math::selfmask_logit(static_cast<math_t>(x_full[d]),
-                                            static_cast<math_t>(W[d]), static_cast<math_t>(bias[d]));
-      buf[j] = math::bernoulli_log_prob<F>(static_cast<math_t>(mask[d]), l);
-    }
-    sum += lane_sum<acc_t>(buf, n);
-  }
-  return sum;
-}
-
-template <typename scalar_t, typename math_t = at::opmath_type<scalar_t>,
-          typename acc_t = at::acc_type<scalar_t, false>>
-NMF_VECTOR_CLONES void selfmask_backward_row(int64_t D, math_t g, const scalar_t* __restrict x_full,
-                           const scalar_t* __restrict mask, const scalar_t* __restrict W,
-                           const scalar_t* __restrict bias, scalar_t* __restrict grad_x,
-                           acc_t* __restrict grad_W, acc_t* __restrict grad_b) {
-  for (int64_t d = 0; d < D; ++d) {
-    const math_t x_d = x_full[d], w = W[d], c = bias[d];
-    const math_t l = math::selfmask_logit(x_d, w, c);
-    const math_t dl = g * math::bernoulli_log_prob_dlogit<F>(static_cast<math_t>(mask[d]), l);
-    grad_x[d] = static_cast<scalar_t>(-w * dl);
-    grad_W[d] -= static_cast<acc_t>((x_d - c) * dl);
-    grad_b[d] += static_cast<acc_t>(w * dl);
+template <typename scalar_t, typename math_t>
+NMF_VECTOR_CLONES void selfmask_values(int64_t n, const scalar_t* __restrict x_full,
+                                       const scalar_t* __restrict mask,
+                                       const math_t* __restrict W,
+                                       const math_t* __restrict bias,
+                                       math_t* __restrict out) {
+  for (int64_t j = 0; j < n; ++j) {
+    const math_t l = math::selfmask_logit(static_cast<math_t>(x_full[j]), W[j], bias[j]);
+    out[j] = math::bernoulli_log_prob<F>(static_cast<math_t>(mask[j]), l);
   }
 }
 
-// Both not-MIWAE terms of one row, x̂ = mask ? x : loc + scale·eps kept in a register.
-template <typename scalar_t, typename math_t = at::opmath_type<scalar_t>,
-          typename acc_t = at::acc_type<scalar_t, false>>
-NMF_VECTOR_CLONES void notmiwae_row(int64_t D, const scalar_t* __restrict x, const scalar_t* __restrict mask,
-                  const scalar_t* __restrict loc, const scalar_t* __restrict scale,
-                  const scalar_t* __restrict eps, const scalar_t* __restrict W,
-                  const scalar_t* __restrict bias, acc_t& log_obs, acc_t& log_miss) {
-  math_t buf_obs[kTile], buf_miss[kTile];
-  acc_t sum_obs = 0, sum_miss = 0;
-  for (int64_t d0 = 0; d0 < D; d0 += kTile) {
-    const int64_t n = std::min(kTile, D - d0);
-    for (int64_t j = 0; j < n; ++j) {
-      const int64_t d = d0 + j;
-      const math_t s = mask[d];
-      const bool m = s != math_t(0);
-      const math_t loc_d = loc[d], scale_d = scale[d], x_raw = x[d];
-      const math_t x_d = m ? x_raw : loc_d;
-      const math_t v = math::normal_log_density<F>(x_d, loc_d, scale_d);
-      buf_obs[j] = m ? v : math_t(0);
-      const math_t x_sample = loc_d + scale_d * static_cast<math_t>(eps[d]);
-      const math_t x_hat = m ? x_d : x_sample;
-      const math_t l = math::selfmask_logit(x_hat, static_cast<math_t>(W[d]),
-                                            static_cast<math_t>(bias[d]));
-      buf_miss[j] = math::bernoulli_log_prob<F>(s, l);
-    }
-    sum_obs += lane_sum<acc_t>(buf_obs, n);
-    sum_miss += lane_sum<acc_t>(buf_miss, n);
+template <typename scalar_t, typename math_t>
+NMF_VECTOR_CLONES void selfmask_grads(int64_t n, const math_t* __restrict g,
+                                      const scalar_t* __restrict x_full,
+                                      const scalar_t* __restrict mask,
+                                      const math_t* __restrict W,
+                                      const math_t* __restrict bias,
+                                      scalar_t* __restrict grad_x,
+                                      math_t* __restrict grad_W,
+                                      math_t* __restrict grad_b) {
+  for (int64_t j = 0; j < n; ++j) {
+    const math_t x_j = x_full[j], w = W[j], c = bias[j];
+    const math_t l = math::selfmask_logit(x_j, w, c);
+    const math_t dl = g[j] * math::bernoulli_log_prob_dlogit<F>(static_cast<math_t>(mask[j]), l);
+    grad_x[j] = static_cast<scalar_t>(-w * dl);
+    grad_W[j] = -(x_j - c) * dl;
+    grad_b[j] = w * dl;
   }
-  log_obs = sum_obs;
-  log_miss = sum_miss;
 }
 
-// Gradients of one row, with g_o = grad_obs[b, k], g_m = grad_miss[b, k], ℓ the
-// self-masking logit of x̂ and δ = g_m · ∂/∂ℓ log Bernoulli(s; σ(ℓ)):
+// The missing-process term of notmiwae_normal_terms, x̂ = mask ? x : loc + scale·eps
+// kept in a register (its observation term is normal_values; two loops over the
+// tile, which stays in L1, vectorise where one fused loop does not).
+template <typename scalar_t, typename math_t>
+NMF_VECTOR_CLONES void notmiwae_missing_values(int64_t n, const scalar_t* __restrict x,
+                                               const scalar_t* __restrict mask,
+                                               const scalar_t* __restrict loc,
+                                               const scalar_t* __restrict scale,
+                                               const scalar_t* __restrict eps,
+                                               const math_t* __restrict W,
+                                               const math_t* __restrict bias,
+                                               math_t* __restrict out) {
+  for (int64_t j = 0; j < n; ++j) {
+    const math_t s = mask[j];
+    const math_t x_raw = x[j];
+    const math_t x_sample = loc[j] + scale[j] * static_cast<math_t>(eps[j]);
+    const math_t x_hat = s != math_t(0) ? x_raw : x_sample;
+    out[j] = math::bernoulli_log_prob<F>(s, math::selfmask_logit(x_hat, W[j], bias[j]));
+  }
+}
+
+// Gradients, with g_o, g_m the gradients of the two [B, K] results at the element's row,
+// ℓ the self-masking logit of x̂ and δ = g_m · ∂/∂ℓ log Bernoulli(s; σ(ℓ)):
 //   observed (s = 1):  d loc = g_o ∂_loc log N,   d scale = g_o ∂_scale log N
 //   missing  (s = 0):  d loc = δ · (−W),           d scale = δ · (−W) · eps
-//   every feature:     d W  += δ · (−(x̂ − b)),    d b     += δ · W.
-template <typename scalar_t, typename math_t = at::opmath_type<scalar_t>,
-          typename acc_t = at::acc_type<scalar_t, false>>
-NMF_VECTOR_CLONES void notmiwae_backward_row(int64_t D, math_t g_obs, math_t g_miss, const scalar_t* __restrict x,
-                           const scalar_t* __restrict mask, const scalar_t* __restrict loc,
-                           const scalar_t* __restrict scale, const scalar_t* __restrict eps,
-                           const scalar_t* __restrict W, const scalar_t* __restrict bias,
-                           scalar_t* __restrict grad_loc, scalar_t* __restrict grad_scale,
-                           acc_t* __restrict grad_W, acc_t* __restrict grad_b) {
-  for (int64_t d = 0; d < D; ++d) {
-    const math_t s = mask[d];
+//   every feature:     d W  = δ · (−(x̂ − b)),     d b     = δ · W.
+template <typename scalar_t, typename math_t>
+NMF_VECTOR_CLONES void notmiwae_grads(int64_t n, const math_t* __restrict g_obs,
+                                      const math_t* __restrict g_miss,
+                                      const scalar_t* __restrict x,
+                                      const scalar_t* __restrict mask,
+                                      const scalar_t* __restrict loc,
+                                      const scalar_t* __restrict scale,
+                                      const scalar_t* __restrict eps,
+                                      const math_t* __restrict W,
+                                      const math_t* __restrict bias,
+                                      scalar_t* __restrict grad_loc,
+                                      scalar_t* __restrict grad_scale,
+                                      math_t* __restrict grad_W, math_t* __restrict grad_b) {
+  for (int64_t j = 0; j < n; ++j) {
+    const math_t s = mask[j];
     const bool m = s != math_t(0);
-    const math_t loc_d = loc[d], scale_d = scale[d], eps_d = eps[d], w = W[d], c = bias[d];
-    const math_t x_raw = x[d];
-    const math_t x_d = m ? x_raw : loc_d;
-    const auto dn = math::normal_log_density_grad(x_d, loc_d, scale_d);
-    const math_t x_sample = loc_d + scale_d * eps_d;
-    const math_t x_hat = m ? x_d : x_sample;
+    const math_t loc_j = loc[j], scale_j = scale[j], eps_j = eps[j], w = W[j], c = bias[j];
+    const math_t x_raw = x[j];
+    const math_t x_j = m ? x_raw : loc_j;
+    const auto dn = math::normal_log_density_grad(x_j, loc_j, scale_j);
+    const math_t x_sample = loc_j + scale_j * eps_j;
+    const math_t x_hat = m ? x_j : x_sample;
     const math_t l = math::selfmask_logit(x_hat, w, c);
-    const math_t delta = g_miss * math::bernoulli_log_prob_dlogit<F>(s, l);
+    const math_t delta = g_miss[j] * math::bernoulli_log_prob_dlogit<F>(s, l);
     const math_t d_x_hat = -w * delta;
-    const math_t gl_obs = g_obs * dn.loc, gs_obs = g_obs * dn.scale, gs_miss = d_x_hat * eps_d;
-    grad_loc[d] = static_cast<scalar_t>(m ? gl_obs : d_x_hat);
-    grad_scale[d] = static_cast<scalar_t>(m ? gs_obs : gs_miss);
-    grad_W[d] -= static_cast<acc_t>((x_hat - c) * delta);
-    grad_b[d] += static_cast<acc_t>(w * delta);
+    const math_t gl_obs = g_obs[j] * dn.loc, gs_obs = g_obs[j] * dn.scale,
+                 gs_miss = d_x_hat * eps_j;
+    grad_loc[j] = static_cast<scalar_t>(m ? gl_obs : d_x_hat);
+    grad_scale[j] = static_cast<scalar_t>(m ? gs_obs : gs_miss);
+    grad_W[j] = -(x_hat - c) * delta;
+    grad_b[j] = w * delta;
   }
 }
 
 // ------------------------------------------------------------------------------------
-// Operators: checks, contiguous inputs, the parallel loop over the B·K rows.
+// Tiles of the flattened [B·K, D] problem.
+// ------------------------------------------------------------------------------------
+// A tile: rows [r0, r0 + rows) whole (rows > 1, d0 = 0, n = rows·D) or a segment
+// [d0, d0 + n) of row r0 (rows = 1).
+struct Tile {
+  int64_t r0, rows, d0, n;
+};
+
+// Thread-local operands of the tiles of one parallel task: walks the task's rows in
+// tiles and lays out the broadcast operands ([B, D] rows, [D] features, [B, K] per-row
+// gradients) as arrays matching the tile's elements.
+template <typename scalar_t, typename math_t>
+class Tiler {
+ public:
+  Tiler(int64_t K, int64_t D)
+      : K_(K), D_(D), rows_per_tile_(D >= kTile ? 1 : kTile / std::max<int64_t>(D, 1)) {}
+
+  // Calls fn(tile) for every tile of the rows [i0, i1), in order.
+  template <typename Fn>
+  void for_each(int64_t i0, int64_t i1, const Fn& fn) const {
+    if (rows_per_tile_ == 1) {
+      for (int64_t i = i0; i < i1; ++i)
+        for (int64_t d0 = 0; d0 < D_; d0 += kTile) fn(Tile{i, 1, d0, std::min(kTile, D_ - d0)});
+    } else {
+      for (int64_t r0 = i0; r0 < i1; r0 += rows_per_tile_) {
+        const int64_t rows = std::min(rows_per_tile_, i1 - r0);
+        fn(Tile{r0, rows, 0, rows * D_});
+      }
+    }
+  }
+
+  // A [B, K, D] tensor's elements of the tile (in place).
+  template <typename T>
+  const T* sample(const T* p, const Tile& t) const {
+    return p + t.r0 * D_ + t.d0;
+  }
+  template <typename T>
+  T* sample(T* p, const Tile& t) const {
+    return p + t.r0 * D_ + t.d0;
+  }
+
+  // A [B, D] tensor's rows b = r / K under the tile's rows (copied into buf when the
+  // tile spans several rows).
+  const scalar_t* data(const scalar_t* p, const Tile& t, scalar_t* buf) const {
+    if (t.rows == 1) return p + (t.r0 / K_) * D_ + t.d0;
+    for (int64_t r = 0; r < t.rows; ++r)
+      std::copy_n(p + ((t.r0 + r) / K_) * D_, D_, buf + r * D_);
+    return buf;
+  }
+
+  // A [D] per-feature parameter in math_t, repeated for rows_per_tile rows; `features`
+  // is filled once by expand_features.
+  const math_t* feature(const math_t* features, const Tile& t) const { return features + t.d0; }
+  template <typename T>
+  std::vector<math_t> expand_features(const T* p) const {
+    std::vector<math_t> out(static_cast<size_t>(rows_per_tile_ * D_));
+    for (int64_t r = 0; r < rows_per_tile_; ++r)
+      for (int64_t d = 0; d < D_; ++d) out[r * D_ + d] = static_cast<math_t>(p[d]);
+    return out;
+  }
+
+  // A [B, K] per-row gradient, one value per element of the tile, into buf.
+  const math_t* per_row(const scalar_t* g, const Tile& t, math_t* buf) const {
+    const int64_t width = t.rows == 1 ? t.n : D_;
+    for (int64_t r = 0; r < t.rows; ++r)
+      std::fill_n(buf + r * width, width, static_cast<math_t>(g[t.r0 + r]));
+    return buf;
+  }
+
+  // Adds the tile's per-element values up per row into sums[r − i0].
+  template <typename acc_t>
+  void add_rows(const Tile& t, const math_t* values, int64_t i0, acc_t* sums) const {
+    const int64_t width = t.rows == 1 ? t.n : D_;
+    for (int64_t r = 0; r < t.rows; ++r)
+      sums[t.r0 + r - i0] += lane_sum<acc_t>(values + r * width, width);
+  }
+
+  // Folds the tile's per-element gradient of a per-feature parameter into acc [D].
+  template <typename acc_t>
+  void fold_features(const Tile& t, const math_t* values, acc_t* acc) const {
+    const int64_t width = t.rows == 1 ? t.n : D_;
+    for (int64_t r = 0; r < t.rows; ++r)
+      for (int64_t d = 0; d < width; ++d)
+        acc[t.d0 + d] += static_cast<acc_t>(values[r * width + d]);
+  }
+
+ private:
+  int64_t K_, D_, rows_per_tile_;
+};
+
+// Runs fn(tiler, i0, i1) over the B·K rows in parallel (tasks of about kGrainElements).
+template <typename scalar_t, typename Fn>
+void parallel_tiles(int64_t B, int64_t K, int64_t D, const Fn& fn) {
+  using math_t = at::opmath_type<scalar_t>;
+  const Tiler<scalar_t, math_t> tiler(K, D);
+  parallel_rows(B * K, D, [&](int64_t i0, int64_t i1) { fn(tiler, i0, i1); });
+}
+
+// Writes per-row sums (acc_t) of a task's rows into out[i0, i1).
+template <typename scalar_t, typename acc_t>
+void store_rows(const std::vector<acc_t>& sums, int64_t i0, scalar_t* out) {
+  for (size_t r = 0; r < sums.size(); ++r)
+    out[i0 + static_cast<int64_t>(r)] = static_cast<scalar_t>(sums[r]);
+}
+
+// ------------------------------------------------------------------------------------
+// Operators: checks, contiguous inputs, the parallel loop over tiles.
 // ------------------------------------------------------------------------------------
 at::Tensor masked_normal_logprob_cpu(const at::Tensor& x_, const at::Tensor& mask_,
                                      const at::Tensor& loc_, const at::Tensor& scale_) {
@@ -359,14 +445,21 @@ at::Tensor masked_normal_logprob_cpu(const at::Tensor& x_, const at::Tensor& mas
   const at::Tensor x = x_.contiguous(), mask = mask_values(mask_, loc_.scalar_type()),
                    loc = loc_.contiguous(), scale = scale_.contiguous();
   AT_DISPATCH_FLOATING_TYPES(loc.scalar_type(), "masked_normal_logprob_cpu", [&] {
+    using acc_t = at::acc_type<scalar_t, false>;
+    using math_t = at::opmath_type<scalar_t>;
     const scalar_t *xp = x.const_data_ptr<scalar_t>(), *mp = mask.const_data_ptr<scalar_t>(),
                    *lp = loc.const_data_ptr<scalar_t>(), *sp = scale.const_data_ptr<scalar_t>();
     scalar_t* o = out.mutable_data_ptr<scalar_t>();
-    parallel_rows(B * K, D, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) {
-        const int64_t b = i / K;
-        o[i] = static_cast<scalar_t>(normal_row(D, xp + b * D, mp + b * D, lp + i * D, sp + i * D));
-      }
+    parallel_tiles<scalar_t>(B, K, D, [&](const auto& tiler, int64_t i0, int64_t i1) {
+      scalar_t xt[kTile], mt[kTile];
+      math_t vals[kTile];
+      std::vector<acc_t> sums(i1 - i0, acc_t(0));
+      tiler.for_each(i0, i1, [&](const Tile& t) {
+        normal_values(t.n, tiler.data(xp, t, xt), tiler.data(mp, t, mt), tiler.sample(lp, t),
+                      tiler.sample(sp, t), vals);
+        tiler.add_rows(t, vals, i0, sums.data());
+      });
+      store_rows(sums, i0, o);
     });
   });
   return out;
@@ -385,17 +478,20 @@ std::tuple<at::Tensor, at::Tensor> masked_normal_logprob_backward_cpu(
   const at::Tensor x = x_.contiguous(), mask = mask_values(mask_, loc_.scalar_type()),
                    loc = loc_.contiguous(), scale = scale_.contiguous(), grad = grad_.contiguous();
   AT_DISPATCH_FLOATING_TYPES(loc.scalar_type(), "masked_normal_logprob_backward_cpu", [&] {
+    using math_t = at::opmath_type<scalar_t>;
     const scalar_t *xp = x.const_data_ptr<scalar_t>(), *mp = mask.const_data_ptr<scalar_t>(),
                    *lp = loc.const_data_ptr<scalar_t>(), *sp = scale.const_data_ptr<scalar_t>(),
                    *gp = grad.const_data_ptr<scalar_t>();
     scalar_t *glp = grad_loc.mutable_data_ptr<scalar_t>(),
              *gsp = grad_scale.mutable_data_ptr<scalar_t>();
-    parallel_rows(B * K, D, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) {
-        const int64_t b = i / K;
-        normal_backward_row<scalar_t>(D, gp[i], xp + b * D, mp + b * D, lp + i * D, sp + i * D,
-                                      glp + i * D, gsp + i * D);
-      }
+    parallel_tiles<scalar_t>(B, K, D, [&](const auto& tiler, int64_t i0, int64_t i1) {
+      scalar_t xt[kTile], mt[kTile];
+      math_t gt[kTile];
+      tiler.for_each(i0, i1, [&](const Tile& t) {
+        normal_grads(t.n, tiler.per_row(gp, t, gt), tiler.data(xp, t, xt),
+                     tiler.data(mp, t, mt), tiler.sample(lp, t), tiler.sample(sp, t),
+                     tiler.sample(glp, t), tiler.sample(gsp, t));
+      });
     });
   });
   return {grad_loc, grad_scale};
@@ -415,14 +511,21 @@ at::Tensor masked_bernoulli_logprob_cpu(const at::Tensor& x_, const at::Tensor& 
   const at::Tensor x = x_.contiguous(), mask = mask_values(mask_, logits_.scalar_type()),
                    logits = logits_.contiguous();
   AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "masked_bernoulli_logprob_cpu", [&] {
+    using acc_t = at::acc_type<scalar_t, false>;
+    using math_t = at::opmath_type<scalar_t>;
     const scalar_t *xp = x.const_data_ptr<scalar_t>(), *mp = mask.const_data_ptr<scalar_t>(),
                    *lp = logits.const_data_ptr<scalar_t>();
     scalar_t* o = out.mutable_data_ptr<scalar_t>();
-    parallel_rows(B * K, D, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) {
-        const int64_t b = i / K;
-        o[i] = static_cast<scalar_t>(bernoulli_row(D, xp + b * D, mp + b * D, lp + i * D));
-      }
+    parallel_tiles<scalar_t>(B, K, D, [&](const auto& tiler, int64_t i0, int64_t i1) {
+      scalar_t xt[kTile], mt[kTile];
+      math_t vals[kTile];
+      std::vector<acc_t> sums(i1 - i0, acc_t(0));
+      tiler.for_each(i0, i1, [&](const Tile& t) {
+        bernoulli_values(t.n, tiler.data(xp, t, xt), tiler.data(mp, t, mt), tiler.sample(lp, t),
+                         vals);
+        tiler.add_rows(t, vals, i0, sums.data());
+      });
+      store_rows(sums, i0, o);
     });
   });
   return out;
@@ -439,14 +542,17 @@ at::Tensor masked_bernoulli_logprob_backward_cpu(const at::Tensor& grad_, const 
   const at::Tensor x = x_.contiguous(), mask = mask_values(mask_, logits_.scalar_type()),
                    logits = logits_.contiguous(), grad = grad_.contiguous();
   AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "masked_bernoulli_logprob_backward_cpu", [&] {
+    using math_t = at::opmath_type<scalar_t>;
     const scalar_t *xp = x.const_data_ptr<scalar_t>(), *mp = mask.const_data_ptr<scalar_t>(),
                    *lp = logits.const_data_ptr<scalar_t>(), *gp = grad.const_data_ptr<scalar_t>();
     scalar_t* o = grad_logits.mutable_data_ptr<scalar_t>();
-    parallel_rows(B * K, D, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) {
-        const int64_t b = i / K;
-        bernoulli_backward_row<scalar_t>(D, gp[i], xp + b * D, mp + b * D, lp + i * D, o + i * D);
-      }
+    parallel_tiles<scalar_t>(B, K, D, [&](const auto& tiler, int64_t i0, int64_t i1) {
+      scalar_t xt[kTile], mt[kTile];
+      math_t gt[kTile];
+      tiler.for_each(i0, i1, [&](const Tile& t) {
+        bernoulli_grads(t.n, tiler.per_row(gp, t, gt), tiler.data(xp, t, xt),
+                        tiler.data(mp, t, mt), tiler.sample(lp, t), tiler.sample(o, t));
+      });
     });
   });
   return grad_logits;
@@ -468,21 +574,26 @@ at::Tensor masked_studentt_logprob_cpu(const at::Tensor& x_, const at::Tensor& m
   const at::Tensor x = x_.contiguous(), mask = mask_values(mask_, loc_.scalar_type()),
                    loc = loc_.contiguous(), scale = scale_.contiguous(), df = df_.contiguous();
   AT_DISPATCH_FLOATING_TYPES(loc.scalar_type(), "masked_studentt_logprob_cpu", [&] {
+    using acc_t = at::acc_type<scalar_t, false>;
     using math_t = at::opmath_type<scalar_t>;
-    // c(df) in float64 for both dtypes (D values), then in math_t.
-    const at::Tensor log_norm = studentt_feature_terms(df, at::kDouble)
-                                    .first.to(c10::CppTypeToScalarType<math_t>::value);
-    const math_t* cp = log_norm.const_data_ptr<math_t>();
+    // c(df) in float64 for both dtypes (D values only).
+    const at::Tensor log_norm = studentt_feature_terms(df, at::kDouble).first;
     const scalar_t *xp = x.const_data_ptr<scalar_t>(), *mp = mask.const_data_ptr<scalar_t>(),
-                   *lp = loc.const_data_ptr<scalar_t>(), *sp = scale.const_data_ptr<scalar_t>(),
-                   *dfp = df.const_data_ptr<scalar_t>();
+                   *lp = loc.const_data_ptr<scalar_t>(), *sp = scale.const_data_ptr<scalar_t>();
     scalar_t* o = out.mutable_data_ptr<scalar_t>();
-    parallel_rows(B * K, D, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) {
-        const int64_t b = i / K;
-        o[i] = static_cast<scalar_t>(
-            studentt_row(D, xp + b * D, mp + b * D, lp + i * D, sp + i * D, dfp, cp));
-      }
+    parallel_tiles<scalar_t>(B, K, D, [&](const auto& tiler, int64_t i0, int64_t i1) {
+      const auto dfe = tiler.expand_features(df.const_data_ptr<scalar_t>());
+      const auto ce = tiler.expand_features(log_norm.const_data_ptr<double>());
+      scalar_t xt[kTile], mt[kTile];
+      math_t vals[kTile];
+      std::vector<acc_t> sums(i1 - i0, acc_t(0));
+      tiler.for_each(i0, i1, [&](const Tile& t) {
+        studentt_values(t.n, tiler.data(xp, t, xt), tiler.data(mp, t, mt), tiler.sample(lp, t),
+                        tiler.sample(sp, t), tiler.feature(dfe.data(), t),
+                        tiler.feature(ce.data(), t), vals);
+        tiler.add_rows(t, vals, i0, sums.data());
+      });
+      store_rows(sums, i0, o);
     });
   });
   return out;
@@ -504,22 +615,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_studentt_logprob_backward_
   AT_DISPATCH_FLOATING_TYPES(loc.scalar_type(), "masked_studentt_logprob_backward_cpu", [&] {
     using acc_t = at::acc_type<scalar_t, false>;
     using math_t = at::opmath_type<scalar_t>;
-    const at::Tensor dlog_norm = studentt_feature_terms(df, at::kDouble)
-                                     .second.to(c10::CppTypeToScalarType<math_t>::value);
-    const math_t* dcp = dlog_norm.const_data_ptr<math_t>();
+    const at::Tensor dlog_norm = studentt_feature_terms(df, at::kDouble).second;
     const scalar_t *xp = x.const_data_ptr<scalar_t>(), *mp = mask.const_data_ptr<scalar_t>(),
                    *lp = loc.const_data_ptr<scalar_t>(), *sp = scale.const_data_ptr<scalar_t>(),
-                   *dfp = df.const_data_ptr<scalar_t>(), *gp = grad.const_data_ptr<scalar_t>();
+                   *gp = grad.const_data_ptr<scalar_t>();
     scalar_t *glp = grad_loc.mutable_data_ptr<scalar_t>(),
              *gsp = grad_scale.mutable_data_ptr<scalar_t>();
     FeatureSums<acc_t> sums(1, D);
-    parallel_rows(B * K, D, [&](int64_t i0, int64_t i1) {
-      acc_t* gdf = sums.local(0);
-      for (int64_t i = i0; i < i1; ++i) {
-        const int64_t b = i / K;
-        studentt_backward_row<scalar_t>(D, gp[i], xp + b * D, mp + b * D, lp + i * D,
-                                        sp + i * D, dfp, dcp, glp + i * D, gsp + i * D, gdf);
-      }
+    parallel_tiles<scalar_t>(B, K, D, [&](const auto& tiler, int64_t i0, int64_t i1) {
+      const auto dfe = tiler.expand_features(df.const_data_ptr<scalar_t>());
+      const auto dce = tiler.expand_features(dlog_norm.const_data_ptr<double>());
+      scalar_t xt[kTile], mt[kTile];
+      math_t gt[kTile], gdf[kTile];
+      acc_t* acc_df = sums.local(0);
+      tiler.for_each(i0, i1, [&](const Tile& t) {
+        studentt_grads(t.n, tiler.per_row(gp, t, gt), tiler.data(xp, t, xt),
+                       tiler.data(mp, t, mt), tiler.sample(lp, t), tiler.sample(sp, t),
+                       tiler.feature(dfe.data(), t), tiler.feature(dce.data(), t),
+                       tiler.sample(glp, t), tiler.sample(gsp, t), gdf);
+        tiler.fold_features(t, gdf, acc_df);
+      });
     });
     grad_df = sums.total(0, loc.options());
   });
@@ -536,12 +651,22 @@ at::Tensor selfmask_logprob_cpu(const at::Tensor& x_full_, const at::Tensor& mas
   const at::Tensor xf = x_full_.contiguous(), mask = mask_values(mask_, x_full_.scalar_type()),
                    W = W_.contiguous(), bias = b_.contiguous();
   AT_DISPATCH_FLOATING_TYPES(xf.scalar_type(), "selfmask_logprob_cpu", [&] {
-    const scalar_t *xp = xf.const_data_ptr<scalar_t>(), *mp = mask.const_data_ptr<scalar_t>(),
-                   *wp = W.const_data_ptr<scalar_t>(), *bp = bias.const_data_ptr<scalar_t>();
+    using acc_t = at::acc_type<scalar_t, false>;
+    using math_t = at::opmath_type<scalar_t>;
+    const scalar_t *xp = xf.const_data_ptr<scalar_t>(), *mp = mask.const_data_ptr<scalar_t>();
     scalar_t* o = out.mutable_data_ptr<scalar_t>();
-    parallel_rows(B * K, D, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i)
-        o[i] = static_cast<scalar_t>(selfmask_row(D, xp + i * D, mp + (i / K) * D, wp, bp));
+    parallel_tiles<scalar_t>(B, K, D, [&](const auto& tiler, int64_t i0, int64_t i1) {
+      const auto we = tiler.expand_features(W.const_data_ptr<scalar_t>());
+      const auto be = tiler.expand_features(bias.const_data_ptr<scalar_t>());
+      scalar_t mt[kTile];
+      math_t vals[kTile];
+      std::vector<acc_t> sums(i1 - i0, acc_t(0));
+      tiler.for_each(i0, i1, [&](const Tile& t) {
+        selfmask_values(t.n, tiler.sample(xp, t), tiler.data(mp, t, mt),
+                        tiler.feature(we.data(), t), tiler.feature(be.data(), t), vals);
+        tiler.add_rows(t, vals, i0, sums.data());
+      });
+      store_rows(sums, i0, o);
     });
   });
   return out;
@@ -562,16 +687,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> selfmask_logprob_backward_cpu(
   at::Tensor grad_W, grad_b;
   AT_DISPATCH_FLOATING_TYPES(xf.scalar_type(), "selfmask_logprob_backward_cpu", [&] {
     using acc_t = at::acc_type<scalar_t, false>;
+    using math_t = at::opmath_type<scalar_t>;
     const scalar_t *xp = xf.const_data_ptr<scalar_t>(), *mp = mask.const_data_ptr<scalar_t>(),
-                   *wp = W.const_data_ptr<scalar_t>(), *bp = bias.const_data_ptr<scalar_t>(),
                    *gp = grad.const_data_ptr<scalar_t>();
     scalar_t* gxp = grad_x.mutable_data_ptr<scalar_t>();
     FeatureSums<acc_t> sums(2, D);
-    parallel_rows(B * K, D, [&](int64_t i0, int64_t i1) {
-      acc_t *gw = sums.local(0), *gb = sums.local(1);
-      for (int64_t i = i0; i < i1; ++i)
-        selfmask_backward_row<scalar_t>(D, gp[i], xp + i * D, mp + (i / K) * D, wp, bp,
-                                        gxp + i * D, gw, gb);
+    parallel_tiles<scalar_t>(B, K, D, [&](const auto& tiler, int64_t i0, int64_t i1) {
+      const auto we = tiler.expand_features(W.const_data_ptr<scalar_t>());
+      const auto be = tiler.expand_features(bias.const_data_ptr<scalar_t>());
+      scalar_t mt[kTile];
+      math_t gt[kTile], gw[kTile], gb[kTile];
+      acc_t *acc_W = sums.local(0), *acc_b = sums.local(1);
+      tiler.for_each(i0, i1, [&](const Tile& t) {
+        selfmask_grads(t.n, tiler.per_row(gp, t, gt), tiler.sample(xp, t), tiler.data(mp, t, mt),
+                       tiler.feature(we.data(), t), tiler.feature(be.data(), t),
+                       tiler.sample(gxp, t), gw, gb);
+        tiler.fold_features(t, gw, acc_W);
+        tiler.fold_features(t, gb, acc_b);
+      });
     });
     grad_W = sums.total(0, xf.options());
     grad_b = sums.total(1, xf.options());
@@ -600,20 +733,28 @@ std::tuple<at::Tensor, at::Tensor> notmiwae_normal_terms_cpu(
                    W = W_.contiguous(), bias = b_.contiguous();
   AT_DISPATCH_FLOATING_TYPES(loc.scalar_type(), "notmiwae_normal_terms_cpu", [&] {
     using acc_t = at::acc_type<scalar_t, false>;
+    using math_t = at::opmath_type<scalar_t>;
     const scalar_t *xp = x.const_data_ptr<scalar_t>(), *mp = mask.const_data_ptr<scalar_t>(),
                    *lp = loc.const_data_ptr<scalar_t>(), *sp = scale.const_data_ptr<scalar_t>(),
-                   *ep = eps.const_data_ptr<scalar_t>(), *wp = W.const_data_ptr<scalar_t>(),
-                   *bp = bias.const_data_ptr<scalar_t>();
+                   *ep = eps.const_data_ptr<scalar_t>();
     scalar_t *oo = log_obs.mutable_data_ptr<scalar_t>(), *om = log_miss.mutable_data_ptr<scalar_t>();
-    parallel_rows(B * K, D, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) {
-        const int64_t b = i / K;
-        acc_t obs, miss;
-        notmiwae_row(D, xp + b * D, mp + b * D, lp + i * D, sp + i * D, ep + i * D, wp, bp, obs,
-                     miss);
-        oo[i] = static_cast<scalar_t>(obs);
-        om[i] = static_cast<scalar_t>(miss);
-      }
+    parallel_tiles<scalar_t>(B, K, D, [&](const auto& tiler, int64_t i0, int64_t i1) {
+      const auto we = tiler.expand_features(W.const_data_ptr<scalar_t>());
+      const auto be = tiler.expand_features(bias.const_data_ptr<scalar_t>());
+      scalar_t xt[kTile], mt[kTile];
+      math_t v_obs[kTile], v_miss[kTile];
+      std::vector<acc_t> s_obs(i1 - i0, acc_t(0)), s_miss(i1 - i0, acc_t(0));
+      tiler.for_each(i0, i1, [&](const Tile& t) {
+        const scalar_t *x_t = tiler.data(xp, t, xt), *m_t = tiler.data(mp, t, mt);
+        normal_values(t.n, x_t, m_t, tiler.sample(lp, t), tiler.sample(sp, t), v_obs);
+        notmiwae_missing_values(t.n, x_t, m_t, tiler.sample(lp, t), tiler.sample(sp, t),
+                                tiler.sample(ep, t), tiler.feature(we.data(), t),
+                                tiler.feature(be.data(), t), v_miss);
+        tiler.add_rows(t, v_obs, i0, s_obs.data());
+        tiler.add_rows(t, v_miss, i0, s_miss.data());
+      });
+      store_rows(s_obs, i0, oo);
+      store_rows(s_miss, i0, om);
     });
   });
   return {log_obs, log_miss};
@@ -638,22 +779,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> notmiwae_normal_terms
   at::Tensor grad_W, grad_b;
   AT_DISPATCH_FLOATING_TYPES(loc.scalar_type(), "notmiwae_normal_terms_backward_cpu", [&] {
     using acc_t = at::acc_type<scalar_t, false>;
+    using math_t = at::opmath_type<scalar_t>;
     const scalar_t *xp = x.const_data_ptr<scalar_t>(), *mp = mask.const_data_ptr<scalar_t>(),
                    *lp = loc.const_data_ptr<scalar_t>(), *sp = scale.const_data_ptr<scalar_t>(),
-                   *ep = eps.const_data_ptr<scalar_t>(), *wp = W.const_data_ptr<scalar_t>(),
-                   *bp = bias.const_data_ptr<scalar_t>(), *gop = grad_obs.const_data_ptr<scalar_t>(),
+                   *ep = eps.const_data_ptr<scalar_t>(), *gop = grad_obs.const_data_ptr<scalar_t>(),
                    *gmp = grad_miss.const_data_ptr<scalar_t>();
     scalar_t *glp = grad_loc.mutable_data_ptr<scalar_t>(),
              *gsp = grad_scale.mutable_data_ptr<scalar_t>();
     FeatureSums<acc_t> sums(2, D);
-    parallel_rows(B * K, D, [&](int64_t i0, int64_t i1) {
-      acc_t *gw = sums.local(0), *gb = sums.local(1);
-      for (int64_t i = i0; i < i1; ++i) {
-        const int64_t b = i / K;
-        notmiwae_backward_row<scalar_t>(D, gop[i], gmp[i], xp + b * D, mp + b * D, lp + i * D,
-                                        sp + i * D, ep + i * D, wp, bp, glp + i * D,
-                                        gsp + i * D, gw, gb);
-      }
+    parallel_tiles<scalar_t>(B, K, D, [&](const auto& tiler, int64_t i0, int64_t i1) {
+      const auto we = tiler.expand_features(W.const_data_ptr<scalar_t>());
+      const auto be = tiler.expand_features(bias.const_data_ptr<scalar_t>());
+      scalar_t xt[kTile], mt[kTile];
+      math_t go[kTile], gm[kTile], gw[kTile], gb[kTile];
+      acc_t *acc_W = sums.local(0), *acc_b = sums.local(1);
+      tiler.for_each(i0, i1, [&](const Tile& t) {
+        notmiwae_grads(t.n, tiler.per_row(gop, t, go), tiler.per_row(gmp, t, gm),
+                       tiler.data(xp, t, xt), tiler.data(mp, t, mt), tiler.sample(lp, t),
+                       tiler.sample(sp, t), tiler.sample(ep, t), tiler.feature(we.data(), t),
+                       tiler.feature(be.data(), t), tiler.sample(glp, t), tiler.sample(gsp, t),
+                       gw, gb);
+        tiler.fold_features(t, gw, acc_W);
+        tiler.fold_features(t, gb, acc_b);
+      });
     });
     grad_W = sums.total(0, loc.options());
     grad_b = sums.total(1, loc.options());
