@@ -45,7 +45,8 @@ def make_inputs(name, B, K, D, dtype=torch.float64, device="cpu", mask_kind="boo
     observed = torch.rand(B, D, generator=g) > 0.3
     x = torch.randn(B, D, **f64)
     if name == "masked_bernoulli_logprob":  # 0/1 data and some relaxed values in (0, 1)
-        x = torch.where(torch.rand(B, D, generator=g) > 0.2, (x > 0).double(), torch.rand(B, D, **f64))
+        relaxed = torch.rand(B, D, **f64)
+        x = torch.where(torch.rand(B, D, generator=g) > 0.2, (x > 0).double(), relaxed)
     junk = torch.tensor([math.nan, math.inf, -math.inf], dtype=torch.float64)
     junk = junk[torch.randint(0, 3, (B, D), generator=g)]  # drawn always: same stream
     if nan_under_mask:
@@ -343,8 +344,9 @@ BAD_INPUTS = [
     ("selfmask_logprob", lambda: (torch.randn(3, 4, 5), torch.ones(3, 4).bool(), torch.randn(5),
                                   torch.randn(5)),
      ValueError, "'mask' must have shape \\[B, D\\]"),
-    ("notmiwae_normal_terms", lambda: _normal() + (torch.randn(3, 4, 4).double(),
-                                                   torch.randn(5).double(), torch.randn(5).double()),
+    ("notmiwae_normal_terms",
+     lambda: _normal() + (torch.randn(3, 4, 4).double(), torch.randn(5).double(),
+                          torch.randn(5).double()),
      ValueError, "'eps' must have shape \\[B, K, D\\]"),
     ("notmiwae_normal_terms", lambda: _normal() + (torch.randn(3, 4, 5).double(), torch.randn(5),
                                                    torch.randn(5).double()),

@@ -187,7 +187,8 @@ NMF_VECTOR_CLONES void bernoulli_grads(int64_t n, const math_t* __restrict g,
     const bool m = mask[j] != scalar_t(0);
     const math_t x_raw = x[j];
     const math_t x_j = m ? x_raw : math_t(0);
-    const math_t gl = g[j] * math::bernoulli_log_prob_dlogit<F>(x_j, static_cast<math_t>(logits[j]));
+    const math_t dl = math::bernoulli_log_prob_dlogit<F>(x_j, static_cast<math_t>(logits[j]));
+    const math_t gl = g[j] * dl;
     grad_logits[j] = static_cast<scalar_t>(m ? gl : math_t(0));
   }
 }
@@ -737,7 +738,8 @@ std::tuple<at::Tensor, at::Tensor> notmiwae_normal_terms_cpu(
     const scalar_t *xp = x.const_data_ptr<scalar_t>(), *mp = mask.const_data_ptr<scalar_t>(),
                    *lp = loc.const_data_ptr<scalar_t>(), *sp = scale.const_data_ptr<scalar_t>(),
                    *ep = eps.const_data_ptr<scalar_t>();
-    scalar_t *oo = log_obs.mutable_data_ptr<scalar_t>(), *om = log_miss.mutable_data_ptr<scalar_t>();
+    scalar_t *oo = log_obs.mutable_data_ptr<scalar_t>(),
+             *om = log_miss.mutable_data_ptr<scalar_t>();
     parallel_tiles<scalar_t>(B, K, D, [&](const auto& tiler, int64_t i0, int64_t i1) {
       const auto we = tiler.expand_features(W.const_data_ptr<scalar_t>());
       const auto be = tiler.expand_features(bias.const_data_ptr<scalar_t>());

@@ -190,7 +190,8 @@ __global__ void normal_backward_kernel(const scalar_t* __restrict__ grad,
       const bool m = mask[b * D + d];
       const acc_t loc_d = loc[i * D + d];
       const acc_t x_d = m ? static_cast<acc_t>(x[b * D + d]) : loc_d;
-      const auto dn = math::normal_log_density_grad(x_d, loc_d, static_cast<acc_t>(scale[i * D + d]));
+      const auto dn =
+          math::normal_log_density_grad(x_d, loc_d, static_cast<acc_t>(scale[i * D + d]));
       grad_loc[i * D + d] = static_cast<scalar_t>(m ? g * dn.loc : acc_t(0));
       grad_scale[i * D + d] = static_cast<scalar_t>(m ? g * dn.scale : acc_t(0));
     }
@@ -440,7 +441,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_studentt_logprob_backward_
     NMF_LAUNCH(studentt_backward_kernel, B * K, D, cptr<scalar_t>(grad), cptr<scalar_t>(x),
                mask.const_data_ptr<bool>(), cptr<scalar_t>(loc), cptr<scalar_t>(scale),
                cptr<scalar_t>(df), dlog_norm.const_data_ptr<acc_t>(), B * K, K, D,
-               mptr<scalar_t>(grad_loc), mptr<scalar_t>(grad_scale), acc_df.mutable_data_ptr<acc_t>());
+               mptr<scalar_t>(grad_loc), mptr<scalar_t>(grad_scale),
+               acc_df.mutable_data_ptr<acc_t>());
     grad_df = acc_df.to(loc.scalar_type());
   });
   return {grad_loc, grad_scale, grad_df};
