@@ -154,8 +154,10 @@ def _markdown(report: dict) -> str:
     lines = [f"# Likelihood operators: fused vs eager vs torch.compile ({report['device']})", "",
              f"- machine: {m['cpu']} ({m['logical_cpus']} logical CPUs), {m['platform']}"
              + (f", GPU {m['gpu']}" if "gpu" in m else ""),
-             f"- torch {m['torch']}, Python {m['python']}; notmiwae_fast {m['notmiwae_fast_backend']}",
-             f"- threads: {report['threads']} (torch.set_num_threads); repeats: {report['repeats']};"
+             f"- torch {m['torch']}, Python {m['python']}; "
+             f"notmiwae_fast {m['notmiwae_fast_backend']}",
+             f"- threads: {report['threads']} (torch.set_num_threads); "
+             f"repeats: {report['repeats']};"
              f" float32; OMP_WAIT_POLICY={report['omp_wait_policy']}; date {m['date']}",
              "- time: forward + backward, median (IQR) in ms; memory: peak extra MiB during one"
              " forward + backward (see likelihood_report.py for the method)",
