@@ -57,8 +57,8 @@ namespace {
 // Elements one parallel task should touch (ATen's grain size for element-wise loops).
 constexpr int64_t kGrainElements = 32768;
 
-// Features per tile of a row sum: per-element values go to a stack buffer by a loop the
-// compiler vectorises, then are added up in acc_t.
+// Elements per tile (see above): the expanded operands and the per-element values of a
+// tile live in stack buffers of this size, in L1.
 constexpr int64_t kTile = 256;
 
 // The elementary functions of the formulas (vectorisable polynomials for float).
