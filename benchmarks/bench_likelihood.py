@@ -8,6 +8,11 @@ image shapes of likelihood_cases.py. One group per operator and shape.
 Threads are fixed (NOTMIWAE_BENCH_THREADS, default 2). Each variant is checked against
 the eager reference before it is timed. The JSON + Markdown report with memory is
 likelihood_report.py.
+
+OMP_WAIT_POLICY defaults to PASSIVE here (set before torch loads OpenMP; export it
+yourself if torch is imported earlier in the session): on a small shared machine,
+OpenMP workers spinning after a parallel region steal the main thread's core and make
+the many small eager ops an order of magnitude slower.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ import functools
 import os
 import sys
 
-import pytest
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from likelihood_cases import OPS, SHAPES, VARIANTS, check_against_eager, forward_backward, \
