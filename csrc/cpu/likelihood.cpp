@@ -193,7 +193,7 @@ NMF_VECTOR_CLONES void bernoulli_grads(int64_t n, const math_t* __restrict g,
   }
 }
 
-// log_norm / dlog_norm: the per-feature c(df) / c'(df) (studentt_feature_terms).
+// log_norm / dlog_norm: the per-feature c(df) / c'(df) (studentt_log_norm / _dlog_norm).
 template <typename scalar_t, typename math_t>
 NMF_VECTOR_CLONES void studentt_values(int64_t n, const scalar_t* __restrict x,
                                        const scalar_t* __restrict mask,
@@ -578,7 +578,7 @@ at::Tensor masked_studentt_logprob_cpu(const at::Tensor& x_, const at::Tensor& m
     using acc_t = at::acc_type<scalar_t, false>;
     using math_t = at::opmath_type<scalar_t>;
     // c(df) in float64 for both dtypes (D values only).
-    const at::Tensor log_norm = studentt_feature_terms(df, at::kDouble).first;
+    const at::Tensor log_norm = studentt_log_norm(df, at::kDouble);
     const scalar_t *xp = x.const_data_ptr<scalar_t>(), *mp = mask.const_data_ptr<scalar_t>(),
                    *lp = loc.const_data_ptr<scalar_t>(), *sp = scale.const_data_ptr<scalar_t>();
     scalar_t* o = out.mutable_data_ptr<scalar_t>();
@@ -616,7 +616,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_studentt_logprob_backward_
   AT_DISPATCH_FLOATING_TYPES(loc.scalar_type(), "masked_studentt_logprob_backward_cpu", [&] {
     using acc_t = at::acc_type<scalar_t, false>;
     using math_t = at::opmath_type<scalar_t>;
-    const at::Tensor dlog_norm = studentt_feature_terms(df, at::kDouble).second;
+    const at::Tensor dlog_norm = studentt_dlog_norm(df, at::kDouble);
     const scalar_t *xp = x.const_data_ptr<scalar_t>(), *mp = mask.const_data_ptr<scalar_t>(),
                    *lp = loc.const_data_ptr<scalar_t>(), *sp = scale.const_data_ptr<scalar_t>(),
                    *gp = grad.const_data_ptr<scalar_t>();

@@ -412,7 +412,7 @@ at::Tensor masked_studentt_logprob_cuda(const at::Tensor& x_, const at::Tensor& 
   NMF_DISPATCH_CUDA(loc.scalar_type(), "masked_studentt_logprob_cuda", [&] {
     using acc_t = opmath_t<scalar_t>;
     const at::Tensor log_norm =
-        studentt_feature_terms(df, c10::CppTypeToScalarType<acc_t>::value).first;
+        studentt_log_norm(df, c10::CppTypeToScalarType<acc_t>::value);
     NMF_LAUNCH(studentt_forward_kernel, B * K, D, cptr<scalar_t>(x), mask.const_data_ptr<bool>(),
                cptr<scalar_t>(loc), cptr<scalar_t>(scale), cptr<scalar_t>(df),
                log_norm.const_data_ptr<acc_t>(), B * K, K, D, mptr<scalar_t>(out));
@@ -436,7 +436,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_studentt_logprob_backward_
   NMF_DISPATCH_CUDA(loc.scalar_type(), "masked_studentt_logprob_backward_cuda", [&] {
     using acc_t = opmath_t<scalar_t>;
     const at::Tensor dlog_norm =
-        studentt_feature_terms(df, c10::CppTypeToScalarType<acc_t>::value).second;
+        studentt_dlog_norm(df, c10::CppTypeToScalarType<acc_t>::value);
     at::Tensor acc_df = feature_accumulator<scalar_t>(D, loc);
     NMF_LAUNCH(studentt_backward_kernel, B * K, D, cptr<scalar_t>(grad), cptr<scalar_t>(x),
                mask.const_data_ptr<bool>(), cptr<scalar_t>(loc), cptr<scalar_t>(scale),

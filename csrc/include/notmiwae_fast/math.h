@@ -192,7 +192,8 @@ NMF_HOST_DEVICE T selfmask_logit(T x, T W, T b) {
 // Student-t, split into a per-feature part that depends on df only and a per-element
 // part:  log StudentT(x; df, loc, scale) = c(df) − log(scale) − (df + 1)/2 · log1p(z²/df)
 // with c(df) = lgamma((df + 1)/2) − lgamma(df/2) − log(df·π)/2, computed once per
-// feature by the caller (see notmiwae_fast/studentt.h), and z = (x − loc) / scale.
+// feature by the caller (studentt_log_norm in notmiwae_fast/likelihood.h), and
+// z = (x − loc) / scale.
 template <typename F = LibM, typename T>
 NMF_HOST_DEVICE T studentt_log_density(T x, T loc, T scale, T df, T log_norm) {
   const T z = (x - loc) / scale;
