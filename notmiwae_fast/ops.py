@@ -93,8 +93,9 @@ def iw_impute(log_w: Tensor, values: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------
-# Likelihoods and the missing process. Shapes: x, mask [B, D] (mask bool or float,
-# nonzero = observed); per-sample tensors [B, K, D]; per-feature W, b, df [D]. Entries
+# Likelihoods and the missing process. Shapes: x, mask [B, D] (mask bool or 0/1 float;
+# the kernels count any nonzero value as observed and do not check for other values);
+# per-sample tensors [B, K, D]; per-feature W, b, df [D]. Entries
 # under mask = 0 contribute exactly 0 to the values and the gradients, whatever x holds
 # there (NaN and ±inf included). Gradients flow to the parameters (loc, scale, logits,
 # df, x_full, W, b), not to the data x, the mask or the noise eps: the kernels return

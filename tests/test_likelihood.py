@@ -5,14 +5,16 @@ non-contiguous inputs, half types on CUDA and bad input."""
 
 from __future__ import annotations
 
+import ast
 import math
 
 import pytest
 import torch
 
+import notmiwae_fast
 from notmiwae_fast import _checks, ops, reference
 
-from conftest import DEVICES, cuda_only
+from conftest import DEVICES, cuda_only, library_loaded, run_python
 
 OPS = torch.ops.notmiwae_fast
 NAMES = ["masked_normal_logprob", "masked_bernoulli_logprob", "masked_studentt_logprob",
@@ -45,7 +47,8 @@ def make_inputs(name, B, K, D, dtype=torch.float64, device="cpu", mask_kind="boo
     observed = torch.rand(B, D, generator=g) > 0.3
     x = torch.randn(B, D, **f64)
     if name == "masked_bernoulli_logprob":  # 0/1 data and some relaxed values in (0, 1)
-        x = torch.where(torch.rand(B, D, generator=g) > 0.2, (x > 0).double(), torch.rand(B, D, **f64))
+        relaxed = torch.rand(B, D, **f64)
+        x = torch.where(torch.rand(B, D, generator=g) > 0.2, (x > 0).double(), relaxed)
     junk = torch.tensor([math.nan, math.inf, -math.inf], dtype=torch.float64)
     junk = junk[torch.randint(0, 3, (B, D), generator=g)]  # drawn always: same stream
     if nan_under_mask:
@@ -343,8 +346,9 @@ BAD_INPUTS = [
     ("selfmask_logprob", lambda: (torch.randn(3, 4, 5), torch.ones(3, 4).bool(), torch.randn(5),
                                   torch.randn(5)),
      ValueError, "'mask' must have shape \\[B, D\\]"),
-    ("notmiwae_normal_terms", lambda: _normal() + (torch.randn(3, 4, 4).double(),
-                                                   torch.randn(5).double(), torch.randn(5).double()),
+    ("notmiwae_normal_terms",
+     lambda: _normal() + (torch.randn(3, 4, 4).double(), torch.randn(5).double(),
+                          torch.randn(5).double()),
      ValueError, "'eps' must have shape \\[B, K, D\\]"),
     ("notmiwae_normal_terms", lambda: _normal() + (torch.randn(3, 4, 5).double(), torch.randn(5),
                                                    torch.randn(5).double()),
@@ -392,3 +396,40 @@ def test_mixed_devices():
     x, mask, loc, scale = _normal()
     with pytest.raises(ValueError, match="'loc' is on"):
         OPS.masked_normal_logprob(x.cuda(), mask.cuda(), loc, scale.cuda())
+
+
+@pytest.mark.skipif(not library_loaded(), reason="needs the compiled library")
+def test_backward_with_the_library_alone():
+    """Autograd is registered in C++: a process that loads only the shared library (as
+    a TorchScript deployment does) gets the same gradients as the reference."""
+    code = f"""
+import torch
+torch.ops.load_library({notmiwae_fast.library_path()!r})
+g = torch.Generator().manual_seed(0)
+x = torch.randn(3, 5, dtype=torch.float64, generator=g)
+mask = torch.rand(3, 5, generator=g) > 0.4
+loc = torch.randn(3, 4, 5, dtype=torch.float64, generator=g).requires_grad_()
+scale = (0.5 + torch.rand(3, 4, 5, dtype=torch.float64, generator=g)).requires_grad_()
+eps = torch.randn(3, 4, 5, dtype=torch.float64, generator=g)
+W = torch.randn(5, dtype=torch.float64, generator=g).requires_grad_()
+b = torch.randn(5, dtype=torch.float64, generator=g).requires_grad_()
+obs, miss = torch.ops.notmiwae_fast.notmiwae_normal_terms(x, mask, loc, scale, eps, W, b)
+grads = torch.autograd.grad((obs + 2 * miss).sum(), (loc, scale, W, b))
+print(repr([float(obs.sum()), float(miss.sum())] + [float(t.sum()) for t in grads]))
+"""
+    proc = run_python(code)
+    assert proc.returncode == 0, proc.stderr
+    got = ast.literal_eval(proc.stdout.strip().splitlines()[-1])
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 5, dtype=torch.float64, generator=g)
+    mask = torch.rand(3, 5, generator=g) > 0.4
+    loc = torch.randn(3, 4, 5, dtype=torch.float64, generator=g).requires_grad_()
+    scale = (0.5 + torch.rand(3, 4, 5, dtype=torch.float64, generator=g)).requires_grad_()
+    eps = torch.randn(3, 4, 5, dtype=torch.float64, generator=g)
+    W = torch.randn(5, dtype=torch.float64, generator=g).requires_grad_()
+    b = torch.randn(5, dtype=torch.float64, generator=g).requires_grad_()
+    obs, miss = reference.notmiwae_normal_terms(x, mask, loc, scale, eps, W, b)
+    grads = torch.autograd.grad((obs + 2 * miss).sum(), (loc, scale, W, b))
+    expected = [float(obs.sum().detach()), float(miss.sum().detach())] + [
+        float(t.sum()) for t in grads]
+    assert got == pytest.approx(expected, rel=1e-10, abs=1e-10)

@@ -190,7 +190,8 @@ __global__ void normal_backward_kernel(const scalar_t* __restrict__ grad,
       const bool m = mask[b * D + d];
       const acc_t loc_d = loc[i * D + d];
       const acc_t x_d = m ? static_cast<acc_t>(x[b * D + d]) : loc_d;
-      const auto dn = math::normal_log_density_grad(x_d, loc_d, static_cast<acc_t>(scale[i * D + d]));
+      const auto dn =
+          math::normal_log_density_grad(x_d, loc_d, static_cast<acc_t>(scale[i * D + d]));
       grad_loc[i * D + d] = static_cast<scalar_t>(m ? g * dn.loc : acc_t(0));
       grad_scale[i * D + d] = static_cast<scalar_t>(m ? g * dn.scale : acc_t(0));
     }
@@ -348,7 +349,7 @@ std::tuple<at::Tensor, at::Tensor> masked_normal_logprob_backward_cuda(
     const at::Tensor& loc_, const at::Tensor& scale_) {
   check_location_scale(x_, mask_, loc_, scale_);
   const int64_t B = loc_.size(0), K = loc_.size(1), D = loc_.size(2);
-  check_row_grad(grad_, "grad", loc_, B, K);
+  check_row_grad(grad_, "grad", loc_, "loc", B, K);
   c10::cuda::CUDAGuard guard(loc_.device());
   at::Tensor grad_loc = at::empty({B, K, D}, loc_.options());
   at::Tensor grad_scale = at::empty({B, K, D}, loc_.options());
@@ -384,7 +385,7 @@ at::Tensor masked_bernoulli_logprob_backward_cuda(const at::Tensor& grad_, const
                                                   const at::Tensor& logits_) {
   check_bernoulli(x_, mask_, logits_);
   const int64_t B = logits_.size(0), K = logits_.size(1), D = logits_.size(2);
-  check_row_grad(grad_, "grad", logits_, B, K);
+  check_row_grad(grad_, "grad", logits_, "logits", B, K);
   c10::cuda::CUDAGuard guard(logits_.device());
   at::Tensor grad_logits = at::empty({B, K, D}, logits_.options());
   if (grad_logits.numel() == 0) return grad_logits;
@@ -411,7 +412,7 @@ at::Tensor masked_studentt_logprob_cuda(const at::Tensor& x_, const at::Tensor& 
   NMF_DISPATCH_CUDA(loc.scalar_type(), "masked_studentt_logprob_cuda", [&] {
     using acc_t = opmath_t<scalar_t>;
     const at::Tensor log_norm =
-        studentt_feature_terms(df, c10::CppTypeToScalarType<acc_t>::value).first;
+        studentt_log_norm(df, c10::CppTypeToScalarType<acc_t>::value);
     NMF_LAUNCH(studentt_forward_kernel, B * K, D, cptr<scalar_t>(x), mask.const_data_ptr<bool>(),
                cptr<scalar_t>(loc), cptr<scalar_t>(scale), cptr<scalar_t>(df),
                log_norm.const_data_ptr<acc_t>(), B * K, K, D, mptr<scalar_t>(out));
@@ -424,7 +425,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_studentt_logprob_backward_
     const at::Tensor& loc_, const at::Tensor& scale_, const at::Tensor& df_) {
   check_studentt(x_, mask_, loc_, scale_, df_);
   const int64_t B = loc_.size(0), K = loc_.size(1), D = loc_.size(2);
-  check_row_grad(grad_, "grad", loc_, B, K);
+  check_row_grad(grad_, "grad", loc_, "loc", B, K);
   c10::cuda::CUDAGuard guard(loc_.device());
   at::Tensor grad_loc = at::empty({B, K, D}, loc_.options());
   at::Tensor grad_scale = at::empty({B, K, D}, loc_.options());
@@ -435,12 +436,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_studentt_logprob_backward_
   NMF_DISPATCH_CUDA(loc.scalar_type(), "masked_studentt_logprob_backward_cuda", [&] {
     using acc_t = opmath_t<scalar_t>;
     const at::Tensor dlog_norm =
-        studentt_feature_terms(df, c10::CppTypeToScalarType<acc_t>::value).second;
+        studentt_dlog_norm(df, c10::CppTypeToScalarType<acc_t>::value);
     at::Tensor acc_df = feature_accumulator<scalar_t>(D, loc);
     NMF_LAUNCH(studentt_backward_kernel, B * K, D, cptr<scalar_t>(grad), cptr<scalar_t>(x),
                mask.const_data_ptr<bool>(), cptr<scalar_t>(loc), cptr<scalar_t>(scale),
                cptr<scalar_t>(df), dlog_norm.const_data_ptr<acc_t>(), B * K, K, D,
-               mptr<scalar_t>(grad_loc), mptr<scalar_t>(grad_scale), acc_df.mutable_data_ptr<acc_t>());
+               mptr<scalar_t>(grad_loc), mptr<scalar_t>(grad_scale),
+               acc_df.mutable_data_ptr<acc_t>());
     grad_df = acc_df.to(loc.scalar_type());
   });
   return {grad_loc, grad_scale, grad_df};
@@ -468,7 +470,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> selfmask_logprob_backward_cuda(
     const at::Tensor& W_, const at::Tensor& b_) {
   check_selfmask(x_full_, mask_, W_, b_);
   const int64_t B = x_full_.size(0), K = x_full_.size(1), D = x_full_.size(2);
-  check_row_grad(grad_, "grad", x_full_, B, K);
+  check_row_grad(grad_, "grad", x_full_, "x_full", B, K);
   c10::cuda::CUDAGuard guard(x_full_.device());
   at::Tensor grad_x = at::empty({B, K, D}, x_full_.options());
   if (grad_x.numel() == 0)
@@ -518,8 +520,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> notmiwae_normal_terms
     const at::Tensor& eps_, const at::Tensor& W_, const at::Tensor& b_) {
   check_notmiwae(x_, mask_, loc_, scale_, eps_, W_, b_);
   const int64_t B = loc_.size(0), K = loc_.size(1), D = loc_.size(2);
-  check_row_grad(grad_obs_, "grad_obs", loc_, B, K);
-  check_row_grad(grad_miss_, "grad_miss", loc_, B, K);
+  check_row_grad(grad_obs_, "grad_obs", loc_, "loc", B, K);
+  check_row_grad(grad_miss_, "grad_miss", loc_, "loc", B, K);
   c10::cuda::CUDAGuard guard(loc_.device());
   at::Tensor grad_loc = at::empty({B, K, D}, loc_.options());
   at::Tensor grad_scale = at::empty({B, K, D}, loc_.options());

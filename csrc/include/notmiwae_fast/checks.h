@@ -172,11 +172,11 @@ inline void check_selfmask(const at::Tensor& x_full, const at::Tensor& mask, con
 
 // The gradient of a [B, K] result: shape [B, K], device and dtype of ref.
 inline void check_row_grad(const at::Tensor& grad, const char* name, const at::Tensor& ref,
-                           int64_t B, int64_t K) {
+                           const char* ref_name, int64_t B, int64_t K) {
   TORCH_CHECK_VALUE(grad.dim() == 2 && grad.size(0) == B && grad.size(1) == K,
                     "notmiwae_fast: argument '", name, "' must have shape [B, K] = [", B, ", ",
                     K, "]; got shape ", grad.sizes());
-  check_same_device_dtype(grad, name, ref, "loc");
+  check_same_device_dtype(grad, name, ref, ref_name);
 }
 
 }  // namespace notmiwae_fast

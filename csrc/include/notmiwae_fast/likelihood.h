@@ -6,7 +6,6 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
-#include <utility>
 
 namespace notmiwae_fast {
 
@@ -16,18 +15,21 @@ inline at::Tensor mask_as_bool(const at::Tensor& mask) {
   return mask.scalar_type() == at::kBool ? mask.contiguous() : mask.ne(0);
 }
 
-// The df-only part of log StudentT and its derivative, per feature, in dtype `acc`:
+// The df-only part of log StudentT (forward) and its derivative (backward), per
+// feature, in dtype `acc`:
 //   c(df)  = lgamma((df + 1)/2) − lgamma(df/2) − log(df·π)/2
 //   c'(df) = (digamma((df + 1)/2) − digamma(df/2))/2 − 1/(2 df)
-// df: [D]. Returns ([D], [D]) contiguous, on df's device. D values only, so ATen ops
-// (which exist on every device) are used instead of a device lgamma / digamma.
-inline std::pair<at::Tensor, at::Tensor> studentt_feature_terms(const at::Tensor& df,
-                                                                at::ScalarType acc) {
+// df: [D]. Return [D], contiguous, on df's device. D values only, so ATen ops (which
+// exist on every device) are used instead of a device lgamma / digamma.
+inline at::Tensor studentt_log_norm(const at::Tensor& df, at::ScalarType acc) {
   const at::Tensor v = df.to(acc);
-  const at::Tensor half = v * 0.5, half_plus = (v + 1) * 0.5;
-  at::Tensor c = at::lgamma(half_plus) - at::lgamma(half) - 0.5 * at::log(v * M_PI);
-  at::Tensor dc = 0.5 * (at::digamma(half_plus) - at::digamma(half)) - 0.5 / v;
-  return {c.contiguous(), dc.contiguous()};
+  return (at::lgamma((v + 1) * 0.5) - at::lgamma(v * 0.5) - 0.5 * at::log(v * M_PI))
+      .contiguous();
+}
+
+inline at::Tensor studentt_dlog_norm(const at::Tensor& df, at::ScalarType acc) {
+  const at::Tensor v = df.to(acc);
+  return (0.5 * (at::digamma((v + 1) * 0.5) - at::digamma(v * 0.5)) - 0.5 / v).contiguous();
 }
 
 }  // namespace notmiwae_fast

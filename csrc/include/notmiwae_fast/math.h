@@ -5,6 +5,11 @@
 // include this header, so the CPU test-suite exercises exactly the formulas the GPU
 // runs. Arguments are in the accumulation type (float or double); callers convert
 // half / bfloat16 inputs before calling.
+//
+// The likelihood formulas take the elementary functions (exp, log, log1p) as a policy
+// parameter F: LibM, the C library / CUDA functions, by default; the CPU loops pass
+// the branch-free polynomial versions of csrc/cpu/vec_math.h, which the compiler can
+// vectorise. The formulas themselves are written once, here.
 #pragma once
 
 #include <cmath>
@@ -108,12 +113,33 @@ NMF_HOST_DEVICE T log_sigmoid(T x) {
   return -softplus(-x);
 }
 
-// σ(x), without overflow for large |x|
-template <typename T>
+// The elementary functions of the C library (host) or of CUDA (device): the default
+// policy F of the formulas below.
+struct LibM {
+  template <typename T>
+  NMF_HOST_DEVICE static T Exp(T x) {
+    return exp(x);
+  }
+  template <typename T>
+  NMF_HOST_DEVICE static T Log(T x) {
+    return log(x);
+  }
+  template <typename T>
+  NMF_HOST_DEVICE static T Log1p(T x) {
+    return log1p(x);
+  }
+};
+
+// σ(x), without overflow for large |x|; branch-free (selects only).
+// (Both sides of every select are computed first: no arithmetic under a condition, so
+// CPU loops calling these functions can be if-converted and vectorised.)
+template <typename F = LibM, typename T>
 NMF_HOST_DEVICE T sigmoid(T x) {
-  if (x >= T(0)) return T(1) / (T(1) + exp(-x));
-  const T e = exp(x);
-  return e / (T(1) + e);
+  const T minus_x = -x;
+  const T e = F::Exp(x < T(0) ? x : minus_x);  // exp(−|x|), in (0, 1]
+  const T r = T(1) / (T(1) + e);
+  const T er = e * r;
+  return x >= T(0) ? r : er;
 }
 
 // ---------------------------------------------------------------------------
@@ -126,10 +152,10 @@ NMF_HOST_DEVICE T sigmoid(T x) {
 constexpr double kHalfLog2Pi = 0.91893853320467274178032973640562;
 
 // log N(x; loc, scale) = −z²/2 − log(scale) − log(2π)/2,  z = (x − loc) / scale.
-template <typename T>
+template <typename F = LibM, typename T>
 NMF_HOST_DEVICE T normal_log_density(T x, T loc, T scale) {
   const T z = (x - loc) / scale;
-  return T(-0.5) * z * z - log(scale) - T(kHalfLog2Pi);
+  return T(-0.5) * z * z - F::Log(scale) - T(kHalfLog2Pi);
 }
 
 // ∂/∂loc and ∂/∂scale of normal_log_density (∂/∂x = −∂/∂loc).
@@ -149,18 +175,18 @@ NMF_HOST_DEVICE NormalGrad<T> normal_log_density_grad(T x, T loc, T scale) {
 // x · log σ(l) + (1 − x) · log σ(−l) for x in [0, 1] (a Bernoulli log-mass when x is 0
 // or 1), with one exp and one log1p: log σ(±l) = −max(∓l, 0) − log1p(exp(−|l|)).
 // Finite for any finite l.
-template <typename T>
+template <typename F = LibM, typename T>
 NMF_HOST_DEVICE T bernoulli_log_prob(T x, T l) {
-  const T abs_l = l < T(0) ? -l : l;
-  const T pos = l > T(0) ? l : T(0);      // max(l, 0)
-  const T neg = l < T(0) ? -l : T(0);     // max(−l, 0)
-  return -log1p(exp(-abs_l)) - x * neg - (T(1) - x) * pos;
+  const T minus_l = -l;
+  const T pos = l > T(0) ? l : T(0);              // max(l, 0)
+  const T neg = minus_l > T(0) ? minus_l : T(0);  // max(−l, 0)
+  return -F::Log1p(F::Exp(-(pos + neg))) - x * neg - (T(1) - x) * pos;
 }
 
 // ∂/∂l of bernoulli_log_prob = x − σ(l). (∂/∂x = l.)
-template <typename T>
+template <typename F = LibM, typename T>
 NMF_HOST_DEVICE T bernoulli_log_prob_dlogit(T x, T l) {
-  return x - sigmoid(l);
+  return x - sigmoid<F>(l);
 }
 
 // The self-masking logit ℓ = −W · (x − b) of one feature (SPEC §1, `selfmasking`);
@@ -173,11 +199,12 @@ NMF_HOST_DEVICE T selfmask_logit(T x, T W, T b) {
 // Student-t, split into a per-feature part that depends on df only and a per-element
 // part:  log StudentT(x; df, loc, scale) = c(df) − log(scale) − (df + 1)/2 · log1p(z²/df)
 // with c(df) = lgamma((df + 1)/2) − lgamma(df/2) − log(df·π)/2, computed once per
-// feature by the caller (see notmiwae_fast/studentt.h), and z = (x − loc) / scale.
-template <typename T>
+// feature by the caller (studentt_log_norm in notmiwae_fast/likelihood.h), and
+// z = (x − loc) / scale.
+template <typename F = LibM, typename T>
 NMF_HOST_DEVICE T studentt_log_density(T x, T loc, T scale, T df, T log_norm) {
   const T z = (x - loc) / scale;
-  return log_norm - log(scale) - T(0.5) * (df + T(1)) * log1p(z * z / df);
+  return log_norm - F::Log(scale) - T(0.5) * (df + T(1)) * F::Log1p(z * z / df);
 }
 
 // ∂/∂loc, ∂/∂scale and ∂/∂df of studentt_log_density, given dc(df)/d df of the
@@ -191,7 +218,7 @@ struct StudentTGrad {
   T df;
 };
 
-template <typename T>
+template <typename F = LibM, typename T>
 NMF_HOST_DEVICE StudentTGrad<T> studentt_log_density_grad(T x, T loc, T scale, T df,
                                                           T dlog_norm) {
   const T inv = T(1) / scale;
@@ -199,7 +226,7 @@ NMF_HOST_DEVICE StudentTGrad<T> studentt_log_density_grad(T x, T loc, T scale, T
   const T z2 = z * z;
   const T r = (df + T(1)) / (df + z2);
   return StudentTGrad<T>{r * z * inv, (r * z2 - T(1)) * inv,
-                         dlog_norm - T(0.5) * log1p(z2 / df) + T(0.5) * r * z2 / df};
+                         dlog_norm - T(0.5) * F::Log1p(z2 / df) + T(0.5) * r * z2 / df};
 }
 
 }  // namespace math
