@@ -365,22 +365,29 @@ def impute_image(model, image, mask=None, clip_level: Optional[float] = 0.75,
     total = np.zeros((HP, WP, C), dtype=np.float32)
     weight = np.zeros((HP, WP, C), dtype=np.float32)
     device = next(model.parameters()).device
-    bar = _bar(len(corners), progress, "imputing tiles")
-    for start in range(0, len(corners), batch_size):
-        group = corners[start:start + batch_size]
-        xs = np.stack([work[t:t + tile, l:l + tile].transpose(2, 0, 1).reshape(-1)
-                       for t, l in group])
-        ss = np.stack([obs[t:t + tile, l:l + tile].transpose(2, 0, 1).reshape(-1)
-                       for t, l in group]).astype(np.float32)
-        if ss.min() < 1:  # tiles with nothing lost are copied, not imputed
-            out = model.impute(torch.as_tensor(xs, device=device),
-                               torch.as_tensor(ss, device=device), n_samples=n_samples,
-                               chunk_size=chunk_size).cpu().numpy()
+
+    def tile_of(a: np.ndarray, t: int, l: int) -> np.ndarray:
+        return a[t:t + tile, l:l + tile].transpose(2, 0, 1).reshape(-1)
+
+    def accumulate(t: int, l: int, values: np.ndarray) -> None:
+        total[t:t + tile, l:l + tile] += values.reshape(C, tile, tile).transpose(1, 2, 0) * window
+        weight[t:t + tile, l:l + tile] += window
+
+    lossy = []
+    for t, l in corners:  # tiles with nothing lost are copied, not imputed
+        if obs[t:t + tile, l:l + tile].all():
+            accumulate(t, l, tile_of(work, t, l))
         else:
-            out = xs
+            lossy.append((t, l))
+    bar = _bar(len(lossy), progress, "imputing tiles")
+    for start in range(0, len(lossy), batch_size):
+        group = lossy[start:start + batch_size]
+        xs = np.stack([tile_of(work, t, l) for t, l in group])
+        ss = np.stack([tile_of(obs, t, l) for t, l in group]).astype(np.float32)
+        out = model.impute(torch.as_tensor(xs, device=device), torch.as_tensor(ss, device=device),
+                           n_samples=n_samples, chunk_size=chunk_size).cpu().numpy()
         for (t, l), row in zip(group, out):
-            total[t:t + tile, l:l + tile] += row.reshape(C, tile, tile).transpose(1, 2, 0) * window
-            weight[t:t + tile, l:l + tile] += window
+            accumulate(t, l, row)
         bar.update(len(group))
     bar.close()
     blended = (total / np.maximum(weight, 1e-12))[:H, :W]

@@ -41,3 +41,29 @@ def _seed():
 
 def library_loaded() -> bool:
     return notmiwae_fast.backend().library is not None
+
+
+BAD_INPUT_ROUTES = ["torch.ops", "notmiwae_fast.ops", "reference-fallback", "fake"]
+
+
+def assert_bad_input(name: str, inputs: tuple, exc, message: str, via: str, python_check):
+    """The operator ``name`` rejects ``inputs`` with ``exc`` matching ``message`` along
+    the route ``via``: the raw op, the typed wrapper, the Python check the wrapper runs
+    before a reference fallback (``python_check``), or the fake kernel under fake mode.
+    CPU dtype errors (kernels take float32 / float64 only) do not apply to the last two."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from notmiwae_fast import ops
+
+    if via in ("reference-fallback", "fake") and "float32 or float64" in message:
+        pytest.skip("the reference and the fake kernels take any floating dtype")
+    if via == "fake":
+        with FakeTensorMode() as mode:
+            fake_inputs = tuple(mode.from_tensor(t) for t in inputs)
+            with pytest.raises(exc, match=message):
+                getattr(torch.ops.notmiwae_fast, name)(*fake_inputs)
+        return
+    fn = {"torch.ops": getattr(torch.ops.notmiwae_fast, name), "notmiwae_fast.ops":
+          getattr(ops, name), "reference-fallback": python_check}[via]
+    with pytest.raises(exc, match=message):
+        fn(*inputs)

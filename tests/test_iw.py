@@ -10,7 +10,7 @@ import torch
 
 from notmiwae_fast import ops, reference
 
-from conftest import DEVICES, TOL, cuda_only
+from conftest import BAD_INPUT_ROUTES, DEVICES, TOL, assert_bad_input, cuda_only
 
 OPS = torch.ops.notmiwae_fast
 SHAPES = [(1, 1, 1), (3, 1, 4), (5, 20, 11), (16, 257, 3), (2, 3000, 7)]  # (B, K, D)
@@ -261,34 +261,14 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize("via", ["torch.ops", "notmiwae_fast.ops", "reference-fallback", "fake"])
+@pytest.mark.parametrize("via", BAD_INPUT_ROUTES)
 @pytest.mark.parametrize("name,make,exc,message", BAD_INPUTS,
                          ids=[f"{b[0]}-{i}" for i, b in enumerate(BAD_INPUTS)])
 def test_bad_input(name, make, exc, message, via):
     from notmiwae_fast import _checks
 
-    inputs = make()
-    if via == "torch.ops":
-        fn = getattr(OPS, name)
-    elif via == "notmiwae_fast.ops":
-        fn = getattr(ops, name)
-    elif via == "reference-fallback":
-        if "float32 or float64" in message:
-            pytest.skip("the reference runs in any floating dtype")
-        check = _checks.iw_values if name == "iw_impute" else _checks.log_weights
-        fn = lambda *a: check(*a)  # noqa: E731 - what ops.* runs before the reference
-    else:
-        if "float32 or float64" in message:
-            pytest.skip("fake kernels are device-agnostic")
-        from torch._subclasses.fake_tensor import FakeTensorMode
-
-        with FakeTensorMode() as mode:
-            inputs = tuple(mode.from_tensor(t) for t in inputs)
-            with pytest.raises(exc, match=message):
-                getattr(OPS, name)(*inputs)
-        return
-    with pytest.raises(exc, match=message):
-        fn(*inputs)
+    check = _checks.iw_values if name == "iw_impute" else _checks.log_weights
+    assert_bad_input(name, make(), exc, message, via, check)
 
 
 @cuda_only

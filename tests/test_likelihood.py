@@ -14,7 +14,8 @@ import torch
 import notmiwae_fast
 from notmiwae_fast import _checks, ops, reference
 
-from conftest import DEVICES, cuda_only, library_loaded, run_python
+from conftest import (BAD_INPUT_ROUTES, DEVICES, assert_bad_input, cuda_only, library_loaded,
+                      run_python)
 
 OPS = torch.ops.notmiwae_fast
 NAMES = ["masked_normal_logprob", "masked_bernoulli_logprob", "masked_studentt_logprob",
@@ -358,36 +359,16 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize("via", ["torch.ops", "notmiwae_fast.ops", "reference-fallback", "fake"])
+@pytest.mark.parametrize("via", BAD_INPUT_ROUTES)
 @pytest.mark.parametrize("name,make,exc,message", BAD_INPUTS,
                          ids=[f"{b[0]}-{i}" for i, b in enumerate(BAD_INPUTS)])
 def test_bad_input(name, make, exc, message, via):
-    inputs = make()
-    if via == "torch.ops":
-        fn = getattr(OPS, name)
-    elif via == "notmiwae_fast.ops":
-        fn = getattr(ops, name)
-    elif via == "reference-fallback":
-        if "float32 or float64" in message:
-            pytest.skip("the reference runs in any floating dtype")
-        check = {"masked_normal_logprob": _checks.location_scale,
-                 "masked_bernoulli_logprob": _checks.bernoulli,
-                 "masked_studentt_logprob": _checks.studentt,
-                 "selfmask_logprob": _checks.selfmask,
-                 "notmiwae_normal_terms": _checks.notmiwae}[name]
-        fn = lambda *a: check(*a)  # noqa: E731 - what ops.* runs before the reference
-    else:
-        if "float32 or float64" in message:
-            pytest.skip("fake kernels are device-agnostic")
-        from torch._subclasses.fake_tensor import FakeTensorMode
-
-        with FakeTensorMode() as mode:
-            inputs = tuple(mode.from_tensor(t) for t in inputs)
-            with pytest.raises(exc, match=message):
-                getattr(OPS, name)(*inputs)
-        return
-    with pytest.raises(exc, match=message):
-        fn(*inputs)
+    check = {"masked_normal_logprob": _checks.location_scale,
+             "masked_bernoulli_logprob": _checks.bernoulli,
+             "masked_studentt_logprob": _checks.studentt,
+             "selfmask_logprob": _checks.selfmask,
+             "notmiwae_normal_terms": _checks.notmiwae}[name]
+    assert_bad_input(name, make(), exc, message, via, check)
 
 
 @cuda_only

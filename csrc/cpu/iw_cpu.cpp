@@ -65,13 +65,9 @@ at::Tensor iw_logmeanexp_cpu(const at::Tensor& log_w_) {
 // d/d log_w[b,k] of logmeanexp = grad[b] · softmax(log_w[b])_k (the row log-sum-exp
 // is recomputed: K scalars, cheaper than keeping it).
 at::Tensor iw_logmeanexp_backward_cpu(const at::Tensor& grad_, const at::Tensor& log_w_) {
-  check_log_weights(log_w_);
+  check_iw_logmeanexp_grad(grad_, log_w_);
   check_cpu_dtype(log_w_, "log_w");
-  check_same_device_dtype(grad_, "grad", log_w_, "log_w");
   const int64_t B = log_w_.size(0), K = log_w_.size(1);
-  TORCH_CHECK_VALUE(grad_.dim() == 1 && grad_.size(0) == B,
-                    "notmiwae_fast: iw_logmeanexp_backward: 'grad' must have shape [B] = [", B,
-                    "]; got ", grad_.sizes());
   const at::Tensor log_w = log_w_.contiguous(), grad = grad_.contiguous();
   at::Tensor out = at::empty({B, K}, log_w.options());
   AT_DISPATCH_FLOATING_TYPES(log_w.scalar_type(), "iw_logmeanexp_backward_cpu", [&] {
@@ -117,12 +113,8 @@ at::Tensor iw_weights_cpu(const at::Tensor& log_w_) {
 
 // Softmax backward: grad_in = w ⊙ (g − Σ_k g_k w_k).
 at::Tensor iw_weights_backward_cpu(const at::Tensor& grad_, const at::Tensor& weights_) {
-  check_log_weights(weights_, "weights");
+  check_iw_weights_grad(grad_, weights_);
   check_cpu_dtype(weights_, "weights");
-  check_same_device_dtype(grad_, "grad", weights_, "weights");
-  TORCH_CHECK_VALUE(grad_.sizes() == weights_.sizes(),
-                    "notmiwae_fast: iw_weights_backward: 'grad' must have the shape of 'weights' ",
-                    weights_.sizes(), "; got ", grad_.sizes());
   const at::Tensor w = weights_.contiguous(), grad = grad_.contiguous();
   const int64_t B = w.size(0), K = w.size(1);
   at::Tensor out = at::empty({B, K}, w.options());
@@ -211,15 +203,9 @@ std::tuple<at::Tensor, at::Tensor> iw_impute_backward_cpu(const at::Tensor& grad
                                                           const at::Tensor& log_w_,
                                                           const at::Tensor& values_,
                                                           const at::Tensor& result_) {
-  check_iw_values(log_w_, values_);
+  check_iw_impute_grad(grad_, log_w_, values_, result_);
   check_cpu_dtype(log_w_, "log_w");
-  check_same_device_dtype(grad_, "grad", values_, "values");
-  check_same_device_dtype(result_, "result", values_, "values");
   const int64_t B = values_.size(0), K = values_.size(1), D = values_.size(2);
-  TORCH_CHECK_VALUE(grad_.dim() == 2 && grad_.size(0) == B && grad_.size(1) == D &&
-                        result_.sizes() == grad_.sizes(),
-                    "notmiwae_fast: iw_impute_backward: 'grad' and 'result' must have shape [B, D] = [",
-                    B, ", ", D, "]; got ", grad_.sizes(), " and ", result_.sizes());
   const at::Tensor log_w = log_w_.contiguous(), values = values_.contiguous(),
                    grad = grad_.contiguous(), result = result_.contiguous();
   at::Tensor grad_log_w = at::empty({B, K}, values.options());

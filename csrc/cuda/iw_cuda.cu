@@ -102,12 +102,7 @@ at::Tensor iw_logmeanexp_cuda(const at::Tensor& log_w_) {
 }
 
 at::Tensor iw_logmeanexp_backward_cuda(const at::Tensor& grad_, const at::Tensor& log_w_) {
-  check_log_weights(log_w_);
-  check_same_device_dtype(grad_, "grad", log_w_, "log_w");
-  const int64_t B = log_w_.size(0);
-  TORCH_CHECK_VALUE(grad_.dim() == 1 && grad_.size(0) == B,
-                    "notmiwae_fast: iw_logmeanexp_backward: 'grad' must have shape [B] = [", B,
-                    "]; got ", grad_.sizes());
+  check_iw_logmeanexp_grad(grad_, log_w_);
   c10::cuda::CUDAGuard guard(log_w_.device());
   const at::Tensor log_w = log_w_.contiguous(), grad = grad_.contiguous();
   at::Tensor out = at::empty_like(log_w);
@@ -153,11 +148,7 @@ __global__ void weights_backward_kernel(const scalar_t* __restrict__ g,
 }
 
 at::Tensor iw_weights_backward_cuda(const at::Tensor& grad_, const at::Tensor& weights_) {
-  check_log_weights(weights_, "weights");
-  check_same_device_dtype(grad_, "grad", weights_, "weights");
-  TORCH_CHECK_VALUE(grad_.sizes() == weights_.sizes(),
-                    "notmiwae_fast: iw_weights_backward: 'grad' must have the shape of 'weights' ",
-                    weights_.sizes(), "; got ", grad_.sizes());
+  check_iw_weights_grad(grad_, weights_);
   c10::cuda::CUDAGuard guard(weights_.device());
   const at::Tensor w = weights_.contiguous(), grad = grad_.contiguous();
   const int64_t B = w.size(0), K = w.size(1);
@@ -263,14 +254,8 @@ std::tuple<at::Tensor, at::Tensor> iw_impute_backward_cuda(const at::Tensor& gra
                                                            const at::Tensor& log_w_,
                                                            const at::Tensor& values_,
                                                            const at::Tensor& result_) {
-  check_iw_values(log_w_, values_);
-  check_same_device_dtype(grad_, "grad", values_, "values");
-  check_same_device_dtype(result_, "result", values_, "values");
+  check_iw_impute_grad(grad_, log_w_, values_, result_);
   const int64_t B = values_.size(0), K = values_.size(1), D = values_.size(2);
-  TORCH_CHECK_VALUE(grad_.dim() == 2 && grad_.size(0) == B && grad_.size(1) == D &&
-                        result_.sizes() == grad_.sizes(),
-                    "notmiwae_fast: iw_impute_backward: 'grad' and 'result' must have shape [B, D] = [",
-                    B, ", ", D, "]; got ", grad_.sizes(), " and ", result_.sizes());
   c10::cuda::CUDAGuard guard(values_.device());
   const at::Tensor log_w = log_w_.contiguous(), values = values_.contiguous(),
                    grad = grad_.contiguous(), result = result_.contiguous();

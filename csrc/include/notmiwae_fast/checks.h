@@ -179,4 +179,33 @@ inline void check_row_grad(const at::Tensor& grad, const char* name, const at::T
   check_same_device_dtype(grad, name, ref, ref_name);
 }
 
+// Backward inputs of the iw family (the forward arguments are checked as above).
+inline void check_iw_logmeanexp_grad(const at::Tensor& grad, const at::Tensor& log_w) {
+  check_log_weights(log_w);
+  check_same_device_dtype(grad, "grad", log_w, "log_w");
+  TORCH_CHECK_VALUE(grad.dim() == 1 && grad.size(0) == log_w.size(0),
+                    "notmiwae_fast: iw_logmeanexp_backward: 'grad' must have shape [B] = [",
+                    log_w.size(0), "]; got ", grad.sizes());
+}
+
+inline void check_iw_weights_grad(const at::Tensor& grad, const at::Tensor& weights) {
+  check_log_weights(weights, "weights");
+  check_same_device_dtype(grad, "grad", weights, "weights");
+  TORCH_CHECK_VALUE(grad.sizes() == weights.sizes(),
+                    "notmiwae_fast: iw_weights_backward: 'grad' must have the shape of 'weights' ",
+                    weights.sizes(), "; got ", grad.sizes());
+}
+
+inline void check_iw_impute_grad(const at::Tensor& grad, const at::Tensor& log_w,
+                                 const at::Tensor& values, const at::Tensor& result) {
+  check_iw_values(log_w, values);
+  check_same_device_dtype(grad, "grad", values, "values");
+  check_same_device_dtype(result, "result", values, "values");
+  const int64_t B = values.size(0), D = values.size(2);
+  TORCH_CHECK_VALUE(grad.dim() == 2 && grad.size(0) == B && grad.size(1) == D &&
+                        result.sizes() == grad.sizes(),
+                    "notmiwae_fast: iw_impute_backward: 'grad' and 'result' must have shape [B, D] = [",
+                    B, ", ", D, "]; got ", grad.sizes(), " and ", result.sizes());
+}
+
 }  // namespace notmiwae_fast
