@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--impute-samples", type=int, default=100)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--clip-level", type=float, default=0.75)
+    parser.add_argument("--out-dist", default="bern", choices=["bern", "gauss"])
     parser.add_argument("--held-out", default="coffee")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=os.path.join(HERE, "results", "image_clipping"))
@@ -65,7 +66,8 @@ def main() -> None:
     for kind in ("notmiwae", "miwae"):
         torch.manual_seed(0)
         model = images.image_model(kind, patch=args.patch, width=args.width,
-                                   latent_dim=args.latent, n_samples=args.train_samples)
+                                   latent_dim=args.latent, n_samples=args.train_samples,
+                                   out_dist=args.out_dist)
         start = time.time()
         images.train_on_patches(model, patches, clip_level=args.clip_level, steps=args.steps,
                                 batch_size=args.batch, lr=1e-3)
@@ -82,7 +84,8 @@ def main() -> None:
              f"'{args.held_out}'", "",
              f"{100 * result['lost_fraction']:.1f}% of the values removed; trained on "
              f"{len(photos)} other scikit-image photographs, {args.steps} steps of "
-             f"{args.batch} patches of {args.patch}×{args.patch}, K = {args.train_samples}; "
+             f"{args.batch} patches of {args.patch}×{args.patch}, K = {args.train_samples}, "
+             f"{args.out_dist} decoder; "
              f"imputed with K = {args.impute_samples}; torch {torch.__version__}, "
              f"{args.threads} threads.", "",
              "| method | RMSE on the removed values |", "|---|---|"]

@@ -104,7 +104,7 @@ class PixelSelfMasking(BaseMissingProcess):
     (clipping), −1: dark values go missing."""
 
     def __init__(self, channels: int, patch: int, per_channel: bool = False,
-                 sign: float = 1.0, threshold: float = 0.5, strength: float = 10.0):
+                 sign: float = 1.0, threshold: float = 0.5, strength: float = 50.0):
         super().__init__(channels * patch * patch)
         if sign not in (1, -1, 1.0, -1.0):
             raise ValueError(f"argument 'sign' must be +1 or -1; got {sign!r}")
