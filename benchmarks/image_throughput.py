@@ -62,7 +62,12 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(int(args.child[0]), args.child[1], args.threads)))
         return
-    runs = [(s, "fused") for s in args.sizes] + [(s, "reference") for s in args.reference_sizes]
+    # fused and reference of one size run back to back, so that their ratio is measured
+    # under the same machine load
+    runs = []
+    for size in sorted(set(args.sizes) | set(args.reference_sizes)):
+        runs += [(size, "fused")] if size in args.sizes else []
+        runs += [(size, "reference")] if size in args.reference_sizes else []
     rows = []
     for size, backend in runs:
         proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", str(size),

@@ -355,15 +355,18 @@ def impute_image(model, image, mask=None, clip_level: Optional[float] = 0.75,
     observed &= np.isfinite(img)
     # An image smaller than a tile is padded (reflect) to one tile and cropped back.
     ph, pw = max(0, tile - H), max(0, tile - W)
-    work = np.pad(np.where(observed, img, 0.0), ((0, ph), (0, pw), (0, 0)), mode="reflect"
-                  if min(H, W) > 1 else "edge")
-    obs = np.pad(observed, ((0, ph), (0, pw), (0, 0)), mode="edge")
+    if ph or pw:
+        mode = "reflect" if min(H, W) > 1 else "edge"
+        work = np.pad(np.where(observed, img, 0.0), ((0, ph), (0, pw), (0, 0)), mode=mode)
+        obs = np.pad(observed, ((0, ph), (0, pw), (0, 0)), mode="edge")
+    else:  # no copies: values at lost entries (even NaN) are masked by the model
+        work, obs = img, observed
     HP, WP = work.shape[:2]
     stride = tile - overlap
     corners = [(t, l) for t in _tile_starts(HP, tile, stride) for l in _tile_starts(WP, tile, stride)]
     window = _window(tile, overlap)[:, :, None]
-    total = np.zeros((HP, WP, C), dtype=np.float32)
-    weight = np.zeros((HP, WP, C), dtype=np.float32)
+    total = np.zeros((HP, WP, C), dtype=np.float32)  # Σ window · imputed tile values
+    weight = np.zeros((HP, WP, 1), dtype=np.float32)  # Σ window
     device = next(model.parameters()).device
 
     def tile_of(a: np.ndarray, t: int, l: int) -> np.ndarray:
@@ -373,12 +376,8 @@ def impute_image(model, image, mask=None, clip_level: Optional[float] = 0.75,
         total[t:t + tile, l:l + tile] += values.reshape(C, tile, tile).transpose(1, 2, 0) * window
         weight[t:t + tile, l:l + tile] += window
 
-    lossy = []
-    for t, l in corners:  # tiles with nothing lost are copied, not imputed
-        if obs[t:t + tile, l:l + tile].all():
-            accumulate(t, l, tile_of(work, t, l))
-        else:
-            lossy.append((t, l))
+    # Only lost entries take blended values: tiles with nothing lost are skipped.
+    lossy = [(t, l) for t, l in corners if not obs[t:t + tile, l:l + tile].all()]
     bar = _bar(len(lossy), progress, "imputing tiles")
     for start in range(0, len(lossy), batch_size):
         group = lossy[start:start + batch_size]
@@ -390,6 +389,7 @@ def impute_image(model, image, mask=None, clip_level: Optional[float] = 0.75,
             accumulate(t, l, row)
         bar.update(len(group))
     bar.close()
-    blended = (total / np.maximum(weight, 1e-12))[:H, :W]
-    result = np.where(observed, img, np.clip(blended, 0.0, 1.0))
-    return _restore(result, info)
+    np.divide(total, np.maximum(weight, 1e-12), out=total)
+    np.clip(total, 0.0, 1.0, out=total)
+    np.copyto(img, total[:H, :W], where=~observed)  # img is this function's own copy
+    return _restore(img, info)
