@@ -17,10 +17,11 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
+
+from _measure import child_env, peak_rss_mb
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -40,11 +41,11 @@ def child(size: int, backend: str, threads: int) -> dict:
     image = np.tile(retina, (reps, reps, 1))[:size, :size].copy()
     lost = float((image >= 0.75).mean())
     images.impute_image(model, image[:32, :32], progress=False)  # warm-up
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = peak_rss_mb()
     start = time.perf_counter()
     out = images.impute_image(model, image, clip_level=0.75, n_samples=20, progress=False)
     seconds = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    after = peak_rss_mb()
     assert out.shape == image.shape and np.isfinite(out).all()
     return {"size": size, "backend": backend, "lost_fraction": lost, "seconds": seconds,
             "megapixels_per_s": size * size / 1e6 / seconds, "peak_extra_mb": after - before,
@@ -72,7 +73,7 @@ def main() -> None:
     for size, backend in runs:
         proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", str(size),
                                backend, "--threads", str(args.threads)],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, env=child_env())
         if proc.returncode != 0:
             raise RuntimeError(f"{size} {backend} failed:\n{proc.stderr[-2000:]}")
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -82,7 +83,7 @@ def main() -> None:
     result = {"benchmark": "impute_image, not-MIWAE, K = 20, patch 16", "rows": rows,
               "threads": args.threads, "torch": torch.__version__,
               "machine": platform.machine(), "cpus": os.cpu_count(),
-              "method": "ru_maxrss delta in a fresh process"}
+              "method": "ru_maxrss delta in a fresh process, MALLOC_MMAP_THRESHOLD_=65536"}
     lines = [f"# {result['benchmark']} (CPU, {args.threads} threads, torch {torch.__version__})",
              "", "| image | backend | values lost | seconds | megapixels/s | peak extra memory (MB) |",
              "|---|---|---|---|---|---|"]

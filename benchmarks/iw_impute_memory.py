@@ -18,17 +18,14 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
 
+from _measure import child_env, peak_rss_mb
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 VARIANTS = ("fused", "reference")
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
 def child(variant: str, B: int, K: int, D: int, threads: int) -> dict:
@@ -64,7 +61,7 @@ def run(B: int, K: int, D: int, threads: int, variants=VARIANTS) -> dict:
         proc = subprocess.run(
             [sys.executable, os.path.abspath(__file__), "--child", variant, "--B", str(B),
              "--K", str(K), "--D", str(D), "--threads", str(threads)],
-            capture_output=True, text=True, check=False)
+            capture_output=True, text=True, check=False, env=child_env())
         if proc.returncode != 0:
             raise RuntimeError(f"variant {variant} failed:\n{proc.stderr}")
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -72,7 +69,7 @@ def run(B: int, K: int, D: int, threads: int, variants=VARIANTS) -> dict:
             "shape": {"B": B, "K": K, "D": D}, "threads": threads,
             "machine": platform.machine(), "processor": platform.processor(),
             "cpus": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "method": "ru_maxrss delta in a fresh process",
+            "torch": torch.__version__, "method": "ru_maxrss delta in a fresh process, MALLOC_MMAP_THRESHOLD_=65536",
             "rows": rows}
 
 

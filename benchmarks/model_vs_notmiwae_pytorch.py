@@ -23,13 +23,14 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
 import time
 
 import torch
+
+from _measure import child_env, peak_rss_mb
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 D, HIDDEN, K_TRAIN = 11, 128, 20
@@ -124,10 +125,10 @@ def memory_child(impl: str, rows: int, d: int, k: int) -> float:
     model = build(impl, d)
     x, s = data(rows, d)
     model.impute(x[:2], s[:2], n_samples=2)  # warm-up: lazy initialisation
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = peak_rss_mb()
     with torch.no_grad():
         out = model.impute(x, s, n_samples=k)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    after = peak_rss_mb()
     assert torch.isfinite(out).all()
     return after - before
 
@@ -138,7 +139,7 @@ def imputation_memory(rows: int, d: int, k: int, threads: int) -> dict:
         proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--memory-child",
                                impl, "--threads", str(threads), "--rows", str(rows),
                                "--d", str(d), "--k", str(k)],
-                              capture_output=True, text=True, check=False)
+                              capture_output=True, text=True, check=False, env=child_env())
         if proc.returncode != 0:
             raise RuntimeError(f"{impl} memory run failed:\n{proc.stderr}")
         result[impl] = float(proc.stdout.strip().splitlines()[-1])
@@ -170,7 +171,7 @@ def markdown(r: dict) -> str:
                  f"{fmt(imp['notmiwae_fast'])} | {fmt(imp['notmiwae_pytorch'])} | "
                  f"{ratio:.2f}× the rows/s (≥ 5×) |")
     mem = r["memory"]
-    ratio = mem["notmiwae_pytorch"] / max(mem["notmiwae_fast"], 1.0)
+    ratio = mem["notmiwae_pytorch"] / max(mem["notmiwae_fast"], 1.0)  # 1 MB: the resolution
     lines.append(f"| peak extra memory, 16 rows, D = 12288, K = 1000 (MB) | "
                  f"{mem['notmiwae_fast']:.0f} | {mem['notmiwae_pytorch']:.0f} | "
                  f"{ratio:.1f}× lower (≥ 5×) |")

@@ -231,5 +231,5 @@ def to_onnx(model: ImportanceWeightedModel, path, n_samples: int = 1000,
         warnings.simplefilter("ignore")
         program = torch.onnx.export(module, tuple(args), os.fspath(path), input_names=names,
                                     output_names=["x_imputed"], dynamic_shapes=shapes,
-                                    opset_version=opset_version, dynamo=True)
+                                    opset_version=opset_version, dynamo=True, verbose=False)
     return program

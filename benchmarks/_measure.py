@@ -1,0 +1,21 @@
+"""Peak-memory measurement shared by the benchmark scripts.
+
+A variant runs in a fresh process (``child_env()``) and reports the growth of its peak
+resident set (``peak_rss_mb()`` before and after). With MALLOC_MMAP_THRESHOLD_=65536
+glibc maps every buffer of 64 KiB or more separately and unmaps it on free, so the
+resident set follows the live tensors instead of reusing heap freed earlier (which would
+hide allocations); smaller buffers are below the resolution of this method.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+
+
+def child_env() -> dict:
+    return {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
