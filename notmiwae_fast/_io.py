@@ -14,13 +14,17 @@ import torch
 PathLike = Union[str, Path]
 
 
-def write_atomic(path: PathLike, write: Callable) -> None:
-    """Calls ``write(binary_file)`` on a temporary file, then renames it to ``path``."""
+def write_atomic(path: PathLike, write: Callable, text: bool = False) -> None:
+    """Calls ``write(file)`` on a temporary file (binary, or text with ``text=True``),
+    then renames it to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # the permissions of an ordinary new file, not mkstemp's 0600
     try:
-        with os.fdopen(fd, "wb") as f:
+        with (os.fdopen(fd, "w", newline="") if text else os.fdopen(fd, "wb")) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())

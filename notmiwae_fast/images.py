@@ -29,7 +29,8 @@ from .networks import BernoulliFamily, GaussianFamily
 
 __all__ = ["ConvEncoder", "ConvGaussianDecoder", "ConvBernoulliDecoder", "PixelSelfMasking",
            "image_model", "photo_patches", "clip_mask", "train_on_patches", "impute_image",
-           "as_float_image", "bundled_photographs", "IMAGE_MIN_SCALE"]
+           "as_float_image", "bundled_photographs", "save_image_model", "load_image_model",
+           "IMAGE_MIN_SCALE"]
 
 IMAGE_MIN_SCALE = 0.02  # decoder scale floor on [0, 1] pixels (about 5 grey levels)
 
@@ -162,7 +163,34 @@ def image_model(kind: str = "notmiwae", channels: int = 3, patch: int = 32,
     else:
         raise ValueError(f"argument 'kind' must be 'notmiwae' or 'miwae'; got {kind!r}")
     model.image_shape = (channels, patch, patch)
+    model.image_config = dict(kind=kind, channels=channels, patch=patch, latent_dim=latent_dim,
+                              n_samples=n_samples, out_dist=out_dist,
+                              per_channel=per_channel, sign=sign, width=width,
+                              min_scale=min_scale)
     return model
+
+
+def save_image_model(model, path) -> None:
+    """Saves an image model as its configuration and weights (atomically)."""
+    from ._io import save_atomic
+
+    save_atomic({"format": "notmiwae_fast.image_model/1", "config": model.image_config,
+                 "state_dict": model.state_dict()}, path)
+
+
+def load_image_model(path=None, backend: str = "fused", map_location="cpu"):
+    """Loads a model written by :func:`save_image_model`; without ``path``, the bundled
+    not-MIWAE model for clipped RGB photographs (values >= 0.75 lost; trained by
+    benchmarks/image_clipping.py on scikit-image's photographs)."""
+    import os
+
+    path = path or os.path.join(os.path.dirname(__file__), "data", "clipped_pixels_rgb.pt")
+    state = torch.load(path, map_location=map_location, weights_only=False)
+    if not isinstance(state, dict) or state.get("format") != "notmiwae_fast.image_model/1":
+        raise ValueError(f"{path} is not an image model written by save_image_model")
+    model = image_model(backend=backend, **state["config"])
+    model.load_state_dict(state["state_dict"])
+    return model.eval()
 
 
 # --------------------------------------------------------------------------------------
