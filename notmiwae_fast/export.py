@@ -46,8 +46,10 @@ class _NoMissingProcess(nn.Module):
 class ExportableImputer(nn.Module):
     """The imputation function of a trained model as a scriptable / exportable module.
 
-    forward(x [B, D], mask [B, D] (1 = observed), eps_z=None, eps_x=None) -> [B, D].
-    Rows of the wrong width raise an error from the module itself.
+    forward(x [B, D], mask [B, D] (1 = observed), eps_z=None, eps_x=None) -> [B, D], in the
+    data's original units when the model records a standardisation
+    (``model.set_standardization``). Rows of the wrong width raise an error from the
+    module itself.
     """
 
     __constants__ = ["n_samples", "input_dim", "latent_dim", "family", "has_missing",
@@ -78,6 +80,15 @@ class ExportableImputer(nn.Module):
         else:
             self.register_buffer("df", torch.zeros(0))
         self.register_buffer("df_log_normaliser", reference.studentt_log_normaliser(self.df))
+        # The data's standardisation (model.set_standardization, as the imputers set it):
+        # the exported imputer takes and returns original units.
+        dtype, device = model._dtype, model._device
+        mean = model.data_mean if model.data_mean is not None else torch.zeros(
+            model.input_dim, dtype=dtype, device=device)
+        std = model.data_std if model.data_std is not None else torch.ones(
+            model.input_dim, dtype=dtype, device=device)
+        self.register_buffer("data_mean", mean.detach().clone())
+        self.register_buffer("data_std", std.detach().clone())
         self.requires_grad_(False)  # an inference artefact
         self.eval()
 
@@ -112,6 +123,8 @@ class ExportableImputer(nn.Module):
         self._check(x, mask)
         observed = mask != 0
         s = observed.to(x.dtype)
+        x_original = x
+        x = (x - self.data_mean) / self.data_std
         x0 = torch.where(observed, x, torch.zeros_like(x))
         mu, std = self.encoder(x0)
         if eps_z is None:
@@ -156,7 +169,7 @@ class ExportableImputer(nn.Module):
             imputed = torch.ops.notmiwae_fast.iw_impute(log_w, loc)
         else:
             imputed = reference.iw_impute(log_w, loc)
-        return torch.where(observed, x0, imputed)
+        return torch.where(observed, x_original, imputed * self.data_std + self.data_mean)
 
 
 def _prepare(model, path, n_samples: int, fused: bool) -> ExportableImputer:

@@ -174,3 +174,20 @@ def test_exported_model_rejects_the_wrong_width(tmp_path):
 def test_supervised_models_are_refused(tmp_path):
     with pytest.raises(TypeError, match="export supports MIWAE and NotMIWAE"):
         export.to_torchscript(nf.SupMIWAE(D), tmp_path / "m.pt")
+
+
+def test_export_works_in_original_units(tmp_path):
+    """A model that records the data's standardisation exports an imputer that takes and
+    returns original units."""
+    model = trained("notmiwae-selfmasking")
+    mean, std = torch.tensor([10.0, -3.0, 0.5, 100.0, 7.0]), torch.tensor([2.0, 0.5, 1.0, 30.0, 4.0])
+    model.set_standardization(mean, std)
+    x_nan, s, eps_z, eps_x = inputs(model)
+    x_orig = x_nan * std + mean
+    scripted = export.to_torchscript(model, tmp_path / "m.pt", n_samples=K)
+    out = scripted(x_orig, s, eps_z, eps_x)
+    model.data_mean, model.data_std = None, None
+    in_model_units = export.ExportableImputer(model, n_samples=K)(x_nan, s, eps_z, eps_x)
+    torch.testing.assert_close(out, in_model_units * std + mean, rtol=1e-5, atol=1e-4)
+    observed = s.bool()
+    assert torch.equal(out[observed], x_orig[observed])
