@@ -55,8 +55,8 @@ def _check_numeric(X) -> None:
         for j in range(X.shape[1]):
             try:
                 X[:, j].astype(np.float64)
-            except (ValueError, TypeError) as err:
-                raise ValueError(f"argument 'X': column {j} is not numeric ({err})") from None
+            except (ValueError, TypeError) as err:  # keep the kind: TypeError for objects
+                raise type(err)(f"argument 'X': column {j} is not numeric ({err})") from None
 
 
 class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
