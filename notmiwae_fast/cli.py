@@ -25,7 +25,7 @@ import numpy as np
 
 __all__ = ["main"]
 
-DEMO_ITERATIONS = 4000
+DEMO_ITERATIONS = 8000
 DEMO_IMPUTE_SAMPLES = 1000
 
 
