@@ -88,6 +88,7 @@ def render_markdown(results: dict) -> str:
         cells.setdefault((r["method"], r["dataset"]), []).append(r["rmse"])
     used = [d for d in datasets.UCI_DATASETS if any(k[1] == d for k in cells)]
     lines = ["# Table 1 of not-MIWAE (Ipsen et al. 2021): RMSE on the missing entries", "",
+             *([f"**{results['note']}**", ""] if results.get("note") else []),
              "Settings: " + ", ".join(f"{k} = {v}" for k, v in settings.items()), "",
              "Each cell: ours, mean ± std over runs [number of runs] / the paper's "
              "value / whether the bound holds (not-MIWAE variants: ours ≤ paper + "
@@ -124,6 +125,8 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", default=None, help="folder of the UCI CSVs")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results" /
                                                  "uci_table1.json"))
+    parser.add_argument("--note", default=None, help="a line shown above the table (e.g. "
+                        "'smoke run, not the full protocol')")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
 
@@ -139,6 +142,8 @@ def main(argv=None) -> int:
               "--results file for other settings", file=sys.stderr)
         return 2
     results["settings"] = settings
+    if args.note:
+        results["note"] = args.note
     done = {(r["dataset"], r["method"], r["run"]) for r in results["runs"]}
     for name in args.datasets:
         X, _ = datasets.load_uci(name, args.data_dir)
