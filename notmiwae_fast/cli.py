@@ -170,13 +170,29 @@ def cmd_impute(args) -> int:
     return 0
 
 
+def _with_threads(n_threads):
+    """Decorator: run the command with torch limited to the number of threads
+    ``n_threads(args)``, the previous setting restored after."""
+    def wrap(command):
+        def run(args) -> int:
+            import torch
+            before = torch.get_num_threads()
+            torch.set_num_threads(n_threads(args))
+            try:
+                return command(args)
+            finally:
+                torch.set_num_threads(before)
+        run.__doc__ = command.__doc__
+        return run
+    return wrap
+
+
+@_with_threads(lambda args: max(1, min(2, os.cpu_count() or 1)))
 def cmd_demo(args) -> int:
-    import torch
     from . import protocol, utils
     from .datasets import load_breast_cancer
     from .plots import plot_missing_process
 
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     X, names = load_breast_cancer()
     X_true, X_missing, s = protocol.mnar_table1(X, args.seed)
     D = X.shape[1]
@@ -215,12 +231,12 @@ def cmd_demo(args) -> int:
     return 0
 
 
+@_with_threads(lambda args: args.threads)
 def cmd_bench(args) -> int:
     import torch
     from .models import NotMIWAE
     from .trainer import Trainer
 
-    torch.set_num_threads(args.threads)
     D = args.features
     results = {"settings": {"features": D, "batch": args.batch, "repeats": args.repeats,
                             "impute_rows": args.impute_rows,

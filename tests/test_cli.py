@@ -1,6 +1,9 @@
-"""The ``notmiwae-fast`` command line, run as ``python -m notmiwae_fast.cli`` in
-subprocesses: help, demo (short), fit / impute round trip, bench, and one-line errors
-with a non-zero exit status that never overwrite an input."""
+"""The ``notmiwae-fast`` command line: help, demo (short), fit / impute round trip,
+bench, and one-line errors with a non-zero exit status that never overwrite an input.
+
+Most tests call ``main(argv)`` in this process (starting Python with torch for each
+would take most of the time budget); a few run ``python -m notmiwae_fast.cli`` in a
+subprocess to check the real entry point, exit status and stderr."""
 
 from __future__ import annotations
 
@@ -15,11 +18,34 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from notmiwae_fast.cli import main
+
 ROOT = Path(__file__).resolve().parent.parent
 FAST = ["--max-iter", "20", "--hidden-dim", "8", "--impute-samples", "16", "--quiet"]
 
 
-def cli(*args, cwd=None, timeout=300) -> subprocess.CompletedProcess:
+class Result:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """cli(*args) -> Result of main(args) in this process (SystemExit caught)."""
+    monkeypatch.delenv("NOTMIWAE_FAST_DEBUG", raising=False)
+
+    def run(*args):
+        capsys.readouterr()
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exit_:
+            code = exit_.code
+        out, err = capsys.readouterr()
+        return Result(code, out, err)
+    return run
+
+
+def subprocess_cli(*args, cwd=None, timeout=600) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.pop("NOTMIWAE_FAST_DEBUG", None)
@@ -53,7 +79,7 @@ def csv_with_gaps(tmp_path):
 
 
 @pytest.mark.parametrize("command", [[], ["demo"], ["fit"], ["impute"], ["bench"]])
-def test_help_on_every_command(command):
+def test_help_on_every_command(cli, command):
     proc = cli(*command, "--help")
     assert proc.returncode == 0
     assert "usage: notmiwae-fast" in proc.stdout
@@ -61,12 +87,23 @@ def test_help_on_every_command(command):
         assert "--quiet" in proc.stdout
 
 
-def test_no_command_is_an_error():
+def test_no_command_is_an_error(cli):
     proc = cli()
     assert proc.returncode != 0 and "COMMAND" in proc.stderr
 
 
-def test_fit_then_impute_round_trip(csv_with_gaps, tmp_path):
+def test_python_dash_m_entry_point(tmp_path):
+    """The real process: --help works, an error is one line on stderr with status 2."""
+    proc = subprocess_cli("--help")
+    assert proc.returncode == 0 and all(c in proc.stdout for c in ("demo", "fit", "impute", "bench"))
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    proc = subprocess_cli("impute", empty, tmp_path / "out.csv")
+    assert_one_line_error(proc, "is empty")
+    assert empty.read_text() == "" and not (tmp_path / "out.csv").exists()
+
+
+def test_fit_then_impute_round_trip(cli, csv_with_gaps, tmp_path):
     before = digest(csv_with_gaps)
     model = tmp_path / "model.pt"
     proc = cli("fit", csv_with_gaps, model, *FAST)
@@ -88,7 +125,7 @@ def test_fit_then_impute_round_trip(csv_with_gaps, tmp_path):
                "--force").returncode == 0
 
 
-def test_impute_fitting_on_the_spot_and_never_over_the_input(csv_with_gaps, tmp_path):
+def test_impute_fitting_on_the_spot_and_never_over_the_input(cli, csv_with_gaps, tmp_path):
     before = digest(csv_with_gaps)
     proc = cli("impute", csv_with_gaps, csv_with_gaps, *FAST, "--force")
     assert_one_line_error(proc, "input file", "never overwritten")
@@ -99,7 +136,7 @@ def test_impute_fitting_on_the_spot_and_never_over_the_input(csv_with_gaps, tmp_
     assert not pd.read_csv(out).isna().any().any()
 
 
-def test_header_mismatch_with_the_model_is_named(csv_with_gaps, tmp_path):
+def test_header_mismatch_with_the_model_is_named(cli, csv_with_gaps, tmp_path):
     model = tmp_path / "model.pt"
     assert cli("fit", csv_with_gaps, model, *FAST).returncode == 0
     other = tmp_path / "other.csv"
@@ -114,7 +151,7 @@ def test_header_mismatch_with_the_model_is_named(csv_with_gaps, tmp_path):
     ("a,b\n1,x\n2,y\n", "column 'b' is not numeric"),
     ("a,b\n1,\n2,\n3,\n", "column 'b' is entirely missing"),
 ])
-def test_bad_csv_files_give_one_line(tmp_path, content, fragment):
+def test_bad_csv_files_give_one_line(cli, tmp_path, content, fragment):
     path = tmp_path / "bad.csv"
     path.write_text(content)
     proc = cli("fit", path, tmp_path / "m.pt", *FAST)
@@ -122,7 +159,7 @@ def test_bad_csv_files_give_one_line(tmp_path, content, fragment):
     assert not (tmp_path / "m.pt").exists()
 
 
-def test_missing_files_give_one_line(tmp_path, csv_with_gaps):
+def test_missing_files_give_one_line(cli, tmp_path, csv_with_gaps):
     assert_one_line_error(cli("fit", tmp_path / "nope.csv", tmp_path / "m.pt"),
                           "does not exist")
     assert_one_line_error(cli("impute", csv_with_gaps, tmp_path / "o.csv", "--model",
@@ -133,12 +170,12 @@ def test_missing_files_give_one_line(tmp_path, csv_with_gaps):
                           "cannot be read")
 
 
-def test_bad_numbers_in_options_give_one_line(csv_with_gaps, tmp_path):
+def test_bad_numbers_in_options_give_one_line(cli, csv_with_gaps, tmp_path):
     assert_one_line_error(cli("fit", csv_with_gaps, tmp_path / "m.pt", "--max-iter", "0"),
                           "--max-iter")
 
 
-def test_bench_writes_json(tmp_path):
+def test_bench_writes_json(cli, tmp_path):
     out = tmp_path / "bench.json"
     proc = cli("bench", "--repeats", "2", "--impute-rows", "8", "--impute-samples", "16",
                "--threads", "1", "--json", out, "--quiet")
@@ -150,9 +187,9 @@ def test_bench_writes_json(tmp_path):
     assert data["results"]["impute/speedup"] > 0
 
 
-def test_demo_short_run_prints_the_table_and_saves_the_plot(tmp_path):
+def test_demo_short_run_prints_the_table_and_saves_the_plot(cli, tmp_path):
     proc = cli("demo", "--max-iter", "30", "--impute-samples", "20", "--out",
-               tmp_path / "demo", "--quiet", timeout=600)
+               tmp_path / "demo", "--quiet")
     assert proc.returncode == 0, proc.stderr
     for label in ("mean imputation", "MIWAE", "not-MIWAE self-masking"):
         assert label in proc.stdout
@@ -165,7 +202,7 @@ def test_demo_short_run_prints_the_table_and_saves_the_plot(tmp_path):
 
 @pytest.mark.slow
 def test_demo_with_defaults_beats_mean_imputation(tmp_path):
-    proc = cli("demo", "--quiet", cwd=tmp_path, timeout=600)
+    proc = subprocess_cli("demo", "--quiet", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "notmiwae-demo" / "demo_results.json").read_text())
     r = {k: v["rmse"] for k, v in summary["results"].items()}
