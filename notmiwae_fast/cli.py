@@ -187,7 +187,7 @@ def _with_threads(n_threads):
     return wrap
 
 
-@_with_threads(lambda args: max(1, min(2, os.cpu_count() or 1)))
+@_with_threads(lambda args: args.threads)
 def cmd_demo(args) -> int:
     from . import protocol, utils
     from .datasets import load_breast_cancer
@@ -301,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="notmiwae-demo", help="folder for the plot and JSON "
                       "(default: ./notmiwae-demo)")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: "
+                      "the models are small, more threads rarely help)")
     demo.add_argument("--max-iter", type=int, default=DEMO_ITERATIONS,
                       help=f"training iterations per model (default {DEMO_ITERATIONS}; "
                       "the paper: 100000)")
