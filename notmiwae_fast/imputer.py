@@ -35,6 +35,8 @@ from .trainer import Trainer, _progress
 
 __all__ = ["NotMIWAEImputer", "MIWAEImputer"]
 
+# Rows per step of the imputation progress bar.
+_IMPUTE_BLOCK = 1024
 _POSITIVE_INT = Interval(numbers.Integral, 1, None, closed="left")
 
 
@@ -237,11 +239,14 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 torch.manual_seed(self._seed_)
                 model = self.model_.to(device)
-                imputed = utils.impute(model, torch.as_tensor(np.nan_to_num(x_std),
-                                                             dtype=torch.float32),
-                                       torch.as_tensor(~missing, dtype=torch.float32),
-                                       n_samples=self.n_impute_samples, batch_size=256,
-                                       device=device)
+                x_t = torch.as_tensor(np.nan_to_num(x_std), dtype=torch.float32)
+                s_t = torch.as_tensor(~missing, dtype=torch.float32)
+                blocks = _progress(range(0, len(x_t), _IMPUTE_BLOCK), bool(self.verbose),
+                                   desc="imputing", unit="block", mininterval=0.5)
+                imputed = np.concatenate([
+                    utils.impute(model, x_t[i:i + _IMPUTE_BLOCK], s_t[i:i + _IMPUTE_BLOCK],
+                                 n_samples=self.n_impute_samples, batch_size=256,
+                                 device=device) for i in blocks])
             back = utils.destandardize(imputed.astype(np.float64), self.mean_, self.scale_)
             out[missing] = back[missing].astype(out.dtype)
         return self._wrap_like(X, out)

@@ -226,3 +226,12 @@ def test_bad_hyper_parameters_are_named_at_fit(name, value):
     imp = NotMIWAEImputer(**{**TINY, name: value})  # __init__ only stores
     with pytest.raises(ValueError, match=name):
         imp.fit(x_nan)
+
+
+def test_verbose_shows_progress_bars_and_quiet_does_not(capsys):
+    _, x_nan, _ = mnar()
+    NotMIWAEImputer(**{**TINY, "verbose": True}).fit_transform(x_nan)
+    err = capsys.readouterr().err
+    assert "fitting" in err and "imputing" in err
+    NotMIWAEImputer(**TINY).fit_transform(x_nan)
+    assert capsys.readouterr().err == ""
