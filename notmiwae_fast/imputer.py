@@ -1,0 +1,339 @@
+"""scikit-learn imputers: :class:`NotMIWAEImputer` (data missing not at random) and
+:class:`MIWAEImputer` (missing at random).
+
+``fit(X)`` standardises every column (NaN ignored), trains the model for ``max_iter``
+optimizer steps (Adam, mini-batches of ``batch_size`` rows drawn without replacement,
+epoch after epoch) and ``transform(X)`` fills the NaN entries with the model's
+conditional mean from ``n_impute_samples`` importance samples, back in the original
+units. Observed entries come back unchanged, bit for bit. NumPy arrays and pandas
+DataFrames are accepted; a DataFrame comes back as a DataFrame with its columns and
+index.
+
+Example::
+
+    from notmiwae_fast.imputer import NotMIWAEImputer
+    X_filled = NotMIWAEImputer(max_iter=20_000, random_state=0).fit_transform(X_with_nan)
+"""
+
+from __future__ import annotations
+
+import copy
+import numbers
+from typing import Optional
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from . import utils
+from .missing import MISSING_PROCESSES, BaseMissingProcess
+from .models import MIWAE, NotMIWAE
+from .trainer import Trainer, _progress
+
+__all__ = ["NotMIWAEImputer", "MIWAEImputer"]
+
+# Rows per step of the imputation progress bar.
+_IMPUTE_BLOCK = 1024
+_POSITIVE_INT = Interval(numbers.Integral, 1, None, closed="left")
+
+
+def _column_label(columns, j: int) -> str:
+    """How errors name column j: its name for a DataFrame, else its index."""
+    return f"column {columns[j]!r}" if columns is not None else f"column {j}"
+
+
+def _check_numeric(X) -> None:
+    """ValueError naming the first non-numeric column of a DataFrame or object array."""
+    if hasattr(X, "dtypes") and hasattr(X, "columns"):
+        from pandas.api.types import is_bool_dtype, is_numeric_dtype
+        for name, dtype in zip(X.columns, X.dtypes):
+            if not (is_numeric_dtype(dtype) or is_bool_dtype(dtype)):
+                raise ValueError(f"argument 'X': column {name!r} is not numeric (dtype "
+                                 f"{dtype}); encode it as numbers or drop it")
+    elif isinstance(X, np.ndarray) and X.dtype.kind in "OUSV" and X.ndim == 2:
+        for j in range(X.shape[1]):
+            try:
+                X[:, j].astype(np.float64)
+            except (ValueError, TypeError) as err:  # keep the kind: TypeError for objects
+                raise type(err)(f"argument 'X': column {j} is not numeric ({err})") from None
+
+
+class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+    """The shared body of the two imputers (not used directly).
+
+    Parameters (all stored as given; checked at ``fit``):
+        latent_dim: L (None: D − 1, the paper's choice).
+        hidden_dim: width of the two hidden tanh layers of encoder and decoder.
+        n_samples: K, importance samples per row during training (paper: 20).
+        out_dist: ``"gauss"``, ``"student_t"`` or ``"bern"`` (Bernoulli data in [0, 1]
+            are not standardised).
+        ppca: PPCA-like decoder (loc linear in z, one shared scale).
+        n_impute_samples: importance samples per row when imputing (paper: 10,000).
+        max_iter: training iterations = optimizer steps (paper: 100,000).
+        batch_size: rows per mini-batch (paper: 16).
+        lr: Adam learning rate (paper: 1e-3).
+        random_state: None, an int or a RandomState: seeds weights, batches and
+            importance samples (the global torch RNG is left as it was).
+        device: ``"cpu"``, ``"cuda"``, ... (None: CUDA when available, else CPU).
+        verbose: progress bar and a final loss line while fitting / imputing.
+        backend: ``"fused"`` (the kernels) or ``"reference"`` (pure PyTorch).
+
+    Fitted attributes: ``model_`` (the trained torch model), ``mean_`` and ``scale_``
+    ([D] standardisation), ``n_iter_``, ``loss_curve_`` ([n_iter_] training losses),
+    ``n_features_in_`` and ``feature_names_in_`` (DataFrames).
+    """
+
+    _model_class: type = MIWAE
+
+    _parameter_constraints: dict = {
+        "latent_dim": [_POSITIVE_INT, None],
+        "hidden_dim": [_POSITIVE_INT],
+        "n_samples": [_POSITIVE_INT],
+        "out_dist": [StrOptions({"gauss", "bern", "student_t"})],
+        "ppca": ["boolean"],
+        "n_impute_samples": [_POSITIVE_INT],
+        "max_iter": [_POSITIVE_INT],
+        "batch_size": [_POSITIVE_INT],
+        "lr": [Interval(numbers.Real, 0, None, closed="neither")],
+        "random_state": ["random_state"],
+        "device": [str, torch.device, None],
+        "verbose": ["verbose"],
+        "backend": [StrOptions({"fused", "reference"})],
+    }
+
+    def __init__(self, *, latent_dim: Optional[int] = None, hidden_dim: int = 128,
+                 n_samples: int = 20, out_dist: str = "gauss", ppca: bool = False,
+                 n_impute_samples: int = 1000, max_iter: int = 10_000, batch_size: int = 16,
+                 lr: float = 1e-3, random_state=None, device=None, verbose=False,
+                 backend: str = "fused"):
+        self.latent_dim = latent_dim
+        self.hidden_dim = hidden_dim
+        self.n_samples = n_samples
+        self.out_dist = out_dist
+        self.ppca = ppca
+        self.n_impute_samples = n_impute_samples
+        self.max_iter = max_iter
+        self.batch_size = batch_size
+        self.lr = lr
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+        self.backend = backend
+
+    # -- scikit-learn plumbing -----------------------------------------------------------
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+    def _model_kwargs(self) -> dict:
+        """Constructor arguments of the torch model beyond the common ones."""
+        return {}
+
+    def _check_X(self, X, reset: bool) -> np.ndarray:
+        """[N, D] float array (float32 kept, anything else float64), NaN allowed, inf
+        and non-numeric columns refused with the column named."""
+        _check_numeric(X)
+        columns = list(X.columns) if hasattr(X, "columns") else None
+        arr = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32],
+                            ensure_all_finite=False, copy=False)
+        bad = np.isinf(arr)
+        if bad.any():
+            j = int(np.nonzero(bad.any(axis=0))[0][0])
+            raise ValueError(f"argument 'X': {_column_label(columns, j)} holds inf "
+                             f"({int(bad[:, j].sum())} entries); only NaN marks a missing "
+                             "value")
+        return arr
+
+    def _device(self) -> torch.device:
+        if self.device is not None:
+            return torch.device(self.device)
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    # -- fit / transform -------------------------------------------------------------------
+    def fit(self, X, y=None):
+        """Trains the model on X ([N, D], NaN = missing); y is ignored. Returns self.
+
+        Raises ValueError naming the column when a column is entirely missing, is not
+        numeric or holds inf."""
+        self._validate_params()
+        columns = list(X.columns) if hasattr(X, "columns") else None
+        arr = self._check_X(X, reset=True)
+        observed = ~np.isnan(arr)
+        empty = np.nonzero(~observed.any(axis=0))[0]
+        if empty.size:
+            raise ValueError(f"argument 'X': {_column_label(columns, int(empty[0]))} is "
+                             "entirely missing; drop it before fitting")
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        device = self._device()
+        x_std, mean, scale = self._standardize(arr.astype(np.float64), fit=True)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            model = self._model_class(
+                arr.shape[1], latent_dim=self.latent_dim, hidden_dim=self.hidden_dim,
+                n_samples=self.n_samples, out_dist=self.out_dist, ppca=self.ppca,
+                feature_names=[str(c) for c in columns] if columns is not None else None,
+                backend=self.backend, **self._model_kwargs())
+            model.set_standardization(mean, scale)
+            losses = self._train(model, x_std, observed, device)
+        self.model_ = model
+        self.mean_, self.scale_ = mean, scale
+        self.loss_curve_ = losses
+        self.n_iter_ = len(losses)
+        self._seed_ = seed
+        self._after_fit()
+        return self
+
+    def _after_fit(self) -> None:
+        """Hook for fitted attributes of subclasses."""
+
+    def _standardize(self, arr: np.ndarray, fit: bool = False):
+        """(standardised [N, D], mean [D], scale [D]); identity for Bernoulli data."""
+        if fit:
+            if self.out_dist == "bern":
+                return arr, np.zeros(arr.shape[1]), np.ones(arr.shape[1])
+            return utils.standardize(arr)
+        return utils.standardize(arr, self.mean_, self.scale_)
+
+    def _train(self, model, x_std: np.ndarray, observed: np.ndarray,
+               device: torch.device) -> np.ndarray:
+        """``max_iter`` Adam steps on mini-batches; returns the per-step losses."""
+        trainer = Trainer(model, lr=self.lr, device=device, progress=False)
+        x_t = torch.as_tensor(np.nan_to_num(x_std, nan=0.0), dtype=torch.float32,
+                              device=device)
+        s_t = torch.as_tensor(observed, dtype=torch.float32, device=device)
+        n = x_t.shape[0]
+        bs = min(self.batch_size, n)
+        losses = torch.empty(self.max_iter, dtype=torch.float32, device=device)
+        order = torch.randperm(n, device=device)
+        pos = 0
+        steps = _progress(range(self.max_iter), bool(self.verbose), desc="fitting",
+                          unit="step", mininterval=0.5)
+        for step in steps:
+            if pos + bs > n:
+                order, pos = torch.randperm(n, device=device), 0
+            idx = order[pos:pos + bs]
+            pos += bs
+            losses[step] = trainer.train_step((x_t[idx], s_t[idx]))["loss"]
+            if hasattr(steps, "set_postfix") and step % 200 == 0:
+                steps.set_postfix(loss=f"{losses[step].item():.3f}")
+        model.eval()
+        return losses.cpu().numpy()
+
+    def transform(self, X):
+        """Fills the NaN entries of X ([N, D]); observed entries unchanged.
+
+        Returns the type given (NumPy array or DataFrame with the same columns and
+        index), float32 for float32 input, else float64."""
+        check_is_fitted(self)
+        arr = self._check_X(X, reset=False)
+        missing = np.isnan(arr)
+        out = arr.copy()
+        if missing.any():
+            device = self._device()
+            x_std, _, _ = self._standardize(arr.astype(np.float64))
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(self._seed_)
+                model = self.model_.to(device)
+                x_t = torch.as_tensor(np.nan_to_num(x_std), dtype=torch.float32)
+                s_t = torch.as_tensor(~missing, dtype=torch.float32)
+                blocks = _progress(range(0, len(x_t), _IMPUTE_BLOCK), bool(self.verbose),
+                                   desc="imputing", unit="block", mininterval=0.5)
+                imputed = np.concatenate([
+                    utils.impute(model, x_t[i:i + _IMPUTE_BLOCK], s_t[i:i + _IMPUTE_BLOCK],
+                                 n_samples=self.n_impute_samples, batch_size=256,
+                                 device=device) for i in blocks])
+            back = utils.destandardize(imputed.astype(np.float64), self.mean_, self.scale_)
+            out[missing] = back[missing].astype(out.dtype)
+        return self._wrap_like(X, out)
+
+    @staticmethod
+    def _wrap_like(X, out: np.ndarray):
+        if hasattr(X, "columns") and hasattr(X, "index") and hasattr(X, "iloc"):
+            import pandas as pd
+            return pd.DataFrame(out, columns=X.columns, index=X.index)
+        return out
+
+
+class MIWAEImputer(_BaseIWImputer):
+    """MIWAE imputer (Mattei & Frellsen 2019): assumes values missing at random.
+
+    Parameters: see :class:`_BaseIWImputer` (``latent_dim``, ``hidden_dim``,
+    ``n_samples``, ``out_dist``, ``ppca``, ``n_impute_samples``, ``max_iter``,
+    ``batch_size``, ``lr``, ``random_state``, ``device``, ``verbose``, ``backend``).
+    """
+
+    _model_class = MIWAE
+
+
+class NotMIWAEImputer(_BaseIWImputer):
+    """not-MIWAE imputer (Ipsen, Mattei & Frellsen 2021): values missing not at random,
+    with a learnt model p(s | x) of which values go missing.
+
+    Parameters: those of :class:`MIWAEImputer` plus
+        missing_process: ``"selfmasking"`` (default), ``"selfmasking_known_signs"``,
+            ``"linear"`` (the paper's agnostic process), ``"nonlinear"`` or a
+            :class:`~notmiwae_fast.BaseMissingProcess` instance (copied at fit).
+        signs: [D] of ±1 for ``"selfmasking_known_signs"`` (+1: high values go
+            missing; None: all +1).
+
+    Extra fitted attribute: ``missing_process_``, the learnt process as
+    ``model_.interpret_missing_process()`` describes it (thresholds in the original
+    units). :meth:`missing_probability` gives p(missing | x).
+    """
+
+    _model_class = NotMIWAE
+
+    _parameter_constraints: dict = {
+        **_BaseIWImputer._parameter_constraints,
+        "missing_process": [StrOptions(set(MISSING_PROCESSES)), BaseMissingProcess],
+        "signs": ["array-like", None],
+    }
+
+    def __init__(self, *, missing_process="selfmasking", signs=None,
+                 latent_dim: Optional[int] = None, hidden_dim: int = 128, n_samples: int = 20,
+                 out_dist: str = "gauss", ppca: bool = False, n_impute_samples: int = 1000,
+                 max_iter: int = 10_000, batch_size: int = 16, lr: float = 1e-3,
+                 random_state=None, device=None, verbose=False, backend: str = "fused"):
+        super().__init__(latent_dim=latent_dim, hidden_dim=hidden_dim, n_samples=n_samples,
+                         out_dist=out_dist, ppca=ppca, n_impute_samples=n_impute_samples,
+                         max_iter=max_iter, batch_size=batch_size, lr=lr,
+                         random_state=random_state, device=device, verbose=verbose,
+                         backend=backend)
+        self.missing_process = missing_process
+        self.signs = signs
+
+    def _model_kwargs(self) -> dict:
+        process = self.missing_process
+        if isinstance(process, BaseMissingProcess):
+            process = copy.deepcopy(process)
+        signs = None if self.signs is None else np.asarray(self.signs, dtype=np.float64)
+        return {"missing_process": process, "signs": signs}
+
+    def _after_fit(self) -> None:
+        self.missing_process_ = self.model_.interpret_missing_process()
+
+    def missing_probability(self, X) -> np.ndarray:
+        """p(value missing | x) per entry under the learnt process.
+
+        Args:
+            X: [N, D] complete data in the original units (no NaN).
+        Returns:
+            [N, D] float64 array of probabilities.
+        """
+        check_is_fitted(self)
+        arr = self._check_X(X, reset=False)
+        if np.isnan(arr).any():
+            raise ValueError("argument 'X' must be complete (no NaN) for "
+                             "missing_probability; impute it first")
+        x_std, _, _ = self._standardize(arr.astype(np.float64))
+        model = self.model_
+        x_t = torch.as_tensor(x_std, dtype=next(model.parameters()).dtype,
+                              device=next(model.parameters()).device)
+        with torch.no_grad():
+            p = model.missing_model.missing_probability(x_t)
+        return p.cpu().double().numpy()

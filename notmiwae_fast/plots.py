@@ -1,0 +1,65 @@
+"""A plot of a learnt missing process: p(missing | value) per feature (matplotlib, Agg
+backend, no display needed)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+__all__ = ["plot_missing_process"]
+
+
+def plot_missing_process(imputer, X: np.ndarray, columns: Sequence[int],
+                         thresholds: Optional[Sequence[float]] = None,
+                         names: Optional[Sequence[str]] = None,
+                         path: Union[str, Path] = "missing_process.png") -> Path:
+    """Saves a grid of panels, one per feature in ``columns``: the learnt probability
+    of the value being missing against the value (the other features held at their
+    means), with the true threshold as a dashed line.
+
+    Args:
+        imputer: a fitted :class:`~notmiwae_fast.imputer.NotMIWAEImputer`.
+        X: [N, D] complete data (original units) giving each feature's range.
+        columns: indices of the features to draw.
+        thresholds: the true threshold of each drawn feature (None: not drawn).
+        names: the D feature names (default ``feature j``).
+        path: the PNG file written.
+    Returns:
+        the path written.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    X = np.asarray(X, dtype=np.float64)
+    columns = list(columns)
+    n_grid = 200
+    n_cols = min(5, max(1, len(columns)))
+    n_rows = max(1, math.ceil(len(columns) / n_cols))
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.2 * n_cols, 2.6 * n_rows),
+                             squeeze=False)
+    for panel, j in enumerate(columns):
+        ax = axes[panel // n_cols][panel % n_cols]
+        grid = np.tile(X.mean(axis=0), (n_grid, 1))
+        grid[:, j] = np.linspace(X[:, j].min(), X[:, j].max(), n_grid)
+        prob = imputer.missing_probability(grid)[:, j]
+        ax.plot(grid[:, j], prob, color="C0", label="learnt p(missing | x)")
+        if thresholds is not None:
+            ax.axvline(thresholds[panel], color="C3", linestyle="--", label="true threshold")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(names[j] if names is not None else f"feature {j}", fontsize=9)
+        ax.tick_params(labelsize=7)
+    for panel in range(len(columns), n_rows * n_cols):
+        axes[panel // n_cols][panel % n_cols].axis("off")
+    axes[0][0].legend(fontsize=6, loc="upper left")
+    fig.supxlabel("value")
+    fig.supylabel("probability of being missing")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

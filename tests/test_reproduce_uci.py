@@ -1,0 +1,74 @@
+"""benchmarks/reproduce_uci.py: the acceptance bound, the Markdown table, and resuming
+(runs already in the JSON are skipped)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from notmiwae_fast import protocol
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "reproduce_uci.py"
+DATA = ROOT.parent / "shared" / "data" / "uci"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("reproduce_uci", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bound_and_table():
+    mod = load_script()
+    assert mod.meets_bound("notmiwae_selfmasking", 0.5, 1.26)       # better is fine
+    assert not mod.meets_bound("notmiwae_selfmasking", 1.37, 1.26)
+    assert mod.meets_bound("mice", 1.50, 1.41) and not mod.meets_bound("mice", 1.20, 1.41)
+    table = mod.render_markdown({"settings": {"iterations": 5}, "runs": [
+        {"dataset": "banknote", "method": "mean", "run": 0, "rmse": 1.70},
+        {"dataset": "banknote", "method": "mean", "run": 1, "rmse": 1.76},
+        {"dataset": "banknote", "method": "miwae", "run": 0, "rmse": 1.50}]})
+    assert "| mean imputation | 1.73 ± 0.03 [2] / 1.73 ✓ |" in table
+    assert "| MIWAE | 1.50 ± 0.00 [1] / 1.19 ✗ |" in table
+    assert "iterations = 5" in table and "concrete" not in table
+    assert set(mod.PAPER) == set(protocol.METHODS)
+
+
+def test_protocol_matches_the_paper_for_mean_imputation():
+    X = np.random.default_rng(0).normal(size=(2000, 6))
+    X_true, X_missing, s = protocol.mnar_table1(X, seed=0)
+    assert (s[:, 3:] == 1).all() and 0.4 < (s[:, :3] == 0).mean() < 0.6
+    np.testing.assert_allclose(X_true.mean(0), 0, atol=1e-12)
+    rmse, _ = protocol.run_method("mean", X, seed=0, iterations=1, impute_samples=1)
+    assert 1.5 < rmse < 1.9  # sqrt(E[(x - E[x | x <= 0])^2 | x > 0]) for a Gaussian: ~1.7
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason=f"no UCI data at {DATA}")
+def test_appends_and_resumes(tmp_path):
+    results = tmp_path / "r.json"
+    base = [sys.executable, str(SCRIPT), "--datasets", "banknote", "--methods", "mean",
+            "mice", "--iterations", "10", "--impute-samples", "10", "--threads", "1",
+            "--results", str(results), "--quiet"]
+    first = subprocess.run(base + ["--runs", "1"], capture_output=True, text=True,
+                           timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert len(json.loads(results.read_text())["runs"]) == 2
+    second = subprocess.run(base + ["--runs", "2"], capture_output=True, text=True,
+                            timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.count("run 1:") == 2 and "run 0:" not in second.stdout
+    runs = json.loads(results.read_text())["runs"]
+    assert sorted((r["method"], r["run"]) for r in runs) == [
+        ("mean", 0), ("mean", 1), ("mice", 0), ("mice", 1)]
+    table = results.with_suffix(".md").read_text()
+    assert "| mean imputation | 1.7" in table and "[2]" in table
+    other = subprocess.run(base[:-1] + ["--runs", "1", "--iterations", "11"],
+                           capture_output=True, text=True, timeout=300)
+    assert other.returncode == 2 and "settings" in other.stderr
