@@ -5,6 +5,10 @@ CUDA kernels registered as PyTorch operators.
   missing processes (:class:`BaseMissingProcess` and the built-in ones); :class:`Trainer`;
   :mod:`notmiwae_fast.utils`;
 * :func:`backend` says which implementation of the operators is active;
+* :class:`NotMIWAEImputer`, :class:`MIWAEImputer`: scikit-learn estimators (need
+  scikit-learn; imported on first use); :mod:`notmiwae_fast.datasets`;
+* :mod:`notmiwae_fast.export` (TorchScript, ONNX), :mod:`notmiwae_fast.images` (clipped
+  pixels), :mod:`notmiwae_fast.distributed` (torchrun);
 * :mod:`notmiwae_fast.ops` holds the operators (typed wrappers over
   ``torch.ops.notmiwae_fast.*``), :mod:`notmiwae_fast.reference` their pure-PyTorch twins.
 """
@@ -25,4 +29,16 @@ __all__ = [
     "BaseMissingProcess", "SelfMaskingProcess", "SelfMaskingKnownSignsProcess",
     "LinearMissingProcess", "NonlinearMissingProcess", "MissingProcess", "MISSING_PROCESSES",
     "Backend", "backend", "library_path", "ops", "reference", "utils", "__version__",
+    "NotMIWAEImputer", "MIWAEImputer",
 ]
+
+_LAZY = {"NotMIWAEImputer": "imputer", "MIWAEImputer": "imputer"}
+
+
+def __getattr__(name: str):
+    """The scikit-learn imputers, imported on first use (scikit-learn is optional)."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'notmiwae_fast' has no attribute {name!r}")

@@ -1,8 +1,11 @@
-"""The ``notmiwae-fast`` command: ``demo``, ``fit``, ``impute`` and ``bench``.
+"""The ``notmiwae-fast`` command.
 
     notmiwae-fast demo                      # the paper's MNAR protocol on breast cancer
     notmiwae-fast fit data.csv model.pt     # train an imputer on a CSV (empty cell = NaN)
     notmiwae-fast impute data.csv out.csv --model model.pt
+    notmiwae-fast export model.pt --format torchscript|onnx --out imputer.pt
+    notmiwae-fast impute-image in.png out.png [--model M] [--clip-level 0.75]
+    notmiwae-fast train-image image_model.pt   # on the photographs scikit-image ships
     notmiwae-fast bench --json bench.json   # fused vs reference kernels
 
 Every error ends the command with exit status 2 and one line on stderr (set
@@ -16,7 +19,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -67,18 +69,10 @@ def _check_output(output: str, inputs: Sequence[str], force: bool) -> Path:
     return out
 
 
-def _write_atomic(path: Path, write) -> None:
+def _write_atomic(path: Path, write, binary: bool = False) -> None:
     """Calls write(file_object) on a temporary file next to ``path``, then renames."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from ._io import write_atomic
+    write_atomic(path, write, text=not binary)
 
 
 def _load_model(path: str):
@@ -281,6 +275,88 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    import torch
+    from . import export
+    out = _check_output(args.out, [args.model], args.force)
+    if not Path(args.model).is_file():
+        raise CLIError(f"model file {args.model} does not exist")
+    obj = torch.load(args.model, map_location="cpu", weights_only=False)
+    model = getattr(obj, "model_", obj)  # a fitted imputer (notmiwae-fast fit) or a model
+    if not isinstance(model, torch.nn.Module):
+        raise CLIError(f"model file {args.model} holds neither a fitted imputer nor a model")
+    if args.format == "torchscript":
+        export.to_torchscript(model, out, n_samples=args.n_samples, fused=not args.pure)
+    else:
+        export.to_onnx(model, out, n_samples=args.n_samples, deterministic=args.deterministic)
+    _say(args, f"exported {type(model).__name__} ({args.format}, K = {args.n_samples}) "
+               f"to {out}")
+    return 0
+
+
+def _read_image(path: str):
+    try:
+        from PIL import Image
+    except ImportError:
+        raise CLIError("reading images needs Pillow (pip install pillow)") from None
+    if not Path(path).is_file():
+        raise CLIError(f"input image {path} does not exist")
+    try:
+        with Image.open(path) as img:
+            mode = img.mode
+            if mode == "P":
+                img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+            array = np.asarray(img)
+    except Exception as err:  # noqa: BLE001 - an unreadable file is one message
+        raise CLIError(f"input image {path} cannot be read ({type(err).__name__})") from None
+    if array.dtype == np.int32 or mode.startswith("I;16"):
+        array = array.astype(np.uint16)
+    return array
+
+
+def _write_image(path: Path, array) -> None:
+    from PIL import Image
+    suffix = path.suffix or ".png"
+    _write_atomic(path, lambda f: Image.fromarray(array).save(f, format=suffix[1:].upper()
+                                                              .replace("JPG", "JPEG")),
+                  binary=True)
+
+
+@_with_threads(lambda args: args.threads)
+def cmd_impute_image(args) -> int:
+    from . import images
+    out = _check_output(args.output, [args.image, args.model], args.force)
+    image = _read_image(args.image)
+    model = images.load_image_model(args.model)
+    result = images.impute_image(model, image, clip_level=args.clip_level,
+                                 n_samples=args.n_samples, progress=not args.quiet)
+    _write_image(out, result)
+    lost = int((images.as_float_image(image)[0] >= args.clip_level).sum())
+    _say(args, f"imputed {lost} values at or above {args.clip_level}; wrote {out}")
+    return 0
+
+
+@_with_threads(lambda args: args.threads)
+def cmd_train_image(args) -> int:
+    import torch
+    from . import images
+    out = _check_output(args.model_file, [], args.force)
+    photos = images.bundled_photographs()
+    torch.manual_seed(args.seed)
+    model = images.image_model(args.kind, patch=args.patch, width=args.width,
+                               latent_dim=args.latent_dim, n_samples=args.n_samples,
+                               out_dist=args.out_dist)
+    patches = images.photo_patches(list(photos.values()), args.patch, args.patches,
+                                   seed=args.seed)
+    losses = images.train_on_patches(model, patches, clip_level=args.clip_level,
+                                     steps=args.steps, batch_size=args.batch_size,
+                                     progress=not args.quiet)
+    images.save_image_model(model, out)
+    _say(args, f"trained {args.kind} on {len(photos)} bundled photographs "
+               f"({args.steps} steps, final loss {np.mean(losses[-50:]):.1f}); saved to {out}")
+    return 0
+
+
 # -- the parser ----------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -345,15 +421,69 @@ def build_parser() -> argparse.ArgumentParser:
                        "print them)")
     bench.add_argument("--force", action="store_true", help="overwrite an existing --json")
     bench.set_defaults(func=cmd_bench)
+
+    exp = sub.add_parser("export", parents=[quiet], help="export a fitted imputer to "
+                         "TorchScript or ONNX", description="Exports the imputation "
+                         "function (x, mask) -> imputed x of a fitted imputer (from "
+                         "'notmiwae-fast fit') or of a saved MIWAE / NotMIWAE, in the data's "
+                         "original units.")
+    exp.add_argument("model", help="a file written by 'notmiwae-fast fit' (or torch.save of "
+                     "a MIWAE / NotMIWAE)")
+    exp.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript")
+    exp.add_argument("--out", required=True, help="the file to write")
+    exp.add_argument("--n-samples", type=int, default=1000, help="importance samples K")
+    exp.add_argument("--pure", action="store_true", help="TorchScript without the compiled "
+                     "kernels (loads with torch alone)")
+    exp.add_argument("--deterministic", action="store_true", help="ONNX: the noise becomes "
+                     "inputs eps_z and eps_x")
+    exp.add_argument("--force", action="store_true", help="overwrite an existing output")
+    exp.set_defaults(func=cmd_export)
+
+    ii = sub.add_parser("impute-image", parents=[quiet], help="impute the clipped pixels of "
+                        "an image", description="Values at or above --clip-level are taken "
+                        "as lost and imputed tile by tile; PNG, JPEG or TIFF, 8 or 16 bit, "
+                        "grey or RGB (an alpha channel is kept).")
+    ii.add_argument("image", help="input image (never overwritten)")
+    ii.add_argument("output", help="output image")
+    ii.add_argument("--model", default=None, help="an image model from 'notmiwae-fast "
+                    "train-image' (default: the bundled RGB not-MIWAE model)")
+    ii.add_argument("--clip-level", type=float, default=0.75)
+    ii.add_argument("--n-samples", type=int, default=100, help="importance samples per tile")
+    ii.add_argument("--threads", type=int, default=2)
+    ii.add_argument("--force", action="store_true", help="overwrite an existing output")
+    ii.set_defaults(func=cmd_impute_image)
+
+    ti = sub.add_parser("train-image", parents=[quiet], help="train an image model on the "
+                        "photographs scikit-image ships", description="Cuts patches from "
+                        "scikit-image's bundled photographs (no download), removes the "
+                        "values at or above --clip-level and trains a convolutional model.")
+    ti.add_argument("model_file", help="where the model goes")
+    ti.add_argument("--kind", choices=["notmiwae", "miwae"], default="notmiwae")
+    ti.add_argument("--steps", type=int, default=3000)
+    ti.add_argument("--patches", type=int, default=40_000)
+    ti.add_argument("--patch", type=int, default=16, help="patch side (a multiple of 4)")
+    ti.add_argument("--width", type=int, default=16)
+    ti.add_argument("--latent-dim", type=int, default=16)
+    ti.add_argument("--n-samples", type=int, default=10, help="importance samples K")
+    ti.add_argument("--batch-size", type=int, default=64)
+    ti.add_argument("--out-dist", choices=["bern", "gauss"], default="bern")
+    ti.add_argument("--clip-level", type=float, default=0.75)
+    ti.add_argument("--seed", type=int, default=0)
+    ti.add_argument("--threads", type=int, default=2)
+    ti.add_argument("--force", action="store_true", help="overwrite an existing model file")
+    ti.set_defaults(func=cmd_train_image)
     return parser
 
 
 def _positive(args) -> None:
     for name in ("max_iter", "impute_samples", "repeats", "threads", "batch", "features",
-                 "impute_rows", "batch_size", "hidden_dim"):
+                 "impute_rows", "batch_size", "hidden_dim", "n_samples", "steps", "patches"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise CLIError(f"--{name.replace('_', '-')} must be >= 1; got {value}")
+    clip = getattr(args, "clip_level", None)
+    if clip is not None and not 0 < clip <= 1:
+        raise CLIError(f"--clip-level must be in (0, 1]; got {clip}")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -19,7 +19,7 @@ for ``student_t``), so an exported model can be compared exactly with eager PyTo
 from __future__ import annotations
 
 import copy
-import math
+import logging
 import os
 import warnings
 from typing import Optional
@@ -207,7 +207,9 @@ def to_torchscript(model: ImportanceWeightedModel, path, n_samples: int = 1000,
         the scripted module. Its forward is (x, mask, eps_z=None, eps_x=None).
     """
     module = _prepare(model, path, n_samples, fused)
-    scripted = torch.jit.script(module)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
+        scripted = torch.jit.script(module)
     scripted.save(os.fspath(path))
     return scripted
 
@@ -240,9 +242,16 @@ def to_onnx(model: ImportanceWeightedModel, path, n_samples: int = 1000,
             args.append(torch.zeros(2, K, D))
             names.append("eps_x")
             shapes["eps_x"] = {0: batch}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(module, tuple(args), os.fspath(path), input_names=names,
-                                    output_names=["x_imputed"], dynamic_shapes=shapes,
-                                    opset_version=opset_version, dynamo=True, verbose=False)
+    onnx_logger = logging.getLogger("torch.onnx")
+    level = onnx_logger.level
+    onnx_logger.setLevel(logging.ERROR)  # notes about optional torchvision ops
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(module, tuple(args), os.fspath(path),
+                                        input_names=names, output_names=["x_imputed"],
+                                        dynamic_shapes=shapes, opset_version=opset_version,
+                                        dynamo=True, verbose=False, external_data=False)
+    finally:
+        onnx_logger.setLevel(level)
     return program
