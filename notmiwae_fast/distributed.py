@@ -10,6 +10,7 @@ the result in the original row order.
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 from dataclasses import dataclass
@@ -19,7 +20,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-__all__ = ["Context", "context", "init_from_env", "impute_sharded", "shard_bounds"]
+__all__ = ["Context", "context", "init_from_env", "shutdown", "impute_sharded",
+           "shard_bounds"]
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,20 @@ def init_from_env(device: Optional[torch.device] = None, timeout_s: int = 600) -
             and int(os.environ.get("WORLD_SIZE", "1")) > 1):
         backend = "nccl" if device is not None and device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
+        # A group left open at exit aborts the process ("terminate called without an
+        # active exception") while its threads still run: close the one we opened.
+        atexit.register(shutdown, wait_for_all=False)
     return context()
+
+
+def shutdown(wait_for_all: bool = True) -> None:
+    """Closes the process group, if one is open, after every rank has arrived (call it
+    at the end of a distributed script; it also runs at exit, without waiting, for a
+    group that init_from_env opened)."""
+    if dist.is_available() and dist.is_initialized():
+        if wait_for_all:
+            dist.barrier()
+        dist.destroy_process_group()
 
 
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:

@@ -69,6 +69,7 @@ def _train_worker(rank, world, port, out_dir, patched):
     history = trainer.train(loader, n_epochs=1)
     torch.save({"params": model.state_dict(), "loss": history["train_loss"][0],
                 "steps": trainer.global_step}, os.path.join(out_dir, f"rank{rank}.pt"))
+    distributed.shutdown()
 
 
 def run(fn, *args, world=2):
@@ -124,6 +125,7 @@ def _resume_worker(rank, world, port, out_dir, interrupted):
     name = "resumed" if interrupted else "straight"
     torch.save({"params": model.state_dict(), "steps": trainer.global_step},
                os.path.join(out_dir, f"{name}{rank}.pt"))
+    distributed.shutdown()
 
 
 def test_resume_from_a_rank0_checkpoint(tmp_path):
@@ -155,6 +157,7 @@ def _impute_worker(rank, world, port, out_dir, fail_rank):
         message = str(exc)
     with open(os.path.join(out_dir, f"status{rank}.txt"), "w") as f:
         f.write(message)
+    distributed.shutdown()
 
 
 def test_sharded_imputation_equals_a_single_process_run(tmp_path):
