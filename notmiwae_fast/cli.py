@@ -131,7 +131,7 @@ def cmd_fit(args) -> int:
     out = _check_output(args.model_file, [args.data], args.force)
     df = _read_csv(args.data)
     imputer = _new_imputer(args).fit(df)
-    from .trainer import save_atomic
+    from ._io import save_atomic
     save_atomic(imputer, out)
     _say(args, f"fitted {type(imputer).__name__} on {df.shape[0]} rows x {df.shape[1]} "
                f"columns ({int(df.isna().sum().sum())} missing); final loss "
@@ -236,9 +236,9 @@ def cmd_bench(args) -> int:
                             "impute_rows": args.impute_rows,
                             "impute_samples": args.impute_samples, "threads": args.threads,
                             "torch": torch.__version__}, "results": {}}
-    from .trainer import _progress
+    from ._progress import progress
     jobs = [(b, task) for b in ("fused", "reference") for task in ("train_step", "impute")]
-    for backend, task in _progress(jobs, not args.quiet, desc="bench"):
+    for backend, task in progress(jobs, not args.quiet, desc="bench"):
         torch.manual_seed(0)
         model = NotMIWAE(D, backend=backend)
         if task == "train_step":

@@ -103,7 +103,7 @@ def impute_sharded(model, x, s, output: str, n_samples: int = 1000, batch_size: 
     If any rank fails, every rank raises RuntimeError naming the failed ranks, and
     ``output`` is not written. Returns the array on rank 0, None elsewhere.
     """
-    from .trainer import save_array_atomic
+    from ._io import save_array_atomic
     from .utils import impute
 
     ctx = context()

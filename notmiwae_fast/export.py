@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from . import reference
-from .missing import (BaseMissingProcess, LinearMissingProcess, NonlinearMissingProcess,
+from .missing import (LinearMissingProcess, NonlinearMissingProcess,
                       SelfMaskingKnownSignsProcess, SelfMaskingProcess)
 from .models import MIWAE, NotMIWAE, ImportanceWeightedModel
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .missing import BaseMissingProcess
+from ._progress import progress_bar
 from .models import MIWAE, NotMIWAE
 from .networks import BernoulliFamily, GaussianFamily
 
@@ -284,7 +285,7 @@ def train_on_patches(model, patches: np.ndarray, clip_level: float = 0.75, steps
                                          batch_size=batch_size, shuffle=True, drop_last=True)
     trainer = Trainer(model, lr=lr, progress=False)
     losses: list[float] = []
-    bar = _bar(steps, progress, "training")
+    bar = progress_bar(steps, progress, "training")
     while len(losses) < steps:
         for batch in loader:
             losses.append(trainer.train_step(batch)["loss"].item())
@@ -293,25 +294,6 @@ def train_on_patches(model, patches: np.ndarray, clip_level: float = 0.75, steps
                 break
     bar.close()
     return losses
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _bar(total: int, enabled: bool, desc: str):
-    if enabled:
-        try:
-            from tqdm.auto import tqdm
-
-            return tqdm(total=total, desc=desc)
-        except ImportError:
-            pass
-    return _NoBar()
 
 
 # --------------------------------------------------------------------------------------
@@ -406,7 +388,7 @@ def impute_image(model, image, mask=None, clip_level: Optional[float] = 0.75,
 
     # Only lost entries take blended values: tiles with nothing lost are skipped.
     lossy = [(t, l) for t, l in corners if not obs[t:t + tile, l:l + tile].all()]
-    bar = _bar(len(lossy), progress, "imputing tiles")
+    bar = progress_bar(len(lossy), progress, "imputing tiles")
     for start in range(0, len(lossy), batch_size):
         group = lossy[start:start + batch_size]
         xs = np.stack([tile_of(work, t, l) for t, l in group])

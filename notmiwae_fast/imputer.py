@@ -31,7 +31,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from . import utils
 from .missing import MISSING_PROCESSES, BaseMissingProcess
 from .models import MIWAE, NotMIWAE
-from .trainer import Trainer, _progress
+from ._progress import progress
+from .trainer import Trainer
 
 __all__ = ["NotMIWAEImputer", "MIWAEImputer"]
 
@@ -211,7 +212,7 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         losses = torch.empty(self.max_iter, dtype=torch.float32, device=device)
         order = torch.randperm(n, device=device)
         pos = 0
-        steps = _progress(range(self.max_iter), bool(self.verbose), desc="fitting",
+        steps = progress(range(self.max_iter), bool(self.verbose), desc="fitting",
                           unit="step", mininterval=0.5)
         for step in steps:
             if pos + bs > n:
@@ -241,7 +242,7 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 model = self.model_.to(device)
                 x_t = torch.as_tensor(np.nan_to_num(x_std), dtype=torch.float32)
                 s_t = torch.as_tensor(~missing, dtype=torch.float32)
-                blocks = _progress(range(0, len(x_t), _IMPUTE_BLOCK), bool(self.verbose),
+                blocks = progress(range(0, len(x_t), _IMPUTE_BLOCK), bool(self.verbose),
                                    desc="imputing", unit="block", mininterval=0.5)
                 imputed = np.concatenate([
                     utils.impute(model, x_t[i:i + _IMPUTE_BLOCK], s_t[i:i + _IMPUTE_BLOCK],

@@ -16,10 +16,11 @@ import torch
 from torch import nn
 
 from . import distributed
-from ._io import save_array_atomic, save_atomic
+from ._io import save_atomic
+from ._progress import progress
 from .utils import missing_rmse
 
-__all__ = ["Trainer", "save_atomic", "save_array_atomic"]
+__all__ = ["Trainer"]
 
 
 def _adam(params, lr: float) -> torch.optim.Optimizer:
@@ -29,16 +30,6 @@ def _adam(params, lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=lr, fused=True)
     except (RuntimeError, ValueError):
         return torch.optim.Adam(params, lr=lr)
-
-
-def _progress(iterable, enabled: bool, **kwargs):
-    if not enabled:
-        return iterable
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return iterable
-    return tqdm(iterable, **kwargs)
 
 
 class Trainer:
@@ -226,7 +217,7 @@ class Trainer:
         was_training = self.model.training
         start = time.time()
         try:
-            epochs = _progress(range(self.epoch, n_epochs), self.progress, desc="training",
+            epochs = progress(range(self.epoch, n_epochs), self.progress, desc="training",
                                initial=self.epoch, total=n_epochs)
             for epoch in epochs:
                 for loader in (train_loader, val_loader):

@@ -11,7 +11,7 @@ import torch
 
 import notmiwae_fast as nf
 from notmiwae_fast import utils
-from notmiwae_fast.trainer import save_atomic
+from notmiwae_fast._io import save_atomic
 
 D = 4
 
