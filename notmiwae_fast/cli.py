@@ -36,6 +36,16 @@ class CLIError(Exception):
 
 
 # -- files -----------------------------------------------------------------------------
+def read_csv_exact(path, **kwargs):
+    """pandas.read_csv that parses every number to the nearest double, so observed
+    values pass through fit / impute bit for bit (pandas 3 does by default; earlier
+    versions need float_precision="round_trip")."""
+    import pandas as pd
+    if int(pd.__version__.split(".")[0]) < 3:
+        kwargs.setdefault("float_precision", "round_trip")
+    return pd.read_csv(path, **kwargs)
+
+
 def _read_csv(path: str):
     """A numeric DataFrame from a CSV with a header row (empty cells become NaN)."""
     import pandas as pd
@@ -43,7 +53,7 @@ def _read_csv(path: str):
     if not p.is_file():
         raise CLIError(f"input file {path} does not exist")
     try:
-        df = pd.read_csv(p)
+        df = read_csv_exact(p)
     except pd.errors.EmptyDataError:
         raise CLIError(f"input file {path} is empty") from None
     except pd.errors.ParserError as err:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from notmiwae_fast.cli import main
+from notmiwae_fast.cli import main, read_csv_exact
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = ["--max-iter", "20", "--hidden-dim", "8", "--impute-samples", "16", "--quiet"]
@@ -113,7 +113,7 @@ def test_fit_then_impute_round_trip(cli, csv_with_gaps, tmp_path):
     out = tmp_path / "filled.csv"
     proc = cli("impute", csv_with_gaps, out, "--model", model, "--quiet")
     assert proc.returncode == 0, proc.stderr
-    given, filled = pd.read_csv(csv_with_gaps), pd.read_csv(out)
+    given, filled = (read_csv_exact(p) for p in (csv_with_gaps, out))
     assert list(filled.columns) == ["a", "b", "c", "d"]
     assert not filled.isna().any().any()
     observed = given.notna().to_numpy()

@@ -27,19 +27,31 @@ int64_t rows_per_task(int64_t row_len) {
   return std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, row_len));
 }
 
-// log Σ_k exp(a[k]) of one row, by the online (running max, running sum) update.
+// The (running max, running sum) summary of one row, by the online update.
 template <typename acc_t, typename scalar_t>
-acc_t row_lse(const scalar_t* a, int64_t K) {
+LseState<acc_t> row_state(const scalar_t* a, int64_t K) {
   LseState<acc_t> s = math::lse_empty<acc_t>();
   for (int64_t k = 0; k < K; ++k) s = math::lse_push(s, static_cast<acc_t>(a[k]));
-  return math::lse_value(s);
+  return s;
 }
 
-// The log-sum-exp of every row of log_w [B, K], into lse [B].
+// log Σ_k exp(a[k]) of one row.
 template <typename acc_t, typename scalar_t>
-void rows_lse(const scalar_t* a, int64_t B, int64_t K, acc_t* lse) {
+acc_t row_lse(const scalar_t* a, int64_t K) {
+  return math::lse_value(row_state<acc_t>(a, K));
+}
+
+// The softmax normaliser of one row.
+template <typename acc_t, typename scalar_t>
+math::SoftmaxNorm<acc_t> row_norm(const scalar_t* a, int64_t K) {
+  return math::softmax_norm(row_state<acc_t>(a, K));
+}
+
+// The softmax normaliser of every row of log_w [B, K], into norm [B].
+template <typename acc_t, typename scalar_t>
+void rows_norm(const scalar_t* a, int64_t B, int64_t K, math::SoftmaxNorm<acc_t>* norm) {
   at::parallel_for(0, B, rows_per_task(K), [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) lse[b] = row_lse<acc_t>(a + b * K, K);
+    for (int64_t b = b0; b < b1; ++b) norm[b] = row_norm<acc_t>(a + b * K, K);
   });
 }
 
@@ -77,11 +89,11 @@ at::Tensor iw_logmeanexp_backward_cpu(const at::Tensor& grad_, const at::Tensor&
     scalar_t* o = out.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, B, rows_per_task(K), [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
-        const acc_t lse = row_lse<acc_t>(a + b * K, K);
+        const auto norm = row_norm<acc_t>(a + b * K, K);
         const acc_t gb = g[b];
         for (int64_t k = 0; k < K; ++k)
           o[b * K + k] = static_cast<scalar_t>(
-              gb * math::softmax_weight(static_cast<acc_t>(a[b * K + k]), lse));
+              gb * math::softmax_weight(static_cast<acc_t>(a[b * K + k]), norm));
       }
     });
   });
@@ -101,10 +113,10 @@ at::Tensor iw_weights_cpu(const at::Tensor& log_w_) {
     at::parallel_for(0, B, rows_per_task(K), [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
         const scalar_t* row = a + b * K;
-        const acc_t lse = row_lse<acc_t>(row, K);
+        const auto norm = row_norm<acc_t>(row, K);
         for (int64_t k = 0; k < K; ++k)
           o[b * K + k] =
-              static_cast<scalar_t>(math::softmax_weight(static_cast<acc_t>(row[k]), lse));
+              static_cast<scalar_t>(math::softmax_weight(static_cast<acc_t>(row[k]), norm));
       }
     });
   });
@@ -219,12 +231,12 @@ std::tuple<at::Tensor, at::Tensor> iw_impute_backward_cpu(const at::Tensor& grad
     const scalar_t* r = result.const_data_ptr<scalar_t>();
     scalar_t* glw = grad_log_w.mutable_data_ptr<scalar_t>();
     scalar_t* gv = grad_values.mutable_data_ptr<scalar_t>();
-    std::vector<acc_t> lse(B);
-    rows_lse<acc_t>(a, B, K, lse.data());
+    std::vector<math::SoftmaxNorm<acc_t>> norm(B);
+    rows_norm<acc_t>(a, B, K, norm.data());
     at::parallel_for(0, B * K, rows_per_task(D), [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) {  // i = b * K + k
         const int64_t b = i / K;
-        const acc_t w = math::softmax_weight(static_cast<acc_t>(a[i]), lse[b]);
+        const acc_t w = math::softmax_weight(static_cast<acc_t>(a[i]), norm[b]);
         const scalar_t* vi = v + i * D;
         const scalar_t* gb = g + b * D;
         const scalar_t* rb = r + b * D;

@@ -22,16 +22,34 @@ namespace {
 
 using math::LseState;
 
+using math::SoftmaxNorm;
+
+// The (max, sum) summary of row a[0..K), reduced over the block (valid in thread 0).
+template <typename scalar_t, typename acc_t>
+__device__ LseState<acc_t> block_row_state(const scalar_t* __restrict__ a, int64_t K) {
+  LseState<acc_t> s = math::lse_empty<acc_t>();
+  for (int64_t k = threadIdx.x; k < K; k += blockDim.x)
+    s = math::lse_push(s, static_cast<acc_t>(a[k]));
+  return cuda::block_lse(s);
+}
+
 // out[b] = log Σ_k exp(a[b, k]) − offset, one block per row (grid-stride over rows).
 template <typename scalar_t, typename acc_t, typename out_t>
 __global__ void rows_lse_kernel(const scalar_t* __restrict__ a, int64_t B, int64_t K,
                                 acc_t offset, out_t* __restrict__ out) {
   for (int64_t b = blockIdx.x; b < B; b += gridDim.x) {
-    LseState<acc_t> s = math::lse_empty<acc_t>();
-    for (int64_t k = threadIdx.x; k < K; k += blockDim.x)
-      s = math::lse_push(s, static_cast<acc_t>(a[b * K + k]));
-    s = cuda::block_lse(s);
+    const LseState<acc_t> s = block_row_state<scalar_t, acc_t>(a + b * K, K);
     if (threadIdx.x == 0) out[b] = static_cast<out_t>(math::lse_value(s) - offset);
+  }
+}
+
+// norm[b] = the softmax normaliser of row b, one block per row.
+template <typename scalar_t, typename acc_t>
+__global__ void rows_norm_kernel(const scalar_t* __restrict__ a, int64_t B, int64_t K,
+                                 SoftmaxNorm<acc_t>* __restrict__ norm) {
+  for (int64_t b = blockIdx.x; b < B; b += gridDim.x) {
+    const LseState<acc_t> s = block_row_state<scalar_t, acc_t>(a + b * K, K);
+    if (threadIdx.x == 0) norm[b] = math::softmax_norm(s);
   }
 }
 
@@ -46,41 +64,53 @@ void launch_rows_lse(const scalar_t* a, int64_t B, int64_t K, acc_t offset, out_
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-// The row log-sum-exps of log_w [B, K] in the accumulation type, as a [B] tensor.
+// The softmax normalisers of the rows of log_w [B, K]: a [B, 2] tensor in the
+// accumulation type holding B SoftmaxNorm<acc_t> (see norm_ptr).
 template <typename scalar_t, typename acc_t>
-at::Tensor rows_lse(const at::Tensor& log_w) {
+at::Tensor rows_norm(const at::Tensor& log_w) {
   const int64_t B = log_w.size(0), K = log_w.size(1);
-  at::Tensor lse = at::empty({B}, log_w.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
-  launch_rows_lse<scalar_t, acc_t, acc_t>(log_w.const_data_ptr<scalar_t>(), B, K, acc_t(0),
-                                          lse.mutable_data_ptr<acc_t>());
-  return lse;
+  at::Tensor norm =
+      at::empty({B, 2}, log_w.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+  if (B == 0) return norm;
+  const int threads = cuda::row_block_size(K);
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(B, 1 << 20));
+  rows_norm_kernel<scalar_t, acc_t><<<blocks, threads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+      log_w.const_data_ptr<scalar_t>(), B, K,
+      reinterpret_cast<SoftmaxNorm<acc_t>*>(norm.mutable_data_ptr<acc_t>()));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return norm;
 }
 
-// w[b, k] = exp(a[b, k] − lse[b])  (scaled by grad[b] when grad is given).
+template <typename acc_t>
+const SoftmaxNorm<acc_t>* norm_ptr(const at::Tensor& norm) {
+  return reinterpret_cast<const SoftmaxNorm<acc_t>*>(norm.const_data_ptr<acc_t>());
+}
+
+// w[b, k] = exp(a[b, k] − max[b]) / sum[b]  (scaled by grad[b] when grad is given).
 template <typename scalar_t, typename acc_t>
 __global__ void softmax_weights_kernel(const scalar_t* __restrict__ a,
-                                       const acc_t* __restrict__ lse,
+                                       const SoftmaxNorm<acc_t>* __restrict__ norm,
                                        const scalar_t* __restrict__ row_scale, int64_t B,
                                        int64_t K, scalar_t* __restrict__ out) {
   const int64_t n = B * K;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t b = i / K;
-    acc_t w = math::softmax_weight(static_cast<acc_t>(a[i]), lse[b]);
+    acc_t w = math::softmax_weight(static_cast<acc_t>(a[i]), norm[b]);
     if (row_scale != nullptr) w *= static_cast<acc_t>(row_scale[b]);
     out[i] = static_cast<scalar_t>(w);
   }
 }
 
 template <typename scalar_t, typename acc_t>
-void launch_softmax_weights(const at::Tensor& log_w, const at::Tensor& lse,
+void launch_softmax_weights(const at::Tensor& log_w, const at::Tensor& norm,
                             const scalar_t* row_scale, at::Tensor& out) {
   const int64_t B = log_w.size(0), K = log_w.size(1);
   if (B * K == 0) return;
   constexpr int threads = 256;
   softmax_weights_kernel<scalar_t, acc_t>
       <<<cuda::grid_size(B * K, threads), threads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-          log_w.const_data_ptr<scalar_t>(), lse.const_data_ptr<acc_t>(), row_scale, B, K,
+          log_w.const_data_ptr<scalar_t>(), norm_ptr<acc_t>(norm), row_scale, B, K,
           out.mutable_data_ptr<scalar_t>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -109,9 +139,9 @@ at::Tensor iw_logmeanexp_backward_cuda(const at::Tensor& grad_, const at::Tensor
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, log_w.scalar_type(),
                                   "iw_logmeanexp_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    // The row lse is recomputed in the accumulation type (K scalars per row).
-    const at::Tensor lse = rows_lse<scalar_t, acc_t>(log_w);
-    launch_softmax_weights<scalar_t, acc_t>(log_w, lse, grad.const_data_ptr<scalar_t>(), out);
+    // The row normaliser is recomputed in the accumulation type (K scalars per row).
+    const at::Tensor norm = rows_norm<scalar_t, acc_t>(log_w);
+    launch_softmax_weights<scalar_t, acc_t>(log_w, norm, grad.const_data_ptr<scalar_t>(), out);
   });
   return out;
 }
@@ -124,8 +154,8 @@ at::Tensor iw_weights_cuda(const at::Tensor& log_w_) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, log_w.scalar_type(),
                                   "iw_weights_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const at::Tensor lse = rows_lse<scalar_t, acc_t>(log_w);
-    launch_softmax_weights<scalar_t, acc_t>(log_w, lse, nullptr, out);
+    const at::Tensor norm = rows_norm<scalar_t, acc_t>(log_w);
+    launch_softmax_weights<scalar_t, acc_t>(log_w, norm, nullptr, out);
   });
   return out;
 }
@@ -176,7 +206,7 @@ constexpr int kImputeRows = 8;
 
 template <typename scalar_t, typename acc_t>
 __global__ void impute_kernel(const scalar_t* __restrict__ a, const scalar_t* __restrict__ v,
-                              const acc_t* __restrict__ lse, int64_t B, int64_t K, int64_t D,
+                              const SoftmaxNorm<acc_t>* __restrict__ norm, int64_t B, int64_t K, int64_t D,
                               scalar_t* __restrict__ out) {
   __shared__ acc_t partial[kImputeRows][kImputeCols + 1];
   const int64_t tiles = (D + kImputeCols - 1) / kImputeCols;
@@ -185,7 +215,7 @@ __global__ void impute_kernel(const scalar_t* __restrict__ a, const scalar_t* __
     const int64_t d = (t % tiles) * kImputeCols + threadIdx.x;
     acc_t acc = 0;
     for (int64_t k = threadIdx.y; k < K; k += kImputeRows) {
-      const acc_t w = math::softmax_weight(static_cast<acc_t>(a[b * K + k]), lse[b]);
+      const acc_t w = math::softmax_weight(static_cast<acc_t>(a[b * K + k]), norm[b]);
       if (w != acc_t(0) && d < D) acc += w * static_cast<acc_t>(v[(b * K + k) * D + d]);
     }
     partial[threadIdx.y][threadIdx.x] = acc;
@@ -209,13 +239,13 @@ at::Tensor iw_impute_cuda(const at::Tensor& log_w_, const at::Tensor& values_) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, values.scalar_type(),
                                   "iw_impute_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const at::Tensor lse = rows_lse<scalar_t, acc_t>(log_w);
+    const at::Tensor norm = rows_norm<scalar_t, acc_t>(log_w);
     const int64_t tiles = (D + kImputeCols - 1) / kImputeCols;
     const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(B * tiles, 1 << 20));
     impute_kernel<scalar_t, acc_t>
         <<<blocks, dim3(kImputeCols, kImputeRows), 0, c10::cuda::getCurrentCUDAStream()>>>(
             log_w.const_data_ptr<scalar_t>(), values.const_data_ptr<scalar_t>(),
-            lse.const_data_ptr<acc_t>(), B, K, D, out.mutable_data_ptr<scalar_t>());
+            norm_ptr<acc_t>(norm), B, K, D, out.mutable_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
@@ -228,7 +258,7 @@ __global__ void impute_backward_kernel(const scalar_t* __restrict__ g,
                                        const scalar_t* __restrict__ a,
                                        const scalar_t* __restrict__ v,
                                        const scalar_t* __restrict__ r,
-                                       const acc_t* __restrict__ lse, int64_t B, int64_t K,
+                                       const SoftmaxNorm<acc_t>* __restrict__ norm, int64_t B, int64_t K,
                                        int64_t D, scalar_t* __restrict__ grad_a,
                                        scalar_t* __restrict__ grad_v) {
   const int lane = threadIdx.x % cuda::kWarpSize;
@@ -237,7 +267,7 @@ __global__ void impute_backward_kernel(const scalar_t* __restrict__ g,
   for (int64_t i = blockIdx.x * warps_per_block + threadIdx.x / cuda::kWarpSize; i < B * K;
        i += n_warps) {
     const int64_t b = i / K;
-    const acc_t w = math::softmax_weight(static_cast<acc_t>(a[i]), lse[b]);
+    const acc_t w = math::softmax_weight(static_cast<acc_t>(a[i]), norm[b]);
     acc_t dot = 0;
     for (int64_t d = lane; d < D; d += cuda::kWarpSize) {
       const acc_t gd = static_cast<acc_t>(g[b * D + d]);
@@ -265,7 +295,7 @@ std::tuple<at::Tensor, at::Tensor> iw_impute_backward_cuda(const at::Tensor& gra
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, values.scalar_type(),
                                   "iw_impute_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const at::Tensor lse = rows_lse<scalar_t, acc_t>(log_w);
+    const at::Tensor norm = rows_norm<scalar_t, acc_t>(log_w);
     constexpr int threads = 256;
     const int64_t rows_per_block = threads / cuda::kWarpSize;
     const unsigned blocks = static_cast<unsigned>(
@@ -274,7 +304,7 @@ std::tuple<at::Tensor, at::Tensor> iw_impute_backward_cuda(const at::Tensor& gra
         <<<blocks, threads, 0, c10::cuda::getCurrentCUDAStream()>>>(
             grad.const_data_ptr<scalar_t>(), log_w.const_data_ptr<scalar_t>(),
             values.const_data_ptr<scalar_t>(), result.const_data_ptr<scalar_t>(),
-            lse.const_data_ptr<acc_t>(), B, K, D, grad_log_w.mutable_data_ptr<scalar_t>(),
+            norm_ptr<acc_t>(norm), B, K, D, grad_log_w.mutable_data_ptr<scalar_t>(),
             grad_values.mutable_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });

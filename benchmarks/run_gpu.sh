@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Builds, tests and benchmarks notmiwae_fast on a GPU machine in one go, writing
+# everything under one folder (default: benchmarks/results/gpu-<date>).
+#
+#   bash benchmarks/run_gpu.sh [OUT_DIR]
+#
+# Uses the python3 that holds a CUDA build of torch (or $PYTHON); nothing is downloaded.
+# Stages, chosen with STAGES (default "info build test bench"):
+#   info   nvidia-smi, torch / CUDA / compiler versions  -> env.txt
+#   build  pip install --no-build-isolation -e . for this GPU's architecture -> build.log
+#   test   the whole test suite, CUDA tests included       -> tests.log, tests.xml
+#   bench  notmiwae-fast bench --suite all --device cuda   -> bench/ (JSON, Markdown, PNG)
+# Knobs: TORCH_CUDA_ARCH_LIST (default: this GPU's), MAX_JOBS, PYTEST_ARGS, BENCH_ARGS.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+OUT_DIR="${1:-benchmarks/results/gpu-$(date +%Y%m%d)}"
+STAGES="${STAGES:-info build test bench}"
+mkdir -p "$OUT_DIR"
+status=0
+
+has() { case " $STAGES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+if has info; then
+  {
+    date -u
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,clocks.max.mem --format=csv
+    "$PY" -c "import torch, sys; print('python', sys.version.split()[0]); print('torch', torch.__version__, 'CUDA', torch.version.cuda); print('device', torch.cuda.get_device_name(0), torch.cuda.get_device_capability(0))"
+    nvcc --version | tail -2
+    git rev-parse HEAD 2>/dev/null || true
+  } > "$OUT_DIR/env.txt" 2>&1
+  cat "$OUT_DIR/env.txt"
+fi
+
+if has build; then
+  if [ -z "${TORCH_CUDA_ARCH_LIST:-}" ]; then
+    TORCH_CUDA_ARCH_LIST=$("$PY" -c "import torch; print('%d.%d' % torch.cuda.get_device_capability(0))")
+    export TORCH_CUDA_ARCH_LIST
+  fi
+  export MAX_JOBS="${MAX_JOBS:-$(nproc)}" FORCE_CUDA=1
+  start=$(date +%s)
+  if "$PY" -m pip install --no-build-isolation --no-deps -v -e . > "$OUT_DIR/build.log" 2>&1; then
+    echo "== built in $(( $(date +%s) - start )) s for sm_${TORCH_CUDA_ARCH_LIST}"
+    "$PY" -c "import notmiwae_fast as m; print('backend:', m.backend())"
+  else
+    tail -40 "$OUT_DIR/build.log"; echo "build failed" >&2; exit 1
+  fi
+fi
+
+if has test; then
+  start=$(date +%s)
+  # shellcheck disable=SC2086
+  "$PY" -m pytest -q -rs ${PYTEST_ARGS:-} --junitxml="$OUT_DIR/tests.xml" > "$OUT_DIR/tests.log" 2>&1 || status=1
+  tail -25 "$OUT_DIR/tests.log"
+  echo "== tests took $(( $(date +%s) - start )) s"
+fi
+
+if has bench; then
+  # shellcheck disable=SC2086
+  "$PY" -m notmiwae_fast.cli bench --suite all --device cuda --out "$OUT_DIR/bench" --force \
+    ${BENCH_ARGS:-} 2>&1 | tail -60 || status=1
+fi
+exit $status
