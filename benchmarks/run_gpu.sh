@@ -9,7 +9,7 @@
 #   info   nvidia-smi, torch / CUDA / compiler versions  -> env.txt
 #   build  pip install --no-build-isolation -e . for this GPU's architecture -> build.log
 #   test   the whole test suite, CUDA tests included       -> tests.log, tests.xml
-#   bench  notmiwae-fast bench --suite all --device cuda   -> bench/ (JSON, Markdown, PNG)
+#   bench  notmiwae-fast bench --suite all --device cuda   -> bench.json, bench.md, *.png
 # Knobs: TORCH_CUDA_ARCH_LIST (default: this GPU's), MAX_JOBS, PYTEST_ARGS, BENCH_ARGS.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +33,12 @@ if has info; then
 fi
 
 if has build; then
+  # This workplace's GPU image puts a g++ first on PATH that links libstdc++ statically
+  # into the extension; the extension then crashes (SIGSEGV in std::ostream) whenever it
+  # formats an error message. Build with the system compiler when there is one.
+  if [ -z "${CXX:-}" ] && [ -x /usr/bin/g++ ] && [ "$(command -v g++)" != /usr/bin/g++ ]; then
+    export CC=/usr/bin/gcc CXX=/usr/bin/g++
+  fi
   if [ -z "${TORCH_CUDA_ARCH_LIST:-}" ]; then
     TORCH_CUDA_ARCH_LIST=$("$PY" -c "import torch; print('%d.%d' % torch.cuda.get_device_capability(0))")
     export TORCH_CUDA_ARCH_LIST
@@ -42,6 +48,13 @@ if has build; then
   if "$PY" -m pip install --no-build-isolation --no-deps -v -e . > "$OUT_DIR/build.log" 2>&1; then
     echo "== built in $(( $(date +%s) - start )) s for sm_${TORCH_CUDA_ARCH_LIST}"
     "$PY" -c "import notmiwae_fast as m; print('backend:', m.backend())"
+    # An error message must come back as an exception, not a crash (see above).
+    "$PY" -c "
+import torch, notmiwae_fast
+try:
+    torch.ops.notmiwae_fast.iw_logmeanexp(torch.randn(3))
+except ValueError as err:
+    print('error path: ok:', str(err).splitlines()[0])" || { echo "the extension crashes on its error path (compiler: \${CXX:-g++})" >&2; status=1; }
   else
     tail -40 "$OUT_DIR/build.log"; echo "build failed" >&2; exit 1
   fi
@@ -57,7 +70,8 @@ fi
 
 if has bench; then
   # shellcheck disable=SC2086
-  "$PY" -m notmiwae_fast.cli bench --suite all --device cuda --out "$OUT_DIR/bench" --force \
-    ${BENCH_ARGS:-} 2>&1 | tail -60 || status=1
+  "$PY" -m notmiwae_fast.cli bench --suite all --device cuda --out "$OUT_DIR" --force \
+    ${BENCH_ARGS:-} > "$OUT_DIR/bench.log" 2>&1 || status=1
+  tail -30 "$OUT_DIR/bench.log"
 fi
 exit $status

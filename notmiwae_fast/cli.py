@@ -6,7 +6,7 @@
     notmiwae-fast export model.pt --format torchscript|onnx --out imputer.pt
     notmiwae-fast impute-image in.png out.png [--model M] [--clip-level 0.75]
     notmiwae-fast train-image image_model.pt   # on the photographs scikit-image ships
-    notmiwae-fast bench --json bench.json   # fused vs reference kernels
+    notmiwae-fast bench --suite all --out bench-results   # one report: JSON, Markdown, PNG
 
 Every error ends the command with exit status 2 and one line on stderr (set
 ``NOTMIWAE_FAST_DEBUG=1`` for the traceback). No command overwrites its input file; an
@@ -38,12 +38,15 @@ class CLIError(Exception):
 # -- files -----------------------------------------------------------------------------
 def read_csv_exact(path, **kwargs):
     """pandas.read_csv that parses every number to the nearest double, so observed
-    values pass through fit / impute bit for bit (pandas 3 does by default; earlier
-    versions need float_precision="round_trip")."""
+    values pass through fit / impute bit for bit (pandas 3 does by default; pandas 2's
+    default parser can be one unit in the last place off)."""
+    import warnings
+
     import pandas as pd
-    if int(pd.__version__.split(".")[0]) < 3:
-        kwargs.setdefault("float_precision", "round_trip")
-    return pd.read_csv(path, **kwargs)
+    kwargs.setdefault("float_precision", "round_trip")
+    with warnings.catch_warnings():  # pandas 3 deprecates the argument (its default is exact)
+        warnings.filterwarnings("ignore", message=".*float_precision.*")
+        return pd.read_csv(path, **kwargs)
 
 
 def _read_csv(path: str):
@@ -235,53 +238,22 @@ def cmd_demo(args) -> int:
     return 0
 
 
-@_with_threads(lambda args: args.threads)
 def cmd_bench(args) -> int:
     import torch
-    from .models import NotMIWAE
-    from .trainer import Trainer
 
-    D = args.features
-    results = {"settings": {"features": D, "batch": args.batch, "repeats": args.repeats,
-                            "impute_rows": args.impute_rows,
-                            "impute_samples": args.impute_samples, "threads": args.threads,
-                            "torch": torch.__version__}, "results": {}}
-    from ._progress import progress
-    jobs = [(b, task) for b in ("fused", "reference") for task in ("train_step", "impute")]
-    for backend, task in progress(jobs, not args.quiet, desc="bench"):
-        torch.manual_seed(0)
-        model = NotMIWAE(D, backend=backend)
-        if task == "train_step":
-            x = torch.randn(args.batch, D)
-            s = (x <= 0).float()
-            s[:, D // 2:] = 1
-            trainer = Trainer(model, progress=False)
-            run = lambda: trainer.train_step((x * s, s))  # noqa: E731
-        else:
-            x = torch.randn(args.impute_rows, D)
-            s = (x <= 0).float()
-            s[:, D // 2:] = 1
-            run = lambda: model.impute(x * s, s, n_samples=args.impute_samples)  # noqa: E731
-        run()  # warm-up
-        times = []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - start)
-        results["results"][f"{task}/{backend}"] = {
-            "median_ms": 1e3 * float(np.median(times)), "min_ms": 1e3 * float(np.min(times))}
-    for task in ("train_step", "impute"):
-        f, r = (results["results"][f"{task}/{b}"]["median_ms"] for b in ("fused", "reference"))
-        results["results"][f"{task}/speedup"] = r / f
-        _say(args, f"{task:<10}  fused {f:8.2f} ms  reference {r:8.2f} ms  "
-                   f"speed-up {r / f:.2f}x")
-    text = json.dumps(results, indent=2)
-    if args.json:
-        out = _check_output(args.json, [], args.force)
-        _write_atomic(out, lambda fh: fh.write(text))
-        _say(args, f"wrote {out}")
-    else:
-        print(text)
+    from . import benchmark
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise CLIError("--device cuda: no CUDA GPU is available here")
+    out = Path(args.out)
+    if (out / "bench.json").exists() and not args.force:
+        raise CLIError(f"{out / 'bench.json'} exists; pass --force to overwrite it")
+    report = benchmark.run(args.suite, device=args.device, out_dir=out, quick=args.quick,
+                           threads=args.threads, repeats=args.repeats,
+                           log=(lambda text: None) if args.quiet else print)
+    if not args.quiet:
+        print(benchmark.markdown(report))
+    print(f"wrote {out / 'bench.json'}, {out / 'bench.md'}"
+          + "".join(f", {p}" for p in report["plots"]) + f" in {report['seconds']:.0f} s")
     return 0
 
 
@@ -417,19 +389,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(imp)
     imp.set_defaults(func=cmd_impute)
 
-    bench = sub.add_parser("bench", parents=[quiet], help="time the fused and reference "
-                           "backends", description="Times a not-MIWAE training step and an "
-                           "imputation with the fused kernels and the pure-PyTorch "
-                           "reference; prints or writes JSON.")
-    bench.add_argument("--features", type=int, default=11)
-    bench.add_argument("--batch", type=int, default=16, help="rows per training step")
-    bench.add_argument("--impute-rows", type=int, default=256)
-    bench.add_argument("--impute-samples", type=int, default=1000)
-    bench.add_argument("--repeats", type=int, default=20)
-    bench.add_argument("--threads", type=int, default=2)
-    bench.add_argument("--json", default=None, help="write the results here (default: "
-                       "print them)")
-    bench.add_argument("--force", action="store_true", help="overwrite an existing --json")
+    bench = sub.add_parser("bench", parents=[quiet], help="benchmark the fused kernels "
+                           "against the reference, torch.compile and notmiwae-pytorch",
+                           description="Times ops (forward + backward), training steps and "
+                           "imputation, fused against the pure-PyTorch reference, "
+                           "torch.compile and notmiwae-pytorch 0.1.3 (when installed), with "
+                           "scaling sweeps over B, K and D; writes bench.json, bench.md and "
+                           "PNG plots into --out.")
+    bench.add_argument("--suite", nargs="+", default=["all"],
+                       choices=["ops", "train", "impute", "sweep", "all"],
+                       help="what to run (default: all)")
+    bench.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    bench.add_argument("--out", default="bench-results", help="output folder")
+    bench.add_argument("--quick", action="store_true", help="small shapes and few repeats "
+                       "(a smoke run of about a minute)")
+    bench.add_argument("--threads", type=int, default=None,
+                       help="CPU threads (default: torch's default)")
+    bench.add_argument("--repeats", type=int, default=None,
+                       help="timed rounds per case (default 15; 5 with --quick)")
+    bench.add_argument("--force", action="store_true", help="overwrite an existing report")
     bench.set_defaults(func=cmd_bench)
 
     exp = sub.add_parser("export", parents=[quiet], help="export a fitted imputer to "
