@@ -51,18 +51,23 @@ def data_and_mask(x, s, input_dim: int, dtype: torch.dtype,
     if tuple(s_t.shape) != tuple(x.shape):
         raise ValueError(f"argument 's' must have the shape of 'x' {list(x.shape)}; "
                          f"got {list(s_t.shape)}")
+    # One device-to-host synchronisation for all the checks (each costs a GPU round trip);
+    # the details of a failure are worked out only when there is one.
+    observed = s_t.bool()
+    bad_x = observed & ~torch.isfinite(x)
     if s_t.dtype != torch.bool:
+        bad_s = (s_t != 0) & (s_t != 1)  # NaN and inf included
+        failed = torch.stack([bad_s.any(), bad_x.any()]).tolist()
+    else:
+        bad_s, failed = None, [False, bool(bad_x.any())]
+    if failed[0]:
         if s_t.is_floating_point() and not torch.isfinite(s_t).all():
             raise ValueError("argument 's' must hold only 0 (missing) and 1 (observed); "
                              "it holds NaN or inf")
-        bad = (s_t != 0) & (s_t != 1)
-        if bad.any():
-            value = s_t[bad][0].item()
-            raise ValueError("argument 's' must hold only 0 (missing) and 1 (observed); "
-                             f"got {value!r} at {bad.sum().item()} entries")
-    observed = s_t.bool()
-    bad_x = observed & ~torch.isfinite(x)
-    if bad_x.any():
+        value = s_t[bad_s][0].item()
+        raise ValueError("argument 's' must hold only 0 (missing) and 1 (observed); "
+                         f"got {value!r} at {bad_s.sum().item()} entries")
+    if failed[1]:
         row, col = (int(i) for i in bad_x.nonzero()[0])
         raise ValueError(f"argument 'x' has NaN or inf at {bad_x.sum().item()} observed "
                          f"entries (s = 1), e.g. row {row}, column {col}; mark them missing "
