@@ -162,7 +162,7 @@ def _say(args, *text) -> None:
 # -- commands ----------------------------------------------------------------------------
 def cmd_fit(args) -> int:
     from ._io import save_atomic
-    with _all_ranks("reading the input"):
+    with _all_ranks("checking the files"):
         out = _check_output(args.model_file, [args.data], args.force) if _is_main() \
             else None
         df = _read_csv(args.data)
@@ -180,7 +180,7 @@ def cmd_fit(args) -> int:
 
 def cmd_impute(args) -> int:
     from . import distributed
-    with _all_ranks("reading the input"):
+    with _all_ranks("checking the files"):
         out = _check_output(args.output, [args.data, args.model], args.force) \
             if _is_main() else None
         df = _read_csv(args.data)
@@ -394,7 +394,7 @@ def _impute_image_folder(args) -> int:
     """impute-image IN_FOLDER OUT_FOLDER: the images split across the ranks."""
     from . import distributed, images
     in_dir, out_dir = Path(args.image), Path(args.output)
-    with _all_ranks("reading the input"):
+    with _all_ranks("checking the files"):
         if out_dir.exists() and not out_dir.is_dir():
             raise CLIError(f"output {out_dir} is a file; the input {in_dir} is a folder, "
                            "so the output must be a folder too")
@@ -601,6 +601,11 @@ def _report(args, err: Exception) -> int:
     message = " ".join(str(err).split()) or type(err).__name__
     agreed = isinstance(err, distributed.RankFailure)
     if ctx.distributed and not agreed:
+        import torch.distributed as dist
+        if isinstance(err, dist.DistError) or any(  # gloo / NCCL: a peer went away
+                m in message for m in ("closed by peer", "reset by peer", "remote worker")):
+            message = ("lost the connection to another process, which probably failed "
+                       f"(see its message) ({message.split('. ')[0]})")
         message = f"rank {ctx.rank}: {message}"
     if ctx.is_main or not agreed:
         print(f"notmiwae-fast {args.command}: error: {message}", file=sys.stderr, flush=True)

@@ -237,7 +237,7 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             # world_size-th row from r: disjoint, equal shares.
             n_local = n // ctx.world_size
             if n_local < 1:
-                raise ValueError(f"argument 'X' has {n} rows; training on "
+                raise ValueError(f"argument 'X' has {n} row(s); training on "
                                  f"{ctx.world_size} processes needs at least one row per "
                                  "process")
             shared = torch.Generator().manual_seed(seed)
