@@ -574,6 +574,9 @@ def _positive(args) -> None:
 
 # Commands that run under torchrun (the others run as they would in one process).
 DISTRIBUTED_COMMANDS = ("fit", "impute", "impute-image")
+# How long a rank waits in a collective (for the slowest rank's share of the rows or
+# images) before the job fails. A rank that dies is noticed at once (lost connection).
+DISTRIBUTED_TIMEOUT_S = 4 * 3600
 
 
 def _start_distributed(args) -> bool:
@@ -589,7 +592,7 @@ def _start_distributed(args) -> bool:
     device = torch.device("cpu")
     if args.command in ("fit", "impute") and getattr(args, "model", None) is None:
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    distributed.init_from_env(device)
+    distributed.init_from_env(device, timeout_s=DISTRIBUTED_TIMEOUT_S)
     return True
 
 
