@@ -5,12 +5,20 @@
     notmiwae-fast impute data.csv out.csv --model model.pt
     notmiwae-fast export model.pt --format torchscript|onnx --out imputer.pt
     notmiwae-fast impute-image in.png out.png [--model M] [--clip-level 0.75]
+    notmiwae-fast impute-image in_folder/ out_folder/   # every image of a folder
     notmiwae-fast train-image image_model.pt   # on the photographs scikit-image ships
     notmiwae-fast bench --suite all --out bench-results   # one report: JSON, Markdown, PNG
 
 Every error ends the command with exit status 2 and one line on stderr (set
 ``NOTMIWAE_FAST_DEBUG=1`` for the traceback). No command overwrites its input file; an
 existing output is refused unless ``--force``.
+
+``fit``, ``impute`` and ``impute-image`` also run under ``torchrun`` (several processes,
+one or more machines): every rank reads the input and trains data-parallel, the
+imputation (rows, or the images of a folder) is split across the ranks, rank 0 alone
+writes the model / output CSV (atomically, rows in the original order) and prints. When
+a step fails on any rank, every rank stops with status 2, rank 0 prints one line naming
+the failed ranks, and no output is written (see :mod:`notmiwae_fast.distributed`).
 """
 
 from __future__ import annotations
@@ -82,6 +90,21 @@ def _check_output(output: str, inputs: Sequence[str], force: bool) -> Path:
     return out
 
 
+def _all_ranks(what: str):
+    """``with _all_ranks(step):`` a step that fails on every rank when it fails on any
+    (without a process group: errors go through unchanged)."""
+    from . import distributed
+    return distributed.collectively(
+        what, describe=lambda exc: str(exc) if isinstance(exc, CLIError)
+        else (str(exc) or type(exc).__name__))
+
+
+def _is_main() -> bool:
+    """True on rank 0 of a distributed run, and without one."""
+    from . import distributed
+    return distributed.context().is_main
+
+
 def _write_atomic(path: Path, write, binary: bool = False) -> None:
     """Calls write(file_object) on a temporary file next to ``path``, then renames."""
     from ._io import write_atomic
@@ -135,17 +158,23 @@ def _new_imputer(args):
 
 
 def _say(args, *text) -> None:
-    if not args.quiet:
+    if not args.quiet and _is_main():
         print(*text, flush=True)
 
 
 # -- commands ----------------------------------------------------------------------------
 def cmd_fit(args) -> int:
-    out = _check_output(args.model_file, [args.data], args.force)
-    df = _read_csv(args.data)
-    imputer = _new_imputer(args).fit(df)
     from ._io import save_atomic
-    save_atomic(imputer, out)
+    with _all_ranks("checking the files"):
+        out = _check_output(args.model_file, [args.data], args.force) if _is_main() \
+            else None
+        df = _read_csv(args.data)
+        imputer = _new_imputer(args)
+        imputer._fit_input(df)
+    imputer.fit(df)  # under torchrun: data-parallel on every rank, the same model on all
+    with _all_ranks("saving the model"):
+        if _is_main():
+            save_atomic(imputer, out)
     _say(args, f"fitted {type(imputer).__name__} on {df.shape[0]} rows x {df.shape[1]} "
                f"columns ({int(df.isna().sum().sum())} missing); final loss "
                f"{float(np.mean(imputer.loss_curve_[-100:])):.4f}; saved to {out}")
@@ -153,8 +182,26 @@ def cmd_fit(args) -> int:
 
 
 def cmd_impute(args) -> int:
-    out = _check_output(args.output, [args.data, args.model], args.force)
-    df = _read_csv(args.data)
+    from . import distributed
+    with _all_ranks("checking the files"):
+        out = _check_output(args.output, [args.data, args.model], args.force) \
+            if _is_main() else None
+        df = _read_csv(args.data)
+        imputer = _impute_model(args, df)
+    if args.model is None:
+        imputer.fit(df)  # under torchrun: data-parallel on every rank
+    result = distributed.transform_sharded(imputer, df)  # None except on rank 0
+    with _all_ranks("writing the output"):
+        if _is_main():
+            _write_atomic(out, lambda f: result.to_csv(f, index=False))
+    _say(args, f"imputed {int(df.isna().sum().sum())} missing values in {df.shape[0]} rows; "
+               f"wrote {out}")
+    return 0
+
+
+def _impute_model(args, df):
+    """The imputer ``impute`` uses: the one in --model (its columns checked against the
+    CSV's header), or a new one (unfitted; its parameters and the data checked)."""
     if args.model is not None:
         imputer = _load_model(args.model)
         expected = [str(c) for c in getattr(imputer, "feature_names_in_", [])]
@@ -168,13 +215,10 @@ def cmd_impute(args) -> int:
                            f"({detail or 'different order'}); expected {expected}")
         if args.impute_samples_given:
             imputer.set_params(n_impute_samples=args.impute_samples)
-        result = imputer.transform(df)
-    else:
-        result = _new_imputer(args).fit_transform(df)
-    _write_atomic(out, lambda f: result.to_csv(f, index=False))
-    _say(args, f"imputed {int(df.isna().sum().sum())} missing values in {df.shape[0]} rows; "
-               f"wrote {out}")
-    return 0
+        return imputer
+    imputer = _new_imputer(args)
+    imputer._fit_input(df)
+    return imputer
 
 
 def _with_threads(n_threads):
@@ -277,44 +321,67 @@ def cmd_export(args) -> int:
 
 
 def _read_image(path: str):
-    try:
-        from PIL import Image
-    except ImportError:
-        raise CLIError("reading images needs Pillow (pip install pillow)") from None
-    if not Path(path).is_file():
-        raise CLIError(f"input image {path} does not exist")
-    try:
-        with Image.open(path) as img:
-            mode = img.mode
-            if mode == "P":
-                img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-            array = np.asarray(img)
-    except Exception as err:  # noqa: BLE001 - an unreadable file is one message
-        raise CLIError(f"input image {path} cannot be read ({type(err).__name__})") from None
-    if array.dtype == np.int32 or mode.startswith("I;16"):
-        array = array.astype(np.uint16)
-    return array
+    from ._image_io import read_image
+    return read_image(path)
 
 
 def _write_image(path: Path, array) -> None:
-    from PIL import Image
-    suffix = path.suffix or ".png"
-    _write_atomic(path, lambda f: Image.fromarray(array).save(f, format=suffix[1:].upper()
-                                                              .replace("JPG", "JPEG")),
-                  binary=True)
+    from ._image_io import write_image
+    write_image(path, array)
 
 
-@_with_threads(lambda args: args.threads)
+def _image_threads(args) -> int:
+    """--threads, or by default 2 per process, fewer when torchrun starts several
+    processes on this machine (they share its cores)."""
+    if args.threads is not None:
+        return args.threads
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, min(2, (os.cpu_count() or 1) // max(1, per_node)))
+
+
+@_with_threads(_image_threads)
 def cmd_impute_image(args) -> int:
+    import torch
     from . import images
-    out = _check_output(args.output, [args.image, args.model], args.force)
-    image = _read_image(args.image)
-    model = images.load_image_model(args.model)
-    result = images.impute_image(model, image, clip_level=args.clip_level,
-                                 n_samples=args.n_samples, progress=not args.quiet)
-    _write_image(out, result)
-    lost = int((images.as_float_image(image)[0] >= args.clip_level).sum())
-    _say(args, f"imputed {lost} values at or above {args.clip_level}; wrote {out}")
+    if Path(args.image).is_dir():
+        return _impute_image_folder(args)
+    with _all_ranks("imputing the image"):
+        if _is_main():  # one image: rank 0 does it, the others wait
+            out = _check_output(args.output, [args.image, args.model], args.force)
+            image = _read_image(args.image)
+            model = images.load_image_model(args.model)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(args.seed)
+                result = images.impute_image(model, image, clip_level=args.clip_level,
+                                             n_samples=args.n_samples,
+                                             progress=not args.quiet)
+            _write_image(out, result)
+    if _is_main():
+        lost = int((images.as_float_image(image)[0] >= args.clip_level).sum())
+        _say(args, f"imputed {lost} values at or above {args.clip_level}; wrote {out}")
+    return 0
+
+
+def _impute_image_folder(args) -> int:
+    """impute-image IN_FOLDER OUT_FOLDER: the images split across the ranks."""
+    from . import distributed, images
+    in_dir, out_dir = Path(args.image), Path(args.output)
+    with _all_ranks("checking the files"):
+        if out_dir.exists() and not out_dir.is_dir():
+            raise CLIError(f"output {out_dir} is a file; the input {in_dir} is a folder, "
+                           "so the output must be a folder too")
+        if out_dir.exists() and out_dir.resolve() == in_dir.resolve():
+            raise CLIError(f"output {out_dir} is the input folder; input images are never "
+                           "overwritten")
+        model = images.load_image_model(args.model)
+    manifest = distributed.impute_image_folder(
+        model, in_dir, out_dir, clip_level=args.clip_level, n_samples=args.n_samples,
+        seed=args.seed, overwrite=args.force, progress=not args.quiet)
+    if manifest is not None:
+        _say(args, f"imputed the values at or above {args.clip_level} in "
+                   f"{len(manifest['images'])} images of {in_dir} on "
+                   f"{manifest['processes']} process(es); wrote them and "
+                   f"{distributed.MANIFEST_NAME} to {out_dir}")
     return 0
 
 
@@ -428,17 +495,26 @@ def build_parser() -> argparse.ArgumentParser:
     exp.set_defaults(func=cmd_export)
 
     ii = sub.add_parser("impute-image", parents=[quiet], help="impute the clipped pixels of "
-                        "an image", description="Values at or above --clip-level are taken "
-                        "as lost and imputed tile by tile; PNG, JPEG or TIFF, 8 or 16 bit, "
-                        "grey or RGB (an alpha channel is kept).")
-    ii.add_argument("image", help="input image (never overwritten)")
-    ii.add_argument("output", help="output image")
+                        "an image or of every image in a folder", description="Values at "
+                        "or above --clip-level are taken as lost and imputed tile by tile; "
+                        "PNG, JPEG or TIFF, 8 or 16 bit, grey or RGB (an alpha channel is "
+                        "kept). Given a folder, every image in it (sorted by name; under "
+                        "torchrun split across the processes) is written under its own name "
+                        "to the output folder, then a manifest file "
+                        "(notmiwae_fast_manifest.json) marks the folder complete.")
+    ii.add_argument("image", help="input image or folder of images (never overwritten)")
+    ii.add_argument("output", help="output image, or output folder for an input folder")
     ii.add_argument("--model", default=None, help="an image model from 'notmiwae-fast "
                     "train-image' (default: the bundled RGB not-MIWAE model)")
     ii.add_argument("--clip-level", type=float, default=0.75)
     ii.add_argument("--n-samples", type=int, default=100, help="importance samples per tile")
-    ii.add_argument("--threads", type=int, default=2)
-    ii.add_argument("--force", action="store_true", help="overwrite an existing output")
+    ii.add_argument("--seed", type=int, default=0, help="torch seed (image i of a folder: "
+                    "seed + i, whatever the number of processes)")
+    ii.add_argument("--threads", type=int, default=None, help="torch CPU threads per "
+                    "process (default 2, fewer when torchrun starts more processes on a "
+                    "machine than it has cores / 2)")
+    ii.add_argument("--force", action="store_true", help="overwrite existing output "
+                    "image(s)")
     ii.set_defaults(func=cmd_impute_image)
 
     ti = sub.add_parser("train-image", parents=[quiet], help="train an image model on the "
@@ -474,14 +550,62 @@ def _positive(args) -> None:
         raise CLIError(f"--clip-level must be in (0, 1]; got {clip}")
 
 
+# Commands that run under torchrun (the others run as they would in one process).
+DISTRIBUTED_COMMANDS = ("fit", "impute", "impute-image")
+# How long a rank waits in a collective (for the slowest rank's share of the rows or
+# images) before the job fails. A rank that dies is noticed at once (lost connection).
+DISTRIBUTED_TIMEOUT_S = 4 * 3600
+
+
+def _start_distributed(args) -> bool:
+    """Under torchrun (WORLD_SIZE > 1, no process group yet) starts the process group for
+    a command that runs distributed: NCCL when it trains on CUDA, else gloo. Returns
+    whether it started one."""
+    if args.command not in DISTRIBUTED_COMMANDS or int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        return False
+    import torch
+    from . import distributed
+    if distributed.context().distributed:
+        return False
+    device = torch.device("cpu")
+    if args.command in ("fit", "impute") and getattr(args, "model", None) is None:
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    distributed.init_from_env(device, timeout_s=DISTRIBUTED_TIMEOUT_S)
+    return True
+
+
+def _report(args, err: Exception) -> int:
+    """Prints the error as one line; returns 2. In a distributed run an error every rank
+    raised alike (RankFailure) is printed by rank 0 only, any other with its rank."""
+    from . import distributed
+    ctx = distributed.context()
+    message = " ".join(str(err).split()) or type(err).__name__
+    agreed = isinstance(err, distributed.RankFailure)
+    if ctx.distributed and not agreed:
+        import torch.distributed as dist
+        if isinstance(err, dist.DistError) or any(  # gloo / NCCL: a peer went away
+                m in message for m in ("closed by peer", "reset by peer", "remote worker")):
+            message = ("lost the connection to another process, which probably failed "
+                       f"(see its message) ({message.split('. ')[0]})")
+        message = f"rank {ctx.rank}: {message}"
+    if ctx.is_main or not agreed:
+        print(f"notmiwae-fast {args.command}: error: {message}", file=sys.stderr, flush=True)
+    if ctx.distributed and agreed:
+        import torch.distributed as dist
+        dist.barrier()  # the others exit only once rank 0 has printed
+    return 2
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the command line; returns the exit status (0 ok, 2 error)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     args.impute_samples_given = any(a.startswith("--impute-samples") for a in argv)
+    started = False
     try:
         _positive(args)
+        started = _start_distributed(args)
         return args.func(args)
     except KeyboardInterrupt:
         print("notmiwae-fast: interrupted", file=sys.stderr)
@@ -489,9 +613,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as err:  # noqa: BLE001 - one line, never a traceback
         if os.environ.get("NOTMIWAE_FAST_DEBUG"):
             raise
-        message = " ".join(str(err).split()) or type(err).__name__
-        print(f"notmiwae-fast {args.command}: error: {message}", file=sys.stderr)
-        return 2
+        return _report(args, err)
+    finally:
+        if started:
+            from . import distributed
+            distributed.shutdown(wait_for_all=False)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,17 @@ units. Observed entries come back unchanged, bit for bit. NumPy arrays and panda
 DataFrames are accepted; a DataFrame comes back as a DataFrame with its columns and
 index.
 
+Under ``torchrun`` (a process group started from the environment, see
+:mod:`notmiwae_fast.distributed`) ``fit`` trains data-parallel: every rank runs
+``max_iter`` steps on its own ``batch_size`` rows (so the global batch is
+``world_size × batch_size``), the rows are split between the ranks afresh each epoch
+(a permutation shared by all ranks), DistributedDataParallel averages the gradients and
+``loss_curve_`` holds the per-step loss averaged over ranks; the fitted model is the
+same on every rank. ``transform`` stays local to the process;
+:func:`notmiwae_fast.distributed.transform_sharded` splits it over the ranks. Each
+block of 256 rows is imputed with torch seeded to ``seed + block index``, so the
+imputations do not depend on how the rows are split.
+
 Example::
 
     from notmiwae_fast.imputer import NotMIWAEImputer
@@ -38,6 +49,8 @@ __all__ = ["NotMIWAEImputer", "MIWAEImputer"]
 
 # Rows per step of the imputation progress bar.
 _IMPUTE_BLOCK = 1024
+# Rows imputed under one seed (seed + index of the block of this many rows).
+_SEED_BLOCK = 256
 _POSITIVE_INT = Interval(numbers.Integral, 1, None, closed="left")
 
 
@@ -161,14 +174,8 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
         Raises ValueError naming the column when a column is entirely missing, is not
         numeric or holds inf."""
-        self._validate_params()
-        columns = list(X.columns) if hasattr(X, "columns") else None
-        arr = self._check_X(X, reset=True)
+        arr, columns = self._fit_input(X)
         observed = ~np.isnan(arr)
-        empty = np.nonzero(~observed.any(axis=0))[0]
-        if empty.size:
-            raise ValueError(f"argument 'X': {_column_label(columns, int(empty[0]))} is "
-                             "entirely missing; drop it before fitting")
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         device = self._device()
         x_std, mean, scale = self._standardize(arr.astype(np.float64), fit=True)
@@ -180,7 +187,7 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 feature_names=[str(c) for c in columns] if columns is not None else None,
                 backend=self.backend, **self._model_kwargs())
             model.set_standardization(mean, scale)
-            losses = self._train(model, x_std, observed, device)
+            losses = self._train(model, x_std, observed, device, seed)
         self.model_ = model
         self.mean_, self.scale_ = mean, scale
         self.loss_curve_ = losses
@@ -188,6 +195,19 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self._seed_ = seed
         self._after_fit()
         return self
+
+    def _fit_input(self, X) -> tuple[np.ndarray, Optional[list]]:
+        """The checks of :meth:`fit` before any training: the parameters and X. Returns
+        (X as a float array [N, D], the DataFrame's columns or None); raises ValueError
+        naming the parameter or the column."""
+        self._validate_params()
+        columns = list(X.columns) if hasattr(X, "columns") else None
+        arr = self._check_X(X, reset=True)
+        empty = np.nonzero(np.isnan(arr).all(axis=0))[0]
+        if empty.size:
+            raise ValueError(f"argument 'X': {_column_label(columns, int(empty[0]))} is "
+                             "entirely missing; drop it before fitting")
+        return arr, columns
 
     def _after_fit(self) -> None:
         """Hook for fitted attributes of subclasses."""
@@ -201,27 +221,52 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         return utils.standardize(arr, self.mean_, self.scale_)
 
     def _train(self, model, x_std: np.ndarray, observed: np.ndarray,
-               device: torch.device) -> np.ndarray:
-        """``max_iter`` Adam steps on mini-batches; returns the per-step losses."""
+               device: torch.device, seed: int) -> np.ndarray:
+        """``max_iter`` Adam steps on mini-batches of x_std ([N, D], standardised, NaN
+        allowed) with mask ``observed`` ([N, D] bool); returns the per-step losses
+        ([max_iter], averaged over ranks in a distributed run)."""
         trainer = Trainer(model, lr=self.lr, device=device, progress=False)
+        ctx, device = trainer.ctx, trainer.device
         x_t = torch.as_tensor(np.nan_to_num(x_std, nan=0.0), dtype=torch.float32,
                               device=device)
         s_t = torch.as_tensor(observed, dtype=torch.float32, device=device)
         n = x_t.shape[0]
-        bs = min(self.batch_size, n)
+        if ctx.distributed:
+            # Each epoch: one permutation shared by all ranks (its own generator, seeded
+            # alike everywhere), cut to a multiple of the world size, rank r taking every
+            # world_size-th row from r: disjoint, equal shares.
+            n_local = n // ctx.world_size
+            if n_local < 1:
+                raise ValueError(f"argument 'X' has {n} row(s); training on "
+                                 f"{ctx.world_size} processes needs at least one row per "
+                                 "process")
+            shared = torch.Generator().manual_seed(seed)
+
+            def new_order() -> torch.Tensor:
+                perm = torch.randperm(n, generator=shared)[:n_local * ctx.world_size]
+                return perm[ctx.rank::ctx.world_size].to(device)
+        else:
+            n_local = n
+
+            def new_order() -> torch.Tensor:
+                return torch.randperm(n, device=device)
+        bs = min(self.batch_size, n_local)
         losses = torch.empty(self.max_iter, dtype=torch.float32, device=device)
-        order = torch.randperm(n, device=device)
+        order = new_order()
         pos = 0
-        steps = progress(range(self.max_iter), bool(self.verbose), desc="fitting",
-                          unit="step", mininterval=0.5)
+        steps = progress(range(self.max_iter), bool(self.verbose) and ctx.is_main,
+                         desc="fitting", unit="step", mininterval=0.5)
         for step in steps:
-            if pos + bs > n:
-                order, pos = torch.randperm(n, device=device), 0
+            if pos + bs > n_local:
+                order, pos = new_order(), 0
             idx = order[pos:pos + bs]
             pos += bs
             losses[step] = trainer.train_step((x_t[idx], s_t[idx]))["loss"]
             if hasattr(steps, "set_postfix") and step % 200 == 0:
                 steps.set_postfix(loss=f"{losses[step].item():.3f}")
+        if ctx.distributed:
+            torch.distributed.all_reduce(losses)
+            losses /= ctx.world_size
         model.eval()
         return losses.cpu().numpy()
 
@@ -232,25 +277,40 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         index), float32 for float32 input, else float64."""
         check_is_fitted(self)
         arr = self._check_X(X, reset=False)
+        return self._wrap_like(X, self._impute_rows(arr, first_row=0))
+
+    def _impute_rows(self, arr: np.ndarray, first_row: int) -> np.ndarray:
+        """arr ([n, D], checked, NaN = missing) with its NaN entries filled, taken as rows
+        first_row, first_row + 1, ... of a larger table: the block of 256 rows holding
+        row i is imputed with torch seeded to ``_seed_ + i // 256``, so a table split at
+        multiples of 256 rows gives the same values as a whole (``first_row`` must be such
+        a multiple)."""
+        if first_row % _SEED_BLOCK:
+            raise ValueError(f"argument 'first_row' must be a multiple of {_SEED_BLOCK}; "
+                             f"got {first_row}")
         missing = np.isnan(arr)
         out = arr.copy()
         if missing.any():
+            from .distributed import context
+
             device = self._device()
             x_std, _, _ = self._standardize(arr.astype(np.float64))
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                torch.manual_seed(self._seed_)
                 model = self.model_.to(device)
                 x_t = torch.as_tensor(np.nan_to_num(x_std), dtype=torch.float32)
                 s_t = torch.as_tensor(~missing, dtype=torch.float32)
-                blocks = progress(range(0, len(x_t), _IMPUTE_BLOCK), bool(self.verbose),
-                                   desc="imputing", unit="block", mininterval=0.5)
+                blocks = progress(range(0, len(x_t), _IMPUTE_BLOCK),
+                                  bool(self.verbose) and context().is_main,
+                                  desc="imputing", unit="block", mininterval=0.5)
                 imputed = np.concatenate([
                     utils.impute(model, x_t[i:i + _IMPUTE_BLOCK], s_t[i:i + _IMPUTE_BLOCK],
-                                 n_samples=self.n_impute_samples, batch_size=256,
-                                 device=device) for i in blocks])
+                                 n_samples=self.n_impute_samples, batch_size=_SEED_BLOCK,
+                                 device=device,
+                                 seed=self._seed_ + (first_row + i) // _SEED_BLOCK)
+                    for i in blocks])
             back = utils.destandardize(imputed.astype(np.float64), self.mean_, self.scale_)
             out[missing] = back[missing].astype(out.dtype)
-        return self._wrap_like(X, out)
+        return out
 
     @staticmethod
     def _wrap_like(X, out: np.ndarray):
@@ -314,6 +374,19 @@ class NotMIWAEImputer(_BaseIWImputer):
             process = copy.deepcopy(process)
         signs = None if self.signs is None else np.asarray(self.signs, dtype=np.float64)
         return {"missing_process": process, "signs": signs}
+
+    def _fit_input(self, X) -> tuple[np.ndarray, Optional[list]]:
+        """The checks of :meth:`fit` before any training: the parameters and X. Returns
+        (X as a float array [N, D], the DataFrame's columns or None); raises ValueError
+        naming the parameter or the column."""
+        self._validate_params()
+        columns = list(X.columns) if hasattr(X, "columns") else None
+        arr = self._check_X(X, reset=True)
+        empty = np.nonzero(np.isnan(arr).all(axis=0))[0]
+        if empty.size:
+            raise ValueError(f"argument 'X': {_column_label(columns, int(empty[0]))} is "
+                             "entirely missing; drop it before fitting")
+        return arr, columns
 
     def _after_fit(self) -> None:
         self.missing_process_ = self.model_.interpret_missing_process()

@@ -187,3 +187,47 @@ def test_shard_bounds_cover_the_rows_in_order():
         assert bounds[0][0] == 0 and bounds[-1][1] == n
         assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
         assert all(start % align == 0 or start == n for start, _ in bounds)
+
+
+def _imputer_worker(rank, world, port, out_dir):
+    _setup(rank, world, port)
+    from notmiwae_fast import imputer, trainer
+
+    seen = []
+    real = trainer.Trainer.train_step
+
+    def recording(self, batch):
+        seen.append(batch[0][:, 0].clone())
+        return real(self, batch)
+
+    trainer.Trainer.train_step = recording
+    g = np.random.default_rng(0)
+    x = g.normal(size=(40, 3))
+    x[:, 0] = np.arange(40.0)  # always observed, identifies the row
+    x[:, 1:][g.random((40, 2)) < 0.3] = np.nan
+    # 40 rows over 2 ranks: 20 each, batches of 5: 4 steps make one epoch
+    imp = imputer.NotMIWAEImputer(max_iter=4, batch_size=5, hidden_dim=8, n_samples=3,
+                                  random_state=0).fit(x)
+    try:
+        imputer.NotMIWAEImputer(max_iter=2, random_state=0).fit(x[:1])
+        too_few = ""
+    except ValueError as exc:
+        too_few = str(exc)
+    torch.save({"params": imp.model_.state_dict(), "losses": imp.loss_curve_,
+                "rows": torch.cat(seen), "scale": imp.scale_[0], "mean": imp.mean_[0],
+                "too_few": too_few}, os.path.join(out_dir, f"imputer{rank}.pt"))
+    distributed.shutdown()
+
+
+def test_the_imputer_trains_data_parallel(tmp_path):
+    run(_imputer_worker, str(tmp_path))
+    ranks = [torch.load(tmp_path / f"imputer{r}.pt", weights_only=False) for r in range(2)]
+    for key, value in ranks[0]["params"].items():
+        torch.testing.assert_close(value, ranks[1]["params"][key], rtol=0, atol=0)
+    np.testing.assert_array_equal(ranks[0]["losses"], ranks[1]["losses"])
+    rows = [np.rint(r["rows"].numpy() * r["scale"] + r["mean"]).astype(int) for r in ranks]
+    assert len(rows[0]) == len(rows[1]) == 20  # disjoint halves of the rows, one epoch
+    assert sorted(np.concatenate(rows).tolist()) == list(range(40))
+    for r in ranks:
+        assert r["too_few"] == ("argument 'X' has 1 row(s); training on 2 processes needs at "
+                                "least one row per process")
