@@ -33,12 +33,14 @@ if has info; then
 fi
 
 if has build; then
-  # This workplace's GPU image puts a g++ first on PATH that links libstdc++ statically
-  # into the extension; the extension then crashes (SIGSEGV in std::ostream) whenever it
-  # formats an error message. Build with the system compiler when there is one.
-  if [ -z "${CXX:-}" ] && [ -x /usr/bin/g++ ] && [ "$(command -v g++)" != /usr/bin/g++ ]; then
-    export CC=/usr/bin/gcc CXX=/usr/bin/g++
+  # setuptools compiles and links with the compiler Python was built with (sysconfig's
+  # CC / CXX), which on this workplace's GPU image is /opt/gcc/bin/g++; the extension
+  # built with it crashed (SIGSEGV inside std::ostream) whenever it formatted an error
+  # message. Use the system compiler when there is one and CXX is not set.
+  if [ -z "${CXX:-}" ] && [ -x /usr/bin/g++ ]; then
+    export CC=/usr/bin/gcc CXX=/usr/bin/g++ LDSHARED="/usr/bin/gcc -shared"
   fi
+  echo "== compilers: sysconfig CXX=$("$PY" -c "import sysconfig; print(sysconfig.get_config_var('CXX'))"), CXX=${CXX:-unset}"
   if [ -z "${TORCH_CUDA_ARCH_LIST:-}" ]; then
     TORCH_CUDA_ARCH_LIST=$("$PY" -c "import torch; print('%d.%d' % torch.cuda.get_device_capability(0))")
     export TORCH_CUDA_ARCH_LIST

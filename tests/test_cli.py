@@ -176,18 +176,6 @@ def test_bad_numbers_in_options_give_one_line(cli, csv_with_gaps, tmp_path):
                           "--max-iter")
 
 
-def test_bench_writes_json(cli, tmp_path):
-    out = tmp_path / "bench.json"
-    proc = cli("bench", "--repeats", "2", "--impute-rows", "8", "--impute-samples", "16",
-               "--threads", "1", "--json", out, "--quiet")
-    assert proc.returncode == 0, proc.stderr
-    data = json.loads(out.read_text())
-    for key in ("train_step/fused", "train_step/reference", "impute/fused",
-                "impute/reference"):
-        assert data["results"][key]["median_ms"] > 0
-    assert data["results"]["impute/speedup"] > 0
-
-
 def test_demo_short_run_prints_the_table_and_saves_the_plot(cli, tmp_path):
     proc = cli("demo", "--max-iter", "30", "--impute-samples", "20", "--out",
                tmp_path / "demo", "--quiet")
