@@ -602,6 +602,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.impute_samples_given = any(a.startswith("--impute-samples") for a in argv)
+    if args.command == "bench" and "OMP_WAIT_POLICY" not in os.environ:
+        # OpenMP reads its wait policy when it loads (with torch, before this runs):
+        # idle workers spinning on a small machine slow the many small eager ops of the
+        # baselines by up to an order of magnitude. Run the benchmark in a process that
+        # starts with PASSIVE.
+        import subprocess
+        return subprocess.call([sys.executable, "-m", "notmiwae_fast.cli", *argv],
+                               env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
     started = False
     try:
         _positive(args)
