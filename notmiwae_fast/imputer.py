@@ -375,19 +375,6 @@ class NotMIWAEImputer(_BaseIWImputer):
         signs = None if self.signs is None else np.asarray(self.signs, dtype=np.float64)
         return {"missing_process": process, "signs": signs}
 
-    def _fit_input(self, X) -> tuple[np.ndarray, Optional[list]]:
-        """The checks of :meth:`fit` before any training: the parameters and X. Returns
-        (X as a float array [N, D], the DataFrame's columns or None); raises ValueError
-        naming the parameter or the column."""
-        self._validate_params()
-        columns = list(X.columns) if hasattr(X, "columns") else None
-        arr = self._check_X(X, reset=True)
-        empty = np.nonzero(np.isnan(arr).all(axis=0))[0]
-        if empty.size:
-            raise ValueError(f"argument 'X': {_column_label(columns, int(empty[0]))} is "
-                             "entirely missing; drop it before fitting")
-        return arr, columns
-
     def _after_fit(self) -> None:
         self.missing_process_ = self.model_.interpret_missing_process()
 
