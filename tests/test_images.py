@@ -155,21 +155,25 @@ def both_paths(model, image, **kw):
     return fused, ref
 
 
-@pytest.mark.parametrize("shape,dtype,channels,kw", [
-    ((21, 30, 3), np.float32, 3, dict(overlap=2, batch_size=1)),  # H, W not multiples
-    ((50, 37, 3), np.float32, 3, dict(batch_size=7)),  # bands of 2 tile rows, carries
-    ((50, 37, 3), np.float64, 3, dict(overlap=0, batch_size=64)),  # one band, no blend
-    ((5, 6, 4), np.uint8, 3, dict(batch_size=2)),  # smaller than a tile, alpha
-    ((40, 5), np.uint16, 1, dict(batch_size=3)),  # grey, narrower than a tile
-    ((3, 45, 2), np.float32, 1, dict(batch_size=4)),  # grey + alpha, lower than a tile
+@pytest.mark.parametrize("shape,dtype,channels,dense,kw", [
+    ((21, 30, 3), np.float32, 3, True, dict(overlap=2, batch_size=1)),  # H, W not multiples
+    ((50, 37, 3), np.float32, 3, True, dict(batch_size=7)),  # bands of 2 tile rows, carries
+    ((50, 37, 3), np.float32, 3, False, dict(batch_size=5)),  # tiles with nothing lost
+    ((77, 29, 3), np.float32, 3, False, dict(overlap=3, batch_size=64)),  # bands of rows
+    ((50, 37, 3), np.float64, 3, True, dict(overlap=0, batch_size=64)),  # no blending
+    ((5, 6, 4), np.uint8, 3, True, dict(batch_size=2)),  # smaller than a tile, alpha
+    ((40, 5), np.uint16, 1, False, dict(batch_size=3)),  # grey, narrower than a tile
+    ((3, 45, 2), np.float32, 1, True, dict(batch_size=4)),  # grey + alpha, low
 ])
-def test_fused_path_equals_reference_path(shape, dtype, channels, kw):
+def test_fused_path_equals_reference_path(shape, dtype, channels, dense, kw):
     model = deterministic_model(channels)
     rng = np.random.default_rng(4)
-    image = rng.random(shape)
-    # lost values in patches and lines, so that tiles overlap lost areas unevenly
-    lines = (slice(None, None, 7), slice(None)) + ((0,) if len(shape) == 3 else ())
+    # dense: 30% of the values lost at random; sparse: none but lines every 11 rows
+    # (some tiles lose values only in their first row) and a block at the bottom right
+    image = rng.random(shape) * (1.0 if dense else 0.65)
+    lines = (slice(None, None, 11), slice(None)) + ((0,) if len(shape) == 3 else ())
     image[lines] = 0.9 + 0.1 * rng.random(image[lines].shape)
+    image[-2:, -3:] = 0.95
     if dtype == np.uint8:
         image = (image * 255).astype(np.uint8)
     elif dtype == np.uint16:
