@@ -395,12 +395,13 @@ def impute_image(model, image, mask=None, clip_level: Optional[float] = 0.75,
         overlap: pixels shared by neighbouring tiles (default: a quarter of the tile).
         n_samples: importance samples K per tile; streamed in chunks (``chunk_size``).
         batch_size: tiles imputed together (fused path).
-        backend: ``"fused"`` streams the image in bands of tile rows: only the band in
-            hand is converted to float, blending sums are kept only for the rows still
-            open ([tile, W, C]) and finished rows go straight into the output. Extra
-            memory: the output array (none with ``out=image``), O(batch_size + W · tile)
-            values of band buffers and the model's work on one batch of tiles (about
-            16 MB per chunk of samples). ``"reference"``: the simple twin — the whole
+        backend: ``"fused"`` streams the image in bands of tile rows (about one batch
+            of tiles that lose a value, at most 8 MB of float32 per buffer or one row of
+            tiles): only the band in hand is converted to float, blending sums are kept
+            only for the rows still open, and finished rows go straight into the output.
+            Extra memory: the output array (none with ``out=image``), the band buffers,
+            one bool per tile, and the model's work on one batch of tiles (``model.impute``
+            chunks of about 4M values per tensor). ``"reference"``: the simple twin — the whole
             image as one float tensor, all tiles cut at once (a gather), imputed by one
             ``model.impute`` call, blended back by the transposed scatter-add; its
             memory grows with the image (tens of bytes per value). Both give the same
@@ -447,16 +448,16 @@ def impute_image(model, image, mask=None, clip_level: Optional[float] = 0.75,
         if mask.shape not in ((H, W), (H, W, C)):
             raise ValueError(f"argument 'mask' must have shape [{H}, {W}] or [{H}, {W}, {C}]; "
                              f"got {list(mask.shape)}")
-    out = _output(arr, out)
+    _check_out(arr, out)
     args = (model, arr, C, mask, clip_level, tile, overlap, n_samples, batch_size,
             chunk_size, progress, out)
     return (_impute_streaming if backend == "fused" else _impute_reference)(*args)
 
 
-def _output(arr: np.ndarray, out: Optional[np.ndarray]) -> np.ndarray:
-    """The array impute_image writes into, holding the image's values."""
+def _check_out(arr: np.ndarray, out: Optional[np.ndarray]) -> None:
+    """Checks impute_image's ``out`` against the image ``arr``."""
     if out is None:
-        return arr.copy()
+        return
     if not isinstance(out, np.ndarray) or out.shape != arr.shape or out.dtype != arr.dtype:
         got = (f"{type(out).__name__} {list(out.shape)} {out.dtype}"
                if isinstance(out, np.ndarray) else type(out).__name__)
@@ -464,12 +465,22 @@ def _output(arr: np.ndarray, out: Optional[np.ndarray]) -> np.ndarray:
                          f"{list(arr.shape)} and dtype {arr.dtype}; got {got}")
     if not out.flags.writeable:
         raise ValueError("argument 'out' must be writable")
-    same = (out.__array_interface__["data"][0] == arr.__array_interface__["data"][0]
-            and out.strides == arr.strides)
-    if not same:
-        if np.may_share_memory(out, arr):
-            raise ValueError("argument 'out' must be the image itself (in place) or not "
-                             "overlap it")
+    if not _same_array(out, arr) and np.may_share_memory(out, arr):
+        raise ValueError("argument 'out' must be the image itself (in place) or not "
+                         "overlap it")
+
+
+def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
+    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            and a.strides == b.strides)
+
+
+def _output(arr: np.ndarray, out: Optional[np.ndarray]) -> np.ndarray:
+    """The array impute_image writes into (``out`` checked by _check_out, or a new one),
+    holding the image's values; called once the input has been validated."""
+    if out is None:
+        return arr.copy()
+    if not _same_array(out, arr):
         np.copyto(out, arr)
     return out
 
@@ -527,6 +538,7 @@ def _impute_streaming(model, arr, C, mask, clip_level, tile, overlap, n_samples,
     if lo < 0 or hi > 1:
         raise _float_range_error(lo, hi)
     # Pass 2: impute band by band.
+    out = _output(arr, out)
     colour = _colour(out, C)
     window = _window(tile, overlap)[:, :, None]
     device = next(model.parameters()).device
@@ -588,6 +600,7 @@ def _impute_reference(model, arr, C, mask, clip_level, tile, overlap, n_samples,
                       chunk_size, progress, out):
     """impute_image, reference path: the whole image at once (``batch_size`` unused)."""
     values, _ = as_float_image(arr)  # [H, W, C] float32
+    out = _output(arr, out)
     H, W = values.shape[:2]
     observed = _observed(values, mask, clip_level)
     work, obs = (_pad_to_tile(values, observed, tile) if H < tile or W < tile

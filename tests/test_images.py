@@ -289,10 +289,13 @@ def test_more_bad_arguments(model):
         bad = photo(40, 40)
         bad[35, 35, 1] = 2.0
         before = bad.copy()
-        with pytest.raises(ValueError, match="float images must hold values in \\[0, 1\\]; "
-                                             "got \\[.*, 2\\]"):
-            images.impute_image(model, bad, out=bad, backend=backend, progress=False)
+        target = np.zeros_like(bad)
+        for out in (bad, target):
+            with pytest.raises(ValueError, match="float images must hold values in "
+                                                 "\\[0, 1\\]; got \\[.*, 2\\]"):
+                images.impute_image(model, bad, out=out, backend=backend, progress=False)
         np.testing.assert_array_equal(bad, before)
+        assert not target.any()
 
 
 def test_fused_path_memory_does_not_grow_with_the_image(model, monkeypatch):
