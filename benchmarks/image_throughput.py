@@ -100,17 +100,19 @@ def main() -> None:
               "note": "megapixels/s depend on the load of the machine (load_1min per row); "
                       "the peak memory does not"}
     lines = [f"# {result['benchmark']} (CPU, {args.threads} threads, torch {torch.__version__})",
-             "", "| image | backend | values lost | seconds | megapixels/s | peak extra memory (MB) |",
-             "|---|---|---|---|---|---|"]
+             "", "| image | backend | values lost | seconds | megapixels/s | peak extra memory (MB) "
+             "| machine load (1 min, before → after) |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         how = r["backend"] + (", in place (out=image)" if r.get("in_place") else "")
         lines.append(f"| {r['size']}² RGB float32 ({r['image_mb']:.0f} MB) | {how} | "
                      f"{100 * r['lost_fraction']:.0f}% | "
                      f"{r['seconds']:.1f} | {r['megapixels_per_s']:.3f} | "
-                     f"{r['peak_extra_mb']:.0f} |")
+                     f"{r['peak_extra_mb']:.0f} | {r['load_1min'][0]:.1f} → "
+                     f"{r['load_1min'][1]:.1f} |")
     by = {(r["size"], r["backend"]): r for r in rows if not r.get("in_place")}
     for size in args.reference_sizes:
-        if (size, "fused") in by and (size, "reference") in by:
+        if (size, "fused") in by and (size, "reference") in by \
+                and by[(size, "fused")]["peak_extra_mb"] > 0:
             f, ref = by[(size, "fused")], by[(size, "reference")]
             lines += ["", f"{size}²: the fused path uses {ref['peak_extra_mb'] / f['peak_extra_mb']:.1f}× "
                       f"less peak memory and runs {f['megapixels_per_s'] / ref['megapixels_per_s']:.2f}× "
