@@ -548,7 +548,8 @@ def _impute_streaming(model, arr, C, mask, clip_level, tile, overlap, n_samples,
     # Bands of about one batch of tiles that lose a value (fewer calls on sparse losses).
     for a, b, r0, r1, done in bands(lossy.sum(axis=1), batch_size):
         if not lossy[a:b].any():
-            carry_total = carry_weight = None  # no tile of this band touches rows >= r0
+            # nothing is lost in rows r0:r1, so the sums still open there cannot matter
+            carry_total = carry_weight = None
             continue
         total = np.zeros((r1 - r0, WP, C), dtype=np.float32)  # Σ window · tile values
         weight = np.zeros((r1 - r0, WP, 1), dtype=np.float32)  # Σ window
