@@ -19,3 +19,15 @@ def child_env() -> dict:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def reset_peak_rss() -> bool:
+    """Resets the peak resident set to the current one (Linux: writes 5 to
+    /proc/self/clear_refs), so that a following ``peak_rss_mb()`` delta is not hidden by
+    a larger transient peak earlier in the process; False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import _validate
 from .missing import BaseMissingProcess
 from ._progress import progress_bar
 from .models import MIWAE, NotMIWAE
@@ -197,49 +198,57 @@ def load_image_model(path=None, backend: str = "fused", map_location="cpu"):
 # --------------------------------------------------------------------------------------
 # Data
 # --------------------------------------------------------------------------------------
+def _check_dtype(arr: np.ndarray) -> None:
+    if not (arr.dtype in (np.uint8, np.uint16) or np.issubdtype(arr.dtype, np.floating)):
+        raise ValueError(f"argument 'image' must be uint8, uint16 or float; got {arr.dtype}")
+
+
+def _to_float(values: np.ndarray) -> np.ndarray:
+    """uint8 / uint16 / float values -> a float32 copy in [0, 1] (same shape)."""
+    if values.dtype == np.uint8:
+        return values.astype(np.float32) / 255.0
+    if values.dtype == np.uint16:
+        return values.astype(np.float32) / 65535.0
+    return values.astype(np.float32)
+
+
+def _from_float(values: np.ndarray, dtype) -> np.ndarray:
+    """The inverse of :func:`_to_float`: float values in [0, 1] -> ``dtype`` (integers
+    rounded to the nearest level)."""
+    if dtype == np.uint8:
+        return np.clip(np.rint(values * 255.0), 0, 255).astype(np.uint8)
+    if dtype == np.uint16:
+        return np.clip(np.rint(values * 65535.0), 0, 65535).astype(np.uint16)
+    return values.astype(dtype)
+
+
+def _float_range_error(lo: float, hi: float) -> ValueError:
+    return ValueError("argument 'image': float images must hold values in [0, 1]; "
+                      f"got [{lo:.3g}, {hi:.3g}]")
+
+
 def as_float_image(image) -> tuple[np.ndarray, dict]:
     """An image as float32 [H, W, C] in [0, 1], and what is needed to give it back.
 
     Accepts [H, W] (grey) or [H, W, C] arrays of uint8, uint16 or floats in [0, 1]. An
-    alpha channel (C = 2 or 4) is set aside and given back unchanged."""
+    alpha channel (C = 2 or 4) is set aside (``info["alpha"]``, [H, W] in the input's
+    dtype)."""
     arr = np.asarray(image)
     info = {"dtype": arr.dtype, "ndim": arr.ndim, "alpha": None}
     if arr.ndim not in (2, 3):
         raise ValueError(f"argument 'image' must be [H, W] or [H, W, C]; got shape {arr.shape}")
-    if arr.dtype == np.uint8:
-        scaled = arr.astype(np.float32) / 255.0
-    elif arr.dtype == np.uint16:
-        scaled = arr.astype(np.float32) / 65535.0
-    elif np.issubdtype(arr.dtype, np.floating):
-        scaled = arr.astype(np.float32)
+    _check_dtype(arr)
+    scaled = _to_float(arr)
+    if np.issubdtype(arr.dtype, np.floating):
         finite = scaled[np.isfinite(scaled)]
         if finite.size and (finite.min() < 0 or finite.max() > 1):
-            raise ValueError("argument 'image': float images must hold values in [0, 1]; "
-                             f"got [{finite.min():.3g}, {finite.max():.3g}]")
-    else:
-        raise ValueError(f"argument 'image' must be uint8, uint16 or float; got {arr.dtype}")
+            raise _float_range_error(finite.min(), finite.max())
     if scaled.ndim == 2:
         scaled = scaled[:, :, None]
     if scaled.shape[2] in (2, 4):
         info["alpha"] = arr[..., -1].copy()
         scaled = scaled[..., :-1]
     return scaled, info
-
-
-def _restore(image: np.ndarray, info: dict) -> np.ndarray:
-    """The inverse of as_float_image's conversion."""
-    out = image
-    if info["dtype"] == np.uint8:
-        out = np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
-    elif info["dtype"] == np.uint16:
-        out = np.clip(np.rint(out * 65535.0), 0, 65535).astype(np.uint16)
-    else:
-        out = out.astype(info["dtype"])
-    if info["alpha"] is not None:
-        out = np.concatenate([out, info["alpha"][..., None].astype(out.dtype)], axis=2)
-    elif info["ndim"] == 2:
-        out = out[:, :, 0]
-    return out
 
 
 def bundled_photographs(names: Optional[Sequence[str]] = None) -> dict[str, np.ndarray]:
@@ -299,7 +308,15 @@ def train_on_patches(model, patches: np.ndarray, clip_level: float = 0.75, steps
 # --------------------------------------------------------------------------------------
 # Imputing a whole image
 # --------------------------------------------------------------------------------------
+IMAGE_BACKENDS = ("fused", "reference")
+# The fused path's bands span at most this many bytes of float32 values (or one row of
+# tiles): a bound on its band buffers whatever the image's height.
+_BAND_BYTES = 8 * 2**20
+
+
 def _tile_starts(length: int, tile: int, stride: int) -> list[int]:
+    """Top (or left) edges of the tiles along one side: every ``stride`` pixels, and one
+    flush with the far edge; ``length`` >= ``tile``."""
     starts = list(range(0, max(1, length - tile + 1), stride))
     if starts[-1] + tile < length:
         starts.append(length - tile)
@@ -307,7 +324,8 @@ def _tile_starts(length: int, tile: int, stride: int) -> list[int]:
 
 
 def _window(tile: int, overlap: int) -> np.ndarray:
-    """Blending weights of a tile: 1 inside, a raised-cosine ramp over the overlap."""
+    """Blending weights of a tile, [tile, tile]: 1 inside, a raised-cosine ramp over the
+    overlap."""
     w = np.ones(tile, dtype=np.float32)
     if overlap > 0:
         ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(overlap) + 0.5) / overlap)
@@ -316,90 +334,305 @@ def _window(tile: int, overlap: int) -> np.ndarray:
     return np.outer(w, w)
 
 
+def _colour(a: np.ndarray, channels: int) -> np.ndarray:
+    """A view of the colour values of an [H, W] or [H, W, C(+alpha)] array, [H, W, C]."""
+    return a[:, :, None] if a.ndim == 2 else a[:, :, :channels]
+
+
+def _observed(values: np.ndarray, mask: Optional[np.ndarray],
+              clip_level: Optional[float]) -> np.ndarray:
+    """Observed entries of float values [r, W, C]: the mask's ([r, W] or [r, W, C]) or
+    those below the clip level, and finite."""
+    if mask is None:
+        observed = values < clip_level
+    else:
+        observed = mask.astype(bool)
+        observed = observed[:, :, None] if observed.ndim == 2 else observed
+    return observed & np.isfinite(values)
+
+
+def _pad_to_tile(values: np.ndarray, observed: np.ndarray,
+                 tile: int) -> tuple[np.ndarray, np.ndarray]:
+    """An image [H, W, C] smaller than a tile on a side, padded at the bottom / right to a
+    tile (values reflected, lost values as 0; the mask repeated at the edge)."""
+    ph, pw = max(0, tile - values.shape[0]), max(0, tile - values.shape[1])
+    mode = "reflect" if min(values.shape[:2]) > 1 else "edge"
+    work = np.pad(np.where(observed, values, 0.0).astype(np.float32),
+                  ((0, ph), (0, pw), (0, 0)), mode=mode)
+    obs = np.pad(observed, ((0, ph), (0, pw), (0, 0)), mode="edge")
+    return work, obs
+
+
+def _lossy_tiles(observed: np.ndarray, tops, lefts, tile: int) -> np.ndarray:
+    """[len(tops), len(lefts)] bool: which tiles (corners relative to ``observed``,
+    [r, W, C]) hold a lost value."""
+    lost = ~observed.all(axis=2)
+    windows = np.lib.stride_tricks.sliding_window_view(lost, (tile, tile))
+    return windows[np.ix_(np.asarray(tops), np.asarray(lefts))].any(axis=(2, 3))
+
+
 def impute_image(model, image, mask=None, clip_level: Optional[float] = 0.75,
                  tile: Optional[int] = None, overlap: Optional[int] = None,
                  n_samples: int = 20,
                  batch_size: int = 64, chunk_size: Optional[int] = None,
-                 progress: bool = True):
+                 progress: bool = True, backend: Optional[str] = None,
+                 out: Optional[np.ndarray] = None):
     """Imputes the lost pixels of an image of any size, tile by tile.
+
+    Tiles of the model's patch size overlap by ``overlap`` pixels (the last row and
+    column of tiles lie flush with the far edges); each tile that has a lost value is
+    imputed by ``model.impute`` and the tiles are blended with a raised-cosine window.
+    Only lost values are written; observed values are left exactly as they are.
 
     Args:
         model: an image model (:func:`image_model`), trained.
-        image: [H, W] or [H, W, C] uint8, uint16 or float in [0, 1]; an alpha channel is
-            kept as it is. Channels must match the model's.
-        mask: [H, W] or [H, W, C], 1 (True) = observed, 0 = lost; default: derived from
-            ``clip_level`` (values ≥ clip_level are lost).
+        image: [H, W] or [H, W, C] uint8, uint16 or float in [0, 1]; an alpha channel
+            (C = 2 or 4) is kept as it is. The colour channels must match the model's.
+        mask: [H, W] or [H, W, C] (C without alpha), 1 (True) = observed, 0 = lost;
+            default: derived from ``clip_level`` (values ≥ clip_level are lost). NaN or
+            inf values count as lost either way.
         tile: tile side (default and required: the model's patch size).
-        overlap: pixels shared by neighbouring tiles, blended with a raised cosine
-            (default: a quarter of the tile).
-        n_samples: importance samples per tile; streamed in chunks (``chunk_size``).
-        batch_size: tiles imputed together.
+        overlap: pixels shared by neighbouring tiles (default: a quarter of the tile).
+        n_samples: importance samples K per tile; streamed in chunks (``chunk_size``).
+        batch_size: tiles imputed together (fused path).
+        backend: ``"fused"`` streams the image in bands of tile rows (about one batch
+            of tiles that lose a value, at most 8 MB of float32 per buffer or one row of
+            tiles): only the band in hand is converted to float, blending sums are kept
+            only for the rows still open, and finished rows go straight into the output.
+            Extra memory: the output array (none with ``out=image``), the band buffers,
+            one bool per tile, and the model's work on one batch of tiles (``model.impute``
+            chunks of about 4M values per tensor). ``"reference"``: the simple twin — the whole
+            image as one float tensor, all tiles cut at once (a gather), imputed by one
+            ``model.impute`` call, blended back by the transposed scatter-add; its
+            memory grows with the image (tens of bytes per value). Both give the same
+            result up to the randomness of the importance samples. Default: the model's
+            backend. (It picks the image path; ``model.impute`` runs on the model's own
+            backend.)
+        out: where to write the result: a writable array of the image's shape and dtype
+            (an ``np.memmap``, or the image itself to impute in place); default: a new
+            array.
     Returns:
-        the image with the lost values imputed, in the input's dtype and layout;
-        observed values unchanged. Memory: the image, two float32 accumulators of its
-        size, and one batch of tiles.
+        the image with the lost values imputed, in the input's dtype and layout
+        (``out`` when given).
     """
     c, patch, _ = model.image_shape
     tile = patch if tile is None else tile
     if tile != patch:
         raise ValueError(f"argument 'tile' must be the model's patch size {patch}; got {tile}")
     overlap = tile // 4 if overlap is None else overlap
-    if not 0 <= overlap <= tile // 2:
-        raise ValueError(f"argument 'overlap' must be in [0, {tile // 2}]; got {overlap}")
-    img, info = as_float_image(image)
-    H, W, C = img.shape
+    if isinstance(overlap, bool) or not isinstance(overlap, (int, np.integer)) \
+            or not 0 <= overlap <= tile // 2:
+        raise ValueError(f"argument 'overlap' must be an int in [0, {tile // 2}]; "
+                         f"got {overlap!r}")
+    n_samples = _validate.n_samples(n_samples)
+    batch_size = _validate.n_samples(batch_size, "batch_size")
+    backend = _validate.choice(getattr(model, "backend", "fused") if backend is None
+                               else backend, "backend", IMAGE_BACKENDS)
+    arr = np.asarray(image)
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"argument 'image' must be [H, W] or [H, W, C]; got shape {arr.shape}")
+    _check_dtype(arr)
+    H, W = arr.shape[:2]
+    if H == 0 or W == 0:
+        raise ValueError(f"argument 'image' is empty: shape {arr.shape}")
+    channels = 1 if arr.ndim == 2 else arr.shape[2]
+    C = channels - 1 if channels in (2, 4) else channels  # without alpha
     if C != c:
         raise ValueError(f"argument 'image' has {C} colour channel(s); the model was trained "
                          f"on {c} ({'grey' if c == 1 else 'RGB'} images)")
     if mask is None:
         if clip_level is None:
             raise ValueError("give a 'mask' or a 'clip_level'")
-        observed = img < clip_level
     else:
-        observed = np.asarray(mask).astype(bool)
-        if observed.shape == (H, W):
-            observed = np.repeat(observed[:, :, None], C, axis=2)
-        if observed.shape != (H, W, C):
+        mask = np.asarray(mask)
+        if mask.shape not in ((H, W), (H, W, C)):
             raise ValueError(f"argument 'mask' must have shape [{H}, {W}] or [{H}, {W}, {C}]; "
-                             f"got {list(np.asarray(mask).shape)}")
-    observed &= np.isfinite(img)
-    # An image smaller than a tile is padded (reflect) to one tile and cropped back.
-    ph, pw = max(0, tile - H), max(0, tile - W)
-    if ph or pw:
-        mode = "reflect" if min(H, W) > 1 else "edge"
-        work = np.pad(np.where(observed, img, 0.0), ((0, ph), (0, pw), (0, 0)), mode=mode)
-        obs = np.pad(observed, ((0, ph), (0, pw), (0, 0)), mode="edge")
-    else:  # no copies: values at lost entries (even NaN) are masked by the model
-        work, obs = img, observed
-    HP, WP = work.shape[:2]
+                             f"got {list(mask.shape)}")
+    _check_out(arr, out)
+    args = (model, arr, C, mask, clip_level, tile, overlap, n_samples, batch_size,
+            chunk_size, progress, out)
+    return (_impute_streaming if backend == "fused" else _impute_reference)(*args)
+
+
+def _check_out(arr: np.ndarray, out: Optional[np.ndarray]) -> None:
+    """Checks impute_image's ``out`` against the image ``arr``."""
+    if out is None:
+        return
+    if not isinstance(out, np.ndarray) or out.shape != arr.shape or out.dtype != arr.dtype:
+        got = (f"{type(out).__name__} {list(out.shape)} {out.dtype}"
+               if isinstance(out, np.ndarray) else type(out).__name__)
+        raise ValueError(f"argument 'out' must be a numpy array of the image's shape "
+                         f"{list(arr.shape)} and dtype {arr.dtype}; got {got}")
+    if not out.flags.writeable:
+        raise ValueError("argument 'out' must be writable")
+    if not _same_array(out, arr) and np.may_share_memory(out, arr):
+        raise ValueError("argument 'out' must be the image itself (in place) or not "
+                         "overlap it")
+
+
+def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
+    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            and a.strides == b.strides)
+
+
+def _output(arr: np.ndarray, out: Optional[np.ndarray]) -> np.ndarray:
+    """The array impute_image writes into (``out`` checked by _check_out, or a new one),
+    holding the image's values; called once the input has been validated."""
+    if out is None:
+        return arr.copy()
+    if not _same_array(out, arr):
+        np.copyto(out, arr)
+    return out
+
+
+def _impute_streaming(model, arr, C, mask, clip_level, tile, overlap, n_samples, batch_size,
+                      chunk_size, progress, out):
+    """impute_image, fused path: bands of tile rows, blending sums only for open rows."""
+    H, W = arr.shape[:2]
     stride = tile - overlap
-    corners = [(t, l) for t in _tile_starts(HP, tile, stride) for l in _tile_starts(WP, tile, stride)]
+    if H < tile or W < tile:
+        # Smaller than a tile on a side: padded to one tile there; the padded arrays are
+        # at most max(H, tile) × max(W, tile), i.e. O(tile · side).
+        values, _ = as_float_image(arr)
+        work, work_obs = _pad_to_tile(values, _observed(values, mask, clip_level), tile)
+        floats = False  # range checked by as_float_image
+
+        def read(r0: int, r1: int):
+            return work[r0:r1], work_obs[r0:r1]
+        HP, WP = work.shape[:2]
+    else:
+        floats = bool(np.issubdtype(arr.dtype, np.floating))
+
+        def read(r0: int, r1: int):
+            values = _to_float(_colour(arr[r0:r1], C))
+            return values, _observed(values, None if mask is None else mask[r0:r1],
+                                     clip_level)
+        HP, WP = H, W
+    tops = np.asarray(_tile_starts(HP, tile, stride))
+    lefts = np.asarray(_tile_starts(WP, tile, stride))
+    cap = max(tile, _BAND_BYTES // (4 * WP * C))  # image rows a band may span
+
+    def bands(sizes, limit):
+        """Bands of consecutive tile rows [a, b), closed once the sizes of their tile rows
+        add up to ``limit`` or they would span more than ``cap`` image rows; yields
+        (a, b, r0, r1, done): the band covers image rows r0:r1 and finishes rows r0:done
+        (no later tile reaches them)."""
+        a = 0
+        while a < len(tops):
+            b, size = a + 1, sizes[a]
+            while b < len(tops) and size < limit and tops[b] + tile - tops[a] <= cap:
+                size, b = size + sizes[b], b + 1
+            yield a, b, tops[a], tops[b - 1] + tile, tops[b] if b < len(tops) else HP
+            a = b
+
+    # Pass 1, before anything is written: which tiles lose a value, the float range.
+    lossy = np.zeros((len(tops), len(lefts)), dtype=bool)
+    lo, hi = math.inf, -math.inf
+    for a, b, r0, r1, _ in bands(np.zeros(len(tops), dtype=int), 1):
+        values, observed = read(r0, r1)
+        lossy[a:b] = _lossy_tiles(observed, tops[a:b] - r0, lefts, tile)
+        if floats:
+            finite = values[np.isfinite(values)]
+            if finite.size:
+                lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
+    if lo < 0 or hi > 1:
+        raise _float_range_error(lo, hi)
+    # Pass 2: impute band by band.
+    out = _output(arr, out)
+    colour = _colour(out, C)
     window = _window(tile, overlap)[:, :, None]
-    total = np.zeros((HP, WP, C), dtype=np.float32)  # Σ window · imputed tile values
-    weight = np.zeros((HP, WP, 1), dtype=np.float32)  # Σ window
     device = next(model.parameters()).device
-
-    def tile_of(a: np.ndarray, t: int, l: int) -> np.ndarray:
-        return a[t:t + tile, l:l + tile].transpose(2, 0, 1).reshape(-1)
-
-    def accumulate(t: int, l: int, values: np.ndarray) -> None:
-        total[t:t + tile, l:l + tile] += values.reshape(C, tile, tile).transpose(1, 2, 0) * window
-        weight[t:t + tile, l:l + tile] += window
-
-    # Only lost entries take blended values: tiles with nothing lost are skipped.
-    lossy = [(t, l) for t, l in corners if not obs[t:t + tile, l:l + tile].all()]
-    bar = progress_bar(len(lossy), progress, "imputing tiles")
-    for start in range(0, len(lossy), batch_size):
-        group = lossy[start:start + batch_size]
-        xs = np.stack([tile_of(work, t, l) for t, l in group])
-        ss = np.stack([tile_of(obs, t, l) for t, l in group]).astype(np.float32)
-        out = model.impute(torch.as_tensor(xs, device=device), torch.as_tensor(ss, device=device),
-                           n_samples=n_samples, chunk_size=chunk_size).cpu().numpy()
-        for (t, l), row in zip(group, out):
-            accumulate(t, l, row)
-        bar.update(len(group))
+    windows_of = np.lib.stride_tricks.sliding_window_view
+    bar = progress_bar(int(lossy.sum()), progress, "imputing tiles")
+    carry_total = carry_weight = None  # sums of the rows left open by the previous band
+    # Bands of about one batch of tiles that lose a value (fewer calls on sparse losses).
+    for a, b, r0, r1, done in bands(lossy.sum(axis=1), batch_size):
+        if not lossy[a:b].any():
+            # nothing is lost in rows r0:r1, so the sums still open there cannot matter
+            carry_total = carry_weight = None
+            continue
+        total = np.zeros((r1 - r0, WP, C), dtype=np.float32)  # Σ window · tile values
+        weight = np.zeros((r1 - r0, WP, 1), dtype=np.float32)  # Σ window
+        if carry_total is not None:
+            total[:len(carry_total)] = carry_total
+            weight[:len(carry_weight)] = carry_weight
+        values, observed = read(r0, r1)
+        x_tiles = windows_of(values, (tile, tile), axis=(0, 1))  # [r-T+1, WP-T+1, C, T, T]
+        s_tiles = windows_of(observed, (tile, tile), axis=(0, 1))
+        rows, cols = np.nonzero(lossy[a:b])
+        corners = np.stack([tops[a:b][rows] - r0, lefts[cols]], axis=1)
+        for start in range(0, len(corners), batch_size):
+            group = corners[start:start + batch_size]
+            xs = x_tiles[group[:, 0], group[:, 1]].reshape(len(group), -1)  # channel-major
+            ss = s_tiles[group[:, 0], group[:, 1]].reshape(len(group), -1)
+            imputed = model.impute(torch.as_tensor(xs, device=device),
+                                   torch.as_tensor(ss, device=device), n_samples=n_samples,
+                                   chunk_size=chunk_size).cpu().numpy()
+            imputed = imputed.reshape(len(group), C, tile, tile).transpose(0, 2, 3, 1)
+            for (t, l), v in zip(group, imputed):
+                total[t:t + tile, l:l + tile] += v * window
+                weight[t:t + tile, l:l + tile] += window
+            bar.update(len(group))
+        end = done - r0
+        _write_lost(colour, r0, total[:end], weight[:end], observed[:end])
+        carry_total, carry_weight = total[end:], weight[end:]
     bar.close()
-    np.divide(total, np.maximum(weight, 1e-12), out=total)
-    np.clip(total, 0.0, 1.0, out=total)
-    np.copyto(img, total[:H, :W], where=~observed)  # img is this function's own copy
-    return _restore(img, info)
+    return out
+
+
+def _write_lost(colour: np.ndarray, r0: int, total: np.ndarray, weight: np.ndarray,
+                observed: np.ndarray) -> None:
+    """Writes the blended values (total / weight, [r, ≥W, C]) of the lost entries of rows
+    r0:r0+r into ``colour`` ([H, W, C] view of the output); padding rows and columns
+    beyond H, W are dropped."""
+    H, W = colour.shape[:2]
+    n = min(len(total), H - r0)
+    if n <= 0:
+        return
+    lost = ~observed[:n, :W]
+    if not lost.any():
+        return
+    blended = total[:n, :W] / np.maximum(weight[:n, :W], 1e-12)
+    np.clip(blended, 0.0, 1.0, out=blended)
+    np.copyto(colour[r0:r0 + n], _from_float(blended, colour.dtype), where=lost)
+
+
+def _impute_reference(model, arr, C, mask, clip_level, tile, overlap, n_samples, batch_size,
+                      chunk_size, progress, out):
+    """impute_image, reference path: the whole image at once (``batch_size`` unused)."""
+    values, _ = as_float_image(arr)  # [H, W, C] float32
+    out = _output(arr, out)
+    H, W = values.shape[:2]
+    observed = _observed(values, mask, clip_level)
+    work, obs = (_pad_to_tile(values, observed, tile) if H < tile or W < tile
+                 else (values, observed))
+    HP, WP = work.shape[:2]
+    device = next(model.parameters()).device
+    T2 = tile * tile
+    offsets = torch.arange(tile)
+    rows = torch.tensor(_tile_starts(HP, tile, tile - overlap))[:, None] + offsets  # [nr, T]
+    cols = torch.tensor(_tile_starts(WP, tile, tile - overlap))[:, None] + offsets  # [nc, T]
+    # idx [N, T²]: flat pixel index (row · WP + col) of every value of every tile
+    idx = (rows[:, None, :, None] * WP + cols[None, :, None, :]).reshape(-1, T2).to(device)
+    x = torch.as_tensor(work, device=device).reshape(HP * WP, C)
+    s = torch.as_tensor(obs, device=device).reshape(HP * WP, C)
+    x_tiles = x[idx].transpose(1, 2).reshape(len(idx), C * T2)  # [N, C·T²] channel-major
+    s_tiles = s[idx].transpose(1, 2).reshape(len(idx), C * T2)
+    lossy = ~s_tiles.all(dim=1)
+    idx, x_tiles, s_tiles = idx[lossy], x_tiles[lossy], s_tiles[lossy]
+    n = len(idx)
+    bar = progress_bar(n, progress, "imputing tiles")
+    if n:
+        imputed = model.impute(x_tiles, s_tiles, n_samples=n_samples, chunk_size=chunk_size)
+        window = torch.as_tensor(_window(tile, overlap), device=device).reshape(T2)
+        weighted = imputed.reshape(n, C, T2).transpose(1, 2) * window[:, None]  # [n, T², C]
+        total = torch.zeros(HP * WP, C, device=device).index_add_(
+            0, idx.reshape(-1), weighted.reshape(-1, C))
+        weight = torch.zeros(HP * WP, device=device).index_add_(
+            0, idx.reshape(-1), window.repeat(n))
+        blended = (total / weight.clamp_min(1e-12)[:, None]).clamp_(0.0, 1.0)
+        blended = blended.reshape(HP, WP, C)[:H, :W].cpu().numpy()
+        np.copyto(_colour(out, C), _from_float(blended, out.dtype), where=~observed)
+    bar.update(n)
+    bar.close()
+    return out

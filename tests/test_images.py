@@ -121,3 +121,211 @@ def test_photo_patches_layout():
     assert patches.shape == (3, 3 * 16)
     first = patches[0].reshape(3, 4, 4)  # channel-major
     assert np.all(first[1] == first[0] + 1)
+
+
+# --------------------------------------------------------------------------------------
+# impute_image: the streaming (fused) path against its whole-image reference twin
+# --------------------------------------------------------------------------------------
+class _PointEncoder(torch.nn.Module):
+    """The wrapped encoder's μ with a posterior scale of 1e-30: every importance sample
+    is z = μ(tile), so model.impute gives the decoder mean at μ(tile) whatever the
+    random numbers, and impute_image becomes a deterministic function of the tiles it
+    cuts, the masks it passes and the blending: what the two paths do differently."""
+
+    def __init__(self, encoder):
+        super().__init__()
+        self.inner = encoder
+
+    def forward(self, x):
+        mu, _ = self.inner(x)
+        return mu, torch.full_like(mu, 1e-30)
+
+
+def deterministic_model(channels=3):
+    torch.manual_seed(0)
+    m = images.image_model("notmiwae", channels=channels, patch=PATCH, latent_dim=4, width=4,
+                           n_samples=3, out_dist="bern")
+    m.encoder = _PointEncoder(m.encoder)
+    return m
+
+
+def both_paths(model, image, **kw):
+    fused = images.impute_image(model, image, backend="fused", progress=False, **kw)
+    ref = images.impute_image(model, image, backend="reference", progress=False, **kw)
+    return fused, ref
+
+
+@pytest.mark.parametrize("shape,dtype,channels,dense,kw", [
+    ((21, 30, 3), np.float32, 3, True, dict(overlap=2, batch_size=1)),  # H, W not multiples
+    ((50, 37, 3), np.float32, 3, True, dict(batch_size=7)),  # bands of 2 tile rows, carries
+    ((50, 37, 3), np.float32, 3, False, dict(batch_size=5)),  # tiles with nothing lost
+    ((77, 29, 3), np.float32, 3, False, dict(overlap=3, batch_size=64)),  # bands of rows
+    ((50, 37, 3), np.float64, 3, True, dict(overlap=0, batch_size=64)),  # no blending
+    ((5, 6, 4), np.uint8, 3, True, dict(batch_size=2)),  # smaller than a tile, alpha
+    ((40, 5), np.uint16, 1, False, dict(batch_size=3)),  # grey, narrower than a tile
+    ((3, 45, 2), np.float32, 1, True, dict(batch_size=4)),  # grey + alpha, low
+])
+def test_fused_path_equals_reference_path(shape, dtype, channels, dense, kw):
+    model = deterministic_model(channels)
+    rng = np.random.default_rng(4)
+    # dense: 30% of the values lost at random; sparse: none but lines every 11 rows
+    # (some tiles lose values only in their first row) and a block at the bottom right
+    image = rng.random(shape) * (1.0 if dense else 0.65)
+    lines = (slice(None, None, 11), slice(None)) + ((0,) if len(shape) == 3 else ())
+    image[lines] = 0.9 + 0.1 * rng.random(image[lines].shape)
+    image[-2:, -3:] = 0.95
+    if dtype == np.uint8:
+        image = (image * 255).astype(np.uint8)
+    elif dtype == np.uint16:
+        image = (image * 65535).astype(np.uint16)
+    else:
+        image = image.astype(dtype)
+    fused, ref = both_paths(model, image, clip_level=0.7, **kw)
+    assert fused.shape == ref.shape == image.shape and fused.dtype == ref.dtype == image.dtype
+    colour = image if image.ndim == 2 else image[..., :channels]
+    scale = {np.uint8: 255, np.uint16: 65535}.get(dtype, 1)
+    lost = colour >= 0.7 * scale
+    assert lost.any() and (~lost).any()
+    for out in (fused, ref):  # observed values and alpha exactly as they were
+        out_colour = out if out.ndim == 2 else out[..., :channels]
+        np.testing.assert_array_equal(out_colour[~lost], colour[~lost])
+        if image.ndim == 3 and shape[2] in (2, 4):
+            np.testing.assert_array_equal(out[..., -1], image[..., -1])
+    a = (fused if fused.ndim == 2 else fused[..., :channels])[lost].astype(np.float64) / scale
+    b = (ref if ref.ndim == 2 else ref[..., :channels])[lost].astype(np.float64) / scale
+    # the imputations differ from place to place (a comparison that can fail) ...
+    assert a.std() > 1e-3
+    # ... and the two paths agree (integers: up to one level where rounding differs)
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 if scale == 1 else 1.0 / scale)
+
+
+def test_fused_path_equals_reference_path_with_a_mask():
+    model = deterministic_model()
+    img = photo(33, 26, seed=5)
+    mask = np.ones((33, 26), bool)
+    mask[10:14, 3:20] = False
+    mask[30:, 20:] = False
+    fused, ref = both_paths(model, img, mask=mask, overlap=3, batch_size=5)
+    np.testing.assert_allclose(fused, ref, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(fused[mask], img[mask])
+    assert np.abs(fused[~mask] - img[~mask]).max() > 0.05  # lost values were replaced
+
+
+def test_one_tile_image_is_one_impute_call_on_both_paths(model):
+    """On an image of exactly one tile both paths make the same single model.impute call
+    with the same random numbers: equal to calling the model directly."""
+    img = photo(PATCH, PATCH, seed=6)
+    observed = img < 0.75
+    tile = torch.as_tensor(img.transpose(2, 0, 1).reshape(1, -1))
+    s = torch.as_tensor(observed.transpose(2, 0, 1).reshape(1, -1))
+    torch.manual_seed(9)
+    direct = model.impute(tile, s, n_samples=7).numpy().reshape(3, PATCH, PATCH)
+    direct = np.clip(direct.transpose(1, 2, 0), 0, 1)
+    for backend in ("fused", "reference"):
+        torch.manual_seed(9)
+        out = images.impute_image(model, img, clip_level=0.75, n_samples=7, backend=backend,
+                                  progress=False)
+        np.testing.assert_allclose(out, np.where(observed, img, direct), rtol=0, atol=1e-6)
+
+
+def test_backend_defaults_to_the_models(monkeypatch):
+    torch.manual_seed(0)
+    ref_model = images.image_model("notmiwae", channels=3, patch=PATCH, latent_dim=4,
+                                   width=4, n_samples=2, backend="reference")
+    calls = []
+    monkeypatch.setattr(images, "_impute_reference",
+                        lambda *args: calls.append("reference") or args[-1])
+    monkeypatch.setattr(images, "_impute_streaming",
+                        lambda *args: calls.append("fused") or args[-1])
+    images.impute_image(ref_model, photo(), progress=False)
+    images.impute_image(ref_model, photo(), progress=False, backend="fused")
+    assert calls == ["reference", "fused"]
+    with pytest.raises(ValueError, match="'backend' must be one of 'fused', 'reference'"):
+        images.impute_image(ref_model, photo(), progress=False, backend="cuda")
+
+
+def test_in_place_and_out_arrays(model):
+    img = (photo(30, 41, seed=7) * 255).astype(np.uint8)
+    torch.manual_seed(2)
+    new = images.impute_image(model, img, progress=False)
+    for backend in ("fused", "reference"):
+        target = np.zeros_like(img)
+        torch.manual_seed(2)
+        got = images.impute_image(model, img, out=target, progress=False, backend=backend)
+        assert got is target
+        if backend == "fused":
+            np.testing.assert_array_equal(target, new)
+        copy = img.copy()
+        torch.manual_seed(2)
+        assert images.impute_image(model, copy, out=copy, progress=False,
+                                   backend=backend) is copy
+        np.testing.assert_array_equal(copy, target)
+    assert not np.array_equal(new, img)
+    with pytest.raises(ValueError, match="'out' must be a numpy array of the image's shape "
+                                         "\\[30, 41, 3\\] and dtype uint8"):
+        images.impute_image(model, img, out=np.zeros((30, 41, 3), np.float32), progress=False)
+    with pytest.raises(ValueError, match="'out' must be the image itself"):
+        images.impute_image(model, img, out=img[::-1], progress=False)
+    frozen = img.copy()
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="'out' must be writable"):
+        images.impute_image(model, img, out=frozen, progress=False)
+
+
+def test_more_bad_arguments(model):
+    rgba = photo(10, 12, 4)
+    with pytest.raises(ValueError, match="'mask' must have shape \\[10, 12\\] or "
+                                         "\\[10, 12, 3\\]; got \\[10, 12, 4\\]"):
+        images.impute_image(model, rgba, mask=np.ones((10, 12, 4)), progress=False)
+    with pytest.raises(ValueError, match="'overlap' must be an int in \\[0, 4\\]"):
+        images.impute_image(model, rgba, overlap=5, progress=False)
+    with pytest.raises(ValueError, match="'batch_size' must be an int >= 1"):
+        images.impute_image(model, rgba, batch_size=0, progress=False)
+    with pytest.raises(ValueError, match="'image' must be uint8, uint16 or float"):
+        images.impute_image(model, np.zeros((10, 10, 3), np.int32), progress=False)
+    with pytest.raises(ValueError, match="give a 'mask' or a 'clip_level'"):
+        images.impute_image(model, rgba, clip_level=None, progress=False)
+    for backend in ("fused", "reference"):  # nothing written before the range check
+        bad = photo(40, 40)
+        bad[35, 35, 1] = 2.0
+        before = bad.copy()
+        target = np.zeros_like(bad)
+        for out in (bad, target):
+            with pytest.raises(ValueError, match="float images must hold values in "
+                                                 "\\[0, 1\\]; got \\[.*, 2\\]"):
+                images.impute_image(model, bad, out=out, backend=backend, progress=False)
+        np.testing.assert_array_equal(bad, before)
+        assert not target.any()
+
+
+def test_fused_path_memory_does_not_grow_with_the_image(model, monkeypatch):
+    """numpy allocations (tracemalloc) of impute_image in place on tall uint8 images,
+    with bands capped at one row of tiles (as on images wider than _BAND_BYTES allows):
+    the fused path's peak barely grows from 512 to 4096 rows and stays far below the
+    image; the
+    reference path's float copy of the image alone is 4× the image."""
+    import tracemalloc
+
+    monkeypatch.setattr(images, "_BAND_BYTES", 1)
+
+    def peak(height, backend):
+        rng = np.random.default_rng(8)
+        img = (rng.random((height, 96, 3)) * 180).astype(np.uint8)  # nothing lost ...
+        rows = np.linspace(0, height - 1, 12).astype(int)
+        img[rows, (rows * 5) % 96, 1] = 255  # ... but 12 values, down to the last row
+        tracemalloc.start()
+        images.impute_image(model, img, out=img, n_samples=1, backend=backend,
+                            progress=False)
+        result = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert (img[rows, (rows * 5) % 96, 1] < 255).sum() >= 6  # imputed
+        return result, img.nbytes
+
+    small, small_nbytes = peak(512, "fused")
+    large, nbytes = peak(4096, "fused")
+    reference, _ = peak(4096, "reference")
+    # Any buffer of the image's size (even a bool mask: 1× this uint8 image) would fail
+    # this; what grows is the tile-grid bookkeeping (a few bytes per tile row and tile).
+    assert large - small < (nbytes - small_nbytes) / 4, (small, large, nbytes)
+    assert large < nbytes / 4, (large, nbytes)
+    assert reference > 4 * nbytes, (reference, nbytes)
