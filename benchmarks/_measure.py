@@ -22,12 +22,8 @@ def peak_rss_mb() -> float:
 
 
 def reset_peak_rss() -> bool:
-    """Resets the peak resident set to the current one (Linux: writes 5 to
-    /proc/self/clear_refs), so that a following ``peak_rss_mb()`` delta is not hidden by
-    a larger transient peak earlier in the process; False where that is not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
+    """Resets the peak resident set to the current one (see
+    notmiwae_fast.benchmark.reset_peak_rss), so that a following ``peak_rss_mb()`` delta
+    is not hidden by a larger transient peak earlier in the process."""
+    from notmiwae_fast.benchmark import reset_peak_rss as reset
+    return reset()

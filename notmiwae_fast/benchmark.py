@@ -279,19 +279,44 @@ def build_case(spec: dict, device: str) -> Callable:
     raise ValueError(f"unknown case kind {kind!r}")
 
 
+def rss_mb(field: str) -> float:
+    """VmRSS (current) or VmHWM (peak) of this process in MB, from /proc/self/status;
+    the peak from getrusage where there is no /proc."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def reset_peak_rss() -> bool:
+    """Resets the peak resident set to the current one (Linux: 5 > /proc/self/clear_refs),
+    so that a larger transient peak earlier in the process (imports, set-up) cannot hide
+    the measured call's memory; False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def _child_main(spec_json: str) -> None:
     """Runs one case once in this (fresh) process; prints its peak RSS growth in MB."""
-    import resource
     spec = json.loads(spec_json)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     fn = build_case(spec, "cpu")
     if spec["kind"] == "op":  # first call outside: dispatcher / autograd set-up
         op_call(spec["op"], spec["variant"], 2, 2, 3, "cpu")()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    reset_peak_rss()
+    before = rss_mb("VmRSS")
     with torch.no_grad() if spec["kind"] in ("impute", "image") else _null():
         fn()
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(after - before)
+    print(max(0.0, rss_mb("VmHWM") - before))
 
 
 class _null:
