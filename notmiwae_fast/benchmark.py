@@ -426,7 +426,7 @@ def suite_impute(device: str, repeats: int, threads: int, quick: bool, log) -> d
         t = time_interleaved(calls, max(3, repeats // 4), device)
         cases.append({"case": f"tabular-K{k}", "rows": n, "D": TABULAR_D, "K": k,
                       "time_s": t, "rows_per_s": {i: n / t[i]["median"] for i in t}})
-        log(f"  impute K={k:<6} " + "  ".join(f"{i} {rows / t[i]['median']:.0f} rows/s" for i in t))
+        log(f"  impute K={k:<6} " + "  ".join(f"{i} {n / t[i]['median']:.0f} rows/s" for i in t))
     mem_d, mem_rows = (1024, 16) if quick else (12288, 16)
     memory = {i: peak_mb({"kind": "impute", "impl": i, "rows": mem_rows, "d": mem_d, "k": 1000},
                          device, threads) for i in impls}
