@@ -99,6 +99,30 @@ def render_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merge(sources, path: Path, note=None) -> int:
+    """Writes the union of the runs of ``sources`` (same settings; one run per data set,
+    method and seed) to ``path`` and its table next to it."""
+    merged = {"runs": []}
+    seen = set()
+    for source in sources:
+        part = load_results(Path(source))
+        if merged.get("settings") not in (None, part.get("settings")):
+            print(f"error: {source} has settings {part.get('settings')}, not "
+                  f"{merged['settings']}", file=sys.stderr)
+            return 2
+        merged["settings"] = part.get("settings")
+        merged["note"] = note or merged.get("note") or part.get("note")
+        for r in part["runs"]:
+            key = (r["dataset"], r["method"], r["run"])
+            if key not in seen:
+                seen.add(key)
+                merged["runs"].append(r)
+    save_atomic_text(path, json.dumps(merged, indent=1))
+    save_atomic_text(path.with_suffix(".md"), render_markdown(merged))
+    print(f"{len(merged['runs'])} runs -> {path}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=list(datasets.UCI_DATASETS),
@@ -116,7 +140,13 @@ def main(argv=None) -> int:
     parser.add_argument("--note", default=None, help="a line shown above the table (e.g. "
                         "'smoke run, not the full protocol')")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                        help="combine the runs of these results files (written by runs "
+                        "in parallel with the same settings) into --results, render the "
+                        "table and stop")
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, Path(args.results), args.note)
 
     import torch
     torch.set_num_threads(args.threads)

@@ -94,6 +94,11 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         device: ``"cpu"``, ``"cuda"``, ... (None: CUDA when available, else CPU).
         verbose: progress bar and a final loss line while fitting / imputing.
         backend: ``"fused"`` (the kernels) or ``"reference"`` (pure PyTorch).
+        standardize: standardise every column with the mean and std of its observed
+            values before training (and map imputations back). False: train on X as
+            given — for data already standardised with better statistics (under MNAR the
+            observed values of a column are a biased sample: with its high values lost,
+            their mean is low and their spread small), as in the paper's protocol.
 
     Fitted attributes: ``model_`` (the trained torch model), ``mean_`` and ``scale_``
     ([D] standardisation), ``n_iter_``, ``loss_curve_`` ([n_iter_] training losses),
@@ -116,13 +121,14 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         "device": [str, torch.device, None],
         "verbose": ["verbose"],
         "backend": [StrOptions({"fused", "reference"})],
+        "standardize": ["boolean"],
     }
 
     def __init__(self, *, latent_dim: Optional[int] = None, hidden_dim: int = 128,
                  n_samples: int = 20, out_dist: str = "gauss", ppca: bool = False,
                  n_impute_samples: int = 1000, max_iter: int = 10_000, batch_size: int = 16,
                  lr: float = 1e-3, random_state=None, device=None, verbose=False,
-                 backend: str = "fused"):
+                 backend: str = "fused", standardize: bool = True):
         self.latent_dim = latent_dim
         self.hidden_dim = hidden_dim
         self.n_samples = n_samples
@@ -136,6 +142,7 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.device = device
         self.verbose = verbose
         self.backend = backend
+        self.standardize = standardize
 
     # -- scikit-learn plumbing -----------------------------------------------------------
     def __sklearn_tags__(self):
@@ -213,9 +220,10 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """Hook for fitted attributes of subclasses."""
 
     def _standardize(self, arr: np.ndarray, fit: bool = False):
-        """(standardised [N, D], mean [D], scale [D]); identity for Bernoulli data."""
+        """(standardised [N, D], mean [D], scale [D]); identity for Bernoulli data and
+        with ``standardize=False``."""
         if fit:
-            if self.out_dist == "bern":
+            if self.out_dist == "bern" or not self.standardize:
                 return arr, np.zeros(arr.shape[1]), np.ones(arr.shape[1])
             return utils.standardize(arr)
         return utils.standardize(arr, self.mean_, self.scale_)
@@ -325,7 +333,8 @@ class MIWAEImputer(_BaseIWImputer):
 
     Parameters: see :class:`_BaseIWImputer` (``latent_dim``, ``hidden_dim``,
     ``n_samples``, ``out_dist``, ``ppca``, ``n_impute_samples``, ``max_iter``,
-    ``batch_size``, ``lr``, ``random_state``, ``device``, ``verbose``, ``backend``).
+    ``batch_size``, ``lr``, ``random_state``, ``device``, ``verbose``, ``backend``,
+    ``standardize``).
     """
 
     _model_class = MIWAE
@@ -359,12 +368,13 @@ class NotMIWAEImputer(_BaseIWImputer):
                  latent_dim: Optional[int] = None, hidden_dim: int = 128, n_samples: int = 20,
                  out_dist: str = "gauss", ppca: bool = False, n_impute_samples: int = 1000,
                  max_iter: int = 10_000, batch_size: int = 16, lr: float = 1e-3,
-                 random_state=None, device=None, verbose=False, backend: str = "fused"):
+                 random_state=None, device=None, verbose=False, backend: str = "fused",
+                 standardize: bool = True):
         super().__init__(latent_dim=latent_dim, hidden_dim=hidden_dim, n_samples=n_samples,
                          out_dist=out_dist, ppca=ppca, n_impute_samples=n_impute_samples,
                          max_iter=max_iter, batch_size=batch_size, lr=lr,
                          random_state=random_state, device=device, verbose=verbose,
-                         backend=backend)
+                         backend=backend, standardize=standardize)
         self.missing_process = missing_process
         self.signs = signs
 

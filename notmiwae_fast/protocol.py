@@ -19,7 +19,13 @@ from .imputer import MIWAEImputer, NotMIWAEImputer
 __all__ = ["METHODS", "PAPER_SETTINGS", "mnar_table1", "make_imputer", "run_method"]
 
 # Training settings of the paper (Adam lr 1e-3, batch 16, K = 20, 2 hidden layers of 128).
-PAPER_SETTINGS = dict(hidden_dim=128, n_samples=20, batch_size=16, lr=1e-3)
+# The protocol standardises the complete data before removing values, and the paper's
+# models train on that matrix: the imputers must not standardise it again with the
+# statistics of the observed values, which this MNAR biases (a column that lost its high
+# values has a low observed mean and a small observed spread). Doing so cost 0.15 RMSE
+# on breast (0.91 against 0.76 for not-MIWAE self-masking, 10,000 iterations).
+PAPER_SETTINGS = dict(hidden_dim=128, n_samples=20, batch_size=16, lr=1e-3,
+                      standardize=False)
 
 
 def _not_miwae(**extra) -> Callable[..., NotMIWAEImputer]:

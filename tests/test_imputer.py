@@ -65,6 +65,22 @@ def test_numpy_in_numpy_out_observed_unchanged_original_units(cls):
     assert out[s == 0].mean() > 5
 
 
+@pytest.mark.parametrize("cls", [MIWAEImputer, NotMIWAEImputer])
+def test_standardize_false_trains_on_the_data_as_given(cls):
+    """standardize=False: no observed-statistics rescaling (mean_ 0, scale_ 1), observed
+    entries unchanged; the default standardises with the observed mean and std."""
+    x, x_nan, s = mnar()
+    plain = cls(**TINY, standardize=False).fit(x_nan)
+    assert np.all(plain.mean_ == 0) and np.all(plain.scale_ == 1)
+    out = plain.transform(x_nan)
+    assert np.array_equal(out[s == 1], x_nan[s == 1]) and not np.isnan(out).any()
+    default = cls(**TINY).fit(x_nan)
+    np.testing.assert_allclose(default.mean_, np.nanmean(x_nan, axis=0))
+    assert cls(**TINY, standardize=False).get_params()["standardize"] is False
+    with pytest.raises(ValueError, match="standardize"):
+        cls(**TINY, standardize="no").fit(x_nan)
+
+
 def test_dataframe_in_dataframe_out_with_columns_and_index():
     x, x_nan, s = mnar()
     df = pd.DataFrame(x_nan, columns=["a", "b", "c", "d"], index=np.arange(300) * 3 + 7)

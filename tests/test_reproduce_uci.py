@@ -41,6 +41,23 @@ def test_bound_and_table():
     assert set(mod.PAPER) == set(protocol.METHODS)
 
 
+def test_merge_combines_parallel_runs_and_refuses_other_settings(tmp_path):
+    mod = load_script()
+    settings = {"iterations": 5, "impute_samples": 2, "threads": 1}
+    run = lambda d, m, r, v: {"dataset": d, "method": m, "run": r, "rmse": v}  # noqa: E731
+    a, b, c = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"
+    a.write_text(json.dumps({"settings": settings, "runs": [run("banknote", "mean", 0, 1.7)]}))
+    b.write_text(json.dumps({"settings": settings, "runs": [
+        run("banknote", "mean", 0, 9.9), run("banknote", "mean", 1, 1.76)]}))
+    out = tmp_path / "merged.json"
+    assert mod.main(["--merge", str(a), str(b), "--results", str(out)]) == 0
+    runs = json.loads(out.read_text())["runs"]
+    assert [(r["run"], r["rmse"]) for r in runs] == [(0, 1.7), (1, 1.76)]  # first wins
+    assert "1.73 ± 0.03 [2]" in out.with_suffix(".md").read_text()
+    c.write_text(json.dumps({"settings": {**settings, "iterations": 6}, "runs": []}))
+    assert mod.main(["--merge", str(a), str(c), "--results", str(tmp_path / "x.json")]) == 2
+
+
 def test_protocol_matches_the_paper_for_mean_imputation():
     X = np.random.default_rng(0).normal(size=(2000, 6))
     X_true, X_missing, s = protocol.mnar_table1(X, seed=0)
