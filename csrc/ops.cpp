@@ -61,4 +61,15 @@ TORCH_LIBRARY(notmiwae_fast, m) {
       "notmiwae_normal_terms_backward(Tensor grad_obs, Tensor grad_miss, Tensor x, Tensor mask, "
       "Tensor loc, Tensor scale, Tensor eps, Tensor W, Tensor b) "
       "-> (Tensor, Tensor, Tensor, Tensor)");
+
+  // --- multi-layer perceptrons (family "mlp") -------------------------------------
+  // y = L_n(tanh(L_{n−1}(… tanh(L_1(x))))), L_i(h) = h W_iᵀ + b_i: x [N, in],
+  // weights[i] [out_i, in_i] (nn.Linear's layout), biases[i] [out_i] -> [N, out_n].
+  m.def("mlp_tanh(Tensor x, Tensor[] weights, Tensor[] biases) -> Tensor");
+  // The same, also returning the n − 1 hidden activations (after tanh) for the backward.
+  m.def("mlp_tanh_forward(Tensor x, Tensor[] weights, Tensor[] biases) -> (Tensor, Tensor[])");
+  // (grad_x, grad_weights, grad_biases) of Σ grad · y.
+  m.def(
+      "mlp_tanh_backward(Tensor grad, Tensor x, Tensor[] weights, Tensor[] hidden) "
+      "-> (Tensor, Tensor[], Tensor[])");
 }

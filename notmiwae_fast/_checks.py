@@ -167,3 +167,42 @@ def row_grad(grad: Tensor, name: str, ref: Tensor, ref_name: str) -> None:
         raise ValueError(f"notmiwae_fast: argument '{name}' must have shape [B, K] = [{B}, {K}]; "
                          f"got shape {list(grad.shape)}")
     same_device_dtype(grad, name, ref, ref_name)
+
+
+def mlp_layers(x: Tensor, weights, biases) -> None:
+    """x [N, in]; weights[i] [out_i, in_i] chained from ``in``; biases[i] [out_i]."""
+    floating(x, "x")
+    ndim(x, 2, "x", "[N, in_features]")
+    if len(weights) == 0:
+        raise ValueError("notmiwae_fast: argument 'weights' must hold at least one layer; got "
+                         "an empty list")
+    if len(weights) != len(biases):
+        raise ValueError("notmiwae_fast: arguments 'weights' and 'biases' must have one entry "
+                         f"per layer; got {len(weights)} and {len(biases)}")
+    width = x.shape[1]
+    for i, (w, b) in enumerate(zip(weights, biases)):
+        same_device_dtype(w, f"weights[{i}]", x, "x")
+        same_device_dtype(b, f"biases[{i}]", x, "x")
+        ndim(w, 2, f"weights[{i}]", "[out_features, in_features]")
+        size(w, 1, width, f"weights[{i}]", "[out_features, in_features]")
+        width = w.shape[0]
+        ndim(b, 1, f"biases[{i}]", "[out_features]")
+        size(b, 0, width, f"biases[{i}]", "[out_features]")
+
+
+def mlp_hidden(grad: Tensor, x: Tensor, weights, hidden) -> None:
+    """The arguments of mlp_tanh_backward: grad [N, out_n], one activation per hidden
+    layer, hidden[i] [N, out_i]."""
+    if len(hidden) + 1 != len(weights):
+        raise ValueError("notmiwae_fast: argument 'hidden' must hold one activation per hidden "
+                         f"layer ({max(len(weights) - 1, 0)}); got {len(hidden)}")
+    floating(grad, "grad")
+    ndim(grad, 2, "grad", "[N, out_features]")
+    same_device_dtype(grad, "grad", x, "x")
+    size(grad, 0, x.shape[0], "grad", "[N, out_features]")
+    size(grad, 1, weights[-1].shape[0], "grad", "[N, out_features]")
+    for i, h in enumerate(hidden):
+        same_device_dtype(h, f"hidden[{i}]", x, "x")
+        if tuple(h.shape) != (x.shape[0], weights[i].shape[0]):
+            raise ValueError(f"notmiwae_fast: argument 'hidden[{i}]' must have shape "
+                             f"{[x.shape[0], weights[i].shape[0]]}; got {list(h.shape)}")

@@ -31,6 +31,7 @@ from . import reference
 from .missing import (LinearMissingProcess, NonlinearMissingProcess,
                       SelfMaskingKnownSignsProcess, SelfMaskingProcess)
 from .models import MIWAE, NotMIWAE, ImportanceWeightedModel
+from .networks import use_fused_mlps
 
 __all__ = ["ExportableImputer", "to_torchscript", "to_onnx"]
 
@@ -89,6 +90,9 @@ class ExportableImputer(nn.Module):
             model.input_dim, dtype=dtype, device=device)
         self.register_buffer("data_mean", mean.detach().clone())
         self.register_buffer("data_std", std.detach().clone())
+        # The MLPs run layer by layer here (TorchScript compiles that branch only; ONNX
+        # has no mlp_tanh).
+        use_fused_mlps(self, False)
         self.requires_grad_(False)  # an inference artefact
         self.eval()
 
@@ -183,7 +187,9 @@ def _prepare(model, path, n_samples: int, fused: bool) -> ExportableImputer:
     process = getattr(model, "missing_model", None)
     if process is not None and not isinstance(process, _BUILT_IN):
         try:
-            torch.jit.script(copy.deepcopy(process))
+            scripted = copy.deepcopy(process)
+            use_fused_mlps(scripted, False)
+            torch.jit.script(scripted)
         except Exception as exc:
             raise TypeError(
                 f"the custom missing process {type(process).__name__} cannot be exported: "

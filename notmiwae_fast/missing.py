@@ -216,9 +216,8 @@ class NonlinearMissingProcess(BaseMissingProcess):
     def __init__(self, input_dim: int, hidden_dim: int = 64,
                  feature_names: Optional[Sequence[str]] = None, **kwargs):
         super().__init__(input_dim, feature_names)
-        self.mlp = nn.Sequential(nn.Linear(input_dim, hidden_dim), nn.Tanh(),
-                                 nn.Linear(hidden_dim, hidden_dim), nn.Tanh(),
-                                 nn.Linear(hidden_dim, input_dim))
+        from .networks import mlp  # (networks imports ops, which must not import this)
+        self.mlp = mlp([input_dim, hidden_dim, hidden_dim, input_dim])
 
     def forward(self, x: Tensor) -> Tensor:
         return self.mlp(x)

@@ -27,7 +27,8 @@ from torch import Tensor, nn
 
 from . import _validate, ops, reference
 from .missing import BaseMissingProcess, MissingProcess
-from .networks import OUT_DISTS, Encoder, PredictionHead, make_decoder, DEFAULT_MIN_SCALE
+from .networks import (OUT_DISTS, Encoder, PredictionHead, make_decoder, DEFAULT_MIN_SCALE,
+                       use_fused_mlps)
 
 __all__ = ["MIWAE", "NotMIWAE", "SupMIWAE", "SupNotMIWAE", "ImportanceWeightedModel"]
 
@@ -104,8 +105,23 @@ class ImportanceWeightedModel(nn.Module):
         self.register_buffer("data_std", None)
         # Optimizer steps taken by notmiwae_fast.Trainer (saved with the state dict).
         self.register_buffer("n_train_steps", torch.zeros((), dtype=torch.long))
+        self._apply_backend()
 
     # -- the operators of the chosen backend ------------------------------------------
+    @property
+    def backend(self) -> str:
+        """``"fused"`` or ``"reference"``; assigning it switches every operator and MLP."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str) -> None:
+        self._backend = _validate.choice(value, "backend", BACKENDS)
+        self._apply_backend()
+
+    def _apply_backend(self) -> None:
+        """Switches the MLPs built so far (constructors call it once all are built)."""
+        use_fused_mlps(self, self._backend == "fused")
+
     @property
     def ops(self):
         return ops if self.backend == "fused" else reference
@@ -369,6 +385,7 @@ class NotMIWAE(ImportanceWeightedModel):
             feature_names, signs)
         self.missing_process = (missing_process if isinstance(missing_process, str)
                                 else type(missing_process).__name__)
+        self._apply_backend()
 
 
 class _Supervised:
@@ -383,6 +400,7 @@ class _Supervised:
         self.y_dim = y_dim
         self.head = PredictionHead(self.input_dim, y_dim, head_hidden_dim or self.hidden_dim,
                                    self.task)
+        self._apply_backend()
 
     def forward(self, x, s, y=None, n_samples: Optional[int] = None) -> dict:
         """The bound with log p(y | x̂_k), x̂_k the k-th imputed sample (not the

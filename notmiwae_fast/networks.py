@@ -8,12 +8,15 @@ chosen by the ``ops`` module passed in), conditional mean and samples.
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Encoder", "GaussianFamily", "BernoulliFamily", "GaussianDecoder",
+from . import ops
+
+__all__ = ["MLP", "mlp", "use_fused_mlps", "Encoder", "GaussianFamily", "BernoulliFamily", "GaussianDecoder",
            "StudentTDecoder", "BernoulliDecoder",
            "PredictionHead", "OUT_DISTS", "make_decoder"]
 
@@ -21,14 +24,54 @@ OUT_DISTS = ("gauss", "bern", "student_t")
 DEFAULT_MIN_SCALE = 1e-3
 
 
-def mlp(sizes: list[int]) -> nn.Sequential:
-    """Linear layers with tanh between them (the paper's networks)."""
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(nn.Tanh())
-    return nn.Sequential(*layers)
+class MLP(nn.Sequential):
+    """Linear layers with tanh between them (the paper's networks): [..., sizes[0]] ->
+    [..., sizes[-1]].
+
+    An nn.Sequential of nn.Linear and nn.Tanh (state-dict keys ``0.weight``, ``0.bias``,
+    ``2.weight``, ...). With ``fused = True`` (the models set it for ``backend="fused"``)
+    the whole network is one :func:`notmiwae_fast.ops.mlp_tanh` call: ATen's matrix
+    products, the activation in place and a hand-written backward; otherwise the layers
+    run one by one (the reference path, also the one TorchScript and ONNX export use).
+    """
+
+    __constants__ = ["fused"]  # TorchScript compiles only the layer-by-layer branch
+
+    def __init__(self, sizes: Sequence[int]):
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers.append(nn.Linear(a, b))
+            if i < len(sizes) - 2:
+                layers.append(nn.Tanh())
+        super().__init__(*layers)
+        self.fused = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.fused:
+            return self._fused_forward(x)
+        for layer in self:
+            x = layer(x)
+        return x
+
+    @torch.jit.unused
+    def _fused_forward(self, x: Tensor) -> Tensor:
+        linears = list(self._modules.values())[::2]
+        weights = [layer.weight for layer in linears]
+        biases = [layer.bias for layer in linears]
+        y = ops.mlp_tanh(x.reshape(-1, x.shape[-1]), weights, biases)
+        return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
+def mlp(sizes: Sequence[int]) -> MLP:
+    """Linear layers with tanh between them (the paper's networks), see :class:`MLP`."""
+    return MLP(sizes)
+
+
+def use_fused_mlps(module: nn.Module, fused: bool) -> None:
+    """Sets ``fused`` on every :class:`MLP` inside ``module``."""
+    for m in module.modules():
+        if isinstance(m, MLP):
+            m.fused = bool(fused)
 
 
 class Encoder(nn.Module):
@@ -115,7 +158,8 @@ class GaussianDecoder(GaussianFamily, nn.Module):
             scale = (F.softplus(self.raw_scale) + self.min_scale).expand_as(loc)
         else:
             loc, raw = self.net(z).chunk(2, dim=-1)
-            scale = F.softplus(raw) + self.min_scale
+            # (contiguous first: ATen's softplus on the strided half is ~20x slower)
+            scale = F.softplus(raw.contiguous()) + self.min_scale
         return {"loc": loc, "scale": scale}
 
 
@@ -145,7 +189,8 @@ class StudentTDecoder(nn.Module):
             scale = (F.softplus(self.raw_scale) + self.min_scale).expand_as(loc)
         else:
             loc, raw = self.net(z).chunk(2, dim=-1)
-            scale = F.softplus(raw) + self.min_scale
+            # (contiguous first: ATen's softplus on the strided half is ~20x slower)
+            scale = F.softplus(raw.contiguous()) + self.min_scale
         return {"loc": loc, "scale": scale, "df": F.softplus(self.raw_df) + self.MIN_DF}
 
     def log_prob(self, ops, x0: Tensor, s: Tensor, p: dict) -> Tensor:

@@ -29,6 +29,7 @@ __all__ = [
     "masked_studentt_logprob",
     "selfmask_logprob",
     "notmiwae_normal_terms",
+    "mlp_tanh",
 ]
 
 _warned_devices: set[str] = set()
@@ -182,6 +183,27 @@ def notmiwae_normal_terms(x: Tensor, mask: Tensor, loc: Tensor, scale: Tensor, e
     return reference.notmiwae_normal_terms(x, mask, loc, scale, eps, W, b)
 
 
+def mlp_tanh(x: Tensor, weights: list[Tensor], biases: list[Tensor]) -> Tensor:
+    """A multi-layer perceptron with tanh between its layers, in one operator.
+
+    y = L_n(tanh(L_{n−1}(… tanh(L_1(x))))), L_i(h) = h W_iᵀ + b_i. The kernels run ATen's
+    matrix products with the activation applied in place (a vectorised tanh on CPU) and
+    a hand-written backward: no autograd graph per layer. Gradients flow to x, the
+    weights and the biases.
+
+    Args:
+        x: [N, in]. weights: n tensors, weights[i] [out_i, in_i] (nn.Linear's layout),
+            in_0 = in and in_i = out_{i−1}. biases: n tensors, biases[i] [out_i].
+    Returns:
+        [N, out_n]
+    """
+    weights, biases = list(weights), list(biases)
+    if _use_kernels(x):
+        return torch.ops.notmiwae_fast.mlp_tanh(x, weights, biases)
+    _checks.mlp_layers(x, weights, biases)
+    return reference.mlp_tanh(x, weights, biases)
+
+
 # --------------------------------------------------------------------------------------
 # Fake kernels: output shapes and dtypes, for torch.compile / torch.export / opcheck.
 # --------------------------------------------------------------------------------------
@@ -283,6 +305,23 @@ def _register_fakes() -> None:
         _checks.row_grad(grad_obs, "grad_obs", loc, "loc")
         _checks.row_grad(grad_miss, "grad_miss", loc, "loc")
         return like(loc), like(scale), like(W), like(b)
+
+    @fake("mlp_tanh")
+    def _(x, weights, biases):
+        _checks.mlp_layers(x, weights, biases)
+        return x.new_empty((x.shape[0], weights[-1].shape[0]))
+
+    @fake("mlp_tanh_forward")
+    def _(x, weights, biases):
+        _checks.mlp_layers(x, weights, biases)
+        return (x.new_empty((x.shape[0], weights[-1].shape[0])),
+                [x.new_empty((x.shape[0], w.shape[0])) for w in weights[:-1]])
+
+    @fake("mlp_tanh_backward")
+    def _(grad, x, weights, hidden):
+        _checks.mlp_hidden(grad, x, weights, hidden)
+        return (x.new_empty(x.shape), [w.new_empty(w.shape) for w in weights],
+                [w.new_empty(w.shape[:1]) for w in weights])
 
 
 if _library.backend().library is not None:

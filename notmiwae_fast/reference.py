@@ -34,6 +34,7 @@ __all__ = [
     "masked_studentt_logprob",
     "selfmask_logprob",
     "notmiwae_normal_terms",
+    "mlp_tanh",
 ]
 
 
@@ -215,3 +216,23 @@ def notmiwae_normal_terms(x: Tensor, mask: Tensor, loc: Tensor, scale: Tensor, e
     x0, observed = _observed(x, mask, loc.dtype)
     x_hat = torch.where(observed, x0, loc + scale * eps)
     return masked_normal_logprob(x, mask, loc, scale), selfmask_logprob(x_hat, mask, W, b)
+
+
+# --------------------------------------------------------------------------------------
+# Multi-layer perceptrons
+# --------------------------------------------------------------------------------------
+def mlp_tanh(x: Tensor, weights: list[Tensor], biases: list[Tensor]) -> Tensor:
+    """y = L_n(tanh(L_{n−1}(… tanh(L_1(x))))), L_i(h) = h W_iᵀ + b_i (the paper's networks).
+
+    Args:
+        x: [N, in]. weights: n tensors, weights[i] [out_i, in_i] (nn.Linear's layout).
+        biases: n tensors, biases[i] [out_i].
+    Returns:
+        [N, out_n]
+    """
+    h = x
+    for i, (w, b) in enumerate(zip(weights, biases)):
+        h = F.linear(h, w, b)
+        if i + 1 < len(weights):
+            h = torch.tanh(h)
+    return h

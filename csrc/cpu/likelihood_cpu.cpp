@@ -16,24 +16,8 @@
 // are removed by selection (never by multiplying with 0), so whatever x holds there
 // (NaN, ±inf) cannot reach a value or a gradient.
 //
-// The element kernels below are written branch-free (selects, not branches) so that GCC
-// can vectorise them; two options for this whole file let it: FP comparisons do not
-// trap (so selects may be if-converted) and no jump threading (which would turn
-// repeated selects on one mask back into branches). Neither changes any result. (Set
-// for the whole file, before any include, so that every inline function of math.h
-// gets the same options and can be inlined into the kernels.) The kernels are also
-// compiled for AVX-512 and AVX2 + FMA (x86-64-v4 / v3) next to the baseline, the best
-// one picked at load time (GCC function multi-versioning).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("no-trapping-math")
-#pragma GCC optimize("no-thread-jumps")
-#endif
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define NMF_VECTOR_CLONES \
-  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define NMF_VECTOR_CLONES
-#endif
+// The element kernels are branch-free and vectorised (see vectorize.h, included first).
+#include "vectorize.h"
 
 #include <ATen/ATen.h>
 #include <ATen/AccumulateType.h>

@@ -6,7 +6,7 @@
 // runs. Arguments are in the accumulation type (float or double); callers convert
 // half / bfloat16 inputs before calling.
 //
-// The likelihood formulas take the elementary functions (exp, log, log1p) as a policy
+// The likelihood formulas take the elementary functions (exp, log, log1p, tanh) as a policy
 // parameter F: LibM, the C library / CUDA functions, by default; the CPU loops pass
 // the branch-free polynomial versions of csrc/cpu/vec_math.h, which the compiler can
 // vectorise. The formulas themselves are written once, here.
@@ -30,6 +30,7 @@ namespace math {
 using std::exp;
 using std::log;
 using std::log1p;
+using std::tanh;
 #endif
 
 template <typename T>
@@ -151,7 +152,25 @@ struct LibM {
   NMF_HOST_DEVICE static T Log1p(T x) {
     return log1p(x);
   }
+  template <typename T>
+  NMF_HOST_DEVICE static T Tanh(T x) {
+    return tanh(x);
+  }
 };
+
+// ---------------------------------------------------------------------------
+// The hidden-layer activation of the MLPs (family "mlp"): y = tanh(x), and the chain
+// rule through it from the stored output, ∂L/∂x = ∂L/∂y · (1 − y²).
+// ---------------------------------------------------------------------------
+template <typename F = LibM, typename T>
+NMF_HOST_DEVICE T tanh_activation(T x) {
+  return F::Tanh(x);
+}
+
+template <typename T>
+NMF_HOST_DEVICE T tanh_activation_grad(T grad_y, T y) {
+  return grad_y * (T(1) - y * y);
+}
 
 // σ(x), without overflow for large |x|; branch-free (selects only).
 // (Both sides of every select are computed first: no arithmetic under a condition, so

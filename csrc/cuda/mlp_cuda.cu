@@ -1,0 +1,107 @@
+// CUDA kernels of the MLP family: mlp_tanh, mlp_tanh_forward, mlp_tanh_backward.
+// The layer loop is notmiwae_fast/mlp.h (shared with the CPU; the matrix products are
+// cuBLAS's); here are its two element kernels, tanh in place and its chain rule in
+// place, with the math of notmiwae_fast/math.h. float32, float64, float16 and bfloat16
+// (half types compute in float32, at::opmath_type).
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <tuple>
+#include <vector>
+
+#include "notmiwae_fast/checks.h"
+#include "notmiwae_fast/math.h"
+#include "notmiwae_fast/mlp.h"
+
+namespace notmiwae_fast {
+namespace {
+
+constexpr int kThreads = 256;
+
+unsigned element_blocks(int64_t n) {
+  return static_cast<unsigned>(std::min<int64_t>(std::max<int64_t>((n + kThreads - 1) / kThreads, 1),
+                                                 1 << 20));
+}
+
+template <typename scalar_t>
+__global__ void tanh_kernel(int64_t n, scalar_t* __restrict__ h) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < n;
+       j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    h[j] = static_cast<scalar_t>(math::tanh_activation(static_cast<opmath_t>(h[j])));
+  }
+}
+
+template <typename scalar_t>
+__global__ void tanh_backward_kernel(int64_t n, scalar_t* __restrict__ g,
+                                     const scalar_t* __restrict__ y) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < n;
+       j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    g[j] = static_cast<scalar_t>(math::tanh_activation_grad(static_cast<opmath_t>(g[j]),
+                                                            static_cast<opmath_t>(y[j])));
+  }
+}
+
+#define NMF_DISPATCH_CUDA(TYPE, NAME, ...) \
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
+
+void tanh_inplace_cuda(at::Tensor& h) {
+  TORCH_INTERNAL_ASSERT(h.is_contiguous());
+  const int64_t n = h.numel();
+  if (n == 0) return;
+  NMF_DISPATCH_CUDA(h.scalar_type(), "mlp_tanh_cuda", [&] {
+    tanh_kernel<scalar_t><<<element_blocks(n), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+        n, h.mutable_data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+void tanh_backward_inplace_cuda(at::Tensor& grad, const at::Tensor& y_) {
+  TORCH_INTERNAL_ASSERT(grad.is_contiguous());
+  const at::Tensor y = y_.contiguous();
+  const int64_t n = grad.numel();
+  if (n == 0) return;
+  NMF_DISPATCH_CUDA(grad.scalar_type(), "mlp_tanh_backward_cuda", [&] {
+    tanh_backward_kernel<scalar_t>
+        <<<element_blocks(n), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+            n, grad.mutable_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+constexpr mlp::ElementKernels kCudaKernels{&tanh_inplace_cuda, &tanh_backward_inplace_cuda};
+
+at::Tensor mlp_tanh_cuda(const at::Tensor& x, at::TensorList weights, at::TensorList biases) {
+  c10::cuda::CUDAGuard guard(x.device());
+  return std::get<0>(mlp::forward(x, weights, biases, kCudaKernels, /*keep_hidden=*/false));
+}
+
+std::tuple<at::Tensor, std::vector<at::Tensor>> mlp_tanh_forward_cuda(
+    const at::Tensor& x, at::TensorList weights, at::TensorList biases) {
+  c10::cuda::CUDAGuard guard(x.device());
+  return mlp::forward(x, weights, biases, kCudaKernels, /*keep_hidden=*/true);
+}
+
+std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> mlp_tanh_backward_cuda(
+    const at::Tensor& grad, const at::Tensor& x, at::TensorList weights, at::TensorList hidden) {
+  c10::cuda::CUDAGuard guard(x.device());
+  check_same_device_dtype(grad, "grad", x, "x");
+  return mlp::backward(grad, x, weights, hidden, kCudaKernels);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(notmiwae_fast, CUDA, m) {
+  m.impl("mlp_tanh", &mlp_tanh_cuda);
+  m.impl("mlp_tanh_forward", &mlp_tanh_forward_cuda);
+  m.impl("mlp_tanh_backward", &mlp_tanh_backward_cuda);
+}
+
+}  // namespace notmiwae_fast
