@@ -50,7 +50,9 @@ SUITES = ("ops", "train", "impute", "sweep")
 IW_OPS = ("iw_logmeanexp", "iw_weights", "iw_impute")
 LIKELIHOOD_OPS = ("masked_normal_logprob", "masked_bernoulli_logprob",
                   "masked_studentt_logprob", "selfmask_logprob", "notmiwae_normal_terms")
-ALL_OPS = IW_OPS + LIKELIHOOD_OPS
+# mlp_tanh at [B, K, D]: the tabular decoder, [B·K, D − 1] -> 128 -> 128 -> [B·K, 2D].
+MLP_OPS = ("mlp_tanh",)
+ALL_OPS = IW_OPS + LIKELIHOOD_OPS + MLP_OPS
 OP_SHAPES = {"tabular-B16": (16, 20, 11), "tabular-B128": (128, 20, 11),
              "image-B16": (16, 20, 12288)}
 TABULAR_D, HIDDEN, K_TRAIN = 11, 128, 20
@@ -141,6 +143,12 @@ def op_inputs(op: str, B: int, K: int, D: int, device: str, seed: int = 0):
     def randn(*shape):
         return torch.randn(*shape, generator=g).to(device)
 
+    if op in MLP_OPS:
+        sizes = [D - 1, HIDDEN, HIDDEN, 2 * D]
+        weights = [randn(b, a) / a ** 0.5 for a, b in zip(sizes[:-1], sizes[1:])]
+        biases = [randn(b) for b in sizes[1:]]
+        args = [randn(B * K, D - 1)] + weights + biases
+        return args, list(range(len(args)))
     if op in IW_OPS:
         log_w = randn(B, K)
         return ([log_w], [0]) if op != "iw_impute" else ([log_w, randn(B, K, D)], [0, 1])
@@ -163,13 +171,16 @@ def op_inputs(op: str, B: int, K: int, D: int, device: str, seed: int = 0):
 
 def op_function(op: str, variant: str) -> Callable:
     from . import ops, reference
-    if variant == "fused":
-        return getattr(ops, op)
-    if variant == "eager":
-        return getattr(reference, op)
-    if variant == "compile":
-        return torch.compile(getattr(reference, op), dynamic=False)
-    raise ValueError(f"unknown variant {variant!r}")
+    if variant not in ("fused", "eager", "compile"):
+        raise ValueError(f"unknown variant {variant!r}")
+    fn = getattr(ops if variant == "fused" else reference, op)
+    if op in MLP_OPS:  # flat arguments (x, W_1..W_n, b_1..b_n), as op_inputs makes them
+        layered = fn
+
+        def fn(x, *params):
+            n = len(params) // 2
+            return layered(x, list(params[:n]), list(params[n:]))
+    return torch.compile(fn, dynamic=False) if variant == "compile" else fn
 
 
 def op_call(op: str, variant: str, B: int, K: int, D: int, device: str,
@@ -363,6 +374,8 @@ def suite_ops(device: str, repeats: int, threads: int, quick: bool, log) -> dict
         for shape_name, (B, K, D) in shapes.items():
             if op in IW_OPS and shape_name == "image-B16" and op != "iw_impute":
                 continue
+            if op in MLP_OPS and shape_name == "image-B16":
+                continue
             calls = {}
             for v in variants:
                 if v == "compile" and device == "cuda" and shape_name != "image-B16":
@@ -401,7 +414,10 @@ def suite_train(device: str, repeats: int, quick: bool, log) -> dict:
         for fn in calls.values():
             for _ in range(3 if quick else 10):
                 fn()
-        t = time_interleaved(calls, repeats, device)
+        # Rounds of >= 0.1 s of consecutive steps: training runs steps back to back, so
+        # a round measures that steady state, not one step on caches the other
+        # implementations just evicted.
+        t = time_interleaved(calls, repeats, device, min_time=0.1)
         cases.append({"case": name, "batch": batch, "time_s": t,
                       "steps_per_s": {i: 1 / t[i]["median"] for i in t},
                       "rows_per_s": {i: batch / t[i]["median"] for i in t}})
