@@ -1,4 +1,4 @@
-"""Peak-memory measurement shared by the benchmark scripts.
+"""What the benchmark scripts share: peak-memory measurement and writing a report.
 
 A variant runs in a fresh process (``child_env()``) and reports the growth of its peak
 resident set (``peak_rss_mb()`` before and after). With MALLOC_MMAP_THRESHOLD_=65536
@@ -9,6 +9,7 @@ hide allocations); smaller buffers are below the resolution of this method.
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 
@@ -27,3 +28,14 @@ def reset_peak_rss() -> bool:
     is not hidden by a larger transient peak earlier in the process."""
     from notmiwae_fast.benchmark import reset_peak_rss as reset
     return reset()
+
+
+def write_report(out: str, result: dict, markdown: str) -> None:
+    """Writes ``<out>.json`` (``result``) and ``<out>.md`` (``markdown``), each atomically
+    (a stopped run never leaves half a file), and prints the Markdown."""
+    from notmiwae_fast._io import write_atomic
+
+    write_atomic(out + ".json", lambda f: json.dump(result, f, indent=2), text=True)
+    text = markdown if markdown.endswith("\n") else markdown + "\n"
+    write_atomic(out + ".md", lambda f: f.write(text), text=True)
+    print(text, end="")

@@ -22,6 +22,7 @@ import time
 
 import torch
 import torch.multiprocessing as mp
+from _measure import write_report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 D, ROWS, BATCH = 11, 4096, 64
@@ -82,11 +83,7 @@ def main() -> None:
               for r in rows]
     lines += ["", f"Scaling efficiency (2 processes): {efficiency:.2f}"]
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out + ".json", "w") as f:
-        json.dump(result, f, indent=2)
-    with open(args.out + ".md", "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, result, "\n".join(lines))
 
 
 if __name__ == "__main__":

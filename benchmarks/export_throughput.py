@@ -13,7 +13,6 @@ Writes benchmarks/results/export_throughput_cpu.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -24,6 +23,7 @@ import torch
 
 import notmiwae_fast as nf
 from notmiwae_fast import export
+from _measure import write_report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 D, K, ROWS, BATCH = 11, 1000, 4096, 256
@@ -88,11 +88,7 @@ def main() -> None:
         lines.append(f"| {name} | {q['median']:.0f} [{q['q1']:.0f}–{q['q3']:.0f}] | "
                      f"{q['median'] / eager:.2f}× |")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out + ".json", "w") as f:
-        json.dump(result, f, indent=2)
-    with open(args.out + ".md", "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, result, "\n".join(lines))
 
 
 if __name__ == "__main__":

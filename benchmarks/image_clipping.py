@@ -16,7 +16,6 @@ Writes benchmarks/results/image_clipping.{json,md,png} and the trained models
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from notmiwae_fast import images
+from _measure import write_report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TRAIN_PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
@@ -92,12 +92,8 @@ def main() -> None:
     lines += [f"| {name} | {value:.4f} |" for name, value in sorted(result["rmse"].items(),
                                                                     key=lambda kv: kv[1])]
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out + ".json", "w") as f:
-        json.dump(result, f, indent=2)
-    with open(args.out + ".md", "w") as f:
-        f.write("\n".join(lines) + "\n")
     figure(held, np.where(lost, args.clip_level, held), imputed, args.out + ".png")
-    print("\n".join(lines))
+    write_report(args.out, result, "\n".join(lines))
 
 
 def figure(truth, clipped, imputed, path) -> None:

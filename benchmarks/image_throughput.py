@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 
-from _measure import child_env, peak_rss_mb, reset_peak_rss
+from _measure import child_env, peak_rss_mb, reset_peak_rss, write_report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -132,11 +132,7 @@ def main() -> None:
                   "2 GB bound holds whatever the size: beyond the output array (none in "
                   "place) its buffers are a few rows of tiles and one batch."]
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out + ".json", "w") as fh:
-        json.dump(result, fh, indent=2)
-    with open(args.out + ".md", "w") as fh:
-        fh.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, result, "\n".join(lines))
 
 
 if __name__ == "__main__":

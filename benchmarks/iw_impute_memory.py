@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 
-from _measure import child_env, peak_rss_mb
+from _measure import child_env, peak_rss_mb, write_report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VARIANTS = ("fused", "reference")
@@ -102,11 +102,7 @@ def main() -> None:
         return
     result = run(args.B, args.K, args.D, args.threads, args.variants.split(","))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out + ".json", "w") as f:
-        json.dump(result, f, indent=2)
-    with open(args.out + ".md", "w") as f:
-        f.write(markdown(result))
-    print(markdown(result))
+    write_report(args.out, result, markdown(result))
 
 
 if __name__ == "__main__":
