@@ -126,6 +126,21 @@ def test_no_grad_keeps_no_activations_and_gives_the_same_values():
     torch.testing.assert_close(without, with_graph.detach(), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_inference_in_row_blocks(dtype, device):
+    """Without gradients the CPU runs many rows in blocks (about 512 KB of the widest
+    activation: 1024 rows at width 128); blocks, including a ragged last one, agree with
+    the reference."""
+    x, weights, biases = make_layers(5000, [10, 128, 128, 22], dtype=dtype, device=device)
+    with torch.no_grad():
+        out = OPS.mlp_tanh(x, weights, biases)
+    ref = reference.mlp_tanh(x.double(), [w.double() for w in weights],
+                             [b.double() for b in biases])
+    tol = TOL[dtype] if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out, ref.to(dtype), **tol)
+
+
 def test_gradients_only_where_asked():
     """x without requires_grad (data into an encoder) gets none; weights do."""
     x, weights, biases = make_layers(10, [4, 8, 2])

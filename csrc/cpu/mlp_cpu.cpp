@@ -59,7 +59,9 @@ void tanh_backward_inplace_cpu(at::Tensor& grad, const at::Tensor& y_) {
   });
 }
 
-constexpr mlp::ElementKernels kCpuKernels{&tanh_inplace_cpu, &tanh_backward_inplace_cpu};
+constexpr mlp::ElementKernels kCpuKernels{&tanh_inplace_cpu, &tanh_backward_inplace_cpu,
+                                            /*transpose_narrow=*/true,
+                                            /*block_bytes=*/512 * 1024};
 
 at::Tensor mlp_tanh_cpu(const at::Tensor& x, at::TensorList weights, at::TensorList biases) {
   check_cpu_dtype(x, "x");

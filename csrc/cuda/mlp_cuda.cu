@@ -76,7 +76,9 @@ void tanh_backward_inplace_cuda(at::Tensor& grad, const at::Tensor& y_) {
   });
 }
 
-constexpr mlp::ElementKernels kCudaKernels{&tanh_inplace_cuda, &tanh_backward_inplace_cuda};
+constexpr mlp::ElementKernels kCudaKernels{&tanh_inplace_cuda, &tanh_backward_inplace_cuda,
+                                            /*transpose_narrow=*/false,
+                                            /*block_bytes=*/0};
 
 at::Tensor mlp_tanh_cuda(const at::Tensor& x, at::TensorList weights, at::TensorList biases) {
   c10::cuda::CUDAGuard guard(x.device());

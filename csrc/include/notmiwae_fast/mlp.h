@@ -16,6 +16,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -25,11 +26,37 @@
 namespace notmiwae_fast {
 namespace mlp {
 
-// The element kernels of one backend; both work in place on contiguous tensors.
+// The element kernels of one backend (both work in place on contiguous tensors), whether
+// its matrix products prefer narrow results computed transposed (see product), and the
+// size of the row blocks of an inference forward (see forward; 0: no blocks).
 struct ElementKernels {
   void (*tanh_)(at::Tensor& h);                                 // h ← tanh(h)
   void (*tanh_backward_)(at::Tensor& grad, const at::Tensor& y);  // grad ← grad · (1 − y²)
+  bool transpose_narrow;
+  int64_t block_bytes;
 };
+
+// Results with fewer columns than this count as narrow.
+constexpr int64_t kNarrowColumns = 32;
+
+// bias + A · B (bias [n] broadcast over rows; undefined: none), A [m, k], B [k, n];
+// contiguous [m, n]. A narrow result (n < 32, m > n: the latent and output layers of
+// the paper's networks, and the gradients of their inputs and weights) is computed as
+// (Bᵀ · Aᵀ)ᵀ when the backend asks for it: MKL's sgemm runs 2–6 times faster that way
+// on the shapes of a training step (e.g. [2560, 128] · [128, 10]: 465 µs direct, 146 µs
+// transposed and copied back, one thread of an AMD EPYC); the copy back is small.
+// With ``out`` defined ([m, n], contiguous) the result is written there and returned.
+inline at::Tensor product(const at::Tensor& bias, const at::Tensor& A, const at::Tensor& B,
+                          const ElementKernels& kernels, at::Tensor out = {}) {
+  const int64_t m = A.size(0), n = B.size(1);
+  if (kernels.transpose_narrow && n < kNarrowColumns && m > n) {
+    at::Tensor t = bias.defined() ? at::addmm(bias.unsqueeze(1), B.t(), A.t())
+                                  : at::mm(B.t(), A.t());
+    return out.defined() ? out.copy_(t.t()) : t.t().contiguous();
+  }
+  if (!out.defined()) return bias.defined() ? at::addmm(bias, A, B) : at::mm(A, B);
+  return bias.defined() ? at::addmm_out(out, bias, A, B) : at::mm_out(out, A, B);
+}
 
 inline std::string indexed(const char* name, size_t i) {
   return std::string(name) + "[" + std::to_string(i) + "]";
@@ -58,21 +85,52 @@ inline void check_layers(const at::Tensor& x, at::TensorList weights, at::Tensor
   }
 }
 
+inline std::tuple<at::Tensor, std::vector<at::Tensor>> forward_rows(
+    const at::Tensor& x, at::TensorList weights, at::TensorList biases,
+    const ElementKernels& kernels, bool keep_hidden, at::Tensor out = {});
+
 // Returns y and, when keep_hidden, the n − 1 hidden activations (after tanh), which the
-// backward pass needs.
+// backward pass needs. Without them (inference: imputation decodes 10⁵–10⁶ rows per
+// call) and when the backend asks for it, the rows go through the network in blocks
+// whose widest activation takes about block_bytes: the activations stay in cache from
+// one layer to the next and their buffers are reused from block to block instead of
+// being fresh, page-faulting memory (on the CPU: 1.5× faster for 64,000 rows of the
+// tabular decoder). Each row's result is the same math (equal to rounding).
 inline std::tuple<at::Tensor, std::vector<at::Tensor>> forward(
     const at::Tensor& x, at::TensorList weights, at::TensorList biases,
     const ElementKernels& kernels, bool keep_hidden) {
   check_layers(x, weights, biases);
+  int64_t widest = 1;
+  for (const auto& w : weights) widest = std::max(widest, w.size(0));
+  const int64_t rows = x.size(0);
+  const int64_t block =
+      std::max<int64_t>(256, kernels.block_bytes / (widest * x.element_size()));
+  if (keep_hidden || kernels.block_bytes == 0 || rows <= 2 * block)
+    return forward_rows(x, weights, biases, kernels, keep_hidden);
+  at::Tensor y = at::empty({rows, weights.back().size(0)}, x.options());
+  for (int64_t r = 0; r < rows; r += block) {
+    const int64_t n = std::min(block, rows - r);
+    forward_rows(x.narrow(0, r, n), weights, biases, kernels, false, y.narrow(0, r, n));
+  }
+  return {y, {}};
+}
+
+// forward on all rows at once (arguments checked); the last layer writes into ``out``
+// when it is defined.
+inline std::tuple<at::Tensor, std::vector<at::Tensor>> forward_rows(
+    const at::Tensor& x, at::TensorList weights, at::TensorList biases,
+    const ElementKernels& kernels, bool keep_hidden, at::Tensor out) {
   std::vector<at::Tensor> hidden;
   at::Tensor h = x;
   for (size_t i = 0; i < weights.size(); ++i) {
-    at::Tensor out = at::addmm(biases[i], h, weights[i].t());
-    if (i + 1 < weights.size()) {
-      kernels.tanh_(out);
-      if (keep_hidden) hidden.push_back(out);
+    const bool last = i + 1 == weights.size();
+    at::Tensor layer = product(biases[i], h, weights[i].t(), kernels,
+                               last ? out : at::Tensor());
+    if (!last) {
+      kernels.tanh_(layer);
+      if (keep_hidden) hidden.push_back(layer);
     }
-    h = std::move(out);
+    h = std::move(layer);
   }
   return {h, hidden};
 }
@@ -94,9 +152,9 @@ inline std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> 
   at::Tensor g = grad;
   for (size_t j = n; j-- > 0;) {
     const at::Tensor& input = j == 0 ? x : hidden[j - 1];
-    grad_weights[j] = at::mm(g.t(), input);
+    grad_weights[j] = product({}, g.t(), input, kernels);
     grad_biases[j] = g.sum(0);
-    at::Tensor g_input = at::mm(g, weights[j]);
+    at::Tensor g_input = product({}, g, weights[j], kernels);
     if (j > 0) {
       const std::string h = indexed("hidden", j - 1);
       check_same_device_dtype(hidden[j - 1], h.c_str(), x, "x");
