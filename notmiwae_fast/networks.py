@@ -8,6 +8,7 @@ chosen by the ``ops`` module passed in), conditional mean and samples.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from typing import Sequence
 
 import torch
@@ -45,6 +46,11 @@ class MLP(nn.Sequential):
                 layers.append(nn.Tanh())
         super().__init__(*layers)
         self.fused = False
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):  # a part of the network: plain layers, run one by one
+            return nn.Sequential(OrderedDict(list(self._modules.items())[idx]))
+        return super().__getitem__(idx)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.fused:

@@ -253,6 +253,16 @@ def test_mlp_module_fused_and_layer_by_layer_agree():
                                       "4.bias"]
 
 
+def test_mlp_slices_are_plain_sequentials():
+    net = networks.mlp([5, 8, 8, 3]).double()
+    net.fused = True
+    head = net[:2]  # Linear, Tanh: not an MLP ending in a linear layer
+    assert type(head) is nn.Sequential and len(head) == 2
+    x = torch.randn(4, 5, dtype=torch.float64)
+    torch.testing.assert_close(head(x), torch.tanh(net[0](x)))
+    torch.testing.assert_close(net[2:](head(x)), net(x), **TOL[torch.float64])
+
+
 def test_models_switch_their_mlps_with_the_backend():
     model = notmiwae_fast.SupNotMIWAE(6, y_dim=2, task="classification",
                                       missing_process="nonlinear", hidden_dim=8)
