@@ -62,7 +62,7 @@ TORCH_LIBRARY(notmiwae_fast, m) {
       "Tensor loc, Tensor scale, Tensor eps, Tensor W, Tensor b) "
       "-> (Tensor, Tensor, Tensor, Tensor)");
 
-  // --- multi-layer perceptrons (family "mlp") -------------------------------------
+  // --- the networks' MLPs and activations (family "mlp") ---------------------------
   // y = L_n(tanh(L_{n−1}(… tanh(L_1(x))))), L_i(h) = h W_iᵀ + b_i: x [N, in],
   // weights[i] [out_i, in_i] (nn.Linear's layout), biases[i] [out_i] -> [N, out_n].
   m.def("mlp_tanh(Tensor x, Tensor[] weights, Tensor[] biases) -> Tensor");
@@ -72,4 +72,8 @@ TORCH_LIBRARY(notmiwae_fast, m) {
   m.def(
       "mlp_tanh_backward(Tensor grad, Tensor x, Tensor[] weights, Tensor[] hidden) "
       "-> (Tensor, Tensor[], Tensor[])");
+  // The decoders' positive scale: softplus(raw) + min_scale, element-wise (any shape).
+  m.def("softplus_scale(Tensor raw, float min_scale) -> Tensor");
+  // grad · σ(raw)
+  m.def("softplus_scale_backward(Tensor grad, Tensor raw) -> Tensor");
 }

@@ -31,7 +31,7 @@ from . import reference
 from .missing import (LinearMissingProcess, NonlinearMissingProcess,
                       SelfMaskingKnownSignsProcess, SelfMaskingProcess)
 from .models import MIWAE, NotMIWAE, ImportanceWeightedModel
-from .networks import use_fused_mlps
+from .networks import use_fused_networks
 
 __all__ = ["ExportableImputer", "to_torchscript", "to_onnx"]
 
@@ -92,7 +92,7 @@ class ExportableImputer(nn.Module):
         self.register_buffer("data_std", std.detach().clone())
         # The MLPs run layer by layer here (TorchScript compiles that branch only; ONNX
         # has no mlp_tanh).
-        use_fused_mlps(self, False)
+        use_fused_networks(self, False)
         self.requires_grad_(False)  # an inference artefact
         self.eval()
 
@@ -188,7 +188,7 @@ def _prepare(model, path, n_samples: int, fused: bool) -> ExportableImputer:
     if process is not None and not isinstance(process, _BUILT_IN):
         try:
             scripted = copy.deepcopy(process)
-            use_fused_mlps(scripted, False)
+            use_fused_networks(scripted, False)
             torch.jit.script(scripted)
         except Exception as exc:
             raise TypeError(

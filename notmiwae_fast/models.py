@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from . import _validate, ops, reference
 from .missing import BaseMissingProcess, MissingProcess
 from .networks import (OUT_DISTS, Encoder, PredictionHead, make_decoder, DEFAULT_MIN_SCALE,
-                       use_fused_mlps)
+                       use_fused_networks)
 
 __all__ = ["MIWAE", "NotMIWAE", "SupMIWAE", "SupNotMIWAE", "ImportanceWeightedModel"]
 
@@ -120,7 +120,7 @@ class ImportanceWeightedModel(nn.Module):
 
     def _apply_backend(self) -> None:
         """Switches the MLPs built so far (constructors call it once all are built)."""
-        use_fused_mlps(self, self._backend == "fused")
+        use_fused_networks(self, self._backend == "fused")
 
     @property
     def ops(self):

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from . import ops
 
-__all__ = ["MLP", "mlp", "use_fused_mlps", "Encoder", "GaussianFamily", "BernoulliFamily", "GaussianDecoder",
+__all__ = ["MLP", "mlp", "use_fused_networks", "Encoder", "GaussianFamily", "BernoulliFamily", "GaussianDecoder",
            "StudentTDecoder", "BernoulliDecoder",
            "PredictionHead", "OUT_DISTS", "make_decoder"]
 
@@ -73,11 +73,17 @@ def mlp(sizes: Sequence[int]) -> MLP:
     return MLP(sizes)
 
 
-def use_fused_mlps(module: nn.Module, fused: bool) -> None:
-    """Sets ``fused`` on every :class:`MLP` inside ``module``."""
+def use_fused_networks(module: nn.Module, fused: bool) -> None:
+    """Sets ``fused`` on every network inside ``module`` that has a fused path (the
+    MLPs and the Gaussian and Student-t decoders' scale)."""
     for m in module.modules():
-        if isinstance(m, MLP):
+        if isinstance(m, (MLP, GaussianDecoder, StudentTDecoder)):
             m.fused = bool(fused)
+
+
+@torch.jit.unused
+def _fused_scale(raw: Tensor, min_scale: float) -> Tensor:
+    return ops.softplus_scale(raw, min_scale)
 
 
 class Encoder(nn.Module):
@@ -145,12 +151,14 @@ class GaussianDecoder(GaussianFamily, nn.Module):
     keeps the likelihood bounded: a floor of 1e-6 lets it blow up.
     """
 
-    __constants__ = ["ppca", "min_scale"]  # TorchScript: only the used branch compiles
+    # TorchScript: only the used branches compile (export sets fused = False)
+    __constants__ = ["ppca", "min_scale", "fused"]
 
     def __init__(self, latent_dim: int, hidden_dim: int, output_dim: int,
                  min_scale: float = DEFAULT_MIN_SCALE, ppca: bool = False):
         super().__init__()
         self.ppca = ppca
+        self.fused = False
         self.min_scale = float(min_scale)
         if ppca:
             self.loc = nn.Linear(latent_dim, output_dim)
@@ -164,8 +172,10 @@ class GaussianDecoder(GaussianFamily, nn.Module):
             scale = (F.softplus(self.raw_scale) + self.min_scale).expand_as(loc)
         else:
             loc, raw = self.net(z).chunk(2, dim=-1)
-            # (contiguous first: ATen's softplus on the strided half is ~20x slower)
-            scale = F.softplus(raw.contiguous()) + self.min_scale
+            if self.fused:
+                scale = _fused_scale(raw, self.min_scale)
+            else:  # (contiguous first: ATen's softplus on the strided half is ~20x slower)
+                scale = F.softplus(raw.contiguous()) + self.min_scale
         return {"loc": loc, "scale": scale}
 
 
@@ -174,13 +184,14 @@ class StudentTDecoder(nn.Module):
 
     family = "student_t"
     MIN_DF = 2.0
-    __constants__ = ["ppca", "min_scale", "MIN_DF"]
+    __constants__ = ["ppca", "min_scale", "MIN_DF", "fused"]
 
     def __init__(self, latent_dim: int, hidden_dim: int, output_dim: int,
                  min_scale: float = DEFAULT_MIN_SCALE, ppca: bool = False):
         super().__init__()
         self.min_scale = float(min_scale)
         self.ppca = ppca
+        self.fused = False
         if ppca:
             self.loc = nn.Linear(latent_dim, output_dim)
             self.raw_scale = nn.Parameter(torch.zeros(()))
@@ -195,8 +206,10 @@ class StudentTDecoder(nn.Module):
             scale = (F.softplus(self.raw_scale) + self.min_scale).expand_as(loc)
         else:
             loc, raw = self.net(z).chunk(2, dim=-1)
-            # (contiguous first: ATen's softplus on the strided half is ~20x slower)
-            scale = F.softplus(raw.contiguous()) + self.min_scale
+            if self.fused:
+                scale = _fused_scale(raw, self.min_scale)
+            else:  # (contiguous first: ATen's softplus on the strided half is ~20x slower)
+                scale = F.softplus(raw.contiguous()) + self.min_scale
         return {"loc": loc, "scale": scale, "df": F.softplus(self.raw_df) + self.MIN_DF}
 
     def log_prob(self, ops, x0: Tensor, s: Tensor, p: dict) -> Tensor:

@@ -30,6 +30,7 @@ __all__ = [
     "selfmask_logprob",
     "notmiwae_normal_terms",
     "mlp_tanh",
+    "softplus_scale",
 ]
 
 _warned_devices: set[str] = set()
@@ -204,6 +205,18 @@ def mlp_tanh(x: Tensor, weights: list[Tensor], biases: list[Tensor]) -> Tensor:
     return reference.mlp_tanh(x, weights, biases)
 
 
+def softplus_scale(raw: Tensor, min_scale: float) -> Tensor:
+    """softplus(raw) + min_scale, element-wise (any shape): the decoders' positive scale.
+
+    One vectorised pass (ATen's softplus runs a log1p several times slower on the CPU);
+    the gradient is σ(raw).
+    """
+    if _use_kernels(raw):
+        return torch.ops.notmiwae_fast.softplus_scale(raw, float(min_scale))
+    _checks.floating(raw, "raw")
+    return reference.softplus_scale(raw, min_scale)
+
+
 # --------------------------------------------------------------------------------------
 # Fake kernels: output shapes and dtypes, for torch.compile / torch.export / opcheck.
 # --------------------------------------------------------------------------------------
@@ -322,6 +335,17 @@ def _register_fakes() -> None:
         _checks.mlp_hidden(grad, x, weights, hidden)
         return (x.new_empty(x.shape), [w.new_empty(w.shape) for w in weights],
                 [w.new_empty(w.shape[:1]) for w in weights])
+
+
+    @fake("softplus_scale")
+    def _(raw, min_scale):
+        _checks.floating(raw, "raw")
+        return torch.empty_like(raw, memory_format=torch.contiguous_format)
+
+    @fake("softplus_scale_backward")
+    def _(grad, raw):
+        _checks.same_device_dtype(grad, "grad", raw, "raw")
+        return torch.empty_like(raw, memory_format=torch.contiguous_format)
 
 
 if _library.backend().library is not None:

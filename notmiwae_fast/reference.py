@@ -35,6 +35,7 @@ __all__ = [
     "selfmask_logprob",
     "notmiwae_normal_terms",
     "mlp_tanh",
+    "softplus_scale",
 ]
 
 
@@ -236,3 +237,8 @@ def mlp_tanh(x: Tensor, weights: list[Tensor], biases: list[Tensor]) -> Tensor:
         if i + 1 < len(weights):
             h = torch.tanh(h)
     return h
+
+
+def softplus_scale(raw: Tensor, min_scale: float) -> Tensor:
+    """The decoders' positive scale, softplus(raw) + min_scale, element-wise (any shape)."""
+    return F.softplus(raw) + min_scale

@@ -287,7 +287,7 @@ def test_mlp_module_trains_the_same_as_layer_by_layer():
     s = torch.rand(6, 5) > 0.3
     grads = {}
     for fused in (True, False):
-        networks.use_fused_mlps(model, fused)
+        networks.use_fused_networks(model, fused)
         model.zero_grad()
         torch.manual_seed(0)
         model(x, s)["loss"].backward()
@@ -314,3 +314,65 @@ print(max((a.grad - e).abs().max().item() for a, e in zip(w, expected)))
     proc = run_python(code)
     assert proc.returncode == 0, proc.stderr
     assert float(proc.stdout.strip()) < 1e-12
+
+
+# ------------------------------------------------------------------------------------
+# softplus_scale: the decoders' positive scale
+# ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("shape", [(0,), (7,), (16, 20, 11), (3, 5000)], ids=str)
+def test_softplus_scale_matches_reference(shape, dtype, device):
+    raw = (4 * torch.randn(shape, dtype=torch.float64)).to(device=device, dtype=dtype)
+    leaf = raw.clone().requires_grad_(True)
+    out = OPS.softplus_scale(leaf, 1e-3)
+    proj = torch.randn(shape, dtype=torch.float64).to(out)
+    (grad,) = torch.autograd.grad((out * proj).sum(), leaf)
+    ref_leaf = raw.double().requires_grad_(True)
+    ref = reference.softplus_scale(ref_leaf, 1e-3)
+    (ref_grad,) = torch.autograd.grad((ref * proj.double()).sum(), ref_leaf)
+    torch.testing.assert_close(out, ref.to(dtype), **TOL[dtype])
+    torch.testing.assert_close(grad, ref_grad.to(dtype), **TOL[dtype])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_softplus_scale_extremes_and_strides(device):
+    raw = torch.tensor([-1e4, -100.0, -20.0, -1e-8, 0.0, 1e-8, 20.0, 100.0, 1e4,
+                        float("inf"), -float("inf")], dtype=torch.float64, device=device)
+    out = OPS.softplus_scale(raw, 0.5).cpu()
+    expected = torch.nn.functional.softplus(raw.cpu()) + 0.5
+    torch.testing.assert_close(out, expected, rtol=1e-15, atol=1e-15)
+    strided = torch.randn(6, 8, dtype=torch.float64, device=device)[:, ::2]
+    torch.testing.assert_close(OPS.softplus_scale(strided, 0.0),
+                               torch.nn.functional.softplus(strided), **TOL[torch.float64])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_softplus_scale_gradcheck_and_opcheck(device):
+    raw = torch.randn(4, 6, dtype=torch.float64, device=device, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda r: OPS.softplus_scale(r, 1e-3), (raw,))
+    torch.library.opcheck(OPS.softplus_scale.default, (raw.float().detach().requires_grad_(), 0.01))
+    torch.library.opcheck(OPS.softplus_scale.default, (raw.float().detach(), 0.01))
+
+
+def test_softplus_scale_bad_input():
+    with pytest.raises(TypeError, match="'raw' must be a floating-point tensor"):
+        OPS.softplus_scale(torch.ones(3, dtype=torch.int64), 0.1)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        OPS.softplus_scale(torch.ones(3, dtype=torch.float16), 0.1)
+    with pytest.raises(ValueError, match="'grad' must have the shape of 'raw'"):
+        OPS.softplus_scale_backward(torch.ones(2, dtype=torch.float64),
+                                    torch.ones(3, dtype=torch.float64))
+    with pytest.raises(TypeError, match="'raw' must be a floating-point tensor"):
+        _checks.floating(torch.ones(3, dtype=torch.int64), "raw")  # the fallback's check
+
+
+def test_decoders_scale_follows_the_backend():
+    for out_dist in ("gauss", "student_t"):
+        model = notmiwae_fast.NotMIWAE(5, hidden_dim=8, out_dist=out_dist).double()
+        z = torch.randn(3, 4, 4, dtype=torch.float64)
+        assert model.decoder.fused
+        fused = model.decoder(z)["scale"]
+        model.backend = "reference"
+        assert not model.decoder.fused
+        torch.testing.assert_close(fused, model.decoder(z)["scale"], **TOL[torch.float64])

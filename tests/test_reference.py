@@ -8,10 +8,10 @@ import torch
 
 from notmiwae_fast import ops, reference
 
-# The eight operators of SPEC section 2, and the fused MLP of the networks.
+# The eight operators of SPEC section 2, and the networks' MLP and decoder scale.
 SPEC_OPERATORS = ["iw_logmeanexp", "iw_weights", "masked_normal_logprob",
                   "masked_bernoulli_logprob", "masked_studentt_logprob", "selfmask_logprob",
-                  "notmiwae_normal_terms", "iw_impute", "mlp_tanh"]
+                  "notmiwae_normal_terms", "iw_impute", "mlp_tanh", "softplus_scale"]
 
 
 def test_every_spec_operator_has_a_reference_a_wrapper_and_a_kernel():
@@ -40,5 +40,6 @@ def test_reference_scripts_and_matches_eager(name):
         "notmiwae_normal_terms": (x, mask, per_sample[0], scale, per_sample[2],
                                   torch.randn(D), torch.randn(D)),
         "mlp_tanh": (x, [torch.randn(6, D), torch.randn(2, 6)], [torch.randn(6), torch.randn(2)]),
+        "softplus_scale": (per_sample[0], 1e-3),
     }[name]
     torch.testing.assert_close(scripted(*args), getattr(reference, name)(*args))

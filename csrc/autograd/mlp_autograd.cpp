@@ -1,4 +1,5 @@
-// C++ autograd of the MLP family: mlp_tanh = mlp_tanh_forward (keeping the hidden
+// C++ autograd of the MLP family. softplus_scale: its backward from the saved input.
+// mlp_tanh = mlp_tanh_forward (keeping the hidden
 // activations) with mlp_tanh_backward as its derivative. Without gradients to compute
 // (no_grad, or nothing requires grad) it calls the plain mlp_tanh kernel, which keeps
 // no activations. Forward and backward go through the dispatcher, so they reach the
@@ -59,6 +60,29 @@ class MlpTanh : public torch::autograd::Function<MlpTanh> {
   }
 };
 
+using ScaleFn = at::Tensor(const at::Tensor&, double);
+using ScaleBackwardFn = at::Tensor(const at::Tensor&, const at::Tensor&);
+
+class SoftplusScale : public torch::autograd::Function<SoftplusScale> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& raw, double min_scale) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    static auto fwd = find_op<ScaleFn>("notmiwae_fast::softplus_scale");
+    ctx->save_for_backward({raw});
+    return fwd.call(raw, min_scale);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    static auto bwd = find_op<ScaleBackwardFn>("notmiwae_fast::softplus_scale_backward");
+    const auto saved = ctx->get_saved_variables();
+    if (!grads[0].defined()) return {at::Tensor(), at::Tensor()};
+    return {bwd.call(grads[0], saved[0]), at::Tensor()};
+  }
+};
+
+at::Tensor softplus_scale_autograd(const at::Tensor& raw, double min_scale) {
+  return SoftplusScale::apply(raw, min_scale);
+}
+
 bool any_requires_grad(const at::Tensor& x, at::TensorList weights, at::TensorList biases) {
   if (x.requires_grad()) return true;
   for (const auto& t : weights)
@@ -81,6 +105,7 @@ at::Tensor mlp_tanh_autograd(const at::Tensor& x, at::TensorList weights, at::Te
 
 TORCH_LIBRARY_IMPL(notmiwae_fast, Autograd, m) {
   m.impl("mlp_tanh", &mlp_tanh_autograd);
+  m.impl("softplus_scale", &softplus_scale_autograd);
 }
 
 }  // namespace notmiwae_fast

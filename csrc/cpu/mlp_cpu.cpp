@@ -1,4 +1,5 @@
-// CPU kernels of the MLP family: mlp_tanh, mlp_tanh_forward, mlp_tanh_backward.
+// CPU kernels of the MLP family: mlp_tanh, mlp_tanh_forward, mlp_tanh_backward, and
+// softplus_scale (the decoders' positive scale) with its backward.
 // The layer loop is notmiwae_fast/mlp.h (shared with CUDA); here are the two element
 // kernels it needs, tanh in place and its chain rule in place, vectorised (the tanh of
 // vec_math.h for float32, several times faster than ATen's) and run in parallel over
@@ -59,6 +60,53 @@ void tanh_backward_inplace_cpu(at::Tensor& grad, const at::Tensor& y_) {
   });
 }
 
+template <typename scalar_t>
+NMF_VECTOR_CLONES void softplus_scale_values(int64_t n, const scalar_t* __restrict x,
+                                             scalar_t floor, scalar_t* __restrict out) {
+  for (int64_t j = 0; j < n; ++j) out[j] = math::softplus_scale<F>(x[j], floor);
+}
+
+template <typename scalar_t>
+NMF_VECTOR_CLONES void softplus_scale_grads(int64_t n, const scalar_t* __restrict g,
+                                            const scalar_t* __restrict x,
+                                            scalar_t* __restrict out) {
+  for (int64_t j = 0; j < n; ++j) out[j] = g[j] * math::sigmoid<F>(x[j]);
+}
+
+at::Tensor softplus_scale_cpu(const at::Tensor& raw_, double min_scale) {
+  check_floating(raw_, "raw");
+  check_cpu_dtype(raw_, "raw");
+  const at::Tensor raw = raw_.contiguous();
+  at::Tensor out = at::empty_like(raw);
+  AT_DISPATCH_FLOATING_TYPES(raw.scalar_type(), "softplus_scale_cpu", [&] {
+    const scalar_t* x = raw.const_data_ptr<scalar_t>();
+    scalar_t* o = out.mutable_data_ptr<scalar_t>();
+    const auto floor = static_cast<scalar_t>(min_scale);
+    at::parallel_for(0, raw.numel(), kGrainElements, [&](int64_t begin, int64_t end) {
+      softplus_scale_values(end - begin, x + begin, floor, o + begin);
+    });
+  });
+  return out;
+}
+
+at::Tensor softplus_scale_backward_cpu(const at::Tensor& grad_, const at::Tensor& raw_) {
+  check_cpu_dtype(raw_, "raw");
+  check_same_device_dtype(grad_, "grad", raw_, "raw");
+  TORCH_CHECK_VALUE(grad_.sizes() == raw_.sizes(), "notmiwae_fast: argument 'grad' must have "
+                    "the shape of 'raw' ", raw_.sizes(), "; got ", grad_.sizes());
+  const at::Tensor raw = raw_.contiguous(), grad = grad_.contiguous();
+  at::Tensor out = at::empty_like(raw);
+  AT_DISPATCH_FLOATING_TYPES(raw.scalar_type(), "softplus_scale_backward_cpu", [&] {
+    const scalar_t* x = raw.const_data_ptr<scalar_t>();
+    const scalar_t* g = grad.const_data_ptr<scalar_t>();
+    scalar_t* o = out.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, raw.numel(), kGrainElements, [&](int64_t begin, int64_t end) {
+      softplus_scale_grads(end - begin, g + begin, x + begin, o + begin);
+    });
+  });
+  return out;
+}
+
 constexpr mlp::ElementKernels kCpuKernels{&tanh_inplace_cpu, &tanh_backward_inplace_cpu,
                                             /*transpose_narrow=*/true,
                                             /*block_bytes=*/512 * 1024};
@@ -87,6 +135,8 @@ TORCH_LIBRARY_IMPL(notmiwae_fast, CPU, m) {
   m.impl("mlp_tanh", &mlp_tanh_cpu);
   m.impl("mlp_tanh_forward", &mlp_tanh_forward_cpu);
   m.impl("mlp_tanh_backward", &mlp_tanh_backward_cpu);
+  m.impl("softplus_scale", &softplus_scale_cpu);
+  m.impl("softplus_scale_backward", &softplus_scale_backward_cpu);
 }
 
 }  // namespace notmiwae_fast

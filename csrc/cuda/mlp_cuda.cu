@@ -1,4 +1,5 @@
-// CUDA kernels of the MLP family: mlp_tanh, mlp_tanh_forward, mlp_tanh_backward.
+// CUDA kernels of the MLP family: mlp_tanh, mlp_tanh_forward, mlp_tanh_backward, and
+// softplus_scale (the decoders' positive scale) with its backward.
 // The layer loop is notmiwae_fast/mlp.h (shared with the CPU; the matrix products are
 // cuBLAS's); here are its two element kernels, tanh in place and its chain rule in
 // place, with the math of notmiwae_fast/math.h. float32, float64, float16 and bfloat16
@@ -49,6 +50,29 @@ __global__ void tanh_backward_kernel(int64_t n, scalar_t* __restrict__ g,
   }
 }
 
+template <typename scalar_t>
+__global__ void softplus_scale_kernel(int64_t n, const scalar_t* __restrict__ x,
+                                      at::opmath_type<scalar_t> floor,
+                                      scalar_t* __restrict__ out) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < n;
+       j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    out[j] = static_cast<scalar_t>(math::softplus_scale(static_cast<opmath_t>(x[j]), floor));
+  }
+}
+
+template <typename scalar_t>
+__global__ void softplus_scale_backward_kernel(int64_t n, const scalar_t* __restrict__ g,
+                                               const scalar_t* __restrict__ x,
+                                               scalar_t* __restrict__ out) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < n;
+       j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    out[j] = static_cast<scalar_t>(static_cast<opmath_t>(g[j]) *
+                                   math::sigmoid(static_cast<opmath_t>(x[j])));
+  }
+}
+
 #define NMF_DISPATCH_CUDA(TYPE, NAME, ...) \
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
@@ -74,6 +98,42 @@ void tanh_backward_inplace_cuda(at::Tensor& grad, const at::Tensor& y_) {
             n, grad.mutable_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
+}
+
+at::Tensor softplus_scale_cuda(const at::Tensor& raw_, double min_scale) {
+  check_floating(raw_, "raw");
+  c10::cuda::CUDAGuard guard(raw_.device());
+  const at::Tensor raw = raw_.contiguous();
+  at::Tensor out = at::empty_like(raw);
+  const int64_t n = raw.numel();
+  if (n == 0) return out;
+  NMF_DISPATCH_CUDA(raw.scalar_type(), "softplus_scale_cuda", [&] {
+    softplus_scale_kernel<scalar_t>
+        <<<element_blocks(n), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+            n, raw.const_data_ptr<scalar_t>(),
+            static_cast<at::opmath_type<scalar_t>>(min_scale), out.mutable_data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return out;
+}
+
+at::Tensor softplus_scale_backward_cuda(const at::Tensor& grad_, const at::Tensor& raw_) {
+  check_same_device_dtype(grad_, "grad", raw_, "raw");
+  TORCH_CHECK_VALUE(grad_.sizes() == raw_.sizes(), "notmiwae_fast: argument 'grad' must have "
+                    "the shape of 'raw' ", raw_.sizes(), "; got ", grad_.sizes());
+  c10::cuda::CUDAGuard guard(raw_.device());
+  const at::Tensor raw = raw_.contiguous(), grad = grad_.contiguous();
+  at::Tensor out = at::empty_like(raw);
+  const int64_t n = raw.numel();
+  if (n == 0) return out;
+  NMF_DISPATCH_CUDA(raw.scalar_type(), "softplus_scale_backward_cuda", [&] {
+    softplus_scale_backward_kernel<scalar_t>
+        <<<element_blocks(n), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+            n, grad.const_data_ptr<scalar_t>(), raw.const_data_ptr<scalar_t>(),
+            out.mutable_data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return out;
 }
 
 constexpr mlp::ElementKernels kCudaKernels{&tanh_inplace_cuda, &tanh_backward_inplace_cuda,
@@ -104,6 +164,8 @@ TORCH_LIBRARY_IMPL(notmiwae_fast, CUDA, m) {
   m.impl("mlp_tanh", &mlp_tanh_cuda);
   m.impl("mlp_tanh_forward", &mlp_tanh_forward_cuda);
   m.impl("mlp_tanh_backward", &mlp_tanh_backward_cuda);
+  m.impl("softplus_scale", &softplus_scale_cuda);
+  m.impl("softplus_scale_backward", &softplus_scale_backward_cuda);
 }
 
 }  // namespace notmiwae_fast

@@ -172,6 +172,16 @@ NMF_HOST_DEVICE T tanh_activation_grad(T grad_y, T y) {
   return grad_y * (T(1) - y * y);
 }
 
+// The decoders' positive scale, softplus(x) + floor = max(x, 0) + log1p(exp(−|x|)) +
+// floor (branch-free), and its derivative σ(x).
+template <typename F = LibM, typename T>
+NMF_HOST_DEVICE T softplus_scale(T x, T floor) {
+  const T minus_x = -x;
+  const T negative_abs = x < T(0) ? x : minus_x;  // −|x|
+  const T positive_part = x > T(0) ? x : T(0);
+  return positive_part + F::Log1p(F::Exp(negative_abs)) + floor;
+}
+
 // σ(x), without overflow for large |x|; branch-free (selects only).
 // (Both sides of every select are computed first: no arithmetic under a condition, so
 // CPU loops calling these functions can be if-converted and vectorised.)
