@@ -62,6 +62,16 @@ TORCH_LIBRARY(notmiwae_fast, m) {
       "Tensor loc, Tensor scale, Tensor eps, Tensor W, Tensor b) "
       "-> (Tensor, Tensor, Tensor, Tensor)");
 
+  // --- the latent samples (family "latent") ---------------------------------------
+  // z = mu + std · eps and the two log-densities of z, summed over L:
+  // log p(z) = Σ_l log N(z; 0, 1), log q(z | x) = Σ_l log N(z; mu, std) (= Σ_l log N(eps;
+  // 0, 1) − log std). mu, std [B, L] (std > 0); eps [B, K, L] -> ([B, K, L], [B, K], [B, K]).
+  m.def("latent_terms(Tensor mu, Tensor std, Tensor eps) -> (Tensor, Tensor, Tensor)");
+  // (grad_mu, grad_std); undefined incoming gradients count as zeros.
+  m.def(
+      "latent_terms_backward(Tensor? grad_z, Tensor? grad_log_p, Tensor? grad_log_q, "
+      "Tensor mu, Tensor std, Tensor eps) -> (Tensor, Tensor)");
+
   // --- the networks' MLPs and activations (family "mlp") ---------------------------
   // y = L_n(tanh(L_{n−1}(… tanh(L_1(x))))), L_i(h) = h W_iᵀ + b_i: x [N, in],
   // weights[i] [out_i, in_i] (nn.Linear's layout), biases[i] [out_i] -> [N, out_n].

@@ -206,3 +206,17 @@ def mlp_hidden(grad: Tensor, x: Tensor, weights, hidden) -> None:
         if tuple(h.shape) != (x.shape[0], weights[i].shape[0]):
             raise ValueError(f"notmiwae_fast: argument 'hidden[{i}]' must have shape "
                              f"{[x.shape[0], weights[i].shape[0]]}; got {list(h.shape)}")
+
+
+def latent(mu: Tensor, std: Tensor, eps: Tensor) -> None:
+    """mu, std [B, L]; eps [B, K, L]."""
+    floating(mu, "mu")
+    ndim(mu, 2, "mu", "[B, L]")
+    same_device_dtype(std, "std", mu, "mu")
+    ndim(std, 2, "std", "[B, L]")
+    size(std, 0, mu.shape[0], "std", "[B, L] (B from mu)")
+    size(std, 1, mu.shape[1], "std", "[B, L] (L from mu)")
+    same_device_dtype(eps, "eps", mu, "mu")
+    ndim(eps, 3, "eps", "[B, K, L]")
+    size(eps, 0, mu.shape[0], "eps", "[B, K, L] (B from mu)")
+    size(eps, 2, mu.shape[1], "eps", "[B, K, L] (L from mu)")

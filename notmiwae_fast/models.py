@@ -150,11 +150,7 @@ class ImportanceWeightedModel(nn.Module):
         when ``need_draws``)."""
         mu, std = self.encoder(x0)
         eps_z = torch.randn(mu.shape[0], k, mu.shape[1], dtype=mu.dtype, device=mu.device)
-        z = mu.unsqueeze(1) + std.unsqueeze(1) * eps_z
-        # log p(z) − log q(z | x̃); the 0.5 log 2π constants cancel.
-        log_p_z = -0.5 * (z * z).sum(-1) - 0.5 * self.latent_dim * math.log(2 * math.pi)
-        log_q_z = (-0.5 * (eps_z * eps_z) - torch.log(std).unsqueeze(1)).sum(-1) \
-            - 0.5 * self.latent_dim * math.log(2 * math.pi)
+        z, log_p_z, log_q_z = self.ops.latent_terms(mu, std, eps_z)
         params = self.decoder(z)
         out = {"log_p_z": log_p_z, "log_q_z_given_x": log_q_z, "log_p_s_given_x": None,
                "x_hat": None, "draws": None}

@@ -31,6 +31,7 @@ __all__ = [
     "notmiwae_normal_terms",
     "mlp_tanh",
     "softplus_scale",
+    "latent_terms",
 ]
 
 _warned_devices: set[str] = set()
@@ -217,6 +218,22 @@ def softplus_scale(raw: Tensor, min_scale: float) -> Tensor:
     return reference.softplus_scale(raw, min_scale)
 
 
+def latent_terms(mu: Tensor, std: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The reparameterised latent samples and their log-densities, in one pass.
+
+    Args:
+        mu, std: [B, L], the encoder's q(z | x) = N(mu, diag std²) (std > 0).
+        eps: [B, K, L] standard normal noise.
+    Returns:
+        (z = mu + std · eps [B, K, L], log p(z) [B, K], log q(z | x) [B, K]), the
+        log-densities summed over L (prior N(0, I)). Gradients flow to mu and std.
+    """
+    if _use_kernels(mu):
+        return torch.ops.notmiwae_fast.latent_terms(mu, std, eps)
+    _checks.latent(mu, std, eps)
+    return reference.latent_terms(mu, std, eps)
+
+
 # --------------------------------------------------------------------------------------
 # Fake kernels: output shapes and dtypes, for torch.compile / torch.export / opcheck.
 # --------------------------------------------------------------------------------------
@@ -346,6 +363,17 @@ def _register_fakes() -> None:
     def _(grad, raw):
         _checks.same_device_dtype(grad, "grad", raw, "raw")
         return torch.empty_like(raw, memory_format=torch.contiguous_format)
+
+
+    @fake("latent_terms")
+    def _(mu, std, eps):
+        _checks.latent(mu, std, eps)
+        return like(eps), rows_of(eps), rows_of(eps)
+
+    @fake("latent_terms_backward")
+    def _(grad_z, grad_log_p, grad_log_q, mu, std, eps):
+        _checks.latent(mu, std, eps)
+        return like(mu), like(std)
 
 
 if _library.backend().library is not None:

@@ -36,6 +36,7 @@ __all__ = [
     "notmiwae_normal_terms",
     "mlp_tanh",
     "softplus_scale",
+    "latent_terms",
 ]
 
 
@@ -242,3 +243,24 @@ def mlp_tanh(x: Tensor, weights: list[Tensor], biases: list[Tensor]) -> Tensor:
 def softplus_scale(raw: Tensor, min_scale: float) -> Tensor:
     """The decoders' positive scale, softplus(raw) + min_scale, element-wise (any shape)."""
     return F.softplus(raw) + min_scale
+
+
+# --------------------------------------------------------------------------------------
+# The latent samples
+# --------------------------------------------------------------------------------------
+def latent_terms(mu: Tensor, std: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """z = mu + std · eps and its log-densities under the prior and the encoder.
+
+    Args:
+        mu, std: [B, L] the encoder's q(z | x) = N(mu, diag std²). eps: [B, K, L] standard
+            normal noise.
+    Returns:
+        (z [B, K, L], log p(z) [B, K] = Σ_l log N(z; 0, 1), log q(z | x) [B, K] =
+        Σ_l log N(z; mu, std)). Gradients flow to mu and std, not to eps.
+    """
+    eps = eps.detach()
+    z = mu.unsqueeze(1) + std.unsqueeze(1) * eps
+    constant = 0.5 * mu.shape[-1] * math.log(2 * math.pi)
+    log_p = -0.5 * (z * z).sum(-1) - constant
+    log_q = (-0.5 * (eps * eps) - torch.log(std).unsqueeze(1)).sum(-1) - constant
+    return z, log_p, log_q

@@ -8,10 +8,12 @@ import torch
 
 from notmiwae_fast import ops, reference
 
-# The eight operators of SPEC section 2, and the networks' MLP and decoder scale.
+# The eight operators of SPEC section 2, the latent samples' terms, and the networks'
+# MLP and decoder scale.
 SPEC_OPERATORS = ["iw_logmeanexp", "iw_weights", "masked_normal_logprob",
                   "masked_bernoulli_logprob", "masked_studentt_logprob", "selfmask_logprob",
-                  "notmiwae_normal_terms", "iw_impute", "mlp_tanh", "softplus_scale"]
+                  "notmiwae_normal_terms", "iw_impute", "latent_terms", "mlp_tanh",
+                  "softplus_scale"]
 
 
 def test_every_spec_operator_has_a_reference_a_wrapper_and_a_kernel():
@@ -41,5 +43,6 @@ def test_reference_scripts_and_matches_eager(name):
                                   torch.randn(D), torch.randn(D)),
         "mlp_tanh": (x, [torch.randn(6, D), torch.randn(2, 6)], [torch.randn(6), torch.randn(2)]),
         "softplus_scale": (per_sample[0], 1e-3),
+        "latent_terms": (x, scale[:, 0], per_sample[2]),
     }[name]
     torch.testing.assert_close(scripted(*args), getattr(reference, name)(*args))

@@ -210,6 +210,37 @@ NMF_HOST_DEVICE T normal_log_density(T x, T loc, T scale) {
   return T(-0.5) * z * z - F::Log(scale) - T(kHalfLog2Pi);
 }
 
+// The latent terms of one (b, k, l): z = mu + std · eps, and the per-coordinate parts
+// of log p(z) = log N(z; 0, 1) and log q(z | x) = log N(z; mu, std) = log N(eps; 0, 1) −
+// log std (the −log(2π)/2 constants are added once per row by the kernels).
+template <typename T>
+struct LatentTerm {
+  T z;
+  T log_p;
+  T log_q;
+};
+
+template <typename F = LibM, typename T>
+NMF_HOST_DEVICE LatentTerm<T> latent_term(T mu, T std, T eps) {
+  const T z = mu + std * eps;
+  return LatentTerm<T>{z, T(-0.5) * z * z, T(-0.5) * eps * eps - F::Log(std)};
+}
+
+// The chain rule of latent_term for one (b, k, l), given ∂L/∂z, ∂L/∂log p, ∂L/∂log q:
+// the contributions to ∂L/∂mu and ∂L/∂std (summed over k by the kernels).
+template <typename T>
+struct LatentGrad {
+  T mu;
+  T std;
+};
+
+template <typename T>
+NMF_HOST_DEVICE LatentGrad<T> latent_term_grad(T grad_z, T grad_log_p, T grad_log_q, T z,
+                                               T std, T eps) {
+  const T dz = grad_z - grad_log_p * z;  // z's total gradient (log p(z) = −z²/2)
+  return LatentGrad<T>{dz, dz * eps - grad_log_q / std};
+}
+
 // ∂/∂loc and ∂/∂scale of normal_log_density (∂/∂x = −∂/∂loc).
 template <typename T>
 struct NormalGrad {

@@ -1,0 +1,34 @@
+// Argument checks of the latent family (latent_terms and its backward), shared by the
+// CPU and CUDA kernels.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include "notmiwae_fast/checks.h"
+
+namespace notmiwae_fast {
+
+// mu, std [B, L]; eps [B, K, L]; one device and floating dtype.
+inline void check_latent(const at::Tensor& mu, const at::Tensor& std, const at::Tensor& eps) {
+  check_floating(mu, "mu");
+  check_dim(mu, 2, "mu", "[B, L]");
+  check_same_device_dtype(std, "std", mu, "mu");
+  check_dim(std, 2, "std", "[B, L]");
+  check_size(std, 0, mu.size(0), "std", "[B, L] (B from mu)");
+  check_size(std, 1, mu.size(1), "std", "[B, L] (L from mu)");
+  check_same_device_dtype(eps, "eps", mu, "mu");
+  check_dim(eps, 3, "eps", "[B, K, L]");
+  check_size(eps, 0, mu.size(0), "eps", "[B, K, L] (B from mu)");
+  check_size(eps, 2, mu.size(1), "eps", "[B, K, L] (L from mu)");
+}
+
+// An incoming gradient, if given, has the shape of the output it belongs to.
+inline void check_latent_grad(const std::optional<at::Tensor>& grad, const at::Tensor& like,
+                              const char* name) {
+  if (!grad.has_value() || !grad->defined()) return;
+  check_same_device_dtype(*grad, name, like, "mu");
+  TORCH_CHECK_VALUE(grad->sizes() == like.sizes(), "notmiwae_fast: argument '", name,
+                    "' must have shape ", like.sizes(), "; got ", grad->sizes());
+}
+
+}  // namespace notmiwae_fast
