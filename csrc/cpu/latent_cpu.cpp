@@ -46,17 +46,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_terms_cpu(const at::Tensor
     const acc_t constant = static_cast<acc_t>(L) * static_cast<acc_t>(math::kHalfLog2Pi);
     const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(L, 1));
     at::parallel_for(0, B * K, grain, [&](int64_t begin, int64_t end) {
+      int64_t b_of_log_std = -1;
+      acc_t sum_log_std = 0;  // Σ_l log std[b, l], for the current b
       for (int64_t i = begin; i < end; ++i) {
         const int64_t b = i / K;
+        if (b != b_of_log_std) {
+          sum_log_std = 0;
+          for (int64_t l = 0; l < L; ++l) sum_log_std += F::Log(s[b * L + l]);
+          b_of_log_std = b;
+        }
         acc_t sum_p = 0, sum_q = 0;
         for (int64_t l = 0; l < L; ++l) {
-          const auto t = math::latent_term<F>(m[b * L + l], s[b * L + l], e[i * L + l]);
+          const auto t = math::latent_term(m[b * L + l], s[b * L + l], e[i * L + l]);
           zp[i * L + l] = t.z;
           sum_p += t.log_p;
-          sum_q += t.log_q;
+          sum_q += t.log_q_without_log_std;
         }
         lp[i] = static_cast<scalar_t>(sum_p - constant);
-        lq[i] = static_cast<scalar_t>(sum_q - constant);
+        lq[i] = static_cast<scalar_t>(sum_q - sum_log_std - constant);
       }
     });
   });

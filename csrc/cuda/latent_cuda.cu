@@ -42,12 +42,12 @@ __global__ void latent_forward_kernel(const scalar_t* __restrict__ mu,
     const int64_t b = i / K;
     acc_t sum_p = 0, sum_q = 0;
     for (int64_t l = 0; l < L; ++l) {
-      const auto t = math::latent_term(static_cast<acc_t>(mu[b * L + l]),
-                                       static_cast<acc_t>(sd[b * L + l]),
+      const acc_t std_bl = sd[b * L + l];
+      const auto t = math::latent_term(static_cast<acc_t>(mu[b * L + l]), std_bl,
                                        static_cast<acc_t>(eps[i * L + l]));
       z[i * L + l] = static_cast<scalar_t>(t.z);
       sum_p += t.log_p;
-      sum_q += t.log_q;
+      sum_q += t.log_q_without_log_std - math::LibM::Log(std_bl);
     }
     log_p[i] = static_cast<scalar_t>(sum_p - constant);
     log_q[i] = static_cast<scalar_t>(sum_q - constant);

@@ -212,18 +212,19 @@ NMF_HOST_DEVICE T normal_log_density(T x, T loc, T scale) {
 
 // The latent terms of one (b, k, l): z = mu + std · eps, and the per-coordinate parts
 // of log p(z) = log N(z; 0, 1) and log q(z | x) = log N(z; mu, std) = log N(eps; 0, 1) −
-// log std (the −log(2π)/2 constants are added once per row by the kernels).
+// log std. The kernels add, once per row, the −log(2π)/2 constants and −Σ_l log std
+// (the same for every k: computed once per b).
 template <typename T>
 struct LatentTerm {
   T z;
   T log_p;
-  T log_q;
+  T log_q_without_log_std;
 };
 
-template <typename F = LibM, typename T>
+template <typename T>
 NMF_HOST_DEVICE LatentTerm<T> latent_term(T mu, T std, T eps) {
   const T z = mu + std * eps;
-  return LatentTerm<T>{z, T(-0.5) * z * z, T(-0.5) * eps * eps - F::Log(std)};
+  return LatentTerm<T>{z, T(-0.5) * z * z, T(-0.5) * eps * eps};
 }
 
 // The chain rule of latent_term for one (b, k, l), given ∂L/∂z, ∂L/∂log p, ∂L/∂log q:
