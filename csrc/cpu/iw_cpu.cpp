@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "notmiwae_fast/checks.h"
+#include "parallel.h"
 #include "notmiwae_fast/math.h"
 
 namespace notmiwae_fast {
@@ -19,13 +20,7 @@ namespace {
 
 using math::LseState;
 
-// Elements one parallel task should touch (ATen's grain size for element-wise loops).
-constexpr int64_t kGrainElements = 32768;
-
-// Rows per parallel task so that each task touches about kGrainElements elements.
-int64_t rows_per_task(int64_t row_len) {
-  return std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, row_len));
-}
+using cpu::rows_per_task;
 
 // The (running max, running sum) summary of one row, by the online update.
 template <typename acc_t, typename scalar_t>

@@ -16,15 +16,13 @@
 #include "notmiwae_fast/checks.h"
 #include "notmiwae_fast/latent.h"
 #include "notmiwae_fast/math.h"
+#include "parallel.h"
 #include "vec_math.h"
 
 namespace notmiwae_fast {
 namespace {
 
 using F = cpu::VecMath;
-
-// Elements one parallel task should touch (ATen's grain size for element-wise loops).
-constexpr int64_t kGrainElements = 32768;
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_terms_cpu(const at::Tensor& mu_,
                                                                 const at::Tensor& std_,
@@ -44,8 +42,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_terms_cpu(const at::Tensor
     scalar_t* lp = log_p.mutable_data_ptr<scalar_t>();
     scalar_t* lq = log_q.mutable_data_ptr<scalar_t>();
     const acc_t constant = static_cast<acc_t>(L) * static_cast<acc_t>(math::kHalfLog2Pi);
-    const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(L, 1));
-    at::parallel_for(0, B * K, grain, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, B * K, cpu::rows_per_task(L), [&](int64_t begin, int64_t end) {
       int64_t b_of_log_std = -1;
       acc_t sum_log_std = 0;  // Σ_l log std[b, l], for the current b
       for (int64_t i = begin; i < end; ++i) {
@@ -81,10 +78,8 @@ std::tuple<at::Tensor, at::Tensor> latent_terms_backward_cpu(
   check_latent_grad(grad_z_, eps_, "grad_z");
   check_latent_grad(grad_log_p_, rows, "grad_log_p");
   check_latent_grad(grad_log_q_, rows, "grad_log_q");
-  auto given = [](const std::optional<at::Tensor>& g) {
-    return g.has_value() && g->defined() ? g->contiguous() : at::Tensor();
-  };
-  const at::Tensor gz = given(grad_z_), gp = given(grad_log_p_), gq = given(grad_log_q_);
+  const at::Tensor gz = contiguous_if_given(grad_z_), gp = contiguous_if_given(grad_log_p_),
+                   gq = contiguous_if_given(grad_log_q_);
   const at::Tensor mu = mu_.contiguous(), sd = std_.contiguous(), eps = eps_.contiguous();
   at::Tensor grad_mu = at::empty({B, L}, mu.options()), grad_std = at::empty({B, L}, mu.options());
   AT_DISPATCH_FLOATING_TYPES(mu.scalar_type(), "latent_terms_backward_cpu", [&] {
@@ -97,8 +92,7 @@ std::tuple<at::Tensor, at::Tensor> latent_terms_backward_cpu(
     const scalar_t* gqp = gq.defined() ? gq.const_data_ptr<scalar_t>() : nullptr;
     scalar_t* gm = grad_mu.mutable_data_ptr<scalar_t>();
     scalar_t* gs = grad_std.mutable_data_ptr<scalar_t>();
-    const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(K * L, 1));
-    at::parallel_for(0, B, grain, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, B, cpu::rows_per_task(K * L), [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
         for (int64_t l = 0; l < L; ++l) {
           const acc_t mu_bl = m[b * L + l], std_bl = s[b * L + l];

@@ -33,13 +33,11 @@
 #include "notmiwae_fast/checks.h"
 #include "notmiwae_fast/likelihood.h"
 #include "notmiwae_fast/math.h"
+#include "parallel.h"
 #include "vec_math.h"
 
 namespace notmiwae_fast {
 namespace {
-
-// Elements one parallel task should touch (ATen's grain size for element-wise loops).
-constexpr int64_t kGrainElements = 32768;
 
 // Elements per tile (see above): the expanded operands and the per-element values of a
 // tile live in stack buffers of this size, in L1.
@@ -70,8 +68,7 @@ at::Tensor mask_values(const at::Tensor& mask, at::ScalarType dtype) {
 // Runs body(i0, i1) over the rows [0, rows) of length D in parallel.
 template <typename Body>
 void parallel_rows(int64_t rows, int64_t D, const Body& body) {
-  const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, D));
-  at::parallel_for(0, rows, grain, body);
+  at::parallel_for(0, rows, cpu::rows_per_task(D), body);
 }
 
 // Per-thread partial sums of `n` per-feature gradients ([D] each), added up at the end,
@@ -402,7 +399,7 @@ class Tiler {
   int64_t K_, D_, rows_per_tile_;
 };
 
-// Runs fn(tiler, i0, i1) over the B·K rows in parallel (tasks of about kGrainElements).
+// Runs fn(tiler, i0, i1) over the B·K rows in parallel (tasks of about cpu::kGrainElements).
 template <typename scalar_t, typename Fn>
 void parallel_tiles(int64_t B, int64_t K, int64_t D, const Fn& fn) {
   using math_t = at::opmath_type<scalar_t>;

@@ -17,6 +17,7 @@
 #include "notmiwae_fast/checks.h"
 #include "notmiwae_fast/math.h"
 #include "notmiwae_fast/mlp.h"
+#include "parallel.h"
 #include "vec_math.h"
 
 namespace notmiwae_fast {
@@ -24,8 +25,7 @@ namespace {
 
 using F = cpu::VecMath;
 
-// Elements one parallel task should touch (ATen's grain size for element-wise loops).
-constexpr int64_t kGrainElements = 32768;
+using cpu::kGrainElements;
 
 template <typename scalar_t>
 NMF_VECTOR_CLONES void tanh_values(int64_t n, scalar_t* __restrict h) {

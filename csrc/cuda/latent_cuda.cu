@@ -17,16 +17,13 @@
 #include "notmiwae_fast/checks.h"
 #include "notmiwae_fast/latent.h"
 #include "notmiwae_fast/math.h"
+#include "launch.cuh"
 
 namespace notmiwae_fast {
 namespace {
 
-constexpr int kThreads = 256;
-
-unsigned blocks_for(int64_t n) {
-  return static_cast<unsigned>(
-      std::min<int64_t>(std::max<int64_t>((n + kThreads - 1) / kThreads, 1), 1 << 20));
-}
+using cuda::element_blocks;
+constexpr int kThreads = cuda::kElementThreads;
 
 template <typename scalar_t>
 __global__ void latent_forward_kernel(const scalar_t* __restrict__ mu,
@@ -84,9 +81,6 @@ __global__ void latent_backward_kernel(const scalar_t* __restrict__ gz,
   }
 }
 
-#define NMF_DISPATCH_CUDA(TYPE, NAME, ...) \
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_terms_cuda(const at::Tensor& mu_,
                                                                  const at::Tensor& std_,
                                                                  const at::Tensor& eps_) {
@@ -99,7 +93,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_terms_cuda(const at::Tenso
   if (B * K == 0) return {z, log_p, log_q};
   NMF_DISPATCH_CUDA(mu.scalar_type(), "latent_terms_cuda", [&] {
     latent_forward_kernel<scalar_t>
-        <<<blocks_for(B * K), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+        <<<element_blocks(B * K), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
             mu.const_data_ptr<scalar_t>(), sd.const_data_ptr<scalar_t>(),
             eps.const_data_ptr<scalar_t>(), B * K, K, L, z.mutable_data_ptr<scalar_t>(),
             log_p.mutable_data_ptr<scalar_t>(), log_q.mutable_data_ptr<scalar_t>());
@@ -119,16 +113,14 @@ std::tuple<at::Tensor, at::Tensor> latent_terms_backward_cuda(
   check_latent_grad(grad_z_, eps_, "grad_z");
   check_latent_grad(grad_log_p_, rows, "grad_log_p");
   check_latent_grad(grad_log_q_, rows, "grad_log_q");
-  auto given = [](const std::optional<at::Tensor>& g) {
-    return g.has_value() && g->defined() ? g->contiguous() : at::Tensor();
-  };
-  const at::Tensor gz = given(grad_z_), gp = given(grad_log_p_), gq = given(grad_log_q_);
+  const at::Tensor gz = contiguous_if_given(grad_z_), gp = contiguous_if_given(grad_log_p_),
+                   gq = contiguous_if_given(grad_log_q_);
   const at::Tensor mu = mu_.contiguous(), sd = std_.contiguous(), eps = eps_.contiguous();
   at::Tensor grad_mu = at::empty({B, L}, mu.options()), grad_std = at::empty({B, L}, mu.options());
   if (B * L == 0) return {grad_mu, grad_std};
   NMF_DISPATCH_CUDA(mu.scalar_type(), "latent_terms_backward_cuda", [&] {
     latent_backward_kernel<scalar_t>
-        <<<blocks_for(B * L), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+        <<<element_blocks(B * L), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
             gz.defined() ? gz.const_data_ptr<scalar_t>() : nullptr,
             gp.defined() ? gp.const_data_ptr<scalar_t>() : nullptr,
             gq.defined() ? gq.const_data_ptr<scalar_t>() : nullptr, mu.const_data_ptr<scalar_t>(),

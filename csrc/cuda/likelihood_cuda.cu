@@ -22,6 +22,7 @@
 #include "notmiwae_fast/checks.h"
 #include "notmiwae_fast/likelihood.h"
 #include "notmiwae_fast/math.h"
+#include "launch.cuh"
 #include "reduce.cuh"
 
 namespace notmiwae_fast {
@@ -307,9 +308,6 @@ __global__ void notmiwae_backward_kernel(
 // ------------------------------------------------------------------------------------
 // Host entry points
 // ------------------------------------------------------------------------------------
-#define NMF_DISPATCH_CUDA(TYPE, NAME, ...) \
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
-
 #define NMF_LAUNCH(kernel, rows, D, ...)                                                 \
   do {                                                                                   \
     const RowLaunch launch_ = row_launch(rows, D);                                       \

@@ -19,16 +19,13 @@
 #include "notmiwae_fast/checks.h"
 #include "notmiwae_fast/math.h"
 #include "notmiwae_fast/mlp.h"
+#include "launch.cuh"
 
 namespace notmiwae_fast {
 namespace {
 
-constexpr int kThreads = 256;
-
-unsigned element_blocks(int64_t n) {
-  return static_cast<unsigned>(std::min<int64_t>(std::max<int64_t>((n + kThreads - 1) / kThreads, 1),
-                                                 1 << 20));
-}
+using cuda::element_blocks;
+constexpr int kThreads = cuda::kElementThreads;
 
 template <typename scalar_t>
 __global__ void tanh_kernel(int64_t n, scalar_t* __restrict__ h) {
@@ -72,9 +69,6 @@ __global__ void softplus_scale_backward_kernel(int64_t n, const scalar_t* __rest
                                    math::sigmoid(static_cast<opmath_t>(x[j])));
   }
 }
-
-#define NMF_DISPATCH_CUDA(TYPE, NAME, ...) \
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
 void tanh_inplace_cuda(at::Tensor& h) {
   TORCH_INTERNAL_ASSERT(h.is_contiguous());

@@ -4,6 +4,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <optional>
+
 #include "notmiwae_fast/checks.h"
 
 namespace notmiwae_fast {
@@ -29,6 +31,11 @@ inline void check_latent_grad(const std::optional<at::Tensor>& grad, const at::T
   check_same_device_dtype(*grad, name, like, "mu");
   TORCH_CHECK_VALUE(grad->sizes() == like.sizes(), "notmiwae_fast: argument '", name,
                     "' must have shape ", like.sizes(), "; got ", grad->sizes());
+}
+
+// An optional incoming gradient as a contiguous tensor; undefined when not given.
+inline at::Tensor contiguous_if_given(const std::optional<at::Tensor>& grad) {
+  return grad.has_value() && grad->defined() ? grad->contiguous() : at::Tensor();
 }
 
 }  // namespace notmiwae_fast
