@@ -110,7 +110,7 @@ class ImportanceWeightedModel(nn.Module):
     # -- the operators of the chosen backend ------------------------------------------
     @property
     def backend(self) -> str:
-        """``"fused"`` or ``"reference"``; assigning it switches every operator and MLP."""
+        """``"fused"`` or ``"reference"``; assigning it switches every operator and network."""
         return self._backend
 
     @backend.setter
@@ -119,7 +119,7 @@ class ImportanceWeightedModel(nn.Module):
         self._apply_backend()
 
     def _apply_backend(self) -> None:
-        """Switches the MLPs built so far (constructors call it once all are built)."""
+        """Switches the networks built so far (constructors call it once all are built)."""
         use_fused_networks(self, self._backend == "fused")
 
     @property

@@ -17,8 +17,8 @@ from torch import Tensor, nn
 
 from . import ops
 
-__all__ = ["MLP", "mlp", "use_fused_networks", "Encoder", "GaussianFamily", "BernoulliFamily", "GaussianDecoder",
-           "StudentTDecoder", "BernoulliDecoder",
+__all__ = ["MLP", "mlp", "use_fused_networks", "Encoder", "GaussianFamily",
+           "BernoulliFamily", "GaussianDecoder", "StudentTDecoder", "BernoulliDecoder",
            "PredictionHead", "OUT_DISTS", "make_decoder"]
 
 OUT_DISTS = ("gauss", "bern", "student_t")
