@@ -74,12 +74,8 @@ std::tuple<at::Tensor, at::Tensor> latent_terms_backward_cpu(
   check_latent(mu_, std_, eps_);
   check_cpu_dtype(mu_, "mu");
   const int64_t B = eps_.size(0), K = eps_.size(1), L = eps_.size(2);
-  const at::Tensor rows = eps_.select(2, 0);  // the [B, K] shape of the row terms
-  check_latent_grad(grad_z_, eps_, "grad_z");
-  check_latent_grad(grad_log_p_, rows, "grad_log_p");
-  check_latent_grad(grad_log_q_, rows, "grad_log_q");
-  const at::Tensor gz = contiguous_if_given(grad_z_), gp = contiguous_if_given(grad_log_p_),
-                   gq = contiguous_if_given(grad_log_q_);
+  const LatentOutputGrads grads = latent_output_grads(grad_z_, grad_log_p_, grad_log_q_, eps_);
+  const at::Tensor &gz = grads.z, &gp = grads.log_p, &gq = grads.log_q;
   const at::Tensor mu = mu_.contiguous(), sd = std_.contiguous(), eps = eps_.contiguous();
   at::Tensor grad_mu = at::empty({B, L}, mu.options()), grad_std = at::empty({B, L}, mu.options());
   AT_DISPATCH_FLOATING_TYPES(mu.scalar_type(), "latent_terms_backward_cpu", [&] {

@@ -91,9 +91,7 @@ at::Tensor softplus_scale_cpu(const at::Tensor& raw_, double min_scale) {
 
 at::Tensor softplus_scale_backward_cpu(const at::Tensor& grad_, const at::Tensor& raw_) {
   check_cpu_dtype(raw_, "raw");
-  check_same_device_dtype(grad_, "grad", raw_, "raw");
-  TORCH_CHECK_VALUE(grad_.sizes() == raw_.sizes(), "notmiwae_fast: argument 'grad' must have "
-                    "the shape of 'raw' ", raw_.sizes(), "; got ", grad_.sizes());
+  mlp::check_scale_grad(grad_, raw_);
   const at::Tensor raw = raw_.contiguous(), grad = grad_.contiguous();
   at::Tensor out = at::empty_like(raw);
   AT_DISPATCH_FLOATING_TYPES(raw.scalar_type(), "softplus_scale_backward_cpu", [&] {

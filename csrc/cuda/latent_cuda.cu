@@ -109,12 +109,8 @@ std::tuple<at::Tensor, at::Tensor> latent_terms_backward_cuda(
   check_latent(mu_, std_, eps_);
   c10::cuda::CUDAGuard guard(mu_.device());
   const int64_t B = eps_.size(0), K = eps_.size(1), L = eps_.size(2);
-  const at::Tensor rows = eps_.select(2, 0);
-  check_latent_grad(grad_z_, eps_, "grad_z");
-  check_latent_grad(grad_log_p_, rows, "grad_log_p");
-  check_latent_grad(grad_log_q_, rows, "grad_log_q");
-  const at::Tensor gz = contiguous_if_given(grad_z_), gp = contiguous_if_given(grad_log_p_),
-                   gq = contiguous_if_given(grad_log_q_);
+  const LatentOutputGrads grads = latent_output_grads(grad_z_, grad_log_p_, grad_log_q_, eps_);
+  const at::Tensor &gz = grads.z, &gp = grads.log_p, &gq = grads.log_q;
   const at::Tensor mu = mu_.contiguous(), sd = std_.contiguous(), eps = eps_.contiguous();
   at::Tensor grad_mu = at::empty({B, L}, mu.options()), grad_std = at::empty({B, L}, mu.options());
   if (B * L == 0) return {grad_mu, grad_std};

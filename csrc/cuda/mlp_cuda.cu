@@ -112,9 +112,7 @@ at::Tensor softplus_scale_cuda(const at::Tensor& raw_, double min_scale) {
 }
 
 at::Tensor softplus_scale_backward_cuda(const at::Tensor& grad_, const at::Tensor& raw_) {
-  check_same_device_dtype(grad_, "grad", raw_, "raw");
-  TORCH_CHECK_VALUE(grad_.sizes() == raw_.sizes(), "notmiwae_fast: argument 'grad' must have "
-                    "the shape of 'raw' ", raw_.sizes(), "; got ", grad_.sizes());
+  mlp::check_scale_grad(grad_, raw_);
   c10::cuda::CUDAGuard guard(raw_.device());
   const at::Tensor raw = raw_.contiguous(), grad = grad_.contiguous();
   at::Tensor out = at::empty_like(raw);

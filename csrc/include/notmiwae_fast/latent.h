@@ -38,4 +38,24 @@ inline at::Tensor contiguous_if_given(const std::optional<at::Tensor>& grad) {
   return grad.has_value() && grad->defined() ? grad->contiguous() : at::Tensor();
 }
 
+// The incoming gradients of latent_terms_backward (for z [B, K, L], log p and log q
+// [B, K]), checked and contiguous; undefined where not given.
+struct LatentOutputGrads {
+  at::Tensor z;
+  at::Tensor log_p;
+  at::Tensor log_q;
+};
+
+inline LatentOutputGrads latent_output_grads(const std::optional<at::Tensor>& grad_z,
+                                             const std::optional<at::Tensor>& grad_log_p,
+                                             const std::optional<at::Tensor>& grad_log_q,
+                                             const at::Tensor& eps) {
+  const at::Tensor rows = eps.select(2, 0);  // the [B, K] shape of the row terms
+  check_latent_grad(grad_z, eps, "grad_z");
+  check_latent_grad(grad_log_p, rows, "grad_log_p");
+  check_latent_grad(grad_log_q, rows, "grad_log_q");
+  return {contiguous_if_given(grad_z), contiguous_if_given(grad_log_p),
+          contiguous_if_given(grad_log_q)};
+}
+
 }  // namespace notmiwae_fast

@@ -58,6 +58,13 @@ inline at::Tensor product(const at::Tensor& bias, const at::Tensor& A, const at:
   return bias.defined() ? at::addmm_out(out, bias, A, B) : at::mm_out(out, A, B);
 }
 
+// softplus_scale_backward: grad of raw's shape, device and dtype.
+inline void check_scale_grad(const at::Tensor& grad, const at::Tensor& raw) {
+  check_same_device_dtype(grad, "grad", raw, "raw");
+  TORCH_CHECK_VALUE(grad.sizes() == raw.sizes(), "notmiwae_fast: argument 'grad' must have "
+                    "the shape of 'raw' ", raw.sizes(), "; got ", grad.sizes());
+}
+
 inline std::string indexed(const char* name, size_t i) {
   return std::string(name) + "[" + std::to_string(i) + "]";
 }
