@@ -4,6 +4,7 @@
 //   csrc/cpu/<family>_cpu.cpp   CPU kernels (forward and backward)   TORCH_LIBRARY_IMPL(.., CPU)
 //   csrc/cuda/<family>_cuda.cu  CUDA kernels (forward and backward)  TORCH_LIBRARY_IMPL(.., CUDA)
 //   csrc/autograd/<family>_autograd.cpp  C++ autograd                 TORCH_LIBRARY_IMPL(.., Autograd)
+//   csrc/autocast.cpp           torch.autocast, every op (one policy table)
 //   csrc/include/notmiwae_fast/math.h    the per-element math, shared by CPU and CUDA
 //   notmiwae_fast/ops.py        typed Python wrappers and fake (meta) kernels
 //   notmiwae_fast/reference.py  the pure-PyTorch twin of every op

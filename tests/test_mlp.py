@@ -216,8 +216,9 @@ BAD_INPUTS = [
     (lambda: (_layers()[0], _layers()[1], _layers()[2][:1]), ValueError,
      "'weights' and 'biases' must have one entry per layer"),
     (lambda: (_layers()[0], [], []), ValueError, "'weights' must hold at least one layer"),
-    (lambda: tuple([_layers()[0].half(), [w.half() for w in _layers()[1]],
-                    [b.half() for b in _layers()[2]]]), TypeError, "float32 or float64"),
+    (lambda: tuple([_layers()[0].long(), [w.long() for w in _layers()[1]],
+                    [b.long() for b in _layers()[2]]]), TypeError,
+     "'x' must be (a floating-point tensor|float32, float64, bfloat16 or float16)"),
 ]
 
 

@@ -44,6 +44,16 @@ inline void check_cpu_dtype(const at::Tensor& t, const char* name) {
                    "' must be float32 or float64; got ", t.scalar_type());
 }
 
+// The CPU kernels of the MLP family also take bfloat16 and float16 (what torch.autocast
+// gives them: csrc/autocast.cpp); the element math runs in float32.
+inline void check_cpu_mlp_dtype(const at::Tensor& t, const char* name) {
+  const auto type = t.scalar_type();
+  TORCH_CHECK_TYPE(type == at::kFloat || type == at::kDouble || type == at::kBFloat16 ||
+                       type == at::kHalf,
+                   "notmiwae_fast: on CPU, argument '", name,
+                   "' must be float32, float64, bfloat16 or float16; got ", type);
+}
+
 // log_w: [B, K] floating, K >= 1.
 inline void check_log_weights(const at::Tensor& log_w, const char* name = "log_w") {
   check_floating(log_w, name);
