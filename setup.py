@@ -67,7 +67,8 @@ def extension():
     csrc = os.path.join("csrc")
     sources = sorted(glob.glob(os.path.join(csrc, "*.cpp")) +
                      glob.glob(os.path.join(csrc, "cpu", "*.cpp")) +
-                     glob.glob(os.path.join(csrc, "autograd", "*.cpp")))
+                     glob.glob(os.path.join(csrc, "autograd", "*.cpp")) +
+                     glob.glob(os.path.join(csrc, "composite", "*.cpp")))
     include_dirs = [os.path.join(HERE, csrc, "include")]
     extra = {"cxx": ["-O3"]}
     if not use_cuda:

@@ -4,6 +4,7 @@
 //   csrc/cpu/<family>_cpu.cpp   CPU kernels (forward and backward)   TORCH_LIBRARY_IMPL(.., CPU)
 //   csrc/cuda/<family>_cuda.cu  CUDA kernels (forward and backward)  TORCH_LIBRARY_IMPL(.., CUDA)
 //   csrc/autograd/<family>_autograd.cpp  C++ autograd                 TORCH_LIBRARY_IMPL(.., Autograd)
+//   csrc/composite/<family>_composite.cpp  ops composed of other ops (any device)
 //   csrc/autocast.cpp           torch.autocast, every op (one policy table)
 //   csrc/include/notmiwae_fast/math.h    the per-element math, shared by CPU and CUDA
 //   notmiwae_fast/ops.py        typed Python wrappers and fake (meta) kernels
@@ -87,4 +88,15 @@ TORCH_LIBRARY(notmiwae_fast, m) {
   m.def("softplus_scale(Tensor raw, float min_scale) -> Tensor");
   // grad · σ(raw)
   m.def("softplus_scale_backward(Tensor grad, Tensor raw) -> Tensor");
+
+  // --- the whole bound of a Gaussian-decoder model (family "bound") ----------------
+  // encoder MLP(x) = [μ, log σ²] -> latent_terms -> decoder MLP(z) = [loc, raw] ->
+  // softplus_scale -> masked_normal_logprob, or notmiwae_normal_terms with W, b ->
+  // iw_logmeanexp, composed in C++ (csrc/composite/bound_composite.cpp). x, mask [B, D];
+  // eps_z [B, K, L]; eps_x [B, K, D] (with W, b); W, b [D] or none (MIWAE). Returns
+  // (bound [B], log_w, log p(x°|z), log p(s|x̂), log p(z), log q(z|x)), each [B, K].
+  m.def(
+      "gauss_bound(Tensor x, Tensor mask, Tensor eps_z, Tensor? eps_x, Tensor[] enc_weights, "
+      "Tensor[] enc_biases, Tensor[] dec_weights, Tensor[] dec_biases, Tensor? W, Tensor? b, "
+      "float min_scale) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }

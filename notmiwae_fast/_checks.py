@@ -220,3 +220,45 @@ def latent(mu: Tensor, std: Tensor, eps: Tensor) -> None:
     ndim(eps, 3, "eps", "[B, K, L]")
     size(eps, 0, mu.shape[0], "eps", "[B, K, L] (B from mu)")
     size(eps, 2, mu.shape[1], "eps", "[B, K, L] (L from mu)")
+
+
+def gauss_bound(x: Tensor, mask: Tensor, eps_z: Tensor, eps_x, enc_weights, enc_biases,
+                dec_weights, dec_biases, W, b) -> None:
+    """The arguments of gauss_bound (see reference.gauss_bound)."""
+    floating(x, "x")
+    ndim(x, 2, "x", "[B, D]")
+    same_device_dtype(mask, "mask", x, "x")
+    if mask.shape != x.shape:
+        raise ValueError(f"notmiwae_fast: argument 'mask' must have the shape of 'x' "
+                         f"{list(x.shape)}; got {list(mask.shape)}")
+    same_device_dtype(eps_z, "eps_z", x, "x")
+    ndim(eps_z, 3, "eps_z", "[B, K, L]")
+    size(eps_z, 0, x.shape[0], "eps_z", "[B, K, L]")
+    if eps_z.shape[1] < 1:
+        raise ValueError("notmiwae_fast: argument 'eps_z' must have K >= 1 samples; got "
+                         f"shape {list(eps_z.shape)}")
+    L, D = eps_z.shape[2], x.shape[1]
+    mlp_layers(x, enc_weights, enc_biases)
+    if enc_weights[-1].shape[0] != 2 * L:
+        raise ValueError(f"notmiwae_fast: the encoder's last layer must have 2 L = {2 * L} "
+                         "outputs (mean and log-variance); got weight shape "
+                         f"{list(enc_weights[-1].shape)}")
+    mlp_layers(eps_z.reshape(-1, L), dec_weights, dec_biases)
+    if dec_weights[-1].shape[0] != 2 * D:
+        raise ValueError(f"notmiwae_fast: the decoder's last layer must have 2 D = {2 * D} "
+                         "outputs (loc and raw scale); got weight shape "
+                         f"{list(dec_weights[-1].shape)}")
+    if (W is None) != (b is None):
+        raise ValueError("notmiwae_fast: arguments 'W' and 'b' must be given together "
+                         "(self-masking) or both left out (MIWAE)")
+    if W is not None and eps_x is None:
+        raise ValueError("notmiwae_fast: argument 'eps_x' is required with a self-masking "
+                         "process (W, b)")
+    if eps_x is not None:
+        same_device_dtype(eps_x, "eps_x", x, "x")
+        if tuple(eps_x.shape) != (x.shape[0], eps_z.shape[1], D):
+            raise ValueError("notmiwae_fast: argument 'eps_x' must have shape [B, K, D] = "
+                             f"[{x.shape[0]}, {eps_z.shape[1]}, {D}]; got {list(eps_x.shape)}")
+    if W is not None:
+        per_feature(W, "W", D, x, "x")
+        per_feature(b, "b", D, x, "x")

@@ -648,7 +648,9 @@ def markdown(report: dict) -> str:
         lines += ["## Acceptance ratios", "", "| check | measured | target | met |",
                   "|---|---|---|---|"]
         for c in checks:
-            value = "–" if c["value"] is None else f"{c['value']:.3g}"
+            # three decimals below 10: a ratio of 1.997 must not read as 2
+            value = ("–" if c["value"] is None else
+                     f"{c['value']:.3f}" if abs(c["value"]) < 10 else f"{c['value']:.3g}")
             met = {True: "✓", False: "✗", None: "–"}[c["met"]]
             lines.append(f"| {c['check']} | {value} | {c['target']} | {met} |")
         lines.append("")

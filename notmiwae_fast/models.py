@@ -27,8 +27,8 @@ from torch import Tensor, nn
 
 from . import _validate, ops, reference
 from .missing import BaseMissingProcess, MissingProcess
-from .networks import (OUT_DISTS, Encoder, PredictionHead, make_decoder, DEFAULT_MIN_SCALE,
-                       use_fused_networks)
+from .networks import (MLP, OUT_DISTS, Encoder, GaussianDecoder, PredictionHead, make_decoder,
+                       DEFAULT_MIN_SCALE, use_fused_networks)
 
 __all__ = ["MIWAE", "NotMIWAE", "SupMIWAE", "SupNotMIWAE", "ImportanceWeightedModel"]
 
@@ -213,8 +213,45 @@ class ImportanceWeightedModel(nn.Module):
         """
         k = self.n_samples if n_samples is None else _validate.n_samples(n_samples)
         x0, s_ = self._inputs(x, s)
+        if self._whole_bound_applies(x0):
+            return self._whole_bound(x0, s_, k)
         terms = self._terms(x0, s_, k)
         return self._bound_outputs(terms, terms["log_w"])
+
+    def _whole_bound_applies(self, x0: Tensor) -> bool:
+        """Whether :func:`ops.gauss_bound` computes this model's bound: the fused backend,
+        the standard encoder and (non-PPCA) Gaussian decoder, no missing process or a
+        self-masking one, and no autocast (under autocast the step-by-step path runs the
+        networks in reduced precision)."""
+        return (self._backend == "fused" and self.out_dist == "gauss"
+                and type(self.encoder) is Encoder and type(self.decoder) is GaussianDecoder
+                and not self.decoder.ppca
+                and type(self.encoder.net) is MLP and type(self.decoder.net) is MLP
+                and (not self.has_missing_process
+                     or self.missing_model.selfmask_params() is not None)
+                and not torch.is_autocast_enabled(x0.device.type))
+
+    def _whole_bound(self, x0: Tensor, s: Tensor, k: int) -> dict:
+        """forward through the one-operator bound; the same noise, drawn in the same order,
+        as :meth:`_terms` (so both paths give the same numbers for the same seed)."""
+        B, L = x0.shape[0], self.latent_dim
+        eps_z = torch.randn(B, k, L, dtype=x0.dtype, device=x0.device)
+        selfmask = self.missing_model.selfmask_params() if self.has_missing_process else None
+        eps_x = (torch.randn(B, k, self.input_dim, dtype=x0.dtype, device=x0.device)
+                 if selfmask is not None else None)
+        enc_w, enc_b = self.encoder.net.layer_parameters()
+        dec_w, dec_b = self.decoder.net.layer_parameters()
+        W, b = selfmask if selfmask is not None else (None, None)
+        bound, log_w, log_px, log_ps, log_pz, log_qz = ops.gauss_bound(
+            x0, s, eps_z, eps_x, enc_w, enc_b, dec_w, dec_b, W, b, self.decoder.min_scale)
+        elbo = bound.mean()
+        result = {"loss": -elbo, "elbo": elbo, "log_w": log_w,
+                  "log_p_x_given_z": log_px.mean()}
+        if selfmask is not None:
+            result["log_p_s_given_x"] = log_ps.mean()
+        result["log_p_z"] = log_pz.mean()
+        result["log_q_z_given_x"] = log_qz.mean()
+        return result
 
     # -- streaming over the importance samples -----------------------------------------
     def _chunk_size(self, batch: int, n_samples: int, chunk_size: Optional[int]) -> int:

@@ -60,10 +60,14 @@ class MLP(nn.Sequential):
         return x
 
     @torch.jit.unused
-    def _fused_forward(self, x: Tensor) -> Tensor:
+    def layer_parameters(self) -> tuple[list[Tensor], list[Tensor]]:
+        """(weights, biases) of the linear layers, in order (the operators' arguments)."""
         linears = list(self._modules.values())[::2]
-        weights = [layer.weight for layer in linears]
-        biases = [layer.bias for layer in linears]
+        return [layer.weight for layer in linears], [layer.bias for layer in linears]
+
+    @torch.jit.unused
+    def _fused_forward(self, x: Tensor) -> Tensor:
+        weights, biases = self.layer_parameters()
         y = ops.mlp_tanh(x.reshape(-1, x.shape[-1]), weights, biases)
         return y.reshape(*x.shape[:-1], y.shape[-1])
 

@@ -14,6 +14,7 @@ This module also registers the fake (meta) kernels that ``torch.compile`` and
 from __future__ import annotations
 
 import warnings
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -32,6 +33,7 @@ __all__ = [
     "mlp_tanh",
     "softplus_scale",
     "latent_terms",
+    "gauss_bound",
 ]
 
 _warned_devices: set[str] = set()
@@ -234,6 +236,39 @@ def latent_terms(mu: Tensor, std: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, 
     return reference.latent_terms(mu, std, eps)
 
 
+def gauss_bound(x: Tensor, mask: Tensor, eps_z: Tensor, eps_x: Optional[Tensor],
+                enc_weights: list[Tensor], enc_biases: list[Tensor], dec_weights: list[Tensor],
+                dec_biases: list[Tensor], W: Optional[Tensor], b: Optional[Tensor],
+                min_scale: float) -> tuple[Tensor, ...]:
+    """The whole importance-weighted bound of a Gaussian-decoder MIWAE (``W = b = None``)
+    or self-masking not-MIWAE in one operator: encoder, latent samples, decoder, scale,
+    likelihoods and log-mean-exp, composed in C++ of the other operators (no Python or
+    autograd node between them; the backward is their backward operators chained).
+
+    Args:
+        x: [B, D] zero-filled data. mask: [B, D], 1 = observed, x's dtype.
+        eps_z: [B, K, L] and eps_x: [B, K, D] (None for MIWAE) standard-normal noise.
+        enc_weights, enc_biases: the encoder MLP's layers (nn.Linear layout; last layer
+            2L outputs: mean, then log-variance, clamped to ±10).
+        dec_weights, dec_biases: the decoder MLP's layers (last layer 2D outputs: loc,
+            then the raw scale, scale = softplus(raw) + min_scale).
+        W, b: [D] self-masking parameters (logits −W (x̂ − b)), or None.
+    Returns:
+        (bound [B], log_w [B, K], log p(x°|z), log p(s|x̂) (zeros for MIWAE), log p(z),
+        log q(z|x)), the last four [B, K]. Gradients flow to the weights, biases, W and b.
+    """
+    enc_weights, enc_biases = list(enc_weights), list(enc_biases)
+    dec_weights, dec_biases = list(dec_weights), list(dec_biases)
+    if _use_kernels(x):
+        return torch.ops.notmiwae_fast.gauss_bound(x, mask, eps_z, eps_x, enc_weights,
+                                                    enc_biases, dec_weights, dec_biases, W, b,
+                                                    float(min_scale))
+    _checks.gauss_bound(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights,
+                        dec_biases, W, b)
+    return reference.gauss_bound(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights,
+                                 dec_biases, W, b, min_scale)
+
+
 # --------------------------------------------------------------------------------------
 # Fake kernels: output shapes and dtypes, for torch.compile / torch.export / opcheck.
 # --------------------------------------------------------------------------------------
@@ -374,6 +409,13 @@ def _register_fakes() -> None:
     def _(grad_z, grad_log_p, grad_log_q, mu, std, eps):
         _checks.latent(mu, std, eps)
         return like(mu), like(std)
+
+    @fake("gauss_bound")
+    def _(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights, dec_biases, W, b,
+          min_scale):
+        _checks.gauss_bound(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights,
+                            dec_biases, W, b)
+        return (x.new_empty(x.shape[:1]),) + tuple(rows_of(eps_z) for _ in range(5))
 
 
 if _library.backend().library is not None:

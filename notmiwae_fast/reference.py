@@ -37,6 +37,7 @@ __all__ = [
     "mlp_tanh",
     "softplus_scale",
     "latent_terms",
+    "gauss_bound",
 ]
 
 
@@ -264,3 +265,46 @@ def latent_terms(mu: Tensor, std: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, 
     log_p = -0.5 * (z * z).sum(-1) - constant
     log_q = (-0.5 * (eps * eps) - torch.log(std).unsqueeze(1)).sum(-1) - constant
     return z, log_p, log_q
+
+
+# --------------------------------------------------------------------------------------
+# The whole bound of a Gaussian-decoder model
+# --------------------------------------------------------------------------------------
+LOG_VAR_BOUND = 10.0  # the encoder's log σ² is clamped to [−10, 10]
+
+
+def gauss_bound(x: Tensor, mask: Tensor, eps_z: Tensor, eps_x, enc_weights: list[Tensor],
+                enc_biases: list[Tensor], dec_weights: list[Tensor], dec_biases: list[Tensor],
+                W, b, min_scale: float) -> tuple[Tensor, ...]:
+    """The importance-weighted bound of a Gaussian-decoder MIWAE (W = b = None) or
+    self-masking not-MIWAE, from the networks' weights and the noise.
+
+    encoder MLP(x) = [μ, log σ²] (log σ² clamped to ±10), z = μ + σ·eps_z; decoder
+    MLP(z) = [loc, raw], scale = softplus(raw) + min_scale; log w = log p(x°|z)
+    (+ log p(s|x̂), x̂ from eps_x) + log p(z) − log q(z|x).
+
+    Args:
+        x: [B, D] zero-filled data. mask: [B, D] (1 = observed), x's dtype.
+        eps_z: [B, K, L]. eps_x: [B, K, D] or None (needed with W, b).
+        enc_weights / enc_biases: the encoder's layers (last one 2L outputs);
+        dec_weights / dec_biases: the decoder's (last one 2D outputs). W, b: [D] or None.
+    Returns:
+        (bound [B], log_w [B, K], log p(x°|z), log p(s|x̂) (zeros without W), log p(z),
+        log q(z|x)), the last four [B, K].
+    """
+    B, K, L = eps_z.shape
+    D = x.shape[1]
+    h = mlp_tanh(x, enc_weights, enc_biases)
+    mu, log_var = h[:, :L], h[:, L:]
+    std = torch.exp(0.5 * log_var.clamp(-LOG_VAR_BOUND, LOG_VAR_BOUND))
+    z, log_pz, log_qz = latent_terms(mu, std, eps_z)
+    params = mlp_tanh(z.reshape(B * K, L), dec_weights, dec_biases).reshape(B, K, 2 * D)
+    loc, scale = params[..., :D], softplus_scale(params[..., D:], min_scale)
+    if W is None:
+        log_px = masked_normal_logprob(x, mask, loc, scale)
+        log_ps = torch.zeros_like(log_px)
+        log_w = log_px + log_pz - log_qz
+    else:
+        log_px, log_ps = notmiwae_normal_terms(x, mask, loc, scale, eps_x, W, b)
+        log_w = log_px + log_ps + log_pz - log_qz
+    return iw_logmeanexp(log_w), log_w, log_px, log_ps, log_pz, log_qz

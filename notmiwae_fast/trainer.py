@@ -133,8 +133,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         out = self._outputs(batch)
         loss = out["loss"]
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss.item()} at step "
+        value = loss.item()  # one host sync, as the check itself needs
+        if not math.isfinite(value):
+            raise FloatingPointError(f"non-finite loss {value} at step "
                                      f"{self.global_step}; lower the learning rate or set "
                                      "grad_clip")
         loss.backward()

@@ -60,7 +60,8 @@ def assert_bad_input(name: str, inputs: tuple, exc, message: str, via: str, pyth
     if via == "fake":
         with FakeTensorMode() as mode:
             fake_inputs = tuple([mode.from_tensor(e) for e in t] if isinstance(t, list)
-                                else mode.from_tensor(t) for t in inputs)
+                                else mode.from_tensor(t) if isinstance(t, torch.Tensor)
+                                else t for t in inputs)
             with pytest.raises(exc, match=message):
                 getattr(torch.ops.notmiwae_fast, name)(*fake_inputs)
         return

@@ -1,0 +1,202 @@
+"""gauss_bound (csrc/composite/bound_composite.cpp): the whole bound of a
+Gaussian-decoder MIWAE / self-masking not-MIWAE in one operator, against its
+pure-PyTorch twin in float64 and float32 (values and gradients), gradcheck, opcheck,
+edge cases, bad input, and the models using it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import notmiwae_fast as nf
+from notmiwae_fast import _checks, ops, reference
+
+from conftest import BAD_INPUT_ROUTES, DEVICES, assert_bad_input, library_loaded
+
+OPS = torch.ops.notmiwae_fast
+pytestmark = pytest.mark.skipif(not library_loaded(), reason="needs the compiled library")
+
+
+def make_inputs(B=5, K=4, D=6, L=3, H=8, self_masking=True, dtype=torch.float64,
+                device="cpu", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    rn = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    x = rn(B, D)
+    mask = (torch.rand(B, D, generator=g) > 0.35).double()
+    x = x * mask
+    eps_z, eps_x = rn(B, K, L), rn(B, K, D)
+    enc = [(rn(H, D) / D ** 0.5, 0.1 * rn(H)), (rn(H, H) / H ** 0.5, 0.1 * rn(H)),
+           (rn(2 * L, H) / H ** 0.5, 0.1 * rn(2 * L))]
+    dec = [(rn(H, L) / L ** 0.5, 0.1 * rn(H)), (rn(H, H) / H ** 0.5, 0.1 * rn(H)),
+           (rn(2 * D, H) / H ** 0.5, 0.1 * rn(2 * D))]
+    W, b = (torch.rand(D, generator=g, dtype=torch.float64) + 0.5, 0.3 * rn(D))
+    mv = lambda t: t.to(device=device, dtype=dtype)  # noqa: E731
+    return dict(x=mv(x), mask=mv(mask), eps_z=mv(eps_z),
+                eps_x=mv(eps_x) if self_masking else None,
+                enc_weights=[mv(w) for w, _ in enc], enc_biases=[mv(b_) for _, b_ in enc],
+                dec_weights=[mv(w) for w, _ in dec], dec_biases=[mv(b_) for _, b_ in dec],
+                W=mv(W) if self_masking else None, b=mv(b) if self_masking else None)
+
+
+def params_of(inp):
+    ps = inp["enc_weights"] + inp["enc_biases"] + inp["dec_weights"] + inp["dec_biases"]
+    return ps + ([inp["W"], inp["b"]] if inp["W"] is not None else [])
+
+
+def call(fn, inp, min_scale=1e-3):
+    return fn(inp["x"], inp["mask"], inp["eps_z"], inp["eps_x"], inp["enc_weights"],
+              inp["enc_biases"], inp["dec_weights"], inp["dec_biases"], inp["W"], inp["b"],
+              min_scale)
+
+
+def values_and_grads(fn, inp):
+    inp = {k: ([t.detach().clone().requires_grad_(True) for t in v] if isinstance(v, list)
+               else v) for k, v in inp.items()}
+    for k in ("W", "b"):
+        if inp[k] is not None:
+            inp[k] = inp[k].detach().clone().requires_grad_(True)
+    out = call(fn, inp)
+    # every output carries gradient: a fixed combination of all of them
+    g = torch.Generator().manual_seed(9)
+    loss = out[0].sum() + sum((o * torch.randn(o.shape, generator=g, dtype=torch.float64)
+                               .to(o)).sum() for o in out[1:] if o.requires_grad)
+    grads = torch.autograd.grad(loss, params_of(inp))
+    return [o.detach() for o in out], grads
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("self_masking", [True, False], ids=["notmiwae", "miwae"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_matches_reference(dtype, self_masking, device):
+    inp = make_inputs(self_masking=self_masking, dtype=dtype, device=device)
+    out, grads = values_and_grads(OPS.gauss_bound, inp)
+    ref_inp = make_inputs(self_masking=self_masking, dtype=torch.float64, device=device)
+    ref_out, ref_grads = values_and_grads(reference.gauss_bound, ref_inp)
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=2e-4, atol=2e-4)
+    for o, r in zip(out, ref_out):
+        torch.testing.assert_close(o, r.to(dtype), **tol)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r.to(dtype), **tol)
+    if not self_masking:
+        assert torch.equal(out[3], torch.zeros_like(out[3]))
+
+
+@pytest.mark.parametrize("self_masking", [True, False], ids=["notmiwae", "miwae"])
+def test_gradcheck(self_masking):
+    inp = make_inputs(B=3, K=2, D=4, L=2, H=5, self_masking=self_masking)
+    params = params_of(inp)
+    n_e, n_d = len(inp["enc_weights"]), len(inp["dec_weights"])
+
+    def fn(*ps):
+        ps = list(ps)
+        args = dict(inp, enc_weights=ps[:n_e], enc_biases=ps[n_e:2 * n_e],
+                    dec_weights=ps[2 * n_e:2 * n_e + n_d],
+                    dec_biases=ps[2 * n_e + n_d:2 * n_e + 2 * n_d])
+        if self_masking:
+            args["W"], args["b"] = ps[-2], ps[-1]
+        out = call(OPS.gauss_bound, args)
+        return out[0], out[1], out[4]
+    leaves = [p.detach().clone().requires_grad_(True) for p in params]
+    assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-7)
+
+
+def test_clamped_log_variance_gets_no_gradient():
+    """Where the encoder's log σ² is clamped (|log σ²| > 10) its gradient is zero, as
+    torch.clamp's: the fused and the reference gradients agree there."""
+    inp = make_inputs()
+    inp["enc_biases"][-1] = inp["enc_biases"][-1].clone()
+    inp["enc_biases"][-1][3:] += 40.0  # log σ² far above 10 for every row
+    out, grads = values_and_grads(OPS.gauss_bound, inp)
+    ref_out, ref_grads = values_and_grads(reference.gauss_bound, inp)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-10)
+    assert torch.all(grads[2][3:] == 0)  # the log-variance rows of the last encoder layer
+
+
+def test_opcheck():
+    for self_masking in (True, False):
+        inp = make_inputs(dtype=torch.float32, self_masking=self_masking)
+        for t in params_of(inp):
+            t.requires_grad_(True)
+        args = (inp["x"], inp["mask"], inp["eps_z"], inp["eps_x"], inp["enc_weights"],
+                inp["enc_biases"], inp["dec_weights"], inp["dec_biases"], inp["W"], inp["b"],
+                1e-3)
+        torch.library.opcheck(OPS.gauss_bound, args)
+
+
+def test_single_sample_and_single_row():
+    inp = make_inputs(B=1, K=1)
+    out, grads = values_and_grads(OPS.gauss_bound, inp)
+    ref_out, ref_grads = values_and_grads(reference.gauss_bound, inp)
+    torch.testing.assert_close(out[0], out[1][:, 0])  # K = 1: the bound is log w
+    for o, r in zip(out + list(grads), ref_out + list(ref_grads)):
+        torch.testing.assert_close(o, r, rtol=1e-10, atol=1e-10)
+
+
+def _bad(**change):
+    inp = make_inputs()
+    inp.update(change)
+    return (inp["x"], inp["mask"], inp["eps_z"], inp["eps_x"], inp["enc_weights"],
+            inp["enc_biases"], inp["dec_weights"], inp["dec_biases"], inp["W"], inp["b"], 1e-3)
+
+
+BAD_INPUTS = [
+    (lambda: _bad(mask=torch.ones(5, 7, dtype=torch.float64)), ValueError,
+     "'mask' must have the shape of 'x'"),
+    (lambda: _bad(eps_z=torch.randn(4, 4, 3, dtype=torch.float64)), ValueError,
+     "'eps_z' must have shape \\[B, K, L\\]"),
+    (lambda: _bad(eps_x=None), ValueError, "'eps_x' is required"),
+    (lambda: _bad(W=None), ValueError, "'W' and 'b' must be given together"),
+    (lambda: _bad(eps_x=torch.randn(5, 4, 5, dtype=torch.float64)), ValueError,
+     "'eps_x' must have shape \\[B, K, D\\]"),
+    (lambda: _bad(enc_weights=make_inputs(L=2)["enc_weights"],
+                  enc_biases=make_inputs(L=2)["enc_biases"]), ValueError,
+     "encoder's last layer must have 2 L = 6"),
+    (lambda: _bad(eps_z=torch.randn(5, 4, 3)), TypeError, "'eps_z' has dtype"),
+]
+
+
+@pytest.mark.parametrize("via", [v for v in BAD_INPUT_ROUTES if v != "reference-fallback"])
+@pytest.mark.parametrize("make,exc,message", BAD_INPUTS,
+                         ids=[str(i) for i in range(len(BAD_INPUTS))])
+def test_bad_input(make, exc, message, via):
+    assert_bad_input("gauss_bound", make(), exc, message, via, _checks.gauss_bound)
+
+
+@pytest.mark.parametrize("make,exc,message", BAD_INPUTS,
+                         ids=[str(i) for i in range(len(BAD_INPUTS))])
+def test_bad_input_python_checks(make, exc, message):
+    with pytest.raises(exc, match=message):
+        _checks.gauss_bound(*make()[:-1])
+
+
+# ------------------------------------------------------------------------------------
+# The models
+# ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("model_cls,kwargs", [
+    (nf.NotMIWAE, dict(missing_process="selfmasking")),
+    (nf.NotMIWAE, dict(missing_process="selfmasking_known_signs", signs=[1.0] * 6)),
+    (nf.MIWAE, {}),
+])
+def test_models_use_it_and_agree_with_the_reference_backend(model_cls, kwargs, monkeypatch):
+    calls = []
+    original = ops.gauss_bound
+    monkeypatch.setattr(ops, "gauss_bound", lambda *a: calls.append(1) or original(*a))
+    torch.manual_seed(0)
+    fused = model_cls(6, hidden_dim=16, n_samples=5, backend="fused", **kwargs)
+    ref = model_cls(6, hidden_dim=16, n_samples=5, backend="reference", **kwargs)
+    ref.load_state_dict(fused.state_dict())
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(8, 6, generator=g)
+    s = (x < 0.5).float()
+    results = []
+    for model in (fused, ref):
+        torch.manual_seed(3)
+        out = model(torch.where(s.bool(), x, torch.nan), s)
+        grads = torch.autograd.grad(out["loss"], list(model.parameters()))
+        results.append((out, grads))
+    assert calls, "the fused model did not use gauss_bound"
+    for key in ("loss", "elbo", "log_w", "log_p_x_given_z", "log_p_z", "log_q_z_given_x"):
+        torch.testing.assert_close(results[0][0][key], results[1][0][key], rtol=1e-5, atol=1e-5)
+    for a, b in zip(*(r[1] for r in results)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
