@@ -74,7 +74,8 @@ def _jit_build() -> str:
 
     sources = sorted(glob.glob(os.path.join(_CSRC_DIR, "*.cpp")) +
                      glob.glob(os.path.join(_CSRC_DIR, "cpu", "*.cpp")) +
-                     glob.glob(os.path.join(_CSRC_DIR, "autograd", "*.cpp")))
+                     glob.glob(os.path.join(_CSRC_DIR, "autograd", "*.cpp")) +
+                     glob.glob(os.path.join(_CSRC_DIR, "composite", "*.cpp")))
     if torch.cuda.is_available() and cpp_extension.CUDA_HOME is not None:
         sources += sorted(glob.glob(os.path.join(_CSRC_DIR, "cuda", "*.cu")))
     build_dir = os.environ.get("NOTMIWAE_FAST_JIT_DIR") or os.path.join(

@@ -419,4 +419,9 @@ def _register_fakes() -> None:
 
 
 if _library.backend().library is not None:
+    _missing = [name for name in __all__ if not hasattr(torch.ops.notmiwae_fast, name)]
+    if _missing:
+        raise ImportError(f"notmiwae_fast: the library {_library.backend().library} is older "
+                          f"than this Python package (it lacks {', '.join(_missing)}); rebuild "
+                          "it: pip install --no-build-isolation -e .")
     _register_fakes()

@@ -24,9 +24,19 @@ values = torch.randn(5, 40, 3, dtype=torch.float64)
 out = ops.iw_impute(log_w, values)
 out.sum().backward()
 ref = reference.iw_impute(log_w.detach(), values)
+# the composite operator too (its sources sit in their own folder)
+g = torch.Generator().manual_seed(0)
+rn = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)
+layers = lambda sizes: ([rn(b_, a) for a, b_ in zip(sizes[:-1], sizes[1:])],
+                        [rn(b_) for b_ in sizes[1:]])
+args = (rn(4, 3), torch.ones(4, 3, dtype=torch.float64), rn(4, 5, 2), None,
+        *layers([3, 6, 4]), *layers([2, 6, 6]), None, None, 1e-3)
+bound_err = max(((a - r).abs().max() / r.abs().max().clamp_min(1)).item() for a, r in
+                zip(ops.gauss_bound(*args), reference.gauss_bound(*args)))
 print(json.dumps({"name": b.name, "library": b.library, "cpu": b.cpu_kernels,
                   "cuda": b.cuda_kernels, "text": str(b),
                   "max_err": (out.detach() - ref).abs().max().item(),
+                  "bound_rel_err": bound_err,
                   "grad_finite": bool(torch.isfinite(log_w.grad).all()),
                   "warnings": [str(w.message) for w in caught]}))
 """
@@ -69,3 +79,4 @@ def test_just_in_time_build(tmp_path):
     assert result["name"] == "jit"
     assert result["cpu"] and result["library"].startswith(str(tmp_path))
     assert result["max_err"] < 1e-12 and result["grad_finite"]
+    assert result["bound_rel_err"] < 1e-12  # gauss_bound's kernels are built too
