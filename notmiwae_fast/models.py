@@ -191,8 +191,10 @@ class ImportanceWeightedModel(nn.Module):
     def _inputs(self, x, s) -> tuple[Tensor, Tensor]:
         return _validate.data_and_mask(x, s, self.input_dim, self._dtype, self._device)
 
-    def _bound_outputs(self, terms: dict, log_w: Tensor) -> dict:
-        bound = self.ops.iw_logmeanexp(log_w)
+    def _bound_outputs(self, terms: dict, log_w: Tensor,
+                       bound: Optional[Tensor] = None) -> dict:
+        if bound is None:
+            bound = self.ops.iw_logmeanexp(log_w)
         elbo = bound.mean()
         result = {"loss": -elbo, "elbo": elbo, "log_w": log_w}
         for key in ("log_p_x_given_z", "log_p_s_given_x", "log_p_z", "log_q_z_given_x"):
@@ -213,30 +215,29 @@ class ImportanceWeightedModel(nn.Module):
         """
         k = self.n_samples if n_samples is None else _validate.n_samples(n_samples)
         x0, s_ = self._inputs(x, s)
-        if self._whole_bound_applies(x0):
-            return self._whole_bound(x0, s_, k)
+        selfmask = self.missing_model.selfmask_params() if self.has_missing_process else None
+        if self._whole_bound_applies(x0, selfmask):
+            return self._whole_bound(x0, s_, k, selfmask)
         terms = self._terms(x0, s_, k)
         return self._bound_outputs(terms, terms["log_w"])
 
-    def _whole_bound_applies(self, x0: Tensor) -> bool:
+    def _whole_bound_applies(self, x0: Tensor, selfmask) -> bool:
         """Whether :func:`ops.gauss_bound` computes this model's bound: the fused backend,
         the standard encoder and (non-PPCA) Gaussian decoder, no missing process or a
-        self-masking one, and no autocast (under autocast the step-by-step path runs the
-        networks in reduced precision)."""
+        self-masking one (``selfmask``: its (W, b)), and no autocast (under autocast the
+        step-by-step path runs the networks in reduced precision)."""
         return (self._backend == "fused" and self.out_dist == "gauss"
                 and type(self.encoder) is Encoder and type(self.decoder) is GaussianDecoder
                 and not self.decoder.ppca
                 and type(self.encoder.net) is MLP and type(self.decoder.net) is MLP
-                and (not self.has_missing_process
-                     or self.missing_model.selfmask_params() is not None)
+                and (not self.has_missing_process or selfmask is not None)
                 and not torch.is_autocast_enabled(x0.device.type))
 
-    def _whole_bound(self, x0: Tensor, s: Tensor, k: int) -> dict:
+    def _whole_bound(self, x0: Tensor, s: Tensor, k: int, selfmask) -> dict:
         """forward through the one-operator bound; the same noise, drawn in the same order,
         as :meth:`_terms` (so both paths give the same numbers for the same seed)."""
         B, L = x0.shape[0], self.latent_dim
         eps_z = torch.randn(B, k, L, dtype=x0.dtype, device=x0.device)
-        selfmask = self.missing_model.selfmask_params() if self.has_missing_process else None
         eps_x = (torch.randn(B, k, self.input_dim, dtype=x0.dtype, device=x0.device)
                  if selfmask is not None else None)
         enc_w, enc_b = self.encoder.net.layer_parameters()
@@ -244,14 +245,9 @@ class ImportanceWeightedModel(nn.Module):
         W, b = selfmask if selfmask is not None else (None, None)
         bound, log_w, log_px, log_ps, log_pz, log_qz = ops.gauss_bound(
             x0, s, eps_z, eps_x, enc_w, enc_b, dec_w, dec_b, W, b, self.decoder.min_scale)
-        elbo = bound.mean()
-        result = {"loss": -elbo, "elbo": elbo, "log_w": log_w,
-                  "log_p_x_given_z": log_px.mean()}
-        if selfmask is not None:
-            result["log_p_s_given_x"] = log_ps.mean()
-        result["log_p_z"] = log_pz.mean()
-        result["log_q_z_given_x"] = log_qz.mean()
-        return result
+        terms = {"log_p_x_given_z": log_px, "log_p_z": log_pz, "log_q_z_given_x": log_qz,
+                 "log_p_s_given_x": log_ps if selfmask is not None else None}
+        return self._bound_outputs(terms, log_w, bound)
 
     # -- streaming over the importance samples -----------------------------------------
     def _chunk_size(self, batch: int, n_samples: int, chunk_size: Optional[int]) -> int:
