@@ -51,29 +51,32 @@ def data_and_mask(x, s, input_dim: int, dtype: torch.dtype,
     if tuple(s_t.shape) != tuple(x.shape):
         raise ValueError(f"argument 's' must have the shape of 'x' {list(x.shape)}; "
                          f"got {list(s_t.shape)}")
-    # One device-to-host synchronisation for all the checks (each costs a GPU round trip);
-    # the details of a failure are worked out only when there is one.
-    observed = s_t.bool()
-    bad_x = observed & ~torch.isfinite(x)
+    # One pass each and one device-to-host synchronisation for both checks (each sync is
+    # a GPU round trip); the details of a failure are worked out only when there is one.
+    # s holds only 0 and 1 exactly when it equals its own bool() cast back (NaN, inf,
+    # 0.5, 2 and 1 + 1e-10 do not); x0 is finite exactly when x is at the observed entries.
+    observed = s_t if s_t.dtype == torch.bool else s_t.bool()
+    s_f = observed.to(dtype)
+    x0 = torch.where(observed, x, 0.0)
+    checks = [torch.isfinite(x0).all()]
     if s_t.dtype != torch.bool:
+        checks.append((s_t == (s_f if s_t.dtype == dtype else observed.to(s_t.dtype))).all())
+    ok = torch.stack(checks).tolist()
+    if not all(ok[1:]):
         bad_s = (s_t != 0) & (s_t != 1)  # NaN and inf included
-        failed = torch.stack([bad_s.any(), bad_x.any()]).tolist()
-    else:
-        bad_s, failed = None, [False, bool(bad_x.any())]
-    if failed[0]:
         if s_t.is_floating_point() and not torch.isfinite(s_t).all():
             raise ValueError("argument 's' must hold only 0 (missing) and 1 (observed); "
                              "it holds NaN or inf")
         value = s_t[bad_s][0].item()
         raise ValueError("argument 's' must hold only 0 (missing) and 1 (observed); "
                          f"got {value!r} at {bad_s.sum().item()} entries")
-    if failed[1]:
+    if not ok[0]:
+        bad_x = observed & ~torch.isfinite(x)
         row, col = (int(i) for i in bad_x.nonzero()[0])
         raise ValueError(f"argument 'x' has NaN or inf at {bad_x.sum().item()} observed "
                          f"entries (s = 1), e.g. row {row}, column {col}; mark them missing "
                          "(s = 0) or fix the data")
-    x0 = torch.where(observed, x, torch.zeros((), dtype=dtype, device=device))
-    return x0, observed.to(dtype)
+    return x0, s_f
 
 
 def targets(y, batch: int, task: str, y_dim: int, dtype: torch.dtype,

@@ -377,6 +377,20 @@ def test_bad_data_and_masks():
     half[0, 0] = 0.5
     with pytest.raises(ValueError, match="'s' must hold only 0 .* and 1 .*got 0.5"):
         model(x_nan, half)
+    # Values a float32 cast would round to 1, integers other than 0/1, NaN and inf.
+    nearly_one = s.double()
+    nearly_one[1, 1] = 1 + 1e-10
+    two, minus_one = s.long(), s.int()
+    two[2, 0], minus_one[0, 3] = 2, -1
+    for bad_mask, shown in ((nearly_one, "1.0000000001"), (two, "got 2 "),
+                            (minus_one, "got -1 ")):
+        with pytest.raises(ValueError, match=f"'s' must hold only 0 .* and 1 .*{shown}"):
+            model(x_nan, bad_mask)
+    for special in (math.nan, math.inf):
+        odd = s.clone()
+        odd[4, 4] = special
+        with pytest.raises(ValueError, match="'s' must hold only 0 .* NaN or inf"):
+            model(x_nan, odd)
     with pytest.raises(ValueError, match=r"'x' must have shape \[B, input_dim\] = \[B, 5\]"):
         model(x_nan[:, :4], s[:, :4])
     with pytest.raises(ValueError, match="'s' must have the shape of 'x'"):
