@@ -16,7 +16,8 @@ import numpy as np
 from . import utils
 from .imputer import MIWAEImputer, NotMIWAEImputer
 
-__all__ = ["METHODS", "PAPER_SETTINGS", "mnar_table1", "make_imputer", "run_method"]
+__all__ = ["METHODS", "PAPER_SETTINGS", "mnar_table1", "make_imputer", "paper_data",
+           "restore_lost_decimal_points", "run_method"]
 
 # Training settings of the paper (Adam lr 1e-3, batch 16, K = 20, 2 hidden layers of 128).
 # The protocol standardises the complete data before removing values, and the paper's
@@ -93,6 +94,42 @@ def mnar_table1(X: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.nd
     X_std = X_std[np.random.default_rng(seed).permutation(X_std.shape[0])]
     X_missing, s = utils.introduce_mnar(X_std)
     return X_std, X_missing, s
+
+
+def restore_lost_decimal_points(X: np.ndarray, factor: float = 20.0) -> np.ndarray:
+    """A copy of X [N, D] in which every value above ``factor`` times its column's
+    (positive) median is divided by the power of ten nearest to its ratio to that median:
+    the repair of numbers whose decimal point was lost (1185 for 1.185, 10014 for 1.0014).
+    Columns with a median <= 0 are left alone."""
+    X = np.array(X, dtype=np.float64)
+    median = np.median(X, axis=0)
+    ratio = np.divide(X, median, out=np.zeros_like(X), where=median > 0)
+    bad = ratio > factor
+    X[bad] /= 10.0 ** np.round(np.log10(ratio[bad]))
+    return X
+
+
+def paper_data(name: str, X: np.ndarray) -> np.ndarray:
+    """The UCI data set ``name`` [N, D] as the paper's Table 1 evidently had it, where the
+    files here differ (``benchmarks/reproduce_uci.py --paper-data``):
+
+    * ``winequality-red``: this CSV holds 82 numbers whose decimal point was lost
+      (volatile acidity 1185 for 1.185, density 10014 for 1.0014, alcohol 1.0033e14 for
+      10.0333...), which wreck the standardisation of three columns; they are restored
+      (:func:`restore_lost_decimal_points`). Mean imputation, which involves no training
+      and no randomness, then gives 1.84 against the paper's 1.83 (2.05 before).
+    * ``yeast``: the paper's numbers fit the data without its last feature, ``nuc``
+      (7 features, so the first 3 columns lose values, not 4): mean imputation 1.688 and
+      MICE 1.717 against the paper's 1.69 and 1.72 (1.729 and 1.756 with all 8).
+
+    Other data sets are returned unchanged (their mean-imputation RMSE matches the
+    paper's to 0.00)."""
+    X = np.asarray(X, dtype=np.float64)
+    if name == "winequality-red":
+        return restore_lost_decimal_points(X)
+    if name == "yeast":
+        return X[:, :-1].copy()
+    return X
 
 
 def make_imputer(method: str, iterations: int, impute_samples: int, seed: int, d: int,
