@@ -32,16 +32,17 @@ def default_data_dir() -> Optional[Path]:
     return candidate if candidate.is_dir() else None
 
 
-def load_uci(name: str, data_dir: Optional[Union[str, Path]] = None
-             ) -> tuple[np.ndarray, list[str]]:
+def load_uci(name: str, data_dir: Optional[Union[str, Path]] = None,
+             keep_label: bool = False) -> tuple[np.ndarray, list[str]]:
     """Loads one of :data:`UCI_DATASETS` without its label column.
 
     Args:
         name: ``"banknote"``, ``"concrete"``, ``"winequality-red"``,
             ``"winequality-white"``, ``"yeast"`` or ``"breast"``.
         data_dir: folder holding ``<name>.csv`` (default: see the module docstring).
+        keep_label: keep the last column too (it must be numeric; not yeast's).
     Returns:
-        (X [N, D] float64, the D feature names).
+        (X [N, D] float64, the D feature names); D + 1 columns with ``keep_label``.
     Raises:
         ValueError: unknown name (the valid ones listed), or a non-numeric feature.
         FileNotFoundError: no such file (the path searched named).
@@ -63,7 +64,8 @@ def load_uci(name: str, data_dir: Optional[Union[str, Path]] = None
         rows = list(csv.reader(f))
     if len(rows) < 2:
         raise ValueError(f"data set {name!r}: {path} holds no data rows")
-    header, body = rows[0][:-1], [r[:-1] for r in rows[1:] if r]
+    end = None if keep_label else -1
+    header, body = rows[0][:end], [r[:end] for r in rows[1:] if r]
     try:
         X = np.array(body, dtype=np.float64)
     except ValueError as err:

@@ -35,6 +35,9 @@ def test_default_folder_and_environment_variable(monkeypatch, tmp_path):
     X, names = datasets.load_uci("banknote")
     np.testing.assert_array_equal(X, [[1, 2], [3, 4]])
     assert names == ["a", "b"]
+    X, names = datasets.load_uci("banknote", keep_label=True)
+    np.testing.assert_array_equal(X, [[1, 2, 0], [3, 4, 1]])
+    assert names == ["a", "b", "label"]
 
 
 @needs_data
