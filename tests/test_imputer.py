@@ -235,6 +235,29 @@ def test_transform_with_other_columns_is_refused():
         df_imp.transform(pd.DataFrame(x_nan, columns=list("abce")))
 
 
+@pytest.mark.parametrize("cls", [MIWAEImputer, NotMIWAEImputer])
+def test_glorot_weight_init(cls):
+    """weight_init="glorot": every linear layer of the model starts Glorot-uniform with
+    zero biases (as the paper's Keras code); the default is PyTorch's (non-zero biases)."""
+    from notmiwae_fast.networks import glorot_init_
+    _, x_nan, _ = mnar(n=40)
+    params = {**TINY, "max_iter": 1, "lr": 1e-12}  # one step that moves nothing visibly
+    glorot = cls(**params, weight_init="glorot").fit(x_nan).model_
+    default = cls(**params).fit(x_nan).model_
+    linears = [m for m in glorot.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(m.bias.abs().max() < 1e-9 for m in linears)
+    for m in linears:
+        fan_out, fan_in = m.weight.shape
+        assert m.weight.abs().max() <= (6 / (fan_in + fan_out)) ** 0.5 + 1e-9
+    assert any(m.bias.abs().max() > 1e-3 for m in default.modules()
+               if isinstance(m, torch.nn.Linear))
+    layer = torch.nn.Linear(256, 128)
+    assert glorot_init_(layer) is layer and layer.bias.abs().max() == 0
+    assert layer.weight.std().item() == pytest.approx((2 / (256 + 128)) ** 0.5, rel=0.05)
+    with pytest.raises(ValueError, match="weight_init"):
+        cls(**TINY, weight_init="he").fit(x_nan)
+
+
 @pytest.mark.parametrize("name,value", [("max_iter", 0), ("lr", -1.0), ("out_dist", "poisson"),
                                         ("missing_process", "nope"), ("batch_size", 0)])
 def test_bad_hyper_parameters_are_named_at_fit(name, value):
