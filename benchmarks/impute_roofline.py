@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -102,7 +101,7 @@ def main(argv=None) -> int:
                               "min_s": min(times), "max_s": max(times),
                               "rows_per_s": args.rows / statistics.median(times)}
     result = {
-        "machine": {"cpu": platform.processor() or platform.machine(),
+        "machine": {"cpu": bm.cpu_model(),
                     "cores": os.cpu_count(), "threads": args.threads,
                     "torch": torch.__version__,
                     "notmiwae_fast": notmiwae_fast.__version__},
