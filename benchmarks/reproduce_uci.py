@@ -15,11 +15,11 @@ beside it, and whether the cell meets the acceptance bound) is rewritten after e
     python benchmarks/reproduce_uci.py --datasets banknote --runs 1 --iterations 2000 \\
         --impute-samples 1000 --results benchmarks/results/uci_table1_smoke.json
 
-``--paper-data`` runs on the data as the paper evidently had them where the files here
+``--paper-data`` runs on the data as the paper most likely had them where the files here
 differ (concrete with its label kept as a feature, red wine with 82 lost decimal points
-restored, yeast without its last feature;
-notmiwae_fast.protocol.paper_data says how that was established); the setting is recorded
-in the results, so such runs never mix with runs on the files as they are.
+restored, yeast without its last feature; notmiwae_fast.protocol.paper_data gives the
+evidence); the setting is recorded in the results, so such runs never mix with runs on
+the files as they are.
 """
 
 from __future__ import annotations
@@ -146,9 +146,10 @@ def main(argv=None) -> int:
     parser.add_argument("--note", default=None, help="a line shown above the table (e.g. "
                         "'smoke run, not the full protocol')")
     parser.add_argument("--paper-data", action="store_true",
-                        help="the data as the paper evidently had them where the files "
+                        help="the data as the paper most likely had them where the files "
                         "differ: concrete with its label as a feature, red wine with its "
-                        "lost decimal points restored, yeast without its last feature (see notmiwae_fast.protocol.paper_data)")
+                        "lost decimal points restored, yeast without its last feature "
+                        "(see notmiwae_fast.protocol.paper_data)")
     parser.add_argument("--weight-init", choices=("torch", "glorot"), default="torch",
                         help="initialisation of the deep models' linear layers: PyTorch's "
                         "default, or Glorot-uniform weights and zero biases as the paper's "

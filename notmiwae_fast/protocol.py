@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import utils
+from . import datasets, utils
 from .imputer import MIWAEImputer, NotMIWAEImputer
 
 __all__ = ["METHODS", "PAPER_SETTINGS", "mnar_table1", "make_imputer", "paper_data",
@@ -147,7 +147,6 @@ def paper_data(name: str, data_dir=None) -> np.ndarray:
       with 9 ours gives 1.15 and 1.03.
 
     ``data_dir``: as :func:`notmiwae_fast.datasets.load_uci`."""
-    from . import datasets
     X, _ = datasets.load_uci(name, data_dir, keep_label=name == "concrete")
     if name == "winequality-red":
         return restore_lost_decimal_points(X)
