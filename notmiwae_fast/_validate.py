@@ -55,7 +55,7 @@ def data_and_mask(x, s, input_dim: int, dtype: torch.dtype,
     # a GPU round trip); the details of a failure are worked out only when there is one.
     # s holds only 0 and 1 exactly when it equals its own bool() cast back (NaN, inf,
     # 0.5, 2 and 1 + 1e-10 do not); x0 is finite exactly when x is at the observed entries.
-    observed = s_t if s_t.dtype == torch.bool else s_t.bool()
+    observed = s_t.bool()  # s_t itself when it is already bool
     s_f = observed.to(dtype)
     x0 = torch.where(observed, x, 0.0)
     checks = [torch.isfinite(x0).all()]

@@ -270,7 +270,10 @@ def latent_terms(mu: Tensor, std: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, 
 # --------------------------------------------------------------------------------------
 # The whole bound of a Gaussian-decoder model
 # --------------------------------------------------------------------------------------
-LOG_VAR_BOUND = 10.0  # the encoder's log σ² is clamped to [−10, 10]
+# The encoders' log σ² is clamped to [−10, 10]: here, kLogVarBound in
+# csrc/composite/bound_composite.cpp, and as literals in networks.Encoder and the image
+# encoders (TorchScript, which exports them, takes no float globals).
+LOG_VAR_BOUND = 10.0
 
 
 def gauss_bound(x: Tensor, mask: Tensor, eps_z: Tensor, eps_x, enc_weights: list[Tensor],
