@@ -99,4 +99,12 @@ TORCH_LIBRARY(notmiwae_fast, m) {
       "gauss_bound(Tensor x, Tensor mask, Tensor eps_z, Tensor? eps_x, Tensor[] enc_weights, "
       "Tensor[] enc_biases, Tensor[] dec_weights, Tensor[] dec_biases, Tensor? W, Tensor? b, "
       "float min_scale) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // The same six results and the gradients of the models' loss −mean(bound) with respect
+  // to enc_weights, enc_biases, dec_weights, dec_biases (each list in order), then W and
+  // b when given: a training step's forward and backward in one call, no autograd graph.
+  m.def(
+      "gauss_bound_grads(Tensor x, Tensor mask, Tensor eps_z, Tensor? eps_x, "
+      "Tensor[] enc_weights, Tensor[] enc_biases, Tensor[] dec_weights, Tensor[] dec_biases, "
+      "Tensor? W, Tensor? b, float min_scale) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor[])");
 }

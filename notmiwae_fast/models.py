@@ -214,12 +214,30 @@ class ImportanceWeightedModel(nn.Module):
             ``log_w`` [B, K] and the batch means of the log-terms.
         """
         k = self.n_samples if n_samples is None else _validate.n_samples(n_samples)
+        return self._forward(x, s, k, with_grads=False)[0]
+
+    def _loss_and_grads(self, x, s) -> tuple[dict, Optional[list[tuple[Tensor, Tensor]]]]:
+        """A training step's forward and backward (:class:`~notmiwae_fast.Trainer`):
+        forward(x, s)'s outputs and, where the bound is one operator, the gradients of its
+        loss from :func:`ops.gauss_bound_grads` (no autograd graph; the outputs are plain
+        tensors) as [(tensor, gradient)] for the networks' weights and biases and the
+        self-masking (W, b) (W may be computed from a parameter, as the known-signs slope:
+        the caller propagates into it). Elsewhere (forward's outputs, None): call
+        ``loss.backward()``."""
+        return self._forward(x, s, self.n_samples, with_grads=True)
+
+    def _forward(self, x, s, k: int, with_grads: bool) -> tuple[dict, Optional[list]]:
         x0, s_ = self._inputs(x, s)
         selfmask = self.missing_model.selfmask_params() if self.has_missing_process else None
-        if self._whole_bound_applies(x0, selfmask):
-            return self._whole_bound(x0, s_, k, selfmask)
-        terms = self._terms(x0, s_, k)
-        return self._bound_outputs(terms, terms["log_w"])
+        if not self._whole_bound_applies(x0, selfmask):
+            terms = self._terms(x0, s_, k)
+            return self._bound_outputs(terms, terms["log_w"]), None
+        args = self._whole_bound_args(x0, s_, k, selfmask)
+        if not with_grads:
+            return self._whole_bound_outputs(ops.gauss_bound(*args), selfmask), None
+        *results, grads = ops.gauss_bound_grads(*args)
+        tensors = [*args[4], *args[5], *args[6], *args[7], *(selfmask or ())]
+        return self._whole_bound_outputs(results, selfmask), list(zip(tensors, grads))
 
     def _whole_bound_applies(self, x0: Tensor, selfmask) -> bool:
         """Whether :func:`ops.gauss_bound` computes this model's bound: the fused backend,
@@ -233,9 +251,10 @@ class ImportanceWeightedModel(nn.Module):
                 and (not self.has_missing_process or selfmask is not None)
                 and not torch.is_autocast_enabled(x0.device.type))
 
-    def _whole_bound(self, x0: Tensor, s: Tensor, k: int, selfmask) -> dict:
-        """forward through the one-operator bound; the same noise, drawn in the same order,
-        as :meth:`_terms` (so both paths give the same numbers for the same seed)."""
+    def _whole_bound_args(self, x0: Tensor, s: Tensor, k: int, selfmask) -> tuple:
+        """The arguments of :func:`ops.gauss_bound` (and of ``gauss_bound_grads``): the same
+        noise, drawn in the same order, as :meth:`_terms` (so every path gives the same
+        numbers for the same seed)."""
         B, L = x0.shape[0], self.latent_dim
         eps_z = torch.randn(B, k, L, dtype=x0.dtype, device=x0.device)
         eps_x = (torch.randn(B, k, self.input_dim, dtype=x0.dtype, device=x0.device)
@@ -243,8 +262,10 @@ class ImportanceWeightedModel(nn.Module):
         enc_w, enc_b = self.encoder.net.layer_parameters()
         dec_w, dec_b = self.decoder.net.layer_parameters()
         W, b = selfmask if selfmask is not None else (None, None)
-        bound, log_w, log_px, log_ps, log_pz, log_qz = ops.gauss_bound(
-            x0, s, eps_z, eps_x, enc_w, enc_b, dec_w, dec_b, W, b, self.decoder.min_scale)
+        return (x0, s, eps_z, eps_x, enc_w, enc_b, dec_w, dec_b, W, b, self.decoder.min_scale)
+
+    def _whole_bound_outputs(self, results, selfmask) -> dict:
+        bound, log_w, log_px, log_ps, log_pz, log_qz = results
         terms = {"log_p_x_given_z": log_px, "log_p_z": log_pz, "log_q_z_given_x": log_qz,
                  "log_p_s_given_x": log_ps if selfmask is not None else None}
         return self._bound_outputs(terms, log_w, bound)

@@ -34,6 +34,7 @@ __all__ = [
     "softplus_scale",
     "latent_terms",
     "gauss_bound",
+    "gauss_bound_grads",
 ]
 
 _warned_devices: set[str] = set()
@@ -269,6 +270,30 @@ def gauss_bound(x: Tensor, mask: Tensor, eps_z: Tensor, eps_x: Optional[Tensor],
                                  dec_biases, W, b, min_scale)
 
 
+def gauss_bound_grads(x: Tensor, mask: Tensor, eps_z: Tensor, eps_x: Optional[Tensor],
+                      enc_weights: list[Tensor], enc_biases: list[Tensor],
+                      dec_weights: list[Tensor], dec_biases: list[Tensor], W: Optional[Tensor],
+                      b: Optional[Tensor], min_scale: float) -> tuple:
+    """:func:`gauss_bound` and, in the same call, the gradients of the models' loss
+    −mean(bound) with respect to the parameters, without building an autograd graph (a
+    training step's forward and backward; :class:`~notmiwae_fast.Trainer` uses it).
+
+    Arguments as :func:`gauss_bound`. Returns its six results (plain tensors) and the
+    list of gradients of enc_weights, enc_biases, dec_weights, dec_biases (each list in
+    order), then of W and b when they are given, each of its parameter's shape.
+    """
+    enc_weights, enc_biases = list(enc_weights), list(enc_biases)
+    dec_weights, dec_biases = list(dec_weights), list(dec_biases)
+    if _use_kernels(x):
+        return torch.ops.notmiwae_fast.gauss_bound_grads(
+            x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights, dec_biases, W, b,
+            float(min_scale))
+    _checks.gauss_bound(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights,
+                        dec_biases, W, b)
+    return reference.gauss_bound_grads(x, mask, eps_z, eps_x, enc_weights, enc_biases,
+                                       dec_weights, dec_biases, W, b, min_scale)
+
+
 # --------------------------------------------------------------------------------------
 # Fake kernels: output shapes and dtypes, for torch.compile / torch.export / opcheck.
 # --------------------------------------------------------------------------------------
@@ -416,6 +441,16 @@ def _register_fakes() -> None:
         _checks.gauss_bound(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights,
                             dec_biases, W, b)
         return (x.new_empty(x.shape[:1]),) + tuple(rows_of(eps_z) for _ in range(5))
+
+    @fake("gauss_bound_grads")
+    def _(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights, dec_biases, W, b,
+          min_scale):
+        _checks.gauss_bound(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights,
+                            dec_biases, W, b)
+        params = [*enc_weights, *enc_biases, *dec_weights, *dec_biases]
+        params += [W, b] if W is not None else []
+        return ((x.new_empty(x.shape[:1]),) + tuple(rows_of(eps_z) for _ in range(5))
+                + ([like(p) for p in params],))
 
 
 if _library.backend().library is not None:

@@ -38,6 +38,7 @@ __all__ = [
     "softplus_scale",
     "latent_terms",
     "gauss_bound",
+    "gauss_bound_grads",
 ]
 
 
@@ -311,3 +312,26 @@ def gauss_bound(x: Tensor, mask: Tensor, eps_z: Tensor, eps_x, enc_weights: list
         log_px, log_ps = notmiwae_normal_terms(x, mask, loc, scale, eps_x, W, b)
         log_w = log_px + log_ps + log_pz - log_qz
     return iw_logmeanexp(log_w), log_w, log_px, log_ps, log_pz, log_qz
+
+
+def gauss_bound_grads(x: Tensor, mask: Tensor, eps_z: Tensor, eps_x, enc_weights: list[Tensor],
+                      enc_biases: list[Tensor], dec_weights: list[Tensor],
+                      dec_biases: list[Tensor], W, b, min_scale: float) -> tuple:
+    """:func:`gauss_bound`'s six results and the gradients of the loss −mean(bound) with
+    respect to enc_weights, enc_biases, dec_weights, dec_biases (each list in order), then
+    W and b when given (torch.autograd.grad through :func:`gauss_bound`). Returns
+    (bound, log_w, log p(x°|z), log p(s|x̂), log p(z), log q(z|x), [gradients]), all
+    detached."""
+    params = [*enc_weights, *enc_biases, *dec_weights, *dec_biases]
+    if W is not None:
+        params += [W, b]
+    with torch.enable_grad():
+        leaves = [p.detach().requires_grad_() for p in params]
+        n_e, n_d = len(enc_weights), len(dec_weights)
+        ew, eb = leaves[:n_e], leaves[n_e:2 * n_e]
+        dw, db = leaves[2 * n_e:2 * n_e + n_d], leaves[2 * n_e + n_d:2 * n_e + 2 * n_d]
+        Wb = leaves[2 * n_e + 2 * n_d:] or [None, None]
+        out = gauss_bound(x, mask, eps_z, eps_x, ew, eb, dw, db, Wb[0], Wb[1], min_scale)
+        grads = torch.autograd.grad(-out[0].mean(), leaves, allow_unused=True)
+    grads = [torch.zeros_like(p) if g is None else g for p, g in zip(leaves, grads)]
+    return tuple(o.detach() for o in out) + (grads,)

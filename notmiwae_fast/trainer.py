@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from . import distributed
+from .models import ImportanceWeightedModel
 from ._io import save_atomic
 from ._progress import progress
 from .utils import missing_rmse
@@ -30,6 +31,26 @@ def _adam(params, lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=lr, fused=True)
     except (RuntimeError, ValueError):
         return torch.optim.Adam(params, lr=lr)
+
+
+def _accumulate_grads(pairs) -> None:
+    """What ``backward`` does with gradients computed elsewhere: added to each leaf's
+    ``.grad`` (set where it is None), and propagated through tensors computed from
+    parameters (e.g. the known-signs slope); tensors that do not require grad get none."""
+    through, their_grads = [], []
+    for tensor, grad in pairs:
+        if not tensor.requires_grad:
+            continue
+        if tensor.is_leaf:
+            if tensor.grad is None:
+                tensor.grad = grad
+            else:
+                tensor.grad += grad
+        else:
+            through.append(tensor)
+            their_grads.append(grad)
+    if through:
+        torch.autograd.backward(through, their_grads)
 
 
 class Trainer:
@@ -57,6 +78,14 @@ class Trainer:
     metrics are averaged over ranks, rank 0 alone writes checkpoints, shows progress and
     logs to TensorBoard, every rank loads a checkpoint on resume, and the torch seed is
     offset by the rank so the importance samples differ across ranks.
+
+    A training step of MIWAE or NotMIWAE whose forward computes the bound in one operator
+    (the fused backend with the standard networks and a self-masking process or none:
+    ``ops.gauss_bound``) takes its forward and backward from one call of
+    ``ops.gauss_bound_grads``, with no autograd graph (same numbers, ~10 % less time at
+    batch 16), and hands the gradients to the parameters' ``.grad`` as ``backward`` would;
+    other models, subclasses that override ``forward``, and data-parallel runs (which need
+    DDP's gradient hooks) run forward and ``loss.backward()``.
     """
 
     def __init__(self, model: nn.Module, lr: float = 1e-3, device=None,
@@ -107,6 +136,16 @@ class Trainer:
             return module(x, s, y)
         return module(batch[0], batch[1])
 
+    def _outputs_and_grads(self, batch) -> tuple[dict, Optional[list]]:
+        """The model's outputs and, where one operator gives them (see the class
+        docstring), the gradients of the loss; None for those: call backward."""
+        model = self.model
+        if (self.supervised or self._forward_module is not model
+                or not torch.is_grad_enabled()
+                or type(model).forward is not ImportanceWeightedModel.forward):
+            return self._outputs(batch), None
+        return model._loss_and_grads(batch[0], batch[1])
+
     def _shard(self, loader: Iterable) -> Iterable:
         """In a distributed run, the DataLoader rebuilt with a DistributedSampler."""
         if not self.ctx.distributed or not isinstance(loader, torch.utils.data.DataLoader):
@@ -131,14 +170,17 @@ class Trainer:
         """One optimizer step on one batch; returns the model's outputs (detached)."""
         batch = self._move(batch)
         self.optimizer.zero_grad(set_to_none=True)
-        out = self._outputs(batch)
+        out, grads = self._outputs_and_grads(batch)
         loss = out["loss"]
         value = loss.item()  # one host sync, as the check itself needs
         if not math.isfinite(value):
             raise FloatingPointError(f"non-finite loss {value} at step "
                                      f"{self.global_step}; lower the learning rate or set "
                                      "grad_clip")
-        loss.backward()
+        if grads is None:
+            loss.backward()
+        else:
+            _accumulate_grads(grads)
         if self.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         self.optimizer.step()

@@ -141,6 +141,81 @@ Outputs gauss_bound_composite(const at::Tensor& x, const at::Tensor& mask,
 // Adds b to a where b is defined (an output nobody differentiated has no gradient).
 at::Tensor plus(const at::Tensor& a, const at::Tensor& b) { return b.defined() ? a + b : a; }
 
+// What the backward reads: the inputs and the forward's intermediates.
+struct Saved {
+  at::Tensor x, mask, eps_z, eps_x, W, b, log_w, enc_out, std, z, dec_out, scale;
+  at::TensorList enc_weights, dec_weights, enc_hidden, dec_hidden;
+};
+
+// The chain rule through the forward's steps with their backward operators: from the
+// gradients of the six outputs (any may be undefined) to those of the encoder's weights
+// and biases, the decoder's weights and biases, W and b (2 n_enc + 2 n_dec + 2 tensors,
+// in that order; W's and b's undefined without self-masking).
+Tensors backward_pass(const Saved& s, const variable_list& grads) {
+  using LogMeanExpBackwardFn = at::Tensor(const at::Tensor&, const at::Tensor&);
+  using TermsBackwardFn = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
+      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+      const at::Tensor&);
+  using NormalBackwardFn = std::tuple<at::Tensor, at::Tensor>(
+      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+      const at::Tensor&);
+  using ScaleBackwardFn = at::Tensor(const at::Tensor&, const at::Tensor&);
+  using MlpBackwardFn = std::tuple<at::Tensor, Tensors, Tensors>(
+      const at::Tensor&, const at::Tensor&, at::TensorList, at::TensorList);
+  using LatentBackwardFn = std::tuple<at::Tensor, at::Tensor>(
+      const OptTensor&, const OptTensor&, const OptTensor&, const at::Tensor&,
+      const at::Tensor&, const at::Tensor&);
+  static auto logmeanexp_bwd =
+      find_op<LogMeanExpBackwardFn>("notmiwae_fast::iw_logmeanexp_backward");
+  static auto terms_bwd = find_op<TermsBackwardFn>("notmiwae_fast::notmiwae_normal_terms_backward");
+  static auto normal_bwd = find_op<NormalBackwardFn>("notmiwae_fast::masked_normal_logprob_backward");
+  static auto scale_bwd = find_op<ScaleBackwardFn>("notmiwae_fast::softplus_scale_backward");
+  static auto mlp_bwd = find_op<MlpBackwardFn>("notmiwae_fast::mlp_tanh_backward");
+  static auto latent_bwd = find_op<LatentBackwardFn>("notmiwae_fast::latent_terms_backward");
+
+  const int64_t B = s.x.size(0), K = s.eps_z.size(1), L = s.eps_z.size(2), D = s.x.size(1);
+  const size_t n_enc = s.enc_weights.size(), n_dec = s.dec_weights.size();
+  Tensors result(2 * n_enc + 2 * n_dec + 2);
+  // d/d log_w of everything that depends on it: the bound's and log_w's own gradients.
+  at::Tensor g_log_w = grads[0].defined() ? logmeanexp_bwd.call(grads[0], s.log_w)
+                                          : at::zeros_like(s.log_w);
+  g_log_w = plus(g_log_w, grads[1]);
+  const at::Tensor g_px = plus(g_log_w, grads[2]);
+  const at::Tensor g_pz = plus(g_log_w, grads[4]);
+  const at::Tensor g_qz = grads[5].defined() ? grads[5] - g_log_w : -g_log_w;
+
+  const at::Tensor params = s.dec_out.view({B, K, 2 * D});
+  const at::Tensor loc = params.narrow(2, 0, D), raw = params.narrow(2, D, D);
+  at::Tensor g_loc, g_scale;
+  if (s.W.defined()) {
+    const at::Tensor g_ps = plus(g_log_w, grads[3]);
+    std::tie(g_loc, g_scale, result[result.size() - 2], result.back()) =
+        terms_bwd.call(g_px, g_ps, s.x, s.mask, loc, s.scale, s.eps_x, s.W, s.b);
+  } else {
+    std::tie(g_loc, g_scale) = normal_bwd.call(g_px, s.x, s.mask, loc, s.scale);
+  }
+  const at::Tensor g_raw = scale_bwd.call(g_scale, raw);
+  const at::Tensor g_dec_out = at::cat({g_loc, g_raw}, 2).view({B * K, 2 * D});
+  auto [g_z, g_dec_w, g_dec_b] = mlp_bwd.call(g_dec_out, s.z.view({B * K, L}),
+                                              s.dec_weights, s.dec_hidden);
+  auto [g_mu, g_std] = latent_bwd.call(g_z.view({B, K, L}), g_pz, g_qz,
+                                       s.enc_out.narrow(1, 0, L), s.std, s.eps_z);
+  // std = exp(½ clamp(v)): dstd/dv = ½ std inside the clamp's range (ends included, as
+  // torch.clamp's gradient), 0 outside.
+  const at::Tensor log_var = s.enc_out.narrow(1, L, L);
+  const at::Tensor inside = log_var.abs() <= kLogVarBound;
+  const at::Tensor g_log_var = at::where(inside, 0.5 * g_std * s.std, at::zeros_like(s.std));
+  const at::Tensor g_enc_out = at::cat({g_mu, g_log_var}, 1);
+  auto [g_x, g_enc_w, g_enc_b] = mlp_bwd.call(g_enc_out, s.x, s.enc_weights, s.enc_hidden);
+  size_t j = 0;
+  for (auto& g : g_enc_w) result[j++] = g;
+  for (auto& g : g_enc_b) result[j++] = g;
+  for (auto& g : g_dec_w) result[j++] = g;
+  for (auto& g : g_dec_b) result[j++] = g;
+  return result;
+}
+
 class GaussBound : public torch::autograd::Function<GaussBound> {
  public:
   // Inputs, in this order: x, mask, eps_z, eps_x, the encoder's n_e weights and biases,
@@ -157,107 +232,57 @@ class GaussBound : public torch::autograd::Function<GaussBound> {
     const int64_t n_enc = static_cast<int64_t>(enc_weights.size());
     const int64_t n_dec = static_cast<int64_t>(dec_weights.size());
     Tensors saved{x, mask, eps_z, eps_x.value_or(at::Tensor()), W.value_or(at::Tensor()),
-                  b.value_or(at::Tensor()), p.log_w, p.enc_out, p.std, p.z, p.dec_out};
+                  b.value_or(at::Tensor()), p.log_w, p.enc_out, p.std, p.z, p.dec_out, p.scale};
     saved.insert(saved.end(), enc_weights.begin(), enc_weights.end());
     saved.insert(saved.end(), dec_weights.begin(), dec_weights.end());
     saved.insert(saved.end(), p.enc_hidden.begin(), p.enc_hidden.end());
     saved.insert(saved.end(), p.dec_hidden.begin(), p.dec_hidden.end());
-    saved.push_back(p.scale);
     ctx->save_for_backward(saved);
     ctx->saved_data["n_enc"] = n_enc;
     ctx->saved_data["n_dec"] = n_dec;
-    ctx->saved_data["self_masking"] = W.has_value();
     if (!W.has_value()) ctx->mark_non_differentiable({p.log_ps});
     return {p.bound, p.log_w, p.log_px, p.log_ps, p.log_pz, p.log_qz};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    using LogMeanExpBackwardFn = at::Tensor(const at::Tensor&, const at::Tensor&);
-    using TermsBackwardFn = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
-        const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-        const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-        const at::Tensor&);
-    using NormalBackwardFn = std::tuple<at::Tensor, at::Tensor>(
-        const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-        const at::Tensor&);
-    using ScaleBackwardFn = at::Tensor(const at::Tensor&, const at::Tensor&);
-    using MlpBackwardFn = std::tuple<at::Tensor, Tensors, Tensors>(
-        const at::Tensor&, const at::Tensor&, at::TensorList, at::TensorList);
-    using LatentBackwardFn = std::tuple<at::Tensor, at::Tensor>(
-        const OptTensor&, const OptTensor&, const OptTensor&, const at::Tensor&,
-        const at::Tensor&, const at::Tensor&);
-    static auto logmeanexp_bwd =
-        find_op<LogMeanExpBackwardFn>("notmiwae_fast::iw_logmeanexp_backward");
-    static auto terms_bwd = find_op<TermsBackwardFn>("notmiwae_fast::notmiwae_normal_terms_backward");
-    static auto normal_bwd = find_op<NormalBackwardFn>("notmiwae_fast::masked_normal_logprob_backward");
-    static auto scale_bwd = find_op<ScaleBackwardFn>("notmiwae_fast::softplus_scale_backward");
-    static auto mlp_bwd = find_op<MlpBackwardFn>("notmiwae_fast::mlp_tanh_backward");
-    static auto latent_bwd = find_op<LatentBackwardFn>("notmiwae_fast::latent_terms_backward");
-
     const int64_t n_enc = ctx->saved_data["n_enc"].toInt();
     const int64_t n_dec = ctx->saved_data["n_dec"].toInt();
-    const bool self_masking = ctx->saved_data["self_masking"].toBool();
-    const auto s = ctx->get_saved_variables();
-    const at::Tensor &x = s[0], &mask = s[1], &eps_z = s[2], &eps_x = s[3], &W = s[4],
-                     &b = s[5], &log_w = s[6], &enc_out = s[7], &std = s[8], &z = s[9],
-                     &dec_out = s[10];
-    size_t i = 11;
-    const at::TensorList enc_weights(s.data() + i, n_enc);
-    i += n_enc;
-    const at::TensorList dec_weights(s.data() + i, n_dec);
-    i += n_dec;
-    const at::TensorList enc_hidden(s.data() + i, n_enc - 1);
-    i += n_enc - 1;
-    const at::TensorList dec_hidden(s.data() + i, n_dec - 1);
-    i += n_dec - 1;
-    const at::Tensor& scale = s[i];
-
-    const int64_t B = x.size(0), K = eps_z.size(1), L = eps_z.size(2), D = x.size(1);
-    // One entry per forward argument (min_scale included, as autograd counts them).
-    const size_t n_inputs = 4 + 2 * n_enc + 2 * n_dec + 3;
-    variable_list result(n_inputs);
-    // d/d log_w of everything that depends on it: the bound's and log_w's own gradients.
-    at::Tensor g_log_w = grads[0].defined() ? logmeanexp_bwd.call(grads[0], log_w)
-                                            : at::zeros_like(log_w);
-    g_log_w = plus(g_log_w, grads[1]);
-    const at::Tensor g_px = plus(g_log_w, grads[2]);
-    const at::Tensor g_pz = plus(g_log_w, grads[4]);
-    const at::Tensor g_qz = grads[5].defined() ? grads[5] - g_log_w : -g_log_w;
-
-    const at::Tensor params = dec_out.view({B, K, 2 * D});
-    const at::Tensor loc = params.narrow(2, 0, D), raw = params.narrow(2, D, D);
-    at::Tensor g_loc, g_scale;
-    if (self_masking) {
-      const at::Tensor g_ps = plus(g_log_w, grads[3]);
-      at::Tensor g_W, g_b;
-      std::tie(g_loc, g_scale, g_W, g_b) =
-          terms_bwd.call(g_px, g_ps, x, mask, loc, scale, eps_x, W, b);
-      result[n_inputs - 3] = g_W;
-      result[n_inputs - 2] = g_b;
-    } else {
-      std::tie(g_loc, g_scale) = normal_bwd.call(g_px, x, mask, loc, scale);
-    }
-    const at::Tensor g_raw = scale_bwd.call(g_scale, raw);
-    const at::Tensor g_dec_out = at::cat({g_loc, g_raw}, 2).view({B * K, 2 * D});
-    auto [g_z, g_dec_w, g_dec_b] = mlp_bwd.call(g_dec_out, z.view({B * K, L}), dec_weights,
-                                                dec_hidden);
-    auto [g_mu, g_std] = latent_bwd.call(g_z.view({B, K, L}), g_pz, g_qz,
-                                         enc_out.narrow(1, 0, L), std, eps_z);
-    // std = exp(½ clamp(v)): dstd/dv = ½ std inside the clamp's range (ends included, as
-    // torch.clamp's gradient), 0 outside.
-    const at::Tensor log_var = enc_out.narrow(1, L, L);
-    const at::Tensor inside = log_var.abs() <= kLogVarBound;
-    const at::Tensor g_log_var = at::where(inside, 0.5 * g_std * std, at::zeros_like(std));
-    const at::Tensor g_enc_out = at::cat({g_mu, g_log_var}, 1);
-    auto [g_x, g_enc_w, g_enc_b] = mlp_bwd.call(g_enc_out, x, enc_weights, enc_hidden);
-    size_t j = 4;
-    for (auto& g : g_enc_w) result[j++] = g;
-    for (auto& g : g_enc_b) result[j++] = g;
-    for (auto& g : g_dec_w) result[j++] = g;
-    for (auto& g : g_dec_b) result[j++] = g;
+    const auto v = ctx->get_saved_variables();
+    const at::Tensor* rest = v.data() + 12;
+    Saved s{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11],
+            at::TensorList(rest, n_enc), at::TensorList(rest + n_enc, n_dec),
+            at::TensorList(rest + n_enc + n_dec, n_enc - 1),
+            at::TensorList(rest + 2 * n_enc + n_dec - 1, n_dec - 1)};
+    const Tensors g = backward_pass(s, grads);
+    // One entry per forward argument (min_scale included, as autograd counts them):
+    // none for x, mask, eps_z, eps_x and min_scale.
+    variable_list result(4);
+    result.insert(result.end(), g.begin(), g.end());
+    result.emplace_back();
     return result;
   }
 };
+
+// gauss_bound_grads: the forward and the gradients of the models' loss −mean(bound)
+// with respect to the weights, biases, W and b, in one call and without an autograd
+// graph (a training step's forward and backward: Trainer's fast path).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, Tensors>
+gauss_bound_grads(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& eps_z,
+                  const OptTensor& eps_x, at::TensorList enc_weights, at::TensorList enc_biases,
+                  at::TensorList dec_weights, at::TensorList dec_biases, const OptTensor& W,
+                  const OptTensor& b, double min_scale) {
+  at::AutoDispatchBelowADInplaceOrView guard;
+  const Pass p = forward_pass(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights,
+                              dec_biases, W, b, min_scale);
+  const Saved s{x, mask, eps_z, eps_x.value_or(at::Tensor()), W.value_or(at::Tensor()),
+                b.value_or(at::Tensor()), p.log_w, p.enc_out, p.std, p.z, p.dec_out, p.scale,
+                enc_weights, dec_weights, p.enc_hidden, p.dec_hidden};
+  const variable_list grads{at::full_like(p.bound, -1.0 / static_cast<double>(x.size(0))),
+                            {}, {}, {}, {}, {}};
+  Tensors g = backward_pass(s, grads);
+  if (!W.has_value()) g.resize(g.size() - 2);
+  return {p.bound, p.log_w, p.log_px, p.log_ps, p.log_pz, p.log_qz, g};
+}
 
 Outputs gauss_bound_autograd(const at::Tensor& x, const at::Tensor& mask,
                              const at::Tensor& eps_z, const OptTensor& eps_x,
@@ -273,8 +298,14 @@ Outputs gauss_bound_autograd(const at::Tensor& x, const at::Tensor& mask,
 
 TORCH_LIBRARY_IMPL(notmiwae_fast, CompositeExplicitAutograd, m) {
   m.impl("gauss_bound", &gauss_bound_composite);
+  m.impl("gauss_bound_grads", &gauss_bound_grads);
 }
 
-TORCH_LIBRARY_IMPL(notmiwae_fast, Autograd, m) { m.impl("gauss_bound", &gauss_bound_autograd); }
+// gauss_bound_grads builds no graph: its Autograd kernel is itself (below autograd), so
+// its results are plain tensors however the weights require grad.
+TORCH_LIBRARY_IMPL(notmiwae_fast, Autograd, m) {
+  m.impl("gauss_bound", &gauss_bound_autograd);
+  m.impl("gauss_bound_grads", &gauss_bound_grads);
+}
 
 }  // namespace notmiwae_fast

@@ -1,10 +1,11 @@
 // Elementary functions for the CPU loops that the compiler can vectorise.
 //
 // The C library's expf / logf / log1pf are opaque calls, so a loop that calls them
-// runs one element at a time. VecMath::Exp / Log / Log1p / Tanh for float are the classic
-// Cephes polynomials (about 1 ulp), written branch-free (selects only) and inline, so
-// GCC vectorises the loops that use them. For double they are the C library's
-// functions (the float64 path keeps its 1e-10 accuracy). VecMath is passed as the
+// runs one element at a time. VecMath::Exp / Log / Log1p for float are the classic
+// Cephes polynomials (about 1 ulp) and Tanh a rational function (a few ulp), written
+// branch-free (selects only) and inline, so GCC vectorises the loops that use them.
+// For double they are the C library's functions (the float64 path keeps its 1e-10
+// accuracy). VecMath is passed as the
 // policy F of the formulas in notmiwae_fast/math.h.
 #pragma once
 
@@ -98,22 +99,34 @@ struct VecMath {
   static inline double Log(double x) { return std::log(x); }
   static inline double Log1p(double x) { return std::log1p(x); }
 
-  // tanh(x). |x| < 1/8: the odd Taylor series to x^9 (truncation below 1e-11
-  // relative); otherwise sign(x) · (1 − e) / (1 + e) with e = exp(−2|x|) (a few ulp;
-  // ±1 for |x| > 44, NaN stays NaN). Both branches computed, then selected.
+  // tanh(x) as a rational function of x on [−7.905, 7.905], odd degree 13 over even
+  // degree 6 (the coefficients of Eigen's float tanh), no exp and one division: about
+  // three times faster than sign(x) · (1 − e^{−2|x|}) / (1 + e^{−2|x|}) and within
+  // 7 ulp of tanh everywhere (tests/test_mlp.py measures it against float64). ±1 beyond
+  // |x| = 9 (float32's tanh is 1 there), x itself for |x| < 4e-4, NaN stays NaN. The
+  // clamp and the selects are branch-free.
   static inline float Tanh(float x) {
+    constexpr float kClamp = 7.90531110763549805f;
     const float a = x < 0.0f ? -x : x;
-    const float x2 = x * x;
-    float p = 62.0f / 2835.0f;
-    p = p * x2 - 17.0f / 315.0f;
-    p = p * x2 + 2.0f / 15.0f;
-    p = p * x2 - 1.0f / 3.0f;
-    const float series = x + x * x2 * p;
-    const float e = Exp(-2.0f * a);
-    const float magnitude = (1.0f - e) / (1.0f + e);
-    const float minus_magnitude = -magnitude;
-    const float closed = x < 0.0f ? minus_magnitude : magnitude;
-    return a < 0.125f ? series : closed;
+    float c = x > kClamp ? kClamp : x;
+    c = c < -kClamp ? -kClamp : c;
+    const float x2 = c * c;
+    float p = -2.76076847742355e-16f;
+    p = p * x2 + 2.00018790482477e-13f;
+    p = p * x2 - 8.60467152213735e-11f;
+    p = p * x2 + 5.12229709037114e-08f;
+    p = p * x2 + 1.48572235717979e-05f;
+    p = p * x2 + 6.37261928875436e-04f;
+    p = p * x2 + 4.89352455891786e-03f;
+    float q = 1.19825839466702e-06f;
+    q = q * x2 + 1.18534705686654e-04f;
+    q = q * x2 + 2.26843463243900e-03f;
+    q = q * x2 + 4.89352518554385e-03f;
+    const float rational = c * p / q;
+    const float one = x < 0.0f ? -1.0f : 1.0f;
+    float r = a < 4e-4f ? x : rational;
+    r = a > 9.0f ? one : r;
+    return r;
   }
   static inline double Tanh(double x) { return std::tanh(x); }
 };
