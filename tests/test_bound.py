@@ -200,3 +200,64 @@ def test_models_use_it_and_agree_with_the_reference_backend(model_cls, kwargs, m
         torch.testing.assert_close(results[0][0][key], results[1][0][key], rtol=1e-5, atol=1e-5)
     for a, b in zip(*(r[1] for r in results)):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------
+# gauss_bound_grads: the bound and the loss's gradients in one call, no graph
+# ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("self_masking", [True, False], ids=["notmiwae", "miwae"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_grads_op_matches_autograd_and_reference(dtype, self_masking, device):
+    """gauss_bound_grads gives gauss_bound's outputs and the gradients autograd takes of
+    −mean(bound) through gauss_bound (the same kernels: equal to rounding), and its
+    pure-PyTorch twin agrees; no result carries a graph though the weights require grad."""
+    inp = make_inputs(dtype=dtype, self_masking=self_masking, device=device)
+    for t in params_of(inp):
+        t.requires_grad_(True)
+    *out, grads = call(OPS.gauss_bound_grads, inp)
+    assert not any(t.requires_grad for t in out + list(grads))
+    assert len(grads) == len(params_of(inp))
+    graph_out = call(OPS.gauss_bound, inp)
+    expected = torch.autograd.grad(-graph_out[0].mean(), params_of(inp))
+    exact = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
+    for o, e in zip(out, graph_out):
+        torch.testing.assert_close(o, e.detach(), **exact)
+    for g, e, p in zip(grads, expected, params_of(inp)):
+        assert g.shape == p.shape
+        torch.testing.assert_close(g, e, **exact)
+    ref_inp = make_inputs(dtype=torch.float64, self_masking=self_masking)
+    *ref_out, ref_grads = call(reference.gauss_bound_grads, ref_inp)
+    tol = dict(rtol=1e-9, atol=1e-9) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5)
+    for o, r in zip(out + list(grads), ref_out + list(ref_grads)):
+        torch.testing.assert_close(o.cpu().double(), r, **tol)
+
+
+def test_grads_op_wrapper_and_opcheck():
+    """ops.gauss_bound_grads (the typed wrapper) returns the raw operator's results, and
+    the operator passes opcheck (schema, fake kernel, dispatch)."""
+    for self_masking in (True, False):
+        inp = make_inputs(dtype=torch.float32, self_masking=self_masking)
+        *out, grads = call(ops.gauss_bound_grads, inp)
+        *raw, raw_grads = call(OPS.gauss_bound_grads, inp)
+        for a, b in zip(out + list(grads), raw + list(raw_grads)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+        args = (inp["x"], inp["mask"], inp["eps_z"], inp["eps_x"], inp["enc_weights"],
+                inp["enc_biases"], inp["dec_weights"], inp["dec_biases"], inp["W"], inp["b"],
+                1e-3)
+        torch.library.opcheck(OPS.gauss_bound_grads, args)
+
+
+def test_grads_op_single_row_single_sample():
+    inp = make_inputs(B=1, K=1)
+    *out, grads = call(OPS.gauss_bound_grads, inp)
+    *ref_out, ref_grads = call(reference.gauss_bound_grads, inp)
+    for o, r in zip(out + list(grads), ref_out + list(ref_grads)):
+        torch.testing.assert_close(o, r, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("via", [v for v in BAD_INPUT_ROUTES if v != "reference-fallback"])
+@pytest.mark.parametrize("make,exc,message", BAD_INPUTS,
+                         ids=[str(i) for i in range(len(BAD_INPUTS))])
+def test_grads_op_bad_input(make, exc, message, via):
+    assert_bad_input("gauss_bound_grads", make(), exc, message, via, _checks.gauss_bound)

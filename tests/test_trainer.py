@@ -143,3 +143,67 @@ def test_bad_arguments(tmp_path):
     other = nf.Trainer(nf.MIWAE(D, hidden_dim=16), progress=False)
     with pytest.raises(ValueError, match="holds a NotMIWAE, not a MIWAE"):
         other.load_checkpoint(tmp_path / "not_miwae.pt")
+
+
+def _train_steps(model, steps, fast, monkeypatch, calls):
+    """``steps`` Trainer steps on fixed batches, with or without the one-operator
+    forward+backward (gauss_bound_grads); returns the parameters and the outputs."""
+    from notmiwae_fast import ops, trainer as trainer_module
+
+    with monkeypatch.context() as m:
+        original = ops.gauss_bound_grads
+        m.setattr(ops, "gauss_bound_grads", lambda *a: calls.append(1) or original(*a))
+        if not fast:
+            m.setattr(trainer_module.Trainer, "_outputs_and_grads",
+                      lambda self, batch: (self._outputs(batch), None))
+        tr = nf.Trainer(model, lr=1e-2, progress=False)
+        x, s, _ = data(32)
+        torch.manual_seed(5)
+        outs = [tr.train_step((x[i * 16:(i + 1) * 16], s[i * 16:(i + 1) * 16]))
+                for i in range(steps)]
+    return [p.detach().clone() for p in model.parameters()], outs
+
+
+@pytest.mark.parametrize("model_cls,kwargs", [
+    (nf.NotMIWAE, dict(missing_process="selfmasking")),
+    (nf.NotMIWAE, dict(missing_process="selfmasking_known_signs", signs=[1.0, -1.0, 1.0, 1.0])),
+    (nf.MIWAE, {})], ids=["selfmasking", "known_signs", "miwae"])
+def test_one_operator_training_step_equals_backward(model_cls, kwargs, monkeypatch):
+    """Where forward is one operator the Trainer takes the loss's gradients from
+    gauss_bound_grads instead of loss.backward(): after two steps the parameters (the
+    known-signs slope's parameter, reached through the chain rule, included), the Adam
+    state and the outputs are those of the backward path."""
+    results = {}
+    for fast in (True, False):
+        calls = []
+        utils.set_seed(0)
+        model = model_cls(D, hidden_dim=16, n_samples=5, **kwargs)
+        results[fast] = _train_steps(model, 2, fast, monkeypatch, calls)
+        assert bool(calls) == fast
+    for a, b in zip(results[True][0], results[False][0]):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    assert not torch.equal(results[True][0][0], fresh_model().encoder.net[0].weight.detach())
+    for out_fast, out_graph in zip(results[True][1], results[False][1]):
+        assert out_fast.keys() == out_graph.keys()
+        for key in out_fast:
+            torch.testing.assert_close(out_fast[key], out_graph[key], rtol=1e-6, atol=1e-6)
+
+
+def test_one_operator_step_respects_frozen_parameters_and_bad_losses(monkeypatch):
+    """A parameter that does not require grad gets no gradient and is not moved; a
+    non-finite loss raises before any gradient is handed out."""
+    model = fresh_model()
+    frozen = model.decoder.net[0].weight
+    frozen.requires_grad_(False)
+    before = frozen.detach().clone()
+    calls = []
+    _train_steps(model, 2, True, monkeypatch, calls)
+    assert calls and frozen.grad is None and torch.equal(frozen, before)
+    assert model.encoder.net[0].weight.grad is not None
+    tr = nf.Trainer(model, progress=False)
+    with torch.no_grad():
+        model.decoder.net[-1].bias.fill_(float("nan"))
+    x, s, _ = data(16)
+    with pytest.raises(FloatingPointError, match="non-finite loss"):
+        tr.train_step((x, s))
+    assert all(p.grad is None for p in model.parameters())
