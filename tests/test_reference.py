@@ -17,7 +17,7 @@ SPEC_OPERATORS = ["iw_logmeanexp", "iw_weights", "masked_normal_logprob",
 
 
 # Composed of the others (not exported: TorchScript export runs the layers one by one).
-COMPOSITE_OPERATORS = ["gauss_bound"]
+COMPOSITE_OPERATORS = ["gauss_bound", "gauss_bound_grads"]
 
 
 def test_every_spec_operator_has_a_reference_a_wrapper_and_a_kernel():

@@ -207,3 +207,41 @@ def test_one_operator_step_respects_frozen_parameters_and_bad_losses(monkeypatch
     with pytest.raises(FloatingPointError, match="non-finite loss"):
         tr.train_step((x, s))
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_fused_adam_step_equals_torch_adam():
+    """The Trainer's Adam (torch's fused kernel called directly) moves parameters and
+    state exactly as torch.optim.Adam(fused=True): over steps with a parameter left
+    without gradient, a changed learning rate and weight decay, and after
+    load_state_dict; a closure or a second parameter group goes through Adam.step."""
+    from notmiwae_fast.trainer import _FusedAdam
+
+    g = torch.Generator().manual_seed(0)
+    start = [torch.randn(5, 3, generator=g), torch.randn(3, generator=g), torch.randn(2, generator=g)]
+    runs = []
+    for cls in (_FusedAdam, torch.optim.Adam):
+        params = [torch.nn.Parameter(t.clone()) for t in start]
+        opt = cls(params, lr=1e-2, fused=True, weight_decay=0.01)
+        g = torch.Generator().manual_seed(1)
+        for step in range(6):
+            for i, p in enumerate(params):
+                p.grad = None if (i == 2 and step in (1, 2)) else torch.randn(p.shape, generator=g)
+            if step == 3:
+                opt.param_groups[0]["lr"] = 3e-3
+            if step == 4:
+                opt.load_state_dict(opt.state_dict())
+            opt.step()
+        runs.append((params, opt.state_dict()))
+    for a, b in zip(runs[0][0], runs[1][0]):
+        assert torch.equal(a, b)
+    for key, state in runs[1][1]["state"].items():
+        for name, value in state.items():
+            assert torch.equal(runs[0][1]["state"][key][name], value), name
+    opt = _FusedAdam([torch.nn.Parameter(torch.ones(2))], lr=0.1, fused=True)
+    opt.param_groups[0]["params"][0].grad = torch.ones(2)
+    assert opt._kernel_arguments() is None  # no state yet: the first step is Adam.step's
+    opt.step()
+    assert opt._kernel_arguments() is not None
+    assert opt.step(closure=lambda: torch.tensor(1.0)) == torch.tensor(1.0)
+    opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(1))]})
+    assert opt._kernel_arguments() is None
