@@ -5,6 +5,7 @@
 //   csrc/cuda/<family>_cuda.cu  CUDA kernels (forward and backward)  TORCH_LIBRARY_IMPL(.., CUDA)
 //   csrc/autograd/<family>_autograd.cpp  C++ autograd                 TORCH_LIBRARY_IMPL(.., Autograd)
 //   csrc/composite/<family>_composite.cpp  ops composed of other ops (any device)
+//     (data_composite.cpp: observed_data on devices without a kernel of their own)
 //   csrc/autocast.cpp           torch.autocast, every op (one policy table)
 //   csrc/include/notmiwae_fast/math.h    the per-element math, shared by CPU and CUDA
 //   notmiwae_fast/ops.py        typed Python wrappers and fake (meta) kernels
@@ -13,6 +14,13 @@
 #include <torch/library.h>
 
 TORCH_LIBRARY(notmiwae_fast, m) {
+  // --- the models' input (family "data") -----------------------------------------
+  // x floating, s its mask (bool, integer or floating; nonzero = observed), same shape.
+  // Returns (x with 0 where s = 0, s as 0/1 of x's dtype, counts int64 [2]: entries of s
+  // other than 0 and 1 (NaN included), observed entries of x that are NaN or ±inf), in
+  // one pass: the caller raises on nonzero counts.
+  m.def("observed_data(Tensor x, Tensor s) -> (Tensor, Tensor, Tensor)");
+
   // --- importance weighting (family "iw") ---------------------------------------
   // log( (1/K) Σ_k exp(log_w[b, k]) ): [B, K] -> [B]; a row of -inf only gives -inf.
   m.def("iw_logmeanexp(Tensor log_w) -> Tensor");

@@ -262,3 +262,16 @@ def gauss_bound(x: Tensor, mask: Tensor, eps_z: Tensor, eps_x, enc_weights, enc_
     if W is not None:
         per_feature(W, "W", D, x, "x")
         per_feature(b, "b", D, x, "x")
+
+
+def observed_data(x: Tensor, s: Tensor) -> None:
+    floating(x, "x")
+    if s.device != x.device:
+        raise ValueError(f"notmiwae_fast: argument 's' is on {s.device} but 'x' is on "
+                         f"{x.device}; move them to one device")
+    if s.is_complex():
+        raise TypeError("notmiwae_fast: argument 's' must be a bool, integer or real floating "
+                        f"mask; got dtype {s.dtype}")
+    if s.shape != x.shape:
+        raise ValueError(f"notmiwae_fast: argument 's' must have the shape of 'x' "
+                         f"{list(x.shape)}; got {list(s.shape)}")

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import ops
+
 
 def as_tensor(value, name: str, dtype: torch.dtype, device: torch.device) -> Tensor:
     """Tensor or array-like -> tensor of ``dtype`` on ``device``."""
@@ -51,18 +53,11 @@ def data_and_mask(x, s, input_dim: int, dtype: torch.dtype,
     if tuple(s_t.shape) != tuple(x.shape):
         raise ValueError(f"argument 's' must have the shape of 'x' {list(x.shape)}; "
                          f"got {list(s_t.shape)}")
-    # One pass each and one device-to-host synchronisation for both checks (each sync is
-    # a GPU round trip); the details of a failure are worked out only when there is one.
-    # s holds only 0 and 1 exactly when it equals its own bool() cast back (NaN, inf,
-    # 0.5, 2 and 1 + 1e-10 do not); x0 is finite exactly when x is at the observed entries.
-    observed = s_t.bool()  # s_t itself when it is already bool
-    s_f = observed.to(dtype)
-    x0 = torch.where(observed, x, 0.0)
-    checks = [torch.isfinite(x0).all()]
-    if s_t.dtype != torch.bool:
-        checks.append((s_t == (s_f if s_t.dtype == dtype else observed.to(s_t.dtype))).all())
-    ok = torch.stack(checks).tolist()
-    if not all(ok[1:]):
+    # One pass (ops.observed_data) and one device-to-host synchronisation for both checks
+    # (a GPU round trip); the details of a failure are worked out only when there is one.
+    x0, s_f, counts = ops.observed_data(x, s_t)
+    not_01, not_finite = counts.tolist()
+    if not_01:
         bad_s = (s_t != 0) & (s_t != 1)  # NaN and inf included
         if s_t.is_floating_point() and not torch.isfinite(s_t).all():
             raise ValueError("argument 's' must hold only 0 (missing) and 1 (observed); "
@@ -70,8 +65,8 @@ def data_and_mask(x, s, input_dim: int, dtype: torch.dtype,
         value = s_t[bad_s][0].item()
         raise ValueError("argument 's' must hold only 0 (missing) and 1 (observed); "
                          f"got {value!r} at {bad_s.sum().item()} entries")
-    if not ok[0]:
-        bad_x = observed & ~torch.isfinite(x)
+    if not_finite:
+        bad_x = (s_t != 0) & ~torch.isfinite(x)
         row, col = (int(i) for i in bad_x.nonzero()[0])
         raise ValueError(f"argument 'x' has NaN or inf at {bad_x.sum().item()} observed "
                          f"entries (s = 1), e.g. row {row}, column {col}; mark them missing "

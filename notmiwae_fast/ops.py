@@ -22,6 +22,7 @@ from torch import Tensor
 from . import _checks, _library, reference
 
 __all__ = [
+    "observed_data",
     "iw_logmeanexp",
     "iw_weights",
     "iw_impute",
@@ -50,6 +51,23 @@ def _use_kernels(t: Tensor) -> bool:
                       "using the pure-PyTorch reference operators on that device",
                       stacklevel=3)
     return False
+
+
+def observed_data(x: Tensor, s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The models' input check and zero-fill in one pass.
+
+    Args:
+        x: [*] floating data (anything where s = 0). s: its mask, x's shape, bool,
+            integer or floating (nonzero = observed).
+    Returns:
+        (x0: x with 0 where s = 0, mask: s as 0/1 of x's dtype, counts: int64 [2], the
+        entries of s other than 0 and 1 (NaN included) and the observed entries of x
+        that are NaN or ±inf); the caller raises when a count is not 0.
+    """
+    if _use_kernels(x):
+        return torch.ops.notmiwae_fast.observed_data(x, s)
+    _checks.observed_data(x, s)
+    return reference.observed_data(x, s)
 
 
 def iw_logmeanexp(log_w: Tensor) -> Tensor:
@@ -300,6 +318,11 @@ def gauss_bound_grads(x: Tensor, mask: Tensor, eps_z: Tensor, eps_x: Optional[Te
 def _register_fakes() -> None:
     def fake(name):
         return torch.library.register_fake(f"{_library.NAMESPACE}::{name}")
+
+    @fake("observed_data")
+    def _(x, s):
+        _checks.observed_data(x, s)
+        return like(x), like(x), x.new_empty(2, dtype=torch.long)
 
     @fake("iw_logmeanexp")
     def _(log_w):
