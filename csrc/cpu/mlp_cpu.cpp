@@ -37,14 +37,6 @@ NMF_VECTOR_CLONES void tanh_values(int64_t n, scalar_t* __restrict h) {
 }
 
 template <typename scalar_t, typename opmath_t = at::opmath_type<scalar_t>>
-NMF_VECTOR_CLONES void bias_tanh_values(int64_t n, scalar_t* __restrict h,
-                                        const scalar_t* __restrict bias) {
-  for (int64_t j = 0; j < n; ++j)
-    h[j] = static_cast<scalar_t>(math::tanh_activation<F>(static_cast<opmath_t>(h[j]) +
-                                                          static_cast<opmath_t>(bias[j])));
-}
-
-template <typename scalar_t, typename opmath_t = at::opmath_type<scalar_t>>
 NMF_VECTOR_CLONES void tanh_grads(int64_t n, scalar_t* __restrict g,
                                   const scalar_t* __restrict y) {
   for (int64_t j = 0; j < n; ++j)
@@ -58,20 +50,6 @@ void tanh_inplace_cpu(at::Tensor& h) {
     scalar_t* data = h.data_ptr<scalar_t>();
     at::parallel_for(0, h.numel(), kGrainElements, [&](int64_t begin, int64_t end) {
       tanh_values(end - begin, data + begin);
-    });
-  });
-}
-
-// h [N, n] ← tanh(h + bias), bias [n] broadcast over the rows.
-void bias_tanh_inplace_cpu(at::Tensor& h, const at::Tensor& bias_) {
-  TORCH_INTERNAL_ASSERT(h.is_contiguous() && h.dim() == 2);
-  const at::Tensor bias = bias_.contiguous();
-  const int64_t cols = h.size(1);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, h.scalar_type(), "mlp_tanh_cpu", [&] {
-    scalar_t* data = h.data_ptr<scalar_t>();
-    const scalar_t* b = bias.const_data_ptr<scalar_t>();
-    at::parallel_for(0, h.size(0), cpu::rows_per_task(cols), [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) bias_tanh_values(cols, data + r * cols, b);
     });
   });
 }
@@ -136,8 +114,7 @@ at::Tensor softplus_scale_backward_cpu(const at::Tensor& grad_, const at::Tensor
 
 constexpr mlp::ElementKernels kCpuKernels{&tanh_inplace_cpu, &tanh_backward_inplace_cpu,
                                             /*transpose_narrow=*/true,
-                                            /*block_bytes=*/512 * 1024,
-                                            &bias_tanh_inplace_cpu};
+                                            /*block_bytes=*/512 * 1024};
 
 at::Tensor mlp_tanh_cpu(const at::Tensor& x, at::TensorList weights, at::TensorList biases) {
   check_cpu_mlp_dtype(x, "x");

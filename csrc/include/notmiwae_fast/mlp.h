@@ -6,9 +6,8 @@
 // x [N, in], W_i [out_i, in_i] (nn.Linear's layout), b_i [out_i], y [N, out_n]. The
 // matrix products are ATen's (MKL / oneDNN on CPU, cuBLAS on CUDA): they are the bulk
 // of the FLOPs and already at the hardware's peak. What the fusion removes is the rest:
-// per layer one matrix product straight into the activation buffer and one in-place
-// activation pass (the backend's element kernel, math in math.h; on the CPU it adds the
-// bias too), one mm per gradient and one
+// per layer one addmm straight into the activation buffer and one in-place activation
+// pass (the backend's element kernel, math in math.h), one mm per gradient and one
 // in-place pass for the activation's chain rule, no autograd graph of a dozen nodes per
 // MLP, and a tanh that is several times faster than ATen's on CPU (vec_math.h).
 // csrc/cpu/mlp_cpu.cpp and csrc/cuda/mlp_cuda.cu supply the element kernels and
@@ -27,17 +26,14 @@
 namespace notmiwae_fast {
 namespace mlp {
 
-// The element kernels of one backend (all work in place on contiguous tensors), whether
-// its matrix products prefer narrow results computed transposed (see product), the
-// size of the row blocks of an inference forward (see forward; 0: no blocks), and
-// optionally the hidden layers' bias added in the tanh pass (null: the bias goes into
-// the matrix product, addmm).
+// The element kernels of one backend (both work in place on contiguous tensors), whether
+// its matrix products prefer narrow results computed transposed (see product), and the
+// size of the row blocks of an inference forward (see forward; 0: no blocks).
 struct ElementKernels {
   void (*tanh_)(at::Tensor& h);                                 // h ← tanh(h)
   void (*tanh_backward_)(at::Tensor& grad, const at::Tensor& y);  // grad ← grad · (1 − y²)
   bool transpose_narrow;
   int64_t block_bytes;
-  void (*bias_tanh_)(at::Tensor& h, const at::Tensor& bias) = nullptr;  // h ← tanh(h + b)
 };
 
 // Results with fewer columns than this count as narrow.
@@ -135,17 +131,10 @@ inline std::tuple<at::Tensor, std::vector<at::Tensor>> forward_rows(
   at::Tensor h = x;
   for (size_t i = 0; i < weights.size(); ++i) {
     const bool last = i + 1 == weights.size();
-    // A hidden layer's bias joins the tanh pass where the backend can (the product then
-    // neither writes the broadcast bias first nor reads it back: two passes fewer).
-    const bool bias_in_tanh = !last && kernels.bias_tanh_ != nullptr;
-    at::Tensor layer = product(bias_in_tanh ? at::Tensor() : biases[i], h, weights[i].t(),
-                               kernels, last ? out : at::Tensor());
+    at::Tensor layer = product(biases[i], h, weights[i].t(), kernels,
+                               last ? out : at::Tensor());
     if (!last) {
-      if (bias_in_tanh) {
-        kernels.bias_tanh_(layer, biases[i]);
-      } else {
-        kernels.tanh_(layer);
-      }
+      kernels.tanh_(layer);
       if (keep_hidden) hidden.push_back(layer);
     }
     h = std::move(layer);
