@@ -146,7 +146,9 @@ class Trainer:
     the paper's model went from 1.39 to 1.16 ms with it), and hands the gradients to the
     parameters' ``.grad`` as ``backward`` would;
     other models, subclasses that override ``forward``, and data-parallel runs (which need
-    DDP's gradient hooks) run forward and ``loss.backward()``.
+    DDP's gradient hooks) run forward and ``loss.backward()``. Gradient hooks registered
+    on the parameters themselves (``Tensor.register_hook``) do not run on the one-operator
+    path; clip with ``grad_clip``, which applies to both.
     """
 
     def __init__(self, model: nn.Module, lr: float = 1e-3, device=None,
