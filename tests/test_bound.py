@@ -43,10 +43,15 @@ def params_of(inp):
     return ps + ([inp["W"], inp["b"]] if inp["W"] is not None else [])
 
 
+def args_of(inp, min_scale=1e-3):
+    """The operators' positional arguments from make_inputs' dict."""
+    return (inp["x"], inp["mask"], inp["eps_z"], inp["eps_x"], inp["enc_weights"],
+            inp["enc_biases"], inp["dec_weights"], inp["dec_biases"], inp["W"], inp["b"],
+            min_scale)
+
+
 def call(fn, inp, min_scale=1e-3):
-    return fn(inp["x"], inp["mask"], inp["eps_z"], inp["eps_x"], inp["enc_weights"],
-              inp["enc_biases"], inp["dec_weights"], inp["dec_biases"], inp["W"], inp["b"],
-              min_scale)
+    return fn(*args_of(inp, min_scale))
 
 
 def values_and_grads(fn, inp):
@@ -118,10 +123,7 @@ def test_opcheck():
         inp = make_inputs(dtype=torch.float32, self_masking=self_masking)
         for t in params_of(inp):
             t.requires_grad_(True)
-        args = (inp["x"], inp["mask"], inp["eps_z"], inp["eps_x"], inp["enc_weights"],
-                inp["enc_biases"], inp["dec_weights"], inp["dec_biases"], inp["W"], inp["b"],
-                1e-3)
-        torch.library.opcheck(OPS.gauss_bound, args)
+        torch.library.opcheck(OPS.gauss_bound, args_of(inp))
 
 
 def test_single_sample_and_single_row():
@@ -136,8 +138,7 @@ def test_single_sample_and_single_row():
 def _bad(**change):
     inp = make_inputs()
     inp.update(change)
-    return (inp["x"], inp["mask"], inp["eps_z"], inp["eps_x"], inp["enc_weights"],
-            inp["enc_biases"], inp["dec_weights"], inp["dec_biases"], inp["W"], inp["b"], 1e-3)
+    return args_of(inp)
 
 
 BAD_INPUTS = [
@@ -242,10 +243,7 @@ def test_grads_op_wrapper_and_opcheck():
         *raw, raw_grads = call(OPS.gauss_bound_grads, inp)
         for a, b in zip(out + list(grads), raw + list(raw_grads)):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
-        args = (inp["x"], inp["mask"], inp["eps_z"], inp["eps_x"], inp["enc_weights"],
-                inp["enc_biases"], inp["dec_weights"], inp["dec_biases"], inp["W"], inp["b"],
-                1e-3)
-        torch.library.opcheck(OPS.gauss_bound_grads, args)
+        torch.library.opcheck(OPS.gauss_bound_grads, args_of(inp))
 
 
 def test_grads_op_single_row_single_sample():
