@@ -459,8 +459,8 @@ def _register_fakes() -> None:
         return like(mu), like(std)
 
     @fake("gauss_bound")
-    def _(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights, dec_biases, W, b,
-          min_scale):
+    def bound(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights, dec_biases, W, b,
+              min_scale):
         _checks.gauss_bound(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights,
                             dec_biases, W, b)
         return (x.new_empty(x.shape[:1]),) + tuple(rows_of(eps_z) for _ in range(5))
@@ -468,12 +468,11 @@ def _register_fakes() -> None:
     @fake("gauss_bound_grads")
     def _(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights, dec_biases, W, b,
           min_scale):
-        _checks.gauss_bound(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights,
-                            dec_biases, W, b)
+        results = bound(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights,
+                        dec_biases, W, b, min_scale)
         params = [*enc_weights, *enc_biases, *dec_weights, *dec_biases]
         params += [W, b] if W is not None else []
-        return ((x.new_empty(x.shape[:1]),) + tuple(rows_of(eps_z) for _ in range(5))
-                + ([like(p) for p in params],))
+        return results + ([like(p) for p in params],)
 
 
 if _library.backend().library is not None:

@@ -53,14 +53,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> observed_data_cpu(const at::Tenso
       });
     });
   });
-  int64_t total_s = 0, total_x = 0;
+  at::Tensor counts = at::zeros({2}, x.options().dtype(at::kLong));
+  int64_t* c = counts.mutable_data_ptr<int64_t>();
   for (int64_t blk = 0; blk < blocks; ++blk) {
-    total_s += bad_s[blk];
-    total_x += bad_x[blk];
+    c[0] += bad_s[blk];
+    c[1] += bad_x[blk];
   }
-  at::Tensor counts = at::empty({2}, x.options().dtype(at::kLong));
-  counts[0] = total_s;
-  counts[1] = total_x;
   return {x0, mask, counts};
 }
 
