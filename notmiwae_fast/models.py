@@ -323,6 +323,9 @@ class ImportanceWeightedModel(nn.Module):
         Multiple imputation: ``n_draws = M`` returns M draws by sampling-importance-
         resampling from the same weights, shape [M, B, D].
 
+        Rows without a missing entry are returned as they are, without running the
+        networks on them (and without drawing random numbers for them).
+
         Args:
             x: [B, D]; anything at missing entries. s: [B, D] mask (1 = observed).
         Returns:
@@ -335,13 +338,19 @@ class ImportanceWeightedModel(nn.Module):
         out_dtype = x.dtype if isinstance(x, Tensor) and x.is_floating_point() else self._dtype
         with evaluation(self):
             x0, s_ = self._inputs(x, s)
-            mean, draws = self._stream(x0, s_, n_samples, chunk_size, lambda t: t["means"],
-                                       n_draws)
             observed = s_.bool()
-            if draws is not None:
-                result = torch.where(observed.unsqueeze(0), x0.unsqueeze(0), draws)
-            else:
-                result = torch.where(observed, x0, mean)
+            shape = (n_draws, *x0.shape) if n_draws is not None else x0.shape
+            result = x0.expand(shape).clone()
+            # Rows with nothing missing come back as they are: the networks run only on
+            # the others (no random numbers are drawn for a complete row).
+            rows = (~observed.all(1)).nonzero().squeeze(1)
+            if len(rows):
+                whole = len(rows) == len(x0)
+                x_rows, s_rows = (x0, s_) if whole else (x0[rows], s_[rows])
+                mean, draws = self._stream(x_rows, s_rows, n_samples, chunk_size,
+                                           lambda t: t["means"], n_draws)
+                filled = torch.where(observed[rows], x_rows, mean if draws is None else draws)
+                result[..., rows, :] = filled
         return result.to(out_dtype)
 
     # -- the missing process --------------------------------------------------------------

@@ -218,6 +218,32 @@ def test_impute_keeps_observed_entries_and_mode():
         assert model.training is training
         torch.testing.assert_close(out[s.bool()], x[s.bool()], rtol=0, atol=0)
         assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("n_draws", [None, 3])
+def test_impute_skips_complete_rows(n_draws):
+    """Rows without a missing entry come back exactly and cost no random numbers: the
+    other rows get what imputing them alone gives, and a batch of complete rows leaves
+    the random state untouched."""
+    x, x_nan, s = batch(n=12)
+    complete = torch.tensor([0, 4, 5, 11])
+    s[complete] = 1
+    x_nan[complete] = x[complete]
+    model = nf.NotMIWAE(D, hidden_dim=16)
+    torch.manual_seed(3)
+    out = model.impute(x_nan, s, n_samples=40, n_draws=n_draws)
+    rest = torch.tensor([i for i in range(12) if i not in complete.tolist()])
+    torch.manual_seed(3)
+    alone = model.impute(x_nan[rest], s[rest], n_samples=40, n_draws=n_draws)
+    torch.testing.assert_close(out[..., complete, :],
+                               x[complete].expand_as(out[..., complete, :]), rtol=0, atol=0)
+    torch.testing.assert_close(out[..., rest, :], alone, rtol=0, atol=0)
+    assert not torch.equal(out[..., rest, :][..., ~s[rest].bool()],
+                           x[rest][~s[rest].bool()].expand_as(alone[..., ~s[rest].bool()]))
+    state = torch.get_rng_state()
+    full = model.impute(x[complete], s[complete], n_samples=40, n_draws=n_draws)
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.testing.assert_close(full, x[complete].expand_as(full), rtol=0, atol=0)
     sup = nf.SupMIWAE(D, hidden_dim=16).train()
     sup.predict(x_nan, s, n_samples=10)
     assert sup.training
