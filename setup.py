@@ -20,7 +20,6 @@ TorchScript can load it with libtorch alone.
 
 from __future__ import annotations
 
-import glob
 import importlib.util
 import os
 
@@ -30,14 +29,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_ARCH_LIST = "8.0;9.0+PTX"
 
 
-def _load_cuda_finder():
-    """notmiwae_fast/_cuda.py, loaded by path: the package itself needs torch and the
+def _load_build_helpers():
+    """notmiwae_fast/_build.py, loaded by path: the package itself needs torch and the
     library this script builds."""
     spec = importlib.util.spec_from_file_location(
-        "_notmiwae_fast_cuda", os.path.join(HERE, "notmiwae_fast", "_cuda.py"))
+        "_notmiwae_fast_build", os.path.join(HERE, "notmiwae_fast", "_build.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.find_cuda_home
+    return module
 
 
 def want_cuda(torch_has_cuda: bool, cuda_home: str | None) -> bool:
@@ -54,7 +53,8 @@ def want_cuda(torch_has_cuda: bool, cuda_home: str | None) -> bool:
 
 
 # torch.utils.cpp_extension reads CUDA_HOME when it is imported: settle it first.
-_cuda_home = _load_cuda_finder()()
+_build = _load_build_helpers()
+_cuda_home = _build.find_cuda_home()
 if _cuda_home:
     os.environ["CUDA_HOME"] = _cuda_home
 
@@ -64,11 +64,8 @@ from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtensio
 
 def extension():
     use_cuda = want_cuda(torch.version.cuda is not None, _cuda_home)
-    csrc = os.path.join("csrc")
-    sources = sorted(glob.glob(os.path.join(csrc, "*.cpp")) +
-                     glob.glob(os.path.join(csrc, "cpu", "*.cpp")) +
-                     glob.glob(os.path.join(csrc, "autograd", "*.cpp")) +
-                     glob.glob(os.path.join(csrc, "composite", "*.cpp")))
+    csrc = "csrc"
+    sources = _build.sources(csrc, cuda=use_cuda)
     include_dirs = [os.path.join(HERE, csrc, "include")]
     extra = {"cxx": ["-O3"]}
     if not use_cuda:
@@ -78,7 +75,6 @@ def extension():
                             extra_compile_args=extra, py_limited_api=True)
     if not os.environ.get("TORCH_CUDA_ARCH_LIST"):
         os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_ARCH_LIST
-    sources += sorted(glob.glob(os.path.join(csrc, "cuda", "*.cu")))
     extra["nvcc"] = ["-O3", "--expt-relaxed-constexpr"]
     print(f"notmiwae_fast: building CPU + CUDA kernels (torch {torch.__version__}, "
           f"CUDA {torch.version.cuda}, CUDA_HOME={_cuda_home}, "

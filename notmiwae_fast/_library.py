@@ -72,17 +72,15 @@ def _jit_build() -> str:
         raise ImportError(f"no C++ sources at {_CSRC_DIR} to build just in time")
     from torch.utils import cpp_extension
 
-    sources = sorted(glob.glob(os.path.join(_CSRC_DIR, "*.cpp")) +
-                     glob.glob(os.path.join(_CSRC_DIR, "cpu", "*.cpp")) +
-                     glob.glob(os.path.join(_CSRC_DIR, "autograd", "*.cpp")) +
-                     glob.glob(os.path.join(_CSRC_DIR, "composite", "*.cpp")))
-    if torch.cuda.is_available() and cpp_extension.CUDA_HOME is not None:
-        sources += sorted(glob.glob(os.path.join(_CSRC_DIR, "cuda", "*.cu")))
+    from ._build import sources
+
+    cuda = torch.cuda.is_available() and cpp_extension.CUDA_HOME is not None
+    files = sources(_CSRC_DIR, cuda)
     build_dir = os.environ.get("NOTMIWAE_FAST_JIT_DIR") or os.path.join(
         os.path.expanduser("~"), ".cache", "notmiwae_fast", f"jit-torch-{torch.__version__}")
     os.makedirs(build_dir, exist_ok=True)
     cpp_extension.load(
-        name="notmiwae_fast_jit", sources=sources,
+        name="notmiwae_fast_jit", sources=files,
         extra_include_paths=[os.path.join(_CSRC_DIR, "include")],
         extra_cflags=["-O3"], extra_cuda_cflags=["-O3"],
         build_directory=build_dir, is_python_module=False, verbose=False)

@@ -1,15 +1,31 @@
-"""Finding the CUDA toolkit (used by setup.py and examples/cpp_impute/build.sh; stdlib
-only, so setup.py can load it before torch is imported).
+"""What a build of the operator library needs: the C++ / CUDA source files and the CUDA
+toolkit (used by setup.py, the just-in-time build in _library.py and
+examples/cpp_impute/build.sh; stdlib only, so setup.py can load it before torch is
+imported).
 
-    python notmiwae_fast/_cuda.py      # prints the toolkit folder, or nothing
+    python notmiwae_fast/_build.py      # prints the toolkit folder, or nothing
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shutil
 import subprocess
+
+# csrc/'s folders of C++ sources (operator schemas, CPU kernels, autograd, composites);
+# the CUDA kernels are in csrc/cuda.
+CPP_FOLDERS = ("", "cpu", "autograd", "composite")
+
+
+def sources(csrc: str, cuda: bool) -> list[str]:
+    """The library's source files under ``csrc`` (sorted): the C++ ones, and the CUDA
+    ones when ``cuda``."""
+    found = [f for folder in CPP_FOLDERS for f in glob.glob(os.path.join(csrc, folder, "*.cpp"))]
+    if cuda:
+        found += glob.glob(os.path.join(csrc, "cuda", "*.cu"))
+    return sorted(found)
 
 
 def is_toolkit(folder: str | None) -> bool:
