@@ -19,17 +19,25 @@ def as_tensor(value, name: str, dtype: torch.dtype, device: torch.device) -> Ten
     if isinstance(value, Tensor):
         t = value
     elif isinstance(value, (np.ndarray, list, tuple)) or hasattr(value, "__array__"):
-        t = torch.as_tensor(np.asarray(value, dtype=np.float64))
+        try:
+            t = torch.as_tensor(np.asarray(value, dtype=np.float64))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"argument '{name}' must hold numbers ({error})") from None
     else:
         raise TypeError(f"argument '{name}' must be a tensor or an array; got "
                         f"{type(value).__name__}")
     return t.to(device=device, dtype=dtype)
 
 
-def n_samples(value, name: str = "n_samples") -> int:
+def positive_int(value, name: str) -> int:
+    """An int (Python or NumPy, not bool) >= 1, as a Python int."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"argument '{name}' must be an int >= 1; got {value!r}")
     return int(value)
+
+
+def n_samples(value, name: str = "n_samples") -> int:
+    return positive_int(value, name)
 
 
 def data_and_mask(x, s, input_dim: int, dtype: torch.dtype,
@@ -46,7 +54,11 @@ def data_and_mask(x, s, input_dim: int, dtype: torch.dtype,
     if isinstance(s, Tensor):
         s_t = s.to(device)
     else:
-        s_t = torch.as_tensor(np.asarray(s), device=device)
+        s_np = np.asarray(s)
+        if s_np.dtype.kind not in "biuf":
+            raise ValueError(f"argument 's' must be a bool, int or float mask; got an array "
+                             f"of {s_np.dtype}")
+        s_t = torch.as_tensor(s_np, device=device)
     if x.dim() != 2 or x.shape[1] != input_dim:
         raise ValueError(f"argument 'x' must have shape [B, input_dim] = [B, {input_dim}]; "
                          f"got {list(x.shape)}")
@@ -82,21 +94,22 @@ def targets(y, batch: int, task: str, y_dim: int, dtype: torch.dtype,
         raise ValueError("argument 'y' is required by supervised models")
     y_t = y if isinstance(y, Tensor) else torch.as_tensor(np.asarray(y))
     y_t = y_t.to(device)
-    if y_t.shape[0] != batch:
+    shape = list(y_t.shape)
+    if y_t.dim() == 0 or y_t.shape[0] != batch:
         raise ValueError(f"argument 'y' must have {batch} rows (one per row of x); "
                          f"got shape {list(y_t.shape)}")
     if task == "regression":
         y_t = y_t.to(dtype).reshape(batch, -1)
         if y_t.shape[1] != y_dim:
             raise ValueError(f"argument 'y' must have shape [B, y_dim] = [{batch}, {y_dim}]; "
-                             f"got {list(y.shape)}")
+                             f"got {shape}")
         if not torch.isfinite(y_t).all():
             raise ValueError("argument 'y' must be finite")
         return y_t
     y_t = y_t.reshape(-1)
     if y_t.numel() != batch:
         raise ValueError(f"argument 'y' must hold one class index per row, shape [{batch}]; "
-                         f"got {list(y.shape)}")
+                         f"got {shape}")
     n_classes = max(2, y_dim)
     if y_t.is_floating_point() and not torch.all(y_t == y_t.round()):
         raise ValueError("argument 'y' must hold integer class indices for classification")

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import _validate
+
 __all__ = [
     "BaseMissingProcess",
     "SelfMaskingProcess",
@@ -56,8 +58,7 @@ class BaseMissingProcess(nn.Module):
     def __init__(self, input_dim: int, feature_names: Optional[Sequence[str]] = None,
                  **kwargs):
         super().__init__()
-        if not isinstance(input_dim, int) or input_dim < 1:
-            raise ValueError(f"argument 'input_dim' must be a positive int; got {input_dim!r}")
+        input_dim = _validate.positive_int(input_dim, "input_dim")
         if feature_names is not None and len(feature_names) != input_dim:
             raise ValueError(f"argument 'feature_names' must have input_dim = {input_dim} "
                              f"names; got {len(feature_names)}")
@@ -104,18 +105,30 @@ class BaseMissingProcess(nn.Module):
         if x.dim() != 2 or x.shape[1] != self.input_dim:
             raise ValueError(f"argument 'x' must have shape [B, {self.input_dim}]; "
                              f"got {list(x.shape)}")
-        jac = torch.func.vmap(torch.func.jacrev(self.missing_probability))(x.detach())
+        from .networks import layer_by_layer
+
+        with layer_by_layer(self):
+            jac = torch.func.vmap(torch.func.jacrev(self.missing_probability))(x.detach())
         return jac.abs().mean(dim=0)
 
 
 def _self_masking_interpretation(process: BaseMissingProcess, slope: Tensor, b: Tensor,
                                  verbose: bool, mean: Optional[Tensor],
                                  std: Optional[Tensor]) -> dict:
-    """Per-feature direction, strength and threshold of logits −slope · (x − b)."""
+    """Per-feature direction, strength and threshold of logits −slope · (x − b).
+
+    With the standardisation (``mean``, ``std``) the logits in original units are
+    −(slope / std) · (x − (mean + std · b)): "W" and "threshold" are given in those
+    units; "strength" and the direction stay on the model's standardised scale (|W| per
+    standard deviation, comparable across features; below 0.1 counts as no effect)."""
     slope = slope.detach().cpu().double()
     threshold = b.detach().cpu().double()
-    if mean is not None and std is not None:
-        threshold = threshold * std.detach().cpu().double() + mean.detach().cpu().double()
+    original = mean is not None and std is not None
+    w_units = slope
+    if original:
+        std = std.detach().cpu().double()
+        threshold = threshold * std + mean.detach().cpu().double()
+        w_units = slope / std
     features = []
     for i, name in enumerate(process.feature_names):
         w = float(slope[i])
@@ -124,13 +137,12 @@ def _self_masking_interpretation(process: BaseMissingProcess, slope: Tensor, b: 
         else:
             direction = "high values missing" if w > 0 else "low values missing"
         features.append({"feature": name, "direction": direction, "strength": abs(w),
-                         "W": w, "threshold": float(threshold[i])})
+                         "W": float(w_units[i]), "threshold": float(threshold[i])})
         if verbose:
             print(f"{name}: {direction} (strength {abs(w):.3f}, threshold "
                   f"{float(threshold[i]):.3f})")
     return {"process_type": type(process).__name__, "feature_names": process.feature_names,
-            "units": "original" if mean is not None and std is not None else "model",
-            "features": features}
+            "units": "original" if original else "model", "features": features}
 
 
 class SelfMaskingProcess(BaseMissingProcess):

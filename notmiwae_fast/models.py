@@ -77,12 +77,10 @@ class ImportanceWeightedModel(nn.Module):
                  feature_names: Optional[Sequence[str]] = None, backend: str = "fused",
                  encoder: Optional[nn.Module] = None, decoder: Optional[nn.Module] = None):
         super().__init__()
-        if isinstance(input_dim, bool) or not isinstance(input_dim, int) or input_dim < 1:
-            raise ValueError(f"argument 'input_dim' must be a positive int; got {input_dim!r}")
-        latent_dim = max(1, input_dim - 1) if latent_dim is None else latent_dim
-        for name, value in (("latent_dim", latent_dim), ("hidden_dim", hidden_dim)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"argument '{name}' must be a positive int; got {value!r}")
+        input_dim = _validate.positive_int(input_dim, "input_dim")
+        latent_dim = _validate.positive_int(
+            max(1, input_dim - 1) if latent_dim is None else latent_dim, "latent_dim")
+        hidden_dim = _validate.positive_int(hidden_dim, "hidden_dim")
         if not min_scale > 0:
             raise ValueError(f"argument 'min_scale' must be > 0; got {min_scale!r}")
         self.input_dim, self.latent_dim, self.hidden_dim = input_dim, latent_dim, hidden_dim
@@ -135,9 +133,29 @@ class ImportanceWeightedModel(nn.Module):
         return next(self.parameters()).device
 
     def set_standardization(self, mean, std) -> None:
-        """Records the per-feature mean and std ([D]) used to standardise the data."""
-        self.data_mean = _validate.as_tensor(mean, "mean", self._dtype, self._device).flatten()
-        self.data_std = _validate.as_tensor(std, "std", self._dtype, self._device).flatten()
+        """Records the per-feature mean and std ([D], finite, std > 0) used to standardise
+        the data (saved with the state dict)."""
+        mean = _validate.as_tensor(mean, "mean", self._dtype, self._device).flatten()
+        std = _validate.as_tensor(std, "std", self._dtype, self._device).flatten()
+        for name, value in (("mean", mean), ("std", std)):
+            if value.numel() != self.input_dim:
+                raise ValueError(f"argument '{name}' must have input_dim = {self.input_dim} "
+                                 f"values; got {value.numel()}")
+            if not torch.isfinite(value).all():
+                raise ValueError(f"argument '{name}' must be finite")
+        if not (std > 0).all():
+            raise ValueError("argument 'std' must be > 0")
+        self.data_mean, self.data_std = mean, std
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # The standardisation buffers are None until set_standardization: make room for
+        # them when the state being loaded has them (a fresh model, Trainer resume_from).
+        for name in ("data_mean", "data_std"):
+            saved = state_dict.get(prefix + name)
+            if saved is not None and getattr(self, name) is None:
+                setattr(self, name, torch.empty_like(saved, dtype=self._dtype,
+                                                     device=self._device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # -- the importance-weighting core ---------------------------------------------------
     def _terms(self, x0: Tensor, s: Tensor, k: int, y: Optional[Tensor] = None,
@@ -169,7 +187,16 @@ class ImportanceWeightedModel(nn.Module):
             if self.has_missing_process or self.supervised:
                 x_k = self.decoder.sample(params)
             if self.has_missing_process:
-                logits = self.missing_model(torch.where(observed, x0.unsqueeze(1), x_k))
+                x_hat = torch.where(observed, x0.unsqueeze(1), x_k)
+                logits = self.missing_model(x_hat)
+                if not isinstance(logits, Tensor) or logits.shape != x_hat.shape:
+                    got = (list(logits.shape) if isinstance(logits, Tensor)
+                           else type(logits).__name__)
+                    raise ValueError(
+                        f"argument 'missing_process': {type(self.missing_model).__name__}"
+                        f".forward must return logits of its input's shape "
+                        f"{list(x_hat.shape)}; got {got}")
+                logits = logits.to(x_hat.dtype)  # e.g. a float64 process, or autocast
                 # log Π_d Bernoulli(s_d; σ(ℓ_d)): a Bernoulli likelihood of s, all observed.
                 out["log_p_s_given_x"] = self.ops.masked_bernoulli_logprob(
                     s, torch.ones_like(s), logits)
@@ -190,6 +217,14 @@ class ImportanceWeightedModel(nn.Module):
 
     def _inputs(self, x, s) -> tuple[Tensor, Tensor]:
         return _validate.data_and_mask(x, s, self.input_dim, self._dtype, self._device)
+
+    def _batch_inputs(self, x, s) -> tuple[Tensor, Tensor]:
+        """_inputs of a batch the bound is computed on (at least one row)."""
+        x0, s_ = self._inputs(x, s)
+        if x0.shape[0] == 0:
+            raise ValueError("argument 'x' has no rows: the bound of an empty batch is "
+                             "undefined")
+        return x0, s_
 
     def _bound_outputs(self, terms: dict, log_w: Tensor,
                        bound: Optional[Tensor] = None) -> dict:
@@ -227,7 +262,7 @@ class ImportanceWeightedModel(nn.Module):
         return self._forward(x, s, self.n_samples, with_grads=True)
 
     def _forward(self, x, s, k: int, with_grads: bool) -> tuple[dict, Optional[list]]:
-        x0, s_ = self._inputs(x, s)
+        x0, s_ = self._batch_inputs(x, s)
         selfmask = self.missing_model.selfmask_params() if self.has_missing_process else None
         if not self._whole_bound_applies(x0, selfmask):
             terms = self._terms(x0, s_, k)
@@ -355,8 +390,9 @@ class ImportanceWeightedModel(nn.Module):
 
     # -- the missing process --------------------------------------------------------------
     def interpret_missing_process(self, verbose: bool = False) -> dict:
-        """Per feature: direction, strength W and threshold b of the learnt process (in the
-        data's original units when :meth:`set_standardization` was called)."""
+        """Per feature: direction, strength, slope W and threshold b of the learnt process
+        (W and b in the data's original units when :meth:`set_standardization` was called;
+        the strength |W| and the direction on the standardised scale)."""
         if not self.has_missing_process:
             raise AttributeError(f"{type(self).__name__} has no missing process")
         return self.missing_model.interpret(verbose=verbose, mean=self.data_mean,
@@ -368,6 +404,8 @@ class ImportanceWeightedModel(nn.Module):
         if not self.has_missing_process:
             raise AttributeError(f"{type(self).__name__} has no missing process")
         x = _validate.as_tensor(x, "x", self._dtype, self._device)
+        if not torch.isfinite(x).all():
+            raise ValueError("argument 'x' must be complete data (finite; impute it first)")
         return self.missing_model.compute_sensitivity(x)
 
 
@@ -399,6 +437,10 @@ def _resample(picked: Optional[Tensor], draws: Tensor, w: Tensor, take: Tensor,
 def _missing_process(missing_process, input_dim: int, hidden_dim: int,
                      feature_names, signs) -> BaseMissingProcess:
     if isinstance(missing_process, BaseMissingProcess):
+        if signs is not None:
+            raise ValueError("argument 'signs' is for missing_process="
+                             "'selfmasking_known_signs'; a BaseMissingProcess instance "
+                             "holds its own parameters")
         if missing_process.input_dim != input_dim:
             raise ValueError(f"argument 'missing_process' has input_dim "
                              f"{missing_process.input_dim}; the model has {input_dim}")
@@ -439,8 +481,11 @@ class NotMIWAE(ImportanceWeightedModel):
                  encoder: Optional[nn.Module] = None, decoder: Optional[nn.Module] = None):
         super().__init__(input_dim, latent_dim, hidden_dim, n_samples, out_dist, ppca,
                          min_scale, feature_names, backend, encoder, decoder)
+        if missing_hidden_dim is None:
+            missing_hidden_dim = max(1, hidden_dim // 2)
         self.missing_model = _missing_process(
-            missing_process, input_dim, missing_hidden_dim or max(1, hidden_dim // 2),
+            missing_process, self.input_dim,
+            _validate.positive_int(missing_hidden_dim, "missing_hidden_dim"),
             feature_names, signs)
         self.missing_process = (missing_process if isinstance(missing_process, str)
                                 else type(missing_process).__name__)
@@ -454,19 +499,25 @@ class _Supervised:
 
     def _init_head(self, y_dim: int, task: str, head_hidden_dim: Optional[int]) -> None:
         self.task = _validate.choice(task, "task", PredictionHead.TASKS)
-        if isinstance(y_dim, bool) or not isinstance(y_dim, int) or y_dim < 1:
-            raise ValueError(f"argument 'y_dim' must be a positive int; got {y_dim!r}")
-        self.y_dim = y_dim
-        self.head = PredictionHead(self.input_dim, y_dim, head_hidden_dim or self.hidden_dim,
-                                   self.task)
+        self.y_dim = y_dim = _validate.positive_int(y_dim, "y_dim")
+        head_hidden_dim = _validate.positive_int(
+            self.hidden_dim if head_hidden_dim is None else head_hidden_dim, "head_hidden_dim")
+        self.head = PredictionHead(self.input_dim, y_dim, head_hidden_dim, self.task)
         self._apply_backend()
 
     def forward(self, x, s, y=None, n_samples: Optional[int] = None) -> dict:
         """The bound with log p(y | x̂_k), x̂_k the k-th imputed sample (not the
-        zero-filled x). Returns the dict of the unsupervised models plus
-        ``log_p_y_given_x``."""
+        zero-filled x).
+
+        Args:
+            x: [B, D] data; anything at missing entries. s: [B, D] mask (1 = observed).
+            y: regression [B, y_dim] (or [B] when y_dim = 1) floats; classification [B]
+                class indices.
+            n_samples: K (default: the model's ``n_samples``).
+        Returns:
+            the dict of the unsupervised models plus ``log_p_y_given_x`` (batch mean)."""
         k = self.n_samples if n_samples is None else _validate.n_samples(n_samples)
-        x0, s_ = self._inputs(x, s)
+        x0, s_ = self._batch_inputs(x, s)
         y_ = _validate.targets(y, x0.shape[0], self.task, self.y_dim, self._dtype,
                                self._device)
         terms = self._terms(x0, s_, k)
@@ -478,8 +529,11 @@ class _Supervised:
     def predict(self, x, s, n_samples: int = 1000, chunk_size: Optional[int] = None) -> Tensor:
         """p(y | x°) ≈ Σ_k α_k p(y | x̂_k), marginalising over the missing values.
 
-        Returns [B, y_dim] predicted means (regression) or [B, C] class probabilities
-        (classification; C = 2 for binary with y_dim = 1). The model's mode is kept."""
+        Args:
+            x: [B, D]; anything at missing entries. s: [B, D] mask (1 = observed).
+        Returns:
+            [B, y_dim] predicted means (regression) or [B, C] class probabilities
+            (classification; C = 2 for binary with y_dim = 1). The model's mode is kept."""
         n_samples = _validate.n_samples(n_samples)
         with evaluation(self):
             x0, s_ = self._inputs(x, s)

@@ -7,6 +7,7 @@ chosen by the ``ops`` module passed in), conditional mean and samples.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import OrderedDict
 from typing import Sequence
@@ -102,6 +103,22 @@ def use_fused_networks(module: nn.Module, fused: bool) -> None:
     for m in module.modules():
         if isinstance(m, (MLP, GaussianDecoder, StudentTDecoder)):
             m.fused = bool(fused)
+
+
+@contextlib.contextmanager
+def layer_by_layer(module: nn.Module):
+    """Runs every network inside ``module`` layer by layer for the duration (no custom
+    autograd Function: what torch.func transforms such as vmap / jacrev need), and puts
+    each network's ``fused`` setting back afterwards."""
+    networks = [m for m in module.modules()
+                if isinstance(m, (MLP, GaussianDecoder, StudentTDecoder))]
+    saved = [m.fused for m in networks]
+    try:
+        use_fused_networks(module, False)
+        yield module
+    finally:
+        for m, fused in zip(networks, saved):
+            m.fused = fused
 
 
 @torch.jit.unused

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import distributed
+from . import _validate, distributed
 from .models import ImportanceWeightedModel
 from ._io import save_atomic
 from ._progress import progress
@@ -181,7 +181,7 @@ class Trainer:
         self.log_dir = log_dir
         self.progress = progress and self.ctx.is_main
         self.original_data_available = original_data_available
-        self.rmse_n_samples = rmse_n_samples
+        self.rmse_n_samples = _validate.positive_int(rmse_n_samples, "rmse_n_samples")
         self.supervised = bool(getattr(model, "supervised", False))
         self.epoch = 0
         self.global_step = 0
@@ -231,7 +231,8 @@ class Trainer:
         return {k: v / totals[-1] for k, v in zip(keys, totals[:-1])}
 
     def train_step(self, batch) -> dict:
-        """One optimizer step on one batch; returns the model's outputs (detached)."""
+        """One optimizer step on one batch (x [B, D], s [B, D], plus y for supervised
+        models); returns the model's outputs (detached)."""
         batch = self._move(batch)
         self.optimizer.zero_grad(set_to_none=True)
         out, grads = self._outputs_and_grads(batch)
@@ -256,24 +257,27 @@ class Trainer:
                 if torch.is_tensor(v)}
 
     def train_epoch(self, loader: Iterable) -> dict:
-        """One pass over ``loader`` with optimizer steps; returns the mean metrics."""
+        """One pass over ``loader`` (batches (x [B, D], s [B, D]), plus y [B, ...] for
+        supervised models) with optimizer steps; returns the metrics averaged over rows
+        (a short last batch weighs by its rows)."""
         self.model.train()
         sums: dict[str, float] = {}
         n = 0
         for batch in loader:
             out = self.train_step(batch)
-            n += 1
+            rows = len(batch[0])
+            n += rows
             for key, value in out.items():
                 if value.dim() == 0:
-                    sums[key] = sums.get(key, 0.0) + value.item()
+                    sums[key] = sums.get(key, 0.0) + value.item() * rows
         if n == 0:
             raise ValueError("argument 'train_loader' yielded no batch")
         return self._mean_over_ranks(sums, n)
 
     @torch.no_grad()
     def validate(self, loader: Iterable) -> dict:
-        """Mean metrics over ``loader`` in eval mode (and the imputation RMSE when
-        ``original_data_available``)."""
+        """Metrics averaged over the rows of ``loader`` in eval mode (and the imputation
+        RMSE when ``original_data_available``: batches (x, s, x_true), each [B, D])."""
         was_training = self.model.training
         self.model.eval()
         try:
@@ -283,11 +287,16 @@ class Trainer:
             for batch in loader:
                 batch = self._move(batch)
                 out = self._outputs(batch, self.model)
-                n += 1
+                rows = len(batch[0])
+                n += rows
                 for key, value in out.items():
                     if torch.is_tensor(value) and value.dim() == 0:
-                        sums[key] = sums.get(key, 0.0) + value.item()
+                        sums[key] = sums.get(key, 0.0) + value.item() * rows
                 if self.original_data_available and not self.supervised:
+                    if len(batch) < 3:
+                        raise ValueError("argument 'val_loader' must yield batches (x, s, "
+                                         "x_true) when original_data_available=True; got "
+                                         f"{len(batch)} tensors per batch")
                     truth.append(batch[2].cpu())
                     imputed.append(self.model.impute(batch[0], batch[1],
                                                      n_samples=self.rmse_n_samples).cpu())
@@ -308,7 +317,9 @@ class Trainer:
               save_best: bool = True, checkpoint_name: str = "best.pt",
               resume_from: Optional[Union[str, Path]] = None,
               log_interval: int = 0) -> dict:
-        """Trains for ``n_epochs`` epochs (counting those of a resumed checkpoint).
+        """Trains until ``n_epochs`` epochs in all (counting those this Trainer already ran
+        and those of a resumed checkpoint: a second ``train(n_epochs=2)`` after two
+        epochs has nothing to do, and says so with a warning).
 
         Early stopping and the best checkpoint follow the validation loss when
         ``val_loader`` is given, else the training loss. ``resume_from`` continues from a
@@ -316,10 +327,16 @@ class Trainer:
         state). Returns the history: lists of per-epoch metrics (``train_loss``,
         ``val_loss``, ...). The model is left in the mode (train / eval) it was in.
         """
-        if isinstance(n_epochs, bool) or not isinstance(n_epochs, int) or n_epochs < 1:
-            raise ValueError(f"argument 'n_epochs' must be an int >= 1; got {n_epochs!r}")
+        n_epochs = _validate.positive_int(n_epochs, "n_epochs")
+        if early_stopping_patience is not None:
+            early_stopping_patience = _validate.positive_int(early_stopping_patience,
+                                                             "early_stopping_patience")
         if resume_from is not None:
             self.load_checkpoint(resume_from)
+        if self.epoch >= n_epochs:
+            warnings.warn(f"Trainer.train: {self.epoch} epochs done already and n_epochs="
+                          f"{n_epochs} counts them; nothing to train (raise n_epochs)",
+                          stacklevel=2)
         train_loader = self._shard(train_loader)
         val_loader = self._shard(val_loader) if val_loader is not None else None
         writer = self._tensorboard()
@@ -430,7 +447,7 @@ class Trainer:
         np.random.set_state(rng["numpy"])
         random.setstate(rng["python"])
         if rng.get("cuda") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+            torch.cuda.set_rng_state_all([state.cpu() for state in rng["cuda"]])
         if not same_world:  # another number of processes: keep the ranks' streams apart
             torch.manual_seed(torch.initial_seed() + self.ctx.rank)
         return self

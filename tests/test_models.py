@@ -332,6 +332,27 @@ def test_sensitivity_is_one_vectorised_jacobian():
     torch.testing.assert_close(sens, expected)
 
 
+@pytest.mark.parametrize("process", ["selfmasking", "linear", "nonlinear"])
+@pytest.mark.parametrize("backend", ["fused", "reference"])
+def test_sensitivity_equals_per_feature_gradients(process, backend):
+    """On every backend (the fused MLP is an autograd Function that torch.func cannot
+    transform: the Jacobian runs the networks layer by layer, then puts them back)."""
+    torch.manual_seed(0)
+    model = nf.NotMIWAE(D, hidden_dim=8, missing_process=process, backend=backend)
+    x = torch.randn(6, D)
+    sens = model.compute_missing_sensitivity(x)
+    rows = []
+    for i in range(D):
+        xr = x.clone().requires_grad_(True)
+        grad, = torch.autograd.grad(model.missing_model.missing_probability(xr)[:, i].sum(), xr)
+        rows.append(grad.abs().mean(0))
+    torch.testing.assert_close(sens, torch.stack(rows))
+    assert model.backend == backend
+    assert all(m.fused == (backend == "fused") for m in model.modules() if hasattr(m, "fused"))
+    with pytest.raises(ValueError, match="'x' must be complete data"):
+        model.compute_missing_sensitivity(torch.full((2, D), math.nan))
+
+
 def test_interpretation_in_original_units():
     model = nf.NotMIWAE(3, hidden_dim=8, missing_process="selfmasking_known_signs",
                         signs=[1, -1, 1])
@@ -343,6 +364,28 @@ def test_interpretation_in_original_units():
                                                   "low values missing",
                                                   "high values missing"]
     assert [f["threshold"] for f in features] == pytest.approx([11.0, 16.0, 30.0])
+    # The slope per original unit: the logit −(W / std)(x − threshold).
+    slope = model.missing_model.selfmask_params()[0].detach()
+    assert [f["W"] for f in features] == pytest.approx((slope / torch.tensor(
+        [2.0, 4.0, 1.0])).tolist())
+    assert [f["strength"] for f in features] == pytest.approx(slope.abs().tolist())
+
+
+def test_standardisation_survives_the_state_dict():
+    """A fresh model loads the state of one with a standardisation (as Trainer's
+    resume_from and a saved imputer model do)."""
+    model = nf.NotMIWAE(3, hidden_dim=8)
+    model.set_standardization(mean=[10.0, 20.0, 30.0], std=[2.0, 4.0, 1.0])
+    fresh = nf.NotMIWAE(3, hidden_dim=8)
+    fresh.load_state_dict(model.state_dict())
+    assert fresh.interpret_missing_process() == model.interpret_missing_process()
+    for bad, match in ((dict(mean=[1.0, 2.0], std=[1.0, 1.0, 1.0]), "'mean' must have "
+                        "input_dim = 3 values; got 2"),
+                       (dict(mean=[0.0] * 3, std=[1.0, 0.0, 1.0]), "'std' must be > 0"),
+                       (dict(mean=[0.0, math.nan, 0.0], std=[1.0] * 3), "'mean' must be "
+                        "finite")):
+        with pytest.raises(ValueError, match=match):
+            model.set_standardization(**bad)
 
 
 def test_custom_missing_process():
@@ -358,6 +401,36 @@ def test_custom_missing_process():
     model = nf.NotMIWAE(D, hidden_dim=16, missing_process=Threshold(D))
     model(x_nan, s)["loss"].backward()
     assert model.missing_model.t.grad is not None and model.missing_model.t.grad.abs().sum() > 0
+
+
+class _Logits(nf.BaseMissingProcess):
+    """A user process returning logits of a given width and dtype."""
+
+    def __init__(self, d, width, dtype=torch.float32):
+        super().__init__(d)
+        self.width, self.dtype = width, dtype
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        return (self.scale * x[..., :self.width]).to(self.dtype)
+
+
+@pytest.mark.parametrize("backend", ["fused", "reference"])
+def test_user_process_output_is_checked(backend):
+    """A process whose logits do not have its input's shape is refused on both backends
+    (a [..., 1] would broadcast silently); other float dtypes are cast."""
+    x, x_nan, s = batch(n=4)
+    for width in (1, D - 1):
+        model = nf.NotMIWAE(D, hidden_dim=8, backend=backend,
+                            missing_process=_Logits(D, width))
+        for call in (lambda: model(x_nan, s), lambda: model.impute(x_nan, s, n_samples=5)):
+            with pytest.raises(ValueError, match=r"'missing_process': _Logits.forward must "
+                                                 r"return logits of its input's shape"):
+                call()
+    model = nf.NotMIWAE(D, hidden_dim=8, backend=backend,
+                        missing_process=_Logits(D, D, torch.float64))
+    assert torch.isfinite(model(x_nan, s)["loss"])
+    assert model.impute(x_nan, s, n_samples=5).dtype == torch.float32
 
 
 # ------------------------------------------------------------------------------------
@@ -421,6 +494,33 @@ def test_bad_data_and_masks():
         model(x_nan[:, :4], s[:, :4])
     with pytest.raises(ValueError, match="'s' must have the shape of 'x'"):
         model(x_nan, s[:10])
+
+
+def test_more_bad_arguments():
+    x, x_nan, s = batch(n=4)
+    model = nf.NotMIWAE(D, hidden_dim=8)
+    with pytest.raises(ValueError, match="'s' must be a bool, int or float mask"):
+        model(x_nan, np.array([["a"] * D] * 4))
+    with pytest.raises(ValueError, match="'x' has no rows"):
+        model(x_nan[:0], s[:0])
+    assert model.impute(x_nan[:0], s[:0]).shape == (0, D)  # imputing nothing is fine
+    with pytest.raises(ValueError, match="'signs' is for missing_process="):
+        nf.NotMIWAE(D, missing_process=_Logits(D, D), signs=[1] * D)
+    for width in (0, -3, 2.5):
+        with pytest.raises(ValueError, match="'missing_hidden_dim' must be an int >= 1"):
+            nf.NotMIWAE(D, missing_process="nonlinear", missing_hidden_dim=width)
+    numpy_ints = nf.NotMIWAE(np.int64(D), hidden_dim=np.int64(8), latent_dim=np.int32(2))
+    assert (numpy_ints.input_dim, numpy_ints.hidden_dim, numpy_ints.latent_dim) == (D, 8, 2)
+    sup = nf.SupMIWAE(D, hidden_dim=8)
+    for y, shown in (([1.0, 2.0], r"\[2\]"), (3.0, r"\[\]")):
+        with pytest.raises(ValueError, match=rf"'y' must have 4 rows .*got shape {shown}"):
+            sup(x_nan, s, y)
+    with pytest.raises(ValueError, match=r"'y' must have shape \[B, y_dim\] = \[4, 1\]; "
+                                         r"got \[4, 2\]"):
+        sup(x_nan, s, [[1.0, 2.0]] * 4)
+    classifier = nf.SupMIWAE(D, hidden_dim=8, task="classification")
+    with pytest.raises(ValueError, match=r"one class index per row, shape \[4\]; got \[4, 2\]"):
+        classifier(x_nan, s, [[0, 1]] * 4)
 
 
 def test_bool_int_masks_and_float64_data_are_accepted():

@@ -143,6 +143,37 @@ def test_bad_arguments(tmp_path):
     other = nf.Trainer(nf.MIWAE(D, hidden_dim=16), progress=False)
     with pytest.raises(ValueError, match="holds a NotMIWAE, not a MIWAE"):
         other.load_checkpoint(tmp_path / "not_miwae.pt")
+    for patience in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="'early_stopping_patience' must be an int >= 1"):
+            trainer.train(loader(x, s), n_epochs=2, early_stopping_patience=patience)
+    with pytest.raises(ValueError, match="'rmse_n_samples' must be an int >= 1"):
+        nf.Trainer(model, rmse_n_samples=0)
+    checking = nf.Trainer(model, progress=False, original_data_available=True)
+    with pytest.raises(ValueError, match="'val_loader' must yield batches \\(x, s, x_true\\)"):
+        checking.validate(loader(x, s))
+
+
+def test_epochs_already_done_warn():
+    x, s, _ = data(32)
+    trainer = nf.Trainer(fresh_model(), progress=False)
+    trainer.train(loader(x, s), n_epochs=2)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    with pytest.warns(UserWarning, match="2 epochs done already and n_epochs=2"):
+        trainer.train(loader(x, s), n_epochs=2)
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+
+
+def test_metrics_are_averaged_over_rows():
+    """A short last batch weighs by its rows: 32 + 1 rows give the mean over 33 rows."""
+    model = fresh_model()
+    model.forward = lambda x, s: {"loss": x.sum(1).mean(), "elbo": -x.sum(1).mean()}
+    x = torch.arange(33 * D, dtype=torch.float32).reshape(33, D)
+    s = torch.ones_like(x)
+    batches = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, s),
+                                          batch_size=32)
+    metrics = nf.Trainer(model, progress=False).validate(batches)
+    assert metrics["loss"] == pytest.approx(x.sum(1).mean().item())
+    assert metrics["elbo"] == pytest.approx(-x.sum(1).mean().item())
 
 
 def _train_steps(model, steps, fast, monkeypatch, calls):
