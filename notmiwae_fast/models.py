@@ -38,15 +38,23 @@ IMPUTE_CHUNK_ELEMENTS = 1 << 22
 
 
 @contextlib.contextmanager
-def evaluation(model: nn.Module):
-    """Eval mode and no gradients inside; the model's previous mode restored after."""
-    was_training = model.training
-    model.eval()
+def kept_modes(model: nn.Module):
+    """Puts back every submodule's train / eval mode on exit (a user's encoder may be in
+    eval mode inside a model in train mode)."""
+    modes = [(module, module.training) for module in model.modules()]
     try:
-        with torch.no_grad():
-            yield
+        yield
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
+
+
+@contextlib.contextmanager
+def evaluation(model: nn.Module):
+    """Eval mode and no gradients inside; every submodule's previous mode restored after."""
+    with kept_modes(model), torch.no_grad():
+        model.eval()
+        yield
 
 
 class ImportanceWeightedModel(nn.Module):

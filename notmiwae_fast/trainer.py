@@ -4,6 +4,7 @@ installed)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 
 from . import _validate, distributed
-from .models import ImportanceWeightedModel
+from .models import ImportanceWeightedModel, kept_modes
 from ._io import save_atomic
 from ._progress import progress
 from .utils import missing_rmse
@@ -278,9 +279,8 @@ class Trainer:
     def validate(self, loader: Iterable) -> dict:
         """Metrics averaged over the rows of ``loader`` in eval mode (and the imputation
         RMSE when ``original_data_available``: batches (x, s, x_true), each [B, D])."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with kept_modes(self.model):
+            self.model.eval()
             sums: dict[str, float] = {}
             n = 0
             truth, imputed, masks = [], [], []
@@ -308,8 +308,6 @@ class Trainer:
                 metrics["rmse"] = missing_rmse(torch.cat(truth), torch.cat(imputed),
                                                torch.cat(masks))
             return metrics
-        finally:
-            self.model.train(was_training)
 
     # -- the loop ---------------------------------------------------------------------------
     def train(self, train_loader: Iterable, val_loader: Optional[Iterable] = None,
@@ -340,9 +338,11 @@ class Trainer:
         train_loader = self._shard(train_loader)
         val_loader = self._shard(val_loader) if val_loader is not None else None
         writer = self._tensorboard()
-        was_training = self.model.training
         start = time.time()
-        try:
+        with contextlib.ExitStack() as on_exit:  # whatever happens:
+            on_exit.enter_context(kept_modes(self.model))  # every module's mode put back
+            if writer is not None:
+                on_exit.callback(writer.close)
             epochs = progress(range(self.epoch, n_epochs), self.progress, desc="training",
                                initial=self.epoch, total=n_epochs)
             for epoch in epochs:
@@ -376,10 +376,6 @@ class Trainer:
                 if (early_stopping_patience is not None
                         and self.epochs_without_improvement >= early_stopping_patience):
                     break
-        finally:
-            self.model.train(was_training)
-            if writer is not None:
-                writer.close()
         self.history["seconds"] = [time.time() - start]
         return self.history
 

@@ -104,6 +104,22 @@ def test_model_left_in_the_mode_it_was_found(mode):
     assert model.training is mode
 
 
+def test_every_submodule_keeps_its_mode():
+    """A model in train mode with its encoder in eval mode (say, frozen): training,
+    validation and imputation put each module's mode back, not just the model's."""
+    x, s, _ = data(32)
+    model = fresh_model().train()
+    model.encoder.eval()
+    modes = {name: m.training for name, m in model.named_modules()}
+    trainer = nf.Trainer(model, progress=False)
+    trainer.train(loader(x, s), val_loader=loader(x, s), n_epochs=1)
+    assert {name: m.training for name, m in model.named_modules()} == modes
+    trainer.validate(loader(x, s))
+    model.impute(x, s, n_samples=5)
+    assert {name: m.training for name, m in model.named_modules()} == modes
+    assert modes[""] and not modes["encoder"] and modes["decoder"]
+
+
 def test_trains_supervised_models_and_clips_gradients():
     x, s, x_true = data()
     y = (x_true[:, 0] > 0).long()
