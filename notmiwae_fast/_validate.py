@@ -20,9 +20,11 @@ def as_tensor(value, name: str, dtype: torch.dtype, device: torch.device) -> Ten
         t = value
     elif isinstance(value, (np.ndarray, list, tuple)) or hasattr(value, "__array__"):
         try:
-            t = torch.as_tensor(np.asarray(value, dtype=np.float64))
+            array = np.asarray(value, dtype=np.float64)
         except (TypeError, ValueError) as error:
             raise ValueError(f"argument '{name}' must hold numbers ({error})") from None
+        # A read-only array (pandas hands them out) is copied: torch warns on sharing it.
+        t = torch.as_tensor(array if array.flags.writeable else array.copy())
     else:
         raise TypeError(f"argument '{name}' must be a tensor or an array; got "
                         f"{type(value).__name__}")

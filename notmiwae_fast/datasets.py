@@ -1,9 +1,9 @@
 """Data sets of the paper's Table 1: the six UCI CSVs (read from a folder, never shipped
 with the package) and scikit-learn's breast cancer data (no file needed).
 
-Each CSV has a header row; its last column is the label and is dropped. The folder is,
-in order: the ``data_dir`` argument, the ``NOTMIWAE_FAST_DATA`` environment variable,
-then ``../shared/data/uci`` next to the repository when it exists.
+Each CSV is comma-separated with a header row; its last column is the label and is
+dropped. The folder is, in order: the ``data_dir`` argument, the ``NOTMIWAE_FAST_DATA``
+environment variable, then ``../shared/data/uci`` next to the repository when it exists.
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ def load_uci(name: str, data_dir: Optional[Union[str, Path]] = None,
     Returns:
         (X [N, D] float64, the D feature names); D + 1 columns with ``keep_label``.
     Raises:
-        ValueError: unknown name (the valid ones listed), or a non-numeric feature.
+        ValueError: unknown name (the valid ones listed); a file without feature
+            columns or data rows; a row whose number of fields differs from the header's,
+            or an empty or non-numeric value (file, line and column named).
         FileNotFoundError: no such file (the path searched named).
     """
     if name not in UCI_DATASETS:
@@ -60,18 +62,38 @@ def load_uci(name: str, data_dir: Optional[Union[str, Path]] = None,
         raise FileNotFoundError(f"data set {name!r}: no file {path} (valid names: "
                                 f"{', '.join(UCI_DATASETS)}; folder from argument "
                                 f"'data_dir' or ${ENV_VAR})")
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if len(rows) < 2:
-        raise ValueError(f"data set {name!r}: {path} holds no data rows")
     end = None if keep_label else -1
-    header, body = rows[0][:end], [r[:end] for r in rows[1:] if r]
-    try:
-        X = np.array(body, dtype=np.float64)
-    except ValueError as err:
-        raise ValueError(f"data set {name!r}: {path} has a non-numeric feature ({err})") \
-            from None
+    # utf-8-sig: a byte-order mark is not part of the first column's name.
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        fields = next(reader, [])
+        if len(fields) < 2:
+            raise ValueError(f"data set {name!r}: {path} has no feature columns (header "
+                             f"{','.join(fields)!r}; expected comma-separated features, "
+                             "then the label)")
+        header = fields[:end]
+        body = []
+        for row in reader:
+            if not row:
+                continue
+            where = f"data set {name!r}: {path} line {reader.line_num}"
+            if len(row) != len(fields):
+                raise ValueError(f"{where} has {len(row)} fields; the header has "
+                                 f"{len(fields)}")
+            body.append([_number(cell, f"{where}, column {column!r}")
+                         for column, cell in zip(header, row)])
+    if not body:
+        raise ValueError(f"data set {name!r}: {path} holds no data rows")
+    X = np.array(body, dtype=np.float64)
     return X, header
+
+
+def _number(cell: str, where: str) -> float:
+    try:
+        return float(cell)
+    except ValueError:
+        what = "is empty" if not cell.strip() else f"holds {cell!r}, a non-numeric value"
+        raise ValueError(f"{where} {what}") from None
 
 
 def load_breast_cancer() -> tuple[np.ndarray, list[str]]:

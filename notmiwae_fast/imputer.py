@@ -60,20 +60,36 @@ def _column_label(columns, j: int) -> str:
     return f"column {columns[j]!r}" if columns is not None else f"column {j}"
 
 
-def _check_numeric(X) -> None:
-    """ValueError naming the first non-numeric column of a DataFrame or object array."""
+def _check_numeric(X):
+    """X with the object columns of a DataFrame that hold numbers (None or NaN for
+    missing) made numeric; ValueError naming the first non-numeric column of a DataFrame
+    or object array."""
     if hasattr(X, "dtypes") and hasattr(X, "columns"):
+        import pandas as pd
         from pandas.api.types import is_bool_dtype, is_numeric_dtype
-        for name, dtype in zip(X.columns, X.dtypes):
+        converted = {}
+        for j, (name, dtype) in enumerate(zip(X.columns, X.dtypes)):
+            if dtype == object:
+                try:
+                    converted[j] = pd.to_numeric(X.iloc[:, j], errors="raise")
+                    continue
+                except (ValueError, TypeError) as err:
+                    raise ValueError(f"argument 'X': column {name!r} is not numeric "
+                                     f"({err}); encode it as numbers or drop it") from None
             if not (is_numeric_dtype(dtype) or is_bool_dtype(dtype)):
                 raise ValueError(f"argument 'X': column {name!r} is not numeric (dtype "
                                  f"{dtype}); encode it as numbers or drop it")
+        if converted:
+            X = X.copy()
+            for j, column in converted.items():
+                X.isetitem(j, column)
     elif isinstance(X, np.ndarray) and X.dtype.kind in "OUSV" and X.ndim == 2:
         for j in range(X.shape[1]):
             try:
                 X[:, j].astype(np.float64)
             except (ValueError, TypeError) as err:  # keep the kind: TypeError for objects
                 raise type(err)(f"argument 'X': column {j} is not numeric ({err})") from None
+    return X
 
 
 class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
@@ -165,7 +181,7 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def _check_X(self, X, reset: bool) -> np.ndarray:
         """[N, D] float array (float32 kept, anything else float64), NaN allowed, inf
         and non-numeric columns refused with the column named."""
-        _check_numeric(X)
+        X = _check_numeric(X)
         columns = list(X.columns) if hasattr(X, "columns") else None
         arr = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32],
                             ensure_all_finite=False, copy=False)

@@ -7,6 +7,7 @@ the calls its README shows (``impute(model, x, mask)``), which raise TypeError t
 
 from __future__ import annotations
 
+import numbers
 import random
 from typing import Optional, Sequence, Union
 
@@ -29,8 +30,24 @@ def set_seed(seed: int = 42) -> None:
     torch.manual_seed(seed)
 
 
-def _rows(x) -> int:
-    return int(x.shape[0])
+def _data(value, name: str):
+    """A tensor as it is; an array-like (ndarray, DataFrame, nested lists) as an ndarray
+    of numbers. Must be 2-D."""
+    if not isinstance(value, Tensor):
+        if not isinstance(value, (np.ndarray, list, tuple)) and not hasattr(value,
+                                                                               "__array__"):
+            raise TypeError(f"argument '{name}' must be a tensor or an array; got "
+                            f"{type(value).__name__}")
+        value = np.asarray(value)
+        if value.dtype.kind not in "biuf":
+            try:
+                value = value.astype(np.float64)  # e.g. objects holding numbers and None
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"argument '{name}' must hold numbers ({error})") from None
+    if len(value.shape) != 2:
+        raise ValueError(f"argument '{name}' must be 2-D [N, D]; got shape "
+                         f"{list(value.shape)}")
+    return value
 
 
 def impute(model, x, s=None, n_samples: int = 1000, batch_size: int = 256,
@@ -40,8 +57,9 @@ def impute(model, x, s=None, n_samples: int = 1000, batch_size: int = 256,
 
     Args:
         model: a trained MIWAE / NotMIWAE (or supervised) model.
-        x: [N, D] data (anything at missing entries), or a dataset whose items are
-            (x_row, s_row, ...) such as a TensorDataset (then leave ``s`` out).
+        x: [N, D] data (anything at missing entries): a tensor, an ndarray, a DataFrame
+            or nested lists; or a dataset whose items are (x_row, s_row, ...) such as a
+            TensorDataset (then leave ``s`` out).
         s: [N, D] mask, 1 = observed, 0 = missing.
         n_samples: importance samples per row.
         n_draws: multiple imputation: M draws, result [M, N, D].
@@ -49,20 +67,27 @@ def impute(model, x, s=None, n_samples: int = 1000, batch_size: int = 256,
             global random state is left untouched): the result does not depend on how
             the rows are split across calls or processes.
     Returns:
-        the imputed data as a NumPy array ([N, D] or [M, N, D]); observed entries
-        unchanged.
+        the imputed data as a NumPy array ([N, D] or [M, N, D], N = 0 included);
+        observed entries unchanged, bit for bit. Its dtype: x's for a floating-point
+        tensor (else the model's), x's for a floating-point array (else float64).
     """
     if s is None:
         if not hasattr(x, "tensors"):
             raise ValueError("argument 's' (the mask) is required unless 'x' is a dataset "
                              "of (x, s, ...) such as a TensorDataset")
         x, s = x.tensors[0], x.tensors[1]
+    x = _data(x, "x")
+    s = s if isinstance(s, Tensor) else np.asarray(s)
+    if tuple(s.shape) != tuple(x.shape):
+        raise ValueError(f"argument 's' must have the shape of 'x' {list(x.shape)}; got "
+                         f"{list(s.shape)}")
     batch_size = _validate.n_samples(batch_size, "batch_size")
     if device is not None:
         model = model.to(device)
     out = []
-    n = _rows(x)
-    for index, start in enumerate(range(0, n, batch_size)):
+    n = int(x.shape[0])
+    # One call even for N = 0, so that an empty result has the shape and dtype of others.
+    for index, start in enumerate(range(0, max(n, 1), batch_size)):
         rows = slice(start, start + batch_size)
         with torch.random.fork_rng(devices=[], enabled=seed is not None):
             if seed is not None:
@@ -71,17 +96,26 @@ def impute(model, x, s=None, n_samples: int = 1000, batch_size: int = 256,
         out.append(part.detach().cpu().numpy())
         if verbose:
             print(f"imputed {min(n, start + batch_size)}/{n} rows")
-    axis = 1 if n_draws is not None else 0
-    if not out:
-        return np.zeros((0, model.input_dim))
-    return np.concatenate(out, axis=axis)
+    imputed = np.concatenate(out, axis=1 if n_draws is not None else 0)
+    # The model computes in its own dtype: put back x's exact values where observed.
+    if isinstance(x, Tensor):
+        dtype = imputed.dtype
+    else:
+        dtype = x.dtype if x.dtype.kind == "f" else np.float64
+    return np.where(_numpy(s) == 1, _numpy(x).astype(dtype), imputed.astype(dtype))
 
 
 def missing_rmse(x_true: ArrayLike, x_imputed: ArrayLike, s: ArrayLike) -> float:
-    """RMSE over the missing entries (s = 0) only; 0.0 when nothing is missing."""
+    """RMSE over the missing entries (s = 0) only; 0.0 when nothing is missing. ``s``
+    must hold only 0 and 1 (bool, int or float)."""
     x_true, x_imputed = np.asarray(x_true, dtype=np.float64), np.asarray(x_imputed,
                                                                          dtype=np.float64)
-    missing = np.asarray(s) == 0
+    s = np.asarray(s)
+    bad = ~np.isin(s, (0, 1))
+    if bad.any():
+        raise ValueError("argument 's' (the mask) must hold only 0 (missing) and 1 "
+                         f"(observed); got {s[bad][0]!r} at {int(bad.sum())} entries")
+    missing = s == 0
     if x_true.shape != x_imputed.shape or x_true.shape != missing.shape:
         raise ValueError(f"arguments 'x_true' {x_true.shape}, 'x_imputed' {x_imputed.shape} "
                          f"and 's' {missing.shape} must have one shape")
@@ -103,11 +137,18 @@ def _numpy(x) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
 
 
+def _float_dtype(X: Tensor) -> torch.dtype:
+    """X's dtype when floating point, else torch's default (float32): what
+    standardised values of X are returned in."""
+    return X.dtype if X.is_floating_point() else torch.get_default_dtype()
+
+
 def standardize(X: ArrayLike, mean: Optional[ArrayLike] = None,
                 std: Optional[ArrayLike] = None):
     """Per-column standardisation ignoring NaN: (X − mean) / std (population std,
-    ddof = 0; constant columns get std 1). Returns (X_std, mean, std), NumPy or torch
-    as given."""
+    ddof = 0; constant columns get std 1). Returns (X_std, mean, std), NumPy (float64)
+    or torch as given (X's dtype when floating point, else the default dtype; X's
+    device)."""
     is_tensor = isinstance(X, Tensor)
     arr = _numpy(X).astype(np.float64)
     mean = np.nanmean(arr, axis=0) if mean is None else _numpy(mean).astype(np.float64)
@@ -118,15 +159,17 @@ def standardize(X: ArrayLike, mean: Optional[ArrayLike] = None,
         std = _numpy(std).astype(np.float64)
     out = (arr - mean) / std
     if is_tensor:
-        return (torch.as_tensor(out, dtype=X.dtype), torch.as_tensor(mean, dtype=X.dtype),
-                torch.as_tensor(std, dtype=X.dtype))
+        kw = dict(dtype=_float_dtype(X), device=X.device)
+        return torch.as_tensor(out, **kw), torch.as_tensor(mean, **kw), torch.as_tensor(std,
+                                                                                        **kw)
     return out, mean, std
 
 
 def destandardize(X: ArrayLike, mean: ArrayLike, std: ArrayLike):
-    """The inverse of :func:`standardize`: X · std + mean."""
+    """The inverse of :func:`standardize`: X · std + mean (types as there)."""
     if isinstance(X, Tensor):
-        return X * torch.as_tensor(std, dtype=X.dtype) + torch.as_tensor(mean, dtype=X.dtype)
+        kw = dict(dtype=_float_dtype(X), device=X.device)
+        return X.to(**kw) * torch.as_tensor(std, **kw) + torch.as_tensor(mean, **kw)
     return np.asarray(X) * np.asarray(std) + np.asarray(mean)
 
 
@@ -137,11 +180,14 @@ def introduce_mnar(X: ArrayLike, columns: Optional[Sequence[int]] = None,
 
     In each chosen column (default: the first floor(D/2)), an entry goes missing when it
     is strictly above the column's mean (``threshold="mean"``), above its ``quantile``
-    (``threshold="quantile"``) or above a given number; ``direction="low"`` removes the
-    values below instead.
+    (``threshold="quantile"``) or above a given real number; ``direction="low"`` removes
+    the values below instead.
+
+    The protocol starts from complete data. NaN already in X count as missing: they stay
+    NaN with s = 0, and the column's mean or quantile is that of its other values.
 
     Returns:
-        (X_missing with NaN at the removed entries, s with 1 = observed, 0 = missing),
+        (X_missing with NaN at the missing entries, s with 1 = observed, 0 = missing),
         NumPy arrays.
     """
     arr = _numpy(X).astype(np.float64)
@@ -153,18 +199,23 @@ def introduce_mnar(X: ArrayLike, columns: Optional[Sequence[int]] = None,
         if not 0 <= c < D:
             raise ValueError(f"argument 'columns' holds {c}, outside [0, {D - 1}]")
     _validate.choice(direction, "direction", ("high", "low"))
-    s = np.ones_like(arr)
+    number = isinstance(threshold, numbers.Real) and not isinstance(threshold, bool)
+    if not number and not (isinstance(threshold, str) and threshold in ("mean", "quantile")):
+        raise ValueError("argument 'threshold' must be 'mean', 'quantile' or a real number; "
+                         f"got {threshold!r}")
+    if not number and threshold == "quantile" and not 0 <= quantile <= 1:
+        raise ValueError(f"argument 'quantile' must be in [0, 1]; got {quantile!r}")
+    s = np.where(np.isnan(arr), 0.0, 1.0)
     for c in columns:
         col = arr[:, c]
-        if threshold == "mean":
-            t = col.mean()
-        elif threshold == "quantile":
-            t = np.quantile(col, quantile)
-        elif isinstance(threshold, (int, float)):
+        if np.isnan(col).all():
+            continue
+        if number:
             t = float(threshold)
+        elif threshold == "mean":
+            t = np.nanmean(col)
         else:
-            raise ValueError("argument 'threshold' must be 'mean', 'quantile' or a number; "
-                             f"got {threshold!r}")
-        s[:, c] = np.where(col > t, 0.0, 1.0) if direction == "high" else np.where(
-            col < t, 0.0, 1.0)
+            t = np.nanquantile(col, quantile)
+        removed = col > t if direction == "high" else col < t
+        s[removed, c] = 0.0
     return np.where(s == 1, arr, np.nan), s

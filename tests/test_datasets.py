@@ -67,3 +67,33 @@ def test_non_numeric_feature_is_refused(tmp_path):
     (tmp_path / "concrete.csv").write_text("a,b,label\n1,x,0\n")
     with pytest.raises(ValueError, match="non-numeric"):
         datasets.load_uci("concrete", data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a,b,label\n1,2,0\n3,,1\n", r"banknote\.csv line 3, column 'b' is empty"),
+    ("a,b,label\n1,2,0\n\n3,4\n", r"banknote\.csv line 4 has 2 fields; the header has 3"),
+    ("a,b,label\n1,2,0\n3,4,1,5\n", r"banknote\.csv line 3 has 4 fields; the header has 3"),
+    ("a,b,label\n1,x,0\n", r"banknote\.csv line 2, column 'b' holds 'x', a non-numeric"),
+])
+def test_bad_rows_are_named_with_line_and_column(tmp_path, text, message):
+    (tmp_path / "banknote.csv").write_text(text)
+    with pytest.raises(ValueError, match=message):
+        datasets.load_uci("banknote", data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("keep_label", [False, True])
+@pytest.mark.parametrize("text", ["a;b;label\n1;2;0\n3;4;1\n", "label\n0\n1\n", ""])
+def test_file_without_feature_columns_is_refused(tmp_path, text, keep_label):
+    (tmp_path / "banknote.csv").write_text(text)
+    with pytest.raises(ValueError, match=r"banknote\.csv has no feature columns"):
+        datasets.load_uci("banknote", data_dir=tmp_path, keep_label=keep_label)
+
+
+def test_header_only_file_and_byte_order_mark(tmp_path):
+    (tmp_path / "banknote.csv").write_text("a,b,label\n\n")
+    with pytest.raises(ValueError, match="holds no data rows"):
+        datasets.load_uci("banknote", data_dir=tmp_path)
+    (tmp_path / "banknote.csv").write_text("\ufeffa,b,label\n1,2,0\n", encoding="utf-8")
+    X, names = datasets.load_uci("banknote", data_dir=tmp_path)
+    assert names == ["a", "b"]
+    np.testing.assert_array_equal(X, [[1, 2]])

@@ -95,6 +95,24 @@ def test_dataframe_in_dataframe_out_with_columns_and_index():
     assert list(imp.get_feature_names_out()) == ["a", "b", "c", "d"]
 
 
+def test_object_dataframe_of_numbers_is_accepted_like_the_float_one():
+    _, x_nan, _ = mnar(n=40)
+    df = pd.DataFrame(x_nan, columns=["a", "b", "c", "d"])
+    df_obj = df.astype(object)
+    df_obj.iloc[3, 2] = None  # None marks a missing value too
+    df.iloc[3, 2] = np.nan
+    assert (df_obj.dtypes == object).all()
+    expected = NotMIWAEImputer(**TINY).fit_transform(df)
+    out = NotMIWAEImputer(**TINY).fit_transform(df_obj)
+    assert isinstance(out, pd.DataFrame) and list(out.columns) == ["a", "b", "c", "d"]
+    np.testing.assert_array_equal(out.to_numpy(), expected.to_numpy())
+    assert (df_obj.dtypes == object).all()  # the caller's DataFrame is left as it was
+    # A column holding text among its numbers is still refused, named.
+    df_obj["b"] = df_obj["b"].where(df_obj.index != 5, "seven")
+    with pytest.raises(ValueError, match="column 'b' is not numeric"):
+        NotMIWAEImputer(**TINY).fit(df_obj)
+
+
 def test_float32_kept():
     _, x_nan, _ = mnar()
     out = MIWAEImputer(**TINY).fit_transform(x_nan.astype(np.float32))
