@@ -196,6 +196,8 @@ def introduce_mnar(X: ArrayLike, columns: Optional[Sequence[int]] = None,
     D = arr.shape[1]
     columns = list(range(D // 2)) if columns is None else list(columns)
     for c in columns:
+        if isinstance(c, bool) or not isinstance(c, numbers.Integral):
+            raise ValueError(f"argument 'columns' must hold column indices; got {c!r}")
         if not 0 <= c < D:
             raise ValueError(f"argument 'columns' holds {c}, outside [0, {D - 1}]")
     _validate.choice(direction, "direction", ("high", "low"))

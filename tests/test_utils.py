@@ -171,3 +171,11 @@ def test_introduce_mnar_bad_threshold_is_named(threshold):
         utils.introduce_mnar(np.zeros((5, 2)), threshold=threshold)
     with pytest.raises(ValueError, match="argument 'quantile'"):
         utils.introduce_mnar(np.zeros((5, 2)), threshold="quantile", quantile=1.5)
+
+
+@pytest.mark.parametrize("columns", [[1.5], [True], ["0"]])
+def test_introduce_mnar_columns_must_be_indices(columns):
+    with pytest.raises(ValueError, match="argument 'columns' must hold column indices"):
+        utils.introduce_mnar(np.zeros((5, 2)), columns=columns)
+    x, s = utils.introduce_mnar(np.arange(10.0).reshape(5, 2), columns=[np.int64(1)])
+    assert s[:, 0].all() and not s[:, 1].all()
