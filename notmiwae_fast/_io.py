@@ -16,7 +16,8 @@ PathLike = Union[str, Path]
 
 def write_atomic(path: PathLike, write: Callable, text: bool = False) -> None:
     """Calls ``write(file)`` on a temporary file (binary, or text with ``text=True``),
-    then renames it to ``path``."""
+    then renames it to ``path``. An OSError of the writing (a full disk) names ``path``;
+    an existing file at ``path`` is then left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -29,9 +30,11 @@ def write_atomic(path: PathLike, write: Callable, text: bool = False) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno is not None and err.filename is None:
+            raise OSError(err.errno, err.strerror, str(path)) from err
         raise
 
 

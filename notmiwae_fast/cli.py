@@ -37,6 +37,7 @@ __all__ = ["main"]
 
 DEMO_ITERATIONS = 8000
 DEMO_IMPUTE_SAMPLES = 1000
+IMPUTE_SAMPLES = 1000  # fit / impute without --impute-samples
 
 
 class CLIError(Exception):
@@ -111,15 +112,21 @@ def _write_atomic(path: Path, write, binary: bool = False) -> None:
     write_atomic(path, write, text=not binary)
 
 
-def _load_model(path: str):
+def _read_model_file(path: str):
+    """What torch.save wrote to ``path`` (on the CPU); a CLIError naming the file when it
+    does not exist or cannot be read."""
     import torch
-    from .imputer import _BaseIWImputer
     if not Path(path).is_file():
         raise CLIError(f"model file {path} does not exist")
     try:
-        imputer = torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # noqa: BLE001 - any unreadable file is one message
         raise CLIError(f"model file {path} cannot be read ({type(err).__name__})") from None
+
+
+def _load_model(path: str):
+    from .imputer import _BaseIWImputer
+    imputer = _read_model_file(path)
     if not isinstance(imputer, _BaseIWImputer):
         raise CLIError(f"model file {path} does not hold a fitted imputer")
     imputer.set_params(device="cpu")
@@ -140,8 +147,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--latent-dim", type=int, default=None, help="default: D - 1")
     g.add_argument("--batch-size", type=int, default=16)
     g.add_argument("--lr", type=float, default=1e-3)
-    g.add_argument("--impute-samples", type=int, default=1000,
-                   help="importance samples per row when imputing (the paper: 10000)")
+    g.add_argument("--impute-samples", type=int, default=None,
+                   help=f"importance samples per row when imputing (default "
+                   f"{IMPUTE_SAMPLES}; with --model: the model's; the paper: 10000)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
 
@@ -150,7 +158,8 @@ def _new_imputer(args):
     from .imputer import MIWAEImputer, NotMIWAEImputer
     common = dict(max_iter=args.max_iter, hidden_dim=args.hidden_dim,
                   latent_dim=args.latent_dim, batch_size=args.batch_size, lr=args.lr,
-                  n_impute_samples=args.impute_samples, random_state=args.seed,
+                  n_impute_samples=IMPUTE_SAMPLES if args.impute_samples is None
+                  else args.impute_samples, random_state=args.seed,
                   device=args.device, verbose=not args.quiet)
     if args.method == "miwae":
         return MIWAEImputer(**common)
@@ -213,7 +222,8 @@ def _impute_model(args, df):
                      (f"missing columns {absent}" if absent else "")
             raise CLIError(f"header of {args.data} does not match the model's columns "
                            f"({detail or 'different order'}); expected {expected}")
-        if args.impute_samples_given:
+        imputer.set_params(verbose=not args.quiet)  # the pickled one was the fit's
+        if args.impute_samples is not None:
             imputer.set_params(n_impute_samples=args.impute_samples)
         return imputer
     imputer = _new_imputer(args)
@@ -244,6 +254,10 @@ def cmd_demo(args) -> int:
     from .datasets import load_breast_cancer
     from .plots import plot_missing_process
 
+    out_dir = Path(args.out)
+    plot_path, summary_path = out_dir / "missing_process.png", out_dir / "demo_results.json"
+    for path in (summary_path, plot_path):
+        _check_output(path, [], args.force)
     X, names = load_breast_cancer()
     X_true, X_missing, s = protocol.mnar_table1(X, args.seed)
     D = X.shape[1]
@@ -268,16 +282,14 @@ def cmd_demo(args) -> int:
     print(f"{'method':<{width}}  RMSE (missing entries, standardised)")
     for label, r in results.items():
         print(f"{label:<{width}}  {r['rmse']:.3f}   ({r['seconds']:.1f} s)")
-    out_dir = Path(args.out)
     columns = list(range(D // 2))
     plot = plot_missing_process(fitted["notmiwae_selfmasking"], X_true, columns,
                                 thresholds=X_true[:, columns].mean(axis=0), names=names,
-                                path=out_dir / "missing_process.png")
+                                path=plot_path)
     summary = {"data": "sklearn breast cancer", "iterations": args.max_iter,
                "impute_samples": args.impute_samples, "seed": args.seed,
                "results": results, "plot": str(plot)}
-    _write_atomic(out_dir / "demo_results.json",
-                  lambda f: json.dump(summary, f, indent=2))
+    _write_atomic(summary_path, lambda f: json.dump(summary, f, indent=2))
     print(f"plot of the learnt missing process: {plot}")
     return 0
 
@@ -305,9 +317,7 @@ def cmd_export(args) -> int:
     import torch
     from . import export
     out = _check_output(args.out, [args.model], args.force)
-    if not Path(args.model).is_file():
-        raise CLIError(f"model file {args.model} does not exist")
-    obj = torch.load(args.model, map_location="cpu", weights_only=False)
+    obj = _read_model_file(args.model)
     model = getattr(obj, "model_", obj)  # a fitted imputer (notmiwae-fast fit) or a model
     if not isinstance(model, torch.nn.Module):
         raise CLIError(f"model file {args.model} holds neither a fitted imputer nor a model")
@@ -323,6 +333,11 @@ def cmd_export(args) -> int:
 def _read_image(path: str):
     from ._image_io import read_image
     return read_image(path)
+
+
+def _check_image_output(path: Path, array) -> None:
+    from ._image_io import check_writable
+    check_writable(path, array)
 
 
 def _write_image(path: Path, array) -> None:
@@ -349,6 +364,7 @@ def cmd_impute_image(args) -> int:
         if _is_main():  # one image: rank 0 does it, the others wait
             out = _check_output(args.output, [args.image, args.model], args.force)
             image = _read_image(args.image)
+            _check_image_output(out, image)
             model = images.load_image_model(args.model)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(args.seed)
@@ -434,6 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--impute-samples", type=int, default=DEMO_IMPUTE_SAMPLES,
                       help=f"importance samples when imputing (default "
                       f"{DEMO_IMPUTE_SAMPLES}; the paper: 10000)")
+    demo.add_argument("--force", action="store_true", help="overwrite the plot and JSON "
+                      "of an earlier run in --out")
     demo.set_defaults(func=cmd_demo)
 
     fit = sub.add_parser("fit", parents=[quiet], help="train an imputer on a CSV and save it",
@@ -601,7 +619,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.impute_samples_given = any(a.startswith("--impute-samples") for a in argv)
     if args.command == "bench" and "OMP_WAIT_POLICY" not in os.environ:
         # OpenMP reads its wait policy when it loads (with torch, before this runs):
         # idle workers spinning on a small machine slow the many small eager ops of the

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from . import reference
+from ._io import write_atomic
 from .missing import (LinearMissingProcess, NonlinearMissingProcess,
                       SelfMaskingKnownSignsProcess, SelfMaskingProcess)
 from .models import MIWAE, NotMIWAE, ImportanceWeightedModel
@@ -205,7 +206,7 @@ def to_torchscript(model: ImportanceWeightedModel, path, n_samples: int = 1000,
 
     Args:
         model: a trained MIWAE or NotMIWAE.
-        path: the .pt file to write (its folder must exist).
+        path: the .pt file to write (its folder must exist; written atomically).
         n_samples: importance samples K of the exported imputer.
         fused: call the compiled kernels (load the library before ``torch.jit.load``);
             False writes the pure-PyTorch variant, loadable with torch alone.
@@ -216,7 +217,7 @@ def to_torchscript(model: ImportanceWeightedModel, path, n_samples: int = 1000,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
         scripted = torch.jit.script(module)
-    scripted.save(os.fspath(path))
+    write_atomic(path, lambda f: f.write(scripted.save_to_buffer()))  # serialised in memory
     return scripted
 
 
@@ -227,7 +228,8 @@ def to_onnx(model: ImportanceWeightedModel, path, n_samples: int = 1000,
     Inputs: ``x`` [B, D] float32 (anything at missing entries; NaN is fine), ``mask``
     [B, D] float32 (1 = observed); with ``deterministic=True`` also ``eps_z`` [B, K, L]
     and, for not-MIWAE, ``eps_x`` [B, K, D]. Output ``x_imputed`` [B, D]. The batch
-    axis B is dynamic. Needs the ``onnx`` and ``onnxscript`` packages.
+    axis B is dynamic. Needs the ``onnx`` and ``onnxscript`` packages. ``path`` is
+    written atomically, as one file.
     """
     if opset_version < 17:
         raise ValueError(f"argument 'opset_version' must be >= 17; got {opset_version}")
@@ -254,10 +256,12 @@ def to_onnx(model: ImportanceWeightedModel, path, n_samples: int = 1000,
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            program = torch.onnx.export(module, tuple(args), os.fspath(path),
-                                        input_names=names, output_names=["x_imputed"],
-                                        dynamic_shapes=shapes, opset_version=opset_version,
-                                        dynamo=True, verbose=False, external_data=False)
+            program = torch.onnx.export(module, tuple(args), input_names=names,
+                                        output_names=["x_imputed"], dynamic_shapes=shapes,
+                                        opset_version=opset_version, dynamo=True,
+                                        verbose=False)
     finally:
         onnx_logger.setLevel(level)
+    # one file, no external data (the weights are far below ONNX's 2 GB limit)
+    write_atomic(path, lambda f: f.write(program.model_proto.SerializeToString()))
     return program

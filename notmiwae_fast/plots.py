@@ -9,6 +9,8 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from ._io import write_atomic
+
 __all__ = ["plot_missing_process"]
 
 
@@ -26,7 +28,7 @@ def plot_missing_process(imputer, X: np.ndarray, columns: Sequence[int],
         columns: indices of the features to draw.
         thresholds: the true threshold of each drawn feature (None: not drawn).
         names: the D feature names (default ``feature j``).
-        path: the PNG file written.
+        path: the PNG file written (atomically).
     Returns:
         the path written.
     """
@@ -59,7 +61,9 @@ def plot_missing_process(imputer, X: np.ndarray, columns: Sequence[int],
     fig.supylabel("probability of being missing")
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:  # atomically, in the format the suffix names (matplotlib's default without one)
+        write_atomic(path, lambda f: fig.savefig(f, format=path.suffix[1:].lower() or None,
+                                                 dpi=110))
+    finally:
+        plt.close(fig)
     return path

@@ -146,6 +146,29 @@ def test_header_mismatch_with_the_model_is_named(cli, csv_with_gaps, tmp_path):
     assert_one_line_error(proc, "does not match", "'zz'", "'c'")
 
 
+def test_impute_quiet_silences_a_model_fitted_verbose(cli, csv_with_gaps, tmp_path):
+    """--quiet wins over the verbose=True pickled with a model fitted without it."""
+    model = tmp_path / "model.pt"
+    assert cli("fit", csv_with_gaps, model, *FAST[:-1]).returncode == 0  # not --quiet
+    proc = cli("impute", csv_with_gaps, tmp_path / "o.csv", "--model", model, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "" and proc.stderr == ""
+
+
+def test_abbreviated_impute_samples_applies_to_a_model(cli, csv_with_gaps, tmp_path):
+    """--impute-s (argparse's abbreviation) sets the model's samples like the full name."""
+    model = tmp_path / "model.pt"
+    assert cli("fit", csv_with_gaps, model, *FAST).returncode == 0  # 16 samples
+    outs = {}
+    for name, option in [("full", ["--impute-samples", "2"]), ("short", ["--impute-s", "2"]),
+                         ("none", [])]:
+        outs[name] = tmp_path / f"{name}.csv"
+        proc = cli("impute", csv_with_gaps, outs[name], "--model", model, "--quiet", *option)
+        assert proc.returncode == 0, proc.stderr
+    assert digest(outs["short"]) == digest(outs["full"])
+    assert digest(outs["short"]) != digest(outs["none"])
+
+
 @pytest.mark.parametrize("content,fragment", [
     ("", "is empty"),
     ("a,b,c\n", "no data rows"),
@@ -177,9 +200,23 @@ def test_bad_numbers_in_options_give_one_line(cli, csv_with_gaps, tmp_path):
 
 
 def test_demo_short_run_prints_the_table_and_saves_the_plot(cli, tmp_path):
-    proc = cli("demo", "--max-iter", "30", "--impute-samples", "20", "--out",
-               tmp_path / "demo", "--quiet")
+    """Existing outputs are refused (before any training) unless --force replaces them."""
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    notes, png = folder / "demo_results.json", folder / "missing_process.png"
+    notes.write_text("my notes")
+    png.write_bytes(b"my plot")
+    short = ["demo", "--max-iter", "30", "--impute-samples", "20", "--out", folder, "--quiet"]
+    proc = cli(*short)
+    assert_one_line_error(proc, str(notes), "--force")
+    assert proc.stdout == "" and notes.read_text() == "my notes"
+    notes.unlink()
+    assert_one_line_error(cli(*short), str(png), "--force")
+    assert png.read_bytes() == b"my plot" and not notes.exists()
+    notes.write_text("my notes")
+    proc = cli(*short, "--force")
     assert proc.returncode == 0, proc.stderr
+    assert sorted(os.listdir(folder)) == ["demo_results.json", "missing_process.png"]
     for label in ("mean imputation", "MIWAE", "not-MIWAE self-masking"):
         assert label in proc.stdout
     png = tmp_path / "demo" / "missing_process.png"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -49,6 +52,53 @@ def test_export_onnx_and_refusals(fitted, tmp_path, capsys):
     assert "exists; pass --force" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "x.pt")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_failed_export_keeps_the_existing_file(fitted, tmp_path, capsys, monkeypatch, fmt):
+    """A write that fails (here the disk fills up) is one line with status 2, and the file
+    already there survives: the export goes to a temporary file, then is renamed."""
+    if fmt == "onnx":
+        pytest.importorskip("onnxscript")
+    out = tmp_path / "imputer.out"
+    out.write_bytes(b"the previous export")
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(os, "fsync", disk_full)
+    assert main(["export", str(fitted / "model.pt"), "--format", fmt, "--out", str(out),
+                 "--force", "--quiet", "--n-samples", "10"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert os.strerror(errno.ENOSPC) in err and str(out) in err
+    assert out.read_bytes() == b"the previous export"
+    assert os.listdir(tmp_path) == ["imputer.out"]  # no temporary file left
+
+
+def test_export_of_a_file_that_is_no_model_names_it(fitted, tmp_path, capsys):
+    data = fitted / "data.csv"
+    assert main(["export", str(data), "--out", str(tmp_path / "x.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"model file {data} cannot be read" in err
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_impute_image_checks_the_output_format_first(tmp_path, capsys, monkeypatch):
+    """An output Pillow cannot write (unknown suffix; alpha as JPEG) is refused before
+    the imputation, naming the output."""
+    PIL = pytest.importorskip("PIL.Image")
+    rgba = (np.random.default_rng(1).random((20, 20, 4)) * 255).astype(np.uint8)
+    PIL.fromarray(rgba).save(tmp_path / "in.png")
+
+    def never(*args, **kwargs):
+        raise AssertionError("imputed before checking the output")
+    monkeypatch.setattr(images, "impute_image", never)
+    for name, fragment in [("out.xyz", ".xyz"), ("out.jpg", "JPEG")]:
+        out = tmp_path / name
+        assert main(["impute-image", str(tmp_path / "in.png"), str(out), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"output {out}" in err and fragment in err, err
+        assert not out.exists()
 
 
 def test_impute_image_round_trip_and_errors(tmp_path, capsys):
