@@ -220,6 +220,46 @@ def test_large_k_streaming_matches_reference():
                                reference.iw_impute(log_w, values), **TOL[torch.float64])
 
 
+@pytest.mark.parametrize("bad", [math.inf, math.nan])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_outweighed_sample_of_an_earlier_chunk_is_dropped(bad, dtype):
+    """A sample with weight in its own chunk of K (256 on the CPU) and none once a later
+    chunk raises the maximum: its values (inf / NaN) must not reach the result (the CPU
+    kernel once scaled its running sum by 0, and 0 · inf is NaN) nor the gradients."""
+    log_w = torch.full((1, 300), -math.inf, dtype=dtype)
+    # exp(−5 − 1000) is 0 in both dtypes; the reference runs in float64 (its float32
+    # softmax loses ~1e-4 at |log w| = 1000).
+    log_w[0, 0], log_w[0, 299], log_w[0, 280] = -5.0, 1000.0, 999.0
+    values = torch.randn(1, 300, 2, dtype=dtype)
+    values[0, 0] = bad
+    lw, v = log_w.clone().requires_grad_(), values.clone().requires_grad_()
+    out = OPS.iw_impute(lw, v)
+    assert torch.isfinite(out).all()
+    lw_r, v_r = log_w.double().requires_grad_(), values.double().requires_grad_()
+    ref = reference.iw_impute(lw_r, v_r)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-6)
+    grads = torch.autograd.grad(out.sum(), (lw, v))
+    ref_grads = torch.autograd.grad(ref.sum(), (lw_r, v_r))
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g.double(), r, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["iw_logmeanexp", "iw_weights", "iw_impute"])
+def test_second_derivative_raises_instead_of_vanishing(name):
+    """The gradients are not differentiable (csrc/autograd/backward_autograd.cpp): a
+    first grad with create_graph=True works, a second one through it raises (it once
+    came out as None / zero, with only a warning)."""
+    log_w, values = make_inputs(2, 5, 3, torch.float64, "cpu")
+    log_w.requires_grad_(True)
+    inputs = (log_w, values) if name == "iw_impute" else (log_w,)
+    first, = torch.autograd.grad(getattr(OPS, name)(*inputs).sum(), log_w, create_graph=True)
+    ref_first, = torch.autograd.grad(getattr(reference, name)(*inputs).sum(), log_w)
+    torch.testing.assert_close(first.detach(), ref_first)
+    with pytest.raises(RuntimeError, match=f"notmiwae_fast::{name}_backward: .*not "
+                                           "differentiable"):
+        torch.autograd.grad((first * torch.randn_like(first)).sum(), log_w)
+
+
 def test_wide_rows_cross_column_tiles():
     """D spans several column tiles of the CPU kernel (tile = 1024)."""
     log_w, values = make_inputs(2, 6, 2500, torch.float64, "cpu")

@@ -269,9 +269,12 @@ def test_extreme_logits(dtype, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mask_kind", ["bool", "float"])
 @pytest.mark.parametrize("name", NAMES)
-def test_non_contiguous_inputs(name, device):
-    base = make_inputs(name, 4, 6, 10, device=device)
+def test_non_contiguous_inputs(name, mask_kind, device):
+    """Every input stored transposed, the mask too (a float mask compared with 0 keeps its
+    layout: the kernels once read a transposed float mask as row-major)."""
+    base = make_inputs(name, 4, 6, 10, device=device, mask_kind=mask_kind)
 
     def strided(t):  # the same values, stored transposed: a non-contiguous view
         return t.t().contiguous().t() if t.dim() == 2 else (

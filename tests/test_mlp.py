@@ -111,6 +111,17 @@ def test_opcheck(requires_grad, device):
                           (x.detach(), [w.detach() for w in weights], biases))
 
 
+def test_second_derivative_raises_instead_of_vanishing():
+    """mlp_tanh_backward returns lists of tensors: each gets the error node too."""
+    x, weights, biases = make_layers(6, [3, 5, 2], dtype=torch.float64, device="cpu")
+    weights = [w.requires_grad_(True) for w in weights]
+    grads = torch.autograd.grad(OPS.mlp_tanh(x, weights, biases).pow(2).sum(), weights,
+                                create_graph=True)
+    assert all(g.requires_grad for g in grads)
+    with pytest.raises(RuntimeError, match="mlp_tanh_backward: .*not differentiable"):
+        torch.autograd.grad(sum(g.sum() for g in grads), weights)
+
+
 def test_torch_compile_fullgraph():
     x, weights, biases = make_layers(8, [4, 6, 3], dtype=torch.float32)
     compiled = torch.compile(lambda *a: OPS.mlp_tanh(*a).sum(), fullgraph=True,

@@ -16,8 +16,8 @@ from conftest import BAD_INPUT_ROUTES, DEVICES, assert_bad_input, library_loaded
 OPS = torch.ops.notmiwae_fast
 pytestmark = pytest.mark.skipif(not library_loaded(), reason="needs the compiled library")
 
-MASK_DTYPES = [torch.bool, torch.uint8, torch.int32, torch.int64, torch.float16,
-               torch.float32, torch.float64]
+MASK_DTYPES = [torch.bool, torch.uint8, torch.uint16, torch.uint32, torch.uint64, torch.int32,
+               torch.int64, torch.float16, torch.float32, torch.float64]
 
 
 def make(B=7, D=5, x_dtype=torch.float32, s_dtype=torch.float32, device="cpu", seed=0):

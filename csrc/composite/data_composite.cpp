@@ -17,7 +17,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> observed_data_composite(const at:
   const at::Tensor not_01 = at::logical_and(observed, s.ne(1)).sum();
   const at::Tensor not_finite = at::logical_and(observed, at::isfinite(x).logical_not()).sum();
   return {at::where(observed, x, at::zeros({}, x.options())).contiguous(),
-          observed.to(x.scalar_type()), at::stack({not_01, not_finite})};
+          observed.to(x.scalar_type()).contiguous(), at::stack({not_01, not_finite})};
 }
 
 }  // namespace

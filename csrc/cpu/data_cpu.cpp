@@ -19,7 +19,11 @@ namespace {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> observed_data_cpu(const at::Tensor& x_,
                                                                  const at::Tensor& s_) {
   check_observed_data(x_, s_);
-  const at::Tensor x = x_.contiguous(), s = s_.contiguous();
+  // uint16 / uint32 / uint64 are outside ATen's dispatch macros: compared as int64 (a
+  // value beyond its range wraps to a negative one, still neither 0 nor 1).
+  const bool wide_unsigned = s_.scalar_type() == at::kUInt16 ||
+                             s_.scalar_type() == at::kUInt32 || s_.scalar_type() == at::kUInt64;
+  const at::Tensor x = x_.contiguous(), s = wide_unsigned ? s_.to(at::kLong) : s_.contiguous();
   at::Tensor x0 = at::empty_like(x, at::MemoryFormat::Contiguous);
   at::Tensor mask = at::empty_like(x, at::MemoryFormat::Contiguous);
   const int64_t n = x.numel();

@@ -184,7 +184,9 @@ at::Tensor iw_impute_cpu(const at::Tensor& log_w_, const at::Tensor& values_) {
             chunk_max = std::max(chunk_max, static_cast<acc_t>(ab[k]));
           if (chunk_max > state.max) {
             const acc_t f = math::lse_rescale(state.max, chunk_max);
-            for (int64_t j = 0; j < n; ++j) acc[j] *= f;
+            // f = 0: the earlier samples lost all their weight; their sum is dropped, not
+            // scaled (an inf or NaN among their values would turn 0 · inf into NaN).
+            for (int64_t j = 0; j < n; ++j) acc[j] = f == acc_t(0) ? acc_t(0) : acc[j] * f;
             state = LseState<acc_t>{chunk_max, state.sum * f};
           }
           for (int64_t k = k0; k < k1; ++k) {

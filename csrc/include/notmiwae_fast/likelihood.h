@@ -11,8 +11,9 @@ namespace notmiwae_fast {
 
 // The mask as a contiguous bool tensor (nonzero = observed): bool masks are used as
 // they are, floating ones are compared with 0 (a [B, D] pass, small next to [B, K, D]).
+// ne keeps the input's layout (a transposed mask stays transposed): hence contiguous().
 inline at::Tensor mask_as_bool(const at::Tensor& mask) {
-  return mask.scalar_type() == at::kBool ? mask.contiguous() : mask.ne(0);
+  return (mask.scalar_type() == at::kBool ? mask : mask.ne(0)).contiguous();
 }
 
 // The df-only part of log StudentT (forward) and its derivative (backward), per
