@@ -169,25 +169,27 @@ def row_grad(grad: Tensor, name: str, ref: Tensor, ref_name: str) -> None:
     same_device_dtype(grad, name, ref, ref_name)
 
 
-def mlp_layers(x: Tensor, weights, biases) -> None:
-    """x [N, in]; weights[i] [out_i, in_i] chained from ``in``; biases[i] [out_i]."""
+def mlp_layers(x: Tensor, weights, biases, prefix: str = "") -> None:
+    """x [N, in]; weights[i] [out_i, in_i] chained from ``in``; biases[i] [out_i].
+    ``prefix`` names the lists as the caller's arguments (``"dec_"``: dec_weights)."""
+    ws, bs = f"{prefix}weights", f"{prefix}biases"
     floating(x, "x")
     ndim(x, 2, "x", "[N, in_features]")
     if len(weights) == 0:
-        raise ValueError("notmiwae_fast: argument 'weights' must hold at least one layer; got "
+        raise ValueError(f"notmiwae_fast: argument '{ws}' must hold at least one layer; got "
                          "an empty list")
     if len(weights) != len(biases):
-        raise ValueError("notmiwae_fast: arguments 'weights' and 'biases' must have one entry "
+        raise ValueError(f"notmiwae_fast: arguments '{ws}' and '{bs}' must have one entry "
                          f"per layer; got {len(weights)} and {len(biases)}")
     width = x.shape[1]
     for i, (w, b) in enumerate(zip(weights, biases)):
-        same_device_dtype(w, f"weights[{i}]", x, "x")
-        same_device_dtype(b, f"biases[{i}]", x, "x")
-        ndim(w, 2, f"weights[{i}]", "[out_features, in_features]")
-        size(w, 1, width, f"weights[{i}]", "[out_features, in_features]")
+        same_device_dtype(w, f"{ws}[{i}]", x, "x")
+        same_device_dtype(b, f"{bs}[{i}]", x, "x")
+        ndim(w, 2, f"{ws}[{i}]", "[out_features, in_features]")
+        size(w, 1, width, f"{ws}[{i}]", "[out_features, in_features]")
         width = w.shape[0]
-        ndim(b, 1, f"biases[{i}]", "[out_features]")
-        size(b, 0, width, f"biases[{i}]", "[out_features]")
+        ndim(b, 1, f"{bs}[{i}]", "[out_features]")
+        size(b, 0, width, f"{bs}[{i}]", "[out_features]")
 
 
 def mlp_hidden(grad: Tensor, x: Tensor, weights, hidden) -> None:
@@ -238,12 +240,12 @@ def gauss_bound(x: Tensor, mask: Tensor, eps_z: Tensor, eps_x, enc_weights, enc_
         raise ValueError("notmiwae_fast: argument 'eps_z' must have K >= 1 samples; got "
                          f"shape {list(eps_z.shape)}")
     L, D = eps_z.shape[2], x.shape[1]
-    mlp_layers(x, enc_weights, enc_biases)
+    mlp_layers(x, enc_weights, enc_biases, prefix="enc_")
     if enc_weights[-1].shape[0] != 2 * L:
         raise ValueError(f"notmiwae_fast: the encoder's last layer must have 2 L = {2 * L} "
                          "outputs (mean and log-variance); got weight shape "
                          f"{list(enc_weights[-1].shape)}")
-    mlp_layers(eps_z.reshape(-1, L), dec_weights, dec_biases)
+    mlp_layers(eps_z.reshape(-1, L), dec_weights, dec_biases, prefix="dec_")
     if dec_weights[-1].shape[0] != 2 * D:
         raise ValueError(f"notmiwae_fast: the decoder's last layer must have 2 D = {2 * D} "
                          "outputs (loc and raw scale); got weight shape "

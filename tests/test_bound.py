@@ -154,6 +154,12 @@ BAD_INPUTS = [
                   enc_biases=make_inputs(L=2)["enc_biases"]), ValueError,
      "encoder's last layer must have 2 L = 6"),
     (lambda: _bad(eps_z=torch.randn(5, 4, 3)), TypeError, "'eps_z' has dtype"),
+    # The networks' lists are named as gauss_bound's arguments (not 'biases[0]').
+    (lambda: _bad(dec_biases=[torch.zeros(9, dtype=torch.float64)]
+                  + make_inputs()["dec_biases"][1:]), ValueError,
+     "'dec_biases\\[0\\]' must have shape \\[out_features\\]"),
+    (lambda: _bad(enc_weights=make_inputs()["enc_weights"][:1]), ValueError,
+     "'enc_weights' and 'enc_biases' must have one entry per layer"),
 ]
 
 

@@ -244,6 +244,9 @@ def test_bad_input(make, exc, message, via):
 def test_backward_rejects_missing_activations():
     x, weights, biases = make_layers(4, [3, 5, 2])
     grad = torch.randn(4, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="'x' must have shape \\[N, in_features\\] with size 3"):
+        OPS.mlp_tanh_backward(grad, torch.randn(4, 7, dtype=torch.float64), weights,
+                              [torch.randn(4, 5, dtype=torch.float64)])
     with pytest.raises(ValueError, match="'hidden' must hold one activation per hidden layer"):
         OPS.mlp_tanh_backward(grad, x, weights, [])
     with pytest.raises(ValueError, match="'hidden\\[0\\]' must have shape"):

@@ -22,6 +22,7 @@
 
 #include "notmiwae_fast/checks.h"
 #include "notmiwae_fast/dispatch.h"
+#include "notmiwae_fast/mlp.h"
 
 namespace notmiwae_fast {
 namespace {
@@ -43,7 +44,8 @@ struct Pass {
 
 void check_inputs(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& eps_z,
                   const OptTensor& eps_x, at::TensorList enc_weights,
-                  at::TensorList dec_weights, const OptTensor& W, const OptTensor& b) {
+                  at::TensorList enc_biases, at::TensorList dec_weights,
+                  at::TensorList dec_biases, const OptTensor& W, const OptTensor& b) {
   check_floating(x, "x");
   check_dim(x, 2, "x", "[B, D]");
   check_same_device_dtype(mask, "mask", x, "x");
@@ -54,8 +56,8 @@ void check_inputs(const at::Tensor& x, const at::Tensor& mask, const at::Tensor&
   check_size(eps_z, 0, x.size(0), "eps_z", "[B, K, L]");
   TORCH_CHECK_VALUE(eps_z.size(1) >= 1, "notmiwae_fast: argument 'eps_z' must have K >= 1 "
                     "samples; got shape ", eps_z.sizes());
-  TORCH_CHECK_VALUE(!enc_weights.empty() && !dec_weights.empty(), "notmiwae_fast: arguments "
-                    "'enc_weights' and 'dec_weights' must hold at least one layer each");
+  mlp::check_layers(x, enc_weights, enc_biases, "enc_");
+  mlp::check_layers(eps_z.select(1, 0), dec_weights, dec_biases, "dec_");  // z: [B·K, L]
   const int64_t L = eps_z.size(2), D = x.size(1);
   TORCH_CHECK_VALUE(enc_weights.back().dim() == 2 && enc_weights.back().size(0) == 2 * L,
                     "notmiwae_fast: the encoder's last layer must have 2 L = ", 2 * L,
@@ -100,7 +102,7 @@ Pass forward_pass(const at::Tensor& x, const at::Tensor& mask, const at::Tensor&
   static auto normal = find_op<NormalFn>("notmiwae_fast::masked_normal_logprob");
   static auto logmeanexp = find_op<LogMeanExpFn>("notmiwae_fast::iw_logmeanexp");
 
-  check_inputs(x, mask, eps_z, eps_x, enc_weights, dec_weights, W, b);
+  check_inputs(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights, dec_biases, W, b);
   const int64_t B = x.size(0), K = eps_z.size(1), L = eps_z.size(2), D = x.size(1);
   Pass p;
   std::tie(p.enc_out, p.enc_hidden) = mlp.call(x, enc_weights, enc_biases);

@@ -70,18 +70,21 @@ inline std::string indexed(const char* name, size_t i) {
 }
 
 // x [N, in]; weights[i] [out_i, in_i] with in_0 = in and in_i = out_{i−1}; biases[i]
-// [out_i]; all on x's device, of x's dtype.
-inline void check_layers(const at::Tensor& x, at::TensorList weights, at::TensorList biases) {
+// [out_i]; all on x's device, of x's dtype. ``prefix`` names the lists as the caller's
+// arguments ("dec_": 'dec_weights[0]').
+inline void check_layers(const at::Tensor& x, at::TensorList weights, at::TensorList biases,
+                         const std::string& prefix = "") {
+  const std::string ws = prefix + "weights", bs = prefix + "biases";
   check_floating(x, "x");
   check_dim(x, 2, "x", "[N, in_features]");
-  TORCH_CHECK_VALUE(!weights.empty(), "notmiwae_fast: argument 'weights' must hold at least "
+  TORCH_CHECK_VALUE(!weights.empty(), "notmiwae_fast: argument '", ws, "' must hold at least "
                     "one layer; got an empty list");
-  TORCH_CHECK_VALUE(weights.size() == biases.size(), "notmiwae_fast: arguments 'weights' and "
-                    "'biases' must have one entry per layer; got ", weights.size(), " and ",
-                    biases.size());
+  TORCH_CHECK_VALUE(weights.size() == biases.size(), "notmiwae_fast: arguments '", ws,
+                    "' and '", bs, "' must have one entry per layer; got ", weights.size(),
+                    " and ", biases.size());
   int64_t width = x.size(1);
   for (size_t i = 0; i < weights.size(); ++i) {
-    const std::string w = indexed("weights", i), b = indexed("biases", i);
+    const std::string w = indexed(ws.c_str(), i), b = indexed(bs.c_str(), i);
     check_same_device_dtype(weights[i], w.c_str(), x, "x");
     check_same_device_dtype(biases[i], b.c_str(), x, "x");
     check_dim(weights[i], 2, w.c_str(), "[out_features, in_features]");
@@ -151,7 +154,15 @@ inline std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> 
   TORCH_CHECK_VALUE(n >= 1 && hidden.size() + 1 == n, "notmiwae_fast: argument 'hidden' must "
                     "hold one activation per hidden layer (", n == 0 ? 0 : n - 1, "); got ",
                     hidden.size());
-  check_floating(grad, "grad");
+  check_floating(x, "x");
+  check_dim(x, 2, "x", "[N, in_features]");
+  for (size_t i = 0; i < n; ++i) {
+    const std::string w = indexed("weights", i);
+    check_same_device_dtype(weights[i], w.c_str(), x, "x");
+    check_dim(weights[i], 2, w.c_str(), "[out_features, in_features]");
+  }
+  check_size(x, 1, weights[0].size(1), "x", "[N, in_features]");
+  check_same_device_dtype(grad, "grad", x, "x");
   check_dim(grad, 2, "grad", "[N, out_features]");
   check_size(grad, 0, x.size(0), "grad", "[N, out_features]");
   check_size(grad, 1, weights[n - 1].size(0), "grad", "[N, out_features]");
