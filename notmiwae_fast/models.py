@@ -175,7 +175,9 @@ class ImportanceWeightedModel(nn.Module):
         prediction head needs it) and ``draws`` (samples of x for multiple imputation,
         when ``need_draws``)."""
         mu, std = self.encoder(x0)
-        eps_z = torch.randn(mu.shape[0], k, mu.shape[1], dtype=mu.dtype, device=mu.device)
+        # Noise in x's dtype, also under autocast (where mu and loc are bfloat16): the
+        # same random numbers as without autocast, at full precision.
+        eps_z = torch.randn(mu.shape[0], k, mu.shape[1], dtype=x0.dtype, device=mu.device)
         z, log_p_z, log_q_z = self.ops.latent_terms(mu, std, eps_z)
         params = self.decoder(z)
         out = {"log_p_z": log_p_z, "log_q_z_given_x": log_q_z, "log_p_s_given_x": None,
@@ -185,7 +187,7 @@ class ImportanceWeightedModel(nn.Module):
         x_k = None
         if selfmask is not None and self.out_dist == "gauss":
             # Fused: log p(x°|z) and log p(s|x̂) in one pass, x̂ never written to memory.
-            eps_x = torch.randn_like(params["loc"])
+            eps_x = torch.randn(params["loc"].shape, dtype=x0.dtype, device=x0.device)
             log_px, out["log_p_s_given_x"] = self.ops.notmiwae_normal_terms(
                 x0, s, params["loc"], params["scale"], eps_x, *selfmask)
             if self.supervised or need_draws:

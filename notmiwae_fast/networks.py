@@ -154,7 +154,11 @@ class GaussianFamily:
 
     def sample(self, p: dict) -> Tensor:
         """A reparameterised draw x ~ p(x | z)."""
-        return p["loc"] + p["scale"] * torch.randn_like(p["loc"])
+        # float32 noise when loc is bfloat16 / float16 (autocast): full-precision draws,
+        # the same random numbers as without autocast.
+        dtype = torch.promote_types(p["loc"].dtype, torch.float32)
+        return p["loc"] + p["scale"] * torch.randn(p["loc"].shape, dtype=dtype,
+                                                   device=p["loc"].device)
 
     def draw(self, p: dict) -> Tensor:
         return self.sample(p)

@@ -93,6 +93,16 @@ def test_atomic_save_leaves_the_old_file_on_failure(tmp_path):
     assert os.listdir(tmp_path) == ["ckpt.pt"]
 
 
+def test_atomic_save_gives_an_ordinary_file_and_leaves_the_umask(tmp_path):
+    old = os.umask(0o027)
+    try:
+        save_atomic({"a": 1}, tmp_path / "ckpt.pt")
+        assert os.umask(0o027) == 0o027  # read, not changed
+    finally:
+        os.umask(old)
+    assert (tmp_path / "ckpt.pt").stat().st_mode & 0o777 == 0o640  # 0o666 & ~umask
+
+
 @pytest.mark.parametrize("mode", [True, False])
 def test_model_left_in_the_mode_it_was_found(mode):
     x, s, _ = data()
