@@ -317,8 +317,9 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         first_row, first_row + 1, ... of a larger table: the block of 256 rows holding
         row i is imputed with torch seeded to ``_seed_ + i // 256``, so a table split at
         multiples of 256 rows gives the same values as a whole (``first_row`` must be such
-        a multiple)."""
-        if first_row % _SEED_BLOCK:
+        a multiple; an empty arr may start anywhere: the last ranks' shares of a small
+        table under torchrun start at its end)."""
+        if first_row % _SEED_BLOCK and len(arr):
             raise ValueError(f"argument 'first_row' must be a multiple of {_SEED_BLOCK}; "
                              f"got {first_row}")
         missing = np.isnan(arr)

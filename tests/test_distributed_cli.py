@@ -185,6 +185,11 @@ def test_imputations_do_not_depend_on_how_the_rows_are_split():
     assert not np.array_equal(imp._impute_rows(arr[:256], first_row=256), whole[:256])
     with pytest.raises(ValueError, match="argument 'first_row' must be a multiple of 256"):
         imp._impute_rows(arr[:10], first_row=10)
+    # 4 processes on 600 rows: the last one's share is empty and starts at row 600 (not a
+    # multiple of 256); it must give nothing rather than fail the run.
+    start, stop = distributed.shard_bounds(600, 4, 3, 256)
+    assert (start, stop) == (600, 600)
+    assert imp._impute_rows(arr[start:stop], first_row=start).shape == (0, 3)
 
 
 def test_collectively_without_a_group_and_rank_failure_messages():
