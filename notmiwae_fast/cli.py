@@ -331,8 +331,9 @@ def cmd_export(args) -> int:
 
 
 def _read_image(path: str):
+    """(pixels, metadata to carry over: EXIF, ICC profile) of an image file."""
     from ._image_io import read_image
-    return read_image(path)
+    return read_image(path, metadata=True)
 
 
 def _check_image_output(path: Path, array) -> None:
@@ -340,9 +341,9 @@ def _check_image_output(path: Path, array) -> None:
     check_writable(path, array)
 
 
-def _write_image(path: Path, array) -> None:
+def _write_image(path: Path, array, metadata=None) -> None:
     from ._image_io import write_image
-    write_image(path, array)
+    write_image(path, array, metadata)
 
 
 def _image_threads(args) -> int:
@@ -363,7 +364,7 @@ def cmd_impute_image(args) -> int:
     with _all_ranks("imputing the image"):
         if _is_main():  # one image: rank 0 does it, the others wait
             out = _check_output(args.output, [args.image, args.model], args.force)
-            image = _read_image(args.image)
+            image, metadata = _read_image(args.image)
             _check_image_output(out, image)
             model = images.load_image_model(args.model)
             with torch.random.fork_rng(devices=[]):
@@ -371,9 +372,10 @@ def cmd_impute_image(args) -> int:
                 result = images.impute_image(model, image, clip_level=args.clip_level,
                                              n_samples=args.n_samples,
                                              progress=not args.quiet)
-            _write_image(out, result)
+            _write_image(out, result, metadata)
     if _is_main():
-        lost = int((images.as_float_image(image)[0] >= args.clip_level).sum())
+        colour = image if image.ndim == 2 or image.shape[2] in (1, 3) else image[..., :-1]
+        lost = int((images.clip_mask(colour, args.clip_level) == 0).sum())
         _say(args, f"imputed {lost} values at or above {args.clip_level}; wrote {out}")
     return 0
 
@@ -514,12 +516,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     ii = sub.add_parser("impute-image", parents=[quiet], help="impute the clipped pixels of "
                         "an image or of every image in a folder", description="Values at "
-                        "or above --clip-level are taken as lost and imputed tile by tile; "
-                        "PNG, JPEG or TIFF, 8 or 16 bit, grey or RGB (an alpha channel is "
-                        "kept). Given a folder, every image in it (sorted by name; under "
-                        "torchrun split across the processes) is written under its own name "
-                        "to the output folder, then a manifest file "
-                        "(notmiwae_fast_manifest.json) marks the folder complete.")
+                        "or above --clip-level are taken as lost and imputed tile by tile. "
+                        "PNG, JPEG, TIFF or BMP: 8-bit grey or RGB, 16-bit grey, an alpha "
+                        "channel kept as it is; palette, 1-bit, CMYK, YCbCr, LAB and HSV "
+                        "images are converted to RGB or grey; 16-bit colour is refused. "
+                        "JPEG is written at quality 95 without chroma subsampling; a single "
+                        "image keeps its EXIF and ICC profile. Given a folder, every image "
+                        "in it (sorted by name; under torchrun split across the processes) "
+                        "is written under its own name to the output folder, then a "
+                        "manifest file (notmiwae_fast_manifest.json) marks the folder "
+                        "complete.")
     ii.add_argument("image", help="input image or folder of images (never overwritten)")
     ii.add_argument("output", help="output image, or output folder for an input folder")
     ii.add_argument("--model", default=None, help="an image model from 'notmiwae-fast "
@@ -543,9 +549,10 @@ def build_parser() -> argparse.ArgumentParser:
     ti.add_argument("--kind", choices=["notmiwae", "miwae"], default="notmiwae")
     ti.add_argument("--steps", type=int, default=3000)
     ti.add_argument("--patches", type=int, default=40_000)
-    ti.add_argument("--patch", type=int, default=16, help="patch side (a multiple of 4)")
-    ti.add_argument("--width", type=int, default=16)
-    ti.add_argument("--latent-dim", type=int, default=16)
+    ti.add_argument("--patch", type=_positive_int, default=16,
+                    help="patch side (a multiple of 4)")
+    ti.add_argument("--width", type=_positive_int, default=16)
+    ti.add_argument("--latent-dim", type=_positive_int, default=16)
     ti.add_argument("--n-samples", type=int, default=10, help="importance samples K")
     ti.add_argument("--batch-size", type=int, default=64)
     ti.add_argument("--out-dist", choices=["bern", "gauss"], default="bern")
@@ -555,6 +562,17 @@ def build_parser() -> argparse.ArgumentParser:
     ti.add_argument("--force", action="store_true", help="overwrite an existing model file")
     ti.set_defaults(func=cmd_train_image)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an int >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1; got {text!r}")
+    return value
 
 
 def _positive(args) -> None:

@@ -187,9 +187,16 @@ def load_image_model(path=None, backend: str = "fused", map_location="cpu"):
     import os
 
     path = path or os.path.join(os.path.dirname(__file__), "data", "clipped_pixels_rgb.pt")
-    state = torch.load(path, map_location=map_location, weights_only=False)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"image model file {path} does not exist")
+    try:  # a configuration dict and a state_dict: no pickled code needed
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is one message
+        raise ValueError(f"image model file {path} cannot be read "
+                         f"({type(err).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != "notmiwae_fast.image_model/1":
-        raise ValueError(f"{path} is not an image model written by save_image_model")
+        raise ValueError(f"image model file {path} does not hold an image model written "
+                         "by save_image_model")
     model = image_model(backend=backend, **state["config"])
     model.load_state_dict(state["state_dict"])
     return model.eval()
@@ -238,16 +245,15 @@ def as_float_image(image) -> tuple[np.ndarray, dict]:
     if arr.ndim not in (2, 3):
         raise ValueError(f"argument 'image' must be [H, W] or [H, W, C]; got shape {arr.shape}")
     _check_dtype(arr)
-    scaled = _to_float(arr)
-    if np.issubdtype(arr.dtype, np.floating):
+    channels = 1 if arr.ndim == 2 else arr.shape[2]
+    if channels in (2, 4):
+        info["alpha"] = arr[..., -1].copy()
+        channels -= 1
+    scaled = _to_float(_colour(arr, channels))
+    if np.issubdtype(arr.dtype, np.floating):  # the colour values (not alpha) in [0, 1]
         finite = scaled[np.isfinite(scaled)]
         if finite.size and (finite.min() < 0 or finite.max() > 1):
             raise _float_range_error(finite.min(), finite.max())
-    if scaled.ndim == 2:
-        scaled = scaled[:, :, None]
-    if scaled.shape[2] in (2, 4):
-        info["alpha"] = arr[..., -1].copy()
-        scaled = scaled[..., :-1]
     return scaled, info
 
 
@@ -265,8 +271,29 @@ def bundled_photographs(names: Optional[Sequence[str]] = None) -> dict[str, np.n
 
 def photo_patches(photos: Sequence[np.ndarray], patch: int, n: int,
                   seed: int = 0) -> np.ndarray:
-    """n random patch × patch crops from float [H, W, C] photos -> [n, C·patch²] float32,
-    channel-major (the layout of the image models)."""
+    """n random patch × patch crops from photos -> [n, C·patch²] float32 in [0, 1],
+    channel-major (the layout of the image models). The photos are [H, W] or [H, W, C]
+    uint8, uint16 or float in [0, 1] (as :func:`impute_image` takes; an alpha channel is
+    dropped), all with the same colour channels and at least patch × patch pixels."""
+    patch, n = _validate.positive_int(patch, "patch"), _validate.positive_int(n, "n")
+    if isinstance(photos, np.ndarray) and photos.ndim in (2, 3):
+        raise ValueError("argument 'photos' must be a list of images; got one image")
+    converted = []
+    for i, photo in enumerate(photos):
+        try:
+            values = as_float_image(photo)[0]
+        except ValueError as err:
+            raise ValueError(f"argument 'photos': photo {i}: {err}") from None
+        if min(values.shape[:2]) < patch:
+            raise ValueError(f"argument 'patch' ({patch}) is larger than photo {i} of "
+                             f"'photos' ({values.shape[0]} × {values.shape[1]} pixels)")
+        if converted and values.shape[2] != converted[0].shape[2]:
+            raise ValueError(f"argument 'photos': photo {i} has {values.shape[2]} colour "
+                             f"channel(s), photo 0 has {converted[0].shape[2]}")
+        converted.append(values)
+    if not converted:
+        raise ValueError("argument 'photos' must hold at least one image")
+    photos = converted
     rng = np.random.default_rng(seed)
     out = np.empty((n, photos[0].shape[2] * patch * patch), dtype=np.float32)
     for i in range(n):
@@ -277,9 +304,19 @@ def photo_patches(photos: Sequence[np.ndarray], patch: int, n: int,
     return out
 
 
+def _below(values: np.ndarray, clip_level: float) -> np.ndarray:
+    """Which values lie below the clip level, compared on the values as they are: floats
+    in their own precision, uint8 / uint16 as value / 255 (65535) in float64."""
+    values = np.asarray(values)
+    if values.dtype in (np.uint8, np.uint16):
+        return values / float(np.iinfo(values.dtype).max) < clip_level
+    return values < clip_level
+
+
 def clip_mask(x: np.ndarray, clip_level: float) -> np.ndarray:
-    """1 where a value is observed (below the clip level), 0 where it is lost."""
-    return (x < clip_level).astype(np.float32)
+    """1 where a value is observed (below the clip level), 0 where it is lost; floats in
+    [0, 1] are compared in their own precision, uint8 / uint16 values scaled to [0, 1]."""
+    return _below(x, clip_level).astype(np.float32)
 
 
 def train_on_patches(model, patches: np.ndarray, clip_level: float = 0.75, steps: int = 2000,
@@ -288,10 +325,19 @@ def train_on_patches(model, patches: np.ndarray, clip_level: float = 0.75, steps
     losses. (A thin loop over :class:`notmiwae_fast.Trainer`'s step.)"""
     from .trainer import Trainer
 
-    x = torch.as_tensor(patches)
+    steps = _validate.positive_int(steps, "steps")
+    batch_size = _validate.positive_int(batch_size, "batch_size")
+    patches = np.asarray(patches)
+    D = math.prod(getattr(model, "image_shape", (patches.shape[-1],)))
+    if patches.ndim != 2 or len(patches) == 0 or patches.shape[1] != D:
+        raise ValueError(f"argument 'patches' must be [n, {D}] (the model's C·patch²) with "
+                         f"n >= 1; got shape {list(patches.shape)}")
+    x = torch.as_tensor(patches, dtype=next(model.parameters()).dtype)
     s = torch.as_tensor(clip_mask(patches, clip_level))
+    # Fewer patches than a batch: one smaller batch (drop_last would leave none).
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x * s, s),
-                                         batch_size=batch_size, shuffle=True, drop_last=True)
+                                         batch_size=batch_size, shuffle=True,
+                                         drop_last=len(patches) > batch_size)
     trainer = Trainer(model, lr=lr, progress=False)
     losses: list[float] = []
     bar = progress_bar(steps, progress, "training")
@@ -341,10 +387,10 @@ def _colour(a: np.ndarray, channels: int) -> np.ndarray:
 
 def _observed(values: np.ndarray, mask: Optional[np.ndarray],
               clip_level: Optional[float]) -> np.ndarray:
-    """Observed entries of float values [r, W, C]: the mask's ([r, W] or [r, W, C]) or
-    those below the clip level, and finite."""
+    """Observed entries of the colour values [r, W, C] as the input holds them (its own
+    dtype): the mask's ([r, W] or [r, W, C]) or those below the clip level, and finite."""
     if mask is None:
-        observed = values < clip_level
+        observed = _below(values, clip_level)
     else:
         observed = mask.astype(bool)
         observed = observed[:, :, None] if observed.ndim == 2 else observed
@@ -388,9 +434,11 @@ def impute_image(model, image, mask=None, clip_level: Optional[float] = 0.75,
         model: an image model (:func:`image_model`), trained.
         image: [H, W] or [H, W, C] uint8, uint16 or float in [0, 1]; an alpha channel
             (C = 2 or 4) is kept as it is. The colour channels must match the model's.
-        mask: [H, W] or [H, W, C] (C without alpha), 1 (True) = observed, 0 = lost;
-            default: derived from ``clip_level`` (values ≥ clip_level are lost). NaN or
-            inf values count as lost either way.
+        mask: [H, W] or [H, W, C] (C without alpha), bool or only 0 and 1: 1 (True) =
+            observed, 0 = lost; default: derived from ``clip_level``, a number in (0, 1]
+            (values ≥ clip_level are lost, compared on the image's own values: floats in
+            their precision, integers as value / 255 or / 65535). NaN or inf image
+            values count as lost either way.
         tile: tile side (default and required: the model's patch size).
         overlap: pixels shared by neighbouring tiles (default: a quarter of the tile).
         n_samples: importance samples K per tile; streamed in chunks (``chunk_size``).
@@ -415,6 +463,9 @@ def impute_image(model, image, mask=None, clip_level: Optional[float] = 0.75,
         the image with the lost values imputed, in the input's dtype and layout
         (``out`` when given).
     """
+    if not isinstance(getattr(model, "image_shape", None), tuple):
+        raise ValueError("argument 'model' must be an image model (image_model, "
+                         f"load_image_model); got {type(model).__name__}")
     c, patch, _ = model.image_shape
     tile = patch if tile is None else tile
     if tile != patch:
@@ -440,6 +491,12 @@ def impute_image(model, image, mask=None, clip_level: Optional[float] = 0.75,
     if C != c:
         raise ValueError(f"argument 'image' has {C} colour channel(s); the model was trained "
                          f"on {c} ({'grey' if c == 1 else 'RGB'} images)")
+    if clip_level is not None and (
+            isinstance(clip_level, bool) or not isinstance(clip_level, (int, float, np.integer,
+                                                                        np.floating))
+            or not 0 < clip_level <= 1):
+        raise ValueError(f"argument 'clip_level' must be a number in (0, 1]; got "
+                         f"{clip_level!r}")
     if mask is None:
         if clip_level is None:
             raise ValueError("give a 'mask' or a 'clip_level'")
@@ -448,6 +505,10 @@ def impute_image(model, image, mask=None, clip_level: Optional[float] = 0.75,
         if mask.shape not in ((H, W), (H, W, C)):
             raise ValueError(f"argument 'mask' must have shape [{H}, {W}] or [{H}, {W}, {C}]; "
                              f"got {list(mask.shape)}")
+        if mask.dtype != bool and not (np.issubdtype(mask.dtype, np.number)
+                                       and ((mask == 0) | (mask == 1)).all()):
+            raise ValueError("argument 'mask' must be bool or hold only 0 (lost) and 1 "
+                             "(observed)")
     _check_out(arr, out)
     args = (model, arr, C, mask, clip_level, tile, overlap, n_samples, batch_size,
             chunk_size, progress, out)
@@ -494,7 +555,8 @@ def _impute_streaming(model, arr, C, mask, clip_level, tile, overlap, n_samples,
         # Smaller than a tile on a side: padded to one tile there; the padded arrays are
         # at most max(H, tile) × max(W, tile), i.e. O(tile · side).
         values, _ = as_float_image(arr)
-        work, work_obs = _pad_to_tile(values, _observed(values, mask, clip_level), tile)
+        observed = _observed(_colour(arr, C), mask, clip_level)
+        work, work_obs = _pad_to_tile(values, observed, tile)
         floats = False  # range checked by as_float_image
 
         def read(r0: int, r1: int):
@@ -504,9 +566,9 @@ def _impute_streaming(model, arr, C, mask, clip_level, tile, overlap, n_samples,
         floats = bool(np.issubdtype(arr.dtype, np.floating))
 
         def read(r0: int, r1: int):
-            values = _to_float(_colour(arr[r0:r1], C))
-            return values, _observed(values, None if mask is None else mask[r0:r1],
-                                     clip_level)
+            raw = _colour(arr[r0:r1], C)
+            return _to_float(raw), _observed(raw, None if mask is None else mask[r0:r1],
+                                             clip_level)
         HP, WP = H, W
     tops = np.asarray(_tile_starts(HP, tile, stride))
     lefts = np.asarray(_tile_starts(WP, tile, stride))
@@ -603,7 +665,7 @@ def _impute_reference(model, arr, C, mask, clip_level, tile, overlap, n_samples,
     values, _ = as_float_image(arr)  # [H, W, C] float32
     out = _output(arr, out)
     H, W = values.shape[:2]
-    observed = _observed(values, mask, clip_level)
+    observed = _observed(_colour(arr, C), mask, clip_level)
     work, obs = (_pad_to_tile(values, observed, tile) if H < tile or W < tile
                  else (values, observed))
     HP, WP = work.shape[:2]

@@ -137,3 +137,118 @@ def test_bundled_image_model_loads():
     model = images.load_image_model()
     assert model.image_shape == (3, 16, 16) and model.out_dist == "bern"
     assert int(model.n_train_steps) > 0
+
+
+def _png16(path, array):
+    """A 16-bit RGB PNG (Pillow cannot write one)."""
+    import struct
+    import zlib
+
+    h, w, _ = array.shape
+    raw = b"".join(b"\x00" + array[r].astype(">u2").tobytes() for r in range(h))
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2,
+                                                                    0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def test_read_image_converts_or_refuses_other_modes(tmp_path):
+    PIL = pytest.importorskip("PIL.Image")
+    from notmiwae_fast._image_io import read_image
+    rng = np.random.default_rng(0)
+    rgb = (rng.random((16, 16, 3)) * 200).astype(np.uint8)
+    PIL.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
+    cmyk = read_image(tmp_path / "cmyk.jpg")  # not RGB + K as alpha
+    expected = np.asarray(PIL.open(tmp_path / "cmyk.jpg").convert("RGB"))
+    assert cmyk.shape == (16, 16, 3) and np.array_equal(cmyk, expected)
+    PIL.fromarray(rgb).convert("LAB").save(tmp_path / "lab.tif")
+    assert read_image(tmp_path / "lab.tif").shape == (16, 16, 3)
+    PIL.fromarray(rng.random((16, 16)) > 0.5).save(tmp_path / "bw.png")  # 1-bit -> grey
+    bw = read_image(tmp_path / "bw.png")
+    assert bw.dtype == np.uint8 and bw.shape == (16, 16) and set(np.unique(bw)) == {0, 255}
+    deep = (rng.random((8, 8, 3)) * 65535).astype(np.uint16)
+    _png16(tmp_path / "rgb16.png", deep)  # Pillow would read it as 8-bit RGB
+    with pytest.raises(ValueError, match=f"input image {tmp_path / 'rgb16.png'}: 16-bit RGB "
+                                         "images are not supported"):
+        read_image(tmp_path / "rgb16.png")
+    grey = np.array([[0, 1000], [65535, 7]], np.int32)
+    PIL.fromarray(grey).save(tmp_path / "i32.tif")  # mode I, 32-bit integers
+    assert read_image(tmp_path / "i32.tif").tolist() == grey.tolist()
+    PIL.fromarray(grey * 3).save(tmp_path / "big.tif")  # no longer wraps modulo 65536
+    with pytest.raises(ValueError, match=f"input image {tmp_path / 'big.tif'}: 32-bit "
+                                         "integer values must lie in \\[0, 65535\\]"):
+        read_image(tmp_path / "big.tif")
+    PIL.new("I;16", (4, 4), 40000).save(tmp_path / "g16.png")  # 16-bit grey is read
+    g16 = read_image(tmp_path / "g16.png")
+    assert g16.dtype == np.uint16 and (g16 == 40000).all()
+
+
+def test_impute_image_jpeg_keeps_quality_exif_and_icc(tmp_path):
+    PIL = pytest.importorskip("PIL.Image")
+    from PIL import ImageCms
+    rng = np.random.default_rng(0)
+    smooth = np.linspace(0, 180, 48)[None, :, None] + np.linspace(0, 40, 32)[:, None, None]
+    rgb = (smooth + rng.random((32, 48, 3)) * 20).astype(np.uint8)
+    rgb[4:8, 4:8] = 255
+    img = PIL.fromarray(rgb)
+    exif = img.getexif()
+    exif[0x0112] = 6  # orientation: rotate to display
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    img.save(tmp_path / "in.jpg", quality=95, subsampling=0, exif=exif.tobytes(),
+             icc_profile=icc)
+    src = np.asarray(PIL.open(tmp_path / "in.jpg")).astype(int)
+    for name in ("out.jpg", "out.png"):
+        assert main(["impute-image", str(tmp_path / "in.jpg"), str(tmp_path / name),
+                     "--quiet", "--n-samples", "2"]) == 0
+        with PIL.open(tmp_path / name) as out:
+            assert out.getexif().get(0x0112) == 6 and out.info.get("icc_profile") == icc
+            values = np.asarray(out).astype(int)
+    kept = src < 0.75 * 255
+    jpeg = np.asarray(PIL.open(tmp_path / "out.jpg")).astype(int)
+    change = np.abs(jpeg - src)[kept]  # quality 75, 4:2:0 changed most of them
+    assert change.mean() < 1 and np.mean(change > 0) < 0.3, (change.mean(), change.max())
+    assert np.array_equal(values[kept], src[kept])  # PNG: exact
+
+
+def test_impute_image_help_names_what_is_read():
+    from notmiwae_fast.cli import build_parser
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    text = " ".join(sub.choices["impute-image"].description.split())
+    assert "8-bit grey or RGB, 16-bit grey" in text and "16-bit colour is refused" in text
+    assert "8 or 16 bit, grey or RGB" not in text
+
+
+def test_train_image_checks_its_sizes_and_never_hangs(tmp_path, monkeypatch, capsys):
+    import signal
+    rng = np.random.default_rng(2)
+    monkeypatch.setattr(images, "bundled_photographs",
+                        lambda names=None: {"a": rng.random((40, 40, 3)).astype(np.float32)})
+    base = ["train-image", str(tmp_path / "m.pt"), "--steps", "3", "--patches", "10",
+            "--patch", "8", "--width", "4", "--latent-dim", "3", "--quiet", "--threads", "1"]
+    for option, value in [("--patch", "0"), ("--patch", "-4"), ("--width", "0"),
+                          ("--latent-dim", "0"), ("--width", "x")]:
+        args = list(base)
+        args[args.index(option) + 1] = value
+        with pytest.raises(SystemExit) as exit_:
+            main(args)
+        assert exit_.value.code == 2
+        assert f"argument {option}: must be an int >= 1" in capsys.readouterr().err
+    args = list(base)
+    args[args.index("--patch") + 1] = "64"  # larger than the photographs
+    assert main(args) == 2
+    assert "'patch' (64) is larger than photo 0" in capsys.readouterr().err
+    assert not (tmp_path / "m.pt").exists()
+
+    def fail(*_):
+        raise TimeoutError("train-image still running after 60 s")
+    previous = signal.signal(signal.SIGALRM, fail)
+    signal.alarm(60)
+    try:  # 10 patches, batches of 64: drop_last left an empty loader, looped forever
+        assert main(base + ["--batch-size", "64"]) == 0
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert int(images.load_image_model(str(tmp_path / "m.pt")).n_train_steps) == 3

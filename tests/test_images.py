@@ -116,11 +116,67 @@ def test_tiles_cover_the_image_and_weights_blend():
 
 
 def test_photo_patches_layout():
-    img = np.arange(4 * 5 * 3, dtype=np.float32).reshape(4, 5, 3)
+    img = np.arange(4 * 5 * 3, dtype=np.float32).reshape(4, 5, 3) / 64
     patches = images.photo_patches([img], 4, 3)
     assert patches.shape == (3, 3 * 16)
     first = patches[0].reshape(3, 4, 4)  # channel-major
-    assert np.all(first[1] == first[0] + 1)
+    assert np.all(first[1] == first[0] + 1 / 64)
+
+
+def test_photo_patches_converts_and_checks_the_photos():
+    rng = np.random.default_rng(0)
+    u8 = (rng.random((20, 20, 3)) * 255).astype(np.uint8)
+    patches = images.photo_patches([u8], 8, 5)  # uint8 scaled to [0, 1] like impute_image
+    assert patches.dtype == np.float32 and patches.max() <= 1 and patches.max() > 0.5
+    grey = images.photo_patches([rng.random((20, 20))], 8, 5)  # [H, W]: one channel
+    assert grey.shape == (5, 64)
+    rgba = images.photo_patches([np.dstack([u8, np.full((20, 20), 255, np.uint8)])], 8, 2)
+    assert rgba.shape == (2, 3 * 64)  # alpha dropped
+    with pytest.raises(ValueError, match="'patch' \\(8\\) is larger than photo 1"):
+        images.photo_patches([u8, rng.random((5, 40, 3))], 8, 5)
+    with pytest.raises(ValueError, match="'photos': photo 1 has 1 colour channel"):
+        images.photo_patches([u8, rng.random((20, 20, 1))], 8, 5)
+    with pytest.raises(ValueError, match="'photos': photo 0: .*float images must hold"):
+        images.photo_patches([u8 * 2.0], 8, 5)
+    with pytest.raises(ValueError, match="'photos' must hold at least one image"):
+        images.photo_patches([], 8, 5)
+    with pytest.raises(ValueError, match="'patch' must be an int >= 1"):
+        images.photo_patches([u8], 0, 5)
+
+
+def _deadline(seconds):
+    """Fails the test (instead of hanging) when the block runs past ``seconds``."""
+    import contextlib
+    import signal
+
+    @contextlib.contextmanager
+    def guard():
+        def fail(*_):
+            raise TimeoutError(f"still running after {seconds} s")
+        previous = signal.signal(signal.SIGALRM, fail)
+        signal.alarm(seconds)
+        try:
+            yield
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
+    return guard()
+
+
+def test_train_on_patches_with_fewer_patches_than_a_batch():
+    torch.manual_seed(0)
+    m = images.image_model("notmiwae", channels=3, patch=PATCH, latent_dim=3, width=4,
+                           n_samples=2)
+    patches = np.random.default_rng(0).random((10, 3 * PATCH * PATCH)).astype(np.float32)
+    with _deadline(60):  # an empty loader (drop_last) made this loop forever
+        losses = images.train_on_patches(m, patches, steps=3, batch_size=32, progress=False)
+    assert len(losses) == 3 and np.isfinite(losses).all()
+    with pytest.raises(ValueError, match="'patches' must be \\[n, 192\\].*got shape \\[0, 192\\]"):
+        images.train_on_patches(m, patches[:0], steps=1, progress=False)
+    with pytest.raises(ValueError, match="'patches' must be \\[n, 192\\]"):
+        images.train_on_patches(m, patches[:, :100], steps=1, progress=False)
+    with pytest.raises(ValueError, match="'batch_size' must be an int >= 1"):
+        images.train_on_patches(m, patches, steps=1, batch_size=0, progress=False)
 
 
 # --------------------------------------------------------------------------------------
@@ -270,6 +326,80 @@ def test_in_place_and_out_arrays(model):
     frozen.flags.writeable = False
     with pytest.raises(ValueError, match="'out' must be writable"):
         images.impute_image(model, img, out=frozen, progress=False)
+
+
+def test_masks_must_be_bool_or_zero_one(model):
+    img = photo(20, 20)
+    lost = img >= 0.75
+    torch.manual_seed(0)
+    a = images.impute_image(model, img, mask=~lost, progress=False)
+    torch.manual_seed(0)
+    b = images.impute_image(model, img, mask=np.where(lost, 0.0, 1.0), progress=False)
+    np.testing.assert_array_equal(a, b)
+    for bad in (np.where(lost, np.nan, 1.0), np.where(lost, -1, 1), np.full(img.shape, 0.5)):
+        with pytest.raises(ValueError, match="'mask' must be bool or hold only 0 \\(lost\\) "
+                                             "and 1 \\(observed\\)"):
+            images.impute_image(model, img, mask=bad, progress=False)
+
+
+@pytest.mark.parametrize("backend", ["fused", "reference"])
+@pytest.mark.parametrize("shape", [(20, 20), (5, 6)])  # tiles, and one padded tile
+def test_clip_level_compared_on_the_inputs_own_values(model, backend, shape):
+    """A float64 value just below the clip level is observed (as clip_mask says), not
+    rounded up to it in float32 and imputed; integers compare as value / max."""
+    img = np.full(shape + (3,), 0.3)
+    img[2, 2, 0] = 0.7499999999
+    img[1, 1, 1] = 0.9
+    assert images.clip_mask(img, 0.75)[2, 2, 0] == 1
+    out = images.impute_image(model, img, clip_level=0.75, backend=backend, progress=False)
+    assert out[2, 2, 0] == img[2, 2, 0] and out[1, 1, 1] != img[1, 1, 1]
+    u8 = np.full(shape + (3,), 50, np.uint8)
+    u8[3, 3, 2] = 51  # 51 / 255 == 0.2: lost at clip level 0.2
+    np.testing.assert_array_equal(images.clip_mask(u8, 0.2) == 0, u8 == 51)
+    out = images.impute_image(model, u8, clip_level=0.2, backend=backend, progress=False)
+    np.testing.assert_array_equal(out[u8 == 50], u8[u8 == 50])
+
+
+@pytest.mark.parametrize("backend", ["fused", "reference"])
+@pytest.mark.parametrize("shape", [(20, 20), (5, 6)])
+def test_float_range_is_checked_on_the_colour_channels_only(model, backend, shape):
+    img = photo(*shape, c=4)
+    img[..., 3] = 255.0  # alpha as 0..255: kept as it is, not a colour value
+    out = images.impute_image(model, img, backend=backend, progress=False)
+    np.testing.assert_array_equal(out[..., 3], img[..., 3])
+    values, info = images.as_float_image(img)
+    assert values.shape == shape + (3,) and (info["alpha"] == 255).all()
+    img[0, 0, 0] = 2.0
+    with pytest.raises(ValueError, match="float images must hold values in \\[0, 1\\]"):
+        images.impute_image(model, img, backend=backend, progress=False)
+
+
+def test_clip_level_model_and_model_file_checks(model, tmp_path):
+    img = photo(10, 10)
+    for bad in ("0.75", float("nan"), -1.0, 0.0, 1.5, [0.5, 0.6], True):
+        with pytest.raises(ValueError, match="'clip_level' must be a number in \\(0, 1\\]"):
+            images.impute_image(model, img, clip_level=bad, progress=False)
+    images.impute_image(model, img, clip_level=1, progress=False)
+    from notmiwae_fast import MIWAE
+    with pytest.raises(ValueError, match="'model' must be an image model.*got MIWAE"):
+        images.impute_image(MIWAE(12, latent_dim=2), img, progress=False)
+    missing = tmp_path / "none.pt"
+    with pytest.raises(FileNotFoundError, match=f"image model file {missing} does not exist"):
+        images.load_image_model(str(missing))
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match=f"image model file {garbage} cannot be read"):
+        images.load_image_model(str(garbage))
+    other = tmp_path / "other.pt"
+    torch.save({"a": torch.zeros(2)}, other)
+    with pytest.raises(ValueError, match=f"image model file {other} does not hold an image"):
+        images.load_image_model(str(other))
+    saved = tmp_path / "model.pt"
+    images.save_image_model(model, saved)  # loads with weights_only=True
+    loaded = images.load_image_model(str(saved))
+    assert loaded.image_config == model.image_config
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v)
 
 
 def test_more_bad_arguments(model):
