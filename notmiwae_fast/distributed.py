@@ -336,13 +336,13 @@ def impute_image_folder(model, in_dir: Union[str, Path], out_dir: Union[str, Pat
     bar = progress_bar(len(mine), progress and ctx.is_main, "imputing images")
     for i in mine:
         try:
-            image = read_image(files[i])
+            image, metadata = read_image(files[i], metadata=True)  # EXIF / ICC kept
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 torch.manual_seed(seed + i)
                 result = images.impute_image(model, image, clip_level=clip_level,
                                              n_samples=n_samples, progress=False,
                                              **impute_kwargs)
-            write_image(out_dir / files[i].name, result)
+            write_image(out_dir / files[i].name, result, metadata)
         except Exception as exc:  # every failed image is reported below
             errors.append(f"{files[i].name}: {' '.join(_describe(exc).split())}")
         bar.update(1)

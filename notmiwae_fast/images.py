@@ -249,12 +249,12 @@ def as_float_image(image) -> tuple[np.ndarray, dict]:
     if channels in (2, 4):
         info["alpha"] = arr[..., -1].copy()
         channels -= 1
-    scaled = _to_float(_colour(arr, channels))
-    if np.issubdtype(arr.dtype, np.floating):  # the colour values (not alpha) in [0, 1]
-        finite = scaled[np.isfinite(scaled)]
+    colour = _colour(arr, channels)
+    if np.issubdtype(arr.dtype, np.floating):  # the colour values (not alpha) in [0, 1],
+        finite = colour[np.isfinite(colour)]  # as given (before rounding to float32)
         if finite.size and (finite.min() < 0 or finite.max() > 1):
             raise _float_range_error(finite.min(), finite.max())
-    return scaled, info
+    return _to_float(colour), info
 
 
 def bundled_photographs(names: Optional[Sequence[str]] = None) -> dict[str, np.ndarray]:
@@ -593,8 +593,9 @@ def _impute_streaming(model, arr, C, mask, clip_level, tile, overlap, n_samples,
     for a, b, r0, r1, _ in bands(np.zeros(len(tops), dtype=int), 1):
         values, observed = read(r0, r1)
         lossy[a:b] = _lossy_tiles(observed, tops[a:b] - r0, lefts, tile)
-        if floats:
-            finite = values[np.isfinite(values)]
+        if floats:  # the values as given (before rounding to float32)
+            raw = _colour(arr[r0:r1], C)
+            finite = raw[np.isfinite(raw)]
             if finite.size:
                 lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
     if lo < 0 or hi > 1:

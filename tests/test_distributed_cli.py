@@ -242,6 +242,26 @@ def test_image_folder_in_one_process(tmp_path):
     assert not leftovers(tmp_path / "out")
 
 
+def test_image_folder_keeps_exif_and_icc(tmp_path):
+    """As a single image does (cli impute-image): orientation and colour profile."""
+    PIL = pytest.importorskip("PIL.Image")
+    from PIL import ImageCms
+
+    from notmiwae_fast import images
+
+    rgb = (np.linspace(0, 250, 24 * 20 * 3) % 256).astype(np.uint8).reshape(20, 24, 3)
+    img = PIL.fromarray(rgb)
+    exif = img.getexif()
+    exif[0x0112] = 6
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    (tmp_path / "in").mkdir()
+    img.save(tmp_path / "in" / "a.jpg", quality=95, exif=exif.tobytes(), icc_profile=icc)
+    distributed.impute_image_folder(images.load_image_model(), tmp_path / "in",
+                                    tmp_path / "out", n_samples=2)
+    with PIL.open(tmp_path / "out" / "a.jpg") as out:
+        assert out.getexif().get(0x0112) == 6 and out.info.get("icc_profile") == icc
+
+
 def test_impute_image_folder_command_errors(tmp_path, capsys):
     write_images(tmp_path / "in")
     (tmp_path / "file.png").write_bytes(b"x")

@@ -372,6 +372,11 @@ def test_float_range_is_checked_on_the_colour_channels_only(model, backend, shap
     img[0, 0, 0] = 2.0
     with pytest.raises(ValueError, match="float images must hold values in \\[0, 1\\]"):
         images.impute_image(model, img, backend=backend, progress=False)
+    # float64 just above 1: checked as given, not after rounding to float32 (which gives 1)
+    img64 = img.astype(np.float64)
+    img64[0, 0, 0] = 1 + 1e-10
+    with pytest.raises(ValueError, match="float images must hold values in \\[0, 1\\]"):
+        images.impute_image(model, img64, backend=backend, progress=False)
 
 
 def test_clip_level_model_and_model_file_checks(model, tmp_path):
