@@ -14,20 +14,29 @@ from torch import Tensor
 from . import ops
 
 
+def as_array(value, name: str) -> np.ndarray:
+    """Array-like (ndarray, DataFrame, nested lists) -> ndarray of numbers: bool, int and
+    float kept as they are, anything else (objects holding numbers and None, numeric
+    strings) converted to float64; a TypeError for what is not array-like and a
+    ValueError for what does not hold numbers, both naming the argument."""
+    if not (isinstance(value, (np.ndarray, list, tuple)) or hasattr(value, "__array__")):
+        raise TypeError(f"argument '{name}' must be a tensor or an array; got "
+                        f"{type(value).__name__}")
+    try:
+        array = np.asarray(value)
+        return array if array.dtype.kind in "biuf" else array.astype(np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"argument '{name}' must hold numbers ({error})") from None
+
+
 def as_tensor(value, name: str, dtype: torch.dtype, device: torch.device) -> Tensor:
     """Tensor or array-like -> tensor of ``dtype`` on ``device``."""
     if isinstance(value, Tensor):
         t = value
-    elif isinstance(value, (np.ndarray, list, tuple)) or hasattr(value, "__array__"):
-        try:
-            array = np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"argument '{name}' must hold numbers ({error})") from None
+    else:
+        array = as_array(value, name).astype(np.float64, copy=False)
         # A read-only array (pandas hands them out) is copied: torch warns on sharing it.
         t = torch.as_tensor(array if array.flags.writeable else array.copy())
-    else:
-        raise TypeError(f"argument '{name}' must be a tensor or an array; got "
-                        f"{type(value).__name__}")
     return t.to(device=device, dtype=dtype)
 
 

@@ -97,12 +97,16 @@ def glorot_init_(module: nn.Module) -> nn.Module:
     return module
 
 
+def _fusable(module: nn.Module) -> list[nn.Module]:
+    """The networks inside ``module`` that have a fused path (the MLPs and the Gaussian
+    and Student-t decoders' scale)."""
+    return [m for m in module.modules() if isinstance(m, (MLP, GaussianDecoder, StudentTDecoder))]
+
+
 def use_fused_networks(module: nn.Module, fused: bool) -> None:
-    """Sets ``fused`` on every network inside ``module`` that has a fused path (the
-    MLPs and the Gaussian and Student-t decoders' scale)."""
-    for m in module.modules():
-        if isinstance(m, (MLP, GaussianDecoder, StudentTDecoder)):
-            m.fused = bool(fused)
+    """Sets ``fused`` on every network inside ``module`` that has a fused path."""
+    for m in _fusable(module):
+        m.fused = bool(fused)
 
 
 @contextlib.contextmanager
@@ -110,14 +114,12 @@ def layer_by_layer(module: nn.Module):
     """Runs every network inside ``module`` layer by layer for the duration (no custom
     autograd Function: what torch.func transforms such as vmap / jacrev need), and puts
     each network's ``fused`` setting back afterwards."""
-    networks = [m for m in module.modules()
-                if isinstance(m, (MLP, GaussianDecoder, StudentTDecoder))]
-    saved = [m.fused for m in networks]
+    saved = [(m, m.fused) for m in _fusable(module)]
     try:
         use_fused_networks(module, False)
         yield module
     finally:
-        for m, fused in zip(networks, saved):
+        for m, fused in saved:
             m.fused = fused
 
 

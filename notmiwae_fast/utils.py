@@ -31,19 +31,10 @@ def set_seed(seed: int = 42) -> None:
 
 
 def _data(value, name: str):
-    """A tensor as it is; an array-like (ndarray, DataFrame, nested lists) as an ndarray
-    of numbers. Must be 2-D."""
+    """A tensor as it is; an array-like as an ndarray of numbers (_validate.as_array).
+    Must be 2-D."""
     if not isinstance(value, Tensor):
-        if not isinstance(value, (np.ndarray, list, tuple)) and not hasattr(value,
-                                                                               "__array__"):
-            raise TypeError(f"argument '{name}' must be a tensor or an array; got "
-                            f"{type(value).__name__}")
-        value = np.asarray(value)
-        if value.dtype.kind not in "biuf":
-            try:
-                value = value.astype(np.float64)  # e.g. objects holding numbers and None
-            except (TypeError, ValueError) as error:
-                raise ValueError(f"argument '{name}' must hold numbers ({error})") from None
+        value = _validate.as_array(value, name)
     if len(value.shape) != 2:
         raise ValueError(f"argument '{name}' must be 2-D [N, D]; got shape "
                          f"{list(value.shape)}")
