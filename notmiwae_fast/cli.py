@@ -374,7 +374,7 @@ def cmd_impute_image(args) -> int:
                                              progress=not args.quiet)
             _write_image(out, result, metadata)
     if _is_main():
-        colour = image if image.ndim == 2 or image.shape[2] in (1, 3) else image[..., :-1]
+        colour = images._colour(image, images._colour_channels(image))  # without alpha
         lost = int((images.clip_mask(colour, args.clip_level) == 0).sum())
         _say(args, f"imputed {lost} values at or above {args.clip_level}; wrote {out}")
     return 0

@@ -245,10 +245,9 @@ def as_float_image(image) -> tuple[np.ndarray, dict]:
     if arr.ndim not in (2, 3):
         raise ValueError(f"argument 'image' must be [H, W] or [H, W, C]; got shape {arr.shape}")
     _check_dtype(arr)
-    channels = 1 if arr.ndim == 2 else arr.shape[2]
-    if channels in (2, 4):
+    channels = _colour_channels(arr)
+    if channels != (1 if arr.ndim == 2 else arr.shape[2]):
         info["alpha"] = arr[..., -1].copy()
-        channels -= 1
     colour = _colour(arr, channels)
     if np.issubdtype(arr.dtype, np.floating):  # the colour values (not alpha) in [0, 1],
         finite = colour[np.isfinite(colour)]  # as given (before rounding to float32)
@@ -380,6 +379,13 @@ def _window(tile: int, overlap: int) -> np.ndarray:
     return np.outer(w, w)
 
 
+def _colour_channels(a: np.ndarray) -> int:
+    """The colour channels of an [H, W] or [H, W, C] image: C without its alpha channel
+    (the last one when C = 2 or 4)."""
+    channels = 1 if a.ndim == 2 else a.shape[2]
+    return channels - 1 if channels in (2, 4) else channels
+
+
 def _colour(a: np.ndarray, channels: int) -> np.ndarray:
     """A view of the colour values of an [H, W] or [H, W, C(+alpha)] array, [H, W, C]."""
     return a[:, :, None] if a.ndim == 2 else a[:, :, :channels]
@@ -486,8 +492,7 @@ def impute_image(model, image, mask=None, clip_level: Optional[float] = 0.75,
     H, W = arr.shape[:2]
     if H == 0 or W == 0:
         raise ValueError(f"argument 'image' is empty: shape {arr.shape}")
-    channels = 1 if arr.ndim == 2 else arr.shape[2]
-    C = channels - 1 if channels in (2, 4) else channels  # without alpha
+    C = _colour_channels(arr)
     if C != c:
         raise ValueError(f"argument 'image' has {C} colour channel(s); the model was trained "
                          f"on {c} ({'grey' if c == 1 else 'RGB'} images)")
