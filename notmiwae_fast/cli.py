@@ -645,11 +645,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         import subprocess
         return subprocess.call([sys.executable, "-m", "notmiwae_fast.cli", *argv],
                                env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
-    started = False
+    started = succeeded = False
     try:
         _positive(args)
         started = _start_distributed(args)
-        return args.func(args)
+        status = args.func(args)
+        succeeded = True
+        return status
     except KeyboardInterrupt:
         print("notmiwae-fast: interrupted", file=sys.stderr)
         return 130
@@ -660,7 +662,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finally:
         if started:
             from . import distributed
-            distributed.shutdown(wait_for_all=False)
+            # After success every rank is alive: meet in a barrier before closing, which
+            # also lets gloo's worker threads release the last collective's tensors
+            # while the interpreter still runs (one released during interpreter exit
+            # aborts the process: "terminate called without an active exception").
+            # After an agreed failure _report has met the others; after any other
+            # failure a peer may be gone, so do not wait.
+            distributed.shutdown(wait_for_all=succeeded)
 
 
 if __name__ == "__main__":

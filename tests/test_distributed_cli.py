@@ -270,3 +270,21 @@ def test_impute_image_folder_command_errors(tmp_path, capsys):
     assert main(["impute-image", str(tmp_path / "in"), str(tmp_path / "in")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is the input folder; input images are never" in err
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_the_command_line_waits_for_every_rank_before_closing_the_group(
+        table, tmp_path, monkeypatch, fails):
+    """After a command that succeeded every rank meets in a barrier before the group is
+    closed (it is what lets gloo's threads release the last collective's tensors before
+    interpreter exit, which otherwise aborts now and then); after a failure a peer may
+    be gone, so nothing waits. The group itself is faked: the calls are recorded."""
+    from notmiwae_fast import cli
+    calls = []
+    monkeypatch.setattr(cli, "_start_distributed", lambda args: True)
+    monkeypatch.setattr(distributed, "shutdown", lambda wait_for_all=True: calls.append(
+        wait_for_all))
+    argv = ["fit", str(table if not fails else tmp_path / "absent.csv"),
+            str(tmp_path / "m.pt"), *FAST]
+    assert main(argv) == (2 if fails else 0)
+    assert calls == [not fails]
