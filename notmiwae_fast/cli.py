@@ -29,7 +29,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import NoReturn, Optional, Sequence
 
 import numpy as np
 
@@ -662,14 +662,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finally:
         if started:
             from . import distributed
-            # After success every rank is alive: meet in a barrier before closing, which
-            # also lets gloo's worker threads release the last collective's tensors
-            # while the interpreter still runs (one released during interpreter exit
-            # aborts the process: "terminate called without an active exception").
-            # After an agreed failure _report has met the others; after any other
-            # failure a peer may be gone, so do not wait.
+            # After success every rank is alive: meet in a barrier before closing. After
+            # an agreed failure _report has met the others; after any other failure a
+            # peer may be gone, so do not wait. (How the process then exits: run.)
             distributed.shutdown(wait_for_all=succeeded)
 
 
+def run() -> NoReturn:
+    """The ``notmiwae-fast`` command and ``python -m notmiwae_fast.cli``: exits with
+    :func:`main`'s status.
+
+    A process started by torchrun (WORLD_SIZE > 1) flushes its output and leaves with
+    ``os._exit``, without the interpreter's finalisation: once DistributedDataParallel
+    has used a gloo group, its worker threads outlive ``destroy_process_group``, and one
+    that drops the last collective's tensors while the interpreter shuts down aborts the
+    process ("terminate called without an active exception", a PyTorch problem) after
+    the command has succeeded. Every file the commands write is complete (written,
+    synced and renamed) before main returns; nothing is left for finalisation to do."""
+    status = main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import logging
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -81,12 +81,14 @@ def shutdown(wait_for_all: bool = True) -> None:
     at the end of a distributed script; it also runs at exit, without waiting, for a
     group that init_from_env opened).
 
-    Wait unless a rank may have died: the barrier is also what lets gloo's worker
-    threads drop the tensors of the last collective while the interpreter still runs.
-    Once DistributedDataParallel has used a gloo group, destroying it does not stop
-    those threads, and one that drops a Python-owned tensor during interpreter exit
-    aborts the process ("terminate called without an active exception"; measured: 4
-    of 75 two-process ``fit`` runs without the barrier, 0 of 60 with it)."""
+    Wait unless a rank may have died. The barrier also gives gloo's worker threads time
+    to drop the tensors of the last collective while the interpreter still runs: once
+    DistributedDataParallel has used a gloo group, destroying it does not stop those
+    threads, and one that drops a Python-owned tensor while the interpreter shuts down
+    aborts the process ("terminate called without an active exception", a PyTorch
+    problem). On a loaded machine the barrier can be too short for that; the command
+    line therefore leaves with ``os._exit`` (:func:`notmiwae_fast.cli.run`), and a
+    script of your own can do the same after its last write."""
     if dist.is_available() and dist.is_initialized():
         if wait_for_all:
             dist.barrier()

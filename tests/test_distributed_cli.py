@@ -288,3 +288,26 @@ def test_the_command_line_waits_for_every_rank_before_closing_the_group(
             str(tmp_path / "m.pt"), *FAST]
     assert main(argv) == (2 if fails else 0)
     assert calls == [not fails]
+
+
+@pytest.mark.parametrize("world_size", ["1", "2"])
+def test_the_command_leaves_a_torchrun_process_without_finalisation(monkeypatch, world_size):
+    """run() exits with main()'s status: through SystemExit in one process, through
+    os._exit (output flushed, no interpreter finalisation, where gloo's leftover threads
+    can abort the process) under torchrun."""
+    from notmiwae_fast import cli
+    monkeypatch.setenv("WORLD_SIZE", world_size)
+    monkeypatch.setattr(cli, "main", lambda: 3)
+    left = []
+
+    def fake_exit(status):
+        left.append(status)
+        raise SystemExit("os._exit")
+
+    monkeypatch.setattr(cli.os, "_exit", fake_exit)
+    with pytest.raises(SystemExit) as leaving:
+        cli.run()
+    if world_size == "1":
+        assert leaving.value.code == 3 and left == []
+    else:
+        assert leaving.value.code == "os._exit" and left == [3]
