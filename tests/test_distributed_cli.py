@@ -41,8 +41,8 @@ if os.environ["RANK"] == "1":
                 raise FloatingPointError("injected non-finite loss")
             return real(self, batch)
         trainer.Trainer.train_step = step
-from notmiwae_fast.cli import main
-sys.exit(main())
+from notmiwae_fast.cli import run
+run()
 """
 
 
