@@ -311,3 +311,20 @@ def test_the_command_leaves_a_torchrun_process_without_finalisation(monkeypatch,
         assert leaving.value.code == 3 and left == []
     else:
         assert leaving.value.code == "os._exit" and left == [3]
+
+
+@pytest.mark.parametrize("wait_for_all", [True, False])
+def test_shutdown_pauses_before_closing_the_group(monkeypatch, wait_for_all):
+    """shutdown(): barrier (when asked), then a pause of SETTLE_S with the GIL released
+    (gloo's worker threads drop the last collectives' tensors while the interpreter
+    runs), then destroy_process_group. The group is faked: the calls are recorded."""
+    calls = []
+    fake = distributed.dist
+    monkeypatch.setattr(fake, "is_available", lambda: True)
+    monkeypatch.setattr(fake, "is_initialized", lambda: True)
+    monkeypatch.setattr(fake, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(fake, "destroy_process_group", lambda: calls.append("destroy"))
+    monkeypatch.setattr(distributed.time, "sleep", lambda s: calls.append(("sleep", s)))
+    distributed.shutdown(wait_for_all=wait_for_all)
+    assert calls == ["barrier"] * wait_for_all + [("sleep", distributed.SETTLE_S), "destroy"]
+    assert distributed.SETTLE_S >= 0.05
