@@ -93,10 +93,9 @@ def shutdown(wait_for_all: bool = True) -> None:
     aborts the process ("terminate called without an active exception", a PyTorch
     problem; measured with a two-process Trainer script left to the exit handler: 5
     aborts in 30 runs without the pause, none in 60 with it, 30 of them beside a busy
-    process). A pause cannot promise it on a heavily loaded
-    machine; the command line also leaves with ``os._exit``
-    (:func:`notmiwae_fast.cli.run`), and a script of your own can do the same after its
-    last write."""
+    process). A pause cannot promise it on a heavily loaded machine; the command line
+    also leaves with ``os._exit`` (:func:`notmiwae_fast.cli.run`), and a script of your
+    own can do the same after its last write."""
     if dist.is_available() and dist.is_initialized():
         if wait_for_all:
             dist.barrier()
