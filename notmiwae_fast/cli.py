@@ -33,7 +33,7 @@ from typing import NoReturn, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["main"]
+__all__ = ["main", "run"]
 
 DEMO_ITERATIONS = 8000
 DEMO_IMPUTE_SAMPLES = 1000

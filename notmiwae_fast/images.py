@@ -482,7 +482,7 @@ def impute_image(model, image, mask=None, clip_level: Optional[float] = 0.75,
         raise ValueError(f"argument 'overlap' must be an int in [0, {tile // 2}]; "
                          f"got {overlap!r}")
     n_samples = _validate.n_samples(n_samples)
-    batch_size = _validate.n_samples(batch_size, "batch_size")
+    batch_size = _validate.positive_int(batch_size, "batch_size")
     backend = _validate.choice(getattr(model, "backend", "fused") if backend is None
                                else backend, "backend", IMAGE_BACKENDS)
     arr = np.asarray(image)

@@ -318,7 +318,7 @@ class ImportanceWeightedModel(nn.Module):
     # -- streaming over the importance samples -----------------------------------------
     def _chunk_size(self, batch: int, n_samples: int, chunk_size: Optional[int]) -> int:
         if chunk_size is not None:
-            return min(_validate.n_samples(chunk_size, "chunk_size"), n_samples)
+            return min(_validate.positive_int(chunk_size, "chunk_size"), n_samples)
         return max(1, min(n_samples, IMPUTE_CHUNK_ELEMENTS // max(1, batch * self.input_dim)))
 
     def _stream(self, x0: Tensor, s: Tensor, n_samples: int, chunk_size: Optional[int],
@@ -379,7 +379,7 @@ class ImportanceWeightedModel(nn.Module):
         """
         n_samples = _validate.n_samples(n_samples)
         if n_draws is not None:
-            n_draws = _validate.n_samples(n_draws, "n_draws")
+            n_draws = _validate.positive_int(n_draws, "n_draws")
         out_dtype = x.dtype if isinstance(x, Tensor) and x.is_floating_point() else self._dtype
         with evaluation(self):
             x0, s_ = self._inputs(x, s)

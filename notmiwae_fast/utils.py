@@ -72,7 +72,7 @@ def impute(model, x, s=None, n_samples: int = 1000, batch_size: int = 256,
     if tuple(s.shape) != tuple(x.shape):
         raise ValueError(f"argument 's' must have the shape of 'x' {list(x.shape)}; got "
                          f"{list(s.shape)}")
-    batch_size = _validate.n_samples(batch_size, "batch_size")
+    batch_size = _validate.positive_int(batch_size, "batch_size")
     if device is not None:
         model = model.to(device)
     out = []
