@@ -81,13 +81,22 @@ def _read_csv(path: str):
 
 
 def _check_output(output: str, inputs: Sequence[str], force: bool) -> Path:
+    """``output`` as a Path, once it is known to be writable, before any long work: not
+    an input, not an existing file unless ``force``, never anything but a regular file
+    (a device such as /dev/null, a FIFO or a folder is refused even with ``force``: the
+    atomic rename would replace it), and in a folder that takes a new file."""
+    from ._io import check_writable
     out = Path(output)
     for given in inputs:
         if given is not None and Path(given).exists() and out.exists() and \
                 out.resolve() == Path(given).resolve():
             raise CLIError(f"output {output} is an input file; it is never overwritten")
-    if out.exists() and not force:
+    if out.is_file() and not force:
         raise CLIError(f"output {output} exists; pass --force to overwrite it")
+    try:
+        check_writable(out)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
     return out
 
 
@@ -113,15 +122,25 @@ def _write_atomic(path: Path, write, binary: bool = False) -> None:
 
 
 def _read_model_file(path: str):
-    """What torch.save wrote to ``path`` (on the CPU); a CLIError naming the file when it
-    does not exist or cannot be read."""
-    import torch
+    """What ``path`` holds, on the CPU: a fitted imputer (``notmiwae-fast fit``,
+    imputer.save_imputer), or a MIWAE / NotMIWAE (export.save_model). The file is read
+    with torch.load(weights_only=True), so loading it runs no code the file names; a
+    CLIError naming the file when it does not exist, cannot be read, holds pickled
+    Python objects or neither of those."""
+    from . import _io, export
+    from .imputer import _imputer_from_state
     if not Path(path).is_file():
         raise CLIError(f"model file {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is one message
-        raise CLIError(f"model file {path} cannot be read ({type(err).__name__})") from None
+        obj = _io.load_plain(path, "model file", "cpu", allowed=[_imputer_from_state])
+        if isinstance(obj, dict) and obj.get("format") == export.MODEL_FORMAT:
+            obj = export.model_from_state(obj)
+    except _io.FormatError as err:
+        raise CLIError(f"model file {path} does not hold a fitted imputer or a model saved "
+                       f"by this package ({err})") from None
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    return obj
 
 
 def _load_model(path: str):
@@ -173,7 +192,6 @@ def _say(args, *text) -> None:
 
 # -- commands ----------------------------------------------------------------------------
 def cmd_fit(args) -> int:
-    from ._io import save_atomic
     with _all_ranks("checking the files"):
         out = _check_output(args.model_file, [args.data], args.force) if _is_main() \
             else None
@@ -183,11 +201,27 @@ def cmd_fit(args) -> int:
     imputer.fit(df)  # under torchrun: data-parallel on every rank, the same model on all
     with _all_ranks("saving the model"):
         if _is_main():
-            save_atomic(imputer, out)
+            _save_or_rescue(imputer, out)
     _say(args, f"fitted {type(imputer).__name__} on {df.shape[0]} rows x {df.shape[1]} "
                f"columns ({int(df.isna().sum().sum())} missing); final loss "
                f"{float(np.mean(imputer.loss_curve_[-100:])):.4f}; saved to {out}")
     return 0
+
+
+def _save_or_rescue(imputer, out: Path) -> None:
+    """Saves the fitted imputer to ``out``; when that fails (the folder went away, the
+    disk is full), saves it in the current or the temporary folder instead, so the
+    training is not lost, and raises a CLIError that says where it went."""
+    from ._io import save_rescued
+    from .imputer import _imputer_state, _SavedImputer, save_imputer
+    try:
+        save_imputer(imputer, out)
+    except (OSError, ValueError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        rescued = save_rescued(_SavedImputer(_imputer_state(imputer)), out)
+        where = (f"the fitted model was saved to {rescued} instead" if rescued else
+                 "the fitted model could not be saved anywhere else either")
+        raise CLIError(f"cannot write the model file {out} ({reason}); {where}") from None
 
 
 def cmd_impute(args) -> int:
@@ -303,6 +337,10 @@ def cmd_bench(args) -> int:
     out = Path(args.out)
     if (out / "bench.json").exists() and not args.force:
         raise CLIError(f"{out / 'bench.json'} exists; pass --force to overwrite it")
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out} is not a folder")
+    for name in ("bench.json", "bench.md"):  # before the long runs
+        _check_output(str(out / name), [], force=True)
     report = benchmark.run(args.suite, device=args.device, out_dir=out, quick=args.quick,
                            threads=args.threads, repeats=args.repeats,
                            log=(lambda text: None) if args.quiet else print)
@@ -458,7 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     fit = sub.add_parser("fit", parents=[quiet], help="train an imputer on a CSV and save it",
                          description="Reads a CSV with a header row (empty cells are "
-                         "missing), trains an imputer and saves it (torch.save, atomic).")
+                         "missing), trains an imputer and saves it (plain tensors and "
+                         "data, atomic).")
     fit.add_argument("data", help="input CSV")
     fit.add_argument("model_file", help="where the fitted imputer goes")
     fit.add_argument("--force", action="store_true", help="overwrite an existing model file")
@@ -502,8 +541,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "function (x, mask) -> imputed x of a fitted imputer (from "
                          "'notmiwae-fast fit') or of a saved MIWAE / NotMIWAE, in the data's "
                          "original units.")
-    exp.add_argument("model", help="a file written by 'notmiwae-fast fit' (or torch.save of "
-                     "a MIWAE / NotMIWAE)")
+    exp.add_argument("model", help="a file written by 'notmiwae-fast fit' (or by "
+                     "notmiwae_fast.export.save_model: a MIWAE / NotMIWAE)")
     exp.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript")
     exp.add_argument("--out", required=True, help="the file to write")
     exp.add_argument("--n-samples", type=int, default=1000, help="importance samples K")

@@ -39,6 +39,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from . import _io
+
 from . import utils
 from .missing import MISSING_PROCESSES, BaseMissingProcess
 from .models import MIWAE, NotMIWAE
@@ -46,7 +48,7 @@ from .networks import glorot_init_
 from ._progress import progress
 from .trainer import Trainer
 
-__all__ = ["NotMIWAEImputer", "MIWAEImputer"]
+__all__ = ["NotMIWAEImputer", "MIWAEImputer", "save_imputer", "load_imputer"]
 
 # Rows per step of the imputation progress bar.
 _IMPUTE_BLOCK = 1024
@@ -211,11 +213,7 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         x_std, mean, scale = self._standardize(arr.astype(np.float64), fit=True)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
-            model = self._model_class(
-                arr.shape[1], latent_dim=self.latent_dim, hidden_dim=self.hidden_dim,
-                n_samples=self.n_samples, out_dist=self.out_dist, ppca=self.ppca,
-                feature_names=[str(c) for c in columns] if columns is not None else None,
-                backend=self.backend, **self._model_kwargs())
+            model = self._new_model(arr.shape[1], columns)
             if self.weight_init == "glorot":
                 glorot_init_(model)
             model.set_standardization(mean, scale)
@@ -227,6 +225,14 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self._seed_ = seed
         self._after_fit()
         return self
+
+    def _new_model(self, n_features: int, columns: Optional[list]):
+        """The untrained torch model for ``n_features`` columns (named ``columns``)."""
+        return self._model_class(
+            n_features, latent_dim=self.latent_dim, hidden_dim=self.hidden_dim,
+            n_samples=self.n_samples, out_dist=self.out_dist, ppca=self.ppca,
+            feature_names=[str(c) for c in columns] if columns is not None else None,
+            backend=self.backend, **self._model_kwargs())
 
     def _fit_input(self, X) -> tuple[np.ndarray, Optional[list]]:
         """The checks of :meth:`fit` before any training: the parameters and X. Returns
@@ -434,3 +440,161 @@ class NotMIWAEImputer(_BaseIWImputer):
         with torch.no_grad():
             p = model.missing_model.missing_probability(x_t)
         return p.cpu().double().numpy()
+
+
+# -- files -------------------------------------------------------------------------------
+# A fitted imputer is saved as plain data: its parameters, fitted arrays (as tensors) and
+# the model's state dict. The file's one pickled callable is _imputer_from_state, which
+# rebuilds the imputer from that data: torch.load(weights_only=True) with it allowed
+# (load_imputer) never runs code named by the file, and torch.load(weights_only=False)
+# still gives the imputer.
+IMPUTER_FORMAT = "notmiwae_fast.imputer/1"
+_IMPUTERS = {"MIWAEImputer": MIWAEImputer, "NotMIWAEImputer": NotMIWAEImputer}
+
+
+def _plain_param(name: str, value):
+    """A parameter as plain data (None, bool, int, float, str, list of floats); ValueError
+    for what the plain format cannot hold."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, torch.device):
+        return str(value)
+    if name == "signs":
+        return [float(v) for v in np.asarray(value, dtype=np.float64).ravel()]
+    raise ValueError(f"the imputer's parameter {name!r} is a {type(value).__name__}, which "
+                     "a saved imputer cannot hold (only None, numbers, strings: e.g. an int "
+                     "random_state and a missing_process name)")
+
+
+def _imputer_state(imputer: _BaseIWImputer) -> dict:
+    """A fitted MIWAEImputer / NotMIWAEImputer as plain data (tensors on the CPU)."""
+    check_is_fitted(imputer)
+    name = type(imputer).__name__
+    if _IMPUTERS.get(name) is not type(imputer):
+        raise ValueError(f"save_imputer saves MIWAEImputer and NotMIWAEImputer; got {name}")
+    params = {k: _plain_param(k, v) for k, v in imputer.get_params(deep=False).items()}
+    names = getattr(imputer, "feature_names_in_", None)
+    return {"format": IMPUTER_FORMAT, "class": name, "params": params,
+            "model": {k: v.detach().cpu() for k, v in imputer.model_.state_dict().items()},
+            "mean": torch.from_numpy(np.array(imputer.mean_)),
+            "scale": torch.from_numpy(np.array(imputer.scale_)),
+            "loss_curve": torch.from_numpy(np.array(imputer.loss_curve_)),
+            "n_iter": int(imputer.n_iter_), "seed": int(imputer._seed_),
+            "n_features_in": int(imputer.n_features_in_),
+            "feature_names_in": None if names is None else [str(n) for n in names]}
+
+
+class _SavedImputer:
+    """What :func:`save_imputer` pickles: plain data that unpickles as
+    ``_imputer_from_state(state)``."""
+
+    def __init__(self, state: dict):
+        self.state = state
+
+    def __reduce__(self):
+        return _imputer_from_state, (self.state,)
+
+
+def _imputer_from_state(state) -> _BaseIWImputer:
+    """The fitted imputer that :func:`_imputer_state` described; FormatError (a
+    ValueError) when ``state`` is not such a description (wrong format, parameters,
+    shapes)."""
+    try:
+        return _build_imputer(state)
+    except _io.FormatError:
+        raise
+    except (ValueError, TypeError, RuntimeError) as err:  # from the constructors
+        raise _io.FormatError(" ".join(str(err).split())[:300]) from None
+
+
+def _build_imputer(state) -> _BaseIWImputer:
+    """The body of :func:`_imputer_from_state`."""
+    def bad(what: str) -> ValueError:
+        return _io.FormatError(what)
+
+    if not isinstance(state, dict) or state.get("format") != IMPUTER_FORMAT:
+        raise bad(f"the format is not {IMPUTER_FORMAT!r}")
+    cls = _IMPUTERS.get(state.get("class"))
+    if cls is None:
+        raise bad(f"unknown class {state.get('class')!r}")
+    params = state.get("params")
+    allowed = set(cls().get_params(deep=False))
+    if not isinstance(params, dict) or not set(params) <= allowed:
+        raise bad("the parameters are not those of " + cls.__name__)
+    for key, value in params.items():
+        if not (value is None or isinstance(value, (bool, int, float, str)) or (
+                key == "signs" and isinstance(value, list)
+                and all(isinstance(v, float) for v in value))):
+            raise bad(f"parameter {key!r} is a {type(value).__name__}")
+    imputer = cls(**params)
+    imputer._validate_params()
+    n_features, names = state.get("n_features_in"), state.get("feature_names_in")
+    if isinstance(n_features, bool) or not isinstance(n_features, int) or n_features < 1:
+        raise bad("'n_features_in' is not an int >= 1")
+    if names is not None and (not isinstance(names, list) or len(names) != n_features
+                              or not all(isinstance(n, str) for n in names)):
+        raise bad(f"'feature_names_in' is not a list of {n_features} names")
+    arrays = {}
+    for key, length in (("mean", n_features), ("scale", n_features), ("loss_curve", None)):
+        value = state.get(key)
+        if not torch.is_tensor(value) or value.dim() != 1 or (
+                length is not None and value.numel() != length):
+            raise bad(f"{key!r} is not a tensor of {length or 'one or more'} values")
+        arrays[key] = value.detach().cpu().numpy().copy()
+    for key in ("n_iter", "seed"):
+        if isinstance(state.get(key), bool) or not isinstance(state.get(key), int):
+            raise bad(f"{key!r} is not an int")
+    weights = state.get("model")
+    if not isinstance(weights, dict) or not all(
+            isinstance(k, str) and torch.is_tensor(v) for k, v in weights.items()):
+        raise bad("'model' is not a state dict")
+    with torch.random.fork_rng(devices=[]):  # the new model's initial weights: unused
+        model = imputer._new_model(n_features, names)
+    expected = model.state_dict()
+    expected.update({k: weights[k] for k in ("data_mean", "data_std") if k in weights})
+    if set(weights) != set(expected) or any(
+            weights[k].shape != expected[k].shape for k in expected):
+        raise bad("the model's state dict does not fit its parameters")
+    model.load_state_dict(weights)
+    model.eval()
+    imputer.model_ = model
+    imputer.mean_, imputer.scale_ = arrays["mean"], arrays["scale"]
+    imputer.loss_curve_ = arrays["loss_curve"]
+    imputer.n_iter_, imputer._seed_ = state["n_iter"], state["seed"]
+    imputer.n_features_in_ = n_features
+    if names is not None:
+        imputer.feature_names_in_ = np.asarray(names, dtype=object)
+    imputer._after_fit()
+    return imputer
+
+
+def save_imputer(imputer: _BaseIWImputer, path) -> None:
+    """Saves a fitted MIWAEImputer or NotMIWAEImputer to ``path`` (atomically) as plain
+    data that :func:`load_imputer` reads without unpickling objects (what
+    ``notmiwae-fast fit`` writes). Its parameters must be plain values (an int or None
+    ``random_state``, a missing-process name): ValueError otherwise."""
+    _io.save_atomic(_SavedImputer(_imputer_state(imputer)), path)
+
+
+def load_imputer(path, map_location="cpu") -> _BaseIWImputer:
+    """The imputer that :func:`save_imputer` (or ``notmiwae-fast fit``) wrote to
+    ``path``, its model on ``map_location``. The file is read with
+    ``torch.load(weights_only=True)``: it can hold nothing but tensors and plain data, so
+    loading it never runs code. ValueError naming the file when it is unreadable, holds
+    pickled objects (e.g. an imputer pickled by an older version) or no imputer."""
+    from pathlib import Path
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"model file {path} does not exist")
+    try:
+        imputer = _io.load_plain(path, "model file", map_location,
+                                 allowed=[_imputer_from_state])
+    except _io.FormatError as err:
+        raise ValueError(f"model file {path} does not hold a fitted imputer saved by "
+                         f"this package ({err})") from None
+    if not isinstance(imputer, _BaseIWImputer):
+        raise ValueError(f"model file {path} does not hold a fitted imputer")
+    return imputer
