@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from notmiwae_fast import images
+import notmiwae_fast.images._tiling  # noqa: F401  (monkeypatched below)
 
 PATCH = 8
 
@@ -289,9 +290,9 @@ def test_backend_defaults_to_the_models(monkeypatch):
     ref_model = images.image_model("notmiwae", channels=3, patch=PATCH, latent_dim=4,
                                    width=4, n_samples=2, backend="reference")
     calls = []
-    monkeypatch.setattr(images, "_impute_reference",
+    monkeypatch.setattr(images.impute, "_impute_reference",
                         lambda *args: calls.append("reference") or args[-1])
-    monkeypatch.setattr(images, "_impute_streaming",
+    monkeypatch.setattr(images.impute, "_impute_streaming",
                         lambda *args: calls.append("fused") or args[-1])
     images.impute_image(ref_model, photo(), progress=False)
     images.impute_image(ref_model, photo(), progress=False, backend="fused")
@@ -441,7 +442,7 @@ def test_fused_path_memory_does_not_grow_with_the_image(model, monkeypatch):
     reference path's float copy of the image alone is 4× the image."""
     import tracemalloc
 
-    monkeypatch.setattr(images, "_BAND_BYTES", 1)
+    monkeypatch.setattr(images._tiling, "_BAND_BYTES", 1)
 
     def peak(height, backend):
         rng = np.random.default_rng(8)

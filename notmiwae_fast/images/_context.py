@@ -1,0 +1,91 @@
+"""What a clipped-pixel model knows of a pixel besides its own values: its neighbourhood
+(without the pixel itself) at several scales, the image's statistics, and the clip level.
+
+The features of pixel (i, j), for an image whose lost values are replaced by the clip
+level c (the values a clipped photograph shows):
+
+* for each radius r of ``radii``: the mean of each channel over the (2r+1)² window
+  around the pixel, the pixel itself left out (C values), and the fraction of each
+  channel lost there (C values); windows are cut at the image's edges;
+* for each channel: the fraction of the image's values lost, and the mean and standard
+  deviation of its observed values (3C values);
+* the clip level c.
+
+So F = 2·C·len(radii) + 3·C + 1 (37 for RGB with four radii). Window sums come from an
+integral image of the band of rows in hand, read only at the pixels asked for.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+RADII = (1, 3, 9, 27)
+
+
+def n_features(channels: int, radii: Sequence[int] = RADII) -> int:
+    """F, the length of a pixel's feature vector."""
+    return 2 * channels * len(radii) + 3 * channels + 1
+
+
+def image_statistics(values: np.ndarray, lost: np.ndarray) -> np.ndarray:
+    """[3C] float64 sums for :func:`finish_statistics`: per channel the count of lost
+    values, the sum and the sum of squares of the observed ones, of a block of rows
+    (values [r, W, C] float, lost [r, W, C] bool). Sums of blocks add up."""
+    obs = np.where(lost, 0.0, values.astype(np.float64))
+    return np.concatenate([lost.sum(axis=(0, 1)), obs.sum(axis=(0, 1)),
+                           (obs * obs).sum(axis=(0, 1))]).astype(np.float64)
+
+
+def finish_statistics(sums: np.ndarray, n_pixels: int, clip_level: float) -> np.ndarray:
+    """The image's 3C statistics (fraction lost, mean and std of the observed values,
+    per channel) from the summed :func:`image_statistics` of all its rows."""
+    C = len(sums) // 3
+    n_lost, total, squares = sums[:C], sums[C:2 * C], sums[2 * C:]
+    n_obs = n_pixels - n_lost
+    mean = np.where(n_obs > 0, total / np.maximum(n_obs, 1), clip_level)
+    var = np.where(n_obs > 0, squares / np.maximum(n_obs, 1) - mean ** 2, 0.0)
+    return np.concatenate([n_lost / max(n_pixels, 1), mean, np.sqrt(np.maximum(var, 0.0))])
+
+
+def pixel_features(values: np.ndarray, lost: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                   stats: np.ndarray, clip_level: float,
+                   radii: Sequence[int] = RADII) -> np.ndarray:
+    """Features [N, F] float32 of the pixels (rows[n], cols[n]) of a band of an image.
+
+    Args:
+        values: [r, W, C] float values of the band's rows in [0, 1] (lost ones are
+            replaced by the clip level here); the band holds every row within
+            ``max(radii)`` of the pixels asked for that the image has.
+        lost: [r, W, C] bool, True where a value is lost.
+        rows, cols: [N] int pixel coordinates inside the band.
+        stats: [3C] the whole image's statistics (:func:`finish_statistics`).
+        clip_level: the clip level c.
+    """
+    R = max(radii)
+    r, W, C = values.shape
+    # channels: filled values (C), lost flags (C), 1 (counts the pixels inside the image)
+    a = np.empty((r + 2 * R + 1, W + 2 * R + 1, 2 * C + 1), dtype=np.float64)
+    a[:R + 1] = 0.0
+    a[R + 1 + r:] = 0.0
+    a[:, :R + 1] = 0.0
+    a[:, R + 1 + W:] = 0.0
+    inner = a[R + 1:R + 1 + r, R + 1:R + 1 + W]
+    inner[..., :C] = np.where(lost, clip_level, values)
+    inner[..., C:2 * C] = lost
+    inner[..., 2 * C] = 1.0
+    np.cumsum(a, axis=0, out=a)
+    np.cumsum(a, axis=1, out=a)  # a[i, j] = sum of the zero-padded image above-left of i, j
+    centre = a[rows + R + 1, cols + R + 1] - a[rows + R, cols + R + 1] \
+        - a[rows + R + 1, cols + R] + a[rows + R, cols + R]
+    out = np.empty((len(rows), n_features(C, radii)), dtype=np.float32)
+    for i, rad in enumerate(radii):
+        top, bottom = rows + R - rad, rows + R + rad + 1
+        left, right = cols + R - rad, cols + R + rad + 1
+        window = a[bottom, right] - a[top, right] - a[bottom, left] + a[top, left] - centre
+        count = np.maximum(window[:, 2 * C:], 1.0)
+        out[:, 2 * C * i:2 * C * (i + 1)] = window[:, :2 * C] / count
+    out[:, 2 * C * len(radii):-1] = stats
+    out[:, -1] = clip_level
+    return out
