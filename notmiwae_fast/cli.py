@@ -256,7 +256,7 @@ def _impute_model(args, df):
                      (f"missing columns {absent}" if absent else "")
             raise CLIError(f"header of {args.data} does not match the model's columns "
                            f"({detail or 'different order'}); expected {expected}")
-        imputer.set_params(verbose=not args.quiet)  # the pickled one was the fit's
+        imputer.set_params(verbose=not args.quiet)  # the saved one was the fit's
         if args.impute_samples is not None:
             imputer.set_params(n_impute_samples=args.impute_samples)
         return imputer

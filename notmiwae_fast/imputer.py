@@ -560,8 +560,7 @@ def _build_imputer(state) -> _BaseIWImputer:
             weights[k].shape != expected[k].shape for k in expected):
         raise bad("the model's state dict does not fit its parameters")
     model.load_state_dict(weights)
-    model.eval()
-    imputer.model_ = model
+    imputer.model_ = model.to(next(iter(weights.values())).device).eval()  # map_location
     imputer.mean_, imputer.scale_ = arrays["mean"], arrays["scale"]
     imputer.loss_curve_ = arrays["loss_curve"]
     imputer.n_iter_, imputer._seed_ = state["n_iter"], state["seed"]

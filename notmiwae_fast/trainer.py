@@ -393,7 +393,8 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """The training state; ``rng`` holds one random state per rank."""
+        """The training state, as tensors and plain data; ``rng`` holds one random state
+        per rank (NumPy's as a tuple with its key array as a tensor)."""
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "epoch": self.epoch, "global_step": self.global_step,
                 "best_loss": self.best_loss,
