@@ -10,12 +10,13 @@
 #   build  pip install --no-build-isolation -e . for this GPU's architecture -> build.log
 #   test   the whole test suite, CUDA tests included       -> tests.log, tests.xml
 #   bench  notmiwae-fast bench --suite all --device cuda   -> bench.json, bench.md, *.png
+#   images benchmarks/clipped_throughput.py --device cuda -> clipped_throughput_cuda.{json,md}
 # Knobs: TORCH_CUDA_ARCH_LIST (default: this GPU's), MAX_JOBS, PYTEST_ARGS, BENCH_ARGS.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 OUT_DIR="${1:-benchmarks/results/gpu-$(date +%Y%m%d)}"
-STAGES="${STAGES:-info build test bench}"
+STAGES="${STAGES:-info build test bench images}"
 mkdir -p "$OUT_DIR"
 status=0
 
@@ -77,5 +78,13 @@ if has bench; then
   "$PY" -m notmiwae_fast.cli bench --suite all --device cuda --out "$OUT_DIR" --force \
     ${BENCH_ARGS:-} > "$OUT_DIR/bench.log" 2>&1 || status=1
   tail -30 "$OUT_DIR/bench.log"
+fi
+
+if has images; then
+  # Clipped-pixel imputation on the GPU (library path; the photographs need scikit-image,
+  # scikit-learn and Pillow).
+  "$PY" benchmarks/clipped_throughput.py --device cuda --large-megapixels 0 \
+    --out "$OUT_DIR/clipped_throughput_cuda" > "$OUT_DIR/images.log" 2>&1 || status=1
+  tail -15 "$OUT_DIR/images.log"
 fi
 exit $status

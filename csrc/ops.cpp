@@ -115,4 +115,16 @@ TORCH_LIBRARY(notmiwae_fast, m) {
       "Tensor[] enc_weights, Tensor[] enc_biases, Tensor[] dec_weights, Tensor[] dec_biases, "
       "Tensor? W, Tensor? b, float min_scale) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor[])");
+
+  // --- clipped pixels (family "clipped") ------------------------------------------
+  // The imputation of the clipped-pixel model in one streaming pass over K shared draws
+  // (csrc/include/notmiwae_fast/clipped.h): x, lost [N, C]; context [N, H] (the decoder's
+  // context part, W_h h + b); mu, std [N, L] (the encoder's q(z)); eps [K, L]; w_latent
+  // [H, L]; w_out [2C, H]; b_out [2C]; clip, min_scale; censored: the clipping process
+  // in the weights and the imputation (not-MIWAE) or not (MIWAE). Returns [N, C]: x with
+  // its lost values imputed. Inference only: no gradient.
+  m.def(
+      "clipped_impute(Tensor x, Tensor lost, Tensor context, Tensor mu, Tensor std, "
+      "Tensor eps, Tensor w_latent, Tensor w_out, Tensor b_out, float clip, float min_scale, "
+      "bool censored) -> Tensor");
 }

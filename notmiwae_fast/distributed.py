@@ -287,7 +287,7 @@ def list_images(folder: Union[str, Path]) -> list[Path]:
 
 
 def impute_image_folder(model, in_dir: Union[str, Path], out_dir: Union[str, Path], *,
-                        clip_level: Optional[float] = 0.75, n_samples: int = 20,
+                        clip_level: Optional[float] = 0.75, n_samples: Optional[int] = None,
                         seed: int = 0, overwrite: bool = False, progress: bool = False,
                         **impute_kwargs) -> Optional[dict]:
     """Imputes the lost pixels of every image in ``in_dir``, split across the ranks.

@@ -36,6 +36,7 @@ __all__ = [
     "latent_terms",
     "gauss_bound",
     "gauss_bound_grads",
+    "clipped_impute",
 ]
 
 _warned_devices: set[str] = set()
@@ -315,6 +316,23 @@ def gauss_bound_grads(x: Tensor, mask: Tensor, eps_z: Tensor, eps_x: Optional[Te
 # --------------------------------------------------------------------------------------
 # Fake kernels: output shapes and dtypes, for torch.compile / torch.export / opcheck.
 # --------------------------------------------------------------------------------------
+def clipped_impute(x: Tensor, lost: Tensor, context: Tensor, mu: Tensor, std: Tensor,
+                   eps: Tensor, w_latent: Tensor, w_out: Tensor, b_out: Tensor, clip: float,
+                   min_scale: float, censored: bool = True) -> Tensor:
+    """The clipped-pixel model's imputation in one streaming pass over the K draws.
+
+    Shapes: x, lost [N, C] (lost bool); context [N, H]; mu, std [N, L]; eps [K, L];
+    w_latent [H, L]; w_out [2C, H]; b_out [2C]. Returns [N, C]. Inference only (no
+    gradient). See :func:`notmiwae_fast.reference.clipped_impute`.
+    """
+    if _use_kernels(x):
+        return torch.ops.notmiwae_fast.clipped_impute(x, lost, context, mu, std, eps, w_latent,
+                                                      w_out, b_out, float(clip),
+                                                      float(min_scale), bool(censored))
+    return reference.clipped_impute(x, lost, context, mu, std, eps, w_latent, w_out, b_out,
+                                    clip, min_scale, censored)
+
+
 def _register_fakes() -> None:
     def fake(name):
         return torch.library.register_fake(f"{_library.NAMESPACE}::{name}")
@@ -436,6 +454,13 @@ def _register_fakes() -> None:
         return (x.new_empty(x.shape), [w.new_empty(w.shape) for w in weights],
                 [w.new_empty(w.shape[:1]) for w in weights])
 
+
+    @fake("clipped_impute")
+    def _(x, lost, context, mu, std, eps, w_latent, w_out, b_out, clip, min_scale, censored):
+        if x.dim() != 2 or lost.shape != x.shape or lost.dtype != torch.bool:
+            raise ValueError("notmiwae_fast: arguments 'x' and 'lost' must be [N, C], "
+                             "'lost' bool")
+        return torch.empty_like(x)
 
     @fake("softplus_scale")
     def _(raw, min_scale):

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
 __all__ = [
     "observed_data",
     "iw_logmeanexp",
@@ -40,6 +42,7 @@ __all__ = [
     "latent_terms",
     "gauss_bound",
     "gauss_bound_grads",
+    "clipped_impute",
 ]
 
 
@@ -348,3 +351,66 @@ def observed_data(x: Tensor, s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     not_finite = (observed & ~torch.isfinite(x)).sum()
     return (torch.where(observed, x, torch.zeros((), dtype=x.dtype, device=x.device)),
             observed.to(x.dtype), torch.stack([not_01, not_finite]))
+
+
+# --------------------------------------------------------------------------------------
+# Clipped pixels: the censored normal y ~ N(loc, scale²), x = clip(y, 0, 1)
+# --------------------------------------------------------------------------------------
+def censored_normal_log_prob(x: Tensor, loc: Tensor, scale: Tensor) -> Tensor:
+    """Element-wise log-likelihood of observed values x in [0, 1]: the normal density,
+    or the mass at the edges (x ≤ 0: P(y ≤ 0); x ≥ 1: P(y ≥ 1))."""
+    t = (x - loc) / scale
+    density = -0.5 * t * t - torch.log(scale) - _HALF_LOG_2PI
+    density = torch.where(x <= 0, torch.special.log_ndtr(-loc / scale), density)
+    return torch.where(x >= 1, torch.special.log_ndtr((loc - 1) / scale), density)
+
+
+def clipped_mean(loc: Tensor, scale: Tensor, clip) -> Tensor:
+    """E[min(y, 1) | y ≥ clip] for y ~ N(loc, scale²), element-wise, in [clip, 1].
+
+    With a = (clip − loc)/s and b = (1 − loc)/s: loc + s·φ(a)/Φ(−a) (the mean above
+    clip) less s·(φ(b) − b·Φ(−b))/Φ(−a) (the part above 1); ratios in log space."""
+    a, b = (clip - loc) / scale, (1.0 - loc) / scale
+    log_tail = torch.special.log_ndtr(-a)
+    ratio_a = torch.exp(-0.5 * a * a - _HALF_LOG_2PI - log_tail)
+    ratio_b = torch.exp(-0.5 * b * b - _HALF_LOG_2PI - log_tail)
+    above = torch.exp(torch.special.log_ndtr(-b) - log_tail)
+    mean = loc + scale * (ratio_a - ratio_b + b * above)
+    clip = torch.as_tensor(clip, dtype=mean.dtype, device=mean.device)
+    return torch.minimum(torch.maximum(mean, clip), torch.ones_like(mean))
+
+
+def clipped_impute(x: Tensor, lost: Tensor, context: Tensor, mu: Tensor, std: Tensor,
+                   eps: Tensor, w_latent: Tensor, w_out: Tensor, b_out: Tensor, clip: float,
+                   min_scale: float, censored: bool) -> Tensor:
+    """The clipped-pixel model's imputation of N pixels of C channels.
+
+    Args:
+        x, lost: [N, C] values in [0, 1] and which are lost (bool).
+        context: [N, H] the decoder's context part (W_h h + b).
+        mu, std: [N, L] the encoder's q(z). eps: [K, L] draws shared by the pixels.
+        w_latent: [H, L]; w_out: [2C, H]; b_out: [2C] (the decoder's other weights).
+        clip: the clip level; min_scale: the decoder's scale floor.
+        censored: the clipping process in the weights and imputations (not-MIWAE), or
+            not (MIWAE: lost values ignored, imputed by the decoder's mean in [0, 1]).
+    Returns:
+        [N, C]: x with its lost values replaced by Σ_k w_k value_k (see
+        csrc/include/notmiwae_fast/clipped.h); a pixel whose weights all vanish gets clip.
+    """
+    z = mu + std * eps[:, None, :]  # [K, N, L]
+    hidden = torch.relu(context + z @ w_latent.T)  # [K, N, H]
+    loc, raw = (hidden @ w_out.T + b_out).chunk(2, -1)  # [K, N, C] each
+    scale = softplus_scale(raw, min_scale)
+    if censored:
+        lost_term = torch.special.log_ndtr((loc - clip) / scale)
+        values = clipped_mean(loc, scale, clip)
+    else:
+        lost_term = torch.zeros_like(loc)
+        values = loc.clamp(0.0, 1.0)
+    log_px = torch.where(lost, lost_term, censored_normal_log_prob(x, loc, scale)).sum(-1)
+    log_w = log_px + (0.5 * (eps * eps)[:, None, :] - 0.5 * z * z + torch.log(std)).sum(-1)
+    w = torch.softmax(log_w, 0).unsqueeze(-1)  # [K, N, 1]
+    imputed = torch.nansum(w * values, 0)
+    imputed = torch.where(torch.isnan(w).any(0), torch.full_like(imputed, clip), imputed)
+    return torch.where(lost, imputed, x)
+

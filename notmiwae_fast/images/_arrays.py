@@ -97,3 +97,13 @@ def _observed(values: np.ndarray, mask: Optional[np.ndarray],
         observed = observed[:, :, None] if observed.ndim == 2 else observed
     return observed & np.isfinite(values)
 
+
+
+def count_lost(colour: np.ndarray, clip_level: float, rows: int = 256) -> int:
+    """How many colour values ([H, W, C]) are lost: at or above the clip level, or not
+    finite; counted in bands of rows (no image-sized temporary)."""
+    total = 0
+    for r0 in range(0, colour.shape[0], rows):
+        band = colour[r0:r0 + rows]
+        total += int(band.size - np.count_nonzero(_below(band, clip_level) & np.isfinite(band)))
+    return total

@@ -32,14 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import _validate
+from .. import _validate, ops, reference
 from .._progress import progress_bar
 from ._context import RADII, finish_statistics, image_statistics, n_features, pixel_features
 
 __all__ = ["ClippedPixelModel", "train_clipped", "training_pixels", "KINDS"]
 
 KINDS = ("notmiwae", "miwae")
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 class ClippedPixelModel(nn.Module):
@@ -108,10 +107,7 @@ class ClippedPixelModel(nn.Module):
         mu, std = self._posterior(x, lost, h, clip)
         z = mu + std * eps
         loc, scale = self._decode(z, self.decoder_context(h))
-        t = (x - loc) / scale
-        log_obs = -0.5 * t * t - torch.log(scale) - _HALF_LOG_2PI
-        log_obs = torch.where(x <= 0, torch.special.log_ndtr(-loc / scale), log_obs)
-        log_obs = torch.where(x >= 1, torch.special.log_ndtr((loc - 1) / scale), log_obs)
+        log_obs = reference.censored_normal_log_prob(x, loc, scale)
         if self.kind == "notmiwae":
             log_lost = torch.special.log_ndtr((loc - clip) / scale)
         else:
@@ -130,29 +126,17 @@ class ClippedPixelModel(nn.Module):
         return -(torch.logsumexp(log_w, 0) - math.log(n_samples)).mean()
 
     @torch.no_grad()
-    def impute_pixels(self, x: Tensor, lost: Tensor, h: Tensor, clip: Tensor,
+    def impute_pixels(self, x: Tensor, lost: Tensor, h: Tensor, clip: float,
                       n_samples: int = 10) -> Tensor:
-        """[N, C]: x with its lost values imputed (observed ones as they are)."""
-        eps = torch.randn(n_samples, 1, self.latent_dim, dtype=x.dtype, device=x.device)
-        log_w, loc, scale = self.log_weights(x, lost, h, clip, eps)
-        w = torch.softmax(log_w, 0).unsqueeze(-1)
-        if self.kind == "notmiwae":
-            values = clipped_mean(loc, scale, clip)
-        else:
-            values = loc.clamp(0.0, 1.0)
-        return torch.where(lost, (w * values).sum(0), x)
-
-
-def clipped_mean(loc: Tensor, scale: Tensor, clip: Tensor) -> Tensor:
-    """E[min(y, 1) | y ≥ clip] for y ~ N(loc, scale²), elementwise; in [clip, 1]."""
-    a, b = (clip - loc) / scale, (1.0 - loc) / scale
-    tail = torch.special.ndtr(-a)  # P(y ≥ clip)
-    inside = (torch.special.ndtr(b) - torch.special.ndtr(a)).clamp_min(0.0)
-    density = (torch.exp(-0.5 * a * a) - torch.exp(-0.5 * b * b)) / math.sqrt(2 * math.pi)
-    mean = (loc * inside + scale * density + torch.special.ndtr(-b)) / tail
-    # P(y ≥ clip) underflows far below the clip level: the mean is then the clip level.
-    mean = torch.where(tail > 0, mean, clip.expand_as(mean))
-    return torch.minimum(torch.maximum(mean, clip.expand_as(mean)), torch.ones_like(mean))
+        """[N, C]: x with its lost values imputed (observed ones as they are), from K =
+        ``n_samples`` draws shared by the N pixels (the fused ``clipped_impute``)."""
+        clip_t = torch.full((len(x), 1), float(clip), dtype=x.dtype, device=x.device)
+        mu, std = self._posterior(x, lost, h, clip_t)
+        eps = torch.randn(n_samples, self.latent_dim, dtype=x.dtype, device=x.device)
+        return ops.clipped_impute(x, lost, self.decoder_context(h), mu, std, eps,
+                                  self.decoder_latent.weight, self.decoder_out.weight,
+                                  self.decoder_out.bias, float(clip), self.min_scale,
+                                  self.kind == "notmiwae")
 
 
 # --------------------------------------------------------------------------------------

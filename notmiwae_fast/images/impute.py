@@ -220,9 +220,8 @@ def _impute_pixelwise(model: ClippedPixelModel, image, mask, clip_level, n_sampl
             h = pixel_features(values, lost, rr, cc, stats, clip_level, model.radii)
             x = torch.as_tensor(values[rr, cc], dtype=dtype, device=device)
             s = torch.as_tensor(lost[rr, cc], device=device)
-            clip = torch.full((len(rr), 1), clip_level, dtype=dtype, device=device)
             imputed = model.impute_pixels(x, s, torch.as_tensor(h, dtype=dtype, device=device),
-                                          clip, n_samples).cpu().numpy()
+                                          clip_level, n_samples).cpu().numpy()
             imputed = _from_float(np.clip(imputed.astype(np.float64), floor, 1.0),
                                   colour.dtype)
             if floats:  # the clip level as the image's own dtype holds it

@@ -30,6 +30,7 @@ namespace math {
 using std::exp;
 using std::log;
 using std::log1p;
+using std::erfc;
 using std::tanh;
 #endif
 
@@ -311,6 +312,50 @@ NMF_HOST_DEVICE StudentTGrad<T> studentt_log_density_grad(T x, T loc, T scale, T
   const T r = (df + T(1)) / (df + z2);
   return StudentTGrad<T>{r * z * inv, (r * z2 - T(1)) * inv,
                          dlog_norm - T(0.5) * F::Log1p(z2 / df) + T(0.5) * r * z2 / df};
+}
+
+
+// ---------------------------------------------------------------------------
+// The censored normal of the clipped-pixel model: y ~ N(loc, scale²), x = clip(y, 0, 1).
+// ---------------------------------------------------------------------------
+
+// log Φ(t), accurate in both tails: log1p(−Φ(−t)) above 0, log Φ(t) from erfc down to
+// −20 in double (−8 in float, where erfc would underflow soon after), the asymptotic
+// series of the Mills ratio below (its first omitted term, 945/t¹⁰, is below 1e-12
+// relative there in double, 1e-6 in float).
+template <typename T>
+NMF_HOST_DEVICE T log_ndtr(T t) {
+  constexpr double kSqrtHalf = 0.70710678118654752440;
+  const T series_below = sizeof(T) >= 8 ? T(-20) : T(-8);
+  if (t > T(0)) return log1p(T(-0.5) * erfc(t * T(kSqrtHalf)));
+  if (t > series_below) return log(T(0.5) * erfc(-t * T(kSqrtHalf)));
+  const T r = T(1) / (t * t);
+  return T(-0.5) * t * t - log(-t) - T(kHalfLog2Pi) +
+         log1p(r * (T(-1) + r * (T(3) + r * (T(-15) + r * T(105)))));
+}
+
+// The log-likelihood of an observed value x ∈ [0, 1) of the censored normal: its density,
+// or the mass at the edges (x ≤ 0: P(y ≤ 0); x ≥ 1: P(y ≥ 1)).
+template <typename T>
+NMF_HOST_DEVICE T censored_normal_log_prob(T x, T loc, T scale) {
+  if (x <= T(0)) return log_ndtr(-loc / scale);
+  if (x >= T(1)) return log_ndtr((loc - T(1)) / scale);
+  const T z = (x - loc) / scale;
+  return T(-0.5) * z * z - log(scale) - T(kHalfLog2Pi);
+}
+
+// E[min(y, 1) | y ≥ c] for y ~ N(loc, scale²), c ≤ 1, in [c, 1]: with a = (c − loc)/s,
+// b = (1 − loc)/s, E[y | y ≥ c] = loc + s·φ(a)/Φ(−a), less E[(y − 1)⁺ | y ≥ c] =
+// s·(φ(b) − b·Φ(−b))/Φ(−a); every ratio taken in log space so neither tail underflows.
+template <typename T>
+NMF_HOST_DEVICE T clipped_mean(T loc, T scale, T c) {
+  const T a = (c - loc) / scale, b = (T(1) - loc) / scale;
+  const T log_tail = log_ndtr(-a);
+  const T ratio_a = exp(T(-0.5) * a * a - T(kHalfLog2Pi) - log_tail);
+  const T ratio_b = exp(T(-0.5) * b * b - T(kHalfLog2Pi) - log_tail);
+  const T above = exp(log_ndtr(-b) - log_tail);
+  const T mean = loc + scale * (ratio_a - ratio_b + b * above);
+  return mean < c ? c : (mean > T(1) ? T(1) : mean);
 }
 
 }  // namespace math

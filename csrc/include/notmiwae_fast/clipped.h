@@ -1,0 +1,151 @@
+// The clipped-pixel imputation (clipped_impute): the argument checks and the work of one
+// pixel, shared by the CPU loop and the CUDA kernel.
+//
+// Per pixel n, for each of K shared draws eps[k] (a streaming pass: nothing grows with K):
+//   z = mu[n] + std[n] ⊙ eps[k]
+//   hidden = relu(context[n] + w_latent · z)              [H]
+//   (loc, raw) = w_out · hidden + b_out;  scale = softplus(raw) + min_scale   [C] each
+//   log w_k = Σ_c (lost ? [censored] log Φ((loc − clip)/scale)
+//                       : censored_normal_log_prob(x, loc, scale))
+//             + log N(z; 0, I) − log N(z; mu, std)
+//   value_k = censored ? E[min(y, 1) | y ≥ clip] : clamp(loc, 0, 1)   (lost channels)
+// out[n, c] = Σ_k softmax(log w)_k value_k[c] where lost, x[n, c] elsewhere; a pixel
+// whose weights are all zero gets the clip level.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include "notmiwae_fast/checks.h"
+#include "notmiwae_fast/math.h"
+
+namespace notmiwae_fast {
+
+// Sizes the per-pixel scratch arrays hold (registers / stack on both backends).
+constexpr int64_t kClippedMaxChannels = 4;
+constexpr int64_t kClippedMaxLatent = 16;
+constexpr int64_t kClippedMaxHidden = 256;
+
+// x [N, C] floating, lost [N, C] bool, context [N, H], mu / std [N, L], eps [K, L],
+// w_latent [H, L], w_out [2C, H], b_out [2C]; one device and dtype (lost: bool).
+inline void check_clipped_impute(const at::Tensor& x, const at::Tensor& lost,
+                                 const at::Tensor& context, const at::Tensor& mu,
+                                 const at::Tensor& std, const at::Tensor& eps,
+                                 const at::Tensor& w_latent, const at::Tensor& w_out,
+                                 const at::Tensor& b_out, double clip, double min_scale) {
+  check_floating(x, "x");
+  check_dim(x, 2, "x", "[N, C]");
+  const int64_t N = x.size(0), C = x.size(1);
+  TORCH_CHECK_VALUE(C >= 1 && C <= kClippedMaxChannels, "notmiwae_fast: argument 'x' must "
+                    "have 1 to ", kClippedMaxChannels, " channels; got ", C);
+  TORCH_CHECK_TYPE(lost.scalar_type() == at::kBool, "notmiwae_fast: argument 'lost' must be "
+                   "a bool tensor; got ", lost.scalar_type());
+  TORCH_CHECK_VALUE(lost.device() == x.device(), "notmiwae_fast: argument 'lost' is on ",
+                    lost.device(), " but 'x' is on ", x.device());
+  TORCH_CHECK_VALUE(lost.sizes() == x.sizes(), "notmiwae_fast: argument 'lost' must have "
+                    "x's shape ", x.sizes(), "; got ", lost.sizes());
+  check_same_device_dtype(context, "context", x, "x");
+  check_dim(context, 2, "context", "[N, H]");
+  check_size(context, 0, N, "context", "[N, H] (N from x)");
+  const int64_t H = context.size(1);
+  TORCH_CHECK_VALUE(H >= 1 && H <= kClippedMaxHidden, "notmiwae_fast: argument 'context' "
+                    "must have 1 to ", kClippedMaxHidden, " columns; got ", H);
+  check_same_device_dtype(mu, "mu", x, "x");
+  check_dim(mu, 2, "mu", "[N, L]");
+  check_size(mu, 0, N, "mu", "[N, L] (N from x)");
+  const int64_t L = mu.size(1);
+  TORCH_CHECK_VALUE(L >= 1 && L <= kClippedMaxLatent, "notmiwae_fast: argument 'mu' must "
+                    "have 1 to ", kClippedMaxLatent, " columns; got ", L);
+  check_same_device_dtype(std, "std", x, "x");
+  TORCH_CHECK_VALUE(std.sizes() == mu.sizes(), "notmiwae_fast: argument 'std' must have "
+                    "mu's shape ", mu.sizes(), "; got ", std.sizes());
+  check_same_device_dtype(eps, "eps", x, "x");
+  check_dim(eps, 2, "eps", "[K, L]");
+  check_size(eps, 1, L, "eps", "[K, L] (L from mu)");
+  TORCH_CHECK_VALUE(eps.size(0) >= 1, "notmiwae_fast: argument 'eps' must hold K >= 1 draws");
+  check_same_device_dtype(w_latent, "w_latent", x, "x");
+  check_dim(w_latent, 2, "w_latent", "[H, L]");
+  check_size(w_latent, 0, H, "w_latent", "[H, L] (H from context)");
+  check_size(w_latent, 1, L, "w_latent", "[H, L] (L from mu)");
+  check_same_device_dtype(w_out, "w_out", x, "x");
+  check_dim(w_out, 2, "w_out", "[2C, H]");
+  check_size(w_out, 0, 2 * C, "w_out", "[2C, H] (C from x)");
+  check_size(w_out, 1, H, "w_out", "[2C, H] (H from context)");
+  check_same_device_dtype(b_out, "b_out", x, "x");
+  check_dim(b_out, 1, "b_out", "[2C]");
+  check_size(b_out, 0, 2 * C, "b_out", "[2C] (C from x)");
+  TORCH_CHECK_VALUE(clip > 0 && clip <= 1, "notmiwae_fast: argument 'clip' must be in (0, 1]; "
+                    "got ", clip);
+  TORCH_CHECK_VALUE(min_scale > 0, "notmiwae_fast: argument 'min_scale' must be positive; "
+                    "got ", min_scale);
+}
+
+namespace math {
+
+// One pixel of clipped_impute (see the top of this file), in the accumulation type T;
+// scalar_t is the storage type of the tensors.
+template <typename T, typename scalar_t>
+NMF_HOST_DEVICE void clipped_impute_pixel(int64_t C, int64_t L, int64_t H, int64_t K,
+                                          const scalar_t* x, const bool* lost,
+                                          const scalar_t* context, const scalar_t* mu,
+                                          const scalar_t* sd, const scalar_t* eps,
+                                          const scalar_t* w_latent, const scalar_t* w_out,
+                                          const scalar_t* b_out, T clip, T min_scale,
+                                          bool censored, scalar_t* out) {
+  T z[kClippedMaxLatent], hidden[kClippedMaxHidden], acc[kClippedMaxChannels];
+  T log_std_sum = 0;
+  for (int64_t l = 0; l < L; ++l) log_std_sum += log(static_cast<T>(sd[l]));
+  for (int64_t c = 0; c < C; ++c) acc[c] = 0;
+  T max_log_w = neg_inf<T>(), sum_w = 0;
+  for (int64_t k = 0; k < K; ++k) {
+    T log_w = log_std_sum;  // log N(z; 0, I) − log N(z; mu, std): the 2π terms cancel
+    for (int64_t l = 0; l < L; ++l) {
+      const T e = static_cast<T>(eps[k * L + l]);
+      z[l] = static_cast<T>(mu[l]) + static_cast<T>(sd[l]) * e;
+      log_w += T(0.5) * (e * e - z[l] * z[l]);
+    }
+    for (int64_t j = 0; j < H; ++j) {
+      T a = static_cast<T>(context[j]);
+      for (int64_t l = 0; l < L; ++l) a += static_cast<T>(w_latent[j * L + l]) * z[l];
+      hidden[j] = a > T(0) ? a : T(0);
+    }
+    T value[kClippedMaxChannels];
+    for (int64_t c = 0; c < C; ++c) {
+      T loc = static_cast<T>(b_out[c]), raw = static_cast<T>(b_out[C + c]);
+      const scalar_t* row_loc = w_out + c * H;
+      const scalar_t* row_raw = w_out + (C + c) * H;
+      for (int64_t j = 0; j < H; ++j) {
+        loc += static_cast<T>(row_loc[j]) * hidden[j];
+        raw += static_cast<T>(row_raw[j]) * hidden[j];
+      }
+      const T scale = softplus_scale(raw, min_scale);
+      if (lost[c]) {
+        if (censored) {
+          log_w += log_ndtr((loc - clip) / scale);
+          value[c] = clipped_mean(loc, scale, clip);
+        } else {
+          value[c] = loc < T(0) ? T(0) : (loc > T(1) ? T(1) : loc);
+        }
+      } else {
+        log_w += censored_normal_log_prob(static_cast<T>(x[c]), loc, scale);
+        value[c] = 0;
+      }
+    }
+    if (!(log_w > neg_inf<T>())) continue;  // a zero weight (or NaN) adds nothing
+    if (log_w > max_log_w) {
+      const T shrink = exp(max_log_w - log_w);  // 0 while the sum is empty
+      sum_w *= shrink;
+      for (int64_t c = 0; c < C; ++c) acc[c] *= shrink;
+      max_log_w = log_w;
+    }
+    const T w = exp(log_w - max_log_w);
+    sum_w += w;
+    for (int64_t c = 0; c < C; ++c) acc[c] += w * value[c];
+  }
+  for (int64_t c = 0; c < C; ++c) {
+    const T imputed = sum_w > T(0) ? acc[c] / sum_w : clip;
+    out[c] = lost[c] ? static_cast<scalar_t>(imputed) : x[c];
+  }
+}
+
+}  // namespace math
+}  // namespace notmiwae_fast
