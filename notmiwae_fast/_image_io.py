@@ -65,7 +65,7 @@ def read_image(path: Union[str, Path], metadata: bool = False):
     if not Path(path).is_file():
         raise FileNotFoundError(f"input image {path} does not exist")
     try:
-        with Image.open(path) as img:
+        with _any_size(Image), Image.open(path) as img:
             mode, info = img.mode, dict(img.info)
             refused = _refusal(mode, _sample_bits(img))
             if refused is None:
@@ -90,6 +90,32 @@ def read_image(path: Union[str, Path], metadata: bool = False):
     return array, {k: v for k, v in kept.items() if v}
 
 
+class _any_size:
+    """Lifts Pillow's decompression-bomb limit (and its warning) while an image is read:
+    the imputation streams in bounded memory whatever the size, and the files are the
+    user's own."""
+
+    def __init__(self, Image) -> None:
+        self.Image = Image
+
+    def __enter__(self) -> None:
+        import warnings
+
+        self.limit = self.Image.MAX_IMAGE_PIXELS
+        self.Image.MAX_IMAGE_PIXELS = None
+        self.warnings = warnings.catch_warnings()
+        self.warnings.__enter__()
+        warnings.simplefilter("ignore", self.Image.DecompressionBombWarning)
+
+    def __exit__(self, *exc) -> None:
+        self.Image.MAX_IMAGE_PIXELS = self.limit
+        self.warnings.__exit__(*exc)
+
+
+# Formats that would change observed values (a palette of 256 colours).
+_LOSSY_PALETTE_FORMATS = ("GIF",)
+
+
 def _output_format(path: Path) -> str:
     """The Pillow format that ``path``'s suffix names (PNG when it has none); a
     ValueError naming the output when Pillow cannot write it."""
@@ -100,6 +126,9 @@ def _output_format(path: Path) -> str:
     if fmt not in Image.SAVE:
         raise ValueError(f"output {path}: Pillow cannot write {path.suffix} images; use "
                          "a suffix such as .png, .jpg or .tif")
+    if fmt in _LOSSY_PALETTE_FORMATS:
+        raise ValueError(f"output {path}: {fmt} stores a palette of 256 colours and would "
+                         "change the observed values; use .png or .tif (lossless) or .jpg")
     return fmt
 
 

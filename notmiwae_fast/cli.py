@@ -10,7 +10,9 @@
     notmiwae-fast bench --suite all --out bench-results   # one report: JSON, Markdown, PNG
 
 Every error ends the command with exit status 2 and one line on stderr (set
-``NOTMIWAE_FAST_DEBUG=1`` for the traceback). No command overwrites its input file; an
+``NOTMIWAE_FAST_DEBUG=1`` for the traceback); every warning (e.g. a training that
+diverged, see :class:`notmiwae_fast.trainer.TrainingWarning`) is one line
+``notmiwae-fast COMMAND: warning: ...`` on stderr, --quiet or not. No command overwrites its input file; an
 existing output is refused unless ``--force``.
 
 ``fit``, ``impute`` and ``impute-image`` also run under ``torchrun`` (several processes,
@@ -28,6 +30,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import NoReturn, Optional, Sequence
 
@@ -58,25 +61,86 @@ def read_csv_exact(path, **kwargs):
         return pd.read_csv(path, **kwargs)
 
 
+def _check_csv_layout(path: Path) -> int:
+    """The number of data rows of the CSV ``path``, once its layout is known to be one
+    pandas reads as written: UTF-8 text, a header row of unique, non-empty names, and
+    every other row with the header's number of fields (blank and white lines are
+    skipped, as pandas skips them). pandas would rename duplicate or empty names ('a.1',
+    'Unnamed: 0') and pad a short row with missing values, which would then be imputed:
+    a CLIError naming the line instead."""
+    import csv
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            last_line = [""]  # the text of the line the reader read last
+
+            def lines():
+                for line in f:
+                    last_line[0] = line
+                    yield line
+            reader = csv.reader(lines())
+            header = next(reader, None)
+            if header is None:
+                raise CLIError(f"input file {path} is empty")
+            names = [name.strip() for name in header]
+            if not any(names):
+                raise CLIError(f"input file {path}: line 1, the header, has no column names")
+            for j, name in enumerate(names):
+                if not name:
+                    raise CLIError(f"input file {path}: column {j + 1} of the header "
+                                   "(line 1) has no name; every column needs one")
+                if name in names[:j]:
+                    raise CLIError(f"input file {path}: the header (line 1) names column "
+                                   f"{name!r} twice (columns {names.index(name) + 1} and "
+                                   f"{j + 1}); column names must be unique")
+            rows = 0
+            for row in reader:
+                if not row or (len(row) == 1 and not row[0].strip()
+                               and '"' not in last_line[0]):
+                    continue  # a blank or white line ('""' is a row of one empty field)
+                if len(row) != len(header):
+                    raise CLIError(f"input file {path}: line {reader.line_num} has "
+                                   f"{len(row)} field(s), the header {len(header)}")
+                rows += 1
+    except UnicodeDecodeError as err:
+        raise CLIError(f"input file {path} is not UTF-8 text (byte {err.start} cannot be "
+                       "decoded)") from None
+    except csv.Error as err:
+        raise CLIError(f"input file {path} is not a valid CSV: line {reader.line_num}: "
+                       f"{err}") from None
+    return rows
+
+
 def _read_csv(path: str):
-    """A numeric DataFrame from a CSV with a header row (empty cells become NaN)."""
+    """A numeric DataFrame from a CSV with a header row (empty cells become NaN).
+
+    The layout is checked first (:func:`_check_csv_layout`). Columns of whole numbers
+    with empty cells come back as pandas' nullable Int64 (so their imputations are
+    rounded and written as integers), True / False columns as nullable booleans, other
+    number columns as float64. Every failure is a CLIError naming the file."""
     import pandas as pd
     p = Path(path)
     if not p.is_file():
         raise CLIError(f"input file {path} does not exist")
+    rows = _check_csv_layout(p)
     try:
-        df = read_csv_exact(p)
+        df = read_csv_exact(p, dtype_backend="numpy_nullable")
     except pd.errors.EmptyDataError:
         raise CLIError(f"input file {path} is empty") from None
-    except pd.errors.ParserError as err:
-        raise CLIError(f"input file {path} is not a valid CSV: "
-                       f"{str(err).splitlines()[0]}") from None
+    except (pd.errors.ParserError, ValueError, OverflowError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CLIError(f"input file {path} is not a valid CSV: {first}") from None
     if df.shape[0] == 0:
         raise CLIError(f"input file {path} has a header but no data rows")
-    from pandas.api.types import is_numeric_dtype
+    if df.shape[0] != rows:  # a layout the two readers see differently (quotes, ...)
+        raise CLIError(f"input file {path} is not a valid CSV: {rows} data rows by its "
+                       f"lines, {df.shape[0]} as a table (check its quotes)")
+    from pandas.api.types import is_bool_dtype, is_float_dtype, is_numeric_dtype
     for name in df.columns:
-        if not is_numeric_dtype(df[name].dtype):
+        dtype = df[name].dtype
+        if not (is_numeric_dtype(dtype) or is_bool_dtype(dtype)):
             raise CLIError(f"input file {path}: column {name!r} is not numeric")
+        if is_float_dtype(dtype):  # Float64 (nullable) -> float64 with NaN
+            df[name] = df[name].to_numpy(dtype=np.float64, na_value=np.nan)
     return df
 
 
@@ -143,12 +207,14 @@ def _read_model_file(path: str):
     return obj
 
 
-def _load_model(path: str):
+def _load_model(path: str, device: Optional[str] = None):
+    """The fitted imputer in ``path``, set to impute on ``device`` (--device; default
+    the CPU)."""
     from .imputer import _BaseIWImputer
     imputer = _read_model_file(path)
     if not isinstance(imputer, _BaseIWImputer):
         raise CLIError(f"model file {path} does not hold a fitted imputer")
-    imputer.set_params(device="cpu")
+    imputer.set_params(device=device or "cpu")
     return imputer
 
 
@@ -170,7 +236,38 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help=f"importance samples per row when imputing (default "
                    f"{IMPUTE_SAMPLES}; with --model: the model's; the paper: 10000)")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    g.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present "
+                   "when fitting, the CPU with --model); an error when cuda is asked for "
+                   "and there is no GPU")
+
+
+# The imputer's parameters and the options that set them (for its error messages).
+_OPTION_OF_PARAMETER = {"max_iter": "--max-iter", "hidden_dim": "--hidden-dim",
+                        "latent_dim": "--latent-dim", "batch_size": "--batch-size",
+                        "lr": "--lr", "n_impute_samples": "--impute-samples",
+                        "random_state": "--seed", "device": "--device",
+                        "missing_process": "--missing-process"}
+
+
+def _checked_imputer(imputer, df, path: str) -> None:
+    """imputer._fit_input(df) (the parameters and the data checked), with an error about
+    a parameter reworded to name the command's option (--seed, not 'random_state') and
+    one about the data to name the input file ``path``."""
+    import re
+    try:
+        imputer._fit_input(df)
+    except ValueError as err:
+        message = " ".join(str(err).split())
+        prefix = "argument 'X': "
+        if message.startswith(prefix):
+            raise CLIError(f"input file {path}: {message[len(prefix):]}") from None
+        for name, option in _OPTION_OF_PARAMETER.items():
+            if re.search(rf"(The|argument) '{name}'( parameter of \w+)?", message):
+                message = re.sub(rf"(The|argument) '{name}'( parameter of \w+)?", option,
+                                 message, count=1)
+                raise CLIError(message[0].upper() + message[1:] if message[0] != "-"
+                               else message) from None
+        raise
 
 
 def _new_imputer(args):
@@ -197,7 +294,7 @@ def cmd_fit(args) -> int:
             else None
         df = _read_csv(args.data)
         imputer = _new_imputer(args)
-        imputer._fit_input(df)
+        _checked_imputer(imputer, df, args.data)
     imputer.fit(df)  # under torchrun: data-parallel on every rank, the same model on all
     with _all_ranks("saving the model"):
         if _is_main():
@@ -246,7 +343,7 @@ def _impute_model(args, df):
     """The imputer ``impute`` uses: the one in --model (its columns checked against the
     CSV's header), or a new one (unfitted; its parameters and the data checked)."""
     if args.model is not None:
-        imputer = _load_model(args.model)
+        imputer = _load_model(args.model, args.device)
         expected = [str(c) for c in getattr(imputer, "feature_names_in_", [])]
         if expected and list(map(str, df.columns)) != expected:
             extra = [c for c in df.columns if str(c) not in expected]
@@ -261,7 +358,7 @@ def _impute_model(args, df):
             imputer.set_params(n_impute_samples=args.impute_samples)
         return imputer
     imputer = _new_imputer(args)
-    imputer._fit_input(df)
+    _checked_imputer(imputer, df, args.data)
     return imputer
 
 
@@ -401,21 +498,33 @@ def cmd_impute_image(args) -> int:
         return _impute_image_folder(args)
     with _all_ranks("imputing the image"):
         if _is_main():  # one image: rank 0 does it, the others wait
-            out = _check_output(args.output, [args.image, args.model], args.force)
+            out = _check_output(args.output, [args.image] + ([args.model] if args.model
+                                                            else []), args.force)
             image, metadata = _read_image(args.image)
             _check_image_output(out, image)
-            model = images.load_image_model(args.model)
+            colour = images._colour(image, images._colour_channels(image))  # without alpha
+            model = _image_model(args, colour.shape[2])
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(args.seed)
                 result = images.impute_image(model, image, clip_level=args.clip_level,
                                              n_samples=args.n_samples,
                                              progress=not args.quiet)
             _write_image(out, result, metadata)
+            lost = images.count_lost(colour, args.clip_level)
     if _is_main():
-        colour = images._colour(image, images._colour_channels(image))  # without alpha
-        lost = int((images.clip_mask(colour, args.clip_level) == 0).sum())
         _say(args, f"imputed {lost} values at or above {args.clip_level}; wrote {out}")
     return 0
+
+
+def _image_model(args, channels: int = 3):
+    """--model, or the bundled model for the image's colour channels (grey or RGB)."""
+    from . import images
+    if args.model is not None:
+        return images.load_image_model(args.model)
+    if channels not in (1, 3):
+        raise CLIError(f"{args.image} has {channels} colour channels; the bundled models "
+                       "are for grey (1) and RGB (3) images")
+    return images.load_image_model(channels=channels)
 
 
 def _impute_image_folder(args) -> int:
@@ -429,7 +538,7 @@ def _impute_image_folder(args) -> int:
         if out_dir.exists() and out_dir.resolve() == in_dir.resolve():
             raise CLIError(f"output {out_dir} is the input folder; input images are never "
                            "overwritten")
-        model = images.load_image_model(args.model)
+        model = _image_model(args, args.channels)
     manifest = distributed.impute_image_folder(
         model, in_dir, out_dir, clip_level=args.clip_level, n_samples=args.n_samples,
         seed=args.seed, overwrite=args.force, progress=not args.quiet)
@@ -445,21 +554,59 @@ def _impute_image_folder(args) -> int:
 def cmd_train_image(args) -> int:
     import torch
     from . import images
+    bad = [c for c in args.clip_levels if not 0 < c <= 1]
+    if bad:
+        raise CLIError(f"--clip-levels must be in (0, 1]; got {bad[0]}")
+    if any(g <= 0 for g in args.gains):
+        raise CLIError(f"--gains must be positive; got {min(args.gains)}")
     out = _check_output(args.model_file, [], args.force)
-    photos = images.bundled_photographs()
+    if args.photos:
+        photos = {}
+        for path in _photo_files(args.photos):
+            pixels = _read_image(str(path))[0]
+            colour = images.as_float_image(pixels)[0]
+            if colour.shape[2] != args.channels:
+                colour = (colour @ np.array([0.299, 0.587, 0.114], np.float32))[..., None] \
+                    if args.channels == 1 and colour.shape[2] == 3 else colour
+            if colour.shape[2] != args.channels:
+                raise CLIError(f"photograph {path} has {colour.shape[2]} colour channel(s); "
+                               f"--channels is {args.channels}")
+            photos[str(path)] = colour
+    else:
+        photos = images.bundled_photographs()
+        if args.channels == 1:
+            photos = {k: (v @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+                      for k, v in photos.items()}
     torch.manual_seed(args.seed)
-    model = images.image_model(args.kind, patch=args.patch, width=args.width,
-                               latent_dim=args.latent_dim, n_samples=args.n_samples,
-                               out_dist=args.out_dist)
-    patches = images.photo_patches(list(photos.values()), args.patch, args.patches,
-                                   seed=args.seed)
-    losses = images.train_on_patches(model, patches, clip_level=args.clip_level,
-                                     steps=args.steps, batch_size=args.batch_size,
-                                     progress=not args.quiet)
+    pixels = images.training_pixels(list(photos.values()), args.clip_levels, args.gains,
+                                    per_image=args.per_image, seed=args.seed)
+    model = images.ClippedPixelModel(args.channels, kind=args.kind,
+                                     latent_dim=args.latent_dim)
+    losses = images.train_clipped(model, pixels, steps=args.steps, batch_size=args.batch_size,
+                                  n_samples=args.n_samples, complete=args.complete,
+                                  progress=not args.quiet)
     images.save_image_model(model, out)
-    _say(args, f"trained {args.kind} on {len(photos)} bundled photographs "
-               f"({args.steps} steps, final loss {np.mean(losses[-50:]):.1f}); saved to {out}")
+    data = "complete photographs" if args.complete else "clipped photographs only"
+    _say(args, f"trained {args.kind} on {len(photos)} photographs ({data}, {args.steps} "
+               f"steps, final loss {np.mean(losses[-50:]):.3f}); saved to {out}")
     return 0
+
+
+def _photo_files(paths: Sequence[str]) -> list:
+    """The image files named, and those directly inside the folders named."""
+    from ._image_io import IMAGE_SUFFIXES
+    files = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise CLIError(f"--photos: {path} does not exist")
+    if not files:
+        raise CLIError("--photos: no image file found")
+    return files
 
 
 # -- the parser ----------------------------------------------------------------------------
@@ -555,7 +702,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ii = sub.add_parser("impute-image", parents=[quiet], help="impute the clipped pixels of "
                         "an image or of every image in a folder", description="Values at "
-                        "or above --clip-level are taken as lost and imputed tile by tile. "
+                        "or above --clip-level are taken as lost and imputed, each at or "
+                        "above the clip level, by the bundled not-MIWAE model for grey or "
+                        "RGB images (or --model). "
                         "PNG, JPEG, TIFF or BMP: 8-bit grey or RGB, 16-bit grey, an alpha "
                         "channel kept as it is; palette, 1-bit, CMYK, YCbCr, LAB and HSV "
                         "images are converted to RGB or grey; 16-bit colour is refused. "
@@ -568,9 +717,13 @@ def build_parser() -> argparse.ArgumentParser:
     ii.add_argument("image", help="input image or folder of images (never overwritten)")
     ii.add_argument("output", help="output image, or output folder for an input folder")
     ii.add_argument("--model", default=None, help="an image model from 'notmiwae-fast "
-                    "train-image' (default: the bundled RGB not-MIWAE model)")
+                    "train-image' (default: the bundled not-MIWAE model for the image's "
+                    "colour channels, grey or RGB)")
     ii.add_argument("--clip-level", type=float, default=0.75)
-    ii.add_argument("--n-samples", type=int, default=100, help="importance samples per tile")
+    ii.add_argument("--n-samples", type=_positive_int, default=None,
+                    help="importance samples K (default: 10, or 20 for a tile model)")
+    ii.add_argument("--channels", type=int, choices=[1, 3], default=3,
+                    help="a folder's colour channels, choosing the bundled model (default 3)")
     ii.add_argument("--seed", type=int, default=0, help="torch seed (image i of a folder: "
                     "seed + i, whatever the number of processes)")
     ii.add_argument("--threads", type=int, default=None, help="torch CPU threads per "
@@ -580,22 +733,31 @@ def build_parser() -> argparse.ArgumentParser:
                     "image(s)")
     ii.set_defaults(func=cmd_impute_image)
 
-    ti = sub.add_parser("train-image", parents=[quiet], help="train an image model on the "
-                        "photographs scikit-image ships", description="Cuts patches from "
-                        "scikit-image's bundled photographs (no download), removes the "
-                        "values at or above --clip-level and trains a convolutional model.")
+    ti = sub.add_parser("train-image", parents=[quiet], help="train a clipped-pixel model",
+                        description="Trains a not-MIWAE (or MIWAE) clipped-pixel model on "
+                        "photographs (--photos, or those the bundled models learnt from), "
+                        "brightened by each --gains factor and clipped at each "
+                        "--clip-levels level. By default it learns from the clipped values "
+                        "alone (the not-MIWAE setting); --complete also learns from the true "
+                        "values of the lost ones, for photographs that are not clipped.")
     ti.add_argument("model_file", help="where the model goes")
+    ti.add_argument("--photos", nargs="+", default=None, help="image files or folders "
+                    "(default: the bundled training photographs; needs scikit-image)")
+    ti.add_argument("--complete", action="store_true", help="the photographs are complete: "
+                    "learn from the true values of the values lost to clipping too")
     ti.add_argument("--kind", choices=["notmiwae", "miwae"], default="notmiwae")
-    ti.add_argument("--steps", type=int, default=3000)
-    ti.add_argument("--patches", type=int, default=40_000)
-    ti.add_argument("--patch", type=_positive_int, default=16,
-                    help="patch side (a multiple of 4)")
-    ti.add_argument("--width", type=_positive_int, default=16)
-    ti.add_argument("--latent-dim", type=_positive_int, default=16)
-    ti.add_argument("--n-samples", type=int, default=10, help="importance samples K")
-    ti.add_argument("--batch-size", type=int, default=64)
-    ti.add_argument("--out-dist", choices=["bern", "gauss"], default="bern")
-    ti.add_argument("--clip-level", type=float, default=0.75)
+    ti.add_argument("--channels", type=int, choices=[1, 3], default=3,
+                    help="1: grey (colour photographs are converted), 3: RGB")
+    ti.add_argument("--steps", type=_positive_int, default=4000)
+    ti.add_argument("--batch-size", type=_positive_int, default=1024, help="pixels per step")
+    ti.add_argument("--n-samples", type=_positive_int, default=8, help="importance samples K")
+    ti.add_argument("--latent-dim", type=_positive_int, default=2)
+    ti.add_argument("--per-image", type=_positive_int, default=40_000,
+                    help="training pixels per photograph, gain and clip level")
+    ti.add_argument("--clip-levels", type=float, nargs="+",
+                    default=[0.6, 0.7, 0.75, 0.8, 0.9])
+    ti.add_argument("--gains", type=float, nargs="+", default=[1.0, 1.3, 1.7],
+                    help="brightness factors (values above 1 saturate, as over-exposure)")
     ti.add_argument("--seed", type=int, default=0)
     ti.add_argument("--threads", type=int, default=2)
     ti.add_argument("--force", action="store_true", help="overwrite an existing model file")
@@ -614,15 +776,47 @@ def _positive_int(text: str) -> int:
     return value
 
 
+# The largest --seed of fit, impute and demo (NumPy's seeds are 32-bit).
+MAX_SEED = 2**32 - 1
+
+
 def _positive(args) -> None:
     for name in ("max_iter", "impute_samples", "repeats", "threads", "batch", "features",
-                 "impute_rows", "batch_size", "hidden_dim", "n_samples", "steps", "patches"):
+                 "impute_rows", "batch_size", "hidden_dim", "latent_dim", "n_samples",
+                 "steps", "patches"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise CLIError(f"--{name.replace('_', '-')} must be >= 1; got {value}")
+    if args.command in ("fit", "impute", "demo"):
+        if not 0 <= args.seed <= MAX_SEED:
+            raise CLIError(f"--seed must be in [0, {MAX_SEED}]; got {args.seed}")
+    lr = getattr(args, "lr", None)
+    if lr is not None and not (np.isfinite(lr) and lr > 0):
+        raise CLIError(f"--lr must be a finite number > 0; got {lr}")
     clip = getattr(args, "clip_level", None)
     if clip is not None and not 0 < clip <= 1:
         raise CLIError(f"--clip-level must be in (0, 1]; got {clip}")
+    if args.command in ("fit", "impute"):
+        _check_device(args.device)
+
+
+def _check_device(device: Optional[str]) -> None:
+    """CLIError naming --device when ``device`` is not a device or a CUDA device this
+    machine lacks (None: the default, always fine)."""
+    if device is None:
+        return
+    import torch
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise CLIError(f"--device {device!r} is not a device (cpu, cuda, cuda:1, ...)") \
+            from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise CLIError(f"--device {device}: no CUDA GPU is available here")
+        if parsed.index is not None and parsed.index >= count:
+            raise CLIError(f"--device {device}: this machine has {count} CUDA GPU(s)")
 
 
 # Commands that run under torchrun (the others run as they would in one process).
@@ -671,6 +865,17 @@ def _report(args, err: Exception) -> int:
     return 2
 
 
+def _warning_printer(args):
+    """A ``warnings.showwarning`` that prints a warning as one line on stderr, on rank
+    0 only (every rank trains alike): ``notmiwae-fast COMMAND: warning: message``."""
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if _is_main():
+            text = " ".join(str(message).split())
+            print(f"notmiwae-fast {args.command}: warning: {text}", file=sys.stderr,
+                  flush=True)
+    return show
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the command line; returns the exit status (0 ok, 2 error)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -688,7 +893,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         _positive(args)
         started = _start_distributed(args)
-        status = args.func(args)
+        with warnings.catch_warnings():  # restores showwarning after the command
+            warnings.showwarning = _warning_printer(args)
+            status = args.func(args)
         succeeded = True
         return status
     except KeyboardInterrupt:

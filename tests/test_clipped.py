@@ -59,18 +59,30 @@ def test_matches_reference(shape, censored, dtype, device):
 
 
 @needs_library
-@pytest.mark.parametrize("spread", [8.0, 40.0])
-def test_extreme_decoders_stay_finite_and_bounded(spread):
-    """Decoder outputs far beyond the clip level or far below it (log Φ deep in its tail,
-    weights of very different sizes): the kernel matches the reference and stays in
-    [clip, 1]."""
-    args = make_inputs(300, 3, 2, 16, 10, spread=spread)
+def test_extreme_decoders_stay_finite_and_bounded():
+    """Decoder outputs far beyond the clip level or far below it (log Φ deep in its
+    tail, weights of very different sizes): the kernel matches the reference and stays
+    in [clip, 1]."""
+    args = make_inputs(300, 3, 2, 16, 10, spread=8.0)
     out = OPS.clipped_impute(*args, True)
-    ref = reference.clipped_impute(*args, True)
-    assert torch.isfinite(out).all()
-    torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(out, reference.clipped_impute(*args, True), rtol=1e-6, atol=1e-6)
     lost = args[1]
-    assert (out[lost] >= 0.75).all() and (out[lost] <= 1).all()
+    assert torch.isfinite(out).all() and (out[lost] >= 0.75).all() and (out[lost] <= 1).all()
+
+
+@needs_library
+def test_far_below_the_clip_level_the_mean_is_the_clip_level():
+    """loc ≈ −1000 with scale 0.01: E[y | y ≥ c] = c + O(scale / a), a ≈ 1e5. (The
+    reference loses digits there: log Φ and a²/2 of that size cancel with rounding; the
+    kernel's series branch cancels them exactly.)"""
+    x, lost, ctx, mu, std, eps, w_latent, w_out, b_out, clip, min_scale = make_inputs(
+        50, 3, 2, 16, 10)
+    lost = torch.ones_like(lost)
+    b_out = torch.tensor([-1000.0] * 3 + [-50.0] * 3, dtype=torch.float64)
+    w_out = torch.zeros_like(w_out)
+    out = OPS.clipped_impute(x, lost, ctx, mu, std, eps, w_latent, w_out, b_out, clip,
+                             min_scale, True)
+    torch.testing.assert_close(out, torch.full_like(out, clip), rtol=0, atol=1e-9)
 
 
 @needs_library
@@ -279,3 +291,36 @@ def test_training_on_complete_data_uses_the_true_values():
         torch.manual_seed(1)
         b = m.loss(x2, lost, h, clip, 4, censor)
         assert bool(a != b) == should_differ
+
+
+def test_gif_output_is_refused_before_imputing(tmp_path, capsys):
+    PIL = pytest.importorskip("PIL.Image")
+    from notmiwae_fast.cli import main
+
+    PIL.fromarray((photo() * 255).astype(np.uint8)).save(tmp_path / "in.png")
+    assert main(["impute-image", str(tmp_path / "in.png"), str(tmp_path / "out.gif")]) == 2
+    err = capsys.readouterr().err
+    assert "palette of 256 colours" in err and err.count("\n") == 1
+    assert not (tmp_path / "out.gif").exists()
+
+
+def test_images_beyond_pillows_limit_are_read_without_noise(tmp_path, monkeypatch, recwarn):
+    """Pillow refuses images above MAX_IMAGE_PIXELS (a decompression-bomb guard) and warns
+    above half of it; impute-image reads any size, silently, and leaves the limit as it
+    was."""
+    PIL = pytest.importorskip("PIL.Image")
+    from notmiwae_fast._image_io import read_image
+
+    PIL.fromarray((photo(60, 80) * 255).astype(np.uint8)).save(tmp_path / "big.png")
+    monkeypatch.setattr(PIL, "MAX_IMAGE_PIXELS", 1000)  # 4800 pixels: a "bomb" here
+    assert read_image(tmp_path / "big.png").shape == (60, 80, 3)
+    assert PIL.MAX_IMAGE_PIXELS == 1000
+    assert not [w for w in recwarn if "DecompressionBomb" in type(w.message).__name__]
+
+
+def test_the_lost_count_is_banded():
+    img = (photo(600, 90) * 255).astype(np.uint8)
+    assert images.count_lost(img, 0.75, rows=7) == int((img / 255 >= 0.75).sum())
+    flt = photo(50, 40)
+    flt[3, 4, 1] = np.nan
+    assert images.count_lost(flt, 0.75) == int((flt >= 0.75).sum()) + 1

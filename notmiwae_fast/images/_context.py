@@ -49,6 +49,49 @@ def finish_statistics(sums: np.ndarray, n_pixels: int, clip_level: float) -> np.
     return np.concatenate([n_lost / max(n_pixels, 1), mean, np.sqrt(np.maximum(var, 0.0))])
 
 
+def band_integral(values: np.ndarray, lost: np.ndarray, clip_level: float,
+                  radius: int) -> np.ndarray:
+    """The integral image of a band of rows, padded by ``radius`` + 1 zeros on each side:
+    [r + 2R + 1, W + 2R + 1, 2C + 1] float64, channels: the values with lost ones set to
+    the clip level (C), the lost flags (C), 1 (counts the pixels inside the image).
+
+    Args:
+        values: [r, W, C] float values of the band's rows in [0, 1].
+        lost: [r, W, C] bool, True where a value is lost.
+    """
+    R = radius
+    r, W, C = values.shape
+    a = np.zeros((r + 2 * R + 1, W + 2 * R + 1, 2 * C + 1), dtype=np.float64)
+    inner = a[R + 1:R + 1 + r, R + 1:R + 1 + W]
+    inner[..., :C] = np.where(lost, clip_level, values)
+    inner[..., C:2 * C] = lost
+    inner[..., 2 * C] = 1.0
+    np.cumsum(a, axis=0, out=a)
+    np.cumsum(a, axis=1, out=a)  # a[i, j] = sum of the zero-padded band above-left of i, j
+    return a
+
+
+def features_at(integral: np.ndarray, rows: np.ndarray, cols: np.ndarray, stats: np.ndarray,
+                clip_level: float, radii: Sequence[int] = RADII) -> np.ndarray:
+    """Features [N, F] float32 of the pixels (rows[n], cols[n]) of a band, from its
+    :func:`band_integral` (made with ``max(radii)``) and the image's statistics."""
+    R = max(radii)
+    C = (integral.shape[2] - 1) // 2
+    centre = integral[rows + R + 1, cols + R + 1] - integral[rows + R, cols + R + 1] \
+        - integral[rows + R + 1, cols + R] + integral[rows + R, cols + R]
+    out = np.empty((len(rows), n_features(C, radii)), dtype=np.float32)
+    for i, rad in enumerate(radii):
+        top, bottom = rows + R - rad, rows + R + rad + 1
+        left, right = cols + R - rad, cols + R + rad + 1
+        window = integral[bottom, right] - integral[top, right] - integral[bottom, left] \
+            + integral[top, left] - centre
+        count = np.maximum(window[:, 2 * C:], 1.0)
+        out[:, 2 * C * i:2 * C * (i + 1)] = window[:, :2 * C] / count
+    out[:, 2 * C * len(radii):-1] = stats
+    out[:, -1] = clip_level
+    return out
+
+
 def pixel_features(values: np.ndarray, lost: np.ndarray, rows: np.ndarray, cols: np.ndarray,
                    stats: np.ndarray, clip_level: float,
                    radii: Sequence[int] = RADII) -> np.ndarray:
@@ -63,29 +106,5 @@ def pixel_features(values: np.ndarray, lost: np.ndarray, rows: np.ndarray, cols:
         stats: [3C] the whole image's statistics (:func:`finish_statistics`).
         clip_level: the clip level c.
     """
-    R = max(radii)
-    r, W, C = values.shape
-    # channels: filled values (C), lost flags (C), 1 (counts the pixels inside the image)
-    a = np.empty((r + 2 * R + 1, W + 2 * R + 1, 2 * C + 1), dtype=np.float64)
-    a[:R + 1] = 0.0
-    a[R + 1 + r:] = 0.0
-    a[:, :R + 1] = 0.0
-    a[:, R + 1 + W:] = 0.0
-    inner = a[R + 1:R + 1 + r, R + 1:R + 1 + W]
-    inner[..., :C] = np.where(lost, clip_level, values)
-    inner[..., C:2 * C] = lost
-    inner[..., 2 * C] = 1.0
-    np.cumsum(a, axis=0, out=a)
-    np.cumsum(a, axis=1, out=a)  # a[i, j] = sum of the zero-padded image above-left of i, j
-    centre = a[rows + R + 1, cols + R + 1] - a[rows + R, cols + R + 1] \
-        - a[rows + R + 1, cols + R] + a[rows + R, cols + R]
-    out = np.empty((len(rows), n_features(C, radii)), dtype=np.float32)
-    for i, rad in enumerate(radii):
-        top, bottom = rows + R - rad, rows + R + rad + 1
-        left, right = cols + R - rad, cols + R + rad + 1
-        window = a[bottom, right] - a[top, right] - a[bottom, left] + a[top, left] - centre
-        count = np.maximum(window[:, 2 * C:], 1.0)
-        out[:, 2 * C * i:2 * C * (i + 1)] = window[:, :2 * C] / count
-    out[:, 2 * C * len(radii):-1] = stats
-    out[:, -1] = clip_level
-    return out
+    integral = band_integral(values, lost, clip_level, max(radii))
+    return features_at(integral, rows, cols, stats, clip_level, radii)

@@ -13,15 +13,15 @@ from .. import _validate
 from .._progress import progress_bar
 from ._arrays import (_check_dtype, _colour, _colour_channels, _float_range_error,
                       _from_float, _observed, _to_float)
-from ._context import finish_statistics, image_statistics, pixel_features
+from ._context import band_integral, features_at, finish_statistics, image_statistics
 from ._tiling import IMAGE_BACKENDS, _check_out, _impute_reference, _impute_streaming, _output
 from .clipped import ClippedPixelModel
 
 __all__ = ["impute_image"]
 
-# Rows of an image converted to float at once by the clipped-pixel path (about 8 MB of
+# Rows of an image converted to float at once by the clipped-pixel path (about 24 MB of
 # float32 values per band at most, at least 16 rows), and pixels given to the model at once.
-_BAND_BYTES = 8 * 2**20
+_BAND_BYTES = 24 * 2**20
 _PIXEL_CHUNK = 32768
 
 
@@ -215,9 +215,10 @@ def _impute_pixelwise(model: ClippedPixelModel, image, mask, clip_level, n_sampl
         values, lost = read(c0, c1)
         rows, cols = np.nonzero(lost[r0 - c0:r1 - c0].any(axis=2))
         rows = rows + (r0 - c0)
+        integral = band_integral(values, lost, clip_level, R)
         for start in range(0, len(rows), _PIXEL_CHUNK):
             rr, cc = rows[start:start + _PIXEL_CHUNK], cols[start:start + _PIXEL_CHUNK]
-            h = pixel_features(values, lost, rr, cc, stats, clip_level, model.radii)
+            h = features_at(integral, rr, cc, stats, clip_level, model.radii)
             x = torch.as_tensor(values[rr, cc], dtype=dtype, device=device)
             s = torch.as_tensor(lost[rr, cc], device=device)
             imputed = model.impute_pixels(x, s, torch.as_tensor(h, dtype=dtype, device=device),

@@ -319,16 +319,38 @@ NMF_HOST_DEVICE StudentTGrad<T> studentt_log_density_grad(T x, T loc, T scale, T
 // The censored normal of the clipped-pixel model: y ~ N(loc, scale²), x = clip(y, 0, 1).
 // ---------------------------------------------------------------------------
 
-// log Φ(t), accurate in both tails: log1p(−Φ(−t)) above 0, log Φ(t) from erfc down to
-// −20 in double (−8 in float, where erfc would underflow soon after), the asymptotic
-// series of the Mills ratio below (its first omitted term, 945/t¹⁰, is below 1e-12
-// relative there in double, 1e-6 in float).
+// log erfc(x) for x ≥ 0 from the Chebyshev fit of Numerical Recipes (erfc to 1.2e-7
+// relative everywhere), in log space: no underflow however large x is.
+template <typename T>
+NMF_HOST_DEVICE T log_erfc_nonnegative(T x) {
+  const T t = T(1) / (T(1) + T(0.5) * x);
+  const T poly =
+      T(-1.26551223) +
+      t * (T(1.00002368) +
+           t * (T(0.37409196) +
+                t * (T(0.09678418) +
+                     t * (T(-0.18628806) +
+                          t * (T(0.27886807) +
+                               t * (T(-1.13520398) +
+                                    t * (T(1.48851587) +
+                                         t * (T(-0.82215223) + t * T(0.17087277)))))))));
+  return log(t) - x * x + poly;
+}
+
+// log Φ(t), accurate in both tails. float: from log_erfc_nonnegative (one log; 1.2e-7
+// relative, float's own precision). double: log1p(−Φ(−t)) above 0, log Φ(t) from erfc
+// down to −20, the asymptotic series of the Mills ratio below (its first omitted term,
+// 945/t¹⁰, is below 1e-12 relative there).
 template <typename T>
 NMF_HOST_DEVICE T log_ndtr(T t) {
   constexpr double kSqrtHalf = 0.70710678118654752440;
-  const T series_below = sizeof(T) >= 8 ? T(-20) : T(-8);
+  constexpr double kLogHalf = -0.69314718055994530942;
+  if (sizeof(T) < 8) {
+    if (t > T(0)) return log1p(T(-0.5) * exp(log_erfc_nonnegative(t * T(kSqrtHalf))));
+    return T(kLogHalf) + log_erfc_nonnegative(-t * T(kSqrtHalf));
+  }
   if (t > T(0)) return log1p(T(-0.5) * erfc(t * T(kSqrtHalf)));
-  if (t > series_below) return log(T(0.5) * erfc(-t * T(kSqrtHalf)));
+  if (t > T(-20)) return log(T(0.5) * erfc(-t * T(kSqrtHalf)));
   const T r = T(1) / (t * t);
   return T(-0.5) * t * t - log(-t) - T(kHalfLog2Pi) +
          log1p(r * (T(-1) + r * (T(3) + r * (T(-15) + r * T(105)))));
@@ -344,18 +366,26 @@ NMF_HOST_DEVICE T censored_normal_log_prob(T x, T loc, T scale) {
   return T(-0.5) * z * z - log(scale) - T(kHalfLog2Pi);
 }
 
-// E[min(y, 1) | y ≥ c] for y ~ N(loc, scale²), c ≤ 1, in [c, 1]: with a = (c − loc)/s,
-// b = (1 − loc)/s, E[y | y ≥ c] = loc + s·φ(a)/Φ(−a), less E[(y − 1)⁺ | y ≥ c] =
-// s·(φ(b) − b·Φ(−b))/Φ(−a); every ratio taken in log space so neither tail underflows.
+// E[min(y, 1) | y ≥ c] for y ~ N(loc, scale²), c ≤ 1, in [c, 1], given log_tail =
+// log Φ((loc − c)/s) = log P(y ≥ c) (the lost value's likelihood term, computed once):
+// with a = (c − loc)/s, b = (1 − loc)/s, E[y | y ≥ c] = loc + s·φ(a)/Φ(−a), less
+// E[(y − 1)⁺ | y ≥ c] = s·(φ(b) − b·Φ(−b))/Φ(−a); ratios in log space, so neither tail
+// underflows. The part above 1 is left out where it is below e^-40 of the rest.
+template <typename T>
+NMF_HOST_DEVICE T clipped_mean_given_tail(T loc, T scale, T c, T log_tail) {
+  const T a = (c - loc) / scale, b = (T(1) - loc) / scale;
+  T mean = loc + scale * exp(T(-0.5) * a * a - T(kHalfLog2Pi) - log_tail);
+  if (T(0.5) * (b * b - a * a) < T(40) || b < T(1)) {
+    const T ratio_b = exp(T(-0.5) * b * b - T(kHalfLog2Pi) - log_tail);
+    const T above = exp(log_ndtr(-b) - log_tail);
+    mean += scale * (b * above - ratio_b);
+  }
+  return mean < c ? c : (mean > T(1) ? T(1) : mean);
+}
+
 template <typename T>
 NMF_HOST_DEVICE T clipped_mean(T loc, T scale, T c) {
-  const T a = (c - loc) / scale, b = (T(1) - loc) / scale;
-  const T log_tail = log_ndtr(-a);
-  const T ratio_a = exp(T(-0.5) * a * a - T(kHalfLog2Pi) - log_tail);
-  const T ratio_b = exp(T(-0.5) * b * b - T(kHalfLog2Pi) - log_tail);
-  const T above = exp(log_ndtr(-b) - log_tail);
-  const T mean = loc + scale * (ratio_a - ratio_b + b * above);
-  return mean < c ? c : (mean > T(1) ? T(1) : mean);
+  return clipped_mean_given_tail(loc, scale, c, log_ndtr((loc - c) / scale));
 }
 
 }  // namespace math
