@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from notmiwae_fast import images, ops, reference
+from notmiwae_fast import images, reference
 from notmiwae_fast.images import _context
 
 from conftest import DEVICES, library_loaded

@@ -129,9 +129,17 @@ class ClippedPixelModel(nn.Module):
     def impute_pixels(self, x: Tensor, lost: Tensor, h: Tensor, clip: float,
                       n_samples: int = 10) -> Tensor:
         """[N, C]: x with its lost values imputed (observed ones as they are), from K =
-        ``n_samples`` draws shared by the N pixels (the fused ``clipped_impute``)."""
-        clip_t = torch.full((len(x), 1), float(clip), dtype=x.dtype, device=x.device)
-        mu, std = self._posterior(x, lost, h, clip_t)
+        ``n_samples`` draws shared by the N pixels (the fused ``clipped_impute``).
+        ``x`` holds the clip level where ``lost`` (what the clipped photograph shows)."""
+        C = self.channels
+        inputs = torch.empty(len(x), 2 * C + h.shape[1], dtype=x.dtype, device=x.device)
+        inputs[:, :C] = torch.where(lost, float(clip), x)
+        inputs[:, C:2 * C] = lost
+        inputs[:, 2 * C:] = h
+        layers = [m for m in self.encoder if isinstance(m, nn.Linear)]
+        mu, log_var = ops.mlp_tanh(inputs, [m.weight for m in layers],
+                                   [m.bias for m in layers]).chunk(2, -1)
+        std = torch.exp(0.5 * log_var.clamp(-10.0, 10.0))
         eps = torch.randn(n_samples, self.latent_dim, dtype=x.dtype, device=x.device)
         return ops.clipped_impute(x, lost, self.decoder_context(h), mu, std, eps,
                                   self.decoder_latent.weight, self.decoder_out.weight,

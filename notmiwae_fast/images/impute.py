@@ -86,40 +86,14 @@ def impute_image(model: nn.Module, image: np.ndarray, mask: Optional[np.ndarray]
     batch_size = _validate.positive_int(batch_size, "batch_size")
     backend = _validate.choice(getattr(model, "backend", "fused") if backend is None
                                else backend, "backend", IMAGE_BACKENDS)
-    arr = np.asarray(image)
-    if arr.ndim not in (2, 3):
-        raise ValueError(f"argument 'image' must be [H, W] or [H, W, C]; got shape {arr.shape}")
-    _check_dtype(arr)
-    H, W = arr.shape[:2]
-    if H == 0 or W == 0:
-        raise ValueError(f"argument 'image' is empty: shape {arr.shape}")
-    C = _colour_channels(arr)
-    if C != c:
-        raise ValueError(f"argument 'image' has {C} colour channel(s); the model was trained "
-                         f"on {c} ({'grey' if c == 1 else 'RGB'} images)")
-    if clip_level is not None and (
-            isinstance(clip_level, bool) or not isinstance(clip_level, (int, float, np.integer,
-                                                                        np.floating))
-            or not 0 < clip_level <= 1):
-        raise ValueError(f"argument 'clip_level' must be a number in (0, 1]; got "
-                         f"{clip_level!r}")
-    if mask is None:
-        if clip_level is None:
-            raise ValueError("give a 'mask' or a 'clip_level'")
-    else:
-        mask = np.asarray(mask)
-        if mask.shape not in ((H, W), (H, W, C)):
-            raise ValueError(f"argument 'mask' must have shape [{H}, {W}] or [{H}, {W}, {C}]; "
-                             f"got {list(mask.shape)}")
-        if mask.dtype != bool and not (np.issubdtype(mask.dtype, np.number)
-                                       and ((mask == 0) | (mask == 1)).all()):
-            raise ValueError("argument 'mask' must be bool or hold only 0 (lost) and 1 "
-                             "(observed)")
+    arr, C = _check_image(c, image, mask, clip_level)
+    if mask is None and clip_level is None:
+        raise ValueError("give a 'mask' or a 'clip_level'")
+    mask = None if mask is None else np.asarray(mask)
     _check_out(arr, out)
     args = (model, arr, C, mask, clip_level, tile, overlap, n_samples, batch_size,
             chunk_size, progress, out)
     return (_impute_streaming if backend == "fused" else _impute_reference)(*args)
-
 
 
 def _check_image(model_channels: int, image, mask, clip_level) -> tuple[np.ndarray, int]:
