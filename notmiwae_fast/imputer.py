@@ -7,7 +7,17 @@ epoch after epoch) and ``transform(X)`` fills the NaN entries with the model's
 conditional mean from ``n_impute_samples`` importance samples, back in the original
 units. Observed entries come back unchanged, bit for bit. NumPy arrays and pandas
 DataFrames are accepted; a DataFrame comes back as a DataFrame with its columns and
-index.
+index, and its integer columns (NumPy ints and pandas' nullable Int64, ...) and boolean
+columns keep their dtype: their imputations are rounded to the nearest integer (clipped
+to the dtype's range) or thresholded at 0.5 (True when >= 0.5).
+
+``fit`` warns (:class:`~notmiwae_fast.trainer.TrainingWarning`) and records a flag in
+``history_["health"]`` when the result should not be trusted: the training loss
+became NaN, or (judged from 50 steps on) ended far above its best or far above what
+independent per-column distributions reach (``"diverged"``), ``out_dist="bern"`` sees observed values outside
+[0, 1] (``"bern_data_outside_01"``), or a column has too few observed values to learn
+from (``"few_observed"``: fewer than :data:`MIN_OBSERVED` values, or fewer than
+:data:`MIN_OBSERVED_FRACTION` of the rows).
 
 Under ``torchrun`` (a process group started from the environment, see
 :mod:`notmiwae_fast.distributed`) ``fit`` trains data-parallel: every rank runs
@@ -30,13 +40,14 @@ from __future__ import annotations
 
 import copy
 import numbers
+import warnings
 from typing import Optional
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import InvalidParameterError, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _io
@@ -46,7 +57,7 @@ from .missing import MISSING_PROCESSES, BaseMissingProcess
 from .models import MIWAE, NotMIWAE
 from .networks import glorot_init_
 from ._progress import progress
-from .trainer import Trainer
+from .trainer import Trainer, _record, loss_diverged
 
 __all__ = ["NotMIWAEImputer", "MIWAEImputer", "save_imputer", "load_imputer"]
 
@@ -55,6 +66,24 @@ _IMPUTE_BLOCK = 1024
 # Rows imputed under one seed (seed + index of the block of this many rows).
 _SEED_BLOCK = 256
 _POSITIVE_INT = Interval(numbers.Integral, 1, None, closed="left")
+# The integer parameters (scikit-learn's Interval(Integral) takes True for 1: refused).
+_INT_PARAMETERS = ("latent_dim", "hidden_dim", "n_samples", "n_impute_samples", "max_iter",
+                   "batch_size")
+# A column with fewer observed values than this, or than this fraction of the rows, is
+# too sparse to learn its distribution from: fit warns ("few_observed"). 5 values is
+# what a mean and a spread can barely be estimated from; 2 % flags columns that are
+# 98 % missing or more, whose imputations rest almost entirely on the other columns.
+MIN_OBSERVED = 5
+MIN_OBSERVED_FRACTION = 0.02
+# Fewer training steps than this are too noisy to say the loss ended above its best
+# (mini-batch losses vary by tens of percent from step to step).
+_MIN_STEPS_TO_JUDGE = 50
+# A fit whose loss ends above the loss of independent per-column distributions by more
+# than this many times (|that loss| + D) has failed (a diverging fit ends 1e6 times
+# above it); an unstandardised fit still on its way down after 50 steps stays below.
+_BASELINE_FACTOR = 100
+# float32's largest value: what the models compute in.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _column_label(columns, j: int) -> str:
@@ -94,6 +123,29 @@ def _check_numeric(X):
     return X
 
 
+def _in_dtype_of(original, values: np.ndarray):
+    """The column ``original`` (a pandas Series of an integer or boolean dtype, NumPy or
+    nullable) with its missing entries filled from ``values`` ([N] floats): rounded to
+    the nearest integer and clipped to the dtype's range, or True where >= 0.5 for a
+    boolean; its observed entries and dtype kept as they are."""
+    from pandas.api.types import is_bool_dtype
+    missing = original.isna().to_numpy()
+    if not missing.any():
+        return original.copy()
+    dtype = original.dtype
+    if is_bool_dtype(dtype):
+        filled = values[missing] >= 0.5
+    else:
+        info = np.iinfo(getattr(dtype, "numpy_dtype", dtype))
+        low, high = float(info.min), float(info.max)
+        if int(high) > info.max:  # 2**63 - 1 rounds up to 2**63 as a float
+            high = float(np.nextafter(high, -np.inf))
+        filled = np.clip(np.round(values[missing]), low, high).astype(info.dtype)
+    result = original.copy()
+    result.iloc[np.nonzero(missing)[0]] = filled
+    return result
+
+
 class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     """The shared body of the two imputers (not used directly).
 
@@ -124,6 +176,8 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     Fitted attributes: ``model_`` (the trained torch model), ``mean_`` and ``scale_``
     ([D] standardisation), ``n_iter_``, ``loss_curve_`` ([n_iter_] training losses),
+    ``history_`` (``{"health": [flags], "warnings": [messages]}``: what fit warned
+    about, see the module docstring; both empty after a healthy fit),
     ``n_features_in_`` and ``feature_names_in_`` (DataFrames).
     """
 
@@ -193,12 +247,64 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"argument 'X': {_column_label(columns, j)} holds inf "
                              f"({int(bad[:, j].sum())} entries); only NaN marks a missing "
                              "value")
+        if not reset and hasattr(self, "mean_"):
+            with np.errstate(all="ignore"):  # overflow is the error reported below
+                x_std = (arr.astype(np.float64) - self.mean_) / self.scale_
+            self._check_float32(x_std, columns, "the fitted model's scale")
         return arr
 
+    @staticmethod
+    def _check_float32(x_std: np.ndarray, columns: Optional[list], what: str) -> None:
+        """ValueError naming the first column of x_std ([N, D], NaN = missing) whose
+        values the model cannot compute with (beyond float32's range, once ``what``
+        is applied)."""
+        with np.errstate(invalid="ignore"):
+            bad = ~(np.abs(x_std) <= _FLOAT32_MAX) & ~np.isnan(x_std)
+        if bad.any():
+            j = int(np.nonzero(bad.any(axis=0))[0][0])
+            biggest = float(np.nanmax(np.abs(x_std[:, j])))
+            raise ValueError(f"argument 'X': {_column_label(columns, j)} holds values too "
+                             f"large for the model (up to {biggest:.3g} in {what}; the "
+                             f"model computes in float32, up to {_FLOAT32_MAX:.3g}); "
+                             "rescale the column")
+
+    def _validate_params(self) -> None:
+        """scikit-learn's checks of the parameters, plus: the integer parameters, lr and
+        random_state refuse bools (True is an Integral to scikit-learn), lr must be
+        finite. InvalidParameterError (a ValueError) naming the parameter."""
+        cls = type(self).__name__
+        for name in _INT_PARAMETERS + ("lr", "random_state"):
+            value = getattr(self, name)
+            if isinstance(value, (bool, np.bool_)):
+                kind = "a float > 0" if name == "lr" else (
+                    "an int, a RandomState or None" if name == "random_state"
+                    else "an int >= 1")
+                raise InvalidParameterError(f"The {name!r} parameter of {cls} must be "
+                                            f"{kind}, not a bool; got {value!r}")
+        super()._validate_params()
+        if not np.isfinite(self.lr):
+            raise InvalidParameterError(f"The 'lr' parameter of {cls} must be a finite "
+                                        f"float > 0; got {self.lr!r}")
+
     def _device(self) -> torch.device:
-        if self.device is not None:
-            return torch.device(self.device)
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        """The device to compute on; ValueError naming 'device' when it is not a device
+        or is a CUDA device this machine does not have."""
+        if self.device is None:
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            device = torch.device(self.device)
+        except (RuntimeError, TypeError, ValueError) as err:
+            raise ValueError(f"argument 'device': {self.device!r} is not a device "
+                             f"({' '.join(str(err).split())})") from None
+        if device.type == "cuda":
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if count == 0:
+                raise ValueError(f"argument 'device' is {str(self.device)!r} but no CUDA "
+                                 "GPU is available here")
+            if device.index is not None and device.index >= count:
+                raise ValueError(f"argument 'device' is {str(self.device)!r} but this "
+                                 f"machine has {count} CUDA GPU(s)")
+        return device
 
     # -- fit / transform -------------------------------------------------------------------
     def fit(self, X, y=None):
@@ -211,6 +317,8 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         device = self._device()
         x_std, mean, scale = self._standardize(arr.astype(np.float64), fit=True)
+        history: dict = {"health": [], "warnings": []}
+        self._check_data_health(arr, observed, columns, history)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
             model = self._new_model(arr.shape[1], columns)
@@ -218,13 +326,84 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 glorot_init_(model)
             model.set_standardization(mean, scale)
             losses = self._train(model, x_std, observed, device, seed)
+        self._check_loss_health(losses, x_std, observed, history)
         self.model_ = model
         self.mean_, self.scale_ = mean, scale
         self.loss_curve_ = losses
         self.n_iter_ = len(losses)
+        self.history_ = history
         self._seed_ = seed
         self._after_fit()
         return self
+
+    def _check_data_health(self, arr: np.ndarray, observed: np.ndarray,
+                           columns: Optional[list], history: dict) -> None:
+        """Warns and flags ``history`` when out_dist='bern' sees observed values outside
+        [0, 1] ("bern_data_outside_01") and when columns have too few observed values
+        ("few_observed", see MIN_OBSERVED)."""
+        name = type(self).__name__
+        if self.out_dist == "bern":
+            with np.errstate(invalid="ignore"):
+                outside = observed & ((arr < 0) | (arr > 1))
+            if outside.any():
+                bad = [_column_label(columns, int(j)) for j in
+                       np.nonzero(outside.any(axis=0))[0]]
+                _record(history, "bern_data_outside_01",
+                        f"{name}.fit: out_dist='bern' models values in [0, 1], but "
+                        f"{int(outside.sum())} observed values lie outside it ("
+                        f"{', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''}); rescale "
+                        "the data to [0, 1] or use out_dist='gauss'", stacklevel=3)
+        counts = observed.sum(axis=0)
+        needed = max(MIN_OBSERVED, MIN_OBSERVED_FRACTION * arr.shape[0])
+        sparse = np.nonzero(counts < needed)[0]
+        if sparse.size:
+            described = [f"{_column_label(columns, int(j))}: {int(counts[j])} of "
+                         f"{arr.shape[0]}" for j in sparse]
+            _record(history, "few_observed",
+                    f"{name}.fit: too few observed values to learn from ("
+                    f"{'; '.join(described[:5])}{'; ...' if len(described) > 5 else ''}; "
+                    f"fewer than {MIN_OBSERVED} or {MIN_OBSERVED_FRACTION:.0%} of the "
+                    "rows); their imputations may lie far outside the observed values",
+                    stacklevel=3)
+
+    def _check_loss_health(self, losses: np.ndarray, x_std: np.ndarray,
+                           observed: np.ndarray, history: dict) -> None:
+        """Warns and flags ``history`` ("diverged") when the loss curve diverged or
+        ended far above its best (trainer.loss_diverged), or far above the loss of
+        independent per-column distributions fitted to the training data: by more than
+        100 × (|that loss| + D) per row. Both are judged from 50 steps on."""
+        name = type(self).__name__
+        reason = loss_diverged(losses, min_length=_MIN_STEPS_TO_JUDGE)
+        if reason is None and len(losses) >= _MIN_STEPS_TO_JUDGE:
+            baseline = self._baseline_loss(x_std, observed)
+            w = max(1, min(100, len(losses) // 10))
+            final = float(np.mean(losses[-w:]))
+            if final > baseline + _BASELINE_FACTOR * (abs(baseline) + x_std.shape[1]):
+                reason = (f"the training loss ended at {final:.4g}, far above {baseline:.4g}"
+                          " that independent per-column distributions reach: training "
+                          "failed (standardise the data or lower the learning rate)")
+        if reason is not None:
+            _record(history, "diverged", f"{name}.fit: {reason}; the imputations are not "
+                    "to be trusted", stacklevel=3)
+
+    def _baseline_loss(self, x_std: np.ndarray, observed: np.ndarray) -> float:
+        """The loss per row (negative log-likelihood) of independent per-column
+        distributions on the training data: a normal with each column's observed mean
+        and variance (a Bernoulli with p = 1/2 for out_dist='bern'), plus log 2 per
+        entry for a model of the mask (not-MIWAE)."""
+        fraction = observed.mean(axis=0)
+        if self.out_dist == "bern":
+            per_column = np.full(x_std.shape[1], np.log(2.0))
+        else:
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # columns of one value
+                var = np.nanvar(np.where(observed, x_std, np.nan), axis=0)
+            var = np.maximum(np.nan_to_num(var, nan=1.0, posinf=1.0), 1e-6)
+            per_column = 0.5 * np.log(2 * np.pi * np.e * var)
+        total = float(np.sum(fraction * per_column))
+        if self._model_class is NotMIWAE:
+            total += x_std.shape[1] * np.log(2.0)
+        return total
 
     def _new_model(self, n_features: int, columns: Optional[list]):
         """The untrained torch model for ``n_features`` columns (named ``columns``)."""
@@ -239,12 +418,22 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         (X as a float array [N, D], the DataFrame's columns or None); raises ValueError
         naming the parameter or the column."""
         self._validate_params()
+        self._device()
         columns = list(X.columns) if hasattr(X, "columns") else None
         arr = self._check_X(X, reset=True)
         empty = np.nonzero(np.isnan(arr).all(axis=0))[0]
         if empty.size:
             raise ValueError(f"argument 'X': {_column_label(columns, int(empty[0]))} is "
                              "entirely missing; drop it before fitting")
+        x_std, mean, scale = self._standardize(arr.astype(np.float64), fit=True)
+        bad = ~(np.isfinite(mean) & np.isfinite(scale))
+        if bad.any():
+            j = int(np.nonzero(bad)[0][0])
+            biggest = float(np.nanmax(np.abs(arr[:, j])))
+            raise ValueError(f"argument 'X': {_column_label(columns, j)} cannot be "
+                             f"standardised: its mean or standard deviation overflows "
+                             f"(values up to {biggest:.3g}); rescale the column")
+        self._check_float32(x_std, columns, "the units the model is trained in")
         return arr, columns
 
     def _after_fit(self) -> None:
@@ -253,11 +442,15 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def _standardize(self, arr: np.ndarray, fit: bool = False):
         """(standardised [N, D], mean [D], scale [D]); identity for Bernoulli data and
         with ``standardize=False``."""
-        if fit:
-            if self.out_dist == "bern" or not self.standardize:
-                return arr, np.zeros(arr.shape[1]), np.ones(arr.shape[1])
-            return utils.standardize(arr)
-        return utils.standardize(arr, self.mean_, self.scale_)
+        # Values near float64's limit overflow in the statistics: _fit_input and
+        # _check_X report that by column, so numpy's RuntimeWarnings are silenced here.
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            if fit:
+                if self.out_dist == "bern" or not self.standardize:
+                    return arr, np.zeros(arr.shape[1]), np.ones(arr.shape[1])
+                return utils.standardize(arr)
+            return utils.standardize(arr, self.mean_, self.scale_)
 
     def _train(self, model, x_std: np.ndarray, observed: np.ndarray,
                device: torch.device, seed: int) -> np.ndarray:
@@ -313,7 +506,10 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """Fills the NaN entries of X ([N, D]); observed entries unchanged.
 
         Returns the type given (NumPy array or DataFrame with the same columns and
-        index), float32 for float32 input, else float64."""
+        index), float32 for float32 input, else float64; a DataFrame's integer columns
+        (NumPy ints, pandas' nullable Int64, ...) come back in their dtype with their
+        imputations rounded (clipped to the dtype's range), its boolean columns in
+        theirs with imputations thresholded at 0.5 (True when >= 0.5)."""
         check_is_fitted(self)
         arr = self._check_X(X, reset=False)
         return self._wrap_like(X, self._impute_rows(arr, first_row=0))
@@ -354,9 +550,16 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     @staticmethod
     def _wrap_like(X, out: np.ndarray):
+        """``out`` [N, D] in the type of X: a DataFrame with X's columns and index (its
+        integer and boolean columns in their dtype, see transform) for a DataFrame."""
         if hasattr(X, "columns") and hasattr(X, "index") and hasattr(X, "iloc"):
             import pandas as pd
-            return pd.DataFrame(out, columns=X.columns, index=X.index)
+            from pandas.api.types import is_bool_dtype, is_integer_dtype
+            frame = pd.DataFrame(out, columns=X.columns, index=X.index)
+            for j, dtype in enumerate(X.dtypes):
+                if is_bool_dtype(dtype) or is_integer_dtype(dtype):
+                    frame.isetitem(j, _in_dtype_of(X.iloc[:, j], out[:, j]))
+            return frame
         return out
 
 
@@ -484,6 +687,8 @@ def _imputer_state(imputer: _BaseIWImputer) -> dict:
             "scale": torch.from_numpy(np.array(imputer.scale_)),
             "loss_curve": torch.from_numpy(np.array(imputer.loss_curve_)),
             "n_iter": int(imputer.n_iter_), "seed": int(imputer._seed_),
+            "history": {key: [str(v) for v in value] for key, value in
+                        getattr(imputer, "history_", {}).items()},
             "n_features_in": int(imputer.n_features_in_),
             "feature_names_in": None if names is None else [str(n) for n in names]}
 
@@ -564,6 +769,12 @@ def _build_imputer(state) -> _BaseIWImputer:
     imputer.mean_, imputer.scale_ = arrays["mean"], arrays["scale"]
     imputer.loss_curve_ = arrays["loss_curve"]
     imputer.n_iter_, imputer._seed_ = state["n_iter"], state["seed"]
+    history = state.get("history", {"health": [], "warnings": []})  # absent: older files
+    if not isinstance(history, dict) or not all(
+            isinstance(k, str) and isinstance(v, list) and all(isinstance(s, str) for s in v)
+            for k, v in history.items()):
+        raise bad("'history' is not a dict of lists of strings")
+    imputer.history_ = {"health": [], "warnings": [], **history}
     imputer.n_features_in_ = n_features
     if names is not None:
         imputer.feature_names_in_ = np.asarray(names, dtype=object)

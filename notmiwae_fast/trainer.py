@@ -22,7 +22,52 @@ from ._io import load_plain, remove_stale_temporaries, save_atomic
 from ._progress import progress
 from .utils import missing_rmse
 
-__all__ = ["Trainer"]
+__all__ = ["Trainer", "TrainingWarning", "loss_diverged"]
+
+
+class TrainingWarning(UserWarning):
+    """Training ended in a state whose results should not be trusted (the loss diverged
+    or ended far above its best, Bernoulli data outside [0, 1], a column with too few
+    observed values). :meth:`Trainer.train` and the imputers' ``fit`` issue it and
+    record it in their history (``"health"``: short flags, ``"warnings"``: the
+    messages)."""
+
+
+def loss_diverged(losses, window: Optional[int] = None,
+                  min_length: int = 2) -> Optional[str]:
+    """Why the loss curve ``losses`` (per step or per epoch) looks diverged, or None.
+
+    The curve is smoothed by a running mean over ``window`` values (default: a tenth of
+    the curve, 1 to 100 values: mini-batch losses are noisy); it is diverged when a value
+    is not finite or when its last smoothed value lies above its best (lowest) by more
+    than max(|best|, 1): the loss at least doubled from its best, or rose by a whole
+    nat per row from a best near 0. A curve shorter than ``min_length`` is only checked
+    for non-finite values (a few mini-batch losses are too noisy to judge)."""
+    values = np.asarray(losses, dtype=np.float64).ravel()
+    if not np.isfinite(values).all():
+        return "the training loss became NaN or infinite"
+    if values.size < max(2, min_length):
+        return None
+    w = window if window is not None else max(1, min(100, values.size // 10))
+    smooth = np.convolve(values, np.ones(w) / w, mode="valid")
+    best, final = float(smooth.min()), float(smooth[-1])
+    if final > best + max(abs(best), 1.0):
+        return (f"the training loss ended at {final:.4g}, far above its best {best:.4g}: "
+                "training diverged (lower the learning rate, standardise the data or set "
+                "grad_clip)")
+    return None
+
+
+def _record(history: dict, flag: str, message: str, stacklevel: int = 3) -> None:
+    """Adds ``flag`` to history["health"] and ``message`` to history["warnings"] (each
+    once) and issues ``message`` as a TrainingWarning."""
+    health = history.setdefault("health", [])
+    if flag not in health:
+        health.append(flag)
+    messages = history.setdefault("warnings", [])
+    if message not in messages:
+        messages.append(message)
+    warnings.warn(message, TrainingWarning, stacklevel=stacklevel + 1)
 
 
 class _FusedAdam(torch.optim.Adam):
@@ -189,6 +234,9 @@ class Trainer:
         self.best_loss = math.inf
         self.epochs_without_improvement = 0
         self.history: dict[str, list] = {}
+        # Observed entries outside [0, 1] seen by train_epoch for a Bernoulli model (a
+        # device tensor, read once per epoch: no host sync per batch).
+        self._outside_01: Optional[torch.Tensor] = None
 
     # -- one batch / one pass ---------------------------------------------------------------
     def _move(self, batch) -> list:
@@ -264,7 +312,12 @@ class Trainer:
         self.model.train()
         sums: dict[str, float] = {}
         n = 0
+        bernoulli = getattr(self.model, "out_dist", None) == "bern"
         for batch in loader:
+            if bernoulli and torch.is_tensor(batch[0]) and torch.is_tensor(batch[1]):
+                outside = (((batch[0] < 0) | (batch[0] > 1)) & (batch[1] != 0)).sum()
+                self._outside_01 = outside if self._outside_01 is None else \
+                    self._outside_01 + outside
             out = self.train_step(batch)
             rows = len(batch[0])
             n += rows
@@ -324,6 +377,12 @@ class Trainer:
         checkpoint written by this class (same epoch, step, optimizer state and RNG
         state). Returns the history: lists of per-epoch metrics (``train_loss``,
         ``val_loss``, ...). The model is left in the mode (train / eval) it was in.
+
+        At the end a :class:`TrainingWarning` is issued, and its flag added to
+        ``history["health"]`` (its message to ``history["warnings"]``), when the
+        per-epoch training loss ended far above its best (:func:`loss_diverged`:
+        ``"diverged"``) or a model with ``out_dist="bern"`` was trained on observed
+        values outside [0, 1] (``"bern_data_outside_01"``).
         """
         n_epochs = _validate.positive_int(n_epochs, "n_epochs")
         if early_stopping_patience is not None:
@@ -338,6 +397,7 @@ class Trainer:
         train_loader = self._shard(train_loader)
         val_loader = self._shard(val_loader) if val_loader is not None else None
         writer = self._tensorboard()
+        self._outside_01 = None
         start = time.time()
         with contextlib.ExitStack() as on_exit:  # whatever happens:
             on_exit.enter_context(kept_modes(self.model))  # every module's mode put back
@@ -377,7 +437,24 @@ class Trainer:
                         and self.epochs_without_improvement >= early_stopping_patience):
                     break
         self.history["seconds"] = [time.time() - start]
+        self._check_health()
         return self.history
+
+    def _check_health(self) -> None:
+        """Warns (TrainingWarning) and flags history["health"] when the training loss
+        ended far above its best (:func:`loss_diverged`, per epoch: "diverged") or a
+        Bernoulli model was trained on observed values outside [0, 1]
+        ("bern_data_outside_01")."""
+        reason = loss_diverged(self.history.get("train_loss", []), window=1)
+        if reason is not None:
+            _record(self.history, "diverged", f"Trainer.train: {reason}")
+        if self._outside_01 is not None:
+            count = int(self._outside_01.item())
+            if count:
+                _record(self.history, "bern_data_outside_01",
+                        f"Trainer.train: the model's out_dist is 'bern' (data in [0, 1]) "
+                        f"but {count} observed entries lie outside [0, 1]; rescale the data "
+                        "to [0, 1] or use out_dist='gauss'")
 
     def _tensorboard(self):
         if self.log_dir is None or not self.ctx.is_main:
