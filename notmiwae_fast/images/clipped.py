@@ -127,10 +127,11 @@ class ClippedPixelModel(nn.Module):
 
     @torch.no_grad()
     def impute_pixels(self, x: Tensor, lost: Tensor, h: Tensor, clip: float,
-                      n_samples: int = 10) -> Tensor:
+                      n_samples: int = 10, eps: Optional[Tensor] = None) -> Tensor:
         """[N, C]: x with its lost values imputed (observed ones as they are), from K =
-        ``n_samples`` draws shared by the N pixels (the fused ``clipped_impute``).
-        ``x`` holds the clip level where ``lost`` (what the clipped photograph shows)."""
+        ``n_samples`` draws shared by the N pixels (the fused ``clipped_impute``), or the
+        draws ``eps`` [K, L] given (an image passes the same draws to all its chunks, so
+        the imputation has no seams between them)."""
         C = self.channels
         inputs = torch.empty(len(x), 2 * C + h.shape[1], dtype=x.dtype, device=x.device)
         inputs[:, :C] = torch.where(lost, float(clip), x)
@@ -140,7 +141,8 @@ class ClippedPixelModel(nn.Module):
         mu, log_var = ops.mlp_tanh(inputs, [m.weight for m in layers],
                                    [m.bias for m in layers]).chunk(2, -1)
         std = torch.exp(0.5 * log_var.clamp(-10.0, 10.0))
-        eps = torch.randn(n_samples, self.latent_dim, dtype=x.dtype, device=x.device)
+        if eps is None:
+            eps = torch.randn(n_samples, self.latent_dim, dtype=x.dtype, device=x.device)
         return ops.clipped_impute(x, lost, self.decoder_context(h), mu, std, eps,
                                   self.decoder_latent.weight, self.decoder_out.weight,
                                   self.decoder_out.bias, float(clip), self.min_scale,

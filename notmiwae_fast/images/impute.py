@@ -179,6 +179,9 @@ def _impute_pixelwise(model: ClippedPixelModel, image, mask, clip_level, n_sampl
         floor = math.ceil(clip_level * top - 1e-9) / top
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
+    # One set of K draws for the whole image: chunks imputed with different draws would
+    # differ by the estimator's small bias, visible as seams in smooth areas.
+    eps = torch.randn(n_samples, model.latent_dim, dtype=dtype, device=device)
     bar = progress_bar(int(lossy_rows.sum()), progress, "imputing rows")
     # Pass 2: bands with a lost value, read with R rows of context above and below.
     for r0 in range(0, H, rows_per_band):
@@ -196,7 +199,7 @@ def _impute_pixelwise(model: ClippedPixelModel, image, mask, clip_level, n_sampl
             x = torch.as_tensor(values[rr, cc], dtype=dtype, device=device)
             s = torch.as_tensor(lost[rr, cc], device=device)
             imputed = model.impute_pixels(x, s, torch.as_tensor(h, dtype=dtype, device=device),
-                                          clip_level, n_samples).cpu().numpy()
+                                          clip_level, n_samples, eps).cpu().numpy()
             imputed = _from_float(np.clip(imputed.astype(np.float64), floor, 1.0),
                                   colour.dtype)
             if floats:  # the clip level as the image's own dtype holds it
