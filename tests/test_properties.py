@@ -274,29 +274,53 @@ needs_clipped = pytest.mark.skipif(not clipped_available(), reason="clipped_impu
                                    "install --no-build-isolation -e .)")
 
 
-@needs_clipped
-@given(clipped_case(spreads=(1.0, 10.0, 1e4)))
-def test_clipped_impute_bounds_at_any_magnitude(c):
-    """Decoders up to ±1e4 (and far beyond, through the products): finite, observed
-    values exactly as given, imputations of lost values in [clip, 1] (not-MIWAE) or
-    [0, 1] (MIWAE)."""
+def check_clipped_bounds(c) -> None:
+    """clipped_impute's output is finite, observed values come back exactly as given,
+    imputations of lost values lie in [clip, 1] (not-MIWAE) or [0, 1] (MIWAE)."""
     tensors, clip, censored, layout, dtype = c
     x, lost = tensors[0], tensors[1]
     op_inputs = [as_op_input(t, layout, dtype) if t.is_floating_point() else
                  laid_out(t, layout) for t in tensors]
     out = ops.clipped_impute(*op_inputs, clip, 0.01, censored)
-    assert torch.isfinite(out).all()
+    assert torch.isfinite(out).all(), out
     assert torch.equal(out[~lost], x.to(dtype)[~lost])
     low = float(torch.tensor(clip, dtype=dtype)) if censored else 0.0
     assert (out.double()[lost] >= low - 1e-6).all() and (out[lost] <= 1).all()
 
 
 @needs_clipped
+@given(clipped_case(spreads=(1e-3, 1.0, 10.0, 1e4)))
+def test_clipped_impute_bounds_at_any_magnitude_float64(c):
+    """Decoders up to ±1e4 (and far beyond, through the products), float64."""
+    tensors, clip, censored, layout, _ = c
+    check_clipped_bounds((tensors, clip, censored, layout, torch.float64))
+
+
+@needs_clipped
+@given(clipped_case(spreads=(1e-3, 0.3, 1.0)))
+def test_clipped_impute_bounds_float32(c):
+    tensors, clip, censored, layout, _ = c
+    check_clipped_bounds((tensors, clip, censored, layout, torch.float32))
+
+
+@needs_clipped
+@pytest.mark.xfail(strict=False, reason="known: in float32 the kernel returns NaN for "
+                   "some lost values when the decoder's outputs are large (spread >= 10 "
+                   "at clip level 0.999 or 1.0; any clip level at spread 1e4); the "
+                   "float32 reference gives 0.0 (below the clip level) there")
+@given(clipped_case(spreads=(10.0, 1e4)))
+def test_clipped_impute_bounds_float32_extreme_decoders(c):
+    tensors, clip, censored, layout, _ = c
+    check_clipped_bounds((tensors, clip, censored, layout, torch.float32))
+
+
+@needs_clipped
 @pytest.mark.xfail(strict=False, reason="known: with decoder means thousands of scales "
                    "below the clip level (spread >= 10), kernel and reference disagree by "
-                   "up to 0.9: both evaluate E[min(y, 1) | y >= clip] deep in the normal "
+                   "up to 1: both evaluate E[min(y, 1) | y >= clip] deep in the normal "
                    "tail with cancellation (e.g. loc -5276, scale 0.01, clip 0.062: true "
-                   "mean ~0.062, reference 0.178, kernel 0.098)")
+                   "mean ~0.062, reference 0.178, kernel 0.098; see the two known cases "
+                   "below)")
 @given(clipped_case(spreads=(10.0, 1e4)))
 def test_clipped_impute_matches_reference_for_extreme_decoders(c):
     tensors, clip, censored, layout, dtype = c
@@ -305,6 +329,57 @@ def test_clipped_impute_matches_reference_for_extreme_decoders(c):
     want = reference.clipped_impute(*tensors, clip, 0.01, censored)
     rtol = 1e-7 if dtype == torch.float64 else 1e-3
     torch.testing.assert_close(out.double(), want, rtol=rtol, atol=rtol)
+
+
+def seeded_clipped_inputs(seed: int, spread: float, shape=(8, 3, 2, 8, 6)):
+    """clipped_impute's tensors (float64) and clip level from a seed, for the known
+    cases below."""
+    N, C, L, H, K = shape
+    g = torch.Generator().manual_seed(seed)
+    clip = 0.05 + 0.95 * torch.rand(1, generator=g).item()
+    x = torch.rand(N, C, generator=g, dtype=torch.float64) * clip
+    lost = torch.rand(N, C, generator=g) < 0.5
+    x = torch.where(lost, torch.full_like(x, clip), x)
+    ctx = torch.randn(N, H, generator=g, dtype=torch.float64) * spread
+    mu = torch.randn(N, L, generator=g, dtype=torch.float64) * spread
+    std = torch.exp(0.3 * torch.randn(N, L, generator=g, dtype=torch.float64))
+    eps = torch.randn(K, L, generator=g, dtype=torch.float64)
+    w_latent = torch.randn(H, L, generator=g, dtype=torch.float64) * spread
+    w_out = torch.randn(2 * C, H, generator=g, dtype=torch.float64) / math.sqrt(H) * spread
+    b_out = torch.randn(2 * C, generator=g, dtype=torch.float64) * 0.3 + 0.5
+    return (x, lost, ctx, mu, std, eps, w_latent, w_out, b_out), clip
+
+
+@needs_clipped
+@pytest.mark.xfail(strict=True, reason="known (a deterministic case of the xfail above): "
+                   "decoder means thousands of scales below the clip level; remove this "
+                   "mark once kernel and reference agree")
+def test_clipped_impute_known_case_deep_tail_float64():
+    tensors, clip = seeded_clipped_inputs(0, 10.0)
+    out = ops.clipped_impute(*tensors, clip, 0.01, True)
+    want = reference.clipped_impute(*tensors, clip, 0.01, True)
+    torch.testing.assert_close(out, want, rtol=1e-7, atol=1e-7)
+
+
+@needs_clipped
+@pytest.mark.xfail(strict=True, reason="known (a deterministic case of the float32 xfail "
+                   "above): the float32 kernel returns NaN at clip level 1 for decoder "
+                   "outputs near 1e13; remove this mark once it stays in [clip, 1]")
+def test_clipped_impute_known_case_float32_nan():
+    f64 = dict(dtype=torch.float64)
+    tensors = (torch.tensor([[1.0]], **f64), torch.tensor([[True]]),
+               torch.tensor([[3643.3819, 1343.9633, 1642.1625, 3057.6102, 2099.8092,
+                              9056.2613]], **f64),
+               torch.tensor([[6035.4302]], **f64), torch.tensor([[1.2754]], **f64),
+               torch.tensor([[-0.0451], [0.8797]], **f64),
+               torch.tensor([[10482.0618], [-445.0047], [-7228.8440], [28663.4010],
+                             [-5655.0862], [1604.3702]], **f64),
+               torch.tensor([[-103.4958, 4384.1794, 9238.0294, -3745.7977, -919.0311,
+                              9580.1102],
+                             [-4526.8549, 6635.4747, 5035.0738, -747.8518, -5364.4861,
+                              -6897.1236]], **f64),
+               torch.tensor([0.8758, 0.3336], **f64))
+    check_clipped_bounds((tensors, 1.0, True, "contiguous", torch.float32))
 
 
 @needs_clipped
