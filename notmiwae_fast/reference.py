@@ -365,17 +365,33 @@ def censored_normal_log_prob(x: Tensor, loc: Tensor, scale: Tensor) -> Tensor:
     return torch.where(x >= 1, torch.special.log_ndtr((loc - 1) / scale), density)
 
 
+def mills_ratio(a: Tensor) -> Tensor:
+    """φ(a) / Φ(−a), element-wise, for any a: √(2/π) / erfcx(a/√2) for a ≥ 0 (the
+    exp(−a²/2) factors cancel analytically), φ(a) / Φ(−a) directly below."""
+    root_half = math.sqrt(0.5)
+    upper = math.sqrt(2 / math.pi) / torch.special.erfcx(a.clamp_min(0.0) * root_half)
+    lower = torch.exp(-0.5 * a * a - _HALF_LOG_2PI) / torch.special.ndtr(-a)
+    return torch.where(a >= 0, upper, lower)
+
+
 def clipped_mean(loc: Tensor, scale: Tensor, clip) -> Tensor:
     """E[min(y, 1) | y ≥ clip] for y ~ N(loc, scale²), element-wise, in [clip, 1].
 
-    With a = (clip − loc)/s and b = (1 − loc)/s: loc + s·φ(a)/Φ(−a) (the mean above
-    clip) less s·(φ(b) − b·Φ(−b))/Φ(−a) (the part above 1); ratios in log space."""
+    With a = (clip − loc)/s and b = (1 − loc)/s: loc + s·λ(a) (the mean above clip, λ
+    the inverse Mills ratio) less s·(e^{−(b−a)(b+a)/2}·λ(a) − b·Φ(−b)/Φ(−a)) (the part
+    above 1), no tail probability left to underflow."""
     a, b = (clip - loc) / scale, (1.0 - loc) / scale
-    log_tail = torch.special.log_ndtr(-a)
-    ratio_a = torch.exp(-0.5 * a * a - _HALF_LOG_2PI - log_tail)
-    ratio_b = torch.exp(-0.5 * b * b - _HALF_LOG_2PI - log_tail)
-    above = torch.exp(torch.special.log_ndtr(-b) - log_tail)
-    mean = loc + scale * (ratio_a - ratio_b + b * above)
+    lam = mills_ratio(a)
+    upper = a >= 0  # then b ≥ 0: erfcx ratios times e^{−(b²−a²)/2} ≤ 1
+    decay = torch.exp(-0.5 * (b - a) * (b + a).clamp_min(0.0))
+    root_half = math.sqrt(0.5)
+    above_upper = (torch.special.erfcx(b.clamp_min(0.0) * root_half)
+                   / torch.special.erfcx(a.clamp_min(0.0) * root_half)) * decay
+    tail_a = torch.special.ndtr(-a)  # ≥ 1/2 where a < 0
+    density_b = torch.where(upper, decay * lam,
+                            torch.exp(-0.5 * b * b - _HALF_LOG_2PI) / tail_a)
+    above = torch.where(upper, above_upper, torch.special.ndtr(-b) / tail_a)
+    mean = loc + scale * lam - scale * (density_b - b * above)
     clip = torch.as_tensor(clip, dtype=mean.dtype, device=mean.device)
     return torch.minimum(torch.maximum(mean, clip), torch.ones_like(mean))
 

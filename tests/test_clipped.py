@@ -72,9 +72,8 @@ def test_extreme_decoders_stay_finite_and_bounded():
 
 @needs_library
 def test_far_below_the_clip_level_the_mean_is_the_clip_level():
-    """loc ≈ −1000 with scale 0.01: E[y | y ≥ c] = c + O(scale / a), a ≈ 1e5. (The
-    reference loses digits there: log Φ and a²/2 of that size cancel with rounding; the
-    kernel's series branch cancels them exactly.)"""
+    """loc = −1000 with scale 0.01: E[y | y ≥ c] = c + s·(1/a − 2/a³ + …), a ≈ 1e5; the
+    kernel and the reference (both through erfcx, no cancelling tail terms) get it."""
     x, lost, ctx, mu, std, eps, w_latent, w_out, b_out, clip, min_scale = make_inputs(
         50, 3, 2, 16, 10)
     lost = torch.ones_like(lost)
@@ -82,7 +81,14 @@ def test_far_below_the_clip_level_the_mean_is_the_clip_level():
     w_out = torch.zeros_like(w_out)
     out = OPS.clipped_impute(x, lost, ctx, mu, std, eps, w_latent, w_out, b_out, clip,
                              min_scale, True)
-    torch.testing.assert_close(out, torch.full_like(out, clip), rtol=0, atol=1e-9)
+    scale = torch.nn.functional.softplus(torch.tensor(-50.0, dtype=torch.float64)) + min_scale
+    a = (clip + 1000.0) / scale
+    want = clip + scale * (1 / a - 2 / a ** 3)  # loc + s·λ(a), λ(a) = a + 1/a − 2/a³ + …
+    # loc + s·λ(a) cancels to |loc|·ε ≈ 2e-13
+    torch.testing.assert_close(out, torch.full_like(out, float(want)), rtol=0, atol=1e-12)
+    torch.testing.assert_close(reference.clipped_impute(x, lost, ctx, mu, std, eps, w_latent,
+                                                        w_out, b_out, clip, min_scale, True),
+                               out, rtol=0, atol=1e-12)
 
 
 @needs_library

@@ -304,10 +304,6 @@ def test_clipped_impute_bounds_float32(c):
 
 
 @needs_clipped
-@pytest.mark.xfail(strict=False, reason="known: in float32 the kernel returns NaN for "
-                   "some lost values when the decoder's outputs are large (spread >= 10 "
-                   "at clip level 0.999 or 1.0; any clip level at spread 1e4); the "
-                   "float32 reference gives 0.0 (below the clip level) there")
 @given(clipped_case(spreads=(10.0, 1e4)))
 def test_clipped_impute_bounds_float32_extreme_decoders(c):
     tensors, clip, censored, layout, _ = c
@@ -315,12 +311,9 @@ def test_clipped_impute_bounds_float32_extreme_decoders(c):
 
 
 @needs_clipped
-@pytest.mark.xfail(strict=False, reason="known: with decoder means thousands of scales "
-                   "below the clip level (spread >= 10), kernel and reference disagree by "
-                   "up to 1: both evaluate E[min(y, 1) | y >= clip] deep in the normal "
-                   "tail with cancellation (e.g. loc -5276, scale 0.01, clip 0.062: true "
-                   "mean ~0.062, reference 0.178, kernel 0.098; see the two known cases "
-                   "below)")
+@pytest.mark.xfail(strict=False, reason="float32 only: with decoder means thousands of "
+                   "scales from the clip level (spread >= 10), loc + s·λ(a) cancels in float32 "
+                   "(an error of |loc|·6e-8, clamped to [clip, 1]); float64 agrees")
 @given(clipped_case(spreads=(10.0, 1e4)))
 def test_clipped_impute_matches_reference_for_extreme_decoders(c):
     tensors, clip, censored, layout, dtype = c
@@ -351,9 +344,6 @@ def seeded_clipped_inputs(seed: int, spread: float, shape=(8, 3, 2, 8, 6)):
 
 
 @needs_clipped
-@pytest.mark.xfail(strict=True, reason="known (a deterministic case of the xfail above): "
-                   "decoder means thousands of scales below the clip level; remove this "
-                   "mark once kernel and reference agree")
 def test_clipped_impute_known_case_deep_tail_float64():
     tensors, clip = seeded_clipped_inputs(0, 10.0)
     out = ops.clipped_impute(*tensors, clip, 0.01, True)
@@ -362,9 +352,6 @@ def test_clipped_impute_known_case_deep_tail_float64():
 
 
 @needs_clipped
-@pytest.mark.xfail(strict=True, reason="known (a deterministic case of the float32 xfail "
-                   "above): the float32 kernel returns NaN at clip level 1 for decoder "
-                   "outputs near 1e13; remove this mark once it stays in [clip, 1]")
 def test_clipped_impute_known_case_float32_nan():
     f64 = dict(dtype=torch.float64)
     tensors = (torch.tensor([[1.0]], **f64), torch.tensor([[True]]),

@@ -141,9 +141,8 @@ NMF_HOST_DEVICE void clipped_impute_pixel(int64_t C, int64_t L, int64_t H, int64
       const T scale = softplus_scale(raw, min_scale);
       if (lost[c]) {
         if (censored) {
-          const T log_tail = log_ndtr((loc - clip) / scale);
-          log_w += log_tail;
-          value[c] = clipped_mean_given_tail(loc, scale, clip, log_tail);
+          log_w += log_ndtr((loc - clip) / scale);
+          value[c] = clipped_mean(loc, scale, clip);
         } else {
           value[c] = loc < T(0) ? T(0) : (loc > T(1) ? T(1) : loc);
         }

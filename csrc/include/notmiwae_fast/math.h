@@ -319,41 +319,57 @@ NMF_HOST_DEVICE StudentTGrad<T> studentt_log_density_grad(T x, T loc, T scale, T
 // The censored normal of the clipped-pixel model: y ~ N(loc, scale²), x = clip(y, 0, 1).
 // ---------------------------------------------------------------------------
 
-// log erfc(x) for x ≥ 0 from the Chebyshev fit of Numerical Recipes (erfc to 1.2e-7
-// relative everywhere), in log space: no underflow however large x is.
+// erfcx(x) = exp(x²)·erfc(x) for x ≥ 0, the scaled complementary error function: the
+// normal tails below are written with it, so their exp(−x²) factors cancel analytically
+// instead of numerically. float: the Chebyshev fit of Numerical Recipes (1.2e-7
+// relative); double: exp(x²)·erfc(x) below 26, the asymptotic series above (its first
+// omitted term is below 1e-12 relative there).
 template <typename T>
-NMF_HOST_DEVICE T log_erfc_nonnegative(T x) {
-  const T t = T(1) / (T(1) + T(0.5) * x);
-  const T poly =
-      T(-1.26551223) +
-      t * (T(1.00002368) +
-           t * (T(0.37409196) +
-                t * (T(0.09678418) +
-                     t * (T(-0.18628806) +
-                          t * (T(0.27886807) +
-                               t * (T(-1.13520398) +
-                                    t * (T(1.48851587) +
-                                         t * (T(-0.82215223) + t * T(0.17087277)))))))));
-  return log(t) - x * x + poly;
+NMF_HOST_DEVICE T erfcx_nonnegative(T x) {
+  if (sizeof(T) < 8) {
+    const T t = T(1) / (T(1) + T(0.5) * x);
+    const T poly =
+        T(-1.26551223) +
+        t * (T(1.00002368) +
+             t * (T(0.37409196) +
+                  t * (T(0.09678418) +
+                       t * (T(-0.18628806) +
+                            t * (T(0.27886807) +
+                                 t * (T(-1.13520398) +
+                                      t * (T(1.48851587) +
+                                           t * (T(-0.82215223) + t * T(0.17087277)))))))));
+    return t * exp(poly);
+  }
+  if (x < T(26)) return exp(x * x) * erfc(x);
+  const T r = T(1) / (x * x);
+  return T(0.56418958354775628695) / x *  // 1/(x√π) Σ (−1)ⁿ (2n−1)!! / (2x²)ⁿ
+         (T(1) + r * (T(-0.5) + r * (T(0.75) + r * (T(-1.875) + r * T(6.5625)))));
 }
 
-// log Φ(t), accurate in both tails. float: from log_erfc_nonnegative (one log; 1.2e-7
-// relative, float's own precision). double: log1p(−Φ(−t)) above 0, log Φ(t) from erfc
-// down to −20, the asymptotic series of the Mills ratio below (its first omitted term,
-// 945/t¹⁰, is below 1e-12 relative there).
+constexpr double kSqrtHalf = 0.70710678118654752440;
+
+// Φ(t), the standard normal CDF, from erfcx (no underflow in the left tail's ratio use).
+template <typename T>
+NMF_HOST_DEVICE T ndtr(T t) {
+  const T x = t * T(kSqrtHalf);
+  const T tail = T(0.5) * erfcx_nonnegative(x < T(0) ? -x : x) * exp(-x * x);  // Φ(−|t|)
+  return t < T(0) ? tail : T(1) - tail;
+}
+
+// log Φ(t), accurate in both tails.
 template <typename T>
 NMF_HOST_DEVICE T log_ndtr(T t) {
-  constexpr double kSqrtHalf = 0.70710678118654752440;
-  constexpr double kLogHalf = -0.69314718055994530942;
-  if (sizeof(T) < 8) {
-    if (t > T(0)) return log1p(T(-0.5) * exp(log_erfc_nonnegative(t * T(kSqrtHalf))));
-    return T(kLogHalf) + log_erfc_nonnegative(-t * T(kSqrtHalf));
-  }
-  if (t > T(0)) return log1p(T(-0.5) * erfc(t * T(kSqrtHalf)));
-  if (t > T(-20)) return log(T(0.5) * erfc(-t * T(kSqrtHalf)));
-  const T r = T(1) / (t * t);
-  return T(-0.5) * t * t - log(-t) - T(kHalfLog2Pi) +
-         log1p(r * (T(-1) + r * (T(3) + r * (T(-15) + r * T(105)))));
+  const T x = t * T(kSqrtHalf);
+  if (t < T(0)) return log(T(0.5) * erfcx_nonnegative(-x)) - x * x;
+  return log1p(T(-0.5) * erfcx_nonnegative(x) * exp(-x * x));
+}
+
+// φ(a) / Φ(−a), the inverse Mills ratio (the mean of a standard normal above a, for
+// a ≥ 0 about a + 1/a), for any a.
+template <typename T>
+NMF_HOST_DEVICE T mills_ratio(T a) {
+  if (a >= T(0)) return T(0.79788456080286535588) / erfcx_nonnegative(a * T(kSqrtHalf));
+  return exp(T(-0.5) * a * a - T(kHalfLog2Pi)) / ndtr(-a);  // Φ(−a) ≥ 1/2
 }
 
 // The log-likelihood of an observed value x ∈ [0, 1) of the censored normal: its density,
@@ -366,26 +382,31 @@ NMF_HOST_DEVICE T censored_normal_log_prob(T x, T loc, T scale) {
   return T(-0.5) * z * z - log(scale) - T(kHalfLog2Pi);
 }
 
-// E[min(y, 1) | y ≥ c] for y ~ N(loc, scale²), c ≤ 1, in [c, 1], given log_tail =
-// log Φ((loc − c)/s) = log P(y ≥ c) (the lost value's likelihood term, computed once):
-// with a = (c − loc)/s, b = (1 − loc)/s, E[y | y ≥ c] = loc + s·φ(a)/Φ(−a), less
-// E[(y − 1)⁺ | y ≥ c] = s·(φ(b) − b·Φ(−b))/Φ(−a); ratios in log space, so neither tail
-// underflows. The part above 1 is left out where it is below e^-40 of the rest.
-template <typename T>
-NMF_HOST_DEVICE T clipped_mean_given_tail(T loc, T scale, T c, T log_tail) {
-  const T a = (c - loc) / scale, b = (T(1) - loc) / scale;
-  T mean = loc + scale * exp(T(-0.5) * a * a - T(kHalfLog2Pi) - log_tail);
-  if (T(0.5) * (b * b - a * a) < T(40) || b < T(1)) {
-    const T ratio_b = exp(T(-0.5) * b * b - T(kHalfLog2Pi) - log_tail);
-    const T above = exp(log_ndtr(-b) - log_tail);
-    mean += scale * (b * above - ratio_b);
-  }
-  return mean < c ? c : (mean > T(1) ? T(1) : mean);
-}
-
+// E[min(y, 1) | y ≥ c] for y ~ N(loc, scale²), c ≤ 1, in [c, 1]: with a = (c − loc)/s
+// and b = (1 − loc)/s ≥ a, E[y | y ≥ c] = loc + s·λ(a) (λ: mills_ratio), less
+// E[(y − 1)⁺ | y ≥ c] = s·(φ(b) − b·Φ(−b))/Φ(−a) = s·(e^{−(b−a)(b+a)/2}·λ(a) −
+// b·Φ(−b)/Φ(−a)); both ratios without a tail probability that could underflow. The part
+// above 1 is left out where it is below e^-40 of the rest.
 template <typename T>
 NMF_HOST_DEVICE T clipped_mean(T loc, T scale, T c) {
-  return clipped_mean_given_tail(loc, scale, c, log_ndtr((loc - c) / scale));
+  const T a = (c - loc) / scale, b = (T(1) - loc) / scale;
+  const T lambda = mills_ratio(a);
+  T mean = loc + scale * lambda;
+  const T half_gap = T(0.5) * (b - a) * (b + a);  // (b² − a²)/2 ≥ 0
+  if (half_gap < T(40) || b < T(1)) {
+    T density_b, above;  // φ(b) / Φ(−a) and Φ(−b) / Φ(−a)
+    if (a >= T(0)) {     // then b ≥ 0: the ratios of erfcx, times e^{−(b²−a²)/2} ≤ 1
+      const T decay = exp(-half_gap);
+      density_b = decay * lambda;
+      above = erfcx_nonnegative(b * T(kSqrtHalf)) / erfcx_nonnegative(a * T(kSqrtHalf)) * decay;
+    } else {             // Φ(−a) ≥ 1/2: the plain ratios
+      const T tail_a = ndtr(-a);
+      density_b = exp(T(-0.5) * b * b - T(kHalfLog2Pi)) / tail_a;
+      above = ndtr(-b) / tail_a;
+    }
+    mean -= scale * (density_b - b * above);
+  }
+  return mean < c ? c : (mean > T(1) ? T(1) : mean);
 }
 
 }  // namespace math
