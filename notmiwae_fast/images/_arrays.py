@@ -107,3 +107,12 @@ def count_lost(colour: np.ndarray, clip_level: float, rows: int = 256) -> int:
         band = colour[r0:r0 + rows]
         total += int(band.size - np.count_nonzero(_below(band, clip_level) & np.isfinite(band)))
     return total
+
+
+def widen_range(values: np.ndarray, lo: float, hi: float) -> tuple[float, float]:
+    """(lo, hi) widened to the finite values of ``values`` (as given, before any
+    rounding to float32): the float images' range check, band by band."""
+    finite = values[np.isfinite(values)]
+    if finite.size:
+        lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
+    return lo, hi

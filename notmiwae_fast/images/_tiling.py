@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from .._progress import progress_bar
-from ._arrays import _colour, _float_range_error, _from_float, _observed, _to_float, as_float_image
+from ._arrays import (_colour, _float_range_error, _from_float, _observed, _to_float,
+                      as_float_image, widen_range)
 
 IMAGE_BACKENDS = ("fused", "reference")
 # The fused path's bands span at most this many bytes of float32 values (or one row of
@@ -138,11 +139,8 @@ def _impute_streaming(model, arr, C, mask, clip_level, tile, overlap, n_samples,
     for a, b, r0, r1, _ in bands(np.zeros(len(tops), dtype=int), 1):
         values, observed = read(r0, r1)
         lossy[a:b] = _lossy_tiles(observed, tops[a:b] - r0, lefts, tile)
-        if floats:  # the values as given (before rounding to float32)
-            raw = _colour(arr[r0:r1], C)
-            finite = raw[np.isfinite(raw)]
-            if finite.size:
-                lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
+        if floats:
+            lo, hi = widen_range(_colour(arr[r0:r1], C), lo, hi)
     if lo < 0 or hi > 1:
         raise _float_range_error(lo, hi)
     # Pass 2: impute band by band.

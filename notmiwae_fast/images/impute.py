@@ -11,8 +11,8 @@ from torch import nn
 
 from .. import _validate
 from .._progress import progress_bar
-from ._arrays import (_check_dtype, _colour, _colour_channels, _float_range_error,
-                      _from_float, _observed, _to_float)
+from ._arrays import (_check_dtype, _colour, _colour_channels, _float_range_error, _from_float,
+                      _observed, _to_float, widen_range)
 from ._context import band_integral, features_at, finish_statistics, image_statistics
 from ._tiling import IMAGE_BACKENDS, _check_out, _impute_reference, _impute_streaming, _output
 from .clipped import ClippedPixelModel
@@ -162,10 +162,7 @@ def _impute_pixelwise(model: ClippedPixelModel, image, mask, clip_level, n_sampl
         sums += image_statistics(values, lost)
         lossy_rows[r0:r1] = lost.any(axis=(1, 2))
         if floats:
-            raw = _colour(arr[r0:r1], C)
-            finite = raw[np.isfinite(raw)]
-            if finite.size:
-                lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
+            lo, hi = widen_range(_colour(arr[r0:r1], C), lo, hi)
     if lo < 0 or hi > 1:
         raise _float_range_error(lo, hi)
     stats = finish_statistics(sums, H * W, clip_level)
