@@ -20,10 +20,12 @@ SPEC_OPERATORS = ["iw_logmeanexp", "iw_weights", "masked_normal_logprob",
 COMPOSITE_OPERATORS = ["gauss_bound", "gauss_bound_grads"]
 # The models' input check and zero-fill (tests/test_observed_data.py).
 INPUT_OPERATORS = ["observed_data"]
+# The clipped-pixel model's imputation (inference only; tests/test_clipped.py).
+IMAGE_OPERATORS = ["clipped_impute"]
 
 
 def test_every_spec_operator_has_a_reference_a_wrapper_and_a_kernel():
-    every = SPEC_OPERATORS + COMPOSITE_OPERATORS + INPUT_OPERATORS
+    every = SPEC_OPERATORS + COMPOSITE_OPERATORS + INPUT_OPERATORS + IMAGE_OPERATORS
     assert sorted(reference.__all__) == sorted(every)
     for name in every:
         assert callable(getattr(reference, name)) and callable(getattr(ops, name))
