@@ -20,6 +20,7 @@ per-feature parameters: [D]; log-weights: [B, K]. ``mask`` is bool or 0/1 float.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -396,6 +397,32 @@ def clipped_mean(loc: Tensor, scale: Tensor, clip) -> Tensor:
     return torch.minimum(torch.maximum(mean, clip), torch.ones_like(mean))
 
 
+def clipped_log_weights(x: Tensor, lost: Tensor, loc: Tensor, scale: Tensor, z: Tensor,
+                        eps: Tensor, std: Tensor, clip, censored: bool,
+                        censor: Optional[Tensor] = None) -> Tensor:
+    """The clipped-pixel model's importance log-weights [K, N]: log p(x°, s | z) + log p(z)
+    − log q(z), the censored-normal terms summed over the C channels.
+
+    Args:
+        x, lost: [N, C]; loc, scale: [K, N, C] the decoder's; z: [K, N, L] the draws,
+            eps: their standard normal noise ([K, N, L] or [K, 1, L]), std: [N, L] q's.
+        clip: the clip level (a number or [N, 1]).
+        censored: a lost value adds log P(y ≥ clip) (not-MIWAE), or nothing (MIWAE).
+        censor: [N, C] the values whose term is log P(y ≥ clip) (default ``lost``; all
+            False: complete data, every value's own likelihood).
+    """
+    censor = lost if censor is None else censor
+    log_obs = censored_normal_log_prob(x, loc, scale)
+    if censored:
+        log_lost = torch.special.log_ndtr((loc - clip) / scale)
+    else:
+        log_lost = torch.zeros_like(loc)
+    log_px = torch.where(censor, log_lost, log_obs).sum(-1)
+    log_pz = -0.5 * (z * z).sum(-1)
+    log_qz = (-0.5 * eps * eps).sum(-1) - torch.log(std).sum(-1)
+    return log_px + log_pz - log_qz
+
+
 def clipped_impute(x: Tensor, lost: Tensor, context: Tensor, mu: Tensor, std: Tensor,
                    eps: Tensor, w_latent: Tensor, w_out: Tensor, b_out: Tensor, clip: float,
                    min_scale: float, censored: bool) -> Tensor:
@@ -413,18 +440,13 @@ def clipped_impute(x: Tensor, lost: Tensor, context: Tensor, mu: Tensor, std: Te
         [N, C]: x with its lost values replaced by Σ_k w_k value_k (see
         csrc/include/notmiwae_fast/clipped.h); a pixel whose weights all vanish gets clip.
     """
-    z = mu + std * eps[:, None, :]  # [K, N, L]
+    eps = eps[:, None, :]  # [K, 1, L], shared by the pixels
+    z = mu + std * eps  # [K, N, L]
     hidden = torch.relu(context + z @ w_latent.T)  # [K, N, H]
     loc, raw = (hidden @ w_out.T + b_out).chunk(2, -1)  # [K, N, C] each
     scale = softplus_scale(raw, min_scale)
-    if censored:
-        lost_term = torch.special.log_ndtr((loc - clip) / scale)
-        values = clipped_mean(loc, scale, clip)
-    else:
-        lost_term = torch.zeros_like(loc)
-        values = loc.clamp(0.0, 1.0)
-    log_px = torch.where(lost, lost_term, censored_normal_log_prob(x, loc, scale)).sum(-1)
-    log_w = log_px + (0.5 * (eps * eps)[:, None, :] - 0.5 * z * z + torch.log(std)).sum(-1)
+    log_w = clipped_log_weights(x, lost, loc, scale, z, eps, std, clip, censored)
+    values = clipped_mean(loc, scale, clip) if censored else loc.clamp(0.0, 1.0)
     w = torch.softmax(log_w, 0).unsqueeze(-1)  # [K, N, 1]
     imputed = torch.nansum(w * values, 0)
     imputed = torch.where(torch.isnan(w).any(0), torch.full_like(imputed, clip), imputed)

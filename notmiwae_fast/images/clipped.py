@@ -79,11 +79,22 @@ class ClippedPixelModel(nn.Module):
                            decoder_hidden=decoder_hidden, min_scale=self.min_scale,
                            radii=list(self.radii))
 
-    def _posterior(self, x: Tensor, lost: Tensor, h: Tensor,
-                   clip: Tensor) -> tuple[Tensor, Tensor]:
-        """q(z | x̃, s, h): (mean, std), each [N, L]."""
-        filled = torch.where(lost, clip, x)
-        mu, log_var = self.encoder(torch.cat([filled, lost.to(x.dtype), h], -1)).chunk(2, -1)
+    def _posterior(self, x: Tensor, lost: Tensor, h: Tensor, clip,
+                   fused: bool = False) -> tuple[Tensor, Tensor]:
+        """q(z | x̃, s, h): (mean, std), each [N, L]; ``clip`` a number or [N, 1].
+        ``fused``: the encoder through the fused ``mlp_tanh`` (imputation), else its
+        nn.Linear layers (training)."""
+        C = self.channels
+        inputs = torch.empty(len(x), 2 * C + h.shape[1], dtype=x.dtype, device=x.device)
+        inputs[:, :C] = torch.where(lost, clip, x)  # x̃: what the clipped photograph shows
+        inputs[:, C:2 * C] = lost
+        inputs[:, 2 * C:] = h
+        if fused:
+            layers = [m for m in self.encoder if isinstance(m, nn.Linear)]
+            out = ops.mlp_tanh(inputs, [m.weight for m in layers], [m.bias for m in layers])
+        else:
+            out = self.encoder(inputs)
+        mu, log_var = out.chunk(2, -1)
         return mu, torch.exp(0.5 * log_var.clamp(-10.0, 10.0))
 
     def _decode(self, z: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
@@ -103,19 +114,12 @@ class ClippedPixelModel(nn.Module):
             censor: [N, C] the values whose likelihood term is P(y ≥ clip) (default:
                 ``lost``; all False trains on complete data, whose lost values are known).
         """
-        censor = lost if censor is None else censor
         mu, std = self._posterior(x, lost, h, clip)
         z = mu + std * eps
         loc, scale = self._decode(z, self.decoder_context(h))
-        log_obs = reference.censored_normal_log_prob(x, loc, scale)
-        if self.kind == "notmiwae":
-            log_lost = torch.special.log_ndtr((loc - clip) / scale)
-        else:
-            log_lost = torch.zeros_like(loc)
-        log_px = torch.where(censor, log_lost, log_obs).sum(-1)
-        log_pz = -0.5 * (z * z).sum(-1)
-        log_qz = (-0.5 * eps * eps).sum(-1) - torch.log(std).sum(-1)
-        return log_px + log_pz - log_qz, loc, scale
+        log_w = reference.clipped_log_weights(x, lost, loc, scale, z, eps, std, clip,
+                                              self.kind == "notmiwae", censor)
+        return log_w, loc, scale
 
     def loss(self, x: Tensor, lost: Tensor, h: Tensor, clip: Tensor, n_samples: int = 8,
              censor: Optional[Tensor] = None) -> Tensor:
@@ -132,15 +136,7 @@ class ClippedPixelModel(nn.Module):
         ``n_samples`` draws shared by the N pixels (the fused ``clipped_impute``), or the
         draws ``eps`` [K, L] given (an image passes the same draws to all its chunks, so
         the imputation has no seams between them)."""
-        C = self.channels
-        inputs = torch.empty(len(x), 2 * C + h.shape[1], dtype=x.dtype, device=x.device)
-        inputs[:, :C] = torch.where(lost, float(clip), x)
-        inputs[:, C:2 * C] = lost
-        inputs[:, 2 * C:] = h
-        layers = [m for m in self.encoder if isinstance(m, nn.Linear)]
-        mu, log_var = ops.mlp_tanh(inputs, [m.weight for m in layers],
-                                   [m.bias for m in layers]).chunk(2, -1)
-        std = torch.exp(0.5 * log_var.clamp(-10.0, 10.0))
+        mu, std = self._posterior(x, lost, h, float(clip), fused=True)
         if eps is None:
             eps = torch.randn(n_samples, self.latent_dim, dtype=x.dtype, device=x.device)
         return ops.clipped_impute(x, lost, self.decoder_context(h), mu, std, eps,
