@@ -50,11 +50,6 @@ def rmse(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
     return float(np.sqrt(np.mean((a[where] - b[where]) ** 2)))
 
 
-def grey(photo: np.ndarray) -> np.ndarray:
-    """Luminance (ITU-R 601), [H, W, 1]."""
-    return (photo @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[..., None]
-
-
 def pixels_of(photos: list, args):
     return images.training_pixels(photos, TRAIN_CLIPS, GAINS, per_image=args.per_image,
                                   seed=args.seed)
@@ -100,7 +95,7 @@ def main() -> None:
         print(f"trained {name} in {seconds:.0f} s (final loss {loss:.3f})", flush=True)
     if args.bundle:
         images.save_image_model(models["not-MIWAE"], os.path.join(DATA, "clipped_pixels_rgb.pt"))
-        grey_pixels = pixels_of([grey(p) for p in train_photos.values()], args)
+        grey_pixels = pixels_of([images.to_grey(p) for p in train_photos.values()], args)
         grey_model, seconds, _ = train("notmiwae", False, grey_pixels, args, 1)
         images.save_image_model(grey_model, os.path.join(DATA, "clipped_pixels_grey.pt"))
         print(f"wrote the bundled models to {DATA} (grey trained in {seconds:.0f} s)")

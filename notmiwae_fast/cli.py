@@ -529,7 +529,7 @@ def _image_model(args, channels: int = 3):
 
 def _impute_image_folder(args) -> int:
     """impute-image IN_FOLDER OUT_FOLDER: the images split across the ranks."""
-    from . import distributed, images
+    from . import distributed
     in_dir, out_dir = Path(args.image), Path(args.output)
     with _all_ranks("checking the files"):
         if out_dir.exists() and not out_dir.is_dir():
@@ -565,9 +565,8 @@ def cmd_train_image(args) -> int:
         for path in _photo_files(args.photos):
             pixels = _read_image(str(path))[0]
             colour = images.as_float_image(pixels)[0]
-            if colour.shape[2] != args.channels:
-                colour = (colour @ np.array([0.299, 0.587, 0.114], np.float32))[..., None] \
-                    if args.channels == 1 and colour.shape[2] == 3 else colour
+            if args.channels == 1 and colour.shape[2] == 3:
+                colour = images.to_grey(colour)
             if colour.shape[2] != args.channels:
                 raise CLIError(f"photograph {path} has {colour.shape[2]} colour channel(s); "
                                f"--channels is {args.channels}")
@@ -575,8 +574,7 @@ def cmd_train_image(args) -> int:
     else:
         photos = images.bundled_photographs()
         if args.channels == 1:
-            photos = {k: (v @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
-                      for k, v in photos.items()}
+            photos = {k: images.to_grey(v) for k, v in photos.items()}
     torch.manual_seed(args.seed)
     pixels = images.training_pixels(list(photos.values()), args.clip_levels, args.gains,
                                     per_image=args.per_image, seed=args.seed)

@@ -23,7 +23,8 @@ features), ``clipped`` (the clipped-pixel model and its training), ``tiles`` and
 bundled models), ``photos`` (the photographs packages ship).
 """
 
-from ._arrays import _colour, _colour_channels, as_float_image, clip_mask, count_lost
+from ._arrays import (_colour, _colour_channels, as_float_image, clip_mask, count_lost,
+                      to_grey)
 from ._tiling import IMAGE_BACKENDS, _tile_starts, _window
 from .clipped import ClippedPixelModel, train_clipped, training_pixels
 from .files import bundled_model_path, load_image_model, save_image_model
@@ -35,7 +36,7 @@ from .tiles import (IMAGE_MIN_SCALE, ConvBernoulliDecoder, ConvEncoder, ConvGaus
 __all__ = ["ClippedPixelModel", "train_clipped", "training_pixels", "impute_image",
            "load_image_model", "save_image_model", "bundled_model_path",
            "bundled_photographs", "TRAINING_PHOTOGRAPHS", "HELD_OUT_PHOTOGRAPHS",
-           "as_float_image", "clip_mask", "count_lost", "image_model", "photo_patches",
+           "as_float_image", "clip_mask", "count_lost", "to_grey", "image_model", "photo_patches",
            "train_on_patches", "ConvEncoder", "ConvGaussianDecoder", "ConvBernoulliDecoder",
            "PixelSelfMasking", "IMAGE_MIN_SCALE", "IMAGE_BACKENDS",
            "_colour", "_colour_channels", "_tile_starts", "_window"]

@@ -116,3 +116,9 @@ def widen_range(values: np.ndarray, lo: float, hi: float) -> tuple[float, float]
     if finite.size:
         lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
     return lo, hi
+
+
+def to_grey(colour: np.ndarray) -> np.ndarray:
+    """Float RGB [H, W, 3] -> its luminance (ITU-R 601 weights) [H, W, 1], float32; how
+    the grey models see colour photographs."""
+    return (colour @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[..., None]
