@@ -15,7 +15,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -246,15 +245,11 @@ def clipped_available() -> bool:
                                                               "clipped_impute")
 
 
-@st.composite
-def clipped_case(draw, spreads=(1e-3, 0.3, 1.0)):
-    """The clipped_impute inputs (as tests/test_clipped.py builds them) with the
-    networks' outputs scaled by a spread drawn from ``spreads``."""
-    g, _, _, layout, dtype = draw(case())
-    N, C, L = draw(st.integers(1, 12)), draw(st.integers(1, 3)), draw(st.integers(1, 4))
-    H, K = draw(st.integers(1, 16)), draw(st.integers(1, 10))
-    clip = draw(st.floats(0.05, 1.0))
-    spread = draw(st.sampled_from(spreads))
+def clipped_tensors(g: torch.Generator, N: int, C: int, L: int, H: int, K: int,
+                    clip: float, spread: float) -> tuple:
+    """clipped_impute's nine tensors (float64) drawn from ``g``: values below the clip
+    level, half of them lost (then holding the clip level), the networks' outputs
+    scaled by ``spread``."""
     x = torch.rand(N, C, generator=g, dtype=torch.float64) * clip
     lost = torch.rand(N, C, generator=g) < 0.5
     x = torch.where(lost, torch.full_like(x, clip), x)
@@ -265,8 +260,21 @@ def clipped_case(draw, spreads=(1e-3, 0.3, 1.0)):
     w_latent = torch.randn(H, L, generator=g, dtype=torch.float64) * spread
     w_out = torch.randn(2 * C, H, generator=g, dtype=torch.float64) / math.sqrt(H) * spread
     b_out = torch.randn(2 * C, generator=g, dtype=torch.float64) * 0.3 + 0.5
+    return (x, lost, ctx, mu, std, eps, w_latent, w_out, b_out)
+
+
+@st.composite
+def clipped_case(draw, spreads=(1e-3, 0.3, 1.0)):
+    """The clipped_impute inputs (as tests/test_clipped.py builds them) with the
+    networks' outputs scaled by a spread drawn from ``spreads``."""
+    g, _, _, layout, dtype = draw(case())
+    N, C, L = draw(st.integers(1, 12)), draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    H, K = draw(st.integers(1, 16)), draw(st.integers(1, 10))
+    clip = draw(st.floats(0.05, 1.0))
+    spread = draw(st.sampled_from(spreads))
+    tensors = clipped_tensors(g, N, C, L, H, K, clip, spread)
     censored = draw(st.booleans())
-    return (x, lost, ctx, mu, std, eps, w_latent, w_out, b_out), clip, censored, layout, dtype
+    return tensors, clip, censored, layout, dtype
 
 
 needs_clipped = pytest.mark.skipif(not clipped_available(), reason="clipped_impute is not "
@@ -330,17 +338,7 @@ def seeded_clipped_inputs(seed: int, spread: float, shape=(8, 3, 2, 8, 6)):
     N, C, L, H, K = shape
     g = torch.Generator().manual_seed(seed)
     clip = 0.05 + 0.95 * torch.rand(1, generator=g).item()
-    x = torch.rand(N, C, generator=g, dtype=torch.float64) * clip
-    lost = torch.rand(N, C, generator=g) < 0.5
-    x = torch.where(lost, torch.full_like(x, clip), x)
-    ctx = torch.randn(N, H, generator=g, dtype=torch.float64) * spread
-    mu = torch.randn(N, L, generator=g, dtype=torch.float64) * spread
-    std = torch.exp(0.3 * torch.randn(N, L, generator=g, dtype=torch.float64))
-    eps = torch.randn(K, L, generator=g, dtype=torch.float64)
-    w_latent = torch.randn(H, L, generator=g, dtype=torch.float64) * spread
-    w_out = torch.randn(2 * C, H, generator=g, dtype=torch.float64) / math.sqrt(H) * spread
-    b_out = torch.randn(2 * C, generator=g, dtype=torch.float64) * 0.3 + 0.5
-    return (x, lost, ctx, mu, std, eps, w_latent, w_out, b_out), clip
+    return clipped_tensors(g, N, C, L, H, K, clip, spread), clip
 
 
 @needs_clipped
