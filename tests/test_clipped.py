@@ -345,3 +345,22 @@ def test_no_seams_between_chunks(model, monkeypatch):
     torch.manual_seed(4)
     chunked = images.impute_image(model, img, clip_level=0.7, progress=False)
     np.testing.assert_allclose(chunked, whole, rtol=1e-6, atol=1e-6)
+
+
+def test_an_image_model_file_that_runs_code_is_refused(tmp_path):
+    """load_image_model reads as every model file is read (_io.load_plain): a file whose
+    pickled object would run a command is refused, naming the file, and nothing runs."""
+    import os
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "notmiwae_fast.clipped_pixel_model/1", "config": Payload()}, path)
+    with pytest.raises(ValueError, match=f"image model file {path} is refused: it holds "
+                                         "pickled Python objects"):
+        images.load_image_model(path)
+    assert not marker.exists()

@@ -9,6 +9,7 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
+from .._io import load_plain
 from .clipped import ClippedPixelModel
 from .tiles import image_model
 
@@ -57,11 +58,8 @@ def load_image_model(path: Optional[Union[str, os.PathLike]] = None, backend: st
     path = os.fspath(path) if path is not None else bundled_model_path(channels)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image model file {path} does not exist")
-    try:  # a configuration dict and a state_dict: no pickled code needed
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is one message
-        raise ValueError(f"image model file {path} cannot be read "
-                         f"({type(err).__name__})") from None
+    # a configuration dict and a state_dict: plain data, read as every model file is
+    state = load_plain(path, "image model file", map_location)
     fmt = state.get("format") if isinstance(state, dict) else None
     try:
         if fmt == CLIPPED_FORMAT:
