@@ -143,3 +143,22 @@ def optional_names(names: Optional[list], input_dim: int) -> Optional[list]:
         raise ValueError(f"argument 'feature_names' must have input_dim = {input_dim} names; "
                          f"got {len(names)}")
     return list(names) if names is not None else None
+
+
+def device(value, label: str = "argument 'device' =") -> torch.device:
+    """``value`` as a torch.device; ValueError starting with ``label`` (the argument or
+    option, as its caller names it) when it is not a device, or a CUDA device this
+    machine does not have."""
+    try:
+        parsed = torch.device(value)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"{label} {value!r} is not a device (cpu, cuda, cuda:1, ...)") \
+            from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"{label} {value}: no CUDA GPU is available here")
+        if parsed.index is not None and parsed.index >= count:
+            raise ValueError(f"{label} {value}: this machine has {count} CUDA GPU(s)")
+    return parsed
+

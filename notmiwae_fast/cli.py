@@ -426,11 +426,8 @@ def cmd_demo(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    import torch
-
     from . import benchmark
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise CLIError("--device cuda: no CUDA GPU is available here")
+    _check_device(args.device)
     out = Path(args.out)
     if (out / "bench.json").exists() and not args.force:
         raise CLIError(f"{out / 'bench.json'} exists; pass --force to overwrite it")
@@ -803,18 +800,11 @@ def _check_device(device: Optional[str]) -> None:
     machine lacks (None: the default, always fine)."""
     if device is None:
         return
-    import torch
+    from . import _validate
     try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise CLIError(f"--device {device!r} is not a device (cpu, cuda, cuda:1, ...)") \
-            from None
-    if parsed.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise CLIError(f"--device {device}: no CUDA GPU is available here")
-        if parsed.index is not None and parsed.index >= count:
-            raise CLIError(f"--device {device}: this machine has {count} CUDA GPU(s)")
+        _validate.device(device, "--device")
+    except ValueError as err:
+        raise CLIError(str(err)) from None
 
 
 # Commands that run under torchrun (the others run as they would in one process).

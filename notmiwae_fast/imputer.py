@@ -50,7 +50,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import InvalidParameterError, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import _io
+from . import _io, _validate
 
 from . import utils
 from .missing import MISSING_PROCESSES, BaseMissingProcess
@@ -291,20 +291,7 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         or is a CUDA device this machine does not have."""
         if self.device is None:
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            device = torch.device(self.device)
-        except (RuntimeError, TypeError, ValueError) as err:
-            raise ValueError(f"argument 'device': {self.device!r} is not a device "
-                             f"({' '.join(str(err).split())})") from None
-        if device.type == "cuda":
-            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-            if count == 0:
-                raise ValueError(f"argument 'device' is {str(self.device)!r} but no CUDA "
-                                 "GPU is available here")
-            if device.index is not None and device.index >= count:
-                raise ValueError(f"argument 'device' is {str(self.device)!r} but this "
-                                 f"machine has {count} CUDA GPU(s)")
-        return device
+        return _validate.device(self.device)
 
     # -- fit / transform -------------------------------------------------------------------
     def fit(self, X, y=None):
