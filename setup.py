@@ -67,12 +67,17 @@ def extension():
     csrc = "csrc"
     sources = _build.sources(csrc, cuda=use_cuda)
     include_dirs = [os.path.join(HERE, csrc, "include")]
-    extra = {"cxx": ["-O3"]}
+    # -fopenmp: at::parallel_for is an inline template whose `omp parallel` compiles to
+    # a serial loop without it (torch's parallel backend here is OpenMP; the extension
+    # then links the libgomp torch has already loaded).
+    extra = {"cxx": ["-O3", "-fopenmp"]}
+    link = ["-fopenmp"]
     if not use_cuda:
         print(f"notmiwae_fast: building the CPU kernels only (torch {torch.__version__}, "
               f"torch CUDA: {torch.version.cuda}, CUDA toolkit: {_cuda_home})")
         return CppExtension("notmiwae_fast._C", sources, include_dirs=include_dirs,
-                            extra_compile_args=extra, py_limited_api=True)
+                            extra_compile_args=extra, extra_link_args=link,
+                            py_limited_api=True)
     if not os.environ.get("TORCH_CUDA_ARCH_LIST"):
         os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_ARCH_LIST
     extra["nvcc"] = ["-O3", "--expt-relaxed-constexpr"]
@@ -80,7 +85,7 @@ def extension():
           f"CUDA {torch.version.cuda}, CUDA_HOME={_cuda_home}, "
           f"TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']})")
     return CUDAExtension("notmiwae_fast._C", sources, include_dirs=include_dirs,
-                         extra_compile_args=extra, py_limited_api=True)
+                         extra_compile_args=extra, extra_link_args=link, py_limited_api=True)
 
 
 setup(

@@ -87,8 +87,9 @@ struct VecMath {
     return r;
   }
 
-  // log1p(x) for x >= 0 (the formulas call it on exp(−|l|) in (0, 1] and on z²/df):
-  // log(u) with u = 1 + x, corrected by (x − (u − 1)) / u for the rounding of u.
+  // log1p(x) for x > −1 (the formulas call it on exp(−|l|) in (0, 1], on z²/df and on
+  // −Φ(−t) in [−½, 0]): log(u) with u = 1 + x, corrected by (x − (u − 1)) / u for the
+  // rounding of u.
   static inline float Log1p(float x) {
     const float u = 1.0f + x;
     const float r = Log(u) + (x - (u - 1.0f)) / u;

@@ -21,3 +21,11 @@
 #else
 #define NMF_VECTOR_CLONES
 #endif
+// A kernel whose per-element work is one large inline function (too large for GCC to
+// inline by itself): everything it calls is inlined, so each clone compiles it for its
+// own instruction set.
+#if defined(__GNUC__)
+#define NMF_FLATTEN __attribute__((flatten))
+#else
+#define NMF_FLATTEN
+#endif

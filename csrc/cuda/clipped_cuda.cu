@@ -34,7 +34,7 @@ __global__ void clipped_impute_kernel(int64_t N, int64_t C, int64_t L, int64_t H
   using acc_t = at::opmath_type<scalar_t>;
   for (int64_t n = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; n < N;
        n += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    math::clipped_impute_pixel<acc_t, scalar_t>(
+    math::clipped_impute_pixel<math::LibM, false, acc_t, scalar_t>(
         C, L, H, K, x + n * C, lost + n * C, context + n * H, mu + n * L, sd + n * L, eps,
         w_latent, w_out, b_out, static_cast<acc_t>(clip), static_cast<acc_t>(min_scale),
         censored, out + n * C);

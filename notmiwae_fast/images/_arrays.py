@@ -63,7 +63,12 @@ def _below(values: np.ndarray, clip_level: float) -> np.ndarray:
     in their own precision, uint8 / uint16 as value / 255 (65535) in float64."""
     values = np.asarray(values)
     if values.dtype in (np.uint8, np.uint16):
-        return values / float(np.iinfo(values.dtype).max) < clip_level
+        # value / max < clip_level is monotonic in value: compare with the first integer
+        # it fails for (the same float64 comparison, made once, not per value)
+        top = np.iinfo(values.dtype).max
+        levels = np.arange(top + 1) / float(top) < clip_level
+        return values < int(np.argmin(levels)) if not levels.all() else \
+            np.ones(values.shape, dtype=bool)
     return values < clip_level
 
 

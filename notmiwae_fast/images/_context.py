@@ -20,6 +20,8 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+import torch
+from torch import Tensor
 
 RADII = (1, 3, 9, 27)
 
@@ -33,9 +35,12 @@ def image_statistics(values: np.ndarray, lost: np.ndarray) -> np.ndarray:
     """[3C] float64 sums for :func:`finish_statistics`: per channel the count of lost
     values, the sum and the sum of squares of the observed ones, of a block of rows
     (values [r, W, C] float, lost [r, W, C] bool). Sums of blocks add up."""
-    obs = np.where(lost, 0.0, values.astype(np.float64))
-    return np.concatenate([lost.sum(axis=(0, 1)), obs.sum(axis=(0, 1)),
-                           (obs * obs).sum(axis=(0, 1))]).astype(np.float64)
+    lost_t = torch.from_numpy(np.ascontiguousarray(lost))
+    obs = torch.from_numpy(np.ascontiguousarray(values)).masked_fill(lost_t, 0)
+    sums = [lost_t.sum(dim=(0, 1), dtype=torch.float64),
+            obs.sum(dim=(0, 1), dtype=torch.float64),
+            obs.square_().sum(dim=(0, 1), dtype=torch.float64)]  # accumulated in float64
+    return torch.cat(sums).numpy()
 
 
 def finish_statistics(sums: np.ndarray, n_pixels: int, clip_level: float) -> np.ndarray:
@@ -50,10 +55,11 @@ def finish_statistics(sums: np.ndarray, n_pixels: int, clip_level: float) -> np.
 
 
 def band_integral(values: np.ndarray, lost: np.ndarray, clip_level: float,
-                  radius: int) -> np.ndarray:
+                  radius: int) -> Tensor:
     """The integral image of a band of rows, padded by ``radius`` + 1 zeros on each side:
-    [r + 2R + 1, W + 2R + 1, 2C + 1] float64, channels: the values with lost ones set to
-    the clip level (C), the lost flags (C), 1 (counts the pixels inside the image).
+    [r + 2R + 1, W + 2R + 1, 2C + 1] float64 tensor, channels: the values with lost ones
+    set to the clip level (C), the lost flags (C), 1 (counts the pixels inside the image).
+    Computed with torch (multi-threaded).
 
     Args:
         values: [r, W, C] float values of the band's rows in [0, 1].
@@ -61,33 +67,41 @@ def band_integral(values: np.ndarray, lost: np.ndarray, clip_level: float,
     """
     R = radius
     r, W, C = values.shape
-    a = np.zeros((r + 2 * R + 1, W + 2 * R + 1, 2 * C + 1), dtype=np.float64)
+    lost_t = torch.from_numpy(np.ascontiguousarray(lost))
+    a = torch.zeros(r + 2 * R + 1, W + 2 * R + 1, 2 * C + 1, dtype=torch.float64)
     inner = a[R + 1:R + 1 + r, R + 1:R + 1 + W]
-    inner[..., :C] = np.where(lost, clip_level, values)
-    inner[..., C:2 * C] = lost
+    inner[..., :C] = torch.from_numpy(np.ascontiguousarray(values)).masked_fill(lost_t,
+                                                                                clip_level)
+    inner[..., C:2 * C] = lost_t
     inner[..., 2 * C] = 1.0
-    np.cumsum(a, axis=0, out=a)
-    np.cumsum(a, axis=1, out=a)  # a[i, j] = sum of the zero-padded band above-left of i, j
+    torch.cumsum(a, 0, out=a)
+    torch.cumsum(a, 1, out=a)  # a[i, j] = sum of the zero-padded band above-left of i, j
     return a
 
 
-def features_at(integral: np.ndarray, rows: np.ndarray, cols: np.ndarray, stats: np.ndarray,
-                clip_level: float, radii: Sequence[int] = RADII) -> np.ndarray:
-    """Features [N, F] float32 of the pixels (rows[n], cols[n]) of a band, from its
-    :func:`band_integral` (made with ``max(radii)``) and the image's statistics."""
+def features_at(integral: Tensor, rows: np.ndarray, cols: np.ndarray, stats: np.ndarray,
+                clip_level: float, radii: Sequence[int] = RADII) -> Tensor:
+    """Features [N, F] float32 (a tensor) of the pixels (rows[n], cols[n]) of a band, from
+    its :func:`band_integral` (made with ``max(radii)``) and the image's statistics."""
     R = max(radii)
-    C = (integral.shape[2] - 1) // 2
-    centre = integral[rows + R + 1, cols + R + 1] - integral[rows + R, cols + R + 1] \
-        - integral[rows + R + 1, cols + R] + integral[rows + R, cols + R]
-    out = np.empty((len(rows), n_features(C, radii)), dtype=np.float32)
+    width, depth = integral.shape[1], integral.shape[2]
+    C = (depth - 1) // 2
+    flat = integral.view(-1, depth)
+    # the flat index of integral[row + R, col + R]: a window's corners are offsets of it
+    base = (torch.as_tensor(rows, dtype=torch.int64) + R) * width \
+        + torch.as_tensor(cols, dtype=torch.int64) + R
+
+    def corner(dr: int, dc: int) -> Tensor:
+        return flat.index_select(0, base + (dr * width + dc))
+
+    centre = corner(1, 1) - corner(0, 1) - corner(1, 0) + corner(0, 0)
+    out = torch.empty(len(base), n_features(C, radii), dtype=torch.float32)
     for i, rad in enumerate(radii):
-        top, bottom = rows + R - rad, rows + R + rad + 1
-        left, right = cols + R - rad, cols + R + rad + 1
-        window = integral[bottom, right] - integral[top, right] - integral[bottom, left] \
-            + integral[top, left] - centre
-        count = np.maximum(window[:, 2 * C:], 1.0)
+        window = corner(rad + 1, rad + 1) - corner(-rad, rad + 1) - corner(rad + 1, -rad) \
+            + corner(-rad, -rad) - centre
+        count = window[:, 2 * C:].clamp_min(1.0)
         out[:, 2 * C * i:2 * C * (i + 1)] = window[:, :2 * C] / count
-    out[:, 2 * C * len(radii):-1] = stats
+    out[:, 2 * C * len(radii):-1] = torch.from_numpy(np.asarray(stats, dtype=np.float64))
     out[:, -1] = clip_level
     return out
 
@@ -107,4 +121,4 @@ def pixel_features(values: np.ndarray, lost: np.ndarray, rows: np.ndarray, cols:
         clip_level: the clip level c.
     """
     integral = band_integral(values, lost, clip_level, max(radii))
-    return features_at(integral, rows, cols, stats, clip_level, radii)
+    return features_at(integral, rows, cols, stats, clip_level, radii).numpy()

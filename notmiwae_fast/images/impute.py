@@ -195,7 +195,7 @@ def _impute_pixelwise(model: ClippedPixelModel, image, mask, clip_level, n_sampl
             h = features_at(integral, rr, cc, stats, clip_level, model.radii)
             x = torch.as_tensor(values[rr, cc], dtype=dtype, device=device)
             s = torch.as_tensor(lost[rr, cc], device=device)
-            imputed = model.impute_pixels(x, s, torch.as_tensor(h, dtype=dtype, device=device),
+            imputed = model.impute_pixels(x, s, h.to(dtype=dtype, device=device),
                                           clip_level, n_samples, eps).cpu().numpy()
             imputed = _from_float(np.clip(imputed.astype(np.float64), floor, 1.0),
                                   colour.dtype)

@@ -6,7 +6,8 @@
 //   hidden = relu(context[n] + w_latent · z)              [H]
 //   (loc, raw) = w_out · hidden + b_out;  scale = softplus(raw) + min_scale   [C] each
 //   log w_k = Σ_c (lost ? [censored] log Φ((loc − clip)/scale)
-//                       : censored_normal_log_prob(x, loc, scale))
+//                       : log p(x) of N(loc, scale²) censored at 0 and 1: the mass
+//                         P(y ≤ 0) or P(y ≥ 1) at x = 0 or 1, the density inside)
 //             + log N(z; 0, I) − log N(z; mu, std)
 //   value_k = censored ? E[min(y, 1) | y ≥ clip] : clamp(loc, 0, 1)   (lost channels)
 // out[n, c] = Σ_k softmax(log w)_k value_k[c] where lost, x[n, c] elsewhere; a pixel
@@ -24,6 +25,8 @@ namespace notmiwae_fast {
 constexpr int64_t kClippedMaxChannels = 4;
 constexpr int64_t kClippedMaxLatent = 8;
 constexpr int64_t kClippedMaxHidden = 128;
+// Draws handled together (the per-channel formulas run across them).
+constexpr int kClippedSampleBlock = 16;
 
 // x [N, C] floating, lost [N, C] bool, context [N, H], mu / std [N, L], eps [K, L],
 // w_latent [H, L], w_out [2C, H], b_out [2C]; one device and dtype (lost: bool).
@@ -97,10 +100,16 @@ NMF_HOST_DEVICE T dot8(const scalar_t* w, const T* h, int64_t H) {
 }
 
 // One pixel of clipped_impute (see the top of this file), in the accumulation type T;
-// scalar_t is the storage type of the tensors. Per pixel, the decoder's first layer is
-// split as base + Σ_l slope_l · eps_l (base = context + W·mu, slope_l = W[:, l]·std_l),
-// so each draw costs L contiguous multiply-adds per hidden unit.
-template <typename T, typename scalar_t>
+// scalar_t is the storage type of the tensors, F the elementary functions (math.h's
+// policy). Per pixel, the decoder's first layer is split as base + Σ_l slope_l · eps_l
+// (base = context + W·mu, slope_l = W[:, l]·std_l), so each draw costs L contiguous
+// multiply-adds per hidden unit. The draws go in blocks of kClippedSampleBlock: the
+// decoder's outputs of a block first, then each channel's likelihood terms across the
+// block (branch-free loops of one formula: the CPU vectorises them), then the block's
+// weights into a running log-sum-exp. kPadded: the per-channel loops run over all B lanes
+// of every block (the unused ones get weight zero), a trip count the CPU compiler knows,
+// so they vectorise with no scalar remainder; the GPU runs only the draws there are.
+template <typename F, bool kPadded, typename T, typename scalar_t>
 NMF_HOST_DEVICE void clipped_impute_pixel(int64_t C, int64_t L, int64_t H, int64_t K,
                                           const scalar_t* x, const bool* lost,
                                           const scalar_t* context, const scalar_t* mu,
@@ -108,8 +117,11 @@ NMF_HOST_DEVICE void clipped_impute_pixel(int64_t C, int64_t L, int64_t H, int64
                                           const scalar_t* w_latent, const scalar_t* w_out,
                                           const scalar_t* b_out, T clip, T min_scale,
                                           bool censored, scalar_t* out) {
+  constexpr int B = kClippedSampleBlock;
   T base[kClippedMaxHidden], slope[kClippedMaxLatent * kClippedMaxHidden];
   T hidden[kClippedMaxHidden], acc[kClippedMaxChannels];
+  T loc[kClippedMaxChannels][B], scale[kClippedMaxChannels][B], value[kClippedMaxChannels][B];
+  T log_w[B];
   T log_std_sum = 0;
   for (int64_t j = 0; j < H; ++j) base[j] = static_cast<T>(context[j]);
   for (int64_t l = 0; l < L; ++l) {
@@ -123,44 +135,79 @@ NMF_HOST_DEVICE void clipped_impute_pixel(int64_t C, int64_t L, int64_t H, int64
   }
   for (int64_t c = 0; c < C; ++c) acc[c] = 0;
   T max_log_w = neg_inf<T>(), sum_w = 0;
-  for (int64_t k = 0; k < K; ++k) {
-    T log_w = log_std_sum;  // log N(z; 0, I) − log N(z; mu, std): the 2π terms cancel
-    for (int64_t j = 0; j < H; ++j) hidden[j] = base[j];
-    for (int64_t l = 0; l < L; ++l) {
-      const T e = static_cast<T>(eps[k * L + l]);
-      const T z = static_cast<T>(mu[l]) + static_cast<T>(sd[l]) * e;
-      log_w += T(0.5) * (e * e - z * z);
-      const T* sl = slope + l * H;
-      for (int64_t j = 0; j < H; ++j) hidden[j] += sl[j] * e;
+  for (int64_t k0 = 0; k0 < K; k0 += B) {
+    const int nb = static_cast<int>(K - k0 < B ? K - k0 : B);
+    const int lanes = kPadded ? B : nb;
+    for (int b = nb; b < lanes; ++b) {  // unused lanes: finite values, zero weight
+      for (int64_t c = 0; c < C; ++c) loc[c][b] = scale[c][b] = T(0);
+      log_w[b] = neg_inf<T>();
     }
-    for (int64_t j = 0; j < H; ++j) hidden[j] = hidden[j] > T(0) ? hidden[j] : T(0);
-    T value[kClippedMaxChannels];
+    // the decoder's outputs of the block's draws
+    for (int b = 0; b < nb; ++b) {
+      const scalar_t* e_k = eps + (k0 + b) * L;
+      T lw = log_std_sum;  // log N(z; 0, I) − log N(z; mu, std): the 2π terms cancel
+      for (int64_t j = 0; j < H; ++j) hidden[j] = base[j];
+      for (int64_t l = 0; l < L; ++l) {
+        const T e = static_cast<T>(e_k[l]);
+        const T z = static_cast<T>(mu[l]) + static_cast<T>(sd[l]) * e;
+        lw += T(0.5) * (e * e - z * z);
+        const T* sl = slope + l * H;
+        for (int64_t j = 0; j < H; ++j) hidden[j] += sl[j] * e;
+      }
+      for (int64_t j = 0; j < H; ++j) hidden[j] = hidden[j] > T(0) ? hidden[j] : T(0);
+      for (int64_t c = 0; c < C; ++c) {
+        loc[c][b] = static_cast<T>(b_out[c]) + dot8(w_out + c * H, hidden, H);
+        scale[c][b] = static_cast<T>(b_out[C + c]) + dot8(w_out + (C + c) * H, hidden, H);
+      }
+      log_w[b] = lw;
+    }
+    // each channel's terms across the block: one formula per loop (the branches are on
+    // the pixel's own values, outside the loops)
     for (int64_t c = 0; c < C; ++c) {
-      const T loc = static_cast<T>(b_out[c]) + dot8(w_out + c * H, hidden, H);
-      const T raw = static_cast<T>(b_out[C + c]) + dot8(w_out + (C + c) * H, hidden, H);
-      const T scale = softplus_scale(raw, min_scale);
-      if (lost[c]) {
-        if (censored) {
-          log_w += log_ndtr((loc - clip) / scale);
-          value[c] = clipped_mean(loc, scale, clip);
-        } else {
-          value[c] = loc < T(0) ? T(0) : (loc > T(1) ? T(1) : loc);
+      T* lc = loc[c];
+      T* sc = scale[c];
+      T* vc = value[c];
+      for (int b = 0; b < lanes; ++b) sc[b] = softplus_scale<F>(sc[b], min_scale);
+      if (lost[c] && censored) {
+        for (int b = 0; b < lanes; ++b) {
+          const ClippedTerm<T> term = clipped_term<F>(lc[b], sc[b], clip);
+          log_w[b] += term.log_p;
+          vc[b] = term.mean;
         }
-      } else {
-        log_w += censored_normal_log_prob(static_cast<T>(x[c]), loc, scale);
-        value[c] = 0;
+      } else if (lost[c]) {  // MIWAE: the lost values left out of the weights
+        for (int b = 0; b < lanes; ++b) vc[b] = lc[b] < T(0) ? T(0) : (lc[b] > T(1) ? T(1) : lc[b]);
+      } else if (static_cast<T>(x[c]) <= T(0) || static_cast<T>(x[c]) >= T(1)) {
+        // observed at an edge of the censored normal: the mass P(y ≤ 0) or P(y ≥ 1),
+        // log Φ(t) with t = −loc/s or (loc − 1)/s
+        const bool bottom = static_cast<T>(x[c]) <= T(0);
+        const T sign = bottom ? T(-1) : T(1), shift = bottom ? T(0) : T(1);
+        for (int b = 0; b < lanes; ++b) log_w[b] += log_ndtr<F>((sign * lc[b] - shift) / sc[b]);
+      } else {  // observed inside (0, 1): the density
+        const T xc = static_cast<T>(x[c]);
+        for (int b = 0; b < lanes; ++b) log_w[b] += normal_log_density<F>(xc, lc[b], sc[b]);
       }
     }
-    if (!(log_w > neg_inf<T>())) continue;  // a zero weight (or NaN) adds nothing
-    if (log_w > max_log_w) {
-      const T shrink = exp(max_log_w - log_w);  // 0 while the sum is empty
+    // the block's weights into the running sums (a zero weight or NaN adds nothing)
+    T block_max = neg_inf<T>();
+    for (int b = 0; b < lanes; ++b) block_max = log_w[b] > block_max ? log_w[b] : block_max;
+    if (!(block_max > neg_inf<T>())) continue;
+    if (block_max > max_log_w) {
+      const T shrink = max_log_w > neg_inf<T>() ? F::Exp(max_log_w - block_max) : T(0);
       sum_w *= shrink;
       for (int64_t c = 0; c < C; ++c) acc[c] *= shrink;
-      max_log_w = log_w;
+      max_log_w = block_max;
     }
-    const T w = exp(log_w - max_log_w);
-    sum_w += w;
-    for (int64_t c = 0; c < C; ++c) acc[c] += w * value[c];
+    for (int b = 0; b < lanes; ++b) {
+      const T w = log_w[b] > neg_inf<T>() ? F::Exp(log_w[b] - max_log_w) : T(0);
+      log_w[b] = w;
+      sum_w += w;
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      if (!lost[c]) continue;
+      T a = 0;
+      for (int b = 0; b < lanes; ++b) a += log_w[b] * value[c][b];
+      acc[c] += a;
+    }
   }
   for (int64_t c = 0; c < C; ++c) {
     const T imputed = sum_w > T(0) ? acc[c] / sum_w : clip;

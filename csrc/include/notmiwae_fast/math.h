@@ -324,7 +324,7 @@ NMF_HOST_DEVICE StudentTGrad<T> studentt_log_density_grad(T x, T loc, T scale, T
 // instead of numerically. float: the Chebyshev fit of Numerical Recipes (1.2e-7
 // relative); double: exp(x²)·erfc(x) below 26, the asymptotic series above (its first
 // omitted term is below 1e-12 relative there).
-template <typename T>
+template <typename F = LibM, typename T>
 NMF_HOST_DEVICE T erfcx_nonnegative(T x) {
   if (sizeof(T) < 8) {
     const T t = T(1) / (T(1) + T(0.5) * x);
@@ -338,7 +338,7 @@ NMF_HOST_DEVICE T erfcx_nonnegative(T x) {
                                  t * (T(-1.13520398) +
                                       t * (T(1.48851587) +
                                            t * (T(-0.82215223) + t * T(0.17087277)))))))));
-    return t * exp(poly);
+    return t * F::Exp(poly);
   }
   if (x < T(26)) return exp(x * x) * erfc(x);
   const T r = T(1) / (x * x);
@@ -347,66 +347,59 @@ NMF_HOST_DEVICE T erfcx_nonnegative(T x) {
 }
 
 constexpr double kSqrtHalf = 0.70710678118654752440;
+constexpr double kSqrtTwoOverPi = 0.79788456080286535588;  // 2 φ(0)
+constexpr double kInvSqrtTwoPi = 0.39894228040143267794;   // φ(0)
 
-// Φ(t), the standard normal CDF, from erfcx (no underflow in the left tail's ratio use).
-template <typename T>
-NMF_HOST_DEVICE T ndtr(T t) {
-  const T x = t * T(kSqrtHalf);
-  const T tail = T(0.5) * erfcx_nonnegative(x < T(0) ? -x : x) * exp(-x * x);  // Φ(−|t|)
-  return t < T(0) ? tail : T(1) - tail;
-}
+// The formulas below are branch-free: both sides of every select are computed first
+// (a discarded side may be inf or NaN), so CPU loops over them vectorise.
 
-// log Φ(t), accurate in both tails.
-template <typename T>
+// log Φ(t), accurate in both tails: with u = |t|/√2, Φ(−|t|) = ½·erfcx(u)·e^{−u²}, so
+// t < 0: log(½·erfcx(u)) − u²; t ≥ 0: log1p(−Φ(−t)).
+template <typename F = LibM, typename T>
 NMF_HOST_DEVICE T log_ndtr(T t) {
-  const T x = t * T(kSqrtHalf);
-  if (t < T(0)) return log(T(0.5) * erfcx_nonnegative(-x)) - x * x;
-  return log1p(T(-0.5) * erfcx_nonnegative(x) * exp(-x * x));
+  const T u = (t < T(0) ? -t : t) * T(kSqrtHalf);
+  const T half_erfcx = T(0.5) * erfcx_nonnegative<F>(u);
+  const T lower = F::Log(half_erfcx) - u * u;
+  const T upper = F::Log1p(-half_erfcx * F::Exp(-u * u));
+  return t < T(0) ? lower : upper;
 }
 
-// φ(a) / Φ(−a), the inverse Mills ratio (the mean of a standard normal above a, for
-// a ≥ 0 about a + 1/a), for any a.
+// A lost value of the clipped-pixel model, y ~ N(loc, scale²) known to be ≥ c (c ≤ 1):
+// log P(y ≥ c), its importance-weight term, and E[min(y, 1) | y ≥ c] ∈ [c, 1], its
+// imputation.
 template <typename T>
-NMF_HOST_DEVICE T mills_ratio(T a) {
-  if (a >= T(0)) return T(0.79788456080286535588) / erfcx_nonnegative(a * T(kSqrtHalf));
-  return exp(T(-0.5) * a * a - T(kHalfLog2Pi)) / ndtr(-a);  // Φ(−a) ≥ 1/2
-}
+struct ClippedTerm {
+  T log_p;
+  T mean;
+};
 
-// The log-likelihood of an observed value x ∈ [0, 1) of the censored normal: its density,
-// or the mass at the edges (x ≤ 0: P(y ≤ 0); x ≥ 1: P(y ≥ 1)).
-template <typename T>
-NMF_HOST_DEVICE T censored_normal_log_prob(T x, T loc, T scale) {
-  if (x <= T(0)) return log_ndtr(-loc / scale);
-  if (x >= T(1)) return log_ndtr((loc - T(1)) / scale);
-  const T z = (x - loc) / scale;
-  return T(-0.5) * z * z - log(scale) - T(kHalfLog2Pi);
-}
-
-// E[min(y, 1) | y ≥ c] for y ~ N(loc, scale²), c ≤ 1, in [c, 1]: with a = (c − loc)/s
-// and b = (1 − loc)/s ≥ a, E[y | y ≥ c] = loc + s·λ(a) (λ: mills_ratio), less
-// E[(y − 1)⁺ | y ≥ c] = s·(φ(b) − b·Φ(−b))/Φ(−a) = s·(e^{−(b−a)(b+a)/2}·λ(a) −
-// b·Φ(−b)/Φ(−a)); both ratios without a tail probability that could underflow. The part
-// above 1 is left out where it is below e^-40 of the rest.
-template <typename T>
-NMF_HOST_DEVICE T clipped_mean(T loc, T scale, T c) {
+// With a = (c − loc)/s ≤ b = (1 − loc)/s, u_a = |a|/√2, u_b = |b|/√2, g = e^{−u²}:
+//   Φ(−a) = ½·erfcx(u_a)·g_a (a ≥ 0, kept as its log) or 1 − ½·erfcx(u_a)·g_a (a < 0);
+//   E[y | y ≥ c] = loc + s·λ(a), λ(a) = φ(a)/Φ(−a) = √(2/π)/erfcx(u_a) for a ≥ 0;
+//   less E[(y − 1)⁺ | y ≥ c] = s·(φ(b) − b·Φ(−b))/Φ(−a), which for a ≥ 0 (so b ≥ 0) is
+//   s·e^{−(b²−a²)/2}·(√(2/π) − b·erfcx(u_b))/erfcx(u_a): no tail probability that could
+//   underflow, the exp(−x²) factors cancelled analytically.
+template <typename F = LibM, typename T>
+NMF_HOST_DEVICE ClippedTerm<T> clipped_term(T loc, T scale, T c) {
   const T a = (c - loc) / scale, b = (T(1) - loc) / scale;
-  const T lambda = mills_ratio(a);
-  T mean = loc + scale * lambda;
-  const T half_gap = T(0.5) * (b - a) * (b + a);  // (b² − a²)/2 ≥ 0
-  if (half_gap < T(40) || b < T(1)) {
-    T density_b, above;  // φ(b) / Φ(−a) and Φ(−b) / Φ(−a)
-    if (a >= T(0)) {     // then b ≥ 0: the ratios of erfcx, times e^{−(b²−a²)/2} ≤ 1
-      const T decay = exp(-half_gap);
-      density_b = decay * lambda;
-      above = erfcx_nonnegative(b * T(kSqrtHalf)) / erfcx_nonnegative(a * T(kSqrtHalf)) * decay;
-    } else {             // Φ(−a) ≥ 1/2: the plain ratios
-      const T tail_a = ndtr(-a);
-      density_b = exp(T(-0.5) * b * b - T(kHalfLog2Pi)) / tail_a;
-      above = ndtr(-b) / tail_a;
-    }
-    mean -= scale * (density_b - b * above);
-  }
-  return mean < c ? c : (mean > T(1) ? T(1) : mean);
+  const T ua = (a < T(0) ? -a : a) * T(kSqrtHalf), ub = (b < T(0) ? -b : b) * T(kSqrtHalf);
+  const T ex_a = erfcx_nonnegative<F>(ua), ex_b = erfcx_nonnegative<F>(ub);
+  const T g_a = F::Exp(-ua * ua), g_b = F::Exp(-ub * ub);
+  const bool upper = a >= T(0);
+  // a < 0: Φ(−a) ≥ ½ and the plain ratios
+  const T tail_a = T(1) - T(0.5) * ex_a * g_a;
+  const T tail_b = b >= T(0) ? T(0.5) * ex_b * g_b : T(1) - T(0.5) * ex_b * g_b;  // Φ(−b)
+  const T lambda_lower = T(kInvSqrtTwoPi) * g_a / tail_a;
+  const T above_lower = (T(kInvSqrtTwoPi) * g_b - b * tail_b) / tail_a;
+  // a ≥ 0: the erfcx ratios, times e^{−(b²−a²)/2} ≤ 1
+  const T decay = F::Exp(-(ub - ua) * (ub + ua));
+  const T lambda_upper = T(kSqrtTwoOverPi) / ex_a;
+  const T above_upper = decay * (T(kSqrtTwoOverPi) - b * ex_b) / ex_a;
+  ClippedTerm<T> term;
+  term.log_p = upper ? F::Log(T(0.5) * ex_a) - ua * ua : F::Log(tail_a);
+  const T mean = loc + scale * (upper ? lambda_upper - above_upper : lambda_lower - above_lower);
+  term.mean = mean < c ? c : (mean > T(1) ? T(1) : mean);
+  return term;
 }
 
 }  // namespace math
