@@ -30,10 +30,10 @@ DEFAULT_ARCH_LIST = "8.0;9.0+PTX"
 
 
 def _load_build_helpers():
-    """notmiwae_fast/_build.py, loaded by path: the package itself needs torch and the
+    """notmiwae_fast/ops/_build.py, loaded by path: the package itself needs torch and the
     library this script builds."""
     spec = importlib.util.spec_from_file_location(
-        "_notmiwae_fast_build", os.path.join(HERE, "notmiwae_fast", "_build.py"))
+        "_notmiwae_fast_build", os.path.join(HERE, "notmiwae_fast", "ops", "_build.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

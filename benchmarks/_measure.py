@@ -33,7 +33,7 @@ def reset_peak_rss() -> bool:
 def write_report(out: str, result: dict, markdown: str) -> None:
     """Writes ``<out>.json`` (``result``) and ``<out>.md`` (``markdown``), each atomically
     (a stopped run never leaves half a file), and prints the Markdown."""
-    from notmiwae_fast._io import write_atomic
+    from notmiwae_fast._common.io import write_atomic
 
     write_atomic(out + ".json", lambda f: json.dump(result, f, indent=2), text=True)
     text = markdown if markdown.endswith("\n") else markdown + "\n"

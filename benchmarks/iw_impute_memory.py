@@ -32,7 +32,8 @@ def child(variant: str, B: int, K: int, D: int, threads: int) -> dict:
     import torch
 
     import notmiwae_fast
-    from notmiwae_fast import ops, reference
+    from notmiwae_fast import ops
+    from notmiwae_fast.ops import reference
 
     torch.set_num_threads(threads)
     fn = ops.iw_impute if variant == "fused" else reference.iw_impute

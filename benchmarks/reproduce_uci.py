@@ -35,8 +35,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from notmiwae_fast import datasets, protocol  # noqa: E402
-from notmiwae_fast._io import write_atomic  # noqa: E402
+from notmiwae_fast.experiments import datasets, protocol  # noqa: E402
+from notmiwae_fast._common.io import write_atomic  # noqa: E402
 
 # The paper's Table 1 (mean RMSE over 5 runs).
 PAPER = {

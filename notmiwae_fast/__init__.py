@@ -6,21 +6,21 @@ CUDA kernels registered as PyTorch operators.
   :mod:`notmiwae_fast.utils`;
 * :func:`backend` says which implementation of the operators is active;
 * :class:`NotMIWAEImputer`, :class:`MIWAEImputer`: scikit-learn estimators (need
-  scikit-learn; imported on first use); :mod:`notmiwae_fast.datasets`;
+  scikit-learn; imported on first use); :mod:`notmiwae_fast.experiments` (the paper's UCI
+  protocol);
 * :mod:`notmiwae_fast.export` (TorchScript, ONNX), :mod:`notmiwae_fast.images` (clipped
   pixels), :mod:`notmiwae_fast.distributed` (torchrun);
 * :mod:`notmiwae_fast.ops` holds the operators (typed wrappers over
   ``torch.ops.notmiwae_fast.*``), :mod:`notmiwae_fast.reference` their pure-PyTorch twins.
 """
 
-from . import ops, reference, utils
-from ._library import Backend, backend, library_path
-from .missing import (MISSING_PROCESSES, BaseMissingProcess, LinearMissingProcess,
-                      MissingProcess, NonlinearMissingProcess, SelfMaskingKnownSignsProcess,
-                      SelfMaskingProcess)
-from .models import MIWAE, NotMIWAE, SupMIWAE, SupNotMIWAE
-from .networks import PredictionHead
-from .trainer import Trainer
+from . import ops, utils
+from .ops import reference
+from .ops._library import Backend, backend, library_path
+from .nn.missing import MISSING_PROCESSES, BaseMissingProcess, LinearMissingProcess, MissingProcess, NonlinearMissingProcess, SelfMaskingKnownSignsProcess, SelfMaskingProcess
+from .nn.models import MIWAE, NotMIWAE, SupMIWAE, SupNotMIWAE
+from .nn.networks import PredictionHead
+from .train.trainer import Trainer
 
 __version__ = "0.1.0"
 
@@ -32,7 +32,7 @@ __all__ = [
     "NotMIWAEImputer", "MIWAEImputer",
 ]
 
-_LAZY = {"NotMIWAEImputer": "imputer", "MIWAEImputer": "imputer"}
+_LAZY = {"NotMIWAEImputer": "impute.imputer", "MIWAEImputer": "impute.imputer"}
 
 
 def __getattr__(name: str):

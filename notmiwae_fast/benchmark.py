@@ -170,7 +170,8 @@ def op_inputs(op: str, B: int, K: int, D: int, device: str, seed: int = 0):
 
 
 def op_function(op: str, variant: str) -> Callable:
-    from . import ops, reference
+    from . import ops
+    from .ops import reference
     if variant not in ("fused", "eager", "compile"):
         raise ValueError(f"unknown variant {variant!r}")
     fn = getattr(ops if variant == "fused" else reference, op)
@@ -218,7 +219,7 @@ def tabular_model(impl: str, d: int = TABULAR_D, device: str = "cpu"):
     if impl == "notmiwae_pytorch":
         import notmiwae_pytorch as npt
         return npt.NotMIWAE(d, **kwargs).to(device)
-    from .models import NotMIWAE
+    from .nn.models import NotMIWAE
     return NotMIWAE(d, backend="fused" if impl == "fused" else "reference", **kwargs).to(device)
 
 
@@ -246,7 +247,7 @@ def train_step_call(impl: str, batch: int, device: str, image: bool = False) -> 
             torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
             opt.step()
         return step
-    from .trainer import Trainer
+    from .train.trainer import Trainer
     trainer = Trainer(model, lr=1e-3, device=device, progress=False)
     return lambda: trainer.train_step((x, s))
 
@@ -780,7 +781,7 @@ def run(suites=("all",), device: str = "cpu", out_dir="bench-results", quick: bo
         log: Callable[[str], None] = print) -> dict:
     """Runs the suites, writes bench.json, bench.md and the plots into ``out_dir``;
     returns the report (a dict, as in bench.json)."""
-    from ._io import write_atomic
+    from ._common.io import write_atomic
     suites = SUITES if "all" in suites else tuple(suites)
     unknown = [s for s in suites if s not in SUITES]
     if unknown:

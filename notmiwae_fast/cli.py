@@ -149,7 +149,7 @@ def _check_output(output: str, inputs: Sequence[str], force: bool) -> Path:
     an input, not an existing file unless ``force``, never anything but a regular file
     (a device such as /dev/null, a FIFO or a folder is refused even with ``force``: the
     atomic rename would replace it), and in a folder that takes a new file."""
-    from ._io import check_writable
+    from ._common.io import check_writable
     out = Path(output)
     for given in inputs:
         if given is not None and Path(given).exists() and out.exists() and \
@@ -181,7 +181,7 @@ def _is_main() -> bool:
 
 def _write_atomic(path: Path, write, binary: bool = False) -> None:
     """Calls write(file_object) on a temporary file next to ``path``, then renames."""
-    from ._io import write_atomic
+    from ._common.io import write_atomic
     write_atomic(path, write, text=not binary)
 
 
@@ -191,8 +191,9 @@ def _read_model_file(path: str):
     with torch.load(weights_only=True), so loading it runs no code the file names; a
     CLIError naming the file when it does not exist, cannot be read, holds pickled
     Python objects or neither of those."""
-    from . import _io, export
-    from .imputer import _imputer_from_state
+    from ._common import io as _io
+    from . import export
+    from .impute.imputer import _imputer_from_state
     if not Path(path).is_file():
         raise CLIError(f"model file {path} does not exist")
     try:
@@ -210,7 +211,7 @@ def _read_model_file(path: str):
 def _load_model(path: str, device: Optional[str] = None):
     """The fitted imputer in ``path``, set to impute on ``device`` (--device; default
     the CPU)."""
-    from .imputer import _BaseIWImputer
+    from .impute.imputer import _BaseIWImputer
     imputer = _read_model_file(path)
     if not isinstance(imputer, _BaseIWImputer):
         raise CLIError(f"model file {path} does not hold a fitted imputer")
@@ -271,7 +272,7 @@ def _checked_imputer(imputer, df, path: str) -> None:
 
 
 def _new_imputer(args):
-    from .imputer import MIWAEImputer, NotMIWAEImputer
+    from .impute.imputer import MIWAEImputer, NotMIWAEImputer
     common = dict(max_iter=args.max_iter, hidden_dim=args.hidden_dim,
                   latent_dim=args.latent_dim, batch_size=args.batch_size, lr=args.lr,
                   n_impute_samples=IMPUTE_SAMPLES if args.impute_samples is None
@@ -309,8 +310,8 @@ def _save_or_rescue(imputer, out: Path) -> None:
     """Saves the fitted imputer to ``out``; when that fails (the folder went away, the
     disk is full), saves it in the current or the temporary folder instead, so the
     training is not lost, and raises a CLIError that says where it went."""
-    from ._io import save_rescued
-    from .imputer import _imputer_state, _SavedImputer, save_imputer
+    from ._common.io import save_rescued
+    from .impute.imputer import _imputer_state, _SavedImputer, save_imputer
     try:
         save_imputer(imputer, out)
     except (OSError, ValueError) as err:
@@ -381,9 +382,10 @@ def _with_threads(n_threads):
 
 @_with_threads(lambda args: args.threads)
 def cmd_demo(args) -> int:
-    from . import protocol, utils
-    from .datasets import load_breast_cancer
-    from .plots import plot_missing_process
+    from .experiments import protocol
+    from . import utils
+    from .experiments.datasets import load_breast_cancer
+    from .experiments.plots import plot_missing_process
 
     out_dir = Path(args.out)
     plot_path, summary_path = out_dir / "missing_process.png", out_dir / "demo_results.json"
@@ -464,17 +466,17 @@ def cmd_export(args) -> int:
 
 def _read_image(path: str):
     """(pixels, metadata to carry over: EXIF, ICC profile) of an image file."""
-    from ._image_io import read_image
+    from ._common.image_io import read_image
     return read_image(path, metadata=True)
 
 
 def _check_image_output(path: Path, array) -> None:
-    from ._image_io import check_writable
+    from ._common.image_io import check_writable
     check_writable(path, array)
 
 
 def _write_image(path: Path, array, metadata=None) -> None:
-    from ._image_io import write_image
+    from ._common.image_io import write_image
     write_image(path, array, metadata)
 
 
@@ -589,7 +591,7 @@ def cmd_train_image(args) -> int:
 
 def _photo_files(paths: Sequence[str]) -> list:
     """The image files named, and those directly inside the folders named."""
-    from ._image_io import IMAGE_SUFFIXES
+    from ._common.image_io import IMAGE_SUFFIXES
     files = []
     for name in paths:
         path = Path(name)
@@ -800,7 +802,7 @@ def _check_device(device: Optional[str]) -> None:
     machine lacks (None: the default, always fine)."""
     if device is None:
         return
-    from . import _validate
+    from ._common import validate as _validate
     try:
         _validate.device(device, "--device")
     except ValueError as err:

@@ -27,12 +27,12 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from . import _io, reference
-from ._io import write_atomic
-from .missing import (MISSING_PROCESSES, LinearMissingProcess, NonlinearMissingProcess,
-                      SelfMaskingKnownSignsProcess, SelfMaskingProcess)
-from .models import MIWAE, NotMIWAE, ImportanceWeightedModel
-from .networks import _DECODERS, DEFAULT_MIN_SCALE, Encoder, use_fused_networks
+from ._common import io as _io
+from .ops import reference
+from ._common.io import write_atomic
+from .nn.missing import MISSING_PROCESSES, LinearMissingProcess, NonlinearMissingProcess, SelfMaskingKnownSignsProcess, SelfMaskingProcess
+from .nn.models import MIWAE, NotMIWAE, ImportanceWeightedModel
+from .nn.networks import _DECODERS, DEFAULT_MIN_SCALE, Encoder, use_fused_networks
 
 __all__ = ["ExportableImputer", "to_torchscript", "to_onnx", "save_model", "load_model"]
 

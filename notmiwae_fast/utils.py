@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import _validate
+from ._common import validate as _validate
 
 __all__ = ["impute", "imputation_rmse", "missing_rmse", "standardize", "destandardize",
            "set_seed", "introduce_mnar"]

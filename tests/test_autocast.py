@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import notmiwae_fast as nf
-from notmiwae_fast import ops, reference
+from notmiwae_fast import ops
+from notmiwae_fast.ops import reference
 
 from conftest import cuda_only, library_loaded
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import notmiwae_fast as nf
-from notmiwae_fast import _checks, ops, reference
+from notmiwae_fast.ops import _checks, reference
+from notmiwae_fast import ops
 
 from conftest import BAD_INPUT_ROUTES, DEVICES, assert_bad_input, library_loaded
 

@@ -188,7 +188,7 @@ def _png16(path, array):
 
 def test_read_image_converts_or_refuses_other_modes(tmp_path):
     PIL = pytest.importorskip("PIL.Image")
-    from notmiwae_fast._image_io import read_image
+    from notmiwae_fast._common.image_io import read_image
     rng = np.random.default_rng(0)
     rgb = (rng.random((16, 16, 3)) * 200).astype(np.uint8)
     PIL.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)

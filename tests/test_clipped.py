@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from notmiwae_fast import images, reference
+from notmiwae_fast import images
+from notmiwae_fast.ops import reference
 from notmiwae_fast.images import _context
 
 from conftest import DEVICES, library_loaded
@@ -315,7 +316,7 @@ def test_images_beyond_pillows_limit_are_read_without_noise(tmp_path, monkeypatc
     above half of it; impute-image reads any size, silently, and leaves the limit as it
     was."""
     PIL = pytest.importorskip("PIL.Image")
-    from notmiwae_fast._image_io import read_image
+    from notmiwae_fast._common.image_io import read_image
 
     PIL.fromarray((photo(60, 80) * 255).astype(np.uint8)).save(tmp_path / "big.png")
     monkeypatch.setattr(PIL, "MAX_IMAGE_PIXELS", 1000)  # 4800 pixels: a "bomb" here

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from notmiwae_fast import datasets
+from notmiwae_fast.experiments import datasets
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "uci"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"no UCI data at {DATA}")

@@ -191,7 +191,8 @@ def test_shard_bounds_cover_the_rows_in_order():
 
 def _imputer_worker(rank, world, port, out_dir):
     _setup(rank, world, port)
-    from notmiwae_fast import imputer, trainer
+    from notmiwae_fast.impute import imputer
+    from notmiwae_fast.train import trainer
 
     seen = []
     real = trainer.Trainer.train_step

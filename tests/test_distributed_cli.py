@@ -18,7 +18,7 @@ import torch
 
 from notmiwae_fast import distributed
 from notmiwae_fast.cli import main
-from notmiwae_fast.imputer import NotMIWAEImputer
+from notmiwae_fast.impute.imputer import NotMIWAEImputer
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = ["--max-iter", "30", "--hidden-dim", "8", "--impute-samples", "16", "--quiet"]

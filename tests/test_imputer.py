@@ -15,7 +15,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from notmiwae_fast import SelfMaskingProcess, utils
-from notmiwae_fast.imputer import MIWAEImputer, NotMIWAEImputer
+from notmiwae_fast.impute.imputer import MIWAEImputer, NotMIWAEImputer
 
 TINY = dict(hidden_dim=8, n_samples=4, n_impute_samples=8, max_iter=3, batch_size=8,
             random_state=0, device="cpu")
@@ -257,7 +257,7 @@ def test_transform_with_other_columns_is_refused():
 def test_glorot_weight_init(cls):
     """weight_init="glorot": every linear layer of the model starts Glorot-uniform with
     zero biases (as the paper's Keras code); the default is PyTorch's (non-zero biases)."""
-    from notmiwae_fast.networks import glorot_init_
+    from notmiwae_fast.nn.networks import glorot_init_
     _, x_nan, _ = mnar(n=40)
     params = {**TINY, "max_iter": 1, "lr": 1e-12}  # one step that moves nothing visibly
     glorot = cls(**params, weight_init="glorot").fit(x_nan).model_

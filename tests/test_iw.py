@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from notmiwae_fast import ops, reference
+from notmiwae_fast import ops
+from notmiwae_fast.ops import reference
 
 from conftest import BAD_INPUT_ROUTES, DEVICES, TOL, assert_bad_input, cuda_only
 
@@ -314,7 +315,7 @@ BAD_INPUTS = [
 @pytest.mark.parametrize("name,make,exc,message", BAD_INPUTS,
                          ids=[f"{b[0]}-{i}" for i, b in enumerate(BAD_INPUTS)])
 def test_bad_input(name, make, exc, message, via):
-    from notmiwae_fast import _checks
+    from notmiwae_fast.ops import _checks
 
     check = _checks.iw_values if name == "iw_impute" else _checks.log_weights
     assert_bad_input(name, make(), exc, message, via, check)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from notmiwae_fast import _checks, ops, reference
+from notmiwae_fast.ops import _checks, reference
+from notmiwae_fast import ops
 
 from conftest import BAD_INPUT_ROUTES, DEVICES, TOL, assert_bad_input, cuda_only, library_loaded
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import notmiwae_fast
-from notmiwae_fast import _checks, ops, reference
+from notmiwae_fast.ops import _checks, reference
+from notmiwae_fast import ops
 
 from conftest import (BAD_INPUT_ROUTES, DEVICES, assert_bad_input, cuda_only, library_loaded,
                       run_python)

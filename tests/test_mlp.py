@@ -9,7 +9,9 @@ import torch
 from torch import nn
 
 import notmiwae_fast
-from notmiwae_fast import _checks, networks, ops, reference
+from notmiwae_fast.ops import _checks, reference
+from notmiwae_fast.nn import networks
+from notmiwae_fast import ops
 
 from conftest import (BAD_INPUT_ROUTES, DEVICES, TOL, assert_bad_input, cuda_only,
                       library_loaded, run_python)

@@ -22,7 +22,8 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from notmiwae_fast import ops, reference  # noqa: E402
+from notmiwae_fast import ops
+from notmiwae_fast.ops import reference  # noqa: E402
 from notmiwae_fast.cli import CLIError, _read_csv  # noqa: E402
 
 settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True,
@@ -240,7 +241,7 @@ def test_latent_terms(c):
 
 # -- the clipped-pixel imputation ----------------------------------------------------------
 def clipped_available() -> bool:
-    from notmiwae_fast import _library
+    from notmiwae_fast.ops import _library
     return _library.backend().library is not None and hasattr(torch.ops.notmiwae_fast,
                                                               "clipped_impute")
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from notmiwae_fast import ops, reference
+from notmiwae_fast import ops
+from notmiwae_fast.ops import reference
 
 # The eight operators of SPEC section 2, the latent samples' terms, and the networks'
 # MLP and decoder scale.

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from notmiwae_fast import protocol
+from notmiwae_fast.experiments import protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "reproduce_uci.py"
@@ -111,7 +111,7 @@ def test_paper_data_matches_the_papers_deterministic_cells():
     """Mean imputation and MICE involve no training and no randomness: on the data as
     paper_data prepares them they give the paper's numbers (mean: red 1.83, yeast 1.69;
     on the files as they are 2.05 and 1.73; MICE: yeast 1.72, red 1.68)."""
-    from notmiwae_fast import datasets
+    from notmiwae_fast.experiments import datasets
     red, _ = datasets.load_uci("winequality-red", data_dir=DATA)
     red_paper = protocol.paper_data("winequality-red", DATA)
     assert red_paper.shape == red.shape and (red_paper != red).sum() == 82
@@ -133,7 +133,7 @@ def test_mice_visits_columns_in_the_papers_order():
     """The paper's scikit-learn (0.21) visited the incomplete columns in descending order
     when asked for "ascending" (scikit-learn issue #15372); on breast, the only data set
     where the order matters, that gives the paper's 1.17 (0.95 in ascending order)."""
-    from notmiwae_fast import datasets
+    from notmiwae_fast.experiments import datasets
     X, _ = datasets.load_breast_cancer()
     assert protocol.PAPER_IMPUTATION_ORDER == "descending"
     assert abs(protocol.run_method("mice", X, 0, 1, 1)[0] - 1.17) < 0.005

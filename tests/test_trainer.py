@@ -11,7 +11,7 @@ import torch
 
 import notmiwae_fast as nf
 from notmiwae_fast import utils
-from notmiwae_fast._io import save_atomic
+from notmiwae_fast._common.io import save_atomic
 
 D = 4
 
@@ -205,7 +205,8 @@ def test_metrics_are_averaged_over_rows():
 def _train_steps(model, steps, fast, monkeypatch, calls):
     """``steps`` Trainer steps on fixed batches, with or without the one-operator
     forward+backward (gauss_bound_grads); returns the parameters and the outputs."""
-    from notmiwae_fast import ops, trainer as trainer_module
+    from notmiwae_fast import ops
+    from notmiwae_fast.train import trainer as trainer_module
 
     with monkeypatch.context() as m:
         original = ops.gauss_bound_grads
@@ -271,7 +272,7 @@ def test_fused_adam_step_equals_torch_adam():
     state exactly as torch.optim.Adam(fused=True): over steps with a parameter left
     without gradient, a changed learning rate and weight decay, and after
     load_state_dict; a closure or a second parameter group goes through Adam.step."""
-    from notmiwae_fast.trainer import _FusedAdam
+    from notmiwae_fast.train.trainer import _FusedAdam
 
     g = torch.Generator().manual_seed(0)
     start = [torch.randn(5, 3, generator=g), torch.randn(3, generator=g), torch.randn(2, generator=g)]

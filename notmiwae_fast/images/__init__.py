@@ -23,15 +23,13 @@ features), ``clipped`` (the clipped-pixel model and its training), ``tiles`` and
 bundled models), ``photos`` (the photographs packages ship).
 """
 
-from ._arrays import (_colour, _colour_channels, as_float_image, clip_mask, count_lost,
-                      to_grey)
+from ._arrays import _colour, _colour_channels, as_float_image, clip_mask, count_lost, to_grey
 from ._tiling import IMAGE_BACKENDS, _tile_starts, _window
 from .clipped import ClippedPixelModel, train_clipped, training_pixels
 from .files import bundled_model_path, load_image_model, save_image_model
 from .impute import impute_image
 from .photos import HELD_OUT_PHOTOGRAPHS, TRAINING_PHOTOGRAPHS, bundled_photographs
-from .tiles import (IMAGE_MIN_SCALE, ConvBernoulliDecoder, ConvEncoder, ConvGaussianDecoder,
-                    PixelSelfMasking, image_model, photo_patches, train_on_patches)
+from .tiles import IMAGE_MIN_SCALE, ConvBernoulliDecoder, ConvEncoder, ConvGaussianDecoder, PixelSelfMasking, image_model, photo_patches, train_on_patches
 
 __all__ = ["ClippedPixelModel", "train_clipped", "training_pixels", "impute_image",
            "load_image_model", "save_image_model", "bundled_model_path",

@@ -9,9 +9,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .._progress import progress_bar
-from ._arrays import (_colour, _float_range_error, _from_float, _observed, _to_float,
-                      as_float_image, widen_range)
+from .._common.progress import progress_bar
+from ._arrays import _colour, _float_range_error, _from_float, _observed, _to_float, as_float_image, widen_range
 
 IMAGE_BACKENDS = ("fused", "reference")
 # The fused path's bands span at most this many bytes of float32 values (or one row of

@@ -32,8 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import _validate, ops, reference
-from .._progress import progress_bar
+from .._common import validate as _validate
+from .. import ops
+from ..ops import reference
+from .._common.progress import progress_bar
 from ._context import RADII, finish_statistics, image_statistics, n_features, pixel_features
 
 __all__ = ["ClippedPixelModel", "train_clipped", "training_pixels", "KINDS"]

@@ -9,7 +9,7 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
-from .._io import load_plain
+from .._common.io import load_plain
 from .clipped import ClippedPixelModel
 from .tiles import image_model
 
@@ -32,7 +32,7 @@ def bundled_model_path(channels: int = 3) -> str:
 def save_image_model(model: nn.Module, path: Union[str, os.PathLike]) -> None:
     """Saves an image model (a :class:`ClippedPixelModel` or a tile model of
     :func:`image_model`) as its configuration and weights, atomically."""
-    from .._io import save_atomic
+    from .._common.io import save_atomic
 
     if isinstance(model, ClippedPixelModel):
         state = {"format": CLIPPED_FORMAT, "config": model.config}

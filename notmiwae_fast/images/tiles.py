@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import _validate
-from .._progress import progress_bar
-from ..missing import BaseMissingProcess
-from ..models import MIWAE, NotMIWAE
-from ..networks import BernoulliFamily, GaussianFamily
+from .._common import validate as _validate
+from .._common.progress import progress_bar
+from ..nn.missing import BaseMissingProcess
+from ..nn.models import MIWAE, NotMIWAE
+from ..nn.networks import BernoulliFamily, GaussianFamily
 from ._arrays import as_float_image, clip_mask
 
 IMAGE_MIN_SCALE = 0.02  # decoder scale floor on [0, 1] pixels (about 5 grey levels)
@@ -202,7 +202,7 @@ def train_on_patches(model, patches: np.ndarray, clip_level: float = 0.75, steps
                      batch_size: int = 32, lr: float = 1e-3, progress: bool = True) -> list:
     """Trains ``model`` on patches with the values ≥ clip_level removed; returns the
     losses. (A thin loop over :class:`notmiwae_fast.Trainer`'s step.)"""
-    from ..trainer import Trainer
+    from ..train.trainer import Trainer
 
     steps = _validate.positive_int(steps, "steps")
     batch_size = _validate.positive_int(batch_size, "batch_size")

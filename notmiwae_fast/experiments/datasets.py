@@ -28,7 +28,7 @@ def default_data_dir() -> Optional[Path]:
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env)
-    candidate = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "uci"
+    candidate = Path(__file__).resolve().parents[3] / "shared" / "data" / "uci"
     return candidate if candidate.is_dir() else None
 
 

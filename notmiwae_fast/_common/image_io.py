@@ -9,7 +9,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from ._io import write_atomic
+from .io import write_atomic
 
 # What counts as an image in a folder (compared case-insensitively).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")

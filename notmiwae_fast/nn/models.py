@@ -25,10 +25,11 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from . import _validate, ops, reference
+from .._common import validate as _validate
+from .. import ops
+from ..ops import reference
 from .missing import BaseMissingProcess, MissingProcess
-from .networks import (MLP, OUT_DISTS, Encoder, GaussianDecoder, PredictionHead, make_decoder,
-                       DEFAULT_MIN_SCALE, use_fused_networks)
+from .networks import MLP, OUT_DISTS, Encoder, GaussianDecoder, PredictionHead, make_decoder, DEFAULT_MIN_SCALE, use_fused_networks
 
 __all__ = ["MIWAE", "NotMIWAE", "SupMIWAE", "SupNotMIWAE", "ImportanceWeightedModel"]
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 NAMESPACE = "notmiwae_fast"
-_PKG_DIR = os.path.dirname(os.path.abspath(__file__))
+_PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # notmiwae_fast/
 _CSRC_DIR = os.path.join(os.path.dirname(_PKG_DIR), "csrc")
 _CHOICES = ("auto", "compiled", "jit", "reference")
 

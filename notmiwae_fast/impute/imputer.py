@@ -50,14 +50,14 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import InvalidParameterError, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import _io, _validate
+from .._common import io as _io, validate as _validate
 
-from . import utils
-from .missing import MISSING_PROCESSES, BaseMissingProcess
-from .models import MIWAE, NotMIWAE
-from .networks import glorot_init_
-from ._progress import progress
-from .trainer import Trainer, _record, loss_diverged
+from .. import utils
+from ..nn.missing import MISSING_PROCESSES, BaseMissingProcess
+from ..nn.models import MIWAE, NotMIWAE
+from ..nn.networks import glorot_init_
+from .._common.progress import progress
+from ..train.trainer import Trainer, _record, loss_diverged
 
 __all__ = ["NotMIWAEImputer", "MIWAEImputer", "save_imputer", "load_imputer"]
 
@@ -514,7 +514,7 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         missing = np.isnan(arr)
         out = arr.copy()
         if missing.any():
-            from .distributed import context
+            from ..distributed import context
 
             device = self._device()
             x_std, _, _ = self._standardize(arr.astype(np.float64))
@@ -639,6 +639,9 @@ class NotMIWAEImputer(_BaseIWImputer):
 # (load_imputer) never runs code named by the file, and torch.load(weights_only=False)
 # still gives the imputer.
 IMPUTER_FORMAT = "notmiwae_fast.imputer/1"
+# The constructor's name in files written before the package had subfolders: still
+# allowed, as the same function.
+_EARLIER_CONSTRUCTOR = "notmiwae_fast.imputer._imputer_from_state"
 _IMPUTERS = {"MIWAEImputer": MIWAEImputer, "NotMIWAEImputer": NotMIWAEImputer}
 
 
@@ -788,7 +791,8 @@ def load_imputer(path, map_location="cpu") -> _BaseIWImputer:
         raise FileNotFoundError(f"model file {path} does not exist")
     try:
         imputer = _io.load_plain(path, "model file", map_location,
-                                 allowed=[_imputer_from_state])
+                                 allowed=[_imputer_from_state,
+                                          (_imputer_from_state, _EARLIER_CONSTRUCTOR)])
     except _io.FormatError as err:
         raise ValueError(f"model file {path} does not hold a fitted imputer saved by "
                          f"this package ({err})") from None

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import ops
+from .. import ops
 
 __all__ = ["MLP", "mlp", "glorot_init_", "use_fused_networks", "Encoder", "GaussianFamily",
            "BernoulliFamily", "GaussianDecoder", "StudentTDecoder", "BernoulliDecoder",

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import ops
+from .. import ops
 
 
 def as_array(value, name: str) -> np.ndarray:

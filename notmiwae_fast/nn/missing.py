@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import _validate
+from .._common import validate as _validate
 
 __all__ = [
     "BaseMissingProcess",

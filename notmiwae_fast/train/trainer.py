@@ -16,11 +16,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import _validate, distributed
-from .models import ImportanceWeightedModel, kept_modes
-from ._io import load_plain, remove_stale_temporaries, save_atomic
-from ._progress import progress
-from .utils import missing_rmse
+from .._common import validate as _validate
+from .. import distributed
+from ..nn.models import ImportanceWeightedModel, kept_modes
+from .._common.io import load_plain, remove_stale_temporaries, save_atomic
+from .._common.progress import progress
+from ..utils import missing_rmse
 
 __all__ = ["Trainer", "TrainingWarning", "loss_diverged"]
 

@@ -9,7 +9,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from ._io import write_atomic
+from .._common.io import write_atomic
 
 __all__ = ["plot_missing_process"]
 

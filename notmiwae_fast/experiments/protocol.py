@@ -13,8 +13,9 @@ from typing import Callable
 
 import numpy as np
 
-from . import datasets, utils
-from .imputer import MIWAEImputer, NotMIWAEImputer
+from . import datasets
+from .. import utils
+from ..impute.imputer import MIWAEImputer, NotMIWAEImputer
 
 __all__ = ["METHODS", "PAPER_SETTINGS", "mnar_table1", "make_imputer", "paper_data",
            "restore_lost_decimal_points", "run_method"]

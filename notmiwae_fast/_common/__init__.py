@@ -1,0 +1,4 @@
+"""Support shared by the layers above the operators: atomic file writes and safe loads
+(:mod:`.io`), argument validation with messages naming the argument (:mod:`.validate`),
+progress bars (:mod:`.progress`), image files (:mod:`.image_io`). Nothing here knows
+the models."""
