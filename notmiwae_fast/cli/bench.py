@@ -12,7 +12,7 @@ from ._common import CLIError, _check_device, _check_output
 def cmd_bench(args: argparse.Namespace) -> int:
     """notmiwae-fast bench: runs the suites and writes bench.json, bench.md and the plots
     into --out."""
-    from .. import benchmark as bench
+    from .. import bench
     _check_device(args.device)
     out = Path(args.out)
     if (out / "bench.json").exists() and not args.force:
