@@ -24,9 +24,9 @@ def peak_rss_mb() -> float:
 
 def reset_peak_rss() -> bool:
     """Resets the peak resident set to the current one (see
-    notmiwae_fast.benchmark.reset_peak_rss), so that a following ``peak_rss_mb()`` delta
+    notmiwae_fast.bench.reset_peak_rss), so that a following ``peak_rss_mb()`` delta
     is not hidden by a larger transient peak earlier in the process."""
-    from notmiwae_fast.benchmark import reset_peak_rss as reset
+    from notmiwae_fast.bench import reset_peak_rss as reset
     return reset()
 
 

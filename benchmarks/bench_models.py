@@ -1,7 +1,7 @@
 """pytest-benchmark: a not-MIWAE training step (self-masking, Gaussian, hidden 128,
 latent D − 1, K = 20, D = 11) and imputation at K = 1000, notmiwae_fast (fused and
 reference backends) against notmiwae-pytorch 0.1.3 when it is installed. The cases are
-the harness's (notmiwae_fast.benchmark); its report is ``notmiwae-fast bench``.
+the harness's (notmiwae_fast.bench); its report is ``notmiwae-fast bench``.
 
     python -m pytest benchmarks/bench_models.py --benchmark-only --benchmark-group-by=group
 """
@@ -15,7 +15,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from notmiwae_fast import benchmark as harness  # noqa: E402
+from notmiwae_fast import bench as harness  # noqa: E402
 
 torch.set_num_threads(int(os.environ.get("NOTMIWAE_BENCH_THREADS", "2")))
 IMPLS = ["fused", "reference", "notmiwae_pytorch"]

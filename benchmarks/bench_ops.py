@@ -1,6 +1,6 @@
 """pytest-benchmark of every operator, forward + backward: the fused kernel against its
 reference in eager PyTorch and under torch.compile, at the tabular and image shapes of
-the harness (notmiwae_fast.benchmark.OP_SHAPES). One group per operator and shape; each
+the harness (notmiwae_fast.bench.OP_SHAPES). One group per operator and shape; each
 variant is checked against the eager reference before it is timed.
 
     python -m pytest benchmarks/bench_ops.py --benchmark-only
@@ -22,7 +22,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from notmiwae_fast import benchmark as harness  # noqa: E402
+from notmiwae_fast import bench as harness  # noqa: E402
 
 torch.set_num_threads(int(os.environ.get("NOTMIWAE_BENCH_THREADS", "2")))
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

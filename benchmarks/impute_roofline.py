@@ -130,7 +130,7 @@ def main(argv=None) -> int:
     import torch
 
     import notmiwae_fast
-    from notmiwae_fast import benchmark as bm
+    from notmiwae_fast import bench as bm
 
     torch.set_num_threads(args.threads)
     d, latent, hidden = bm.TABULAR_D, bm.TABULAR_D - 1, bm.HIDDEN

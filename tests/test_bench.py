@@ -1,4 +1,4 @@
-"""The benchmark harness (``notmiwae-fast bench``, notmiwae_fast/benchmark.py): the
+"""The benchmark harness (``notmiwae-fast bench``, notmiwae_fast/bench/): the
 --quick smoke run and its output schema (not its speed), the acceptance logic, the
 statistics, and bad input."""
 
@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from notmiwae_fast import benchmark
+from notmiwae_fast import bench
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -38,10 +38,10 @@ def test_quick_run_writes_json_markdown_and_plots(tmp_path):
     for key in ("cpu", "cores", "threads", "torch", "notmiwae_fast", "git_commit", "backend"):
         assert key in machine, key
     assert machine["threads"] == 2 and machine["device"] == "cpu"
-    assert report["quick"] is True and set(report["results"]) == set(benchmark.SUITES)
+    assert report["quick"] is True and set(report["results"]) == set(bench.SUITES)
 
     ops = report["results"]["ops"]["cases"]
-    assert {c["op"] for c in ops} == set(benchmark.ALL_OPS)
+    assert {c["op"] for c in ops} == set(bench.ALL_OPS)
     for case in ops:
         assert set(case["time_s"]) == {"fused", "eager"}
         for t in case["time_s"].values():
@@ -83,9 +83,9 @@ def test_quick_run_writes_json_markdown_and_plots(tmp_path):
 
 
 def test_summary_statistics():
-    s = benchmark.summary([4.0, 1.0, 3.0, 2.0, 5.0])
+    s = bench.summary([4.0, 1.0, 3.0, 2.0, 5.0])
     assert s == {"median": 3.0, "q1": 2.0, "q3": 4.0, "n": 5}
-    assert benchmark.summary([7.0])["median"] == 7.0
+    assert bench.summary([7.0])["median"] == 7.0
 
 
 def test_time_interleaved_runs_every_variant():
@@ -96,7 +96,7 @@ def test_time_interleaved_runs_every_variant():
             calls[name] += 1
         return fn
 
-    t = benchmark.time_interleaved({"a": make("a"), "b": make("b")}, repeats=3, device="cpu")
+    t = bench.time_interleaved({"a": make("a"), "b": make("b")}, repeats=3, device="cpu")
     assert set(t) == {"a", "b"} and all(v["n"] == 3 for v in t.values())
     assert calls["a"] >= 3 + 2 and calls["b"] >= 3 + 2  # warm-up and timing calls
 
@@ -120,7 +120,7 @@ def test_acceptance_ratios_and_verdicts():
             "memory": {"D": 12288, "peak_mb": {"fused": 0.0, "notmiwae_pytorch": 800.0}}},
         "sweep": {"iw_impute_memory": {"K": 100000, "peak_mb": {"fused": 0.0}}},
     }
-    got = {c["check"]: (round(c["value"], 6), c["met"]) for c in benchmark.acceptance(results)}
+    got = {c["check"]: (round(c["value"], 6), c["met"]) for c in bench.acceptance(results)}
     values = list(got.values())
     assert values == [(4.0, True),    # image-B16 speed-up vs eager ≥ 3
                       (0.5, False),   # memory fraction ≤ 1/3
@@ -134,9 +134,9 @@ def test_acceptance_ratios_and_verdicts():
 
 def test_bad_input():
     with pytest.raises(ValueError, match="argument 'suite'"):
-        benchmark.run(["nope"])
+        bench.run(["nope"])
     with pytest.raises(ValueError, match="argument 'device'"):
-        benchmark.run(["ops"], device="tpu")
+        bench.run(["ops"], device="tpu")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
