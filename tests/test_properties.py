@@ -266,7 +266,7 @@ def clipped_tensors(g: torch.Generator, N: int, C: int, L: int, H: int, K: int,
 
 @st.composite
 def clipped_case(draw, spreads=(1e-3, 0.3, 1.0)):
-    """The clipped_impute inputs (as tests/test_clipped.py builds them) with the
+    """The clipped_impute inputs (as tests/images/test_clipped.py builds them) with the
     networks' outputs scaled by a spread drawn from ``spreads``."""
     g, _, _, layout, dtype = draw(case())
     N, C, L = draw(st.integers(1, 12)), draw(st.integers(1, 3)), draw(st.integers(1, 4))

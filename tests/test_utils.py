@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import DEVICES
+from helpers import DEVICES
 from notmiwae_fast import NotMIWAE, utils
 
 

@@ -20,7 +20,7 @@ import pytest
 
 from notmiwae_fast.cli import main, read_csv_exact
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--max-iter", "20", "--hidden-dim", "8", "--impute-samples", "16", "--quiet"]
 
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-SCRIPT = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "iw_impute_memory.py")
+SCRIPT = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "benchmarks", "iw_impute_memory.py")
 
 
 def measure(tmp_path, B, K, D) -> dict:

@@ -19,9 +19,9 @@ SPEC_OPERATORS = ["iw_logmeanexp", "iw_weights", "masked_normal_logprob",
 
 # Composed of the others (not exported: TorchScript export runs the layers one by one).
 COMPOSITE_OPERATORS = ["gauss_bound", "gauss_bound_grads"]
-# The models' input check and zero-fill (tests/test_observed_data.py).
+# The models' input check and zero-fill (tests/ops/test_observed_data.py).
 INPUT_OPERATORS = ["observed_data"]
-# The clipped-pixel model's imputation (inference only; tests/test_clipped.py).
+# The clipped-pixel model's imputation (inference only; tests/images/test_clipped.py).
 IMAGE_OPERATORS = ["clipped_impute"]
 
 

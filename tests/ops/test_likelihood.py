@@ -15,7 +15,7 @@ import notmiwae_fast
 from notmiwae_fast.ops import _checks, reference
 from notmiwae_fast import ops
 
-from conftest import (BAD_INPUT_ROUTES, DEVICES, assert_bad_input, cuda_only, library_loaded,
+from helpers import (BAD_INPUT_ROUTES, DEVICES, assert_bad_input, cuda_only, library_loaded,
                       run_python)
 
 OPS = torch.ops.notmiwae_fast

@@ -20,7 +20,7 @@ from notmiwae_fast import distributed
 from notmiwae_fast.cli import main
 from notmiwae_fast.impute.imputer import NotMIWAEImputer
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--max-iter", "30", "--hidden-dim", "8", "--impute-samples", "16", "--quiet"]
 
 # Run by torchrun instead of the CLI module: on rank 1, an injected failure in the

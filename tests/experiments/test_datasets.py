@@ -10,7 +10,7 @@ import pytest
 
 from notmiwae_fast.experiments import datasets
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "uci"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "uci"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"no UCI data at {DATA}")
 
 SHAPES = {"banknote": (1372, 4), "concrete": (1030, 8), "winequality-red": (1599, 11),

@@ -10,7 +10,7 @@ import torch
 
 import notmiwae_fast
 
-from conftest import run_python
+from helpers import run_python
 
 
 @torch.jit.script

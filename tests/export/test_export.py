@@ -13,7 +13,7 @@ import torch
 import notmiwae_fast as nf
 from notmiwae_fast import export
 
-from conftest import run_python
+from helpers import run_python
 
 D = 5
 K = 64

@@ -11,7 +11,7 @@ import torch
 from notmiwae_fast import ops
 from notmiwae_fast.ops import reference
 
-from conftest import BAD_INPUT_ROUTES, DEVICES, TOL, assert_bad_input, cuda_only
+from helpers import BAD_INPUT_ROUTES, DEVICES, TOL, assert_bad_input, cuda_only
 
 OPS = torch.ops.notmiwae_fast
 SHAPES = [(1, 1, 1), (3, 1, 4), (5, 20, 11), (16, 257, 3), (2, 3000, 7)]  # (B, K, D)

@@ -299,7 +299,7 @@ after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 assert torch.isfinite(out).all()
 print(after - before)
 """
-    from conftest import run_python
+    from helpers import run_python
 
     proc = run_python(code)
     assert proc.returncode == 0, proc.stderr
@@ -551,7 +551,7 @@ def test_scale_floor_bounds_the_likelihood():
 
 
 def test_import_needs_no_optional_dependency():
-    from conftest import run_python
+    from helpers import run_python
 
     code = ("import sys\n"
             "for name in ('tensorboard', 'matplotlib', 'tqdm', 'pandas', 'sklearn'):\n"

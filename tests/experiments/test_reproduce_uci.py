@@ -14,7 +14,7 @@ import pytest
 
 from notmiwae_fast.experiments import protocol
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "reproduce_uci.py"
 DATA = ROOT.parent / "shared" / "data" / "uci"
 

@@ -10,7 +10,7 @@ import pytest
 
 import notmiwae_fast
 
-from conftest import run_python
+from helpers import run_python
 
 PROBE = """
 import json, warnings, torch

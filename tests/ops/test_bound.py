@@ -12,7 +12,7 @@ import notmiwae_fast as nf
 from notmiwae_fast.ops import _checks, reference
 from notmiwae_fast import ops
 
-from conftest import BAD_INPUT_ROUTES, DEVICES, assert_bad_input, library_loaded
+from helpers import BAD_INPUT_ROUTES, DEVICES, assert_bad_input, library_loaded
 
 OPS = torch.ops.notmiwae_fast
 pytestmark = pytest.mark.skipif(not library_loaded(), reason="needs the compiled library")

@@ -12,7 +12,7 @@ import notmiwae_fast as nf
 from notmiwae_fast import ops
 from notmiwae_fast.ops import reference
 
-from conftest import cuda_only, library_loaded
+from helpers import cuda_only, library_loaded
 
 OPS = torch.ops.notmiwae_fast
 pytestmark = pytest.mark.skipif(not library_loaded(), reason="needs the compiled library")

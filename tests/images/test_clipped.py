@@ -14,7 +14,7 @@ from notmiwae_fast import images
 from notmiwae_fast.ops import reference
 from notmiwae_fast.images import _context
 
-from conftest import DEVICES, library_loaded
+from helpers import DEVICES, library_loaded
 
 OPS = torch.ops.notmiwae_fast
 needs_library = pytest.mark.skipif(not library_loaded(), reason="needs the compiled library")

@@ -13,7 +13,7 @@ from notmiwae_fast.ops import _checks, reference
 from notmiwae_fast.nn import networks
 from notmiwae_fast import ops
 
-from conftest import (BAD_INPUT_ROUTES, DEVICES, TOL, assert_bad_input, cuda_only,
+from helpers import (BAD_INPUT_ROUTES, DEVICES, TOL, assert_bad_input, cuda_only,
                       library_loaded, run_python)
 
 OPS = torch.ops.notmiwae_fast

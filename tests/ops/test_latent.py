@@ -9,7 +9,7 @@ import torch
 from notmiwae_fast.ops import _checks, reference
 from notmiwae_fast import ops
 
-from conftest import BAD_INPUT_ROUTES, DEVICES, TOL, assert_bad_input, cuda_only, library_loaded
+from helpers import BAD_INPUT_ROUTES, DEVICES, TOL, assert_bad_input, cuda_only, library_loaded
 
 OPS = torch.ops.notmiwae_fast
 pytestmark = pytest.mark.skipif(not library_loaded(), reason="needs the compiled library")
