@@ -1,6 +1,6 @@
 """The paper's Table 1 (Ipsen, Mattei & Frellsen, ICLR 2021) on the six UCI data sets.
 
-Protocol (../shared/data/uci/README.md and notmiwae_fast.protocol): standardise, shuffle,
+Protocol (../shared/data/uci/README.md and notmiwae_fast.experiments.protocol): standardise, shuffle,
 the first floor(D/2) columns miss their values above the mean; train (Adam 1e-3,
 batch 16, K = 20, 128 hidden units, latent D - 1, ``--iterations`` steps), impute with
 ``--impute-samples`` importance samples, RMSE over the missing entries. Run r uses
@@ -17,7 +17,7 @@ beside it, and whether the cell meets the acceptance bound) is rewritten after e
 
 ``--paper-data`` runs on the data as the paper most likely had them where the files here
 differ (concrete with its label kept as a feature, red wine with 82 lost decimal points
-restored, yeast without its last feature; notmiwae_fast.protocol.paper_data gives the
+restored, yeast without its last feature; notmiwae_fast.experiments.protocol.paper_data gives the
 evidence); the setting is recorded in the results, so such runs never mix with runs on
 the files as they are.
 """
@@ -149,7 +149,7 @@ def main(argv=None) -> int:
                         help="the data as the paper most likely had them where the files "
                         "differ: concrete with its label as a feature, red wine with its "
                         "lost decimal points restored, yeast without its last feature "
-                        "(see notmiwae_fast.protocol.paper_data)")
+                        "(see notmiwae_fast.experiments.protocol.paper_data)")
     parser.add_argument("--weight-init", choices=("torch", "glorot"), default="torch",
                         help="initialisation of the deep models' linear layers: PyTorch's "
                         "default, or Glorot-uniform weights and zero biases as the paper's "
