@@ -64,7 +64,7 @@ def main() -> None:
         pass
     rates = {name: [] for name in runners}
     with torch.no_grad():
-        for name, run in runners.items():  # warm-up
+        for run in runners.values():  # warm-up
             run(*batches[0])
         for _ in range(args.rounds):
             for name, run in runners.items():

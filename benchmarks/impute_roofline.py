@@ -62,8 +62,8 @@ def product_bound(rows: int, k: int, d: int, latent: int, hidden: int, block: in
                 for _ in range(20):
                     fn()
             return statistics.median(timed(many, repeats)) / 20
-        per_block += min(run(lambda: torch.mm(x, w, out=direct)),
-                         run(lambda: torch.mm(wt, xt, out=transposed)))
+        per_block += min(run(lambda x=x, w=w, out=direct: torch.mm(x, w, out=out)),
+                         run(lambda a=wt, b=xt, out=transposed: torch.mm(a, b, out=out)))
     samples = rows * k
     flops = 2 * samples * sum(a * b for a, b in shapes)
     seconds = per_block * samples / block

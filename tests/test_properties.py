@@ -22,7 +22,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from notmiwae_fast import ops
+from notmiwae_fast import ops  # noqa: E402
 from notmiwae_fast.ops import reference  # noqa: E402
 from notmiwae_fast.cli import CLIError, _read_csv  # noqa: E402
 

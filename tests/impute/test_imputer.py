@@ -101,12 +101,12 @@ def test_object_dataframe_of_numbers_is_accepted_like_the_float_one():
     df_obj = df.astype(object)
     df_obj.iloc[3, 2] = None  # None marks a missing value too
     df.iloc[3, 2] = np.nan
-    assert (df_obj.dtypes == object).all()
+    assert (df_obj.dtypes == object).all()  # noqa: E721 - element-wise over the dtypes
     expected = NotMIWAEImputer(**TINY).fit_transform(df)
     out = NotMIWAEImputer(**TINY).fit_transform(df_obj)
     assert isinstance(out, pd.DataFrame) and list(out.columns) == ["a", "b", "c", "d"]
     np.testing.assert_array_equal(out.to_numpy(), expected.to_numpy())
-    assert (df_obj.dtypes == object).all()  # the caller's DataFrame is left as it was
+    assert (df_obj.dtypes == object).all()  # noqa: E721 - the caller's DataFrame as it was
     # A column holding text among its numbers is still refused, named.
     df_obj["b"] = df_obj["b"].where(df_obj.index != 5, "seven")
     with pytest.raises(ValueError, match="column 'b' is not numeric"):

@@ -423,7 +423,7 @@ def test_user_process_output_is_checked(backend):
     for width in (1, D - 1):
         model = nf.NotMIWAE(D, hidden_dim=8, backend=backend,
                             missing_process=_Logits(D, width))
-        for call in (lambda: model(x_nan, s), lambda: model.impute(x_nan, s, n_samples=5)):
+        for call in (lambda m=model: m(x_nan, s), lambda m=model: m.impute(x_nan, s, n_samples=5)):
             with pytest.raises(ValueError, match=r"'missing_process': _Logits.forward must "
                                                  r"return logits of its input's shape"):
                 call()

@@ -128,7 +128,7 @@ def test_models_train_under_autocast_close_to_float32(backend):
     assert loss16.dtype == torch.float32
     assert torch.isfinite(loss16)
     assert abs(loss16.item() - loss32.item()) <= 0.02 * abs(loss32.item()) + 0.05
-    for a, b in zip(g16, g32):
+    for a, _ in zip(g16, g32):
         assert a.dtype == torch.float32
         assert torch.isfinite(a).all()
     flat16 = torch.cat([g.flatten() for g in g16])

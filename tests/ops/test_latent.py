@@ -31,8 +31,8 @@ def forward_backward(fn, mu, std, eps):
     loss = sum((o * torch.randn(o.shape, generator=g, dtype=torch.float64).to(o)).sum()
                for o in outs)
     grads = torch.autograd.grad(loss, leaves, allow_unused=True)
-    return [o.detach() for o in outs], [torch.zeros_like(l) if gr is None else gr
-                                       for gr, l in zip(grads, leaves)]
+    return [o.detach() for o in outs], [torch.zeros_like(leaf) if gr is None else gr
+                                       for gr, leaf in zip(grads, leaves)]
 
 
 @pytest.mark.parametrize("device", DEVICES)
