@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from notmiwae_fast import distributed
+from notmiwae_fast.distributed import group
 from notmiwae_fast.cli import main
 from notmiwae_fast.impute.imputer import NotMIWAEImputer
 
@@ -29,7 +30,8 @@ INJECT = """
 import os, sys
 where = sys.argv.pop(1)
 if os.environ["RANK"] == "1":
-    from notmiwae_fast import imputer, trainer
+    from notmiwae_fast.impute import imputer
+    from notmiwae_fast.train import trainer
     if where == "impute":
         def broken(self, arr, first_row):
             raise RuntimeError("injected failure")
@@ -319,12 +321,12 @@ def test_shutdown_pauses_before_closing_the_group(monkeypatch, wait_for_all):
     (gloo's worker threads drop the last collectives' tensors while the interpreter
     runs), then destroy_process_group. The group is faked: the calls are recorded."""
     calls = []
-    fake = distributed.dist
+    fake = group.dist
     monkeypatch.setattr(fake, "is_available", lambda: True)
     monkeypatch.setattr(fake, "is_initialized", lambda: True)
     monkeypatch.setattr(fake, "barrier", lambda: calls.append("barrier"))
     monkeypatch.setattr(fake, "destroy_process_group", lambda: calls.append("destroy"))
-    monkeypatch.setattr(distributed.time, "sleep", lambda s: calls.append(("sleep", s)))
-    distributed.shutdown(wait_for_all=wait_for_all)
-    assert calls == ["barrier"] * wait_for_all + [("sleep", distributed.SETTLE_S), "destroy"]
-    assert distributed.SETTLE_S >= 0.05
+    monkeypatch.setattr(group.time, "sleep", lambda s: calls.append(("sleep", s)))
+    group.shutdown(wait_for_all=wait_for_all)
+    assert calls == ["barrier"] * wait_for_all + [("sleep", group.SETTLE_S), "destroy"]
+    assert group.SETTLE_S >= 0.05
