@@ -29,7 +29,16 @@ from .clipped import ClippedPixelModel, train_clipped, training_pixels
 from .files import bundled_model_path, load_image_model, save_image_model
 from .impute import impute_image
 from .photos import HELD_OUT_PHOTOGRAPHS, TRAINING_PHOTOGRAPHS, bundled_photographs
-from .tiles import IMAGE_MIN_SCALE, ConvBernoulliDecoder, ConvEncoder, ConvGaussianDecoder, PixelSelfMasking, image_model, photo_patches, train_on_patches
+from .tiles import (
+    IMAGE_MIN_SCALE,
+    ConvBernoulliDecoder,
+    ConvEncoder,
+    ConvGaussianDecoder,
+    PixelSelfMasking,
+    image_model,
+    photo_patches,
+    train_on_patches,
+)
 
 __all__ = ["ClippedPixelModel", "train_clipped", "training_pixels", "impute_image",
            "load_image_model", "save_image_model", "bundled_model_path",

@@ -11,7 +11,15 @@ import torch
 from torch import nn
 
 from .._common.progress import progress_bar
-from ._arrays import _colour, _float_range_error, _from_float, _observed, _to_float, as_float_image, widen_range
+from ._arrays import (
+    _colour,
+    _float_range_error,
+    _from_float,
+    _observed,
+    _to_float,
+    as_float_image,
+    widen_range,
+)
 
 IMAGE_BACKENDS = ("fused", "reference")
 # The fused path's bands span at most this many bytes of float32 values (or one row of
@@ -220,7 +228,7 @@ def _blend_tiles(model: nn.Module, values: np.ndarray, observed: np.ndarray,
                                torch.as_tensor(ss, device=device), n_samples=n_samples,
                                chunk_size=chunk_size).cpu().numpy()
         imputed = imputed.reshape(len(group), C, tile, tile).transpose(0, 2, 3, 1)
-        for (top, left), tile_values in zip(group, imputed):
+        for (top, left), tile_values in zip(group, imputed, strict=True):
             total[top:top + tile, left:left + tile] += tile_values * window
             weight[top:top + tile, left:left + tile] += window
         bar.update(len(group))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 from torch import nn
@@ -15,8 +15,15 @@ from .. import images  # images.impute_image, as the package exports it
 from .._common.image_io import IMAGE_SUFFIXES, read_image, write_image
 from .._common.io import write_atomic
 from .._common.progress import progress_bar
-from ..distributed.group import (Context, RankFailure, barrier, collectively, context,
-                                 describe_exception, gather_failures)
+from ..distributed.group import (
+    Context,
+    RankFailure,
+    barrier,
+    collectively,
+    context,
+    describe_exception,
+    gather_failures,
+)
 
 __all__ = ["impute_image_folder", "list_images", "MANIFEST_NAME"]
 
@@ -36,7 +43,7 @@ def list_images(folder: Union[str, Path]) -> list[Path]:
 def impute_image_folder(model: nn.Module, in_dir: Union[str, Path], out_dir: Union[str, Path], *,
                         clip_level: Optional[float] = 0.75, n_samples: Optional[int] = None,
                         seed: int = 0, overwrite: bool = False, progress: bool = False,
-                        **impute_kwargs) -> Optional[dict]:
+                        **impute_kwargs: Any) -> Optional[dict]:
     """Imputes the lost pixels of every image in ``in_dir``, split across the ranks.
 
     Args:

@@ -11,7 +11,16 @@ from torch import Tensor, nn
 
 from .._common import validate as _validate
 from .._common.progress import progress_bar
-from ._arrays import _check_dtype, _colour, _colour_channels, _float_range_error, _from_float, _observed, _to_float, widen_range
+from ._arrays import (
+    _check_dtype,
+    _colour,
+    _colour_channels,
+    _float_range_error,
+    _from_float,
+    _observed,
+    _to_float,
+    widen_range,
+)
 from ._context import band_integral, features_at, finish_statistics, image_statistics
 from ._tiling import IMAGE_BACKENDS, _check_out, _impute_reference, _impute_streaming, _output
 from .clipped import ClippedPixelModel
