@@ -218,6 +218,9 @@ def train_clipped(model: ClippedPixelModel, pixels: tuple[Tensor, Tensor, Tensor
     if len(x) == 0:
         raise ValueError("argument 'pixels' holds no pixel")
     clip = h[:, -1:]
+    # Its own steps with torch.optim.Adam rather than Trainer.train_step: the Trainer's
+    # fused Adam rounds differently, and the bundled models (benchmarks/image_clipping.py
+    # --bundle) are reproduced for a seed with this optimizer only.
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     losses: list[float] = []
     bar = progress_bar(steps, progress, "training")

@@ -52,8 +52,8 @@ def load_image_model(path: Optional[Union[str, os.PathLike]] = None, backend: st
 
     Without ``path``: the bundled clipped-pixel not-MIWAE model for ``channels`` = 3
     (RGB) or 1 (grey), trained on clipped photographs only (``benchmarks/image_clipping.py``
-    rebuilds them). Files of the earlier tile models still load (``backend`` applies to
-    them). Loading never runs code from the file.
+    rebuilds them). Files of tile models (:func:`image_model`) load too (``backend``
+    applies to them). Loading never runs code from the file.
     """
     path = os.fspath(path) if path is not None else bundled_model_path(channels)
     if not os.path.isfile(path):

@@ -11,7 +11,7 @@ from typing import Any, Optional, Union
 import torch
 from torch import nn
 
-from .. import images  # images.impute_image, as the package exports it
+from .. import images  # the package's impute_image: a replacement there applies here
 from .._common.image_io import IMAGE_SUFFIXES, read_image, write_image
 from .._common.io import write_atomic
 from .._common.progress import progress_bar

@@ -1,4 +1,4 @@
-"""Convolutional tile models (the first image models): MIWAE / not-MIWAE on
+"""Convolutional tile models: MIWAE / not-MIWAE on
 ``patch × patch`` tiles of C channels, flattened channel-major to D = C·patch² values in
 [0, 1], with a learnt per-pixel self-masking process; trained on patches.
 
