@@ -8,9 +8,9 @@ from typing import Iterator, Optional
 
 import numpy as np
 import torch
-from torch import nn
 
 from .._common.progress import progress_bar
+from ..nn.models import ImportanceWeightedModel
 from ._arrays import (
     _colour,
     _float_range_error,
@@ -100,9 +100,10 @@ def _output(arr: np.ndarray, out: Optional[np.ndarray]) -> np.ndarray:
     return out
 
 
-def _impute_streaming(model: nn.Module, arr: np.ndarray, C: int, mask: Optional[np.ndarray],
-                      clip_level: Optional[float], tile: int, overlap: int, n_samples: int,
-                      batch_size: int, chunk_size: Optional[int], progress: bool,
+def _impute_streaming(model: ImportanceWeightedModel, arr: np.ndarray, C: int,
+                      mask: Optional[np.ndarray], clip_level: Optional[float], tile: int,
+                      overlap: int, n_samples: int, batch_size: int,
+                      chunk_size: Optional[int], progress: bool,
                       out: Optional[np.ndarray]) -> np.ndarray:
     """impute_image, fused path: bands of tile rows, blending sums only for open rows."""
     grid = _TileBands(arr, C, mask, clip_level, tile, tile - overlap)
@@ -204,7 +205,7 @@ class _TileBands:
         return lossy
 
 
-def _blend_tiles(model: nn.Module, values: np.ndarray, observed: np.ndarray,
+def _blend_tiles(model: ImportanceWeightedModel, values: np.ndarray, observed: np.ndarray,
                  corners: np.ndarray, window: np.ndarray, total: np.ndarray,
                  weight: np.ndarray, n_samples: int, batch_size: int,
                  chunk_size: Optional[int], bar) -> None:

@@ -61,6 +61,7 @@ def load_image_model(path: Optional[Union[str, os.PathLike]] = None, backend: st
     # a configuration dict and a state_dict: plain data, read as every model file is
     state = load_plain(path, "image model file", map_location)
     fmt = state.get("format") if isinstance(state, dict) else None
+    model: nn.Module
     try:
         if fmt == CLIPPED_FORMAT:
             model = ClippedPixelModel(**state["config"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Iterator, Optional
+from typing import Iterator, Optional, cast
 
 import numpy as np
 import torch
@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from .._common import validate as _validate
 from .._common.progress import progress_bar
+from ..nn.models import ImportanceWeightedModel
 from ._arrays import (
     _check_dtype,
     _colour,
@@ -88,38 +89,40 @@ def _impute_tiled(model: nn.Module, image, mask, clip_level: Optional[float],
                   backend: Optional[str], out: Optional[np.ndarray]) -> np.ndarray:
     """impute_image with a tile model: its arguments checked, then the fused (streamed)
     or reference (whole image) path."""
-    tile, overlap = _tile_geometry(model, tile, overlap)
+    channels, side, margin = _tile_geometry(model, tile, overlap)
     n_samples = _validate.n_samples(n_samples)
     batch_size = _validate.positive_int(batch_size, "batch_size")
     backend = _validate.choice(getattr(model, "backend", "fused") if backend is None
                                else backend, "backend", IMAGE_BACKENDS)
-    arr, C = _check_image(model.image_shape[0], image, mask, clip_level)
+    arr, C = _check_image(channels, image, mask, clip_level)
     if mask is None and clip_level is None:
         raise ValueError("give a 'mask' or a 'clip_level'")
     mask = None if mask is None else np.asarray(mask)
     _check_out(arr, out)
-    args = (model, arr, C, mask, clip_level, tile, overlap, n_samples, batch_size,
+    tiled = cast(ImportanceWeightedModel, model)  # a tile model: it has an image_shape
+    args = (tiled, arr, C, mask, clip_level, side, margin, n_samples, batch_size,
             chunk_size, progress, out)
     return (_impute_streaming if backend == "fused" else _impute_reference)(*args)
 
 
 def _tile_geometry(model: nn.Module, tile: Optional[int],
-                   overlap: Optional[int]) -> tuple[int, int]:
-    """The checked (tile, overlap) of a tile model: the tile is the model's patch, the
-    overlap (default a quarter of it) at most half of it."""
-    if not isinstance(getattr(model, "image_shape", None), tuple):
+                   overlap: Optional[int]) -> tuple[int, int, int]:
+    """A tile model's colour channels C and the checked (tile, overlap): the tile is the
+    model's patch, the overlap (default a quarter of it) at most half of it."""
+    shape = getattr(model, "image_shape", None)
+    if not isinstance(shape, tuple):
         raise ValueError("argument 'model' must be an image model (image_model, "
                          f"load_image_model); got {type(model).__name__}")
-    patch = model.image_shape[1]
-    tile = patch if tile is None else tile
-    if tile != patch:
-        raise ValueError(f"argument 'tile' must be the model's patch size {patch}; got {tile}")
-    overlap = tile // 4 if overlap is None else overlap
-    if isinstance(overlap, bool) or not isinstance(overlap, (int, np.integer)) \
-            or not 0 <= overlap <= tile // 2:
-        raise ValueError(f"argument 'overlap' must be an int in [0, {tile // 2}]; "
-                         f"got {overlap!r}")
-    return tile, overlap
+    channels, patch = shape[0], shape[1]
+    side = patch if tile is None else tile
+    if side != patch:
+        raise ValueError(f"argument 'tile' must be the model's patch size {patch}; got {side}")
+    margin = side // 4 if overlap is None else overlap
+    if isinstance(margin, bool) or not isinstance(margin, (int, np.integer)) \
+            or not 0 <= margin <= side // 2:
+        raise ValueError(f"argument 'overlap' must be an int in [0, {side // 2}]; "
+                         f"got {margin!r}")
+    return channels, side, int(margin)
 
 
 def _check_image(model_channels: int, image, mask, clip_level) -> tuple[np.ndarray, int]:
