@@ -13,14 +13,15 @@ memory, every imputed value at or above the clip level.
     model = ClippedPixelModel(channels=3)            # train one's own
     train_clipped(model, training_pixels(list(photos.values()), [0.7, 0.75, 0.8]))
 
-The first image models, convolutional MIWAE / not-MIWAE on square tiles
-(:func:`image_model`, :func:`train_on_patches`), are kept in :mod:`.tiles`; their model
-files still load and impute.
+Tile models, convolutional MIWAE / not-MIWAE on square tiles (:func:`image_model`,
+:func:`train_on_patches`), are in :mod:`.tiles`; :func:`load_image_model` and
+:func:`impute_image` take them too.
 
 Layout: ``_arrays`` (dtypes, colour channels, masks), ``_context`` (a pixel's
 features), ``clipped`` (the clipped-pixel model and its training), ``tiles`` and
 ``_tiling`` (tile models), ``impute`` (:func:`impute_image`), ``files`` (model files,
-bundled models), ``photos`` (the photographs packages ship).
+bundled models), ``photos`` (the photographs packages ship), ``folder`` (a folder of
+images over the ranks of a process group).
 """
 
 from ._arrays import _colour, _colour_channels, as_float_image, clip_mask, count_lost, to_grey
@@ -29,7 +30,16 @@ from .clipped import ClippedPixelModel, train_clipped, training_pixels
 from .files import bundled_model_path, load_image_model, save_image_model
 from .impute import impute_image
 from .photos import HELD_OUT_PHOTOGRAPHS, TRAINING_PHOTOGRAPHS, bundled_photographs
-from .tiles import IMAGE_MIN_SCALE, ConvBernoulliDecoder, ConvEncoder, ConvGaussianDecoder, PixelSelfMasking, image_model, photo_patches, train_on_patches
+from .tiles import (
+    IMAGE_MIN_SCALE,
+    ConvBernoulliDecoder,
+    ConvEncoder,
+    ConvGaussianDecoder,
+    PixelSelfMasking,
+    image_model,
+    photo_patches,
+    train_on_patches,
+)
 
 __all__ = ["ClippedPixelModel", "train_clipped", "training_pixels", "impute_image",
            "load_image_model", "save_image_model", "bundled_model_path",

@@ -6,6 +6,7 @@ from typing import Optional
 
 import numpy as np
 
+
 def _check_dtype(arr: np.ndarray) -> None:
     if not (arr.dtype in (np.uint8, np.uint16) or np.issubdtype(arr.dtype, np.floating)):
         raise ValueError(f"argument 'image' must be uint8, uint16 or float; got {arr.dtype}")
@@ -35,7 +36,7 @@ def _float_range_error(lo: float, hi: float) -> ValueError:
                       f"got [{lo:.3g}, {hi:.3g}]")
 
 
-def as_float_image(image) -> tuple[np.ndarray, dict]:
+def as_float_image(image: np.ndarray) -> tuple[np.ndarray, dict]:
     """An image as float32 [H, W, C] in [0, 1], and what is needed to give it back.
 
     Accepts [H, W] (grey) or [H, W, C] arrays of uint8, uint16 or floats in [0, 1]. An
@@ -73,8 +74,9 @@ def _below(values: np.ndarray, clip_level: float) -> np.ndarray:
 
 
 def clip_mask(x: np.ndarray, clip_level: float) -> np.ndarray:
-    """1 where a value is observed (below the clip level), 0 where it is lost; floats in
-    [0, 1] are compared in their own precision, uint8 / uint16 values scaled to [0, 1]."""
+    """float32, x's shape: 1 where a value is observed (below the clip level), 0 where it
+    is lost; floats in [0, 1] are compared in their own precision, uint8 / uint16 values
+    scaled to [0, 1]."""
     return _below(x, clip_level).astype(np.float32)
 
 
@@ -115,8 +117,8 @@ def count_lost(colour: np.ndarray, clip_level: float, rows: int = 256) -> int:
 
 
 def widen_range(values: np.ndarray, lo: float, hi: float) -> tuple[float, float]:
-    """(lo, hi) widened to the finite values of ``values`` (as given, before any
-    rounding to float32): the float images' range check, band by band."""
+    """(lo, hi) widened to the finite values of ``values`` (any shape; as given, before
+    any rounding to float32): the float images' range check, band by band."""
     finite = values[np.isfinite(values)]
     if finite.size:
         lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))

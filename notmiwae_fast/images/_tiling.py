@@ -4,13 +4,22 @@ streamed in bands of tile rows (``"fused"``) or all at once (``"reference"``).""
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
 
 from .._common.progress import progress_bar
-from ._arrays import _colour, _float_range_error, _from_float, _observed, _to_float, as_float_image, widen_range
+from ..nn.models import ImportanceWeightedModel
+from ._arrays import (
+    _colour,
+    _float_range_error,
+    _from_float,
+    _observed,
+    _to_float,
+    as_float_image,
+    widen_range,
+)
 
 IMAGE_BACKENDS = ("fused", "reference")
 # The fused path's bands span at most this many bytes of float32 values (or one row of
@@ -91,98 +100,139 @@ def _output(arr: np.ndarray, out: Optional[np.ndarray]) -> np.ndarray:
     return out
 
 
-def _impute_streaming(model, arr, C, mask, clip_level, tile, overlap, n_samples, batch_size,
-                      chunk_size, progress, out):
+def _impute_streaming(model: ImportanceWeightedModel, arr: np.ndarray, C: int,
+                      mask: Optional[np.ndarray], clip_level: Optional[float], tile: int,
+                      overlap: int, n_samples: int, batch_size: int,
+                      chunk_size: Optional[int], progress: bool,
+                      out: Optional[np.ndarray]) -> np.ndarray:
     """impute_image, fused path: bands of tile rows, blending sums only for open rows."""
-    H, W = arr.shape[:2]
-    stride = tile - overlap
-    if H < tile or W < tile:
-        # Smaller than a tile on a side: padded to one tile there; the padded arrays are
-        # at most max(H, tile) × max(W, tile), i.e. O(tile · side).
-        values, _ = as_float_image(arr)
-        observed = _observed(_colour(arr, C), mask, clip_level)
-        work, work_obs = _pad_to_tile(values, observed, tile)
-        floats = False  # range checked by as_float_image
+    grid = _TileBands(arr, C, mask, clip_level, tile, tile - overlap)
+    lossy = grid.survey()
+    out = _output(arr, out)
+    colour = _colour(out, C)
+    window = _window(tile, overlap)[:, :, None]
+    bar = progress_bar(int(lossy.sum()), progress, "imputing tiles")
+    carry: Optional[tuple[np.ndarray, np.ndarray]] = None  # sums of rows left open
+    # Bands of about one batch of tiles that lose a value (fewer calls on sparse losses).
+    for a, b, r0, r1, done in grid.bands(lossy.sum(axis=1), batch_size):
+        if not lossy[a:b].any():
+            # nothing is lost in rows r0:r1, so the sums still open there cannot matter
+            carry = None
+            continue
+        total = np.zeros((r1 - r0, grid.width, C), dtype=np.float32)  # Σ window · tiles
+        weight = np.zeros((r1 - r0, grid.width, 1), dtype=np.float32)  # Σ window
+        if carry is not None:
+            total[:len(carry[0])] = carry[0]
+            weight[:len(carry[1])] = carry[1]
+        values, observed = grid.read(r0, r1)
+        rows, cols = np.nonzero(lossy[a:b])
+        corners = np.stack([grid.tops[a:b][rows] - r0, grid.lefts[cols]], axis=1)
+        _blend_tiles(model, values, observed, corners, window, total, weight, n_samples,
+                     batch_size, chunk_size, bar)
+        end = done - r0
+        _write_lost(colour, r0, total[:end], weight[:end], observed[:end])
+        carry = total[end:], weight[end:]
+    bar.close()
+    return out
 
-        def read(r0: int, r1: int):
-            return work[r0:r1], work_obs[r0:r1]
-        HP, WP = work.shape[:2]
-    else:
-        floats = bool(np.issubdtype(arr.dtype, np.floating))
 
-        def read(r0: int, r1: int):
-            raw = _colour(arr[r0:r1], C)
-            return _to_float(raw), _observed(raw, None if mask is None else mask[r0:r1],
-                                             clip_level)
-        HP, WP = H, W
-    tops = np.asarray(_tile_starts(HP, tile, stride))
-    lefts = np.asarray(_tile_starts(WP, tile, stride))
-    cap = max(tile, _BAND_BYTES // (4 * WP * C))  # image rows a band may span
+class _TileBands:
+    """An image as the fused path reads it: in bands of whole tile rows, as float32
+    values and the observed mask. An image smaller than a tile on a side is padded to a
+    tile there (:func:`_pad_to_tile`; at most max(H, tile) × max(W, tile) values).
 
-    def bands(sizes, limit):
+    Args:
+        arr: the image, [H, W] or [H, W, C(+alpha)].
+        channels: C.
+        mask: [H, W] or [H, W, C] (1 = observed) or None (the clip level decides).
+        clip_level: values at or above it are lost (when there is no mask).
+        tile, stride: the tile side and the distance between tiles.
+    """
+
+    def __init__(self, arr: np.ndarray, channels: int, mask: Optional[np.ndarray],
+                 clip_level: Optional[float], tile: int, stride: int):
+        self.arr, self.channels, self.mask, self.clip_level = arr, channels, mask, clip_level
+        self.tile = tile
+        H, W = arr.shape[:2]
+        self.padded: Optional[tuple[np.ndarray, np.ndarray]] = None
+        if H < tile or W < tile:
+            values, _ = as_float_image(arr)  # its range checked here
+            observed = _observed(_colour(arr, channels), mask, clip_level)
+            self.padded = _pad_to_tile(values, observed, tile)
+            H, W = self.padded[0].shape[:2]
+        self.height, self.width = H, W  # padded
+        self.floats = self.padded is None and bool(np.issubdtype(arr.dtype, np.floating))
+        self.tops = np.asarray(_tile_starts(H, tile, stride))
+        self.lefts = np.asarray(_tile_starts(W, tile, stride))
+        self.cap = max(tile, _BAND_BYTES // (4 * W * channels))  # image rows a band may span
+
+    def read(self, r0: int, r1: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows r0:r1 as (values float32 [r, W, C] in [0, 1], observed bool [r, W, C])."""
+        if self.padded is not None:
+            return self.padded[0][r0:r1], self.padded[1][r0:r1]
+        raw = _colour(self.arr[r0:r1], self.channels)
+        return _to_float(raw), _observed(raw, None if self.mask is None
+                                         else self.mask[r0:r1], self.clip_level)
+
+    def bands(self, sizes: np.ndarray,
+              limit: int) -> Iterator[tuple[int, int, int, int, int]]:
         """Bands of consecutive tile rows [a, b), closed once the sizes of their tile rows
         add up to ``limit`` or they would span more than ``cap`` image rows; yields
         (a, b, r0, r1, done): the band covers image rows r0:r1 and finishes rows r0:done
         (no later tile reaches them)."""
+        tops, tile = self.tops, self.tile
         a = 0
         while a < len(tops):
             b, size = a + 1, sizes[a]
-            while b < len(tops) and size < limit and tops[b] + tile - tops[a] <= cap:
+            while b < len(tops) and size < limit and tops[b] + tile - tops[a] <= self.cap:
                 size, b = size + sizes[b], b + 1
-            yield a, b, tops[a], tops[b - 1] + tile, tops[b] if b < len(tops) else HP
+            yield a, b, tops[a], tops[b - 1] + tile, tops[b] if b < len(tops) else self.height
             a = b
 
-    # Pass 1, before anything is written: which tiles lose a value, the float range.
-    lossy = np.zeros((len(tops), len(lefts)), dtype=bool)
-    lo, hi = math.inf, -math.inf
-    for a, b, r0, r1, _ in bands(np.zeros(len(tops), dtype=int), 1):
-        values, observed = read(r0, r1)
-        lossy[a:b] = _lossy_tiles(observed, tops[a:b] - r0, lefts, tile)
-        if floats:
-            lo, hi = widen_range(_colour(arr[r0:r1], C), lo, hi)
-    if lo < 0 or hi > 1:
-        raise _float_range_error(lo, hi)
-    # Pass 2: impute band by band.
-    out = _output(arr, out)
-    colour = _colour(out, C)
-    window = _window(tile, overlap)[:, :, None]
+    def survey(self) -> np.ndarray:
+        """The first pass, before anything is written: which tiles lose a value,
+        [len(tops), len(lefts)] bool; ValueError when a float image holds values
+        outside [0, 1]."""
+        lossy = np.zeros((len(self.tops), len(self.lefts)), dtype=bool)
+        lo, hi = math.inf, -math.inf
+        for a, b, r0, r1, _ in self.bands(np.zeros(len(self.tops), dtype=int), 1):
+            _, observed = self.read(r0, r1)
+            lossy[a:b] = _lossy_tiles(observed, self.tops[a:b] - r0, self.lefts, self.tile)
+            if self.floats:
+                lo, hi = widen_range(_colour(self.arr[r0:r1], self.channels), lo, hi)
+        if lo < 0 or hi > 1:
+            raise _float_range_error(lo, hi)
+        return lossy
+
+
+def _blend_tiles(model: ImportanceWeightedModel, values: np.ndarray, observed: np.ndarray,
+                 corners: np.ndarray, window: np.ndarray, total: np.ndarray,
+                 weight: np.ndarray, n_samples: int, batch_size: int,
+                 chunk_size: Optional[int], bar) -> None:
+    """Imputes the tiles of a band whose top-left corners are ``corners`` ([n, 2], in the
+    band's rows), ``batch_size`` at a time, and adds each, times ``window`` [T, T, 1],
+    to ``total`` [r, W, C] and the window to ``weight`` [r, W, 1].
+
+    Args:
+        values, observed: the band, [r, W, C] float32 and bool.
+    """
+    tile, C = window.shape[0], values.shape[2]
     device = next(model.parameters()).device
     windows_of = np.lib.stride_tricks.sliding_window_view
-    bar = progress_bar(int(lossy.sum()), progress, "imputing tiles")
-    carry_total = carry_weight = None  # sums of the rows left open by the previous band
-    # Bands of about one batch of tiles that lose a value (fewer calls on sparse losses).
-    for a, b, r0, r1, done in bands(lossy.sum(axis=1), batch_size):
-        if not lossy[a:b].any():
-            # nothing is lost in rows r0:r1, so the sums still open there cannot matter
-            carry_total = carry_weight = None
-            continue
-        total = np.zeros((r1 - r0, WP, C), dtype=np.float32)  # Σ window · tile values
-        weight = np.zeros((r1 - r0, WP, 1), dtype=np.float32)  # Σ window
-        if carry_total is not None:
-            total[:len(carry_total)] = carry_total
-            weight[:len(carry_weight)] = carry_weight
-        values, observed = read(r0, r1)
-        x_tiles = windows_of(values, (tile, tile), axis=(0, 1))  # [r-T+1, WP-T+1, C, T, T]
-        s_tiles = windows_of(observed, (tile, tile), axis=(0, 1))
-        rows, cols = np.nonzero(lossy[a:b])
-        corners = np.stack([tops[a:b][rows] - r0, lefts[cols]], axis=1)
-        for start in range(0, len(corners), batch_size):
-            group = corners[start:start + batch_size]
-            xs = x_tiles[group[:, 0], group[:, 1]].reshape(len(group), -1)  # channel-major
-            ss = s_tiles[group[:, 0], group[:, 1]].reshape(len(group), -1)
-            imputed = model.impute(torch.as_tensor(xs, device=device),
-                                   torch.as_tensor(ss, device=device), n_samples=n_samples,
-                                   chunk_size=chunk_size).cpu().numpy()
-            imputed = imputed.reshape(len(group), C, tile, tile).transpose(0, 2, 3, 1)
-            for (t, l), v in zip(group, imputed):
-                total[t:t + tile, l:l + tile] += v * window
-                weight[t:t + tile, l:l + tile] += window
-            bar.update(len(group))
-        end = done - r0
-        _write_lost(colour, r0, total[:end], weight[:end], observed[:end])
-        carry_total, carry_weight = total[end:], weight[end:]
-    bar.close()
-    return out
+    x_tiles = windows_of(values, (tile, tile), axis=(0, 1))  # [r-T+1, W-T+1, C, T, T]
+    s_tiles = windows_of(observed, (tile, tile), axis=(0, 1))
+    for start in range(0, len(corners), batch_size):
+        group = corners[start:start + batch_size]
+        xs = x_tiles[group[:, 0], group[:, 1]].reshape(len(group), -1)  # channel-major
+        ss = s_tiles[group[:, 0], group[:, 1]].reshape(len(group), -1)
+        imputed = model.impute(torch.as_tensor(xs, device=device),
+                               torch.as_tensor(ss, device=device), n_samples=n_samples,
+                               chunk_size=chunk_size).cpu().numpy()
+        imputed = imputed.reshape(len(group), C, tile, tile).transpose(0, 2, 3, 1)
+        for (top, left), tile_values in zip(group, imputed, strict=True):
+            total[top:top + tile, left:left + tile] += tile_values * window
+            weight[top:top + tile, left:left + tile] += window
+        bar.update(len(group))
 
 
 def _write_lost(colour: np.ndarray, r0: int, total: np.ndarray, weight: np.ndarray,

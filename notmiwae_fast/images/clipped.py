@@ -32,10 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._common import validate as _validate
 from .. import ops
-from ..ops import reference
+from .._common import validate as _validate
 from .._common.progress import progress_bar
+from ..ops import reference
 from ._context import RADII, finish_statistics, image_statistics, n_features, pixel_features
 
 __all__ = ["ClippedPixelModel", "train_clipped", "training_pixels", "KINDS"]
@@ -125,7 +125,9 @@ class ClippedPixelModel(nn.Module):
 
     def loss(self, x: Tensor, lost: Tensor, h: Tensor, clip: Tensor, n_samples: int = 8,
              censor: Optional[Tensor] = None) -> Tensor:
-        """Minus the importance-weighted bound, averaged over the N pixels."""
+        """Minus the importance-weighted bound with K = ``n_samples`` draws, averaged over
+    the N pixels: a scalar. Arguments as :meth:`log_weights` (x, lost [N, C]; h [N, F];
+    clip [N, 1]; censor [N, C] or None)."""
         eps = torch.randn(n_samples, *x.shape[:-1], self.latent_dim, dtype=x.dtype,
                           device=x.device)
         log_w, _, _ = self.log_weights(x, lost, h, clip, eps, censor)
@@ -152,9 +154,11 @@ class ClippedPixelModel(nn.Module):
 # --------------------------------------------------------------------------------------
 def training_pixels(photos: Sequence[np.ndarray], clip_levels: Sequence[float],
                     gains: Sequence[float] = (1.0,), per_image: int = 40_000,
-                    radii: Sequence[int] = RADII, seed: int = 0):
-    """Pixels of clipped photographs to train on: (x, lost, h) tensors [N, C], [N, C],
-    [N, F].
+                    radii: Sequence[int] = RADII,
+                    seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+    """Pixels of clipped photographs to train on: (x, lost, h) tensors [N, C] float32,
+    [N, C] bool, [N, F] float32 (h's last feature is the pixel's clip level), N =
+    ``per_image`` · photographs · gains · clip levels.
 
     Each photograph (float [H, W, C] in [0, 1]) is brightened by each gain (values
     above 1 saturate at 1, as an over-exposed photograph does), then clipped at each
@@ -199,7 +203,10 @@ def train_clipped(model: ClippedPixelModel, pixels: tuple[Tensor, Tensor, Tensor
                   steps: int = 3000, batch_size: int = 1024, n_samples: int = 8,
                   lr: float = 1e-3, complete: bool = False, progress: bool = True,
                   generator: Optional[torch.Generator] = None) -> list[float]:
-    """Trains ``model`` on pixels from :func:`training_pixels`; returns the losses.
+    """Trains ``model`` on pixels from :func:`training_pixels` (x [N, C], lost [N, C],
+    h [N, F]; the clip levels are h's last column) with Adam, ``steps`` batches of
+    ``batch_size`` pixels drawn with replacement (from ``generator``); returns the
+    ``steps`` losses. The model is left in eval mode.
 
     ``complete=False`` (the not-MIWAE setting) learns from the clipped data alone: a
     lost value's term is P(y ≥ c). ``complete=True`` learns from photographs whose lost
@@ -211,6 +218,9 @@ def train_clipped(model: ClippedPixelModel, pixels: tuple[Tensor, Tensor, Tensor
     if len(x) == 0:
         raise ValueError("argument 'pixels' holds no pixel")
     clip = h[:, -1:]
+    # Its own steps with torch.optim.Adam rather than Trainer.train_step: the Trainer's
+    # fused Adam rounds differently, and the bundled models (benchmarks/image_clipping.py
+    # --bundle) are reproduced for a seed with this optimizer only.
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     losses: list[float] = []
     bar = progress_bar(steps, progress, "training")

@@ -52,8 +52,8 @@ def load_image_model(path: Optional[Union[str, os.PathLike]] = None, backend: st
 
     Without ``path``: the bundled clipped-pixel not-MIWAE model for ``channels`` = 3
     (RGB) or 1 (grey), trained on clipped photographs only (``benchmarks/image_clipping.py``
-    rebuilds them). Files of the earlier tile models still load (``backend`` applies to
-    them). Loading never runs code from the file.
+    rebuilds them). Files of tile models (:func:`image_model`) load too (``backend``
+    applies to them). Loading never runs code from the file.
     """
     path = os.fspath(path) if path is not None else bundled_model_path(channels)
     if not os.path.isfile(path):
@@ -61,6 +61,7 @@ def load_image_model(path: Optional[Union[str, os.PathLike]] = None, backend: st
     # a configuration dict and a state_dict: plain data, read as every model file is
     state = load_plain(path, "image model file", map_location)
     fmt = state.get("format") if isinstance(state, dict) else None
+    model: nn.Module
     try:
         if fmt == CLIPPED_FORMAT:
             model = ClippedPixelModel(**state["config"])

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Iterator, Optional, cast
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .._common import validate as _validate
 from .._common.progress import progress_bar
-from ._arrays import _check_dtype, _colour, _colour_channels, _float_range_error, _from_float, _observed, _to_float, widen_range
+from ..nn.models import ImportanceWeightedModel
+from ._arrays import (
+    _check_dtype,
+    _colour,
+    _colour_channels,
+    _float_range_error,
+    _from_float,
+    _observed,
+    _to_float,
+    widen_range,
+)
 from ._context import band_integral, features_at, finish_statistics, image_statistics
 from ._tiling import IMAGE_BACKENDS, _check_out, _impute_reference, _impute_streaming, _output
 from .clipped import ClippedPixelModel
@@ -68,31 +78,51 @@ def impute_image(model: nn.Module, image: np.ndarray, mask: Optional[np.ndarray]
     if isinstance(model, ClippedPixelModel):
         return _impute_pixelwise(model, image, mask, clip_level,
                                  10 if n_samples is None else n_samples, progress, out)
-    n_samples = 20 if n_samples is None else n_samples
-    if not isinstance(getattr(model, "image_shape", None), tuple):
-        raise ValueError("argument 'model' must be an image model (image_model, "
-                         f"load_image_model); got {type(model).__name__}")
-    c, patch, _ = model.image_shape
-    tile = patch if tile is None else tile
-    if tile != patch:
-        raise ValueError(f"argument 'tile' must be the model's patch size {patch}; got {tile}")
-    overlap = tile // 4 if overlap is None else overlap
-    if isinstance(overlap, bool) or not isinstance(overlap, (int, np.integer)) \
-            or not 0 <= overlap <= tile // 2:
-        raise ValueError(f"argument 'overlap' must be an int in [0, {tile // 2}]; "
-                         f"got {overlap!r}")
+    return _impute_tiled(model, image, mask, clip_level, tile, overlap,
+                         20 if n_samples is None else n_samples, batch_size, chunk_size,
+                         progress, backend, out)
+
+
+def _impute_tiled(model: nn.Module, image, mask, clip_level: Optional[float],
+                  tile: Optional[int], overlap: Optional[int], n_samples: int,
+                  batch_size: int, chunk_size: Optional[int], progress: bool,
+                  backend: Optional[str], out: Optional[np.ndarray]) -> np.ndarray:
+    """impute_image with a tile model: its arguments checked, then the fused (streamed)
+    or reference (whole image) path."""
+    channels, side, margin = _tile_geometry(model, tile, overlap)
     n_samples = _validate.n_samples(n_samples)
     batch_size = _validate.positive_int(batch_size, "batch_size")
     backend = _validate.choice(getattr(model, "backend", "fused") if backend is None
                                else backend, "backend", IMAGE_BACKENDS)
-    arr, C = _check_image(c, image, mask, clip_level)
+    arr, C = _check_image(channels, image, mask, clip_level)
     if mask is None and clip_level is None:
         raise ValueError("give a 'mask' or a 'clip_level'")
     mask = None if mask is None else np.asarray(mask)
     _check_out(arr, out)
-    args = (model, arr, C, mask, clip_level, tile, overlap, n_samples, batch_size,
+    tiled = cast(ImportanceWeightedModel, model)  # a tile model: it has an image_shape
+    args = (tiled, arr, C, mask, clip_level, side, margin, n_samples, batch_size,
             chunk_size, progress, out)
     return (_impute_streaming if backend == "fused" else _impute_reference)(*args)
+
+
+def _tile_geometry(model: nn.Module, tile: Optional[int],
+                   overlap: Optional[int]) -> tuple[int, int, int]:
+    """A tile model's colour channels C and the checked (tile, overlap): the tile is the
+    model's patch, the overlap (default a quarter of it) at most half of it."""
+    shape = getattr(model, "image_shape", None)
+    if not isinstance(shape, tuple):
+        raise ValueError("argument 'model' must be an image model (image_model, "
+                         f"load_image_model); got {type(model).__name__}")
+    channels, patch = shape[0], shape[1]
+    side = patch if tile is None else tile
+    if side != patch:
+        raise ValueError(f"argument 'tile' must be the model's patch size {patch}; got {side}")
+    margin = side // 4 if overlap is None else overlap
+    if isinstance(margin, bool) or not isinstance(margin, (int, np.integer)) \
+            or not 0 <= margin <= side // 2:
+        raise ValueError(f"argument 'overlap' must be an int in [0, {side // 2}]; "
+                         f"got {margin!r}")
+    return channels, side, int(margin)
 
 
 def _check_image(model_channels: int, image, mask, clip_level) -> tuple[np.ndarray, int]:
@@ -127,82 +157,131 @@ def _check_image(model_channels: int, image, mask, clip_level) -> tuple[np.ndarr
     return arr, C
 
 
-def _impute_pixelwise(model: ClippedPixelModel, image, mask, clip_level, n_samples: int,
-                      progress: bool, out: Optional[np.ndarray]) -> np.ndarray:
-    """impute_image with a clipped-pixel model: two passes over bands of rows."""
+def _impute_pixelwise(model: ClippedPixelModel, image, mask, clip_level: Optional[float],
+                      n_samples: int, progress: bool,
+                      out: Optional[np.ndarray]) -> np.ndarray:
+    """impute_image with a clipped-pixel model: two passes over bands of rows, the first
+    (before anything is written) for the image's statistics, the second imputing the
+    bands that hold a lost value."""
     if clip_level is None:
         raise ValueError("argument 'clip_level' is needed by the clipped-pixel model (the "
                          "lost values are at or above it)")
     arr, C = _check_image(model.channels, image, mask, clip_level)
     n_samples = _validate.n_samples(n_samples)
     _check_out(arr, out)
-    clip_level = float(clip_level)
-    H, W = arr.shape[:2]
-    mask = None if mask is None else np.asarray(mask)
-    R = max(model.radii)
-    rows_per_band = max(16, _BAND_BYTES // (4 * W * C))
-    floats = bool(np.issubdtype(arr.dtype, np.floating))
-
-    def read(r0: int, r1: int) -> tuple[np.ndarray, np.ndarray]:
-        raw = _colour(arr[r0:r1], C)
-        lost = ~_observed(raw, None if mask is None else mask[r0:r1], clip_level)
-        values = _to_float(raw)
-        values[lost] = clip_level  # NaN / inf and lost values: what the photograph shows
-        return values, lost
-
-    # Pass 1, before anything is written: the float range, the image's statistics and
-    # which rows hold a lost value.
-    sums = np.zeros(3 * C)
-    lossy_rows = np.zeros(H, dtype=bool)
-    lo, hi = math.inf, -math.inf
-    for r0 in range(0, H, rows_per_band):
-        r1 = min(H, r0 + rows_per_band)
-        values, lost = read(r0, r1)
-        sums += image_statistics(values, lost)
-        lossy_rows[r0:r1] = lost.any(axis=(1, 2))
-        if floats:
-            lo, hi = widen_range(_colour(arr[r0:r1], C), lo, hi)
-    if lo < 0 or hi > 1:
-        raise _float_range_error(lo, hi)
-    stats = finish_statistics(sums, H * W, clip_level)
+    bands = _RowBands(arr, C, None if mask is None else np.asarray(mask), float(clip_level))
+    stats, lossy_rows = bands.survey()
     result = _output(arr, out)
     colour = _colour(result, C)
-    # The smallest stored value at or above the clip level (integers: a whole level).
-    if floats:
-        floor = clip_level
-    else:
-        top = float(np.iinfo(arr.dtype).max)
-        floor = math.ceil(clip_level * top - 1e-9) / top
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
+    parameter = next(model.parameters())
     # One set of K draws for the whole image: chunks imputed with different draws would
     # differ by the estimator's small bias, visible as seams in smooth areas.
-    eps = torch.randn(n_samples, model.latent_dim, dtype=dtype, device=device)
+    eps = torch.randn(n_samples, model.latent_dim, dtype=parameter.dtype,
+                      device=parameter.device)
     bar = progress_bar(int(lossy_rows.sum()), progress, "imputing rows")
-    # Pass 2: bands with a lost value, read with R rows of context above and below.
-    for r0 in range(0, H, rows_per_band):
-        r1 = min(H, r0 + rows_per_band)
-        if not lossy_rows[r0:r1].any():
-            continue
-        c0, c1 = max(0, r0 - R), min(H, r1 + R)
-        values, lost = read(c0, c1)
-        rows, cols = np.nonzero(lost[r0 - c0:r1 - c0].any(axis=2))
-        rows = rows + (r0 - c0)
-        integral = band_integral(values, lost, clip_level, R)
-        for start in range(0, len(rows), _PIXEL_CHUNK):
-            rr, cc = rows[start:start + _PIXEL_CHUNK], cols[start:start + _PIXEL_CHUNK]
-            h = features_at(integral, rr, cc, stats, clip_level, model.radii)
-            x = torch.as_tensor(values[rr, cc], dtype=dtype, device=device)
-            s = torch.as_tensor(lost[rr, cc], device=device)
-            imputed = model.impute_pixels(x, s, h.to(dtype=dtype, device=device),
-                                          clip_level, n_samples, eps).cpu().numpy()
-            imputed = _from_float(np.clip(imputed.astype(np.float64), floor, 1.0),
-                                  colour.dtype)
-            if floats:  # the clip level as the image's own dtype holds it
-                imputed = np.maximum(imputed, colour.dtype.type(clip_level))
-            target = colour[rr + c0, cc]
-            np.copyto(target, imputed, where=lost[rr, cc])
-            colour[rr + c0, cc] = target
-        bar.update(int(lossy_rows[r0:r1].sum()))
+    for r0, r1 in bands.spans():
+        if lossy_rows[r0:r1].any():
+            _impute_band(model, bands, colour, r0, r1, stats, n_samples, eps)
+            bar.update(int(lossy_rows[r0:r1].sum()))
     bar.close()
     return result
+
+
+class _RowBands:
+    """An image read in bands of rows (at most about ``_BAND_BYTES`` of float32 values,
+    at least 16 rows) for the clipped-pixel model.
+
+    Args:
+        arr: the image, [H, W] or [H, W, C(+alpha)], uint8, uint16 or float.
+        channels: C, its colour channels.
+        mask: [H, W] or [H, W, C], 1 = observed, or None (lost = at or above the clip
+            level).
+        clip_level: the clip level c.
+    """
+
+    def __init__(self, arr: np.ndarray, channels: int, mask: Optional[np.ndarray],
+                 clip_level: float):
+        self.arr, self.channels, self.mask, self.clip_level = arr, channels, mask, clip_level
+        self.height, width = arr.shape[:2]
+        self.rows = max(16, _BAND_BYTES // (4 * width * channels))
+        self.floats = bool(np.issubdtype(arr.dtype, np.floating))
+
+    def spans(self) -> Iterator[tuple[int, int]]:
+        """The bands, as rows r0:r1."""
+        for r0 in range(0, self.height, self.rows):
+            yield r0, min(self.height, r0 + self.rows)
+
+    def read(self, r0: int, r1: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows r0:r1 as (values, lost), each [r, W, C]: float32 values in [0, 1] with the
+        lost ones set to the clip level, and which are lost."""
+        raw = _colour(self.arr[r0:r1], self.channels)
+        lost = ~_observed(raw, None if self.mask is None else self.mask[r0:r1],
+                          self.clip_level)
+        values = _to_float(raw)
+        values[lost] = self.clip_level  # NaN / inf and lost values: what the photograph shows
+        return values, lost
+
+    def survey(self) -> tuple[np.ndarray, np.ndarray]:
+        """The first pass: the image's statistics [3C] (:func:`finish_statistics`) and
+        which of its rows hold a lost value ([H] bool); ValueError when a float image
+        holds values outside [0, 1]."""
+        H, C = self.height, self.channels
+        sums = np.zeros(3 * C)
+        lossy_rows = np.zeros(H, dtype=bool)
+        lo, hi = math.inf, -math.inf
+        for r0, r1 in self.spans():
+            values, lost = self.read(r0, r1)
+            sums += image_statistics(values, lost)
+            lossy_rows[r0:r1] = lost.any(axis=(1, 2))
+            if self.floats:
+                lo, hi = widen_range(_colour(self.arr[r0:r1], C), lo, hi)
+        if lo < 0 or hi > 1:
+            raise _float_range_error(lo, hi)
+        return finish_statistics(sums, H * self.arr.shape[1], self.clip_level), lossy_rows
+
+
+def _impute_band(model: ClippedPixelModel, bands: _RowBands, colour: np.ndarray, r0: int,
+                 r1: int, stats: np.ndarray, n_samples: int, eps: Tensor) -> None:
+    """Imputes the lost values of rows r0:r1 into ``colour`` ([H, W, C] view of the
+    output), ``_PIXEL_CHUNK`` pixels at a time; the rows are read with max(radii) rows
+    of context above and below."""
+    R, clip_level = max(model.radii), bands.clip_level
+    c0, c1 = max(0, r0 - R), min(bands.height, r1 + R)
+    values, lost = bands.read(c0, c1)
+    rows, cols = np.nonzero(lost[r0 - c0:r1 - c0].any(axis=2))
+    rows = rows + (r0 - c0)
+    integral = band_integral(values, lost, clip_level, R)
+    parameter = next(model.parameters())
+    dtype, device = parameter.dtype, parameter.device
+    for start in range(0, len(rows), _PIXEL_CHUNK):
+        rr, cc = rows[start:start + _PIXEL_CHUNK], cols[start:start + _PIXEL_CHUNK]
+        h = features_at(integral, rr, cc, stats, clip_level, model.radii)
+        x = torch.as_tensor(values[rr, cc], dtype=dtype, device=device)
+        s = torch.as_tensor(lost[rr, cc], device=device)
+        imputed = model.impute_pixels(x, s, h.to(dtype=dtype, device=device),
+                                      clip_level, n_samples, eps).cpu().numpy()
+        _store(colour, rr + c0, cc, imputed, lost[rr, cc], clip_level)
+
+
+def _store(colour: np.ndarray, rows: np.ndarray, cols: np.ndarray, imputed: np.ndarray,
+           lost: np.ndarray, clip_level: float) -> None:
+    """Writes the imputed values [N, C] (float) of the lost entries ``lost`` [N, C] of the
+    pixels (rows[n], cols[n]) into ``colour`` ([H, W, C], the output's dtype), none below
+    the clip level as that dtype holds it; the observed entries are left as they are."""
+    floats = bool(np.issubdtype(colour.dtype, np.floating))
+    imputed = _from_float(np.clip(imputed.astype(np.float64),
+                                  _lowest_lost(colour.dtype, clip_level), 1.0), colour.dtype)
+    if floats:  # the clip level as the image's own dtype holds it
+        imputed = np.maximum(imputed, colour.dtype.type(clip_level))
+    target = colour[rows, cols]
+    np.copyto(target, imputed, where=lost)
+    colour[rows, cols] = target
+
+
+def _lowest_lost(dtype: np.dtype, clip_level: float) -> float:
+    """The smallest value of ``dtype`` at or above the clip level, in [0, 1] (for integers
+    a whole level: ceil(c · max) / max)."""
+    if np.issubdtype(dtype, np.floating):
+        return clip_level
+    top = float(np.iinfo(dtype).max)
+    return math.ceil(clip_level * top - 1e-9) / top

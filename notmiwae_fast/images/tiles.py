@@ -1,4 +1,4 @@
-"""Convolutional tile models (the first image models): MIWAE / not-MIWAE on
+"""Convolutional tile models: MIWAE / not-MIWAE on
 ``patch × patch`` tiles of C channels, flattened channel-major to D = C·patch² values in
 [0, 1], with a learnt per-pixel self-masking process; trained on patches.
 
@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -73,6 +73,7 @@ class ConvGaussianDecoder(GaussianFamily, nn.Module):
         self.trunk = _ConvTrunk(latent_dim, 2 * channels, patch, width)
 
     def forward(self, z: Tensor) -> dict[str, Tensor]:
+        """z [..., L] -> {"loc", "scale"}, each [..., C·P·P] (channel-major)."""
         out = self.trunk(z)  # [..., 2C, P·P]
         loc, raw = out[..., :self.channels, :], out[..., self.channels:, :]
         return {"loc": loc.flatten(-2), "scale": F.softplus(raw).flatten(-2) + self.min_scale}
@@ -87,6 +88,7 @@ class ConvBernoulliDecoder(BernoulliFamily, nn.Module):
         self.trunk = _ConvTrunk(latent_dim, channels, patch, width)
 
     def forward(self, z: Tensor) -> dict[str, Tensor]:
+        """z [..., L] -> {"logits"} [..., C·P·P] (channel-major)."""
         return {"logits": self.trunk(z).flatten(-2)}
 
 
@@ -110,13 +112,19 @@ class PixelSelfMasking(BaseMissingProcess):
         return p.expand(self.channels).repeat_interleave(self.pixels)
 
     def selfmask_params(self) -> tuple[Tensor, Tensor]:
+        """(W, b), each [D] (D = C·P·P): the logits of p(s = 1 | x) are −W · (x − b)."""
         return self._per_value(self.sign * F.softplus(self.W)), self._per_value(self.b)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Logits of p(s = 1 | x): [..., D] -> [..., D]."""
         slope, b = self.selfmask_params()
         return -slope * (x - b)
 
-    def interpret(self, verbose: bool = False, mean=None, std=None) -> dict:
+    def interpret(self, verbose: bool = False, mean: Optional[Tensor] = None,
+                  std: Optional[Tensor] = None) -> dict:
+        """The learnt process: {"process_type", "slope", "threshold"} (one value per
+        channel, or one shared); ``mean``, ``std`` are unused (pixels are not
+        standardised)."""
         slope = (self.sign * F.softplus(self.W)).detach().cpu()
         result = {"process_type": type(self).__name__, "slope": slope.tolist(),
                   "threshold": self.b.detach().cpu().tolist()}
@@ -128,8 +136,10 @@ class PixelSelfMasking(BaseMissingProcess):
 def image_model(kind: str = "notmiwae", channels: int = 3, patch: int = 32,
                 latent_dim: int = 32, n_samples: int = 20, out_dist: str = "gauss",
                 per_channel: bool = False, sign: float = 1.0, width: int = 32,
-                min_scale: float = IMAGE_MIN_SCALE, backend: str = "fused"):
-    """A MIWAE or NotMIWAE with convolutional networks for C × patch × patch patches.
+                min_scale: float = IMAGE_MIN_SCALE, backend: str = "fused") -> MIWAE | NotMIWAE:
+    """A MIWAE or NotMIWAE with convolutional networks for C × patch × patch patches,
+    flattened channel-major (x, s: [B, C·patch²]); ``model.image_shape`` is (C, patch,
+    patch).
 
     Args:
         kind: ``"notmiwae"`` (with :class:`PixelSelfMasking`) or ``"miwae"``.
@@ -198,10 +208,13 @@ def photo_patches(photos: Sequence[np.ndarray], patch: int, n: int,
 
 
 
-def train_on_patches(model, patches: np.ndarray, clip_level: float = 0.75, steps: int = 2000,
-                     batch_size: int = 32, lr: float = 1e-3, progress: bool = True) -> list:
-    """Trains ``model`` on patches with the values ≥ clip_level removed; returns the
-    losses. (A thin loop over :class:`notmiwae_fast.Trainer`'s step.)"""
+def train_on_patches(model: MIWAE | NotMIWAE, patches: np.ndarray, clip_level: float = 0.75,
+                     steps: int = 2000, batch_size: int = 32, lr: float = 1e-3,
+                     progress: bool = True) -> list[float]:
+    """Trains a tile model (:func:`image_model`) on ``patches`` [n, C·patch²] (from
+    :func:`photo_patches`) with the values ≥ clip_level removed, ``steps`` batches of
+    ``batch_size`` patches (reshuffled each pass); returns the ``steps`` losses. Each
+    step is :meth:`Trainer.train_step <notmiwae_fast.train.trainer.Trainer.train_step>`."""
     from ..train.trainer import Trainer
 
     steps = _validate.positive_int(steps, "steps")
