@@ -57,7 +57,8 @@ from ..nn.missing import MISSING_PROCESSES, BaseMissingProcess
 from ..nn.models import MIWAE, NotMIWAE
 from ..nn.networks import glorot_init_
 from .._common.progress import progress
-from ..train.trainer import Trainer, _record, loss_diverged
+from ..train import Trainer, loss_diverged
+from ..train.health import _record
 
 __all__ = ["NotMIWAEImputer", "MIWAEImputer", "save_imputer", "load_imputer"]
 
