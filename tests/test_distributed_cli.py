@@ -29,7 +29,8 @@ INJECT = """
 import os, sys
 where = sys.argv.pop(1)
 if os.environ["RANK"] == "1":
-    from notmiwae_fast import imputer, trainer
+    from notmiwae_fast.impute import imputer
+    from notmiwae_fast.train import trainer
     if where == "impute":
         def broken(self, arr, first_row):
             raise RuntimeError("injected failure")

@@ -19,7 +19,9 @@ import torch
 import notmiwae_fast as nf
 from notmiwae_fast import utils
 from notmiwae_fast.cli import CLIError, _read_csv, main
-from notmiwae_fast.impute.imputer import MIWAEImputer, NotMIWAEImputer, _in_dtype_of, load_imputer, save_imputer
+from notmiwae_fast.impute._input import _in_dtype_of
+from notmiwae_fast.impute.files import load_imputer, save_imputer
+from notmiwae_fast.impute.imputer import MIWAEImputer, NotMIWAEImputer
 from notmiwae_fast.train import TrainingWarning, loss_diverged
 
 ROOT = Path(__file__).resolve().parent.parent
