@@ -177,10 +177,10 @@ def _loaded_model(imputer: _BaseIWImputer, weights: Any, n_features: int,
         raise _io.FormatError("'model' is not a state dict")
     with torch.random.fork_rng(devices=[]):  # the new model's initial weights: unused
         model = imputer._new_model(n_features, names)
-    expected = model.state_dict()
-    expected.update({k: weights[k] for k in ("data_mean", "data_std") if k in weights})
-    if set(weights) != set(expected) or any(
-            weights[k].shape != expected[k].shape for k in expected):
+    # The standardisation buffers may be set or not (None in a fresh model).
+    expected = {**model.state_dict(),
+                **{k: weights[k] for k in ("data_mean", "data_std") if k in weights}}
+    if {k: v.shape for k, v in weights.items()} != {k: v.shape for k, v in expected.items()}:
         raise _io.FormatError("the model's state dict does not fit its parameters")
     model.load_state_dict(weights)
     return model.to(next(iter(weights.values())).device).eval()

@@ -1,19 +1,20 @@
 """The Trainer's checkpoints: the random states as plain data (:func:`_rng_states`,
-:func:`_restore_rng`), restoring one (:func:`_restore_checkpoint`) and the
-checks it passes whole before anything is restored (:func:`_checked_state`: its parts
-and their types, the model's and the optimizer's state dicts, the random states tried on
-throwaway generators)."""
+:func:`_restore_rng`), writing a checkpoint (:func:`_save_checkpoint`), restoring one
+(:func:`_restore_checkpoint`) and the checks it passes whole before anything is
+restored (:func:`_checked_state`: its parts and their types, the model's and the
+optimizer's state dicts, the random states tried on throwaway generators)."""
 
 from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Union
 
 import numpy as np
 import torch
 from torch import nn
 
-from .._common.io import load_plain, remove_stale_temporaries
+from .._common.io import load_plain, remove_stale_temporaries, save_atomic
 from ..distributed.group import Context
 
 __all__: list[str] = []
@@ -92,6 +93,16 @@ def _restore_rng(rng: dict, same_world: bool, ctx: Context) -> None:
         torch.cuda.set_rng_state_all(rng["cuda"])
     if not same_world:
         torch.manual_seed(torch.initial_seed() + ctx.rank)
+
+
+def _save_checkpoint(state: dict, path: Union[str, Path], ctx: Context) -> None:
+    """Writes ``state`` to ``path`` atomically on rank 0 (temporary files a killed
+    write of ``path`` left removed first); every rank waits for it."""
+    if ctx.is_main:
+        remove_stale_temporaries(path)
+        save_atomic(state, path)
+    if ctx.distributed:
+        torch.distributed.barrier()
 
 
 def _restore_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,

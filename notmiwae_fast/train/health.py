@@ -1,17 +1,17 @@
 """Training health: :class:`TrainingWarning`, the divergence criterion
-:func:`loss_diverged` and :func:`_record`, which flags a history and warns. The Trainer
+:func:`loss_diverged`, :func:`_record`, which flags a history and warns, and the
+Trainer's checks (:func:`_count_outside_01` while training, :func:`_check_trainer_health`
+at the end). The Trainer
 and the imputers judge their runs with these and keep the flags in their histories
 (``"health"``: short flags, ``"warnings"``: the messages)."""
 
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
-
-if TYPE_CHECKING:
-    import torch
+import torch
 
 __all__ = ["TrainingWarning", "loss_diverged"]
 
@@ -79,3 +79,13 @@ def _check_trainer_health(history: dict, outside_01: Optional[torch.Tensor],
                     f"Trainer.train: the model's out_dist is 'bern' (data in [0, 1]) "
                     f"but {count} observed entries lie outside [0, 1]; rescale the data "
                     "to [0, 1] or use out_dist='gauss'", stacklevel)
+
+
+def _count_outside_01(batch: Sequence, count: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """``count`` plus the observed entries of the batch (x [B, D] = batch[0], mask
+    [B, D] = batch[1]) outside [0, 1], added on the device (no host sync); ``count``
+    as it is for batches that are not tensors."""
+    if not (torch.is_tensor(batch[0]) and torch.is_tensor(batch[1])):
+        return count
+    outside = (((batch[0] < 0) | (batch[0] > 1)) & (batch[1] != 0)).sum()
+    return outside if count is None else count + outside

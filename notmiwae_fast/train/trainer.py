@@ -1,7 +1,8 @@
 """Training loop for the models: Adam, gradient clipping, validation, early stopping,
 atomic best / last checkpoints, resuming, a progress bar and TensorBoard (when
-installed). Its checkpoints' checks live in :mod:`.checkpoint`, the optimizer step in
-:mod:`.optim`, the health flags in :mod:`.health`."""
+installed). Its checkpoints live in :mod:`.checkpoint`, the optimizer step in
+:mod:`.optim`, the data-parallel pieces in :mod:`.parallel`, the epoch metrics and
+TensorBoard in :mod:`.metrics`, the health flags in :mod:`.health`."""
 
 from __future__ import annotations
 
@@ -20,11 +21,10 @@ from torch.utils.data.distributed import DistributedSampler
 from .._common import validate as _validate
 from .. import distributed
 from ..nn.models import ImportanceWeightedModel, kept_modes
-from .._common.io import remove_stale_temporaries, save_atomic
 from .._common.progress import progress
 from ..utils import missing_rmse
-from .checkpoint import _restore_checkpoint, _rng_states
-from .health import TrainingWarning, _check_trainer_health, loss_diverged
+from .checkpoint import _restore_checkpoint, _rng_states, _save_checkpoint
+from .health import TrainingWarning, _check_trainer_health, _count_outside_01, loss_diverged
 from .metrics import _RowWeightedSums, _tensorboard
 from .optim import _accumulate_grads, _adam
 from .parallel import _data_parallel, _shard_sampler, _sharded
@@ -33,6 +33,17 @@ __all__ = ["Trainer", "TrainingWarning", "loss_diverged"]
 
 # What Trainer.train calls after every optimizer step: (step index, outputs).
 StepCallback = Callable[[int, dict], None]
+
+
+def _checked_counts(n_epochs: int, patience: Optional[int],
+                    max_steps: Optional[int]) -> tuple[int, Optional[int], Optional[int]]:
+    """Trainer.train's counts (n_epochs, early_stopping_patience, max_steps), each an
+    int >= 1 (or None where None is allowed); ValueError naming the argument."""
+    def optional(value: Optional[int], name: str) -> Optional[int]:
+        return None if value is None else _validate.positive_int(value, name)
+
+    return (_validate.positive_int(n_epochs, "n_epochs"),
+            optional(patience, "early_stopping_patience"), optional(max_steps, "max_steps"))
 
 
 class Trainer:
@@ -109,7 +120,7 @@ class Trainer:
         self.best_loss = math.inf
         self.epochs_without_improvement = 0
         self.history: dict[str, list] = {}
-        # Observed entries outside [0, 1] seen by train_epoch for a Bernoulli model (a
+        # Observed entries outside [0, 1] a Bernoulli model was trained on this run (a
         # device tensor, read once per run: no host sync per batch).
         self._outside_01: Optional[torch.Tensor] = None
 
@@ -177,10 +188,17 @@ class Trainer:
         ``on_step(step, outputs)`` after each (see :meth:`train`). Returns the metrics
         averaged over rows (a short last batch weighs by its rows)."""
         self.model.train()
+        return self._train_pass(loader, max_batches, on_step)
+
+    def _train_pass(self, loader: Iterable, max_batches: Optional[int],
+                    on_step: Optional[StepCallback]) -> dict:
+        """:meth:`train_epoch` with the model already in train mode."""
         batches = loader if max_batches is None else itertools.islice(loader, max_batches)
         sums = _RowWeightedSums()
+        bernoulli = self.check_health and getattr(self.model, "out_dist", None) == "bern"
         for batch in batches:
-            self._count_outside_01(batch)
+            if bernoulli:
+                self._outside_01 = _count_outside_01(batch, self._outside_01)
             out = self.train_step(batch)
             if on_step is not None:
                 on_step(self.global_step - 1, out)
@@ -188,16 +206,6 @@ class Trainer:
         if sums.rows == 0:
             raise ValueError("argument 'train_loader' yielded no batch")
         return sums.means_over_ranks(self.device)
-
-    def _count_outside_01(self, batch: list) -> None:
-        """For a Bernoulli model whose runs are judged (check_health), adds the batch's
-        observed entries outside [0, 1] to ``_outside_01`` (on the device)."""
-        if not self.check_health or getattr(self.model, "out_dist", None) != "bern":
-            return
-        if torch.is_tensor(batch[0]) and torch.is_tensor(batch[1]):
-            outside = (((batch[0] < 0) | (batch[0] > 1)) & (batch[1] != 0)).sum()
-            self._outside_01 = outside if self._outside_01 is None else \
-                self._outside_01 + outside
 
     @torch.no_grad()
     def validate(self, loader: Iterable) -> dict:
@@ -255,12 +263,8 @@ class Trainer:
         ``"diverged"``) or a model with ``out_dist="bern"`` was trained on observed
         values outside [0, 1] (``"bern_data_outside_01"``).
         """
-        n_epochs = _validate.positive_int(n_epochs, "n_epochs")
-        if early_stopping_patience is not None:
-            early_stopping_patience = _validate.positive_int(early_stopping_patience,
-                                                             "early_stopping_patience")
-        if max_steps is not None:
-            max_steps = _validate.positive_int(max_steps, "max_steps")
+        n_epochs, early_stopping_patience, max_steps = _checked_counts(
+            n_epochs, early_stopping_patience, max_steps)
         if resume_from is not None:
             self.load_checkpoint(resume_from)
         self._warn_if_done(n_epochs, max_steps)
@@ -271,6 +275,7 @@ class Trainer:
         start = time.time()
         with contextlib.ExitStack() as on_exit:  # whatever happens:
             on_exit.enter_context(kept_modes(self.model))  # every module's mode put back
+            self.model.train()  # for every epoch: validate puts the modes back too
             if writer is not None:
                 on_exit.callback(writer.close)
             epochs = progress(range(self.epoch, n_epochs), self.progress, desc="training",
@@ -310,7 +315,7 @@ class Trainer:
                 loader.sampler.set_epoch(epoch)
         left = None if max_steps is None else max_steps - self.global_step
         metrics = {f"train_{k}": v
-                   for k, v in self.train_epoch(train_loader, left, on_step).items()}
+                   for k, v in self._train_pass(train_loader, left, on_step).items()}
         if val_loader is not None:
             metrics.update({f"val_{k}": v for k, v in self.validate(val_loader).items()})
         return metrics
@@ -371,12 +376,7 @@ class Trainer:
         temporary files an earlier, killed write of ``path`` left. In a distributed run
         every rank must call it (the random states are gathered) and rank 0 alone
         writes."""
-        state = self.state_dict()
-        if self.ctx.is_main:
-            remove_stale_temporaries(path)
-            save_atomic(state, path)
-        if self.ctx.distributed:
-            torch.distributed.barrier()
+        _save_checkpoint(self.state_dict(), path, self.ctx)
 
     def load_checkpoint(self, path: Union[str, Path]) -> "Trainer":
         """Restores model, optimizer, counters, history and RNG state from ``path``, a
