@@ -2,14 +2,15 @@
 :class:`MIWAEImputer` (missing at random).
 
 ``fit(X)`` standardises every column (NaN ignored), trains the model for ``max_iter``
-optimizer steps (Adam, mini-batches of ``batch_size`` rows drawn without replacement,
-epoch after epoch) and ``transform(X)`` fills the NaN entries with the model's
-conditional mean from ``n_impute_samples`` importance samples, back in the original
-units. Observed entries come back unchanged, bit for bit. NumPy arrays and pandas
-DataFrames are accepted; a DataFrame comes back as a DataFrame with its columns and
-index, and its integer columns (NumPy ints and pandas' nullable Int64, ...) and boolean
-columns keep their dtype: their imputations are rounded to the nearest integer (clipped
-to the dtype's range) or thresholded at 0.5 (True when >= 0.5).
+optimizer steps of :class:`~notmiwae_fast.Trainer` (Adam, mini-batches of
+``batch_size`` rows drawn without replacement, epoch after epoch) and ``transform(X)``
+fills the NaN entries with the model's conditional mean from ``n_impute_samples``
+importance samples, back in the original units. Observed entries come back unchanged,
+bit for bit. NumPy arrays and pandas DataFrames are accepted; a DataFrame comes back as
+a DataFrame with its columns and index, and its integer columns (NumPy ints and pandas'
+nullable Int64, ...) and boolean columns keep their dtype: their imputations are
+rounded to the nearest integer (clipped to the dtype's range) or thresholded at 0.5
+(True when >= 0.5).
 
 ``fit`` warns (:class:`~notmiwae_fast.train.TrainingWarning`) and records a flag in
 ``history_["health"]`` when the result should not be trusted: the training loss
@@ -23,9 +24,10 @@ Under ``torchrun`` (a process group started from the environment, see
 :mod:`notmiwae_fast.distributed`) ``fit`` trains data-parallel: every rank runs
 ``max_iter`` steps on its own ``batch_size`` rows (so the global batch is
 ``world_size × batch_size``), the rows are split between the ranks afresh each epoch
-(a permutation shared by all ranks), DistributedDataParallel averages the gradients and
-``loss_curve_`` holds the per-step loss averaged over ranks; the fitted model is the
-same on every rank. ``transform`` stays local to the process;
+(the Trainer's DistributedSampler: equal shares of a permutation shared by all ranks,
+seeded with the fit's seed + the epoch), DistributedDataParallel averages the gradients
+and ``loss_curve_`` holds the per-step loss averaged over ranks; the fitted model is
+the same on every rank. ``transform`` stays local to the process;
 :func:`notmiwae_fast.distributed.transform_sharded` splits it over the ranks. Each
 block of 256 rows is imputed with torch seeded to ``seed + block index``, so the
 imputations do not depend on how the rows are split.
@@ -185,7 +187,6 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return _validate.device(self.device)
 
-
     # -- fit / transform -------------------------------------------------------------------
     def fit(self, X: Table, y: Any = None) -> "_BaseIWImputer":
         """Trains the model on X ([N, D], NaN = missing); y is ignored. Returns self.
@@ -208,7 +209,7 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             model.set_standardization(mean, scale)
             losses = _train_model(model, x_std, observed, device, lr=self.lr,
                                   batch_size=self.batch_size, max_iter=self.max_iter,
-                                  verbose=bool(self.verbose), seed=seed)
+                                  verbose=bool(self.verbose))
         _check_loss(name, losses, x_std, observed, self.out_dist,
                     self._model_class is NotMIWAE, history)
         self.model_ = model
