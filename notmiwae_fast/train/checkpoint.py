@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -20,9 +20,10 @@ from ..distributed.group import Context
 __all__: list[str] = []
 
 # The parts of a checkpoint and their types.
-_CHECKPOINT_PARTS = {"model": dict, "optimizer": dict, "epoch": int, "global_step": int,
-                     "best_loss": (int, float), "epochs_without_improvement": int,
-                     "history": dict, "model_class": str, "rng": list}
+_CHECKPOINT_PARTS: dict[str, Union[type, tuple[type, ...]]] = {
+    "model": dict, "optimizer": dict, "epoch": int, "global_step": int,
+    "best_loss": (int, float), "epochs_without_improvement": int, "history": dict,
+    "model_class": str, "rng": list}
 
 
 def _numpy_allow_list() -> list:
@@ -115,7 +116,7 @@ def _restore_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Opt
         raise FileNotFoundError(f"argument 'resume_from': no checkpoint at {path}")
     if ctx.is_main:
         remove_stale_temporaries(path)
-    state = load_plain(path, "checkpoint", device, allowed=_NUMPY_ARRAYS)
+    state: Any = load_plain(path, "checkpoint", device, allowed=_NUMPY_ARRAYS)
     rng = _checked_state(path, state, model, optimizer, ctx)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])

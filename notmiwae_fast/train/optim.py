@@ -31,7 +31,8 @@ class _FusedAdam(torch.optim.Adam):
                 p.grad = None
 
     @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:
+    def step(self, closure: Optional[Callable[[], float]] = None  # type: ignore[override]
+             ) -> Optional[float]:
         lists = self._kernel_arguments() if closure is None else None
         if lists is None:
             return super().step(closure)

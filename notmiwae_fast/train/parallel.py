@@ -5,7 +5,7 @@ on every rank."""
 
 from __future__ import annotations
 
-from typing import Iterable, Sized
+from typing import Any, Iterable
 
 import torch
 from torch import nn
@@ -30,10 +30,11 @@ def _data_parallel(model: nn.Module, device: torch.device, ctx: Context) -> nn.M
     return wrapped
 
 
-def _shard_sampler(ctx: Context, dataset: Sized, shuffle: bool,
+def _shard_sampler(ctx: Context, dataset: Any, shuffle: bool,
                    drop_last: bool) -> DistributedSampler:
-    """This rank's share of ``dataset``: a DistributedSampler seeded alike on every rank
-    (the torch seed before :func:`_data_parallel`'s rank offset)."""
+    """This rank's share of ``dataset`` (anything with a length): a DistributedSampler
+    seeded alike on every rank (the torch seed before :func:`_data_parallel`'s rank
+    offset)."""
     return DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank,
                               shuffle=shuffle, seed=torch.initial_seed() - ctx.rank,
                               drop_last=drop_last)

@@ -311,8 +311,9 @@ class Trainer:
         """Epoch ``epoch``'s training pass (up to ``max_steps`` steps in all) and
         validation; returns their metrics (``train_*``, ``val_*``)."""
         for loader in (train_loader, val_loader):
-            if hasattr(getattr(loader, "sampler", None), "set_epoch"):
-                loader.sampler.set_epoch(epoch)
+            sampler = getattr(loader, "sampler", None)
+            if sampler is not None and hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)
         left = None if max_steps is None else max_steps - self.global_step
         metrics = {f"train_{k}": v
                    for k, v in self._train_pass(train_loader, left, on_step).items()}
