@@ -90,6 +90,12 @@ def _imputer_from_state(state: Any) -> _BaseIWImputer:
         raise _io.FormatError(" ".join(str(err).split())[:300]) from None
 
 
+# What load_imputer lets torch.load(weights_only=True) call: the constructor, under its
+# name and under the names files of earlier layouts give it.
+_ALLOWED_CONSTRUCTORS = [_imputer_from_state, (_imputer_from_state, _EARLIER_CONSTRUCTOR),
+                         (_imputer_from_state, _PREVIOUS_CONSTRUCTOR)]
+
+
 def _build_imputer(state: Any) -> _BaseIWImputer:
     """The body of :func:`_imputer_from_state`: each part of ``state`` checked, then
     set on a new imputer of its class."""
@@ -205,9 +211,7 @@ def load_imputer(path: Union[str, Path],
         raise FileNotFoundError(f"model file {path} does not exist")
     try:
         imputer = _io.load_plain(path, "model file", map_location,
-                                 allowed=[_imputer_from_state,
-                                          (_imputer_from_state, _EARLIER_CONSTRUCTOR),
-                                          (_imputer_from_state, _PREVIOUS_CONSTRUCTOR)])
+                                 allowed=_ALLOWED_CONSTRUCTORS)
     except _io.FormatError as err:
         raise ValueError(f"model file {path} does not hold a fitted imputer saved by "
                          f"this package ({err})") from None
