@@ -19,8 +19,10 @@ import torch
 import notmiwae_fast as nf
 from notmiwae_fast import utils
 from notmiwae_fast.cli import CLIError, _read_csv, main
-from notmiwae_fast.impute.imputer import MIWAEImputer, NotMIWAEImputer, _in_dtype_of, load_imputer, save_imputer
-from notmiwae_fast.train.trainer import TrainingWarning, loss_diverged
+from notmiwae_fast.impute._input import _in_dtype_of
+from notmiwae_fast.impute.files import load_imputer, save_imputer
+from notmiwae_fast.impute.imputer import MIWAEImputer, NotMIWAEImputer
+from notmiwae_fast.train import TrainingWarning, loss_diverged
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(hidden_dim=8, n_samples=4, n_impute_samples=8, max_iter=3, batch_size=8,

@@ -19,7 +19,7 @@ import notmiwae_fast as nf
 from notmiwae_fast._common import io as _io
 from notmiwae_fast import export, utils
 from notmiwae_fast.cli import CLIError, _check_output, main
-from notmiwae_fast.impute.imputer import load_imputer, save_imputer
+from notmiwae_fast.impute.files import load_imputer, save_imputer
 
 D = 4
 
@@ -135,7 +135,7 @@ def test_files_this_package_writes_hold_plain_data_only(fitted, tmp_path):
     """fit's model file names one callable, the package's own constructor of plain data;
     checkpoints and save_model files need none."""
     assert torch.serialization.get_unsafe_globals_in_checkpoint(fitted / "model.pt") == [
-        "notmiwae_fast.impute.imputer._imputer_from_state"]
+        "notmiwae_fast.impute.files._imputer_from_state"]
     trainer = small_trainer(checkpoint_dir=tmp_path)
     trainer.train(batches(), n_epochs=1)
     assert isinstance(torch.load(tmp_path / "last.pt", weights_only=True), dict)

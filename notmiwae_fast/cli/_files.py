@@ -119,7 +119,7 @@ def _read_model_file(path: str):
     Python objects or neither of those."""
     from .._common import io as _io
     from .. import export
-    from ..impute.imputer import _imputer_from_state
+    from ..impute.files import _imputer_from_state
     if not Path(path).is_file():
         raise CLIError(f"model file {path} does not exist")
     try:

@@ -77,7 +77,7 @@ def _save_or_rescue(imputer, out: Path) -> None:
     disk is full), saves it in the current or the temporary folder instead, so the
     training is not lost, and raises a CLIError that says where it went."""
     from .._common.io import save_rescued
-    from ..impute.imputer import _imputer_state, _SavedImputer, save_imputer
+    from ..impute.files import _imputer_state, _SavedImputer, save_imputer
     try:
         save_imputer(imputer, out)
     except (OSError, ValueError) as err:

@@ -1,11 +1,11 @@
 """Imputing tables: the scikit-learn style imputers (:mod:`.imputer`, which needs
-scikit-learn and is imported on first use) and their sharded runs across ranks
-(:mod:`.sharded`)."""
+scikit-learn and is imported on first use), their files (:mod:`.files`) and their
+sharded runs across ranks (:mod:`.sharded`)."""
 
 import importlib
 
-_LAZY = {"NotMIWAEImputer": ".imputer", "MIWAEImputer": ".imputer", "save_imputer": ".imputer",
-         "load_imputer": ".imputer"}
+_LAZY = {"NotMIWAEImputer": ".imputer", "MIWAEImputer": ".imputer", "save_imputer": ".files",
+         "load_imputer": ".files"}
 
 __all__ = list(_LAZY)
 

@@ -272,7 +272,7 @@ def test_fused_adam_step_equals_torch_adam():
     state exactly as torch.optim.Adam(fused=True): over steps with a parameter left
     without gradient, a changed learning rate and weight decay, and after
     load_state_dict; a closure or a second parameter group goes through Adam.step."""
-    from notmiwae_fast.train.trainer import _FusedAdam
+    from notmiwae_fast.train.optim import _FusedAdam
 
     g = torch.Generator().manual_seed(0)
     start = [torch.randn(5, 3, generator=g), torch.randn(3, generator=g), torch.randn(2, generator=g)]
