@@ -119,11 +119,11 @@ def _read_model_file(path: str):
     Python objects or neither of those."""
     from .._common import io as _io
     from .. import export
-    from ..impute.files import _imputer_from_state
+    from ..impute.files import _ALLOWED_CONSTRUCTORS
     if not Path(path).is_file():
         raise CLIError(f"model file {path} does not exist")
     try:
-        obj = _io.load_plain(path, "model file", "cpu", allowed=[_imputer_from_state])
+        obj = _io.load_plain(path, "model file", "cpu", allowed=_ALLOWED_CONSTRUCTORS)
         if isinstance(obj, dict) and obj.get("format") == export.MODEL_FORMAT:
             obj = export.model_from_state(obj)
     except _io.FormatError as err:

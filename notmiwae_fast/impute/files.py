@@ -22,10 +22,9 @@ from .imputer import MIWAEImputer, NotMIWAEImputer, _BaseIWImputer
 __all__ = ["save_imputer", "load_imputer", "IMPUTER_FORMAT"]
 
 IMPUTER_FORMAT = "notmiwae_fast.imputer/1"
-# The constructor's names in files written by earlier layouts of the package (before
-# the subfolders; then in impute/imputer.py): still allowed, as the same function.
+# The constructor's name in files written before the package had subfolders: still
+# allowed, as the same function.
 _EARLIER_CONSTRUCTOR = "notmiwae_fast.imputer._imputer_from_state"
-_PREVIOUS_CONSTRUCTOR = "notmiwae_fast.impute.imputer._imputer_from_state"
 _IMPUTERS = {"MIWAEImputer": MIWAEImputer, "NotMIWAEImputer": NotMIWAEImputer}
 
 
@@ -92,8 +91,7 @@ def _imputer_from_state(state: Any) -> _BaseIWImputer:
 
 # What load_imputer lets torch.load(weights_only=True) call: the constructor, under its
 # name and under the names files of earlier layouts give it.
-_ALLOWED_CONSTRUCTORS = [_imputer_from_state, (_imputer_from_state, _EARLIER_CONSTRUCTOR),
-                         (_imputer_from_state, _PREVIOUS_CONSTRUCTOR)]
+_ALLOWED_CONSTRUCTORS = [_imputer_from_state, (_imputer_from_state, _EARLIER_CONSTRUCTOR)]
 
 
 def _build_imputer(state: Any) -> _BaseIWImputer:
