@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from . import _checks, reference
-from ._dispatch import use_kernels
+from ._dispatch import RegisterFake, use_kernels
 
 __all__ = ['iw_logmeanexp', 'iw_weights', 'iw_impute']
 
@@ -58,7 +58,7 @@ def iw_impute(log_w: Tensor, values: Tensor) -> Tensor:
     return reference.iw_impute(log_w, values)
 
 
-def register_fakes(fake) -> None:
+def register_fakes(fake: RegisterFake) -> None:
     """Registers the fake (meta) kernels of this family's operators: output shapes
     and dtypes, for torch.compile / torch.export / opcheck."""
     @fake("iw_logmeanexp")

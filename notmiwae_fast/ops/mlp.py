@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from . import _checks, reference
-from ._dispatch import use_kernels
+from ._dispatch import RegisterFake, use_kernels
 
 __all__ = ['mlp_tanh', 'softplus_scale']
 
@@ -45,7 +45,7 @@ def softplus_scale(raw: Tensor, min_scale: float) -> Tensor:
     return reference.softplus_scale(raw, min_scale)
 
 
-def register_fakes(fake) -> None:
+def register_fakes(fake: RegisterFake) -> None:
     """Registers the fake (meta) kernels of this family's operators: output shapes
     and dtypes, for torch.compile / torch.export / opcheck."""
     @fake("mlp_tanh")
