@@ -18,7 +18,7 @@ the models use the fused ``notmiwae_normal_terms`` kernel.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -175,7 +175,10 @@ class SelfMaskingKnownSignsProcess(BaseMissingProcess):
             default all +1.
     """
 
-    signs: Tensor  # the buffer of the [D] directions
+    # The buffer of the [D] directions, declared for type checkers only: TorchScript, which
+    # compiles the processes for export, cannot resolve a class-level annotation.
+    if TYPE_CHECKING:
+        signs: Tensor
 
     def __init__(self, input_dim: int, signs: Optional[Signs] = None,
                  feature_names: Optional[Sequence[str]] = None, **kwargs: Any):
