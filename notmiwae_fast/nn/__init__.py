@@ -2,10 +2,10 @@
 the four importance-weighted models (:mod:`.models`: MIWAE and NotMIWAE;
 :mod:`.supervised`: SupMIWAE and SupNotMIWAE), built on the operators."""
 
+from .base import ImportanceWeightedModel
 from .missing import (MISSING_PROCESSES, BaseMissingProcess, LinearMissingProcess,
                       MissingProcess, NonlinearMissingProcess, SelfMaskingKnownSignsProcess,
                       SelfMaskingProcess)
-from .base import ImportanceWeightedModel
 from .models import MIWAE, NotMIWAE
 from .networks import PredictionHead
 from .supervised import SupMIWAE, SupNotMIWAE
