@@ -22,7 +22,8 @@ Arguments = tuple[Tensor, Tensor, Tensor, Optional[Tensor], list[Tensor], list[T
                   list[Tensor], list[Tensor], Optional[Tensor], Optional[Tensor], float]
 
 
-def networks(encoder: nn.Module, decoder: Decoder) -> Optional[tuple[MLP, MLP, float]]:
+def standard_networks(encoder: nn.Module,
+                      decoder: Decoder) -> Optional[tuple[MLP, MLP, float]]:
     """(encoder MLP, decoder MLP, the decoder's min_scale) when the networks are exactly
     :class:`Encoder` and a non-PPCA :class:`GaussianDecoder` on :class:`MLP` s, the
     networks gauss_bound is made of; None otherwise (subclasses included)."""

@@ -323,7 +323,7 @@ class ImportanceWeightedModel(nn.Module):
                 or (process is not None and selfmask is None)
                 or torch.is_autocast_enabled(x0.device.type)):
             return None
-        return _gauss_bound.networks(self.encoder, self.decoder)
+        return _gauss_bound.standard_networks(self.encoder, self.decoder)
 
     # -- streaming over the importance samples -----------------------------------------
     def _stream(self, x0: Tensor, s: Tensor, n_samples: int, chunk_size: Optional[int],
