@@ -11,11 +11,12 @@ from torch import nn
 
 from .._common import validate as _validate
 from ._types import Decoder
-from .base import ImportanceWeightedModel
+from .base import ImportanceWeightedModel, kept_modes
 from .missing import BaseMissingProcess, Signs, as_missing_process
 from .networks import DEFAULT_MIN_SCALE
 
-__all__ = ["MIWAE", "NotMIWAE", "ImportanceWeightedModel"]
+# The core and its mode helper are importable from here too (the training layer does).
+__all__ = ["MIWAE", "NotMIWAE", "ImportanceWeightedModel", "kept_modes"]
 
 
 class MIWAE(ImportanceWeightedModel):

@@ -18,7 +18,7 @@ from torch import nn
 
 from .._common import validate as _validate
 from .. import distributed
-from ..nn.base import ImportanceWeightedModel, kept_modes
+from ..nn.models import ImportanceWeightedModel, kept_modes
 from .._common.io import load_plain, remove_stale_temporaries, save_atomic
 from .._common.progress import progress
 from ..utils import missing_rmse
