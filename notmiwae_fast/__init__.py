@@ -18,8 +18,9 @@ from . import ops, utils
 from .ops import reference
 from .ops._library import Backend, backend, library_path
 from .nn.missing import MISSING_PROCESSES, BaseMissingProcess, LinearMissingProcess, MissingProcess, NonlinearMissingProcess, SelfMaskingKnownSignsProcess, SelfMaskingProcess
-from .nn.models import MIWAE, NotMIWAE, SupMIWAE, SupNotMIWAE
+from .nn.models import MIWAE, NotMIWAE
 from .nn.networks import PredictionHead
+from .nn.supervised import SupMIWAE, SupNotMIWAE
 from .train.trainer import Trainer
 
 __version__ = "0.1.0"

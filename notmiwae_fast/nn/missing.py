@@ -18,13 +18,17 @@ the models use the fused ``notmiwae_normal_terms`` kernel.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._common import validate as _validate
+from .networks import layer_by_layer, mlp
+
+# The per-feature directions of selfmasking_known_signs: +1 (high values go missing), −1.
+Signs = Union[Sequence[float], Tensor]
 
 __all__ = [
     "BaseMissingProcess",
@@ -56,7 +60,7 @@ class BaseMissingProcess(nn.Module):
     """
 
     def __init__(self, input_dim: int, feature_names: Optional[Sequence[str]] = None,
-                 **kwargs):
+                 **kwargs: Any):
         super().__init__()
         input_dim = _validate.positive_int(input_dim, "input_dim")
         if feature_names is not None and len(feature_names) != input_dim:
@@ -77,7 +81,7 @@ class BaseMissingProcess(nn.Module):
         return None
 
     def interpret(self, verbose: bool = False, mean: Optional[Tensor] = None,
-                  std: Optional[Tensor] = None) -> dict:
+                  std: Optional[Tensor] = None) -> dict[str, Any]:
         """A description of the learnt process (override for custom processes).
 
         ``mean`` and ``std`` ([D]) convert thresholds to the data's original units when
@@ -105,16 +109,14 @@ class BaseMissingProcess(nn.Module):
         if x.dim() != 2 or x.shape[1] != self.input_dim:
             raise ValueError(f"argument 'x' must have shape [B, {self.input_dim}]; "
                              f"got {list(x.shape)}")
-        from .networks import layer_by_layer
-
         with layer_by_layer(self):
             jac = torch.func.vmap(torch.func.jacrev(self.missing_probability))(x.detach())
         return jac.abs().mean(dim=0)
 
 
-def _self_masking_interpretation(process: BaseMissingProcess, slope: Tensor, b: Tensor,
-                                 verbose: bool, mean: Optional[Tensor],
-                                 std: Optional[Tensor]) -> dict:
+def _selfmask_interpretation(process: BaseMissingProcess, slope: Tensor, b: Tensor,
+                             verbose: bool, mean: Optional[Tensor],
+                             std: Optional[Tensor]) -> dict[str, Any]:
     """Per-feature direction, strength and threshold of logits −slope · (x − b).
 
     With the standardisation (``mean``, ``std``) the logits in original units are
@@ -125,10 +127,10 @@ def _self_masking_interpretation(process: BaseMissingProcess, slope: Tensor, b: 
     threshold = b.detach().cpu().double()
     original = mean is not None and std is not None
     w_units = slope
-    if original:
-        std = std.detach().cpu().double()
-        threshold = threshold * std + mean.detach().cpu().double()
-        w_units = slope / std
+    if mean is not None and std is not None:
+        std_ = std.detach().cpu().double()
+        threshold = threshold * std_ + mean.detach().cpu().double()
+        w_units = slope / std_
     features = []
     for i, name in enumerate(process.feature_names):
         w = float(slope[i])
@@ -149,7 +151,7 @@ class SelfMaskingProcess(BaseMissingProcess):
     """ℓ_d = −W_d (x_d − b_d): each feature's missingness depends on its own value."""
 
     def __init__(self, input_dim: int, feature_names: Optional[Sequence[str]] = None,
-                 **kwargs):
+                 **kwargs: Any):
         super().__init__(input_dim, feature_names)
         self.W = nn.Parameter(torch.ones(input_dim))
         self.b = nn.Parameter(torch.zeros(input_dim))
@@ -160,8 +162,9 @@ class SelfMaskingProcess(BaseMissingProcess):
     def selfmask_params(self) -> tuple[Tensor, Tensor]:
         return self.W, self.b
 
-    def interpret(self, verbose: bool = False, mean=None, std=None) -> dict:
-        return _self_masking_interpretation(self, self.W, self.b, verbose, mean, std)
+    def interpret(self, verbose: bool = False, mean: Optional[Tensor] = None,
+                  std: Optional[Tensor] = None) -> dict[str, Any]:
+        return _selfmask_interpretation(self, self.W, self.b, verbose, mean, std)
 
 
 class SelfMaskingKnownSignsProcess(BaseMissingProcess):
@@ -172,22 +175,28 @@ class SelfMaskingKnownSignsProcess(BaseMissingProcess):
             default all +1.
     """
 
-    def __init__(self, input_dim: int, signs: Optional[Sequence[float] | Tensor] = None,
-                 feature_names: Optional[Sequence[str]] = None, **kwargs):
+    # The buffer of the [D] directions, declared for type checkers only: TorchScript, which
+    # compiles the processes for export, cannot resolve a class-level annotation.
+    if TYPE_CHECKING:
+        signs: Tensor
+
+    def __init__(self, input_dim: int, signs: Optional[Signs] = None,
+                 feature_names: Optional[Sequence[str]] = None, **kwargs: Any):
         super().__init__(input_dim, feature_names)
-        signs = torch.ones(input_dim) if signs is None else torch.as_tensor(
+        given = torch.ones(input_dim) if signs is None else torch.as_tensor(
             signs, dtype=torch.float32).flatten()
-        if signs.numel() != input_dim:
+        if given.numel() != input_dim:
             raise ValueError(f"argument 'signs' must have input_dim = {input_dim} entries; "
-                             f"got {signs.numel()}")
-        if not torch.all((signs == 1) | (signs == -1)):
+                             f"got {given.numel()}")
+        if not torch.all((given == 1) | (given == -1)):
             raise ValueError("argument 'signs' must hold only +1 (high values missing) and "
-                             f"-1 (low values missing); got {signs.tolist()}")
+                             f"-1 (low values missing); got {given.tolist()}")
         self.W = nn.Parameter(torch.ones(input_dim))
         self.b = nn.Parameter(torch.zeros(input_dim))
-        self.register_buffer("signs", signs)
+        self.register_buffer("signs", given)
 
     def slope(self) -> Tensor:
+        """sign_d · softplus(W_d), [D]: the W of the self-masking logits −W (x − b)."""
         return self.signs * F.softplus(self.W)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -196,28 +205,31 @@ class SelfMaskingKnownSignsProcess(BaseMissingProcess):
     def selfmask_params(self) -> tuple[Tensor, Tensor]:
         return self.slope(), self.b
 
-    def interpret(self, verbose: bool = False, mean=None, std=None) -> dict:
-        return _self_masking_interpretation(self, self.slope(), self.b, verbose, mean, std)
+    def interpret(self, verbose: bool = False, mean: Optional[Tensor] = None,
+                  std: Optional[Tensor] = None) -> dict[str, Any]:
+        return _selfmask_interpretation(self, self.slope(), self.b, verbose, mean, std)
 
 
 class LinearMissingProcess(BaseMissingProcess):
     """ℓ = A x + c with a dense D × D matrix A (missingness may depend on every feature)."""
 
     def __init__(self, input_dim: int, feature_names: Optional[Sequence[str]] = None,
-                 **kwargs):
+                 **kwargs: Any):
         super().__init__(input_dim, feature_names)
         self.linear = nn.Linear(input_dim, input_dim)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.linear(x)
 
-    def interpret(self, verbose: bool = False, mean=None, std=None) -> dict:
+    def interpret(self, verbose: bool = False, mean: Optional[Tensor] = None,
+                  std: Optional[Tensor] = None) -> dict[str, Any]:
         A = self.linear.weight.detach().cpu()
+        self_dependence = -torch.diagonal(A)
         result = {"process_type": type(self).__name__, "feature_names": self.feature_names,
                   "A": A, "c": self.linear.bias.detach().cpu(),
-                  "self_dependence": -torch.diagonal(A)}
+                  "self_dependence": self_dependence}
         if verbose:
-            for name, w in zip(self.feature_names, result["self_dependence"].tolist()):
+            for name, w in zip(self.feature_names, self_dependence.tolist()):
                 print(f"{name}: self-dependence {w:+.3f} (positive: high values missing)")
         return result
 
@@ -226,13 +238,23 @@ class NonlinearMissingProcess(BaseMissingProcess):
     """ℓ = MLP(x), D → hidden → hidden → D with tanh activations."""
 
     def __init__(self, input_dim: int, hidden_dim: int = 64,
-                 feature_names: Optional[Sequence[str]] = None, **kwargs):
+                 feature_names: Optional[Sequence[str]] = None, **kwargs: Any):
         super().__init__(input_dim, feature_names)
-        from .networks import mlp  # (networks imports ops, which must not import this)
         self.mlp = mlp([input_dim, hidden_dim, hidden_dim, input_dim])
 
     def forward(self, x: Tensor) -> Tensor:
         return self.mlp(x)
+
+
+def process_logits(process: BaseMissingProcess, x_hat: Tensor) -> Tensor:
+    """The logits ``process(x_hat)`` ([..., D], x_hat's shape and dtype); a ValueError when
+    a user's process returns something else."""
+    logits = process(x_hat)
+    if not isinstance(logits, Tensor) or logits.shape != x_hat.shape:
+        got = list(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise ValueError(f"argument 'missing_process': {type(process).__name__}.forward must "
+                         f"return logits of its input's shape {list(x_hat.shape)}; got {got}")
+    return logits.to(x_hat.dtype)  # e.g. a float64 process, or autocast
 
 
 MISSING_PROCESSES = {
@@ -245,7 +267,7 @@ MISSING_PROCESSES = {
 
 def MissingProcess(input_dim: int, missing_process: str = "selfmasking", hidden_dim: int = 64,
                    feature_names: Optional[Sequence[str]] = None,
-                   signs: Optional[Sequence[float] | Tensor] = None) -> BaseMissingProcess:
+                   signs: Optional[Signs] = None) -> BaseMissingProcess:
     """Builds a built-in process by name (one of :data:`MISSING_PROCESSES`)."""
     if missing_process not in MISSING_PROCESSES:
         raise ValueError(f"argument 'missing_process' must be one of "
@@ -256,3 +278,24 @@ def MissingProcess(input_dim: int, missing_process: str = "selfmasking", hidden_
                          f"'selfmasking_known_signs'; got missing_process={missing_process!r}")
     return MISSING_PROCESSES[missing_process](input_dim, hidden_dim=hidden_dim, signs=signs,
                                               feature_names=feature_names)
+
+
+def as_missing_process(missing_process: Union[str, BaseMissingProcess], input_dim: int,
+                       hidden_dim: int, feature_names: Optional[Sequence[str]],
+                       signs: Optional[Signs]) -> BaseMissingProcess:
+    """A model's ``missing_process`` argument as a process: a built-in one by name, or the
+    user's :class:`BaseMissingProcess` instance (checked against ``input_dim``)."""
+    if isinstance(missing_process, BaseMissingProcess):
+        if signs is not None:
+            raise ValueError("argument 'signs' is for missing_process="
+                             "'selfmasking_known_signs'; a BaseMissingProcess instance "
+                             "holds its own parameters")
+        if missing_process.input_dim != input_dim:
+            raise ValueError(f"argument 'missing_process' has input_dim "
+                             f"{missing_process.input_dim}; the model has {input_dim}")
+        return missing_process
+    if isinstance(missing_process, nn.Module):
+        raise ValueError("argument 'missing_process' must subclass BaseMissingProcess "
+                         f"(got {type(missing_process).__name__})")
+    return MissingProcess(input_dim, missing_process, hidden_dim=hidden_dim,
+                          feature_names=feature_names, signs=signs)

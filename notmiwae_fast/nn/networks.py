@@ -10,17 +10,18 @@ from __future__ import annotations
 import contextlib
 import math
 from collections import OrderedDict
-from typing import Sequence
+from typing import Iterator, Sequence, Union, overload
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import ops
+from ._types import Operators
 
 __all__ = ["MLP", "mlp", "glorot_init_", "use_fused_networks", "Encoder", "GaussianFamily",
-           "BernoulliFamily", "GaussianDecoder", "StudentTDecoder", "BernoulliDecoder",
-           "PredictionHead", "OUT_DISTS", "make_decoder"]
+           "BernoulliFamily", "LocationScaleDecoder", "GaussianDecoder", "StudentTDecoder",
+           "BernoulliDecoder", "PredictionHead", "OUT_DISTS", "make_decoder"]
 
 OUT_DISTS = ("gauss", "bern", "student_t")
 DEFAULT_MIN_SCALE = 1e-3
@@ -48,7 +49,13 @@ class MLP(nn.Sequential):
         super().__init__(*layers)
         self.fused = False
 
-    def __getitem__(self, idx):
+    @overload
+    def __getitem__(self, idx: slice) -> nn.Sequential: ...
+
+    @overload
+    def __getitem__(self, idx: int) -> nn.Module: ...
+
+    def __getitem__(self, idx: Union[slice, int]) -> nn.Module:
         if isinstance(idx, slice):  # a part of the network: plain layers, run one by one
             return nn.Sequential(OrderedDict(list(self._modules.items())[idx]))
         return super().__getitem__(idx)
@@ -63,7 +70,7 @@ class MLP(nn.Sequential):
     @torch.jit.unused
     def layer_parameters(self) -> tuple[list[Tensor], list[Tensor]]:
         """(weights, biases) of the linear layers, in order (the operators' arguments)."""
-        linears = list(self._modules.values())[::2]
+        linears = [m for m in self._modules.values() if isinstance(m, nn.Linear)]
         return [layer.weight for layer in linears], [layer.bias for layer in linears]
 
     @torch.jit.unused
@@ -84,11 +91,9 @@ def glorot_init_(module: nn.Module) -> nn.Module:
     fan_out)))), zero biases. Other parameters (the self-masking W and b, a PPCA scale)
     are left alone. Returns ``module``.
 
-    PyTorch's default (U(±1/√fan_in) weights and biases) gives weights about 1.7 times
-    smaller in the 128-unit layers. It matters for the agnostic (linear) missing process:
-    on banknote (the paper's protocol, 10,000 iterations, 3 runs) its RMSE is 2.13 ± 0.56
-    with PyTorch's default, 1.42 ± 0.16 with this and 1.23 ± 0.04 with the paper's own
-    code (benchmarks/results/uci_table1_linear_glorot_10k.md, uci_paper_code.md)."""
+    PyTorch's default (U(±1/√fan_in) weights and biases) gives smaller weights in the
+    128-unit layers, and the agnostic (linear) missing process imputes markedly worse
+    with it (measured in benchmarks/results/uci_table1_linear_glorot_10k.md)."""
     for m in module.modules():
         if isinstance(m, nn.Linear):
             nn.init.xavier_uniform_(m.weight)
@@ -97,10 +102,10 @@ def glorot_init_(module: nn.Module) -> nn.Module:
     return module
 
 
-def _fusable(module: nn.Module) -> list[nn.Module]:
+def _fusable(module: nn.Module) -> list[Union[MLP, LocationScaleDecoder]]:
     """The networks inside ``module`` that have a fused path (the MLPs and the Gaussian
     and Student-t decoders' scale)."""
-    return [m for m in module.modules() if isinstance(m, (MLP, GaussianDecoder, StudentTDecoder))]
+    return [m for m in module.modules() if isinstance(m, (MLP, LocationScaleDecoder))]
 
 
 def use_fused_networks(module: nn.Module, fused: bool) -> None:
@@ -110,7 +115,7 @@ def use_fused_networks(module: nn.Module, fused: bool) -> None:
 
 
 @contextlib.contextmanager
-def layer_by_layer(module: nn.Module):
+def layer_by_layer(module: nn.Module) -> Iterator[nn.Module]:
     """Runs every network inside ``module`` layer by layer for the duration (no custom
     autograd Function: what torch.func transforms such as vmap / jacrev need), and puts
     each network's ``fused`` setting back afterwards."""
@@ -148,13 +153,13 @@ class GaussianFamily:
 
     family = "gauss"
 
-    def log_prob(self, ops, x0: Tensor, s: Tensor, p: dict) -> Tensor:
+    def log_prob(self, ops: Operators, x0: Tensor, s: Tensor, p: dict[str, Tensor]) -> Tensor:
         return ops.masked_normal_logprob(x0, s, p["loc"], p["scale"])
 
-    def mean(self, p: dict) -> Tensor:
+    def mean(self, p: dict[str, Tensor]) -> Tensor:
         return p["loc"]
 
-    def sample(self, p: dict) -> Tensor:
+    def sample(self, p: dict[str, Tensor]) -> Tensor:
         """A reparameterised draw x ~ p(x | z)."""
         # float32 noise when loc is bfloat16 / float16 (autocast): full-precision draws,
         # the same random numbers as without autocast.
@@ -162,7 +167,7 @@ class GaussianFamily:
         return p["loc"] + p["scale"] * torch.randn(p["loc"].shape, dtype=dtype,
                                                    device=p["loc"].device)
 
-    def draw(self, p: dict) -> Tensor:
+    def draw(self, p: dict[str, Tensor]) -> Tensor:
         return self.sample(p)
 
 
@@ -176,26 +181,24 @@ class BernoulliFamily:
 
     family = "bern"
 
-    def log_prob(self, ops, x0: Tensor, s: Tensor, p: dict) -> Tensor:
+    def log_prob(self, ops: Operators, x0: Tensor, s: Tensor, p: dict[str, Tensor]) -> Tensor:
         return ops.masked_bernoulli_logprob(x0, s, p["logits"])
 
-    def mean(self, p: dict) -> Tensor:
+    def mean(self, p: dict[str, Tensor]) -> Tensor:
         return torch.sigmoid(p["logits"])
 
-    def sample(self, p: dict) -> Tensor:
+    def sample(self, p: dict[str, Tensor]) -> Tensor:
         return self.mean(p)
 
-    def draw(self, p: dict) -> Tensor:
+    def draw(self, p: dict[str, Tensor]) -> Tensor:
         return torch.bernoulli(torch.sigmoid(p["logits"]))
 
 
-class GaussianDecoder(GaussianFamily, nn.Module):
-    """p(x | z) = N(loc(z), scale(z)), scale = softplus(raw) + min_scale.
-
-    ``ppca=True``: loc is linear in z and one learnt scale is shared by all features
-    (the paper's not-MIWAE-PPCA). ``min_scale`` (default 1e-3, for standardised data)
-    keeps the likelihood bounded: a floor of 1e-6 lets it blow up.
-    """
+class LocationScaleDecoder(nn.Module):
+    """The location and scale of the Gaussian and Student-t decoders, [B, K, L] ->
+    ([B, K, D], [B, K, D]): loc and raw from an MLP, scale = softplus(raw) + min_scale;
+    with ``ppca=True`` loc is linear in z and one learnt scale is shared by all
+    features."""
 
     # TorchScript: only the used branches compile (export sets fused = False)
     __constants__ = ["ppca", "min_scale", "fused"]
@@ -212,20 +215,31 @@ class GaussianDecoder(GaussianFamily, nn.Module):
         else:
             self.net = mlp([latent_dim, hidden_dim, hidden_dim, 2 * output_dim])
 
-    def forward(self, z: Tensor) -> dict[str, Tensor]:
+    def loc_scale(self, z: Tensor) -> tuple[Tensor, Tensor]:
         if self.ppca:
             loc = self.loc(z)
-            scale = (F.softplus(self.raw_scale) + self.min_scale).expand_as(loc)
-        else:
-            loc, raw = self.net(z).chunk(2, dim=-1)
-            if self.fused:
-                scale = _fused_scale(raw, self.min_scale)
-            else:  # (contiguous first: ATen's softplus on the strided half is ~20x slower)
-                scale = F.softplus(raw.contiguous()) + self.min_scale
+            return loc, (F.softplus(self.raw_scale) + self.min_scale).expand_as(loc)
+        loc, raw = self.net(z).chunk(2, dim=-1)
+        if self.fused:
+            return loc, _fused_scale(raw, self.min_scale)
+        # contiguous first: ATen's softplus is much slower on the strided half
+        return loc, F.softplus(raw.contiguous()) + self.min_scale
+
+
+class GaussianDecoder(GaussianFamily, LocationScaleDecoder):
+    """p(x | z) = N(loc(z), scale(z)), scale = softplus(raw) + min_scale.
+
+    ``ppca=True``: loc is linear in z and one learnt scale is shared by all features
+    (the paper's not-MIWAE-PPCA). ``min_scale`` (default 1e-3, for standardised data)
+    keeps the likelihood bounded: a floor of 1e-6 lets it blow up.
+    """
+
+    def forward(self, z: Tensor) -> dict[str, Tensor]:
+        loc, scale = self.loc_scale(z)
         return {"loc": loc, "scale": scale}
 
 
-class StudentTDecoder(nn.Module):
+class StudentTDecoder(LocationScaleDecoder):
     """p(x | z) = StudentT(df, loc(z), scale(z)), df per feature, learnt, df > 2."""
 
     family = "student_t"
@@ -234,37 +248,21 @@ class StudentTDecoder(nn.Module):
 
     def __init__(self, latent_dim: int, hidden_dim: int, output_dim: int,
                  min_scale: float = DEFAULT_MIN_SCALE, ppca: bool = False):
-        super().__init__()
-        self.min_scale = float(min_scale)
-        self.ppca = ppca
-        self.fused = False
-        if ppca:
-            self.loc = nn.Linear(latent_dim, output_dim)
-            self.raw_scale = nn.Parameter(torch.zeros(()))
-        else:
-            self.net = mlp([latent_dim, hidden_dim, hidden_dim, 2 * output_dim])
+        super().__init__(latent_dim, hidden_dim, output_dim, min_scale, ppca)
         # softplus(raw) + 2 = 5 at start: between Cauchy-like and Gaussian tails.
         self.raw_df = nn.Parameter(torch.full((output_dim,), math.log(math.expm1(3.0))))
 
     def forward(self, z: Tensor) -> dict[str, Tensor]:
-        if self.ppca:
-            loc = self.loc(z)
-            scale = (F.softplus(self.raw_scale) + self.min_scale).expand_as(loc)
-        else:
-            loc, raw = self.net(z).chunk(2, dim=-1)
-            if self.fused:
-                scale = _fused_scale(raw, self.min_scale)
-            else:  # (contiguous first: ATen's softplus on the strided half is ~20x slower)
-                scale = F.softplus(raw.contiguous()) + self.min_scale
+        loc, scale = self.loc_scale(z)
         return {"loc": loc, "scale": scale, "df": F.softplus(self.raw_df) + self.MIN_DF}
 
-    def log_prob(self, ops, x0: Tensor, s: Tensor, p: dict) -> Tensor:
+    def log_prob(self, ops: Operators, x0: Tensor, s: Tensor, p: dict[str, Tensor]) -> Tensor:
         return ops.masked_studentt_logprob(x0, s, p["loc"], p["scale"], p["df"])
 
-    def mean(self, p: dict) -> Tensor:
+    def mean(self, p: dict[str, Tensor]) -> Tensor:
         return p["loc"]
 
-    def sample(self, p: dict) -> Tensor:
+    def sample(self, p: dict[str, Tensor]) -> Tensor:
         return torch.distributions.StudentT(p["df"], p["loc"], p["scale"]).rsample()
 
     draw = sample
@@ -283,11 +281,14 @@ class BernoulliDecoder(BernoulliFamily, nn.Module):
         return {"logits": self.net(z)}
 
 
-_DECODERS = {"gauss": GaussianDecoder, "bern": BernoulliDecoder, "student_t": StudentTDecoder}
+_DECODERS: dict[str, type[Union[GaussianDecoder, BernoulliDecoder, StudentTDecoder]]] = {
+    "gauss": GaussianDecoder, "bern": BernoulliDecoder, "student_t": StudentTDecoder}
 
 
 def make_decoder(out_dist: str, latent_dim: int, hidden_dim: int, output_dim: int,
-                 min_scale: float, ppca: bool) -> nn.Module:
+                 min_scale: float,
+                 ppca: bool) -> Union[GaussianDecoder, BernoulliDecoder, StudentTDecoder]:
+    """The MLP (or, with ``ppca``, linear) decoder of the family ``out_dist``."""
     return _DECODERS[out_dist](latent_dim, hidden_dim, output_dim, min_scale=min_scale,
                                ppca=ppca)
 

@@ -16,6 +16,8 @@ the package.
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import torch
 
 from . import _library, bound, clipped, data, iw, latent, likelihood, mlp, reference
@@ -24,32 +26,18 @@ from .clipped import clipped_impute
 from .data import observed_data
 from .iw import iw_impute, iw_logmeanexp, iw_weights
 from .latent import latent_terms
-from .likelihood import masked_bernoulli_logprob, masked_normal_logprob, masked_studentt_logprob, notmiwae_normal_terms, selfmask_logprob
+from .likelihood import (masked_bernoulli_logprob, masked_normal_logprob,
+                         masked_studentt_logprob, notmiwae_normal_terms, selfmask_logprob)
 from .mlp import mlp_tanh, softplus_scale
-
-__all__ = [
-    "observed_data",
-    "iw_logmeanexp",
-    "iw_weights",
-    "iw_impute",
-    "masked_normal_logprob",
-    "masked_bernoulli_logprob",
-    "masked_studentt_logprob",
-    "selfmask_logprob",
-    "notmiwae_normal_terms",
-    "mlp_tanh",
-    "softplus_scale",
-    "latent_terms",
-    "gauss_bound",
-    "gauss_bound_grads",
-    "clipped_impute",
-]
 
 _FAMILIES = (data, iw, likelihood, mlp, latent, bound, clipped)
 
+# One wrapper per operator, named as the operator: the families' names, in order.
+__all__ = [name for family in _FAMILIES for name in family.__all__]
+
 
 def _register_fakes() -> None:
-    def fake(name):
+    def fake(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         return torch.library.register_fake(f"{_library.NAMESPACE}::{name}")
 
     for family in _FAMILIES:

@@ -3,7 +3,7 @@ toolkit (used by setup.py, the just-in-time build in _library.py and
 examples/cpp_impute/build.sh; stdlib only, so setup.py can load it before torch is
 imported).
 
-    python notmiwae_fast/_build.py      # prints the toolkit folder, or nothing
+    python notmiwae_fast/ops/_build.py      # prints the toolkit folder, or nothing
 """
 
 from __future__ import annotations
@@ -29,7 +29,10 @@ def sources(csrc: str, cuda: bool) -> list[str]:
 
 
 def is_toolkit(folder: str | None) -> bool:
-    return bool(folder) and os.path.isfile(os.path.join(folder, "include", "cuda_runtime.h"))
+    """Whether ``folder`` (None or empty: no) holds a CUDA toolkit (its cuda_runtime.h)."""
+    if not folder:
+        return False
+    return os.path.isfile(os.path.join(folder, "include", "cuda_runtime.h"))
 
 
 def find_cuda_home() -> str | None:

@@ -8,6 +8,8 @@ errors TypeError, and every message names the argument and the expected shape.
 
 from __future__ import annotations
 
+from typing import Optional, Sequence
+
 import torch
 from torch import Tensor
 
@@ -169,7 +171,8 @@ def row_grad(grad: Tensor, name: str, ref: Tensor, ref_name: str) -> None:
     same_device_dtype(grad, name, ref, ref_name)
 
 
-def mlp_layers(x: Tensor, weights, biases, prefix: str = "") -> None:
+def mlp_layers(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor],
+               prefix: str = "") -> None:
     """x [N, in]; weights[i] [out_i, in_i] chained from ``in``; biases[i] [out_i].
     ``prefix`` names the lists as the caller's arguments (``"dec_"``: dec_weights)."""
     ws, bs = f"{prefix}weights", f"{prefix}biases"
@@ -192,7 +195,8 @@ def mlp_layers(x: Tensor, weights, biases, prefix: str = "") -> None:
         size(b, 0, width, f"{bs}[{i}]", "[out_features]")
 
 
-def mlp_hidden(grad: Tensor, x: Tensor, weights, hidden) -> None:
+def mlp_hidden(grad: Tensor, x: Tensor, weights: Sequence[Tensor],
+               hidden: Sequence[Tensor]) -> None:
     """The arguments of mlp_tanh_backward: grad [N, out_n], one activation per hidden
     layer, hidden[i] [N, out_i]."""
     if len(hidden) + 1 != len(weights):
@@ -224,8 +228,10 @@ def latent(mu: Tensor, std: Tensor, eps: Tensor) -> None:
     size(eps, 2, mu.shape[1], "eps", "[B, K, L] (L from mu)")
 
 
-def gauss_bound(x: Tensor, mask: Tensor, eps_z: Tensor, eps_x, enc_weights, enc_biases,
-                dec_weights, dec_biases, W, b) -> None:
+def gauss_bound(x: Tensor, mask: Tensor, eps_z: Tensor, eps_x: Optional[Tensor],
+                enc_weights: Sequence[Tensor], enc_biases: Sequence[Tensor],
+                dec_weights: Sequence[Tensor], dec_biases: Sequence[Tensor],
+                W: Optional[Tensor], b: Optional[Tensor]) -> None:
     """The arguments of gauss_bound (see reference.gauss_bound)."""
     floating(x, "x")
     ndim(x, 2, "x", "[B, D]")
@@ -261,12 +267,13 @@ def gauss_bound(x: Tensor, mask: Tensor, eps_z: Tensor, eps_x, enc_weights, enc_
         if tuple(eps_x.shape) != (x.shape[0], eps_z.shape[1], D):
             raise ValueError("notmiwae_fast: argument 'eps_x' must have shape [B, K, D] = "
                              f"[{x.shape[0]}, {eps_z.shape[1]}, {D}]; got {list(eps_x.shape)}")
-    if W is not None:
+    if W is not None and b is not None:  # (given together, checked above)
         per_feature(W, "W", D, x, "x")
         per_feature(b, "b", D, x, "x")
 
 
 def observed_data(x: Tensor, s: Tensor) -> None:
+    """x: floating; s: its mask, x's shape and device, bool, integer or real floating."""
     floating(x, "x")
     if s.device != x.device:
         raise ValueError(f"notmiwae_fast: argument 's' is on {s.device} but 'x' is on "

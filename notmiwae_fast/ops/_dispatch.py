@@ -5,11 +5,16 @@ device with a warning). Also the shape helpers of the fake kernels."""
 from __future__ import annotations
 
 import warnings
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
 from . import _library
+
+# What each family's register_fakes receives: fake(name) registers the decorated function
+# as the fake (meta) kernel of the operator notmiwae_fast::name.
+RegisterFake = Callable[[str], Callable[[Callable[..., Any]], Callable[..., Any]]]
 
 _warned_devices: set[str] = set()
 

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from . import _checks, reference
-from ._dispatch import like, rows_of, use_kernels
+from ._dispatch import RegisterFake, like, rows_of, use_kernels
 
 __all__ = ['gauss_bound', 'gauss_bound_grads']
 
@@ -71,7 +71,7 @@ def gauss_bound_grads(x: Tensor, mask: Tensor, eps_z: Tensor, eps_x: Optional[Te
                                        dec_weights, dec_biases, W, b, min_scale)
 
 
-def register_fakes(fake) -> None:
+def register_fakes(fake: RegisterFake) -> None:
     """Registers the fake (meta) kernels of this family's operators: output shapes
     and dtypes, for torch.compile / torch.export / opcheck."""
     @fake("gauss_bound")

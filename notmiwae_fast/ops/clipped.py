@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from . import reference
-from ._dispatch import use_kernels
+from ._dispatch import RegisterFake, use_kernels
 
 __all__ = ['clipped_impute']
 
@@ -28,7 +28,7 @@ def clipped_impute(x: Tensor, lost: Tensor, context: Tensor, mu: Tensor, std: Te
                                     clip, min_scale, censored)
 
 
-def register_fakes(fake) -> None:
+def register_fakes(fake: RegisterFake) -> None:
     """Registers the fake (meta) kernels of this family's operators: output shapes
     and dtypes, for torch.compile / torch.export / opcheck."""
     @fake("clipped_impute")

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from . import _checks, reference
-from ._dispatch import like, use_kernels
+from ._dispatch import RegisterFake, like, use_kernels
 
 __all__ = ['observed_data']
 
@@ -28,7 +28,7 @@ def observed_data(x: Tensor, s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return reference.observed_data(x, s)
 
 
-def register_fakes(fake) -> None:
+def register_fakes(fake: RegisterFake) -> None:
     """Registers the fake (meta) kernels of this family's operators: output shapes
     and dtypes, for torch.compile / torch.export / opcheck."""
     @fake("observed_data")

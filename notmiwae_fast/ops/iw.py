@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from . import _checks, reference
-from ._dispatch import use_kernels
+from ._dispatch import RegisterFake, like, use_kernels
 
 __all__ = ['iw_logmeanexp', 'iw_weights', 'iw_impute']
 
@@ -58,7 +58,7 @@ def iw_impute(log_w: Tensor, values: Tensor) -> Tensor:
     return reference.iw_impute(log_w, values)
 
 
-def register_fakes(fake) -> None:
+def register_fakes(fake: RegisterFake) -> None:
     """Registers the fake (meta) kernels of this family's operators: output shapes
     and dtypes, for torch.compile / torch.export / opcheck."""
     @fake("iw_logmeanexp")
@@ -69,16 +69,16 @@ def register_fakes(fake) -> None:
     def _(grad, log_w):
         _checks.log_weights(log_w)
         _checks.same_device_dtype(grad, "grad", log_w, "log_w")
-        return torch.empty_like(log_w, memory_format=torch.contiguous_format)
+        return like(log_w)
     @fake("iw_weights")
     def _(log_w):
         _checks.log_weights(log_w)
-        return torch.empty_like(log_w, memory_format=torch.contiguous_format)
+        return like(log_w)
     @fake("iw_weights_backward")
     def _(grad, weights):
         _checks.log_weights(weights, "weights")
         _checks.same_device_dtype(grad, "grad", weights, "weights")
-        return torch.empty_like(weights, memory_format=torch.contiguous_format)
+        return like(weights)
     @fake("iw_impute")
     def _(log_w, values):
         _checks.iw_values(log_w, values)
@@ -86,5 +86,4 @@ def register_fakes(fake) -> None:
     @fake("iw_impute_backward")
     def _(grad, log_w, values, result):
         _checks.iw_values(log_w, values)
-        return (torch.empty_like(log_w, memory_format=torch.contiguous_format),
-                torch.empty_like(values, memory_format=torch.contiguous_format))
+        return like(log_w), like(values)

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from . import _checks, reference
-from ._dispatch import like, rows_of, use_kernels
+from ._dispatch import RegisterFake, like, rows_of, use_kernels
 
 __all__ = ['latent_terms']
 
@@ -27,7 +27,7 @@ def latent_terms(mu: Tensor, std: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, 
     return reference.latent_terms(mu, std, eps)
 
 
-def register_fakes(fake) -> None:
+def register_fakes(fake: RegisterFake) -> None:
     """Registers the fake (meta) kernels of this family's operators: output shapes
     and dtypes, for torch.compile / torch.export / opcheck."""
     @fake("latent_terms")

@@ -8,9 +8,10 @@ import torch
 from torch import Tensor
 
 from . import _checks, reference
-from ._dispatch import like, rows_of, use_kernels
+from ._dispatch import RegisterFake, like, rows_of, use_kernels
 
-__all__ = ['masked_normal_logprob', 'masked_bernoulli_logprob', 'masked_studentt_logprob', 'selfmask_logprob', 'notmiwae_normal_terms']
+__all__ = ['masked_normal_logprob', 'masked_bernoulli_logprob', 'masked_studentt_logprob',
+           'selfmask_logprob', 'notmiwae_normal_terms']
 
 
 # --------------------------------------------------------------------------------------
@@ -103,7 +104,7 @@ def notmiwae_normal_terms(x: Tensor, mask: Tensor, loc: Tensor, scale: Tensor, e
     return reference.notmiwae_normal_terms(x, mask, loc, scale, eps, W, b)
 
 
-def register_fakes(fake) -> None:
+def register_fakes(fake: RegisterFake) -> None:
     """Registers the fake (meta) kernels of this family's operators: output shapes
     and dtypes, for torch.compile / torch.export / opcheck."""
     @fake("masked_normal_logprob")

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from . import _checks, reference
-from ._dispatch import use_kernels
+from ._dispatch import RegisterFake, like, use_kernels
 
 __all__ = ['mlp_tanh', 'softplus_scale']
 
@@ -45,7 +45,7 @@ def softplus_scale(raw: Tensor, min_scale: float) -> Tensor:
     return reference.softplus_scale(raw, min_scale)
 
 
-def register_fakes(fake) -> None:
+def register_fakes(fake: RegisterFake) -> None:
     """Registers the fake (meta) kernels of this family's operators: output shapes
     and dtypes, for torch.compile / torch.export / opcheck."""
     @fake("mlp_tanh")
@@ -65,8 +65,8 @@ def register_fakes(fake) -> None:
     @fake("softplus_scale")
     def _(raw, min_scale):
         _checks.floating(raw, "raw")
-        return torch.empty_like(raw, memory_format=torch.contiguous_format)
+        return like(raw)
     @fake("softplus_scale_backward")
     def _(grad, raw):
         _checks.same_device_dtype(grad, "grad", raw, "raw")
-        return torch.empty_like(raw, memory_format=torch.contiguous_format)
+        return like(raw)

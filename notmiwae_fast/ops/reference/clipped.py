@@ -1,9 +1,10 @@
-"""The pure-PyTorch twins of clipped operators: clipped pixels: the clipped-pixel model's imputation in one streaming pass."""
+"""The pure-PyTorch twin of clipped_impute, the clipped-pixel model's imputation, and the
+pieces it is built of: the censored normal y ~ N(loc, scale²) seen as x = clip(y, 0, 1)."""
 
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from torch import Tensor
@@ -13,12 +14,10 @@ from .mlp import softplus_scale
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
-__all__ = ['censored_normal_log_prob', 'mills_ratio', 'clipped_mean', 'clipped_log_weights', 'clipped_impute']
+__all__ = ['censored_normal_log_prob', 'mills_ratio', 'clipped_mean', 'clipped_log_weights',
+           'clipped_impute']
 
 
-# --------------------------------------------------------------------------------------
-# Clipped pixels: the censored normal y ~ N(loc, scale²), x = clip(y, 0, 1)
-# --------------------------------------------------------------------------------------
 def censored_normal_log_prob(x: Tensor, loc: Tensor, scale: Tensor) -> Tensor:
     """Element-wise log-likelihood of observed values x in [0, 1]: the normal density,
     or the mass at the edges (x ≤ 0: P(y ≤ 0); x ≥ 1: P(y ≥ 1))."""
@@ -37,7 +36,8 @@ def mills_ratio(a: Tensor) -> Tensor:
     return torch.where(a >= 0, upper, lower)
 
 
-def clipped_mean(loc: Tensor, scale: Tensor, clip) -> Tensor:
+def clipped_mean(loc: Tensor, scale: Tensor,
+                 clip: Union[float, Tensor]) -> Tensor:
     """E[min(y, 1) | y ≥ clip] for y ~ N(loc, scale²), element-wise, in [clip, 1].
 
     With a = (clip − loc)/s and b = (1 − loc)/s: loc + s·λ(a) (the mean above clip, λ
@@ -60,7 +60,7 @@ def clipped_mean(loc: Tensor, scale: Tensor, clip) -> Tensor:
 
 
 def clipped_log_weights(x: Tensor, lost: Tensor, loc: Tensor, scale: Tensor, z: Tensor,
-                        eps: Tensor, std: Tensor, clip, censored: bool,
+                        eps: Tensor, std: Tensor, clip: Union[float, Tensor], censored: bool,
                         censor: Optional[Tensor] = None) -> Tensor:
     """The clipped-pixel model's importance log-weights [K, N]: log p(x°, s | z) + log p(z)
     − log q(z), the censored-normal terms summed over the C channels.

@@ -1,7 +1,6 @@
-"""The pure-PyTorch twins of data operators: the models' input check and zero-fill (observed_data)."""
+"""The pure-PyTorch twin of observed_data: the models' input check and zero-fill."""
 
 from __future__ import annotations
-
 
 import torch
 from torch import Tensor

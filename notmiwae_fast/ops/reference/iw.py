@@ -1,5 +1,5 @@
-"""The pure-PyTorch twins of iw operators: importance weighting: the bound's log-mean-exp, the self-normalised weights and
-the weighted imputation, streaming over K."""
+"""The pure-PyTorch twins of the importance-weighting operators: the bound's
+log-mean-exp, the self-normalised weights and the weighted imputation."""
 
 from __future__ import annotations
 
@@ -11,9 +11,6 @@ from torch import Tensor
 __all__ = ['iw_logmeanexp', 'iw_weights', 'iw_impute']
 
 
-# --------------------------------------------------------------------------------------
-# Importance weighting
-# --------------------------------------------------------------------------------------
 def _row_lse(log_w: Tensor) -> tuple[Tensor, Tensor]:
     """Per-row log-sum-exp over the last dim of ``log_w`` [B, K], safe for all -inf rows.
 

@@ -1,4 +1,5 @@
-"""The pure-PyTorch twins of latent operators: the reparameterised latent samples and their log-densities."""
+"""The pure-PyTorch twin of latent_terms: the reparameterised latent samples and their
+log-densities."""
 
 from __future__ import annotations
 
@@ -10,9 +11,6 @@ from torch import Tensor
 __all__ = ['latent_terms']
 
 
-# --------------------------------------------------------------------------------------
-# The latent samples
-# --------------------------------------------------------------------------------------
 def latent_terms(mu: Tensor, std: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """z = mu + std · eps and its log-densities under the prior and the encoder.
 

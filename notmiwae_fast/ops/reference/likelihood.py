@@ -1,6 +1,7 @@
-"""The pure-PyTorch twins of likelihood operators: masked likelihoods (Normal, Bernoulli, Student-t), the self-masking missing
-process and the fused not-MIWAE terms. Shapes: x, mask [B, D] (mask bool or 0/1
-float); per-sample tensors [B, K, D]; per-feature W, b, df [D]; results [B, K]."""
+"""The pure-PyTorch twins of the likelihood operators: masked likelihoods (Normal,
+Bernoulli, Student-t), the self-masking missing process and the fused not-MIWAE terms,
+with the element-wise densities they are built of. Shapes: x, mask [B, D] (mask bool or
+0/1 float); per-sample tensors [B, K, D]; per-feature W, b, df [D]; results [B, K]."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ['normal_log_density', 'studentt_log_normaliser', 'studentt_log_density', 'masked_studentt_logprob_normalised', 'masked_normal_logprob', 'masked_bernoulli_logprob', 'masked_studentt_logprob', 'selfmask_logprob', 'notmiwae_normal_terms']
+__all__ = ['normal_log_density', 'studentt_log_normaliser', 'studentt_log_density',
+           'masked_studentt_logprob_normalised', 'masked_normal_logprob',
+           'masked_bernoulli_logprob', 'masked_studentt_logprob', 'selfmask_logprob',
+           'notmiwae_normal_terms']
 
 
 # --------------------------------------------------------------------------------------

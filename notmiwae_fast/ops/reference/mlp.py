@@ -1,8 +1,7 @@
-"""The pure-PyTorch twins of mlp operators: the networks' building blocks: a tanh MLP in one operator and the decoders'
-positive scale softplus(raw) + min_scale."""
+"""The pure-PyTorch twins of the network operators: a tanh MLP and the decoders' positive
+scale softplus(raw) + min_scale."""
 
 from __future__ import annotations
-
 
 import torch
 import torch.nn.functional as F
@@ -11,9 +10,6 @@ from torch import Tensor
 __all__ = ['mlp_tanh', 'softplus_scale']
 
 
-# --------------------------------------------------------------------------------------
-# Multi-layer perceptrons
-# --------------------------------------------------------------------------------------
 def mlp_tanh(x: Tensor, weights: list[Tensor], biases: list[Tensor]) -> Tensor:
     """y = L_n(tanh(L_{n−1}(… tanh(L_1(x))))), L_i(h) = h W_iᵀ + b_i (the paper's networks).
 
