@@ -33,7 +33,8 @@ def _load_build_helpers():
     """notmiwae_fast/ops/_build.py, loaded by path: the package itself needs torch and the
     library this script builds."""
     spec = importlib.util.spec_from_file_location(
-        "_notmiwae_fast_build", os.path.join(HERE, "notmiwae_fast", "ops", "_build.py"))
+        "_notmiwae_fast_build", os.path.join(HERE, "notmiwae_fast", "ops", "_build.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -47,7 +48,8 @@ def want_cuda(torch_has_cuda: bool, cuda_home: str | None) -> bool:
             raise RuntimeError(
                 "FORCE_CUDA=1 but the CUDA kernels cannot be built: "
                 f"torch has CUDA: {torch_has_cuda}; CUDA toolkit found: {cuda_home}. "
-                "Install a CUDA build of torch and set CUDA_HOME to the toolkit folder.")
+                "Install a CUDA build of torch and set CUDA_HOME to the toolkit folder."
+            )
         return True
     return torch_has_cuda and cuda_home is not None
 
@@ -73,19 +75,34 @@ def extension():
     extra = {"cxx": ["-O3", "-fopenmp"]}
     link = ["-fopenmp"]
     if not use_cuda:
-        print(f"notmiwae_fast: building the CPU kernels only (torch {torch.__version__}, "
-              f"torch CUDA: {torch.version.cuda}, CUDA toolkit: {_cuda_home})")
-        return CppExtension("notmiwae_fast._C", sources, include_dirs=include_dirs,
-                            extra_compile_args=extra, extra_link_args=link,
-                            py_limited_api=True)
+        print(
+            f"notmiwae_fast: building the CPU kernels only (torch {torch.__version__}, "
+            f"torch CUDA: {torch.version.cuda}, CUDA toolkit: {_cuda_home})"
+        )
+        return CppExtension(
+            "notmiwae_fast._C",
+            sources,
+            include_dirs=include_dirs,
+            extra_compile_args=extra,
+            extra_link_args=link,
+            py_limited_api=True,
+        )
     if not os.environ.get("TORCH_CUDA_ARCH_LIST"):
         os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_ARCH_LIST
     extra["nvcc"] = ["-O3", "--expt-relaxed-constexpr"]
-    print(f"notmiwae_fast: building CPU + CUDA kernels (torch {torch.__version__}, "
-          f"CUDA {torch.version.cuda}, CUDA_HOME={_cuda_home}, "
-          f"TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']})")
-    return CUDAExtension("notmiwae_fast._C", sources, include_dirs=include_dirs,
-                         extra_compile_args=extra, extra_link_args=link, py_limited_api=True)
+    print(
+        f"notmiwae_fast: building CPU + CUDA kernels (torch {torch.__version__}, "
+        f"CUDA {torch.version.cuda}, CUDA_HOME={_cuda_home}, "
+        f"TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']})"
+    )
+    return CUDAExtension(
+        "notmiwae_fast._C",
+        sources,
+        include_dirs=include_dirs,
+        extra_compile_args=extra,
+        extra_link_args=link,
+        py_limited_api=True,
+    )
 
 
 setup(

@@ -27,6 +27,7 @@ def reset_peak_rss() -> bool:
     notmiwae_fast.bench.reset_peak_rss), so that a following ``peak_rss_mb()`` delta
     is not hidden by a larger transient peak earlier in the process."""
     from notmiwae_fast.bench import reset_peak_rss as reset
+
     return reset()
 
 

@@ -27,8 +27,15 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from likelihood_cases import OPS, SHAPES, VARIANTS, check_against_eager, forward_backward, \
-    implementation, make_case  # noqa: E402
+from likelihood_cases import (
+    OPS,
+    SHAPES,
+    VARIANTS,
+    check_against_eager,
+    forward_backward,
+    implementation,  # noqa: E402
+    make_case,
+)
 
 torch.set_num_threads(int(os.environ.get("NOTMIWAE_BENCH_THREADS", "2")))
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -51,9 +58,11 @@ def test_forward_backward(benchmark, op, shape, variant, device):
     benchmark.group = f"{op} {shape} {device}"
     benchmark.extra_info.update(threads=torch.get_num_threads(), shape=SHAPES[shape])
     if device == "cuda":
+
         def timed():
             run()
             torch.cuda.synchronize()
+
         benchmark(timed)
     else:
         benchmark(run)

@@ -55,9 +55,23 @@ def run_command(src: str, dst: str, threads: int) -> tuple[float, float]:
     """(wall seconds, the child's peak resident MB) of one impute-image command."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "notmiwae_fast.cli", "impute-image", src, dst,
-                    "--clip-level", "0.75", "--threads", str(threads), "--force", "--quiet"],
-                   check=True)  # the user's environment (no allocator settings)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "notmiwae_fast.cli",
+            "impute-image",
+            src,
+            dst,
+            "--clip-level",
+            "0.75",
+            "--threads",
+            str(threads),
+            "--force",
+            "--quiet",
+        ],
+        check=True,
+    )  # the user's environment (no allocator settings)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return seconds, max(peak, before) / 1024
@@ -65,11 +79,14 @@ def run_command(src: str, dst: str, threads: int) -> tuple[float, float]:
 
 def macs_per_lost_pixel(model: images.ClippedPixelModel, K: int) -> int:
     """Multiply-adds of one lost pixel's imputation."""
-    enc = sum(m.in_features * m.out_features for m in model.encoder
-              if isinstance(m, torch.nn.Linear))
+    enc = sum(
+        m.in_features * m.out_features for m in model.encoder if isinstance(m, torch.nn.Linear)
+    )
     ctx = model.decoder_context.in_features * model.decoder_context.out_features
-    per_sample = (model.decoder_latent.in_features * model.decoder_latent.out_features
-                  + model.decoder_out.in_features * model.decoder_out.out_features)
+    per_sample = (
+        model.decoder_latent.in_features * model.decoder_latent.out_features
+        + model.decoder_out.in_features * model.decoder_out.out_features
+    )
     return enc + ctx + K * per_sample
 
 
@@ -86,7 +103,7 @@ def matmul_gflops(threads: int, device: str) -> float:
         a @ b
         if device == "cuda":
             torch.cuda.synchronize()
-        rates.append(2 * 2048 ** 3 / (time.perf_counter() - start) / 1e9)
+        rates.append(2 * 2048**3 / (time.perf_counter() - start) / 1e9)
     return float(np.median(rates))
 
 
@@ -103,9 +120,15 @@ def main() -> None:
     out = args.out or os.path.join(HERE, "results", f"clipped_throughput_{args.device}")
     model = images.load_image_model()
     K = 10
-    result = {"settings": vars(args), "torch": torch.__version__, "machine": platform.machine(),
-              "cpus": os.cpu_count(), "load_average_before": os.getloadavg(), "command": {},
-              "library": {}}
+    result = {
+        "settings": vars(args),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "load_average_before": os.getloadavg(),
+        "command": {},
+        "library": {},
+    }
     from PIL import Image
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -133,12 +156,19 @@ def main() -> None:
                 if args.device == "cuda":
                     torch.cuda.synchronize()
                 lib.append(time.perf_counter() - start)
-            entry = {"megapixels": mp, "shape": list(img.shape), "lost_pixel_fraction":
-                     lost_px / (mp * 1e6), "library_seconds": lib,
-                     "library_megapixels_per_s": mp / float(np.median(lib))}
+            entry = {
+                "megapixels": mp,
+                "shape": list(img.shape),
+                "lost_pixel_fraction": lost_px / (mp * 1e6),
+                "library_seconds": lib,
+                "library_megapixels_per_s": mp / float(np.median(lib)),
+            }
             if timings:
-                entry.update(command_seconds=timings, command_peak_mb=max(peaks),
-                             command_megapixels_per_s=mp / float(np.median(timings)))
+                entry.update(
+                    command_seconds=timings,
+                    command_peak_mb=max(peaks),
+                    command_megapixels_per_s=mp / float(np.median(timings)),
+                )
             macs = macs_per_lost_pixel(model, K) * lost_px
             entry["model_gflop"] = 2 * macs / 1e9
             result["command" if timings else "library"][name] = entry
@@ -151,9 +181,12 @@ def main() -> None:
             src, dst = os.path.join(tmp, "large.jpg"), os.path.join(tmp, "large_out.jpg")
             Image.fromarray(img).save(src, quality=95)
             seconds, peak = run_command(src, dst, args.threads)
-            large_entry = {"megapixels": img.shape[0] * img.shape[1] / 1e6,
-                           "seconds": seconds, "peak_mb": peak,
-                           "input_mb": img.nbytes / 2 ** 20}
+            large_entry = {
+                "megapixels": img.shape[0] * img.shape[1] / 1e6,
+                "seconds": seconds,
+                "peak_mb": peak,
+                "input_mb": img.nbytes / 2**20,
+            }
             result["large"] = large_entry
             print("large", large_entry, flush=True)
     result["matmul_gflops"] = matmul_gflops(args.threads, args.device)
@@ -162,31 +195,47 @@ def main() -> None:
 
 
 def markdown(result, rows, large, args) -> str:
-    lines = [f"# Clipped-pixel imputation throughput ({args.device}, {args.threads} threads)", "",
-             f"torch {result['torch']}, {result['cpus']} CPUs, load average "
-             f"{result['load_average_before'][0]:.1f} before / "
-             f"{result['load_average_after'][0]:.1f} after; bundled RGB model, K = 10, clip "
-             f"level 0.75; {args.repeats} runs each (median, range).", "",
-             "| photograph | megapixels | lost pixels | command MP/s | command s (range) | "
-             "command peak MB | library MP/s | model GFLOP/s | share of matmul peak |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Clipped-pixel imputation throughput ({args.device}, {args.threads} threads)",
+        "",
+        f"torch {result['torch']}, {result['cpus']} CPUs, load average "
+        f"{result['load_average_before'][0]:.1f} before / "
+        f"{result['load_average_after'][0]:.1f} after; bundled RGB model, K = 10, clip "
+        f"level 0.75; {args.repeats} runs each (median, range).",
+        "",
+        "| photograph | megapixels | lost pixels | command MP/s | command s (range) | "
+        "command peak MB | library MP/s | model GFLOP/s | share of matmul peak |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, e in rows:
         lib_s = float(np.median(e["library_seconds"]))
         rate = e["model_gflop"] / lib_s
-        cmd = (f"{e['command_megapixels_per_s']:.2f} | {np.median(e['command_seconds']):.2f} "
-               f"({min(e['command_seconds']):.2f}–{max(e['command_seconds']):.2f}) | "
-               f"{e['command_peak_mb']:.0f}" if "command_seconds" in e else "– | – | –")
-        lines.append(f"| {name} (enlarged) | {e['megapixels']:.1f} | "
-                     f"{100 * e['lost_pixel_fraction']:.1f} % | {cmd} | "
-                     f"{e['library_megapixels_per_s']:.2f} | {rate:.1f} | "
-                     f"{rate / result['matmul_gflops']:.2f} |")
-    lines += ["", f"float32 matrix products (2048², torch.mm): {result['matmul_gflops']:.0f} "
-              "GFLOP/s on this device with these threads."]
+        cmd = (
+            f"{e['command_megapixels_per_s']:.2f} | {np.median(e['command_seconds']):.2f} "
+            f"({min(e['command_seconds']):.2f}–{max(e['command_seconds']):.2f}) | "
+            f"{e['command_peak_mb']:.0f}"
+            if "command_seconds" in e
+            else "– | – | –"
+        )
+        lines.append(
+            f"| {name} (enlarged) | {e['megapixels']:.1f} | "
+            f"{100 * e['lost_pixel_fraction']:.1f} % | {cmd} | "
+            f"{e['library_megapixels_per_s']:.2f} | {rate:.1f} | "
+            f"{rate / result['matmul_gflops']:.2f} |"
+        )
+    lines += [
+        "",
+        f"float32 matrix products (2048², torch.mm): {result['matmul_gflops']:.0f} "
+        "GFLOP/s on this device with these threads.",
+    ]
     if large:
-        lines += ["", f"{large['megapixels']:.0f}-megapixel JPEG, the command end to end: "
-                  f"{large['seconds']:.1f} s, peak resident memory {large['peak_mb']:.0f} MB "
-                  f"(the decoded image alone is {large['input_mb']:.0f} MB, its output copy "
-                  "as much)."]
+        lines += [
+            "",
+            f"{large['megapixels']:.0f}-megapixel JPEG, the command end to end: "
+            f"{large['seconds']:.1f} s, peak resident memory {large['peak_mb']:.0f} MB "
+            f"(the decoded image alone is {large['input_mb']:.0f} MB, its output copy "
+            "as much).",
+        ]
     return "\n".join(lines)
 
 

@@ -29,16 +29,22 @@ D, ROWS, BATCH = 11, 4096, 64
 
 
 def _worker(rank, world, port, epochs, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+    )
     torch.set_num_threads(1)
     import notmiwae_fast as nf
 
     torch.manual_seed(0)
     x = torch.randn(ROWS, D)
     s = (x <= 0.5).float()
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x * s, s),
-                                         batch_size=BATCH, shuffle=True)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x * s, s), batch_size=BATCH, shuffle=True
+    )
     model = nf.NotMIWAE(D, hidden_dim=128, n_samples=20)
     trainer = nf.Trainer(model, progress=False)
     trainer.train(loader, n_epochs=1)  # warm-up
@@ -60,8 +66,12 @@ def measure(world: int, epochs: int) -> dict:
     with open(out) as f:
         r = json.load(f)
     os.unlink(out)
-    return {"processes": world, "threads_per_process": 1, "seconds": r["seconds"],
-            "rows_per_s": r["rows"] / r["seconds"]}
+    return {
+        "processes": world,
+        "threads_per_process": 1,
+        "seconds": r["seconds"],
+        "rows_per_s": r["rows"] / r["seconds"],
+    }
 
 
 def main() -> None:
@@ -71,16 +81,29 @@ def main() -> None:
     args = parser.parse_args()
     rows = [measure(1, args.epochs), measure(2, args.epochs)]
     efficiency = rows[1]["rows_per_s"] / (2 * rows[0]["rows_per_s"])
-    result = {"benchmark": "training throughput, 1 vs 2 processes (gloo, CPU)",
-              "torch": torch.__version__, "machine": platform.machine(),
-              "cpus": os.cpu_count(), "batch_per_process": BATCH, "rows": ROWS,
-              "epochs": args.epochs, "results": rows, "scaling_efficiency": efficiency}
-    lines = [f"# {result['benchmark']}", "",
-             f"NotMIWAE D = {D}, hidden 128, K = 20, batch {BATCH} per process, {ROWS} rows, "
-             f"{args.epochs} epochs; torch {torch.__version__}; {os.cpu_count()} CPUs.", "",
-             "| processes | threads per process | rows/s |", "|---|---|---|"]
-    lines += [f"| {r['processes']} | {r['threads_per_process']} | {r['rows_per_s']:.0f} |"
-              for r in rows]
+    result = {
+        "benchmark": "training throughput, 1 vs 2 processes (gloo, CPU)",
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "batch_per_process": BATCH,
+        "rows": ROWS,
+        "epochs": args.epochs,
+        "results": rows,
+        "scaling_efficiency": efficiency,
+    }
+    lines = [
+        f"# {result['benchmark']}",
+        "",
+        f"NotMIWAE D = {D}, hidden 128, K = 20, batch {BATCH} per process, {ROWS} rows, "
+        f"{args.epochs} epochs; torch {torch.__version__}; {os.cpu_count()} CPUs.",
+        "",
+        "| processes | threads per process | rows/s |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {r['processes']} | {r['threads_per_process']} | {r['rows_per_s']:.0f} |" for r in rows
+    ]
     lines += ["", f"Scaling efficiency (2 processes): {efficiency:.2f}"]
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     write_report(args.out, result, "\n".join(lines))

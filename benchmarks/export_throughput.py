@@ -20,10 +20,10 @@ import tempfile
 import time
 
 import torch
+from _measure import write_report
 
 import notmiwae_fast as nf
 from notmiwae_fast import export
-from _measure import write_report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 D, K, ROWS, BATCH = 11, 1000, 4096, 256
@@ -41,7 +41,7 @@ def main() -> None:
     model.n_train_steps += 1  # timing only: the weights do not matter
     x = torch.randn(ROWS, D)
     s = (x <= 0.5).float()
-    batches = [(x[i:i + BATCH], s[i:i + BATCH]) for i in range(0, ROWS, BATCH)]
+    batches = [(x[i : i + BATCH], s[i : i + BATCH]) for i in range(0, ROWS, BATCH)]
     tmp = tempfile.mkdtemp()
     fused = export.to_torchscript(model, os.path.join(tmp, "f.pt"), n_samples=K)
     pure = export.to_torchscript(model, os.path.join(tmp, "p.pt"), n_samples=K, fused=False)
@@ -56,10 +56,12 @@ def main() -> None:
         export.to_onnx(model, os.path.join(tmp, "m.onnx"), n_samples=K)
         options = ort.SessionOptions()
         options.intra_op_num_threads = args.threads
-        session = ort.InferenceSession(os.path.join(tmp, "m.onnx"), options,
-                                       providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            os.path.join(tmp, "m.onnx"), options, providers=["CPUExecutionProvider"]
+        )
         runners["ONNX Runtime"] = lambda xb, sb: session.run(
-            None, {"x": xb.numpy(), "mask": sb.numpy()})[0]
+            None, {"x": xb.numpy(), "mask": sb.numpy()}
+        )[0]
     except ImportError:
         pass
     rates = {name: [] for name in runners}
@@ -76,17 +78,30 @@ def main() -> None:
     for name, values in rates.items():
         q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
         summary[name] = {"median": statistics.median(values), "q1": q[0], "q3": q[2]}
-    result = {"benchmark": f"imputation rows/s, D = {D}, K = {K}, batch {BATCH}, {ROWS} rows",
-              "threads": args.threads, "rounds": args.rounds, "torch": torch.__version__,
-              "machine": platform.machine(), "cpus": os.cpu_count(), "rows_per_s": summary}
+    result = {
+        "benchmark": f"imputation rows/s, D = {D}, K = {K}, batch {BATCH}, {ROWS} rows",
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "rows_per_s": summary,
+    }
     eager = summary["eager (model.impute)"]["median"]
-    lines = [f"# {result['benchmark']}", "",
-             f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs; "
-             f"median [IQR] over {args.rounds} interleaved rounds.", "",
-             "| imputer | rows/s | vs eager |", "|---|---|---|"]
+    lines = [
+        f"# {result['benchmark']}",
+        "",
+        f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs; "
+        f"median [IQR] over {args.rounds} interleaved rounds.",
+        "",
+        "| imputer | rows/s | vs eager |",
+        "|---|---|---|",
+    ]
     for name, q in summary.items():
-        lines.append(f"| {name} | {q['median']:.0f} [{q['q1']:.0f}–{q['q3']:.0f}] | "
-                     f"{q['median'] / eager:.2f}× |")
+        lines.append(
+            f"| {name} | {q['median']:.0f} [{q['q1']:.0f}–{q['q3']:.0f}] | "
+            f"{q['median'] / eager:.2f}× |"
+        )
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     write_report(args.out, result, "\n".join(lines))
 

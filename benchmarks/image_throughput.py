@@ -41,29 +41,42 @@ def child(size: int, case: str, threads: int) -> dict:
     torch.set_num_threads(threads)
     backend = "reference" if case == "reference" else "fused"
     torch.manual_seed(0)
-    model = images.image_model("notmiwae", patch=16, width=16, latent_dim=16, n_samples=20,
-                               backend=backend)
+    model = images.image_model(
+        "notmiwae", patch=16, width=16, latent_dim=16, n_samples=20, backend=backend
+    )
     retina = images.bundled_photographs(["retina"])["retina"]
     image = np.empty((size, size, 3), dtype=np.float32)  # retina tiled, no larger copy
     side = retina.shape[0]
     for top in range(0, size, side):
         for left in range(0, size, side):
-            image[top:top + side, left:left + side] = retina[:size - top, :size - left]
-    lost = sum(int((image[r:r + 256] >= 0.75).sum()) for r in range(0, size, 256)) / image.size
+            image[top : top + side, left : left + side] = retina[: size - top, : size - left]
+    lost = sum(int((image[r : r + 256] >= 0.75).sum()) for r in range(0, size, 256)) / image.size
     images.impute_image(model, image[:32, :32].copy(), progress=False)  # warm-up
     reset = reset_peak_rss()
     before = peak_rss_mb()
     start = time.perf_counter()
-    out = images.impute_image(model, image, clip_level=0.75, n_samples=20, progress=False,
-                              out=image if case == "fused-in-place" else None)
+    out = images.impute_image(
+        model,
+        image,
+        clip_level=0.75,
+        n_samples=20,
+        progress=False,
+        out=image if case == "fused-in-place" else None,
+    )
     seconds = time.perf_counter() - start
     after = peak_rss_mb()
     assert out.shape == image.shape and np.isfinite(out).all()
-    return {"size": size, "backend": backend, "in_place": case == "fused-in-place",
-            "lost_fraction": lost, "seconds": seconds,
-            "megapixels_per_s": size * size / 1e6 / seconds, "peak_extra_mb": after - before,
-            "peak_reset": reset,
-            "image_mb": image.nbytes / 2**20}
+    return {
+        "size": size,
+        "backend": backend,
+        "in_place": case == "fused-in-place",
+        "lost_fraction": lost,
+        "seconds": seconds,
+        "megapixels_per_s": size * size / 1e6 / seconds,
+        "peak_extra_mb": after - before,
+        "peak_reset": reset,
+        "image_mb": image.nbytes / 2**20,
+    }
 
 
 def main() -> None:
@@ -88,9 +101,20 @@ def main() -> None:
     rows = []
     for size, case in runs:
         load_before = os.getloadavg()[0]
-        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", str(size),
-                               case, "--threads", str(args.threads)],
-                              capture_output=True, text=True, env=child_env())
+        proc = subprocess.run(
+            [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--child",
+                str(size),
+                case,
+                "--threads",
+                str(args.threads),
+            ],
+            capture_output=True,
+            text=True,
+            env=child_env(),
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"{size} {case} failed:\n{proc.stderr[-2000:]}")
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -99,38 +123,58 @@ def main() -> None:
         print(rows[-1], flush=True)
     import torch
 
-    result = {"benchmark": "impute_image, not-MIWAE, K = 20, patch 16", "rows": rows,
-              "threads": args.threads, "torch": torch.__version__,
-              "machine": platform.machine(), "cpus": os.cpu_count(),
-              "method": "ru_maxrss delta in a fresh process, MALLOC_MMAP_THRESHOLD_=65536, "
-                       "peak reset to the current resident set just before (clear_refs)",
-              "note": "megapixels/s depend on the load of the machine (load_1min per row); "
-                      "the peak memory does not"}
-    lines = [f"# {result['benchmark']} (CPU, {args.threads} threads, torch {torch.__version__})",
-             "", "| image | backend | values lost | seconds | megapixels/s | peak extra memory (MB) "
-             "| machine load (1 min, before → after) |", "|---|---|---|---|---|---|---|"]
+    result = {
+        "benchmark": "impute_image, not-MIWAE, K = 20, patch 16",
+        "rows": rows,
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "method": "ru_maxrss delta in a fresh process, MALLOC_MMAP_THRESHOLD_=65536, "
+        "peak reset to the current resident set just before (clear_refs)",
+        "note": "megapixels/s depend on the load of the machine (load_1min per row); "
+        "the peak memory does not",
+    }
+    lines = [
+        f"# {result['benchmark']} (CPU, {args.threads} threads, torch {torch.__version__})",
+        "",
+        "| image | backend | values lost | seconds | megapixels/s | peak extra memory (MB) "
+        "| machine load (1 min, before → after) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         how = r["backend"] + (", in place (out=image)" if r.get("in_place") else "")
-        lines.append(f"| {r['size']}² RGB float32 ({r['image_mb']:.0f} MB) | {how} | "
-                     f"{100 * r['lost_fraction']:.0f}% | "
-                     f"{r['seconds']:.1f} | {r['megapixels_per_s']:.3f} | "
-                     f"{r['peak_extra_mb']:.0f} | {r['load_1min'][0]:.1f} → "
-                     f"{r['load_1min'][1]:.1f} |")
+        lines.append(
+            f"| {r['size']}² RGB float32 ({r['image_mb']:.0f} MB) | {how} | "
+            f"{100 * r['lost_fraction']:.0f}% | "
+            f"{r['seconds']:.1f} | {r['megapixels_per_s']:.3f} | "
+            f"{r['peak_extra_mb']:.0f} | {r['load_1min'][0]:.1f} → "
+            f"{r['load_1min'][1]:.1f} |"
+        )
     by = {(r["size"], r["backend"]): r for r in rows if not r.get("in_place")}
     for size in args.reference_sizes:
-        if (size, "fused") in by and (size, "reference") in by \
-                and by[(size, "fused")]["peak_extra_mb"] > 0:
+        if (
+            (size, "fused") in by
+            and (size, "reference") in by
+            and by[(size, "fused")]["peak_extra_mb"] > 0
+        ):
             f, ref = by[(size, "fused")], by[(size, "reference")]
-            lines += ["", f"{size}²: the fused path uses {ref['peak_extra_mb'] / f['peak_extra_mb']:.1f}× "
-                      f"less peak memory and runs {f['megapixels_per_s'] / ref['megapixels_per_s']:.2f}× "
-                      "the megapixels/s of the reference path."]
+            lines += [
+                "",
+                f"{size}²: the fused path uses {ref['peak_extra_mb'] / f['peak_extra_mb']:.1f}× "
+                f"less peak memory and runs {f['megapixels_per_s'] / ref['megapixels_per_s']:.2f}× "
+                "the megapixels/s of the reference path.",
+            ]
     fused = [r for r in rows if r["backend"] == "fused"]
     if fused:
         worst = max(fused, key=lambda r: r["peak_extra_mb"])
-        lines += ["", f"Largest peak of the fused path: {worst['peak_extra_mb']:.0f} MB "
-                  f"({worst['size']}²{', in place' if worst['in_place'] else ''}); the "
-                  "2 GB bound holds whatever the size: beyond the output array (none in "
-                  "place) its buffers are a few rows of tiles and one batch."]
+        lines += [
+            "",
+            f"Largest peak of the fused path: {worst['peak_extra_mb']:.0f} MB "
+            f"({worst['size']}²{', in place' if worst['in_place'] else ''}); the "
+            "2 GB bound holds whatever the size: beyond the output array (none in "
+            "place) its buffers are a few rows of tiles and one batch.",
+        ]
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     write_report(args.out, result, "\n".join(lines))
 

@@ -42,8 +42,9 @@ def timed(fn, repeats: int) -> list[float]:
     return times
 
 
-def product_bound(rows: int, k: int, d: int, latent: int, hidden: int, block: int,
-                  repeats: int) -> dict:
+def product_bound(
+    rows: int, k: int, d: int, latent: int, hidden: int, block: int, repeats: int
+) -> dict:
     """Seconds of the decoder's three float32 matrix products for rows × k samples, on
     blocks of ``block`` samples: per product the faster of X·W and (Wᵀ·Xᵀ) (the narrow
     output layer runs faster transposed), median over repeats of 20 blocks, scaled."""
@@ -61,14 +62,23 @@ def product_bound(rows: int, k: int, d: int, latent: int, hidden: int, block: in
             def many():
                 for _ in range(20):
                     fn()
+
             return statistics.median(timed(many, repeats)) / 20
-        per_block += min(run(lambda x=x, w=w, out=direct: torch.mm(x, w, out=out)),
-                         run(lambda a=wt, b=xt, out=transposed: torch.mm(a, b, out=out)))
+
+        per_block += min(
+            run(lambda x=x, w=w, out=direct: torch.mm(x, w, out=out)),
+            run(lambda a=wt, b=xt, out=transposed: torch.mm(a, b, out=out)),
+        )
     samples = rows * k
     flops = 2 * samples * sum(a * b for a, b in shapes)
     seconds = per_block * samples / block
-    return {"block": block, "flops": flops, "seconds": seconds,
-            "gflops": flops / seconds / 1e9, "rows_per_s": rows / seconds}
+    return {
+        "block": block,
+        "flops": flops,
+        "seconds": seconds,
+        "gflops": flops / seconds / 1e9,
+        "rows_per_s": rows / seconds,
+    }
 
 
 FMA_LOOP = r"""
@@ -99,8 +109,12 @@ def fma_peak(repeats: int) -> float:
     spot with -O2 -march=native -ffp-contract=fast)."""
     from torch.utils.cpp_extension import load_inline
 
-    module = load_inline("nmf_fma_peak", FMA_LOOP, functions=["fma_seconds"],
-                         extra_cflags=["-O2", "-march=native", "-ffp-contract=fast"])
+    module = load_inline(
+        "nmf_fma_peak",
+        FMA_LOOP,
+        functions=["fma_seconds"],
+        extra_cflags=["-O2", "-march=native", "-ffp-contract=fast"],
+    )
     iterations = 50_000_000
     seconds = min(module.fma_seconds(iterations) for _ in range(repeats))
     return iterations * 12 * 16 * 2 / seconds / 1e9
@@ -123,8 +137,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rows", type=int, default=1000)
     parser.add_argument("--k", type=int, default=1000)
-    parser.add_argument("--out", default=os.path.join(HERE, "results", "cpu",
-                                                      "impute_roofline"))
+    parser.add_argument("--out", default=os.path.join(HERE, "results", "cpu", "impute_roofline"))
     args = parser.parse_args(argv)
 
     import torch
@@ -134,12 +147,17 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     d, latent, hidden = bm.TABULAR_D, bm.TABULAR_D - 1, bm.HIDDEN
-    bounds = [product_bound(args.rows, args.k, d, latent, hidden, block, args.repeats)
-              for block in (1024, 4096, 16384)]
+    bounds = [
+        product_bound(args.rows, args.k, d, latent, hidden, block, args.repeats)
+        for block in (1024, 4096, 16384)
+    ]
     best = max(bounds, key=lambda b: b["rows_per_s"])
     peak = fma_peak(args.repeats)
-    peak_bound = {"gflops": peak, "seconds": best["flops"] / peak / 1e9,
-                  "rows_per_s": args.rows * peak * 1e9 / best["flops"]}
+    peak_bound = {
+        "gflops": peak,
+        "seconds": best["flops"] / peak / 1e9,
+        "rows_per_s": args.rows * peak * 1e9 / best["flops"],
+    }
     normals = args.rows * args.k * (latent + d)
     rng = {"numbers": normals, "seconds": normal_seconds(normals, args.repeats)}
     measured = {}
@@ -148,52 +166,79 @@ def main(argv=None) -> int:
         for impl in impls:
             call = bm.impute_call(impl, args.rows, d, args.k, "cpu")
             times = timed(call, args.repeats)
-            measured[impl] = {"median_s": statistics.median(times),
-                              "min_s": min(times), "max_s": max(times),
-                              "rows_per_s": args.rows / statistics.median(times)}
+            measured[impl] = {
+                "median_s": statistics.median(times),
+                "min_s": min(times),
+                "max_s": max(times),
+                "rows_per_s": args.rows / statistics.median(times),
+            }
     result = {
-        "machine": {"cpu": bm.cpu_model(),
-                    "cores": os.cpu_count(), "threads": args.threads,
-                    "torch": torch.__version__,
-                    "notmiwae_fast": notmiwae_fast.__version__},
-        "rows": args.rows, "k": args.k, "d": d, "latent": latent, "hidden": hidden,
-        "product_bounds": bounds, "bound": best, "fma_peak_bound": peak_bound,
-        "random_numbers": rng, "measured": measured,
+        "machine": {
+            "cpu": bm.cpu_model(),
+            "cores": os.cpu_count(),
+            "threads": args.threads,
+            "torch": torch.__version__,
+            "notmiwae_fast": notmiwae_fast.__version__,
+        },
+        "rows": args.rows,
+        "k": args.k,
+        "d": d,
+        "latent": latent,
+        "hidden": hidden,
+        "product_bounds": bounds,
+        "bound": best,
+        "fma_peak_bound": peak_bound,
+        "random_numbers": rng,
+        "measured": measured,
     }
     lines = [
-        "# Imputation on the CPU: the float32 matrix-product bound", "",
+        "# Imputation on the CPU: the float32 matrix-product bound",
+        "",
         f"{result['machine']['cpu']}, {os.cpu_count()} cores, {args.threads} thread(s), "
         f"torch {torch.__version__}. {args.rows} rows, D = {d}, K = {args.k}: the decoder "
         f"({latent} → {hidden} → {hidden} → {2 * d}) runs on {args.rows * args.k:,} latent "
-        f"samples, {best['flops'] / 1e9:.1f} GFLOP of matrix products.", "",
+        f"samples, {best['flops'] / 1e9:.1f} GFLOP of matrix products.",
+        "",
         "| matrix products on blocks of | GFLOP/s | seconds | rows/s at most |",
-        "|---|---|---|---|"]
+        "|---|---|---|---|",
+    ]
     for b in bounds:
-        lines.append(f"| {b['block']:,} samples | {b['gflops']:.1f} | {b['seconds']:.3f} | "
-                     f"{b['rows_per_s']:,.0f} |")
-    lines.append(f"| (one core's FMA peak, {peak:.1f} GFLOP/s) | {peak:.1f} | "
-                 f"{peak_bound['seconds']:.3f} | {peak_bound['rows_per_s']:,.0f} |")
-    lines += ["", f"Drawing the {normals:,} standard normal numbers (z and the missing x̂) "
-              f"with torch takes {rng['seconds']:.3f} s on its own."]
+        lines.append(
+            f"| {b['block']:,} samples | {b['gflops']:.1f} | {b['seconds']:.3f} | "
+            f"{b['rows_per_s']:,.0f} |"
+        )
+    lines.append(
+        f"| (one core's FMA peak, {peak:.1f} GFLOP/s) | {peak:.1f} | "
+        f"{peak_bound['seconds']:.3f} | {peak_bound['rows_per_s']:,.0f} |"
+    )
+    lines += [
+        "",
+        f"Drawing the {normals:,} standard normal numbers (z and the missing x̂) "
+        f"with torch takes {rng['seconds']:.3f} s on its own.",
+    ]
     lines += ["", "| implementation | median s [min–max] | rows/s |", "|---|---|---|"]
     for impl, m in measured.items():
-        lines.append(f"| {impl} | {m['median_s']:.3f} [{m['min_s']:.3f}–{m['max_s']:.3f}] | "
-                     f"{m['rows_per_s']:,.0f} |")
+        lines.append(
+            f"| {impl} | {m['median_s']:.3f} [{m['min_s']:.3f}–{m['max_s']:.3f}] | "
+            f"{m['rows_per_s']:,.0f} |"
+        )
     if "notmiwae_pytorch" in measured:
         theirs = measured["notmiwae_pytorch"]["rows_per_s"]
-        lines += ["",
-                  f"Target 5× notmiwae-pytorch: {5 * theirs:,.0f} rows/s. The matrix products "
-                  f"alone allow at most {best['rows_per_s']:,.0f} rows/s here "
-                  f"({best['rows_per_s'] / theirs:.2f}× notmiwae-pytorch), before any "
-                  "activation, likelihood or random number; notmiwae_fast reaches "
-                  f"{measured['fused']['rows_per_s']:,.0f} rows/s "
-                  f"({measured['fused']['rows_per_s'] / theirs:.2f}×, "
-                  f"{measured['fused']['rows_per_s'] / best['rows_per_s']:.0%} of the bound). "
-                  f"Even at the core's FMA peak the products alone would take "
-                  f"{peak_bound['seconds']:.3f} s ({peak_bound['rows_per_s'] / theirs:.2f}× "
-                  f"notmiwae-pytorch), and with the random numbers "
-                  f"{peak_bound['seconds'] + rng['seconds']:.3f} s "
-                  f"({args.rows / (peak_bound['seconds'] + rng['seconds']) / theirs:.2f}×)."]
+        lines += [
+            "",
+            f"Target 5× notmiwae-pytorch: {5 * theirs:,.0f} rows/s. The matrix products "
+            f"alone allow at most {best['rows_per_s']:,.0f} rows/s here "
+            f"({best['rows_per_s'] / theirs:.2f}× notmiwae-pytorch), before any "
+            "activation, likelihood or random number; notmiwae_fast reaches "
+            f"{measured['fused']['rows_per_s']:,.0f} rows/s "
+            f"({measured['fused']['rows_per_s'] / theirs:.2f}×, "
+            f"{measured['fused']['rows_per_s'] / best['rows_per_s']:.0%} of the bound). "
+            f"Even at the core's FMA peak the products alone would take "
+            f"{peak_bound['seconds']:.3f} s ({peak_bound['rows_per_s'] / theirs:.2f}× "
+            f"notmiwae-pytorch), and with the random numbers "
+            f"{peak_bound['seconds'] + rng['seconds']:.3f} s "
+            f"({args.rows / (peak_bound['seconds'] + rng['seconds']) / theirs:.2f}×).",
+        ]
     write_report(args.out, result, "\n".join(lines))
     return 0
 

@@ -48,10 +48,14 @@ def child(variant: str, B: int, K: int, D: int, threads: int) -> dict:
         seconds = time.perf_counter() - start
         after = peak_rss_mb()
     assert out.shape == (B, D) and bool(torch.isfinite(out).all())
-    return {"variant": variant, "backend": notmiwae_fast.backend().name,
-            "input_mb": (log_w.nbytes + values.nbytes) / 2**20,
-            "output_mb": out.nbytes / 2**20,
-            "peak_extra_mb": after - before, "seconds": seconds}
+    return {
+        "variant": variant,
+        "backend": notmiwae_fast.backend().name,
+        "input_mb": (log_w.nbytes + values.nbytes) / 2**20,
+        "output_mb": out.nbytes / 2**20,
+        "peak_extra_mb": after - before,
+        "seconds": seconds,
+    }
 
 
 def run(B: int, K: int, D: int, threads: int, variants=VARIANTS) -> dict:
@@ -60,31 +64,59 @@ def run(B: int, K: int, D: int, threads: int, variants=VARIANTS) -> dict:
     rows = []
     for variant in variants:
         proc = subprocess.run(
-            [sys.executable, os.path.abspath(__file__), "--child", variant, "--B", str(B),
-             "--K", str(K), "--D", str(D), "--threads", str(threads)],
-            capture_output=True, text=True, check=False, env=child_env())
+            [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--child",
+                variant,
+                "--B",
+                str(B),
+                "--K",
+                str(K),
+                "--D",
+                str(D),
+                "--threads",
+                str(threads),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=child_env(),
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"variant {variant} failed:\n{proc.stderr}")
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    return {"benchmark": "iw_impute peak extra memory (CPU, float32, forward)",
-            "shape": {"B": B, "K": K, "D": D}, "threads": threads,
-            "machine": platform.machine(), "processor": platform.processor(),
-            "cpus": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "method": "ru_maxrss delta in a fresh process, MALLOC_MMAP_THRESHOLD_=65536",
-            "rows": rows}
+    return {
+        "benchmark": "iw_impute peak extra memory (CPU, float32, forward)",
+        "shape": {"B": B, "K": K, "D": D},
+        "threads": threads,
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "method": "ru_maxrss delta in a fresh process, MALLOC_MMAP_THRESHOLD_=65536",
+        "rows": rows,
+    }
 
 
 def markdown(result: dict) -> str:
     s = result["shape"]
-    lines = [f"# {result['benchmark']}", "",
-             f"B = {s['B']}, K = {s['K']}, D = {s['D']}; torch {result['torch']}, "
-             f"{result['threads']} threads, {result['cpus']} CPUs ({result['machine']}); "
-             f"{result['method']}.", "",
-             "| variant | backend | inputs (MB) | output (MB) | peak extra (MB) | time (s) |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"# {result['benchmark']}",
+        "",
+        f"B = {s['B']}, K = {s['K']}, D = {s['D']}; torch {result['torch']}, "
+        f"{result['threads']} threads, {result['cpus']} CPUs ({result['machine']}); "
+        f"{result['method']}.",
+        "",
+        "| variant | backend | inputs (MB) | output (MB) | peak extra (MB) | time (s) |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in result["rows"]:
-        lines.append(f"| {r['variant']} | {r['backend']} | {r['input_mb']:.1f} | "
-                     f"{r['output_mb']:.3f} | {r['peak_extra_mb']:.1f} | {r['seconds']:.3f} |")
+        lines.append(
+            f"| {r['variant']} | {r['backend']} | {r['input_mb']:.1f} | "
+            f"{r['output_mb']:.3f} | {r['peak_extra_mb']:.1f} | {r['seconds']:.3f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -1,7 +1,7 @@
 """The paper's Table 1 (Ipsen, Mattei & Frellsen, ICLR 2021) on the six UCI data sets.
 
-Protocol (../shared/data/uci/README.md and notmiwae_fast.experiments.protocol): standardise, shuffle,
-the first floor(D/2) columns miss their values above the mean; train (Adam 1e-3,
+Protocol (../shared/data/uci/README.md and notmiwae_fast.experiments.protocol):
+standardise, shuffle, the first floor(D/2) columns miss their values above the mean; train (Adam 1e-3,
 batch 16, K = 20, 128 hidden units, latent D - 1, ``--iterations`` steps), impute with
 ``--impute-samples`` importance samples, RMSE over the missing entries. Run r uses
 seed r for the shuffle, the weights and the batches.
@@ -35,8 +35,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from notmiwae_fast.experiments import datasets, protocol  # noqa: E402
 from notmiwae_fast._common.io import write_atomic  # noqa: E402
+from notmiwae_fast.experiments import datasets, protocol  # noqa: E402
 
 # The paper's Table 1 (mean RMSE over 5 runs).
 PAPER = {
@@ -81,14 +81,19 @@ def render_markdown(results: dict) -> str:
     for r in runs:
         cells.setdefault((r["method"], r["dataset"]), []).append(r["rmse"])
     used = [d for d in datasets.UCI_DATASETS if any(k[1] == d for k in cells)]
-    lines = ["# Table 1 of not-MIWAE (Ipsen et al. 2021): RMSE on the missing entries", "",
-             *([f"**{results['note']}**", ""] if results.get("note") else []),
-             "Settings: " + ", ".join(f"{k} = {v}" for k, v in settings.items()), "",
-             "Each cell: ours, mean ± std over runs [number of runs] / the paper's "
-             "value / whether the bound holds (not-MIWAE variants: ours ≤ paper + "
-             f"{TOLERANCE:.2f}; the others: |ours − paper| ≤ {TOLERANCE:.2f}).", "",
-             "| method | " + " | ".join(SHORT.get(d, d) for d in used) + " |",
-             "|---|" + "---|" * len(used)]
+    lines = [
+        "# Table 1 of not-MIWAE (Ipsen et al. 2021): RMSE on the missing entries",
+        "",
+        *([f"**{results['note']}**", ""] if results.get("note") else []),
+        "Settings: " + ", ".join(f"{k} = {v}" for k, v in settings.items()),
+        "",
+        "Each cell: ours, mean ± std over runs [number of runs] / the paper's "
+        "value / whether the bound holds (not-MIWAE variants: ours ≤ paper + "
+        f"{TOLERANCE:.2f}; the others: |ours − paper| ≤ {TOLERANCE:.2f}).",
+        "",
+        "| method | " + " | ".join(SHORT.get(d, d) for d in used) + " |",
+        "|---|" + "---|" * len(used),
+    ]
     for method in protocol.METHODS:
         row = []
         for d in used:
@@ -113,8 +118,10 @@ def merge(sources, path: Path, note=None) -> int:
     for source in sources:
         part = load_results(Path(source))
         if merged.get("settings") not in (None, part.get("settings")):
-            print(f"error: {source} has settings {part.get('settings')}, not "
-                  f"{merged['settings']}", file=sys.stderr)
+            print(
+                f"error: {source} has settings {part.get('settings')}, not {merged['settings']}",
+                file=sys.stderr,
+            )
             return 2
         merged["settings"] = part.get("settings")
         merged["note"] = note or merged.get("note") or part.get("note")
@@ -131,77 +138,123 @@ def merge(sources, path: Path, note=None) -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--datasets", nargs="+", default=list(datasets.UCI_DATASETS),
-                        choices=datasets.UCI_DATASETS)
-    parser.add_argument("--methods", nargs="+", default=list(protocol.METHODS),
-                        choices=list(protocol.METHODS))
+    parser.add_argument(
+        "--datasets", nargs="+", default=list(datasets.UCI_DATASETS), choices=datasets.UCI_DATASETS
+    )
+    parser.add_argument(
+        "--methods", nargs="+", default=list(protocol.METHODS), choices=list(protocol.METHODS)
+    )
     parser.add_argument("--runs", type=int, default=5, help="runs per cell (seeds 0..R-1)")
-    parser.add_argument("--iterations", type=int, default=100_000,
-                        help="training iterations (optimizer steps) of the deep models")
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        default=100_000,
+        help="training iterations (optimizer steps) of the deep models",
+    )
     parser.add_argument("--impute-samples", type=int, default=10_000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data-dir", default=None, help="folder of the UCI CSVs")
-    parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results" /
-                                                 "uci_table1.json"))
-    parser.add_argument("--note", default=None, help="a line shown above the table (e.g. "
-                        "'smoke run, not the full protocol')")
-    parser.add_argument("--paper-data", action="store_true",
-                        help="the data as the paper most likely had them where the files "
-                        "differ: concrete with its label as a feature, red wine with its "
-                        "lost decimal points restored, yeast without its last feature "
-                        "(see notmiwae_fast.experiments.protocol.paper_data)")
-    parser.add_argument("--weight-init", choices=("torch", "glorot"), default="torch",
-                        help="initialisation of the deep models' linear layers: PyTorch's "
-                        "default, or Glorot-uniform weights and zero biases as the paper's "
-                        "Keras code")
+    parser.add_argument(
+        "--results", default=str(ROOT / "benchmarks" / "results" / "uci_table1.json")
+    )
+    parser.add_argument(
+        "--note",
+        default=None,
+        help="a line shown above the table (e.g. 'smoke run, not the full protocol')",
+    )
+    parser.add_argument(
+        "--paper-data",
+        action="store_true",
+        help="the data as the paper most likely had them where the files "
+        "differ: concrete with its label as a feature, red wine with its "
+        "lost decimal points restored, yeast without its last feature "
+        "(see notmiwae_fast.experiments.protocol.paper_data)",
+    )
+    parser.add_argument(
+        "--weight-init",
+        choices=("torch", "glorot"),
+        default="torch",
+        help="initialisation of the deep models' linear layers: PyTorch's "
+        "default, or Glorot-uniform weights and zero biases as the paper's "
+        "Keras code",
+    )
     parser.add_argument("--quiet", action="store_true")
-    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
-                        help="combine the runs of these results files (written by runs "
-                        "in parallel with the same settings) into --results, render the "
-                        "table and stop")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="combine the runs of these results files (written by runs "
+        "in parallel with the same settings) into --results, render the "
+        "table and stop",
+    )
     args = parser.parse_args(argv)
     if args.merge:
         return merge(args.merge, Path(args.results), args.note)
 
     import torch
+
     torch.set_num_threads(args.threads)
     path = Path(args.results)
     md_path = path.with_suffix(".md")
     results = load_results(path)
-    settings = {"iterations": args.iterations, "impute_samples": args.impute_samples,
-                "threads": args.threads}
+    settings = {
+        "iterations": args.iterations,
+        "impute_samples": args.impute_samples,
+        "threads": args.threads,
+    }
     if args.paper_data:
         settings["paper_data"] = True
     if args.weight_init != "torch":
         settings["weight_init"] = args.weight_init
     if results.get("settings") not in (None, settings):
-        print(f"error: {path} holds runs with settings {results['settings']}; use another "
-              "--results file for other settings", file=sys.stderr)
+        print(
+            f"error: {path} holds runs with settings {results['settings']}; use another "
+            "--results file for other settings",
+            file=sys.stderr,
+        )
         return 2
     results["settings"] = settings
     if args.note:
         results["note"] = args.note
     done = {(r["dataset"], r["method"], r["run"]) for r in results["runs"]}
     for name in args.datasets:
-        X = (protocol.paper_data(name, args.data_dir) if args.paper_data
-             else datasets.load_uci(name, args.data_dir)[0])
+        X = (
+            protocol.paper_data(name, args.data_dir)
+            if args.paper_data
+            else datasets.load_uci(name, args.data_dir)[0]
+        )
         for method in args.methods:
             for run in range(args.runs):
                 if (name, method, run) in done:
                     continue
                 start = time.perf_counter()
-                rmse, _ = protocol.run_method(method, X, seed=run,
-                                              iterations=args.iterations,
-                                              impute_samples=args.impute_samples,
-                                              verbose=not args.quiet,
-                                              weight_init=args.weight_init)
+                rmse, _ = protocol.run_method(
+                    method,
+                    X,
+                    seed=run,
+                    iterations=args.iterations,
+                    impute_samples=args.impute_samples,
+                    verbose=not args.quiet,
+                    weight_init=args.weight_init,
+                )
                 seconds = time.perf_counter() - start
-                results["runs"].append({"dataset": name, "method": method, "run": run,
-                                        "rmse": rmse, "seconds": seconds})
+                results["runs"].append(
+                    {
+                        "dataset": name,
+                        "method": method,
+                        "run": run,
+                        "rmse": rmse,
+                        "seconds": seconds,
+                    }
+                )
                 save_atomic_text(path, json.dumps(results, indent=1))
                 save_atomic_text(md_path, render_markdown(results))
-                print(f"{name:18s} {method:32s} run {run}: RMSE {rmse:.3f} "
-                      f"(paper {PAPER[method][name]:.2f}) {seconds:.0f} s", flush=True)
+                print(
+                    f"{name:18s} {method:32s} run {run}: RMSE {rmse:.3f} "
+                    f"(paper {PAPER[method][name]:.2f}) {seconds:.0f} s",
+                    flush=True,
+                )
     save_atomic_text(md_path, render_markdown(results))
     print(f"results: {path}; table: {md_path}")
     return 0

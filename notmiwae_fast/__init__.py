@@ -15,22 +15,47 @@ CUDA kernels registered as PyTorch operators.
 """
 
 from . import ops, utils
-from .ops import reference
-from .ops._library import Backend, backend, library_path
-from .nn.missing import MISSING_PROCESSES, BaseMissingProcess, LinearMissingProcess, MissingProcess, NonlinearMissingProcess, SelfMaskingKnownSignsProcess, SelfMaskingProcess
+from .nn.missing import (
+    MISSING_PROCESSES,
+    BaseMissingProcess,
+    LinearMissingProcess,
+    MissingProcess,
+    NonlinearMissingProcess,
+    SelfMaskingKnownSignsProcess,
+    SelfMaskingProcess,
+)
 from .nn.models import MIWAE, NotMIWAE
 from .nn.networks import PredictionHead
 from .nn.supervised import SupMIWAE, SupNotMIWAE
+from .ops import reference
+from .ops._library import Backend, backend, library_path
 from .train.trainer import Trainer
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "MIWAE", "NotMIWAE", "SupMIWAE", "SupNotMIWAE", "Trainer", "PredictionHead",
-    "BaseMissingProcess", "SelfMaskingProcess", "SelfMaskingKnownSignsProcess",
-    "LinearMissingProcess", "NonlinearMissingProcess", "MissingProcess", "MISSING_PROCESSES",
-    "Backend", "backend", "library_path", "ops", "reference", "utils", "__version__",
-    "NotMIWAEImputer", "MIWAEImputer",
+    "MIWAE",
+    "NotMIWAE",
+    "SupMIWAE",
+    "SupNotMIWAE",
+    "Trainer",
+    "PredictionHead",
+    "BaseMissingProcess",
+    "SelfMaskingProcess",
+    "SelfMaskingKnownSignsProcess",
+    "LinearMissingProcess",
+    "NonlinearMissingProcess",
+    "MissingProcess",
+    "MISSING_PROCESSES",
+    "Backend",
+    "backend",
+    "library_path",
+    "ops",
+    "reference",
+    "utils",
+    "__version__",
+    "NotMIWAEImputer",
+    "MIWAEImputer",
 ]
 
 _LAZY = {"NotMIWAEImputer": "impute.imputer", "MIWAEImputer": "impute.imputer"}

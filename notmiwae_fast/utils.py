@@ -17,8 +17,15 @@ from torch import Tensor
 
 from ._common import validate as _validate
 
-__all__ = ["impute", "imputation_rmse", "missing_rmse", "standardize", "destandardize",
-           "set_seed", "introduce_mnar"]
+__all__ = [
+    "impute",
+    "imputation_rmse",
+    "missing_rmse",
+    "standardize",
+    "destandardize",
+    "set_seed",
+    "introduce_mnar",
+]
 
 ArrayLike = Union[np.ndarray, Tensor]
 
@@ -36,14 +43,21 @@ def _data(value, name: str):
     if not isinstance(value, Tensor):
         value = _validate.as_array(value, name)
     if len(value.shape) != 2:
-        raise ValueError(f"argument '{name}' must be 2-D [N, D]; got shape "
-                         f"{list(value.shape)}")
+        raise ValueError(f"argument '{name}' must be 2-D [N, D]; got shape {list(value.shape)}")
     return value
 
 
-def impute(model, x, s=None, n_samples: int = 1000, batch_size: int = 256,
-           n_draws: Optional[int] = None, device=None, verbose: bool = False,
-           seed: Optional[int] = None) -> np.ndarray:
+def impute(
+    model,
+    x,
+    s=None,
+    n_samples: int = 1000,
+    batch_size: int = 256,
+    n_draws: Optional[int] = None,
+    device=None,
+    verbose: bool = False,
+    seed: Optional[int] = None,
+) -> np.ndarray:
     """Imputes a whole data set with a trained model, ``batch_size`` rows at a time.
 
     Args:
@@ -64,14 +78,17 @@ def impute(model, x, s=None, n_samples: int = 1000, batch_size: int = 256,
     """
     if s is None:
         if not hasattr(x, "tensors"):
-            raise ValueError("argument 's' (the mask) is required unless 'x' is a dataset "
-                             "of (x, s, ...) such as a TensorDataset")
+            raise ValueError(
+                "argument 's' (the mask) is required unless 'x' is a dataset "
+                "of (x, s, ...) such as a TensorDataset"
+            )
         x, s = x.tensors[0], x.tensors[1]
     x = _data(x, "x")
     s = s if isinstance(s, Tensor) else np.asarray(s)
     if tuple(s.shape) != tuple(x.shape):
-        raise ValueError(f"argument 's' must have the shape of 'x' {list(x.shape)}; got "
-                         f"{list(s.shape)}")
+        raise ValueError(
+            f"argument 's' must have the shape of 'x' {list(x.shape)}; got {list(s.shape)}"
+        )
     batch_size = _validate.positive_int(batch_size, "batch_size")
     if device is not None:
         model = model.to(device)
@@ -99,28 +116,48 @@ def impute(model, x, s=None, n_samples: int = 1000, batch_size: int = 256,
 def missing_rmse(x_true: ArrayLike, x_imputed: ArrayLike, s: ArrayLike) -> float:
     """RMSE over the missing entries (s = 0) only; 0.0 when nothing is missing. ``s``
     must hold only 0 and 1 (bool, int or float)."""
-    x_true, x_imputed = np.asarray(x_true, dtype=np.float64), np.asarray(x_imputed,
-                                                                         dtype=np.float64)
+    x_true, x_imputed = (
+        np.asarray(x_true, dtype=np.float64),
+        np.asarray(x_imputed, dtype=np.float64),
+    )
     s = np.asarray(s)
     bad = ~np.isin(s, (0, 1))
     if bad.any():
-        raise ValueError("argument 's' (the mask) must hold only 0 (missing) and 1 "
-                         f"(observed); got {s[bad][0]!r} at {int(bad.sum())} entries")
+        raise ValueError(
+            "argument 's' (the mask) must hold only 0 (missing) and 1 "
+            f"(observed); got {s[bad][0]!r} at {int(bad.sum())} entries"
+        )
     missing = s == 0
     if x_true.shape != x_imputed.shape or x_true.shape != missing.shape:
-        raise ValueError(f"arguments 'x_true' {x_true.shape}, 'x_imputed' {x_imputed.shape} "
-                         f"and 's' {missing.shape} must have one shape")
+        raise ValueError(
+            f"arguments 'x_true' {x_true.shape}, 'x_imputed' {x_imputed.shape} "
+            f"and 's' {missing.shape} must have one shape"
+        )
     if not missing.any():
         return 0.0
     return float(np.sqrt(np.mean((x_true[missing] - x_imputed[missing]) ** 2)))
 
 
-def imputation_rmse(model, x_original: ArrayLike, x_filled: ArrayLike, mask: ArrayLike,
-                    n_samples: int = 1000, batch_size: int = 100, device=None,
-                    verbose: bool = False) -> tuple[float, np.ndarray]:
+def imputation_rmse(
+    model,
+    x_original: ArrayLike,
+    x_filled: ArrayLike,
+    mask: ArrayLike,
+    n_samples: int = 1000,
+    batch_size: int = 100,
+    device=None,
+    verbose: bool = False,
+) -> tuple[float, np.ndarray]:
     """Imputes ``x_filled`` and returns (RMSE on the missing entries, imputed data)."""
-    x_imputed = impute(model, x_filled, mask, n_samples=n_samples, batch_size=batch_size,
-                       device=device, verbose=verbose)
+    x_imputed = impute(
+        model,
+        x_filled,
+        mask,
+        n_samples=n_samples,
+        batch_size=batch_size,
+        device=device,
+        verbose=verbose,
+    )
     return missing_rmse(_numpy(x_original), x_imputed, _numpy(mask)), x_imputed
 
 
@@ -134,8 +171,7 @@ def _float_dtype(X: Tensor) -> torch.dtype:
     return X.dtype if X.is_floating_point() else torch.get_default_dtype()
 
 
-def standardize(X: ArrayLike, mean: Optional[ArrayLike] = None,
-                std: Optional[ArrayLike] = None):
+def standardize(X: ArrayLike, mean: Optional[ArrayLike] = None, std: Optional[ArrayLike] = None):
     """Per-column standardisation ignoring NaN: (X − mean) / std (population std,
     ddof = 0; constant columns get std 1). Returns (X_std, mean, std), NumPy (float64)
     or torch as given (X's dtype when floating point, else the default dtype; X's
@@ -151,8 +187,7 @@ def standardize(X: ArrayLike, mean: Optional[ArrayLike] = None,
     out = (arr - mean) / std
     if is_tensor:
         kw = dict(dtype=_float_dtype(X), device=X.device)
-        return torch.as_tensor(out, **kw), torch.as_tensor(mean, **kw), torch.as_tensor(std,
-                                                                                        **kw)
+        return torch.as_tensor(out, **kw), torch.as_tensor(mean, **kw), torch.as_tensor(std, **kw)
     return out, mean, std
 
 
@@ -164,9 +199,13 @@ def destandardize(X: ArrayLike, mean: ArrayLike, std: ArrayLike):
     return np.asarray(X) * np.asarray(std) + np.asarray(mean)
 
 
-def introduce_mnar(X: ArrayLike, columns: Optional[Sequence[int]] = None,
-                   threshold: Union[str, float] = "mean", quantile: float = 0.5,
-                   direction: str = "high"):
+def introduce_mnar(
+    X: ArrayLike,
+    columns: Optional[Sequence[int]] = None,
+    threshold: Union[str, float] = "mean",
+    quantile: float = 0.5,
+    direction: str = "high",
+):
     """The paper's self-masking MNAR protocol (not-MIWAE, Table 1).
 
     In each chosen column (default: the first floor(D/2)), an entry goes missing when it
@@ -194,8 +233,9 @@ def introduce_mnar(X: ArrayLike, columns: Optional[Sequence[int]] = None,
     _validate.choice(direction, "direction", ("high", "low"))
     number = isinstance(threshold, numbers.Real) and not isinstance(threshold, bool)
     if not number and not (isinstance(threshold, str) and threshold in ("mean", "quantile")):
-        raise ValueError("argument 'threshold' must be 'mean', 'quantile' or a real number; "
-                         f"got {threshold!r}")
+        raise ValueError(
+            f"argument 'threshold' must be 'mean', 'quantile' or a real number; got {threshold!r}"
+        )
     if not number and threshold == "quantile" and not 0 <= quantile <= 1:
         raise ValueError(f"argument 'quantile' must be in [0, 1]; got {quantile!r}")
     s = np.where(np.isnan(arr), 0.0, 1.0)

@@ -23,17 +23,21 @@ TOL = {
 
 cuda_only = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
 
-DEVICES = [pytest.param("cpu", id="cpu"),
-           pytest.param("cuda", id="cuda", marks=[pytest.mark.cuda, cuda_only])]
+DEVICES = [
+    pytest.param("cpu", id="cpu"),
+    pytest.param("cuda", id="cuda", marks=[pytest.mark.cuda, cuda_only]),
+]
 
 
-def run_python(code: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_python(
+    code: str, env: dict | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
     """Runs ``code`` in a fresh Python interpreter; returns the finished process."""
     full_env = dict(os.environ)
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=full_env, timeout=timeout)
-
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=full_env, timeout=timeout
+    )
 
 
 def library_loaded() -> bool:
@@ -56,13 +60,21 @@ def assert_bad_input(name: str, inputs: tuple, exc, message: str, via: str, pyth
         pytest.skip("the reference and the fake kernels take any floating dtype")
     if via == "fake":
         with FakeTensorMode() as mode:
-            fake_inputs = tuple([mode.from_tensor(e) for e in t] if isinstance(t, list)
-                                else mode.from_tensor(t) if isinstance(t, torch.Tensor)
-                                else t for t in inputs)
+            fake_inputs = tuple(
+                [mode.from_tensor(e) for e in t]
+                if isinstance(t, list)
+                else mode.from_tensor(t)
+                if isinstance(t, torch.Tensor)
+                else t
+                for t in inputs
+            )
             with pytest.raises(exc, match=message):
                 getattr(torch.ops.notmiwae_fast, name)(*fake_inputs)
         return
-    fn = {"torch.ops": getattr(torch.ops.notmiwae_fast, name), "notmiwae_fast.ops":
-          getattr(ops, name), "reference-fallback": python_check}[via]
+    fn = {
+        "torch.ops": getattr(torch.ops.notmiwae_fast, name),
+        "notmiwae_fast.ops": getattr(ops, name),
+        "reference-fallback": python_check,
+    }[via]
     with pytest.raises(exc, match=message):
         fn(*inputs)

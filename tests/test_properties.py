@@ -23,14 +23,26 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from notmiwae_fast import ops  # noqa: E402
-from notmiwae_fast.ops import reference  # noqa: E402
 from notmiwae_fast.cli import CLIError, _read_csv  # noqa: E402
+from notmiwae_fast.ops import reference  # noqa: E402
 
-settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True,
-                          database=None, print_blob=True,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("dev", max_examples=300, deadline=None, database=None,
-                          print_blob=True, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "ci",
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "dev",
+    max_examples=300,
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 LAYOUTS = ["contiguous", "transposed", "strided"]
@@ -54,8 +66,7 @@ def laid_out(t: torch.Tensor, layout: str) -> torch.Tensor:
 def case(draw, max_b=6, max_k=8, max_d=6):
     """(generator, sizes B, K, D, magnitude, layout, dtype)."""
     seed = draw(st.integers(0, 2**31 - 1))
-    sizes = (draw(st.integers(1, max_b)), draw(st.integers(1, max_k)),
-             draw(st.integers(1, max_d)))
+    sizes = (draw(st.integers(1, max_b)), draw(st.integers(1, max_k)), draw(st.integers(1, max_d)))
     magnitude = draw(st.sampled_from(MAGNITUDES))
     layout = draw(st.sampled_from(LAYOUTS))
     dtype = draw(st.sampled_from([torch.float64, torch.float32]))
@@ -100,8 +111,9 @@ def grads(fn, inputs: list, cotangent_seed: int) -> list:
     outs = fn(*inputs)
     outs = outs if isinstance(outs, tuple) else (outs,)
     g = torch.Generator().manual_seed(cotangent_seed)
-    total = sum((o * torch.randn(o.shape, generator=g, dtype=torch.float64).to(o.dtype))
-                .sum() for o in outs)
+    total = sum(
+        (o * torch.randn(o.shape, generator=g, dtype=torch.float64).to(o.dtype)).sum() for o in outs
+    )
     return list(torch.autograd.grad(total, inputs, allow_unused=True))
 
 
@@ -123,7 +135,9 @@ def compare(op, ref, inputs_op: list, inputs_ref: list, dtype, differentiable: l
             for i, t in zip(differentiable, chosen):
                 full[i] = t
             return fn(*full)
+
         return call
+
     got = grads(pick(op, inputs_op), [inputs_op[i] for i in differentiable], seed)
     exp = grads(pick(ref, inputs_ref), [inputs_ref[i] for i in differentiable], seed)
     for a, b in zip(got, exp):
@@ -150,8 +164,14 @@ def log_weights(draw):
 @given(log_weights())
 def test_iw_logmeanexp(c):
     g, _, _, layout, dtype, log_w = c
-    compare(ops.iw_logmeanexp, reference.iw_logmeanexp, [as_op_input(log_w, layout, dtype)],
-            [log_w], dtype, [0])
+    compare(
+        ops.iw_logmeanexp,
+        reference.iw_logmeanexp,
+        [as_op_input(log_w, layout, dtype)],
+        [log_w],
+        dtype,
+        [0],
+    )
 
 
 @given(log_weights())
@@ -159,19 +179,34 @@ def test_iw_weights(c):
     g, _, _, layout, dtype, log_w = c
     out = ops.iw_weights(as_op_input(log_w, layout, dtype))
     alive = torch.isfinite(log_w).any(1)
-    torch.testing.assert_close(out.double().sum(1)[alive], torch.ones(int(alive.sum()),
-                               dtype=torch.float64), rtol=0, atol=1e-5)
-    compare(ops.iw_weights, reference.iw_weights, [as_op_input(log_w, layout, dtype)],
-            [log_w], dtype, [0])
+    torch.testing.assert_close(
+        out.double().sum(1)[alive],
+        torch.ones(int(alive.sum()), dtype=torch.float64),
+        rtol=0,
+        atol=1e-5,
+    )
+    compare(
+        ops.iw_weights,
+        reference.iw_weights,
+        [as_op_input(log_w, layout, dtype)],
+        [log_w],
+        dtype,
+        [0],
+    )
 
 
 @given(log_weights())
 def test_iw_impute(c):
     g, (B, K, D), magnitude, layout, dtype, log_w = c
     values = uniform(g, (B, K, D), magnitude)
-    compare(ops.iw_impute, reference.iw_impute,
-            [as_op_input(log_w, layout, dtype), as_op_input(values, layout, dtype)],
-            [log_w, values], dtype, [0, 1])
+    compare(
+        ops.iw_impute,
+        reference.iw_impute,
+        [as_op_input(log_w, layout, dtype), as_op_input(values, layout, dtype)],
+        [log_w, values],
+        dtype,
+        [0, 1],
+    )
 
 
 # -- likelihoods and the missing process -----------------------------------------------------
@@ -189,9 +224,14 @@ def test_masked_normal_logprob(c):
     x = hidden_garbage(uniform(g, (B, D), magnitude), mask, g)
     loc = uniform(g, (B, K, D), magnitude)
     scale = positive(g, (B, K, D), magnitude)
-    compare(ops.masked_normal_logprob, reference.masked_normal_logprob,
-            [as_op_input(t, layout, dtype) for t in (x, mask, loc, scale)],
-            [x, mask, loc, scale], dtype, [2, 3])
+    compare(
+        ops.masked_normal_logprob,
+        reference.masked_normal_logprob,
+        [as_op_input(t, layout, dtype) for t in (x, mask, loc, scale)],
+        [x, mask, loc, scale],
+        dtype,
+        [2, 3],
+    )
 
 
 @given(case())
@@ -200,9 +240,14 @@ def test_masked_bernoulli_logprob(c):
     mask = random_mask(g, (B, D))
     x = hidden_garbage(torch.rand(B, D, generator=g, dtype=torch.float64), mask, g)
     logits = uniform(g, (B, K, D), magnitude)
-    compare(ops.masked_bernoulli_logprob, reference.masked_bernoulli_logprob,
-            [as_op_input(t, layout, dtype) for t in (x, mask, logits)], [x, mask, logits],
-            dtype, [2])
+    compare(
+        ops.masked_bernoulli_logprob,
+        reference.masked_bernoulli_logprob,
+        [as_op_input(t, layout, dtype) for t in (x, mask, logits)],
+        [x, mask, logits],
+        dtype,
+        [2],
+    )
 
 
 @given(case())
@@ -211,9 +256,19 @@ def test_selfmask_logprob(c):
     mask = random_mask(g, (B, D))
     x_full = uniform(g, (B, K, D), magnitude)
     W, b = uniform(g, (D,), magnitude), uniform(g, (D,), magnitude)
-    compare(ops.selfmask_logprob, reference.selfmask_logprob,
-            [as_op_input(x_full, layout, dtype), as_op_input(mask, layout, dtype),
-             W.to(dtype), b.to(dtype)], [x_full, mask, W, b], dtype, [0, 2, 3])
+    compare(
+        ops.selfmask_logprob,
+        reference.selfmask_logprob,
+        [
+            as_op_input(x_full, layout, dtype),
+            as_op_input(mask, layout, dtype),
+            W.to(dtype),
+            b.to(dtype),
+        ],
+        [x_full, mask, W, b],
+        dtype,
+        [0, 2, 3],
+    )
 
 
 # -- the decoders' scale and the latent samples ----------------------------------------------
@@ -223,9 +278,14 @@ def test_softplus_scale(c, min_scale):
     raw = uniform(g, (B, K, D), magnitude)
     out = ops.softplus_scale(as_op_input(raw, layout, dtype), min_scale)
     assert (out >= min_scale * (1 - 1e-6)).all()
-    compare(lambda r: ops.softplus_scale(r, min_scale),
-            lambda r: reference.softplus_scale(r, min_scale),
-            [as_op_input(raw, layout, dtype)], [raw], dtype, [0])
+    compare(
+        lambda r: ops.softplus_scale(r, min_scale),
+        lambda r: reference.softplus_scale(r, min_scale),
+        [as_op_input(raw, layout, dtype)],
+        [raw],
+        dtype,
+        [0],
+    )
 
 
 @given(case())
@@ -234,20 +294,28 @@ def test_latent_terms(c):
     mu = uniform(g, (B, L), magnitude)
     std = positive(g, (B, L), min(magnitude, 10.0))
     eps = torch.randn(B, K, L, generator=g, dtype=torch.float64)
-    compare(ops.latent_terms, reference.latent_terms,
-            [as_op_input(t, layout, dtype) for t in (mu, std, eps)], [mu, std, eps], dtype,
-            [0, 1])
+    compare(
+        ops.latent_terms,
+        reference.latent_terms,
+        [as_op_input(t, layout, dtype) for t in (mu, std, eps)],
+        [mu, std, eps],
+        dtype,
+        [0, 1],
+    )
 
 
 # -- the clipped-pixel imputation ----------------------------------------------------------
 def clipped_available() -> bool:
     from notmiwae_fast.ops import _library
-    return _library.backend().library is not None and hasattr(torch.ops.notmiwae_fast,
-                                                              "clipped_impute")
+
+    return _library.backend().library is not None and hasattr(
+        torch.ops.notmiwae_fast, "clipped_impute"
+    )
 
 
-def clipped_tensors(g: torch.Generator, N: int, C: int, L: int, H: int, K: int,
-                    clip: float, spread: float) -> tuple:
+def clipped_tensors(
+    g: torch.Generator, N: int, C: int, L: int, H: int, K: int, clip: float, spread: float
+) -> tuple:
     """clipped_impute's nine tensors (float64) drawn from ``g``: values below the clip
     level, half of them lost (then holding the clip level), the networks' outputs
     scaled by ``spread``."""
@@ -278,9 +346,12 @@ def clipped_case(draw, spreads=(1e-3, 0.3, 1.0)):
     return tensors, clip, censored, layout, dtype
 
 
-needs_clipped = pytest.mark.skipif(not clipped_available(), reason="clipped_impute is not "
-                                   "in the loaded library yet (rebuild the extension: pip "
-                                   "install --no-build-isolation -e .)")
+needs_clipped = pytest.mark.skipif(
+    not clipped_available(),
+    reason="clipped_impute is not "
+    "in the loaded library yet (rebuild the extension: pip "
+    "install --no-build-isolation -e .)",
+)
 
 
 def check_clipped_bounds(c) -> None:
@@ -288,8 +359,10 @@ def check_clipped_bounds(c) -> None:
     imputations of lost values lie in [clip, 1] (not-MIWAE) or [0, 1] (MIWAE)."""
     tensors, clip, censored, layout, dtype = c
     x, lost = tensors[0], tensors[1]
-    op_inputs = [as_op_input(t, layout, dtype) if t.is_floating_point() else
-                 laid_out(t, layout) for t in tensors]
+    op_inputs = [
+        as_op_input(t, layout, dtype) if t.is_floating_point() else laid_out(t, layout)
+        for t in tensors
+    ]
     out = ops.clipped_impute(*op_inputs, clip, 0.01, censored)
     assert torch.isfinite(out).all(), out
     assert torch.equal(out[~lost], x.to(dtype)[~lost])
@@ -320,14 +393,24 @@ def test_clipped_impute_bounds_float32_extreme_decoders(c):
 
 
 @needs_clipped
-@pytest.mark.xfail(strict=False, reason="float32 only: with decoder means thousands of "
-                   "scales from the clip level (spread >= 10), loc + s·λ(a) cancels in float32 "
-                   "(an error of |loc|·6e-8, clamped to [clip, 1]); float64 agrees")
+@pytest.mark.xfail(
+    strict=False,
+    reason="float32 only: with decoder means thousands of "
+    "scales from the clip level (spread >= 10), loc + s·λ(a) cancels in float32 "
+    "(an error of |loc|·6e-8, clamped to [clip, 1]); float64 agrees",
+)
 @given(clipped_case(spreads=(10.0, 1e4)))
 def test_clipped_impute_matches_reference_for_extreme_decoders(c):
     tensors, clip, censored, layout, dtype = c
-    out = ops.clipped_impute(*[as_op_input(t, layout, dtype) if t.is_floating_point() else
-                               laid_out(t, layout) for t in tensors], clip, 0.01, censored)
+    out = ops.clipped_impute(
+        *[
+            as_op_input(t, layout, dtype) if t.is_floating_point() else laid_out(t, layout)
+            for t in tensors
+        ],
+        clip,
+        0.01,
+        censored,
+    )
     want = reference.clipped_impute(*tensors, clip, 0.01, censored)
     rtol = 1e-7 if dtype == torch.float64 else 1e-3
     torch.testing.assert_close(out.double(), want, rtol=rtol, atol=rtol)
@@ -353,18 +436,26 @@ def test_clipped_impute_known_case_deep_tail_float64():
 @needs_clipped
 def test_clipped_impute_known_case_float32_nan():
     f64 = dict(dtype=torch.float64)
-    tensors = (torch.tensor([[1.0]], **f64), torch.tensor([[True]]),
-               torch.tensor([[3643.3819, 1343.9633, 1642.1625, 3057.6102, 2099.8092,
-                              9056.2613]], **f64),
-               torch.tensor([[6035.4302]], **f64), torch.tensor([[1.2754]], **f64),
-               torch.tensor([[-0.0451], [0.8797]], **f64),
-               torch.tensor([[10482.0618], [-445.0047], [-7228.8440], [28663.4010],
-                             [-5655.0862], [1604.3702]], **f64),
-               torch.tensor([[-103.4958, 4384.1794, 9238.0294, -3745.7977, -919.0311,
-                              9580.1102],
-                             [-4526.8549, 6635.4747, 5035.0738, -747.8518, -5364.4861,
-                              -6897.1236]], **f64),
-               torch.tensor([0.8758, 0.3336], **f64))
+    tensors = (
+        torch.tensor([[1.0]], **f64),
+        torch.tensor([[True]]),
+        torch.tensor([[3643.3819, 1343.9633, 1642.1625, 3057.6102, 2099.8092, 9056.2613]], **f64),
+        torch.tensor([[6035.4302]], **f64),
+        torch.tensor([[1.2754]], **f64),
+        torch.tensor([[-0.0451], [0.8797]], **f64),
+        torch.tensor(
+            [[10482.0618], [-445.0047], [-7228.8440], [28663.4010], [-5655.0862], [1604.3702]],
+            **f64,
+        ),
+        torch.tensor(
+            [
+                [-103.4958, 4384.1794, 9238.0294, -3745.7977, -919.0311, 9580.1102],
+                [-4526.8549, 6635.4747, 5035.0738, -747.8518, -5364.4861, -6897.1236],
+            ],
+            **f64,
+        ),
+        torch.tensor([0.8758, 0.3336], **f64),
+    )
     check_clipped_bounds((tensors, 1.0, True, "contiguous", torch.float32))
 
 
@@ -373,8 +464,10 @@ def test_clipped_impute_known_case_float32_nan():
 def test_clipped_impute(c):
     tensors, clip, censored, layout, dtype = c
     x, lost = tensors[0], tensors[1]
-    op_inputs = [as_op_input(t, layout, dtype) if t.is_floating_point() else
-                 laid_out(t, layout) for t in tensors]
+    op_inputs = [
+        as_op_input(t, layout, dtype) if t.is_floating_point() else laid_out(t, layout)
+        for t in tensors
+    ]
     out = ops.clipped_impute(*op_inputs, clip, 0.01, censored)
     want = reference.clipped_impute(*tensors, clip, 0.01, censored)
     assert torch.isfinite(out).all()
@@ -392,8 +485,12 @@ CSV_ALPHABET = st.sampled_from(list('0123456789,,,,\n\n\r"".-+eE abcxyz\t;NaNinf
 
 def csvish() -> st.SearchStrategy:
     """Text that looks like a CSV: a header and rows of numbers, empty cells and noise."""
-    cell = st.one_of(st.just(""), st.floats(allow_nan=True, allow_infinity=True).map(repr),
-                     st.integers(-10**20, 10**20).map(str), st.text(CSV_ALPHABET, max_size=4))
+    cell = st.one_of(
+        st.just(""),
+        st.floats(allow_nan=True, allow_infinity=True).map(repr),
+        st.integers(-(10**20), 10**20).map(str),
+        st.text(CSV_ALPHABET, max_size=4),
+    )
     name = st.one_of(st.text(st.sampled_from("abcxyz _"), max_size=3), st.just('"a,b"'))
 
     @st.composite
@@ -403,10 +500,10 @@ def csvish() -> st.SearchStrategy:
         rows = []
         for _ in range(draw(st.integers(0, 5))):
             n = draw(st.sampled_from([width, width, width, width - 1, width + 1, 0]))
-            rows.append(",".join(draw(st.lists(cell, min_size=max(n, 0),
-                                               max_size=max(n, 0)))))
+            rows.append(",".join(draw(st.lists(cell, min_size=max(n, 0), max_size=max(n, 0)))))
         ending = draw(st.sampled_from(["\n", "\r\n", "\r", ""]))
         return (ending or "\n").join([header, *rows]) + ending
+
     return table()
 
 
@@ -414,6 +511,7 @@ def check_read(data: bytes) -> None:
     """_read_csv on ``data`` gives a numeric table whose header holds unique, non-empty
     names, or a one-line CLIError naming the file."""
     from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "fuzz.csv"
         path.write_bytes(data)

@@ -11,8 +11,9 @@ README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 def test_readme_model_example_runs():
     text = README.read_text()
     code = re.search(r"## Using the models\n\n```python\n(.*?)```", text, re.S).group(1)
-    shortened = code.replace("n_epochs=50", "n_epochs=1").replace("n_samples=10_000",
-                                                                  "n_samples=200")
+    shortened = code.replace("n_epochs=50", "n_epochs=1").replace(
+        "n_samples=10_000", "n_samples=200"
+    )
     assert shortened != code  # the substitutions still match the README
     namespace: dict = {}
     exec(compile(shortened, str(README), "exec"), namespace)

@@ -25,11 +25,17 @@ from notmiwae_fast.impute.imputer import MIWAEImputer, NotMIWAEImputer
 from notmiwae_fast.train import TrainingWarning, loss_diverged
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = dict(hidden_dim=8, n_samples=4, n_impute_samples=8, max_iter=3, batch_size=8,
-            random_state=0, device="cpu")
+TINY = dict(
+    hidden_dim=8,
+    n_samples=4,
+    n_impute_samples=8,
+    max_iter=3,
+    batch_size=8,
+    random_state=0,
+    device="cpu",
+)
 FAST = ["--max-iter", "20", "--hidden-dim", "8", "--impute-samples", "16", "--quiet"]
-NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a "
-                            "CUDA GPU")
+NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
 
 
 def table(n=200, d=4, seed=0, missing=0.2):
@@ -57,8 +63,7 @@ def one_line_error(err: str, *fragments) -> str:
 
 
 def no_warnings_of(kind, record) -> None:
-    assert not [w for w in record if issubclass(w.category, kind)], \
-        [str(w.message) for w in record]
+    assert not [w for w in record if issubclass(w.category, kind)], [str(w.message) for w in record]
 
 
 # -- 5. values near the float64 limit ----------------------------------------------------
@@ -103,27 +108,49 @@ def test_cli_overflow_is_one_line_naming_the_column(tmp_path, capsys):
 def test_cli_overflow_prints_nothing_but_the_error(tmp_path):
     """The real entry point: no numpy RuntimeWarning reaches stderr."""
     (tmp_path / "d.csv").write_text("a,b\n1e300,1\n-1e300,2\n1.5e300,3\n,4\n2,\n")
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH",
-                                                                              "")}
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     env.pop("NOTMIWAE_FAST_DEBUG", None)
-    proc = subprocess.run([sys.executable, "-m", "notmiwae_fast.cli", "impute",
-                           str(tmp_path / "d.csv"), str(tmp_path / "o.csv"), *FAST],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "notmiwae_fast.cli",
+            "impute",
+            str(tmp_path / "d.csv"),
+            str(tmp_path / "o.csv"),
+            *FAST,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 2
     one_line_error(proc.stderr, "column 'a'", "overflows")
 
 
 # -- 6. CSV layouts pandas would repair silently -----------------------------------------
-@pytest.mark.parametrize("text, fragments", [
-    ("a,a,b\n1,2,3\n4,5,6\n", ["line 1", "'a' twice"]),
-    ("a,,b\n1,2,3\n4,5,6\n", ["column 2", "no name"]),
-    (",,\n1,2,3\n4,5,6\n", ["line 1", "no column names"]),
-    ("a, ,b\n1,2,3\n", ["column 2", "no name"]),
-    ("a,b,c\n1,2,3\n4,5\n7,8,9\n", ["line 3", "2 field(s)", "header 3"]),
-    ("a,b,c\n1,2,3\n4,5,6,7\n", ["line 3", "4 field(s)"]),
-    ('a,b\n1,2\n""\n3,4\n', ["line 3", "1 field(s)"]),
-], ids=["duplicate", "empty-name", "all-empty", "blank-name", "short-row", "long-row",
-        "quoted-empty-row"])
+@pytest.mark.parametrize(
+    "text, fragments",
+    [
+        ("a,a,b\n1,2,3\n4,5,6\n", ["line 1", "'a' twice"]),
+        ("a,,b\n1,2,3\n4,5,6\n", ["column 2", "no name"]),
+        (",,\n1,2,3\n4,5,6\n", ["line 1", "no column names"]),
+        ("a, ,b\n1,2,3\n", ["column 2", "no name"]),
+        ("a,b,c\n1,2,3\n4,5\n7,8,9\n", ["line 3", "2 field(s)", "header 3"]),
+        ("a,b,c\n1,2,3\n4,5,6,7\n", ["line 3", "4 field(s)"]),
+        ('a,b\n1,2\n""\n3,4\n', ["line 3", "1 field(s)"]),
+    ],
+    ids=[
+        "duplicate",
+        "empty-name",
+        "all-empty",
+        "blank-name",
+        "short-row",
+        "long-row",
+        "quoted-empty-row",
+    ],
+)
 def test_csv_layout_errors_name_the_line(tmp_path, capsys, text, fragments):
     path = tmp_path / "d.csv"
     path.write_text(text)
@@ -169,8 +196,11 @@ def test_diverging_learning_rate_is_flagged():
     imputer = NotMIWAEImputer(**{**TINY, "max_iter": 300, "lr": 10.0})
     caught = fit_recording(imputer, table())
     assert "diverged" in imputer.history_["health"]
-    assert len(caught) == 1 and "diverged" in str(caught[0].message) or \
-        "failed" in str(caught[0].message)
+    assert (
+        len(caught) == 1
+        and "diverged" in str(caught[0].message)
+        or "failed" in str(caught[0].message)
+    )
 
 
 def test_unstandardised_huge_column_is_flagged():
@@ -186,8 +216,9 @@ def test_bernoulli_data_outside_0_1_is_flagged():
     imputer = MIWAEImputer(**{**TINY, "out_dist": "bern"})
     caught = fit_recording(imputer, pd.DataFrame(table(), columns=list("abcd")))
     assert "bern_data_outside_01" in imputer.history_["health"]
-    assert any("out_dist='bern'" in str(w.message) and "column 'a'" in str(w.message)
-               for w in caught)
+    assert any(
+        "out_dist='bern'" in str(w.message) and "column 'a'" in str(w.message) for w in caught
+    )
     x01 = np.clip(table() / 10, 0, 1)
     quiet = MIWAEImputer(**{**TINY, "out_dist": "bern"})
     fit_recording(quiet, x01)
@@ -229,8 +260,9 @@ def test_loss_diverged_criterion():
 
 
 def small_loader(x, s, batch_size=16):
-    data = torch.utils.data.TensorDataset(torch.as_tensor(x, dtype=torch.float32),
-                                          torch.as_tensor(s, dtype=torch.float32))
+    data = torch.utils.data.TensorDataset(
+        torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(s, dtype=torch.float32)
+    )
     return torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=True)
 
 
@@ -238,13 +270,11 @@ def test_trainer_flags_bernoulli_data_outside_0_1():
     utils.set_seed(0)
     x = np.nan_to_num(table(n=64))
     s = np.ones_like(x)
-    trainer = nf.Trainer(nf.MIWAE(4, hidden_dim=8, n_samples=4, out_dist="bern"),
-                         progress=False)
+    trainer = nf.Trainer(nf.MIWAE(4, hidden_dim=8, n_samples=4, out_dist="bern"), progress=False)
     with pytest.warns(TrainingWarning, match="outside \\[0, 1\\]"):
         history = trainer.train(small_loader(x, s), n_epochs=1)
     assert "bern_data_outside_01" in history["health"]
-    fine = nf.Trainer(nf.MIWAE(4, hidden_dim=8, n_samples=4, out_dist="bern"),
-                      progress=False)
+    fine = nf.Trainer(nf.MIWAE(4, hidden_dim=8, n_samples=4, out_dist="bern"), progress=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error", TrainingWarning)
         history = fine.train(small_loader(np.clip(x / 10, 0, 1), s), n_epochs=1)
@@ -264,9 +294,21 @@ def test_trainer_flags_a_loss_that_ends_far_above_its_best():
 
 def test_cli_prints_a_diverged_fit_as_one_warning_line(tmp_path, capsys):
     pd.DataFrame(table(n=120), columns=list("abcd")).to_csv(tmp_path / "d.csv", index=False)
-    code, _, err = run_cli(capsys, "fit", tmp_path / "d.csv", tmp_path / "m.pt",
-                           "--max-iter", "300", "--hidden-dim", "8", "--lr", "10",
-                           "--impute-samples", "8", "--quiet")
+    code, _, err = run_cli(
+        capsys,
+        "fit",
+        tmp_path / "d.csv",
+        tmp_path / "m.pt",
+        "--max-iter",
+        "300",
+        "--hidden-dim",
+        "8",
+        "--lr",
+        "10",
+        "--impute-samples",
+        "8",
+        "--quiet",
+    )
     assert code == 0
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("notmiwae-fast fit: warning: "), err
@@ -274,8 +316,19 @@ def test_cli_prints_a_diverged_fit_as_one_warning_line(tmp_path, capsys):
 
 
 # -- 8. parameters and options named in their own terms ---------------------------------
-@pytest.mark.parametrize("name", ["max_iter", "hidden_dim", "latent_dim", "n_samples",
-                                  "n_impute_samples", "batch_size", "lr", "random_state"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "max_iter",
+        "hidden_dim",
+        "latent_dim",
+        "n_samples",
+        "n_impute_samples",
+        "batch_size",
+        "lr",
+        "random_state",
+    ],
+)
 def test_bool_for_a_number_parameter_is_named(name):
     with pytest.raises(ValueError, match=f"'{name}'.*not a bool"):
         NotMIWAEImputer(**{**TINY, name: True}).fit(table())
@@ -308,30 +361,52 @@ def fitted_model(tmp_path_factory):
 
 @NO_GPU
 def test_impute_with_a_model_on_a_missing_gpu_names_device(fitted_model, tmp_path, capsys):
-    code, _, err = run_cli(capsys, "impute", fitted_model / "d.csv", tmp_path / "o.csv",
-                           "--model", fitted_model / "m.pt", "--device", "cuda", "--quiet")
+    code, _, err = run_cli(
+        capsys,
+        "impute",
+        fitted_model / "d.csv",
+        tmp_path / "o.csv",
+        "--model",
+        fitted_model / "m.pt",
+        "--device",
+        "cuda",
+        "--quiet",
+    )
     assert code == 2
     one_line_error(err, "--device cuda", "no CUDA GPU")
     assert not (tmp_path / "o.csv").exists()
 
 
 def test_impute_with_a_model_honours_device_cpu(fitted_model, tmp_path, capsys):
-    code, _, err = run_cli(capsys, "impute", fitted_model / "d.csv", tmp_path / "o.csv",
-                           "--model", fitted_model / "m.pt", "--device", "cpu", "--quiet")
+    code, _, err = run_cli(
+        capsys,
+        "impute",
+        fitted_model / "d.csv",
+        tmp_path / "o.csv",
+        "--model",
+        fitted_model / "m.pt",
+        "--device",
+        "cpu",
+        "--quiet",
+    )
     assert code == 0, err
 
 
-@pytest.mark.parametrize("option, value, fragment", [
-    ("--seed", "-1", "--seed must be in [0, 4294967295]"),
-    ("--seed", str(2**32), "--seed must be in"),
-    ("--lr", "0", "--lr must be"),
-    ("--lr", "nan", "--lr must be"),
-    ("--latent-dim", "0", "--latent-dim must be >= 1"),
-    ("--device", "nonsense", "--device 'nonsense' is not a device"),
-])
+@pytest.mark.parametrize(
+    "option, value, fragment",
+    [
+        ("--seed", "-1", "--seed must be in [0, 4294967295]"),
+        ("--seed", str(2**32), "--seed must be in"),
+        ("--lr", "0", "--lr must be"),
+        ("--lr", "nan", "--lr must be"),
+        ("--latent-dim", "0", "--latent-dim must be >= 1"),
+        ("--device", "nonsense", "--device 'nonsense' is not a device"),
+    ],
+)
 @pytest.mark.parametrize("command", ["fit", "impute"])
-def test_cli_errors_name_the_option(fitted_model, tmp_path, capsys, command, option, value,
-                                    fragment):
+def test_cli_errors_name_the_option(
+    fitted_model, tmp_path, capsys, command, option, value, fragment
+):
     out = tmp_path / ("m.pt" if command == "fit" else "o.csv")
     code, _, err = run_cli(capsys, command, fitted_model / "d.csv", out, *FAST, option, value)
     assert code == 2
@@ -341,11 +416,14 @@ def test_cli_errors_name_the_option(fitted_model, tmp_path, capsys, command, opt
 
 def test_cli_rewords_imputer_parameter_errors_as_options(fitted_model, tmp_path, capsys):
     """An error the imputer raises about one of its parameters names the option."""
-    from notmiwae_fast import cli
     from unittest import mock
+
+    from notmiwae_fast import cli
+
     with mock.patch.object(cli, "_positive", lambda args: None):
-        code, _, err = run_cli(capsys, "fit", fitted_model / "d.csv", tmp_path / "m.pt",
-                               *FAST, "--seed", "-1")
+        code, _, err = run_cli(
+            capsys, "fit", fitted_model / "d.csv", tmp_path / "m.pt", *FAST, "--seed", "-1"
+        )
     assert code == 2
     line = one_line_error(err, "--seed")
     assert "random_state" not in line
@@ -355,12 +433,14 @@ def test_cli_rewords_imputer_parameter_errors_as_options(fitted_model, tmp_path,
 def mixed_frame(n=200):
     x = table(n=n, missing=0.0)
     g = np.random.default_rng(3)
-    frame = pd.DataFrame({
-        "f": x[:, 0],
-        "i": pd.array(np.round(x[:, 1] * 3).astype(np.int64), dtype="Int64"),
-        "b": pd.array(x[:, 2] > 3, dtype="boolean"),
-        "n": np.round(x[:, 3]).astype(np.int32),  # NumPy int: never missing
-    })
+    frame = pd.DataFrame(
+        {
+            "f": x[:, 0],
+            "i": pd.array(np.round(x[:, 1] * 3).astype(np.int64), dtype="Int64"),
+            "b": pd.array(x[:, 2] > 3, dtype="boolean"),
+            "n": np.round(x[:, 3]).astype(np.int32),  # NumPy int: never missing
+        }
+    )
     for name in ("f", "i", "b"):
         frame.loc[g.random(n) < 0.25, name] = None
     return frame

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 import notmiwae_fast as nf
-from notmiwae_fast._common import io as _io
 from notmiwae_fast import export, utils
+from notmiwae_fast._common import io as _io
 from notmiwae_fast.cli import CLIError, _check_output, main
 from notmiwae_fast.impute.files import load_imputer, save_imputer
 
@@ -46,29 +46,46 @@ def fitted(tmp_path_factory):
     x = rng.normal(size=(80, D)) @ rng.normal(size=(D, D))
     x[rng.random(x.shape) < 0.2] = np.nan
     pd.DataFrame(x, columns=list("abcd")).to_csv(folder / "data.csv", index=False)
-    assert main(["fit", str(folder / "data.csv"), str(folder / "model.pt"), "--max-iter", "30",
-                 "--hidden-dim", "8", "--impute-samples", "8", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                str(folder / "data.csv"),
+                str(folder / "model.pt"),
+                "--max-iter",
+                "30",
+                "--hidden-dim",
+                "8",
+                "--impute-samples",
+                "8",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     return folder
 
 
 def small_trainer(hidden_dim=16, **kwargs):
     utils.set_seed(0)
-    return nf.Trainer(nf.NotMIWAE(D, hidden_dim=hidden_dim, n_samples=5), progress=False,
-                      **kwargs)
+    return nf.Trainer(nf.NotMIWAE(D, hidden_dim=hidden_dim, n_samples=5), progress=False, **kwargs)
 
 
 def batches(seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(48, D, generator=g)
     s = (torch.rand(48, D, generator=g) > 0.25).float()
-    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x * s, s),
-                                       batch_size=16)
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x * s, s), batch_size=16)
 
 
 def snapshot(trainer):
-    return ({k: v.clone() for k, v in trainer.model.state_dict().items()},
-            {k: {n: t.clone() for n, t in v.items()}
-             for k, v in trainer.optimizer.state_dict()["state"].items()})
+    return (
+        {k: v.clone() for k, v in trainer.model.state_dict().items()},
+        {
+            k: {n: t.clone() for n, t in v.items()}
+            for k, v in trainer.optimizer.state_dict()["state"].items()
+        },
+    )
 
 
 def assert_unchanged(trainer, before):
@@ -81,14 +98,14 @@ def assert_unchanged(trainer, before):
 
 
 # -- 1. loading never runs code ---------------------------------------------------------------
-def test_a_model_file_that_runs_code_is_refused_by_impute_and_export(fitted, tmp_path,
-                                                                     capsys):
+def test_a_model_file_that_runs_code_is_refused_by_impute_and_export(fitted, tmp_path, capsys):
     marker = tmp_path / "code_ran"
     evil = tmp_path / "evil.pt"
     torch.save(RunsCode(marker), evil)
-    for argv in (["impute", str(fitted / "data.csv"), str(tmp_path / "out.csv"),
-                  "--model", str(evil)],
-                 ["export", str(evil), "--out", str(tmp_path / "out.pt")]):
+    for argv in (
+        ["impute", str(fitted / "data.csv"), str(tmp_path / "out.csv"), "--model", str(evil)],
+        ["export", str(evil), "--out", str(tmp_path / "out.pt")],
+    ):
         assert main(argv + ["--quiet"]) == 2
         err = one_line(capsys.readouterr().err)
         assert f"model file {evil} is refused" in err and "posix.system" in err
@@ -125,8 +142,19 @@ def test_an_imputer_pickled_whole_gets_one_line(fitted, tmp_path, capsys):
     imputer = load_imputer(fitted / "model.pt")
     old = tmp_path / "old.pt"
     torch.save(imputer, old)
-    assert main(["impute", str(fitted / "data.csv"), str(tmp_path / "o.csv"), "--model",
-                 str(old), "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "impute",
+                str(fitted / "data.csv"),
+                str(tmp_path / "o.csv"),
+                "--model",
+                str(old),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     err = one_line(capsys.readouterr().err)
     assert f"model file {old} is refused" in err and "pickled Python objects" in err
 
@@ -135,7 +163,8 @@ def test_files_this_package_writes_hold_plain_data_only(fitted, tmp_path):
     """fit's model file names one callable, the package's own constructor of plain data;
     checkpoints and save_model files need none."""
     assert torch.serialization.get_unsafe_globals_in_checkpoint(fitted / "model.pt") == [
-        "notmiwae_fast.impute.files._imputer_from_state"]
+        "notmiwae_fast.impute.files._imputer_from_state"
+    ]
     trainer = small_trainer(checkpoint_dir=tmp_path)
     trainer.train(batches(), n_epochs=1)
     assert isinstance(torch.load(tmp_path / "last.pt", weights_only=True), dict)
@@ -154,35 +183,62 @@ def test_saved_imputer_round_trip(fitted, tmp_path):
     assert type(same) is type(imputer) and same.get_params() == imputer.get_params()
     np.testing.assert_array_equal(same.transform(df), imputer.transform(df))
     save_imputer(imputer, tmp_path / "again.pt")
-    np.testing.assert_array_equal(load_imputer(tmp_path / "again.pt").transform(df),
-                                  imputer.transform(df))
+    np.testing.assert_array_equal(
+        load_imputer(tmp_path / "again.pt").transform(df), imputer.transform(df)
+    )
     assert imputer.missing_process_ == same.missing_process_
 
 
 @pytest.mark.parametrize("kind", ["miwae", "selfmasking", "nonlinear"])
 def test_save_model_feeds_export(tmp_path, kind):
     utils.set_seed(0)
-    model = (nf.MIWAE(D, hidden_dim=8) if kind == "miwae"
-             else nf.NotMIWAE(D, hidden_dim=8, missing_process=kind, missing_hidden_dim=3))
+    model = (
+        nf.MIWAE(D, hidden_dim=8)
+        if kind == "miwae"
+        else nf.NotMIWAE(D, hidden_dim=8, missing_process=kind, missing_hidden_dim=3)
+    )
     model.set_standardization(torch.arange(D) * 1.0, torch.ones(D) * 2)
     model.n_train_steps += 1
     export.save_model(model, tmp_path / "model.pt")
     loaded = export.load_model(tmp_path / "model.pt")
     assert loaded.state_dict().keys() == model.state_dict().keys()
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
-                                                  loaded.state_dict().values()))
-    assert main(["export", str(tmp_path / "model.pt"), "--out", str(tmp_path / "m.ts"),
-                 "--n-samples", "4", "--quiet"]) == 0
+    assert all(
+        torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values())
+    )
+    assert (
+        main(
+            [
+                "export",
+                str(tmp_path / "model.pt"),
+                "--out",
+                str(tmp_path / "m.ts"),
+                "--n-samples",
+                "4",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
 
 
 def test_loaded_files_must_be_what_they_claim(fitted, tmp_path, capsys):
     """A plain file that is no imputer (or a state of the wrong shape) is one line."""
     plain = tmp_path / "plain.pt"
     torch.save({"weights": torch.zeros(3)}, plain)
-    assert main(["impute", str(fitted / "data.csv"), str(tmp_path / "o.csv"), "--model",
-                 str(plain), "--quiet"]) == 2
-    assert f"model file {plain} does not hold a fitted imputer" in one_line(
-        capsys.readouterr().err)
+    assert (
+        main(
+            [
+                "impute",
+                str(fitted / "data.csv"),
+                str(tmp_path / "o.csv"),
+                "--model",
+                str(plain),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
+    assert f"model file {plain} does not hold a fitted imputer" in one_line(capsys.readouterr().err)
     model = nf.MIWAE(D, hidden_dim=8)
     export.save_model(model, plain)
     state = torch.load(plain, weights_only=True)
@@ -200,9 +256,11 @@ def test_force_never_replaces_a_fifo_or_a_folder(fitted, tmp_path, capsys):
     folder.mkdir()
     data, model = str(fitted / "data.csv"), str(fitted / "model.pt")
     for target, kind in ((fifo, "a FIFO"), (folder, "a folder")):
-        for argv in (["fit", data, str(target), "--max-iter", "2"],
-                     ["impute", data, str(target), "--model", model],
-                     ["export", model, "--out", str(target)]):
+        for argv in (
+            ["fit", data, str(target), "--max-iter", "2"],
+            ["impute", data, str(target), "--model", model],
+            ["export", model, "--out", str(target)],
+        ):
             assert main(argv + ["--force", "--quiet"]) == 2
             err = one_line(capsys.readouterr().err)
             assert f"output {target} exists and is {kind}" in err, err
@@ -233,11 +291,14 @@ def test_atomic_writers_refuse_a_fifo(tmp_path):
 def test_fit_checks_its_output_before_training(fitted, tmp_path, capsys, monkeypatch):
     def never(self, X, y=None):
         raise AssertionError("trained before checking the output")
+
     monkeypatch.setattr(nf.NotMIWAEImputer, "fit", never)
     afile = tmp_path / "afile"
     afile.write_text("a file, not a folder")
-    for out, fragment in ((afile / "m.pt", "cannot be written"),
-                          (afile / "sub" / "m.pt", f"{afile} is not a folder")):
+    for out, fragment in (
+        (afile / "m.pt", "cannot be written"),
+        (afile / "sub" / "m.pt", f"{afile} is not a folder"),
+    ):
         assert main(["fit", str(fitted / "data.csv"), str(out), "--quiet"]) == 2
         err = one_line(capsys.readouterr().err)
         assert f"output {out}" in err and fragment in err, err
@@ -246,8 +307,10 @@ def test_fit_checks_its_output_before_training(fitted, tmp_path, capsys, monkeyp
 def test_unwritable_folder_is_found_before_training(fitted, tmp_path, capsys, monkeypatch):
     """A folder that takes no new file (here: creating one fails as on a read-only file
     system; root ignores permission bits) is reported before training."""
+
     def never(self, X, y=None):
         raise AssertionError("trained before checking the output")
+
     monkeypatch.setattr(nf.NotMIWAEImputer, "fit", never)
     real = _io.tempfile.mkstemp
 
@@ -255,6 +318,7 @@ def test_unwritable_folder_is_found_before_training(fitted, tmp_path, capsys, mo
         if dir is not None and os.fspath(dir) == str(tmp_path):
             raise OSError(errno.EROFS, os.strerror(errno.EROFS))
         return real(*args, dir=dir, **kwargs)
+
     monkeypatch.setattr(_io.tempfile, "mkstemp", read_only)
     out = tmp_path / "m.pt"
     assert main(["fit", str(fitted / "data.csv"), str(out), "--quiet"]) == 2
@@ -264,8 +328,21 @@ def test_unwritable_folder_is_found_before_training(fitted, tmp_path, capsys, mo
 
 def test_fit_creates_missing_folders(fitted, tmp_path):
     out = tmp_path / "new" / "deeper" / "m.pt"
-    assert main(["fit", str(fitted / "data.csv"), str(out), "--max-iter", "2",
-                 "--hidden-dim", "4", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                str(fitted / "data.csv"),
+                str(out),
+                "--max-iter",
+                "2",
+                "--hidden-dim",
+                "4",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert isinstance(load_imputer(out), nf.NotMIWAEImputer)
 
 
@@ -278,10 +355,24 @@ def test_failed_final_write_rescues_the_model(fitted, tmp_path, capsys, monkeypa
 
     def disk_full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
     monkeypatch.setattr(os, "fsync", disk_full)
     out = tmp_path / "m.pt"
-    assert main(["fit", str(fitted / "data.csv"), str(out), "--max-iter", "3",
-                 "--hidden-dim", "4", "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "fit",
+                str(fitted / "data.csv"),
+                str(out),
+                "--max-iter",
+                "3",
+                "--hidden-dim",
+                "4",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     err = one_line(capsys.readouterr().err)
     assert f"cannot write the model file {out}" in err and os.strerror(errno.ENOSPC) in err
     rescued = re.search(r"saved to (\S+) instead", err).group(1)
@@ -289,8 +380,19 @@ def test_failed_final_write_rescues_the_model(fitted, tmp_path, capsys, monkeypa
     imputer = load_imputer(rescued)
     assert imputer.n_iter_ == 3
     monkeypatch.undo()
-    assert main(["impute", str(fitted / "data.csv"), str(tmp_path / "o.csv"), "--model",
-                 rescued, "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "impute",
+                str(fitted / "data.csv"),
+                str(tmp_path / "o.csv"),
+                "--model",
+                rescued,
+                "--quiet",
+            ]
+        )
+        == 0
+    )
 
 
 # -- 4. damaged checkpoints -----------------------------------------------------------------
@@ -307,7 +409,8 @@ def damaged_checkpoints(tmp_path) -> dict:
             paths[name].write_bytes(content)
         else:
             torch.save(content, paths[name])
-    write("truncated", good[:len(good) // 2])
+
+    write("truncated", good[: len(good) // 2])
     write("random_bytes", np.random.default_rng(0).bytes(2000))
     write("empty", b"")
     write("no_optimizer", {k: v for k, v in state.items() if k != "optimizer"})

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from helpers import DEVICES
+
 from notmiwae_fast import NotMIWAE, utils
 
 
@@ -115,14 +115,14 @@ def test_standardize_int_tensor_gives_floats(device):
     for t in (x_std, mean, std):
         assert t.dtype == torch.get_default_dtype() and t.device == x.device
     np.testing.assert_allclose(x_std.cpu().numpy(), expected, rtol=1e-6)
-    np.testing.assert_allclose(std.cpu().numpy(), [np.sqrt(2 / 3), 10 * np.sqrt(2 / 3)],
-                               rtol=1e-6)
+    np.testing.assert_allclose(std.cpu().numpy(), [np.sqrt(2 / 3), 10 * np.sqrt(2 / 3)], rtol=1e-6)
     back = utils.destandardize(x_std, mean, std)
     assert back.dtype == torch.get_default_dtype() and back.device == x.device
     np.testing.assert_allclose(back.cpu().numpy(), x.cpu().numpy(), rtol=1e-6)
     # destandardize of an int tensor is in floats too (mean and std not truncated)
-    np.testing.assert_allclose(utils.destandardize(x, [0.5, 0.5], [0.5, 0.5]).cpu().numpy(),
-                               x.cpu().numpy() * 0.5 + 0.5)
+    np.testing.assert_allclose(
+        utils.destandardize(x, [0.5, 0.5], [0.5, 0.5]).cpu().numpy(), x.cpu().numpy() * 0.5 + 0.5
+    )
     # float64 stays float64
     assert utils.standardize(x.double())[0].dtype == torch.float64
 
@@ -149,8 +149,7 @@ def test_introduce_mnar_counts_nan_as_missing():
         np.testing.assert_array_equal(s[:, c] == 0, np.isnan(col) | (col > np.nanmean(col)))
     _, s_q = utils.introduce_mnar(X, threshold="quantile", quantile=0.25)
     col = X[:, 0]
-    np.testing.assert_array_equal(s_q[:, 0] == 0,
-                                  np.isnan(col) | (col > np.nanquantile(col, 0.25)))
+    np.testing.assert_array_equal(s_q[:, 0] == 0, np.isnan(col) | (col > np.nanquantile(col, 0.25)))
     X[:, 1] = np.nan  # an entirely missing column stays missing, without warnings
     with warnings.catch_warnings():
         warnings.simplefilter("error")

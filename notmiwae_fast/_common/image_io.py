@@ -26,8 +26,18 @@ def _pil():
 # Pillow modes read as they are ("I": 32-bit integers, range checked; "F": floats).
 _KEPT_MODES = ("L", "LA", "RGB", "RGBA", "I", "F")
 # Modes converted on reading: to grey, RGB or RGBA ("P": RGBA when it has transparency).
-_CONVERTED_MODES = {"1": "L", "P": "RGB", "PA": "RGBA", "La": "LA", "RGBa": "RGBA",
-                    "RGBX": "RGB", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
+_CONVERTED_MODES = {
+    "1": "L",
+    "P": "RGB",
+    "PA": "RGBA",
+    "La": "LA",
+    "RGBa": "RGBA",
+    "RGBX": "RGB",
+    "CMYK": "RGB",
+    "YCbCr": "RGB",
+    "LAB": "RGB",
+    "HSV": "RGB",
+}
 # Colour spaces converted to RGB (an ICC profile of the file no longer applies).
 _OTHER_COLOUR_SPACES = ("CMYK", "YCbCr", "LAB", "HSV")
 
@@ -47,8 +57,10 @@ def _refusal(mode: str, bits: int) -> Optional[str]:
     """Why an image of this Pillow mode and sample size is not read, or None."""
     if mode.startswith("I;16") or mode in _KEPT_MODES + tuple(_CONVERTED_MODES):
         if bits == 16 and not mode.startswith("I"):
-            return (f"16-bit {mode} images are not supported (Pillow reads them as 8 bits); "
-                    "convert it to 8-bit colour or 16-bit grey")
+            return (
+                f"16-bit {mode} images are not supported (Pillow reads them as 8 bits); "
+                "convert it to 8-bit colour or 16-bit grey"
+            )
         return None
     return f"images of mode {mode} are not supported; convert it to grey, RGB or RGBA"
 
@@ -79,14 +91,18 @@ def read_image(path: Union[str, Path], metadata: bool = False):
     if refused is not None:
         raise ValueError(f"input image {path}: {refused}")
     if mode == "I" and array.size and (array.min() < 0 or array.max() > 65535):
-        raise ValueError(f"input image {path}: 32-bit integer values must lie in [0, 65535] "
-                         f"(read as 16 bits); got [{array.min()}, {array.max()}]")
+        raise ValueError(
+            f"input image {path}: 32-bit integer values must lie in [0, 65535] "
+            f"(read as 16 bits); got [{array.min()}, {array.max()}]"
+        )
     if array.dtype == np.int32 or mode.startswith("I;16"):
         array = array.astype(np.uint16)
     if not metadata:
         return array
-    kept = {"exif": info.get("exif"),
-            "icc_profile": None if mode in _OTHER_COLOUR_SPACES else info.get("icc_profile")}
+    kept = {
+        "exif": info.get("exif"),
+        "icc_profile": None if mode in _OTHER_COLOUR_SPACES else info.get("icc_profile"),
+    }
     return array, {k: v for k, v in kept.items() if v}
 
 
@@ -124,11 +140,15 @@ def _output_format(path: Path) -> str:
         return "PNG"
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt not in Image.SAVE:
-        raise ValueError(f"output {path}: Pillow cannot write {path.suffix} images; use "
-                         "a suffix such as .png, .jpg or .tif")
+        raise ValueError(
+            f"output {path}: Pillow cannot write {path.suffix} images; use "
+            "a suffix such as .png, .jpg or .tif"
+        )
     if fmt in _LOSSY_PALETTE_FORMATS:
-        raise ValueError(f"output {path}: {fmt} stores a palette of 256 colours and would "
-                         "change the observed values; use .png or .tif (lossless) or .jpg")
+        raise ValueError(
+            f"output {path}: {fmt} stores a palette of 256 colours and would "
+            "change the observed values; use .png or .tif (lossless) or .jpg"
+        )
     return fmt
 
 
@@ -142,13 +162,14 @@ def check_writable(path: Union[str, Path], array: np.ndarray) -> None:
     try:
         Image.fromarray(np.ascontiguousarray(array[:1, :1])).save(io.BytesIO(), format=fmt)
     except Exception as err:  # noqa: BLE001 - Pillow's own reason, in one message
-        raise ValueError(f"output {path}: cannot write this {array.dtype} image with "
-                         f"{1 if array.ndim == 2 else array.shape[2]} channel(s) as {fmt} "
-                         f"({err})") from None
+        raise ValueError(
+            f"output {path}: cannot write this {array.dtype} image with "
+            f"{1 if array.ndim == 2 else array.shape[2]} channel(s) as {fmt} "
+            f"({err})"
+        ) from None
 
 
-def write_image(path: Union[str, Path], array: np.ndarray,
-                metadata: Optional[dict] = None) -> None:
+def write_image(path: Union[str, Path], array: np.ndarray, metadata: Optional[dict] = None) -> None:
     """Writes ``array`` to ``path`` atomically, in the format its suffix names (PNG when
     it has none); JPEG at quality 95 without chroma subsampling (observed pixels change
     by a level or so, not by tens). ``metadata`` (from :func:`read_image`): its

@@ -50,9 +50,13 @@ def _fsync_folder(folder: Path) -> None:
 
 def _kind(mode: int) -> str:
     """What a file that is not a regular file is, in words (for error messages)."""
-    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
-                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device")):
+    for test, name in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
         if test(mode):
             return name
     return "not a regular file"
@@ -70,8 +74,9 @@ def check_replaceable(path: PathLike) -> None:
     except OSError as err:  # e.g. a component of the path is a file (ENOTDIR)
         raise ValueError(f"output {path} cannot be written ({err.strerror})") from None
     if not stat.S_ISREG(mode):
-        raise ValueError(f"output {path} exists and is {_kind(mode)}, not a regular file; "
-                         "it is never replaced")
+        raise ValueError(
+            f"output {path} exists and is {_kind(mode)}, not a regular file; it is never replaced"
+        )
 
 
 def check_writable(path: PathLike) -> None:
@@ -93,8 +98,10 @@ def check_writable(path: PathLike) -> None:
     try:
         fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=folder)
     except OSError as err:
-        raise ValueError(f"output {path} cannot be written: no new file can be created in "
-                         f"{folder} ({err.strerror})") from None
+        raise ValueError(
+            f"output {path} cannot be written: no new file can be created in "
+            f"{folder} ({err.strerror})"
+        ) from None
     os.close(fd)
     os.unlink(probe)
 
@@ -140,7 +147,7 @@ def write_atomic(path: PathLike, write: Callable, text: bool = False) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.chmod(tmp, 0o666 & ~_umask())  # an ordinary new file's permissions, not mkstemp's 0600
     try:
-        with (os.fdopen(fd, "w", newline="") if text else os.fdopen(fd, "wb")) as f:
+        with os.fdopen(fd, "w", newline="") if text else os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -187,8 +194,7 @@ class FormatError(ValueError):
     given do not describe what it builds; passed through by load_plain unchanged."""
 
 
-def load_plain(path: PathLike, what: str, map_location=None,
-               allowed: Iterable = ()) -> object:
+def load_plain(path: PathLike, what: str, map_location=None, allowed: Iterable = ()) -> object:
     """``torch.load(path, weights_only=True)``: tensors and plain data (dicts, lists,
     tuples, numbers, strings) only, plus the globals in ``allowed`` (this package's
     constructors of plain data; a ``(global, "module.name")`` pair allows it under that
@@ -218,21 +224,24 @@ def _unreadable(path: Path, what: str, err: Exception, allowed: list) -> str:
     if size == 0:
         return f"{what} {path} cannot be read: it is empty"
     if not zipfile.is_zipfile(path):
-        return (f"{what} {path} cannot be read: it is not a complete file written by "
-                f"torch.save (truncated, or another kind of file) ({type(err).__name__})")
+        return (
+            f"{what} {path} cannot be read: it is not a complete file written by "
+            f"torch.save (truncated, or another kind of file) ({type(err).__name__})"
+        )
     try:
         unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
     except Exception:  # noqa: BLE001 - then the error itself says what is wrong
         unsafe = []
-    known = {f[1] if isinstance(f, tuple) else f"{f.__module__}.{f.__qualname__}"
-             for f in allowed}
+    known = {f[1] if isinstance(f, tuple) else f"{f.__module__}.{f.__qualname__}" for f in allowed}
     unsafe = [name for name in unsafe if name not in known]
     if unsafe:
         shown = ", ".join(unsafe[:3]) + (", ..." if len(unsafe) > 3 else "")
-        return (f"{what} {path} is refused: it holds pickled Python objects ({shown}), and "
-                "loading those could run any code; only files in this package's plain "
-                "format (tensors and plain data) are loaded (a file of an older version: "
-                "write it again with this one)")
+        return (
+            f"{what} {path} is refused: it holds pickled Python objects ({shown}), and "
+            "loading those could run any code; only files in this package's plain "
+            "format (tensors and plain data) are loaded (a file of an older version: "
+            "write it again with this one)"
+        )
     detail = " ".join(str(err).split()).split(". ")[0][:200]
     return f"{what} {path} cannot be read ({type(err).__name__}{': ' + detail if detail else ''})"
 

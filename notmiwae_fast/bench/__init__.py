@@ -38,21 +38,78 @@ The harness by role: :mod:`.cases` (the ops, their shapes and variants),
 
 from __future__ import annotations
 
-from .cases import ALL_OPS, HIDDEN, IW_OPS, K_TRAIN, LIKELIHOOD_OPS, MLP_OPS, OP_SHAPES, TABULAR_D, op_call, op_forward_bytes, op_function, op_inputs
+from .cases import (
+    ALL_OPS,
+    HIDDEN,
+    IW_OPS,
+    K_TRAIN,
+    LIKELIHOOD_OPS,
+    MLP_OPS,
+    OP_SHAPES,
+    TABULAR_D,
+    op_call,
+    op_forward_bytes,
+    op_function,
+    op_inputs,
+)
 from .machine import cpu_model, git_commit, machine_info
 from .memory import build_case, child_peak_mb, cuda_peak_mb, peak_mb, reset_peak_rss, rss_mb
-from .model_cases import AUTOCAST, autocast_dtype, autocast_imputation_error, have_notmiwae_pytorch, image_call, impute_call, tabular_data, tabular_model, train_step_call
+from .model_cases import (
+    AUTOCAST,
+    autocast_dtype,
+    autocast_imputation_error,
+    have_notmiwae_pytorch,
+    image_call,
+    impute_call,
+    tabular_data,
+    tabular_model,
+    train_step_call,
+)
 from .report import acceptance, markdown, plots
 from .suites import SUITES, run, suite_impute, suite_ops, suite_sweep, suite_train
 from .timing import copy_bandwidth_gbs, summary, time_interleaved
 
 __all__ = [
-    "ALL_OPS", "AUTOCAST", "HIDDEN", "IW_OPS", "K_TRAIN", "LIKELIHOOD_OPS", "MLP_OPS",
-    "OP_SHAPES", "SUITES", "TABULAR_D", "acceptance", "autocast_dtype",
-    "autocast_imputation_error", "build_case", "child_peak_mb", "copy_bandwidth_gbs",
-    "cpu_model", "cuda_peak_mb", "git_commit", "have_notmiwae_pytorch", "image_call",
-    "impute_call", "machine_info", "markdown", "op_call", "op_forward_bytes", "op_function",
-    "op_inputs", "peak_mb", "plots", "reset_peak_rss", "rss_mb", "run", "suite_impute",
-    "suite_ops", "suite_sweep", "suite_train", "summary", "tabular_data", "tabular_model",
-    "time_interleaved", "train_step_call",
+    "ALL_OPS",
+    "AUTOCAST",
+    "HIDDEN",
+    "IW_OPS",
+    "K_TRAIN",
+    "LIKELIHOOD_OPS",
+    "MLP_OPS",
+    "OP_SHAPES",
+    "SUITES",
+    "TABULAR_D",
+    "acceptance",
+    "autocast_dtype",
+    "autocast_imputation_error",
+    "build_case",
+    "child_peak_mb",
+    "copy_bandwidth_gbs",
+    "cpu_model",
+    "cuda_peak_mb",
+    "git_commit",
+    "have_notmiwae_pytorch",
+    "image_call",
+    "impute_call",
+    "machine_info",
+    "markdown",
+    "op_call",
+    "op_forward_bytes",
+    "op_function",
+    "op_inputs",
+    "peak_mb",
+    "plots",
+    "reset_peak_rss",
+    "rss_mb",
+    "run",
+    "suite_impute",
+    "suite_ops",
+    "suite_sweep",
+    "suite_train",
+    "summary",
+    "tabular_data",
+    "tabular_model",
+    "time_interleaved",
+    "train_step_call",
 ]

@@ -10,18 +10,27 @@ from collections.abc import Callable
 import torch
 
 IW_OPS = ("iw_logmeanexp", "iw_weights", "iw_impute")
-LIKELIHOOD_OPS = ("masked_normal_logprob", "masked_bernoulli_logprob",
-                  "masked_studentt_logprob", "selfmask_logprob", "notmiwae_normal_terms")
+LIKELIHOOD_OPS = (
+    "masked_normal_logprob",
+    "masked_bernoulli_logprob",
+    "masked_studentt_logprob",
+    "selfmask_logprob",
+    "notmiwae_normal_terms",
+)
 # mlp_tanh at [B, K, D]: the tabular decoder, [B·K, D − 1] -> 128 -> 128 -> [B·K, 2D].
 MLP_OPS = ("mlp_tanh",)
 ALL_OPS = IW_OPS + LIKELIHOOD_OPS + MLP_OPS
-OP_SHAPES = {"tabular-B16": (16, 20, 11), "tabular-B128": (128, 20, 11),
-             "image-B16": (16, 20, 12288)}
+OP_SHAPES = {
+    "tabular-B16": (16, 20, 11),
+    "tabular-B128": (128, 20, 11),
+    "image-B16": (16, 20, 12288),
+}
 TABULAR_D, HIDDEN, K_TRAIN = 11, 128, 20
 
 
-def op_inputs(op: str, B: int, K: int, D: int, device: str,
-              seed: int = 0) -> tuple[list[torch.Tensor], list[int]]:
+def op_inputs(
+    op: str, B: int, K: int, D: int, device: str, seed: int = 0
+) -> tuple[list[torch.Tensor], list[int]]:
     """Random float32 inputs of ``op`` at [B, K, D] (30 % of the entries missing, NaN
     there) and the indices of the arguments that get gradients."""
     g = torch.Generator().manual_seed(seed)
@@ -31,7 +40,7 @@ def op_inputs(op: str, B: int, K: int, D: int, device: str,
 
     if op in MLP_OPS:
         sizes = [D - 1, HIDDEN, HIDDEN, 2 * D]
-        weights = [randn(b, a) / a ** 0.5 for a, b in itertools.pairwise(sizes)]
+        weights = [randn(b, a) / a**0.5 for a, b in itertools.pairwise(sizes)]
         biases = [randn(b) for b in sizes[1:]]
         args = [randn(B * K, D - 1)] + weights + biases
         return args, list(range(len(args)))
@@ -60,6 +69,7 @@ def op_function(op: str, variant: str) -> Callable:
     reference (eager) or that reference under torch.compile (compile)."""
     from .. import ops
     from ..ops import reference
+
     if variant not in ("fused", "eager", "compile"):
         raise ValueError(f"unknown variant {variant!r}")
     fn = getattr(ops if variant == "fused" else reference, op)
@@ -69,11 +79,13 @@ def op_function(op: str, variant: str) -> Callable:
         def fn(x, *params):
             n = len(params) // 2
             return layered(x, list(params[:n]), list(params[n:]))
+
     return torch.compile(fn, dynamic=False) if variant == "compile" else fn
 
 
-def op_call(op: str, variant: str, B: int, K: int, D: int, device: str,
-            backward: bool = True) -> Callable:
+def op_call(
+    op: str, variant: str, B: int, K: int, D: int, device: str, backward: bool = True
+) -> Callable:
     """One forward (+ backward of the sum of the outputs) of ``op``."""
     fn = op_function(op, variant)
     args, grad_idx = op_inputs(op, B, K, D, device)

@@ -17,8 +17,14 @@ from .timing import copy_bandwidth_gbs
 def git_commit() -> str | None:
     """The commit checked out where this package lies, or None outside a git checkout."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, check=False, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent,
+            check=False,
+            timeout=10,
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -38,14 +44,27 @@ def cpu_model() -> str:
 def machine_info(device: str, threads: int) -> dict:
     """The ``machine`` section of bench.json."""
     from .. import __version__, backend
-    info = {"machine": platform.machine(), "cpu": cpu_model(), "cores": os.cpu_count(),
-            "threads": threads, "python": platform.python_version(),
-            "torch": torch.__version__, "notmiwae_fast": __version__,
-            "backend": str(backend()), "git_commit": git_commit(), "device": device,
-            "notmiwae_pytorch": have_notmiwae_pytorch(),
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+
+    info = {
+        "machine": platform.machine(),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "notmiwae_fast": __version__,
+        "backend": str(backend()),
+        "git_commit": git_commit(),
+        "device": device,
+        "notmiwae_pytorch": have_notmiwae_pytorch(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+    }
     if device == "cuda":
         props = torch.cuda.get_device_properties(0)
-        info.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 1e9, 1),
-                    cuda=torch.version.cuda, copy_bandwidth_gbs=copy_bandwidth_gbs(device))
+        info.update(
+            gpu=props.name,
+            gpu_memory_gb=round(props.total_memory / 1e9, 1),
+            cuda=torch.version.cuda,
+            copy_bandwidth_gbs=copy_bandwidth_gbs(device),
+        )
     return info

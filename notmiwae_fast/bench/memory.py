@@ -22,8 +22,9 @@ def build_case(spec: dict, device: str) -> Callable:
     """The callable that runs the case ``spec`` once (kind op, train, impute or image)."""
     kind = spec["kind"]
     if kind == "op":
-        return op_call(spec["op"], spec["variant"], *spec["shape"], device,
-                       spec.get("backward", True))
+        return op_call(
+            spec["op"], spec["variant"], *spec["shape"], device, spec.get("backward", True)
+        )
     if kind == "train":
         return train_step_call(spec["impl"], spec["batch"], device, spec.get("image", False))
     if kind == "impute":
@@ -47,9 +48,13 @@ def child_peak_mb(spec: dict, threads: int) -> float | None:
     """Peak resident-set growth (MB) of a fresh process running the case ``spec`` once
     (see :func:`_child_main`); None when the child failed (reason on stderr)."""
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": str(threads)}
-    proc = subprocess.run([sys.executable, "-m", "notmiwae_fast.bench", "--child",
-                           json.dumps(spec)], capture_output=True, text=True, env=env,
-                          check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "notmiwae_fast.bench", "--child", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     if proc.returncode != 0:
         sys.stderr.write(f"memory child {spec} failed:\n{proc.stderr[-2000:]}\n")
         return None
@@ -76,6 +81,7 @@ def rss_mb(field: str) -> float:
     except OSError:
         pass
     import resource
+
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

@@ -19,31 +19,39 @@ def have_notmiwae_pytorch() -> str | None:
         from importlib.metadata import version
 
         import notmiwae_pytorch  # noqa: F401  (it needs tensorboard and matplotlib)
+
         return version("notmiwae-pytorch")
     except Exception:  # noqa: BLE001  (not installed, or its imports fail)
         return None
 
 
-def tabular_data(n: int, d: int, device: str = "cpu",
-                 seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def tabular_data(
+    n: int, d: int, device: str = "cpu", seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Standard-normal rows with the paper's MNAR pattern: in the first half of the
     columns, values above 0 are missing (zero-filled)."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, d, generator=g)
     s = (x <= 0).float()
-    s[:, d // 2:] = 1
+    s[:, d // 2 :] = 1
     return (x * s).to(device), s.to(device)
 
 
 def tabular_model(impl: str, d: int = TABULAR_D, device: str = "cpu") -> torch.nn.Module:
     """not-MIWAE (self-masking, Gaussian), hidden 128, latent d − 1, K = 20."""
     torch.manual_seed(0)
-    kwargs = {"latent_dim": d - 1, "hidden_dim": HIDDEN, "n_samples": K_TRAIN,
-              "missing_process": "selfmasking"}
+    kwargs = {
+        "latent_dim": d - 1,
+        "hidden_dim": HIDDEN,
+        "n_samples": K_TRAIN,
+        "missing_process": "selfmasking",
+    }
     if impl == "notmiwae_pytorch":
         import notmiwae_pytorch as npt
+
         return npt.NotMIWAE(d, **kwargs).to(device)
     from ..nn.models import NotMIWAE
+
     return NotMIWAE(d, backend="fused" if impl == "fused" else "reference", **kwargs).to(device)
 
 
@@ -52,9 +60,15 @@ def train_step_call(impl: str, batch: int, device: str, image: bool = False) -> 
     notmiwae-pytorch's: its Trainer.train_epoch body (Adam, clipping at norm 1)."""
     if image:
         from ..images import image_model
+
         torch.manual_seed(0)
-        model = image_model("notmiwae", channels=3, patch=16, n_samples=K_TRAIN,
-                            backend="fused" if impl == "fused" else "reference").to(device)
+        model = image_model(
+            "notmiwae",
+            channels=3,
+            patch=16,
+            n_samples=K_TRAIN,
+            backend="fused" if impl == "fused" else "reference",
+        ).to(device)
         g = torch.Generator().manual_seed(0)
         x = torch.rand(batch, 3 * 16 * 16, generator=g)
         s = (x < 0.75).float()
@@ -70,8 +84,10 @@ def train_step_call(impl: str, batch: int, device: str, image: bool = False) -> 
             model(x, s)["loss"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
             opt.step()
+
         return step
     from ..train.trainer import Trainer
+
     trainer = Trainer(model, lr=1e-3, device=device, progress=False)
     return lambda: trainer.train_step((x, s))
 
@@ -84,8 +100,9 @@ def autocast_dtype(device: str) -> torch.dtype:
     return torch.bfloat16 if device == "cpu" else torch.float16
 
 
-def impute_call(impl: str, rows: int, d: int, k: int, device: str,
-                batch_size: int = 64) -> Callable:
+def impute_call(
+    impl: str, rows: int, d: int, k: int, device: str, batch_size: int = 64
+) -> Callable:
     """Conditional-mean imputation of ``rows`` rows with K = k, through each package's
     ``utils.impute`` with the same batch size (``AUTOCAST``: the fused backend under
     ``torch.autocast``, its matrix products in reduced precision)."""
@@ -93,6 +110,7 @@ def impute_call(impl: str, rows: int, d: int, k: int, device: str,
     x, s = tabular_data(rows, d, device)
     if impl == "notmiwae_pytorch":
         import notmiwae_pytorch.utils as their_utils
+
         dataset = torch.utils.data.TensorDataset(x, s)
         return lambda: their_utils.impute(model, dataset, n_samples=k, batch_size=batch_size)
     from .. import utils
@@ -100,6 +118,7 @@ def impute_call(impl: str, rows: int, d: int, k: int, device: str,
     def run():
         with torch.autocast(device, dtype=autocast_dtype(device), enabled=impl == AUTOCAST):
             return utils.impute(model, x, s, n_samples=k, batch_size=batch_size, device=device)
+
     return run
 
 
@@ -108,6 +127,7 @@ def autocast_imputation_error(rows: int, d: int, k: int, device: str) -> dict:
     the benchmark's data (same model, same random numbers): max and mean |difference|,
     next to the float32 imputation's RMSE against the true values for scale."""
     from .. import utils
+
     model = tabular_model("fused", d, device)
     truth = torch.randn(rows, d, generator=torch.Generator().manual_seed(0)).to(device)
     x, s = tabular_data(rows, d, device)  # the same draws as truth, high values missing
@@ -115,26 +135,33 @@ def autocast_imputation_error(rows: int, d: int, k: int, device: str) -> dict:
     for name, enabled in (("float32", False), ("autocast", True)):
         torch.manual_seed(0)
         with torch.autocast(device, dtype=autocast_dtype(device), enabled=enabled):
-            results[name] = utils.impute(model, x, s, n_samples=k, batch_size=64,
-                                         device=device)
+            results[name] = utils.impute(model, x, s, n_samples=k, batch_size=64, device=device)
             results[name] = torch.as_tensor(results[name], dtype=torch.float64)
     missing = s == 0
     diff = (results["autocast"] - results["float32"])[missing].abs()
 
     def rmse(r: torch.Tensor) -> float:
         return float(((r - truth.double())[missing] ** 2).mean().sqrt())
-    return {"dtype": str(autocast_dtype(device)).replace("torch.", ""),
-            "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
-            "rmse_float32": rmse(results["float32"]), "rmse_autocast": rmse(results["autocast"])}
+
+    return {
+        "dtype": str(autocast_dtype(device)).replace("torch.", ""),
+        "max_abs_diff": float(diff.max()),
+        "mean_abs_diff": float(diff.mean()),
+        "rmse_float32": rmse(results["float32"]),
+        "rmse_autocast": rmse(results["autocast"]),
+    }
 
 
 def image_call(impl: str, side: int, device: str, k: int = 20) -> Callable:
     """impute_image of a side × side RGB image (smooth synthetic scene, values ≥ 0.75
     clipped) with the bundled model, K = k."""
     from ..images import impute_image, load_image_model
-    model = load_image_model(backend="fused" if impl == "fused" else "reference",
-                             map_location=device)
+
+    model = load_image_model(
+        backend="fused" if impl == "fused" else "reference", map_location=device
+    )
     yy, xx = np.mgrid[0:side, 0:side] / max(side, 1)
-    image = np.stack([0.5 + 0.45 * np.sin(6 * xx + c) * np.cos(5 * yy - c)
-                      for c in range(3)], axis=-1).astype(np.float32)
+    image = np.stack(
+        [0.5 + 0.45 * np.sin(6 * xx + c) * np.cos(5 * yy - c) for c in range(3)], axis=-1
+    ).astype(np.float32)
     return lambda: impute_image(model, image, clip_level=0.75, n_samples=k, progress=False)

@@ -19,8 +19,14 @@ def acceptance(results: dict) -> list[dict]:
     checks = []
 
     def add(name, value, target, holds):
-        checks.append({"check": name, "value": value, "target": target,
-                       "met": None if value is None else bool(holds(value))})
+        checks.append(
+            {
+                "check": name,
+                "value": value,
+                "target": target,
+                "met": None if value is None else bool(holds(value)),
+            }
+        )
 
     for row in results.get("ops", {}).get("cases", []):
         if row["op"] != "notmiwae_normal_terms":
@@ -28,52 +34,86 @@ def acceptance(results: dict) -> list[dict]:
         t = row["time_s"]
         speed = _ratio(t["eager"]["median"], t["fused"]["median"])
         if row["shape"] == "image-B16":
-            add("notmiwae_normal_terms fwd+bwd B=16 K=20 D=12288: speed-up vs eager", speed,
-                "≥ 3×", lambda v: v >= 3)
+            add(
+                "notmiwae_normal_terms fwd+bwd B=16 K=20 D=12288: speed-up vs eager",
+                speed,
+                "≥ 3×",
+                lambda v: v >= 3,
+            )
             mem = row.get("peak_mb", {})
-            add("  … its peak extra memory as a fraction of eager's",
-                _ratio(mem.get("fused"), mem.get("eager")), "≤ 1/3", lambda v: v <= 1 / 3)
+            add(
+                "  … its peak extra memory as a fraction of eager's",
+                _ratio(mem.get("fused"), mem.get("eager")),
+                "≤ 1/3",
+                lambda v: v <= 1 / 3,
+            )
             if "compile" in t:
-                add("  … speed-up vs torch.compile of the reference (aim: not slower)",
-                    _ratio(t["compile"]["median"], t["fused"]["median"]), "≥ 1× (aim)",
-                    lambda v: v >= 1)
+                add(
+                    "  … speed-up vs torch.compile of the reference (aim: not slower)",
+                    _ratio(t["compile"]["median"], t["fused"]["median"]),
+                    "≥ 1× (aim)",
+                    lambda v: v >= 1,
+                )
         if row["shape"] == "tabular-B128":
-            add("notmiwae_normal_terms fwd+bwd B=128 K=20 D=11: speed-up vs eager", speed,
-                "≥ 2×", lambda v: v >= 2)
+            add(
+                "notmiwae_normal_terms fwd+bwd B=128 K=20 D=11: speed-up vs eager",
+                speed,
+                "≥ 2×",
+                lambda v: v >= 2,
+            )
     for case in results.get("train", {}).get("cases", []):
         t = case["time_s"]
         if "notmiwae_pytorch" in t and case["case"].startswith("tabular"):
             target = 3 if case["batch"] == 16 else 2
-            add(f"training step batch {case['batch']}: speed-up vs notmiwae-pytorch",
+            add(
+                f"training step batch {case['batch']}: speed-up vs notmiwae-pytorch",
                 _ratio(t["notmiwae_pytorch"]["median"], t["fused"]["median"]),
-                f"≥ {target}×", lambda v, target=target: v >= target)
+                f"≥ {target}×",
+                lambda v, target=target: v >= target,
+            )
     imp = results.get("impute", {})
     for case in imp.get("cases", []):
         r = case["rows_per_s"]
         if case["K"] == 1000 and "notmiwae_pytorch" in r:
-            add(f"imputation rows/s, {case['rows']} rows, D=11, K=1000: vs notmiwae-pytorch",
-                _ratio(r["fused"], r["notmiwae_pytorch"]), "≥ 5×", lambda v: v >= 5)
+            add(
+                f"imputation rows/s, {case['rows']} rows, D=11, K=1000: vs notmiwae-pytorch",
+                _ratio(r["fused"], r["notmiwae_pytorch"]),
+                "≥ 5×",
+                lambda v: v >= 5,
+            )
             if AUTOCAST in r:
-                add("  … the same under torch.autocast (reduced-precision matrix products; "
-                    "not the float32 comparison)", _ratio(r[AUTOCAST], r["notmiwae_pytorch"]),
-                    "≥ 5×", lambda v: v >= 5)
+                add(
+                    "  … the same under torch.autocast (reduced-precision matrix products; "
+                    "not the float32 comparison)",
+                    _ratio(r[AUTOCAST], r["notmiwae_pytorch"]),
+                    "≥ 5×",
+                    lambda v: v >= 5,
+                )
     mem = imp.get("memory", {})
     if "notmiwae_pytorch" in mem.get("peak_mb", {}):
         p = mem["peak_mb"]
-        add(f"imputation peak memory D={mem['D']} K=1000: notmiwae-pytorch / fused",
-            _ratio(p["notmiwae_pytorch"], max(p["fused"] or 0.0, 1.0)), "≥ 5×",
-            lambda v: v >= 5)
+        add(
+            f"imputation peak memory D={mem['D']} K=1000: notmiwae-pytorch / fused",
+            _ratio(p["notmiwae_pytorch"], max(p["fused"] or 0.0, 1.0)),
+            "≥ 5×",
+            lambda v: v >= 5,
+        )
     op_mem = results.get("sweep", {}).get("iw_impute_memory")
     if op_mem and op_mem["K"] == 100000:
-        add("iw_impute B=64 K=100,000 D=64: peak extra memory beyond its inputs (MB)",
-            op_mem["peak_mb"]["fused"], "< 100 MB", lambda v: v < 100)
+        add(
+            "iw_impute B=64 K=100,000 D=64: peak extra memory beyond its inputs (MB)",
+            op_mem["peak_mb"]["fused"],
+            "< 100 MB",
+            lambda v: v < 100,
+        )
     return checks
 
 
 def _mb_list(peaks: dict) -> str:
     """'fused 12 MB, eager 30 MB' ('–' where a measurement failed)."""
-    return ", ".join(f"{name} {'–' if mb is None else f'{mb:.0f} MB'}"
-                     for name, mb in peaks.items())
+    return ", ".join(
+        f"{name} {'–' if mb is None else f'{mb:.0f} MB'}" for name, mb in peaks.items()
+    )
 
 
 def _fmt_t(s: dict, scale: float = 1e3) -> str:
@@ -97,25 +137,38 @@ def markdown(report: dict) -> str:
 
 def _md_header(report: dict) -> list[str]:
     m = report["machine"]
-    where = (f"{m['gpu']} (CUDA {m['cuda']}, copy bandwidth {m['copy_bandwidth_gbs']:.0f} GB/s)"
-             if m["device"] == "cuda" else f"{m['cpu']}, {m['cores']} cores")
-    return [f"# notmiwae-fast bench ({m['device']}{', quick' if report['quick'] else ''})", "",
-            (f"{where}; {m['threads']} threads; torch {m['torch']}; notmiwae_fast "
-             f"{m['notmiwae_fast']} (commit {(m['git_commit'] or 'unknown')[:10]}); "
-             f"notmiwae-pytorch: {m['notmiwae_pytorch'] or 'not installed (its columns absent)'}. "
-             "Times: median [inter-quartile range] in ms; ratios from medians measured in "
-             "the same run."), ""]
+    where = (
+        f"{m['gpu']} (CUDA {m['cuda']}, copy bandwidth {m['copy_bandwidth_gbs']:.0f} GB/s)"
+        if m["device"] == "cuda"
+        else f"{m['cpu']}, {m['cores']} cores"
+    )
+    return [
+        f"# notmiwae-fast bench ({m['device']}{', quick' if report['quick'] else ''})",
+        "",
+        (
+            f"{where}; {m['threads']} threads; torch {m['torch']}; notmiwae_fast "
+            f"{m['notmiwae_fast']} (commit {(m['git_commit'] or 'unknown')[:10]}); "
+            f"notmiwae-pytorch: {m['notmiwae_pytorch'] or 'not installed (its columns absent)'}. "
+            "Times: median [inter-quartile range] in ms; ratios from medians measured in "
+            "the same run."
+        ),
+        "",
+    ]
 
 
 def _md_acceptance(checks: list[dict]) -> list[str]:
     if not checks:
         return []
-    lines = ["## Acceptance ratios", "", "| check | measured | target | met |",
-             "|---|---|---|---|"]
+    lines = ["## Acceptance ratios", "", "| check | measured | target | met |", "|---|---|---|---|"]
     for c in checks:
         # three decimals below 10: a ratio of 1.997 must not read as 2
-        value = ("–" if c["value"] is None else
-                 f"{c['value']:.3f}" if abs(c["value"]) < 10 else f"{c['value']:.3g}")
+        value = (
+            "–"
+            if c["value"] is None
+            else f"{c['value']:.3f}"
+            if abs(c["value"]) < 10
+            else f"{c['value']:.3g}"
+        )
         met = {True: "✓", False: "✗", None: "–"}[c["met"]]
         lines.append(f"| {c['check']} | {value} | {c['target']} | {met} |")
     lines.append("")
@@ -124,21 +177,29 @@ def _md_acceptance(checks: list[dict]) -> list[str]:
 
 def _md_ops(ops: dict, m: dict) -> list[str]:
     cuda = m["device"] == "cuda"
-    lines = ["## Ops, forward + backward (float32)", "",
-             ("| op | shape | fused ms | eager ms | compile ms | vs eager | vs compile "
-              "| peak MB fused / eager |") + (" fwd GB/s | of copy bw |" if cuda else ""),
-             "|---|---|---|---|---|---|---|---|" + ("---|---|" if cuda else "")]
+    lines = [
+        "## Ops, forward + backward (float32)",
+        "",
+        (
+            "| op | shape | fused ms | eager ms | compile ms | vs eager | vs compile "
+            "| peak MB fused / eager |"
+        )
+        + (" fwd GB/s | of copy bw |" if cuda else ""),
+        "|---|---|---|---|---|---|---|---|" + ("---|---|" if cuda else ""),
+    ]
     for r in ops["cases"]:
         t = r["time_s"]
         comp = _fmt_t(t["compile"]) if "compile" in t else "–"
-        vs_c = (f"{t['compile']['median'] / t['fused']['median']:.2f}×"
-                if "compile" in t else "–")
+        vs_c = f"{t['compile']['median'] / t['fused']['median']:.2f}×" if "compile" in t else "–"
         mem = r.get("peak_mb")
-        mem_s = (f"{mem['fused']:.0f} / {mem['eager']:.0f}"
-                 if mem and None not in mem.values() else "–")
-        row = (f"| {r['op']} | {r['shape']} | {_fmt_t(t['fused'])} | {_fmt_t(t['eager'])} | "
-               f"{comp} | {t['eager']['median'] / t['fused']['median']:.2f}× | {vs_c} | "
-               f"{mem_s} |")
+        mem_s = (
+            f"{mem['fused']:.0f} / {mem['eager']:.0f}" if mem and None not in mem.values() else "–"
+        )
+        row = (
+            f"| {r['op']} | {r['shape']} | {_fmt_t(t['fused'])} | {_fmt_t(t['eager'])} | "
+            f"{comp} | {t['eager']['median'] / t['fused']['median']:.2f}× | {vs_c} | "
+            f"{mem_s} |"
+        )
         if cuda:
             gbs = r["forward_bytes"] / r["forward_s"]["median"] / 1e9
             row += f" {gbs:.0f} | {gbs / m['copy_bandwidth_gbs']:.0%} |"
@@ -148,59 +209,94 @@ def _md_ops(ops: dict, m: dict) -> list[str]:
 
 
 def _md_train(train: dict) -> list[str]:
-    lines = [("## Training step (forward, backward, Adam): not-MIWAE self-masking, "
-              "hidden 128, K = 20"), "",
-             "| case | implementation | ms/step | steps/s | rows/s | fused speed-up |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        ("## Training step (forward, backward, Adam): not-MIWAE self-masking, hidden 128, K = 20"),
+        "",
+        "| case | implementation | ms/step | steps/s | rows/s | fused speed-up |",
+        "|---|---|---|---|---|---|",
+    ]
     for c in train["cases"]:
         f = c["time_s"]["fused"]["median"]
         for i, t in c["time_s"].items():
-            lines.append(f"| {c['case']} | {i} | {_fmt_t(t)} | {c['steps_per_s'][i]:.1f} | "
-                         f"{c['rows_per_s'][i]:.0f} | {t['median'] / f:.2f}× |")
+            lines.append(
+                f"| {c['case']} | {i} | {_fmt_t(t)} | {c['steps_per_s'][i]:.1f} | "
+                f"{c['rows_per_s'][i]:.0f} | {t['median'] / f:.2f}× |"
+            )
     lines.append("")
     return lines
 
 
 def _md_impute(imp: dict) -> list[str]:
-    lines = ["## Imputation", "", "| case | implementation | rows/s | fused speed-up |",
-             "|---|---|---|---|"]
+    lines = [
+        "## Imputation",
+        "",
+        "| case | implementation | rows/s | fused speed-up |",
+        "|---|---|---|---|",
+    ]
     for c in imp["cases"]:
         f = c["rows_per_s"]["fused"]
         for i, r in c["rows_per_s"].items():
-            lines.append(f"| {c['rows']} rows, D = {c['D']}, K = {c['K']} | {i} | {r:.0f} | "
-                         f"{f / r:.2f}× |")
+            lines.append(
+                f"| {c['rows']} rows, D = {c['D']}, K = {c['K']} | {i} | {r:.0f} | {f / r:.2f}× |"
+            )
     err = imp.get("autocast_error")
     if err:
-        lines += ["", (f"{AUTOCAST}: `torch.autocast` with {err['dtype']}; its imputations "
-                       f"differ from float32's by at most {err['max_abs_diff']:.4f} (mean "
-                       f"{err['mean_abs_diff']:.5f}) on the missing entries (standard-normal "
-                       f"data); RMSE against the true values {err['rmse_autocast']:.4f} vs "
-                       f"{err['rmse_float32']:.4f} in float32.")]
+        lines += [
+            "",
+            (
+                f"{AUTOCAST}: `torch.autocast` with {err['dtype']}; its imputations "
+                f"differ from float32's by at most {err['max_abs_diff']:.4f} (mean "
+                f"{err['mean_abs_diff']:.5f}) on the missing entries (standard-normal "
+                f"data); RMSE against the true values {err['rmse_autocast']:.4f} vs "
+                f"{err['rmse_float32']:.4f} in float32."
+            ),
+        ]
     mem = imp["memory"]
-    lines += ["", f"Peak extra memory imputing {mem['rows']} rows of D = {mem['D']} with "
-              f"K = {mem['K']}: " + _mb_list(mem["peak_mb"]) + ".",
-              "", f"impute_image, {imp['image']['side']}² RGB, K = 20: " + ", ".join(
-                  f"{i} {v:.3f} megapixels/s"
-                  for i, v in imp["image"]["megapixels_per_s"].items()) + ".", ""]
+    lines += [
+        "",
+        f"Peak extra memory imputing {mem['rows']} rows of D = {mem['D']} with "
+        f"K = {mem['K']}: " + _mb_list(mem["peak_mb"]) + ".",
+        "",
+        f"impute_image, {imp['image']['side']}² RGB, K = 20: "
+        + ", ".join(
+            f"{i} {v:.3f} megapixels/s" for i, v in imp["image"]["megapixels_per_s"].items()
+        )
+        + ".",
+        "",
+    ]
     return lines
 
 
 def _md_sweep(sw: dict) -> list[str]:
-    lines = ["## Scaling sweeps (fused)", "",
-             (f"Base shape B, K, D = {sw['base']['B']}, {sw['base']['K']}, "
-              f"{sw['base']['D']}; one axis varied at a time (plot: scaling.png)."), "",
-             "| op | axis | B·K·D | ms |", "|---|---|---|---|"]
+    lines = [
+        "## Scaling sweeps (fused)",
+        "",
+        (
+            f"Base shape B, K, D = {sw['base']['B']}, {sw['base']['K']}, "
+            f"{sw['base']['D']}; one axis varied at a time (plot: scaling.png)."
+        ),
+        "",
+        "| op | axis | B·K·D | ms |",
+        "|---|---|---|---|",
+    ]
     for p in sw["points"]:
-        lines.append(f"| {p['op']} | {p['axis']} = {p[p['axis']]} | {p['BKD']} | "
-                     f"{_fmt_t(p['time_s'])} |")
+        lines.append(
+            f"| {p['op']} | {p['axis']} = {p[p['axis']]} | {p['BKD']} | {_fmt_t(p['time_s'])} |"
+        )
     om = sw["iw_impute_memory"]
-    lines += ["", f"iw_impute forward, B = {om['B']}, K = {om['K']}, D = {om['D']}: peak "
-              "extra memory beyond its inputs " + _mb_list(om["peak_mb"]) + "."]
-    lines += ["", "model.impute peak extra memory against K (64 rows, D = 64; plot: "
-              "memory_vs_k.png): " + "; ".join(
-                  f"K = {x['K']}: " + _mb_list(x["peak_mb"]) for x in sw["impute_memory"])
-              + ".",
-              ""]
+    lines += [
+        "",
+        f"iw_impute forward, B = {om['B']}, K = {om['K']}, D = {om['D']}: peak "
+        "extra memory beyond its inputs " + _mb_list(om["peak_mb"]) + ".",
+    ]
+    lines += [
+        "",
+        "model.impute peak extra memory against K (64 rows, D = 64; plot: "
+        "memory_vs_k.png): "
+        + "; ".join(f"K = {x['K']}: " + _mb_list(x["peak_mb"]) for x in sw["impute_memory"])
+        + ".",
+        "",
+    ]
     return lines
 
 
@@ -211,6 +307,7 @@ def plots(report: dict, out_dir: Path) -> list[str]:
         return []
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -227,8 +324,12 @@ def plots(report: dict, out_dir: Path) -> list[str]:
     for ax, op in zip(axes, ("notmiwae_normal_terms", "iw_impute")):
         for axis, marker in zip("BKD", "os^"):
             pts = [p for p in sw["points"] if p["op"] == op and p["axis"] == axis]
-            ax.loglog([p["BKD"] for p in pts], [1e3 * p["time_s"]["median"] for p in pts],
-                      marker=marker, label=f"vary {axis}")
+            ax.loglog(
+                [p["BKD"] for p in pts],
+                [1e3 * p["time_s"]["median"] for p in pts],
+                marker=marker,
+                label=f"vary {axis}",
+            )
         lo = min(p["BKD"] for p in sw["points"])
         hi = max(p["BKD"] for p in sw["points"])
         ref = [p for p in sw["points"] if p["op"] == op]
@@ -243,8 +344,11 @@ def plots(report: dict, out_dir: Path) -> list[str]:
         pts = [(k, max(v, 0.5)) for k, v in pts if v is not None]
         if pts:
             ax.loglog(*zip(*pts), marker="o", label=impl)
-    ax.set(title="model.impute peak extra memory", xlabel="K (importance samples)",
-           ylabel="MB (floor 0.5)")
+    ax.set(
+        title="model.impute peak extra memory",
+        xlabel="K (importance samples)",
+        ylabel="MB (floor 0.5)",
+    )
     ax.legend()
     save(fig, "memory_vs_k.png")
     return written

@@ -23,8 +23,9 @@ def summary(values: list[float]) -> dict:
     return {"median": statistics.median(values), "q1": q[0], "q3": q[2], "n": len(values)}
 
 
-def time_interleaved(calls: dict[str, Callable], repeats: int, device: str,
-                     min_time: float = 2e-3) -> dict[str, dict]:
+def time_interleaved(
+    calls: dict[str, Callable], repeats: int, device: str, min_time: float = 2e-3
+) -> dict[str, dict]:
     """Seconds per call of each callable: warm-up, then ``repeats`` rounds that run every
     variant in turn; a call faster than ``min_time`` is repeated within a round and its
     time averaged (timer resolution)."""

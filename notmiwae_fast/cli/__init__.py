@@ -11,9 +11,9 @@
 
 Every error ends the command with exit status 2 and one line on stderr (set
 ``NOTMIWAE_FAST_DEBUG=1`` for the traceback); every warning (e.g. a training that
-diverged, see :class:`notmiwae_fast.trainer.TrainingWarning`) is one line
-``notmiwae-fast COMMAND: warning: ...`` on stderr, --quiet or not. No command overwrites its input file; an
-existing output is refused unless ``--force``.
+diverged, see :class:`notmiwae_fast.train.TrainingWarning`) is one line
+``notmiwae-fast COMMAND: warning: ...`` on stderr, --quiet or not. No command overwrites
+its input file; an existing output is refused unless ``--force``.
 
 ``fit``, ``impute`` and ``impute-image`` also run under ``torchrun`` (several processes,
 one or more machines): every rank reads the input and trains data-parallel, the
@@ -55,8 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # baselines by up to an order of magnitude. Run the benchmark in a process that
         # starts with PASSIVE.
         import subprocess
-        return subprocess.call([sys.executable, "-m", "notmiwae_fast.cli", *argv],
-                               env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+
+        return subprocess.call(
+            [sys.executable, "-m", "notmiwae_fast.cli", *argv],
+            env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+        )
     started = succeeded = False
     try:
         _positive(args)
@@ -76,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if started:
             from .. import distributed
+
             # After success every rank is alive: meet in a barrier before closing. After
             # an agreed failure _report has met the others; after any other failure a
             # peer may be gone, so do not wait. (How the process then exits: run.)
@@ -96,6 +100,7 @@ def run() -> NoReturn:
     status = main()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         import logging
+
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()

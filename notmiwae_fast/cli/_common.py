@@ -17,10 +17,15 @@ def _check_output(output: str, inputs: Sequence[str], force: bool) -> Path:
     (a device such as /dev/null, a FIFO or a folder is refused even with ``force``: the
     atomic rename would replace it), and in a folder that takes a new file."""
     from .._common.io import check_writable
+
     out = Path(output)
     for given in inputs:
-        if given is not None and Path(given).exists() and out.exists() and \
-                out.resolve() == Path(given).resolve():
+        if (
+            given is not None
+            and Path(given).exists()
+            and out.exists()
+            and out.resolve() == Path(given).resolve()
+        ):
             raise CLIError(f"output {output} is an input file; it is never overwritten")
     if out.is_file() and not force:
         raise CLIError(f"output {output} exists; pass --force to overwrite it")
@@ -35,20 +40,26 @@ def _all_ranks(what: str):
     """``with _all_ranks(step):`` a step that fails on every rank when it fails on any
     (without a process group: errors go through unchanged)."""
     from .. import distributed
+
     return distributed.collectively(
-        what, describe=lambda exc: str(exc) if isinstance(exc, CLIError)
-        else (str(exc) or type(exc).__name__))
+        what,
+        describe=lambda exc: (
+            str(exc) if isinstance(exc, CLIError) else (str(exc) or type(exc).__name__)
+        ),
+    )
 
 
 def _is_main() -> bool:
     """True on rank 0 of a distributed run, and without one."""
     from .. import distributed
+
     return distributed.context().is_main
 
 
 def _write_atomic(path: Path, write, binary: bool = False) -> None:
     """Calls write(file_object) on a temporary file next to ``path``, then renames."""
     from .._common.io import write_atomic
+
     write_atomic(path, write, text=not binary)
 
 
@@ -60,17 +71,21 @@ def _say(args, *text) -> None:
 def _with_threads(n_threads):
     """Decorator: run the command with torch limited to the number of threads
     ``n_threads(args)``, the previous setting restored after."""
+
     def wrap(command):
         def run(args) -> int:
             import torch
+
             before = torch.get_num_threads()
             torch.set_num_threads(n_threads(args))
             try:
                 return command(args)
             finally:
                 torch.set_num_threads(before)
+
         run.__doc__ = command.__doc__
         return run
+
     return wrap
 
 
@@ -80,6 +95,7 @@ def _check_device(device: str | None) -> None:
     if device is None:
         return
     from .._common import validate as _validate
+
     try:
         _validate.device(device, "--device")
     except ValueError as err:

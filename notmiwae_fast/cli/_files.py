@@ -22,6 +22,7 @@ def read_csv_exact(path: str | os.PathLike, **kwargs: Any) -> pd.DataFrame:
     import warnings
 
     import pandas as pd
+
     kwargs.setdefault("float_precision", "round_trip")
     with warnings.catch_warnings():  # pandas 3 deprecates the argument (its default is exact)
         warnings.filterwarnings("ignore", message=".*float_precision.*")
@@ -36,6 +37,7 @@ def _check_csv_layout(path: Path) -> int:
     'Unnamed: 0') and pad a short row with missing values, which would then be imputed:
     a CLIError naming the line instead."""
     import csv
+
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             last_line = [""]  # the text of the line the reader read last
@@ -44,6 +46,7 @@ def _check_csv_layout(path: Path) -> int:
                 for line in f:
                     last_line[0] = line
                     yield line
+
             reader = csv.reader(lines())
             header = next(reader, None)
             if header is None:
@@ -53,27 +56,34 @@ def _check_csv_layout(path: Path) -> int:
                 raise CLIError(f"input file {path}: line 1, the header, has no column names")
             for j, name in enumerate(names):
                 if not name:
-                    raise CLIError(f"input file {path}: column {j + 1} of the header "
-                                   "(line 1) has no name; every column needs one")
+                    raise CLIError(
+                        f"input file {path}: column {j + 1} of the header "
+                        "(line 1) has no name; every column needs one"
+                    )
                 if name in names[:j]:
-                    raise CLIError(f"input file {path}: the header (line 1) names column "
-                                   f"{name!r} twice (columns {names.index(name) + 1} and "
-                                   f"{j + 1}); column names must be unique")
+                    raise CLIError(
+                        f"input file {path}: the header (line 1) names column "
+                        f"{name!r} twice (columns {names.index(name) + 1} and "
+                        f"{j + 1}); column names must be unique"
+                    )
             rows = 0
             for row in reader:
-                if not row or (len(row) == 1 and not row[0].strip()
-                               and '"' not in last_line[0]):
+                if not row or (len(row) == 1 and not row[0].strip() and '"' not in last_line[0]):
                     continue  # a blank or white line ('""' is a row of one empty field)
                 if len(row) != len(header):
-                    raise CLIError(f"input file {path}: line {reader.line_num} has "
-                                   f"{len(row)} field(s), the header {len(header)}")
+                    raise CLIError(
+                        f"input file {path}: line {reader.line_num} has "
+                        f"{len(row)} field(s), the header {len(header)}"
+                    )
                 rows += 1
     except UnicodeDecodeError as err:
-        raise CLIError(f"input file {path} is not UTF-8 text (byte {err.start} cannot be "
-                       "decoded)") from None
+        raise CLIError(
+            f"input file {path} is not UTF-8 text (byte {err.start} cannot be decoded)"
+        ) from None
     except csv.Error as err:
-        raise CLIError(f"input file {path} is not a valid CSV: line {reader.line_num}: "
-                       f"{err}") from None
+        raise CLIError(
+            f"input file {path} is not a valid CSV: line {reader.line_num}: {err}"
+        ) from None
     return rows
 
 
@@ -85,6 +95,7 @@ def _read_csv(path: str):
     rounded and written as integers), True / False columns as nullable booleans, other
     number columns as float64. Every failure is a CLIError naming the file."""
     import pandas as pd
+
     p = Path(path)
     if not p.is_file():
         raise CLIError(f"input file {path} does not exist")
@@ -99,9 +110,12 @@ def _read_csv(path: str):
     if df.shape[0] == 0:
         raise CLIError(f"input file {path} has a header but no data rows")
     if df.shape[0] != rows:  # a layout the two readers see differently (quotes, ...)
-        raise CLIError(f"input file {path} is not a valid CSV: {rows} data rows by its "
-                       f"lines, {df.shape[0]} as a table (check its quotes)")
+        raise CLIError(
+            f"input file {path} is not a valid CSV: {rows} data rows by its "
+            f"lines, {df.shape[0]} as a table (check its quotes)"
+        )
     from pandas.api.types import is_bool_dtype, is_float_dtype, is_numeric_dtype
+
     for name in df.columns:
         dtype = df[name].dtype
         if not (is_numeric_dtype(dtype) or is_bool_dtype(dtype)):
@@ -117,9 +131,10 @@ def _read_model_file(path: str):
     with torch.load(weights_only=True), so loading it runs no code the file names; a
     CLIError naming the file when it does not exist, cannot be read, holds pickled
     Python objects or neither of those."""
-    from .._common import io as _io
     from .. import export
+    from .._common import io as _io
     from ..impute.files import _ALLOWED_CONSTRUCTORS
+
     if not Path(path).is_file():
         raise CLIError(f"model file {path} does not exist")
     try:
@@ -127,8 +142,10 @@ def _read_model_file(path: str):
         if isinstance(obj, dict) and obj.get("format") == export.MODEL_FORMAT:
             obj = export.model_from_state(obj)
     except _io.FormatError as err:
-        raise CLIError(f"model file {path} does not hold a fitted imputer or a model saved "
-                       f"by this package ({err})") from None
+        raise CLIError(
+            f"model file {path} does not hold a fitted imputer or a model saved "
+            f"by this package ({err})"
+        ) from None
     except ValueError as err:
         raise CLIError(str(err)) from None
     return obj
@@ -138,6 +155,7 @@ def _load_model(path: str, device: str | None = None):
     """The fitted imputer in ``path``, set to impute on ``device`` (--device; default
     the CPU)."""
     from ..impute.imputer import _BaseIWImputer
+
     imputer = _read_model_file(path)
     if not isinstance(imputer, _BaseIWImputer):
         raise CLIError(f"model file {path} does not hold a fitted imputer")

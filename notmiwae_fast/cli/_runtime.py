@@ -26,6 +26,7 @@ def _start_distributed(args: argparse.Namespace) -> bool:
     import torch
 
     from .. import distributed
+
     if distributed.context().distributed:
         return False
     device = torch.device("cpu")
@@ -39,20 +40,26 @@ def _report(args: argparse.Namespace, err: Exception) -> int:
     """Prints the error as one line; returns 2. In a distributed run an error every rank
     raised alike (RankFailure) is printed by rank 0 only, any other with its rank."""
     from .. import distributed
+
     ctx = distributed.context()
     message = " ".join(str(err).split()) or type(err).__name__
     agreed = isinstance(err, distributed.RankFailure)
     if ctx.distributed and not agreed:
         import torch.distributed as dist
+
         if isinstance(err, dist.DistError) or any(  # gloo / NCCL: a peer went away
-                m in message for m in ("closed by peer", "reset by peer", "remote worker")):
-            message = ("lost the connection to another process, which probably failed "
-                       f"(see its message) ({message.split('. ')[0]})")
+            m in message for m in ("closed by peer", "reset by peer", "remote worker")
+        ):
+            message = (
+                "lost the connection to another process, which probably failed "
+                f"(see its message) ({message.split('. ')[0]})"
+            )
         message = f"rank {ctx.rank}: {message}"
     if ctx.is_main or not agreed:
         print(f"notmiwae-fast {args.command}: error: {message}", file=sys.stderr, flush=True)
     if ctx.distributed and agreed:
         import torch.distributed as dist
+
         dist.barrier()  # the others exit only once rank 0 has printed
     return 2
 
@@ -60,9 +67,10 @@ def _report(args: argparse.Namespace, err: Exception) -> int:
 def _warning_printer(args: argparse.Namespace) -> Callable[..., None]:
     """A ``warnings.showwarning`` that prints a warning as one line on stderr, on rank
     0 only (every rank trains alike): ``notmiwae-fast COMMAND: warning: message``."""
+
     def show(message, category, filename, lineno, file=None, line=None) -> None:
         if _is_main():
             text = " ".join(str(message).split())
-            print(f"notmiwae-fast {args.command}: warning: {text}", file=sys.stderr,
-                  flush=True)
+            print(f"notmiwae-fast {args.command}: warning: {text}", file=sys.stderr, flush=True)
+
     return show

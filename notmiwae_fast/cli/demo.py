@@ -19,8 +19,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """notmiwae-fast demo: trains MIWAE and not-MIWAE on the breast cancer data with
     the paper's missing process, prints the RMSE of each imputation and plots the
     learnt missing process."""
-    from ..experiments import protocol
     from .. import utils
+    from ..experiments import protocol
     from ..experiments.datasets import load_breast_cancer
     from ..experiments.plots import plot_missing_process
 
@@ -31,34 +31,52 @@ def cmd_demo(args: argparse.Namespace) -> int:
     X, names = load_breast_cancer()
     X_true, X_missing, s = protocol.mnar_table1(X, args.seed)
     D = X.shape[1]
-    _say(args, f"breast cancer (scikit-learn): {X.shape[0]} rows x {D} features, "
-               f"standardised; the first {D // 2} features miss their values above the "
-               f"mean ({int((s == 0).sum())} missing entries, "
-               f"{100 * (s == 0).mean():.1f}%)")
-    _say(args, f"training MIWAE and not-MIWAE (self-masking) for {args.max_iter} "
-               f"iterations each, imputing with {args.impute_samples} importance samples")
+    _say(
+        args,
+        f"breast cancer (scikit-learn): {X.shape[0]} rows x {D} features, "
+        f"standardised; the first {D // 2} features miss their values above the "
+        f"mean ({int((s == 0).sum())} missing entries, "
+        f"{100 * (s == 0).mean():.1f}%)",
+    )
+    _say(
+        args,
+        f"training MIWAE and not-MIWAE (self-masking) for {args.max_iter} "
+        f"iterations each, imputing with {args.impute_samples} importance samples",
+    )
     results = {}
     fitted = {}
     for method in ("mean", "miwae", "notmiwae_selfmasking"):
         start = time.perf_counter()
-        imputer = protocol.make_imputer(method, args.max_iter, args.impute_samples,
-                                        args.seed, D, verbose=not args.quiet)
+        imputer = protocol.make_imputer(
+            method, args.max_iter, args.impute_samples, args.seed, D, verbose=not args.quiet
+        )
         X_imputed = imputer.fit_transform(X_missing)
         results[protocol.METHODS[method][0]] = {
             "rmse": utils.missing_rmse(X_true, X_imputed, s),
-            "seconds": time.perf_counter() - start}
+            "seconds": time.perf_counter() - start,
+        }
         fitted[method] = imputer
     width = max(map(len, results))
     print(f"{'method':<{width}}  RMSE (missing entries, standardised)")
     for label, r in results.items():
         print(f"{label:<{width}}  {r['rmse']:.3f}   ({r['seconds']:.1f} s)")
     columns = list(range(D // 2))
-    plot = plot_missing_process(fitted["notmiwae_selfmasking"], X_true, columns,
-                                thresholds=X_true[:, columns].mean(axis=0), names=names,
-                                path=plot_path)
-    summary = {"data": "sklearn breast cancer", "iterations": args.max_iter,
-               "impute_samples": args.impute_samples, "seed": args.seed,
-               "results": results, "plot": str(plot)}
+    plot = plot_missing_process(
+        fitted["notmiwae_selfmasking"],
+        X_true,
+        columns,
+        thresholds=X_true[:, columns].mean(axis=0),
+        names=names,
+        path=plot_path,
+    )
+    summary = {
+        "data": "sklearn breast cancer",
+        "iterations": args.max_iter,
+        "impute_samples": args.impute_samples,
+        "seed": args.seed,
+        "results": results,
+        "plot": str(plot),
+    }
     _write_atomic(summary_path, lambda f: json.dump(summary, f, indent=2))
     print(f"plot of the learnt missing process: {plot}")
     return 0

@@ -15,6 +15,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     import torch
 
     from .. import export
+
     out = _check_output(args.out, [args.model], args.force)
     obj = _read_model_file(args.model)
     model = getattr(obj, "model_", obj)  # a fitted imputer (notmiwae-fast fit) or a model
@@ -24,6 +25,5 @@ def cmd_export(args: argparse.Namespace) -> int:
         export.to_torchscript(model, out, n_samples=args.n_samples, fused=not args.pure)
     else:
         export.to_onnx(model, out, n_samples=args.n_samples, deterministic=args.deterministic)
-    _say(args, f"exported {type(model).__name__} ({args.format}, K = {args.n_samples}) "
-               f"to {out}")
+    _say(args, f"exported {type(model).__name__} ({args.format}, K = {args.n_samples}) to {out}")
     return 0

@@ -16,16 +16,19 @@ from ._common import CLIError, _all_ranks, _check_output, _is_main, _say, _with_
 def _read_image(path: str):
     """(pixels, metadata to carry over: EXIF, ICC profile) of an image file."""
     from .._common.image_io import read_image
+
     return read_image(path, metadata=True)
 
 
 def _check_image_output(path: Path, array) -> None:
     from .._common.image_io import check_writable
+
     check_writable(path, array)
 
 
 def _write_image(path: Path, array, metadata=None) -> None:
     from .._common.image_io import write_image
+
     write_image(path, array, metadata)
 
 
@@ -45,21 +48,27 @@ def cmd_impute_image(args: argparse.Namespace) -> int:
     import torch
 
     from .. import images
+
     if Path(args.image).is_dir():
         return _impute_image_folder(args)
     with _all_ranks("imputing the image"):
         if _is_main():  # one image: rank 0 does it, the others wait
-            out = _check_output(args.output, [args.image] + ([args.model] if args.model
-                                                            else []), args.force)
+            out = _check_output(
+                args.output, [args.image] + ([args.model] if args.model else []), args.force
+            )
             image, metadata = _read_image(args.image)
             _check_image_output(out, image)
             colour = images._colour(image, images._colour_channels(image))  # without alpha
             model = _image_model(args, colour.shape[2])
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(args.seed)
-                result = images.impute_image(model, image, clip_level=args.clip_level,
-                                             n_samples=args.n_samples,
-                                             progress=not args.quiet)
+                result = images.impute_image(
+                    model,
+                    image,
+                    clip_level=args.clip_level,
+                    n_samples=args.n_samples,
+                    progress=not args.quiet,
+                )
             _write_image(out, result, metadata)
             lost = images.count_lost(colour, args.clip_level)
     if _is_main():
@@ -70,34 +79,51 @@ def cmd_impute_image(args: argparse.Namespace) -> int:
 def _image_model(args, channels: int = 3):
     """--model, or the bundled model for the image's colour channels (grey or RGB)."""
     from .. import images
+
     if args.model is not None:
         return images.load_image_model(args.model)
     if channels not in (1, 3):
-        raise CLIError(f"{args.image} has {channels} colour channels; the bundled models "
-                       "are for grey (1) and RGB (3) images")
+        raise CLIError(
+            f"{args.image} has {channels} colour channels; the bundled models "
+            "are for grey (1) and RGB (3) images"
+        )
     return images.load_image_model(channels=channels)
 
 
 def _impute_image_folder(args) -> int:
     """impute-image IN_FOLDER OUT_FOLDER: the images split across the ranks."""
     from .. import distributed
+
     in_dir, out_dir = Path(args.image), Path(args.output)
     with _all_ranks("checking the files"):
         if out_dir.exists() and not out_dir.is_dir():
-            raise CLIError(f"output {out_dir} is a file; the input {in_dir} is a folder, "
-                           "so the output must be a folder too")
+            raise CLIError(
+                f"output {out_dir} is a file; the input {in_dir} is a folder, "
+                "so the output must be a folder too"
+            )
         if out_dir.exists() and out_dir.resolve() == in_dir.resolve():
-            raise CLIError(f"output {out_dir} is the input folder; input images are never "
-                           "overwritten")
+            raise CLIError(
+                f"output {out_dir} is the input folder; input images are never overwritten"
+            )
         model = _image_model(args, args.channels)
     manifest = distributed.impute_image_folder(
-        model, in_dir, out_dir, clip_level=args.clip_level, n_samples=args.n_samples,
-        seed=args.seed, overwrite=args.force, progress=not args.quiet)
+        model,
+        in_dir,
+        out_dir,
+        clip_level=args.clip_level,
+        n_samples=args.n_samples,
+        seed=args.seed,
+        overwrite=args.force,
+        progress=not args.quiet,
+    )
     if manifest is not None:
-        _say(args, f"imputed the values at or above {args.clip_level} in "
-                   f"{len(manifest['images'])} images of {in_dir} on "
-                   f"{manifest['processes']} process(es); wrote them and "
-                   f"{distributed.MANIFEST_NAME} to {out_dir}")
+        _say(
+            args,
+            f"imputed the values at or above {args.clip_level} in "
+            f"{len(manifest['images'])} images of {in_dir} on "
+            f"{manifest['processes']} process(es); wrote them and "
+            f"{distributed.MANIFEST_NAME} to {out_dir}",
+        )
     return 0
 
 
@@ -108,6 +134,7 @@ def cmd_train_image(args: argparse.Namespace) -> int:
     import torch
 
     from .. import images
+
     bad = [c for c in args.clip_levels if not 0 < c <= 1]
     if bad:
         raise CLIError(f"--clip-levels must be in (0, 1]; got {bad[0]}")
@@ -122,31 +149,47 @@ def cmd_train_image(args: argparse.Namespace) -> int:
             if args.channels == 1 and colour.shape[2] == 3:
                 colour = images.to_grey(colour)
             if colour.shape[2] != args.channels:
-                raise CLIError(f"photograph {path} has {colour.shape[2]} colour channel(s); "
-                               f"--channels is {args.channels}")
+                raise CLIError(
+                    f"photograph {path} has {colour.shape[2]} colour channel(s); "
+                    f"--channels is {args.channels}"
+                )
             photos[str(path)] = colour
     else:
         photos = images.bundled_photographs()
         if args.channels == 1:
             photos = {k: images.to_grey(v) for k, v in photos.items()}
     torch.manual_seed(args.seed)
-    pixels = images.training_pixels(list(photos.values()), args.clip_levels, args.gains,
-                                    per_image=args.per_image, seed=args.seed)
-    model = images.ClippedPixelModel(args.channels, kind=args.kind,
-                                     latent_dim=args.latent_dim)
-    losses = images.train_clipped(model, pixels, steps=args.steps, batch_size=args.batch_size,
-                                  n_samples=args.n_samples, complete=args.complete,
-                                  progress=not args.quiet)
+    pixels = images.training_pixels(
+        list(photos.values()),
+        args.clip_levels,
+        args.gains,
+        per_image=args.per_image,
+        seed=args.seed,
+    )
+    model = images.ClippedPixelModel(args.channels, kind=args.kind, latent_dim=args.latent_dim)
+    losses = images.train_clipped(
+        model,
+        pixels,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        n_samples=args.n_samples,
+        complete=args.complete,
+        progress=not args.quiet,
+    )
     images.save_image_model(model, out)
     data = "complete photographs" if args.complete else "clipped photographs only"
-    _say(args, f"trained {args.kind} on {len(photos)} photographs ({data}, {args.steps} "
-               f"steps, final loss {np.mean(losses[-50:]):.3f}); saved to {out}")
+    _say(
+        args,
+        f"trained {args.kind} on {len(photos)} photographs ({data}, {args.steps} "
+        f"steps, final loss {np.mean(losses[-50:]):.3f}); saved to {out}",
+    )
     return 0
 
 
 def _photo_files(paths: Sequence[str]) -> list:
     """The image files named, and those directly inside the folders named."""
     from .._common.image_io import IMAGE_SUFFIXES
+
     files = []
     for name in paths:
         path = Path(name)

@@ -19,14 +19,36 @@ from __future__ import annotations
 
 import importlib
 
-from .group import Context, RankFailure, all_reduce_sum, collectively, context, init_from_env, shard_bounds, shutdown
+from .group import (
+    Context,
+    RankFailure,
+    all_reduce_sum,
+    collectively,
+    context,
+    init_from_env,
+    shard_bounds,
+    shutdown,
+)
 
-_APPLICATIONS = {"impute_sharded": "..impute.sharded", "transform_sharded": "..impute.sharded",
-                 "impute_image_folder": "..images.folder", "list_images": "..images.folder",
-                 "MANIFEST_NAME": "..images.folder"}
+_APPLICATIONS = {
+    "impute_sharded": "..impute.sharded",
+    "transform_sharded": "..impute.sharded",
+    "impute_image_folder": "..images.folder",
+    "list_images": "..images.folder",
+    "MANIFEST_NAME": "..images.folder",
+}
 
-__all__ = ["Context", "context", "init_from_env", "shutdown", "all_reduce_sum", "shard_bounds",
-           "RankFailure", "collectively", *_APPLICATIONS]
+__all__ = [
+    "Context",
+    "context",
+    "init_from_env",
+    "shutdown",
+    "all_reduce_sum",
+    "shard_bounds",
+    "RankFailure",
+    "collectively",
+    *_APPLICATIONS,
+]
 
 
 def __getattr__(name: str):

@@ -23,8 +23,19 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.distributed as dist
 
-__all__ = ["Context", "context", "init_from_env", "shutdown", "all_reduce_sum", "shard_bounds",
-           "RankFailure", "collectively", "gather_failures", "barrier", "describe_exception"]
+__all__ = [
+    "Context",
+    "context",
+    "init_from_env",
+    "shutdown",
+    "all_reduce_sum",
+    "shard_bounds",
+    "RankFailure",
+    "collectively",
+    "gather_failures",
+    "barrier",
+    "describe_exception",
+]
 
 
 @dataclass(frozen=True)
@@ -47,16 +58,22 @@ class Context:
 def context() -> Context:
     """The current process group's context ((0, 1, 0) when there is none)."""
     if dist.is_available() and dist.is_initialized():
-        return Context(dist.get_rank(), dist.get_world_size(),
-                       int(os.environ.get("LOCAL_RANK", dist.get_rank())))
+        return Context(
+            dist.get_rank(),
+            dist.get_world_size(),
+            int(os.environ.get("LOCAL_RANK", dist.get_rank())),
+        )
     return Context()
 
 
 def init_from_env(device: Optional[torch.device] = None, timeout_s: int = 600) -> Context:
     """Starts the process group when launched by torchrun (WORLD_SIZE > 1) and none runs
     yet: NCCL for CUDA devices, gloo otherwise. Returns the context."""
-    if (dist.is_available() and not dist.is_initialized()
-            and int(os.environ.get("WORLD_SIZE", "1")) > 1):
+    if (
+        dist.is_available()
+        and not dist.is_initialized()
+        and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    ):
         backend = "nccl" if device is not None and device.type == "cuda" else "gloo"
         if backend == "nccl":  # one GPU per process; object collectives use this one
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
@@ -131,8 +148,9 @@ class RankFailure(RuntimeError):
     Attributes: ``what`` (the step), ``failures`` ([(rank, message)], the failed ranks
     only), ``world_size`` and ``note`` (appended to the message)."""
 
-    def __init__(self, what: str, failures: Sequence[tuple[int, str]], world_size: int,
-                 note: str = ""):
+    def __init__(
+        self, what: str, failures: Sequence[tuple[int, str]], world_size: int, note: str = ""
+    ):
         self.what, self.failures, self.world_size = what, list(failures), world_size
         self.note = note
         super().__init__(self._message() + (f"; {note}" if note else ""))
@@ -148,7 +166,8 @@ class RankFailure(RuntimeError):
             groups.setdefault(message, []).append(rank)
         return f"{self.what} failed on " + "; ".join(
             f"rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}: {message}"
-            for message, ranks in groups.items())
+            for message, ranks in groups.items()
+        )
 
 
 def describe_exception(exc: BaseException) -> str:

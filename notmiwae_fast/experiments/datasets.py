@@ -17,8 +17,7 @@ import numpy as np
 
 __all__ = ["UCI_DATASETS", "load_uci", "load_breast_cancer", "default_data_dir"]
 
-UCI_DATASETS = ("banknote", "concrete", "winequality-red", "winequality-white", "yeast",
-                "breast")
+UCI_DATASETS = ("banknote", "concrete", "winequality-red", "winequality-white", "yeast", "breast")
 ENV_VAR = "NOTMIWAE_FAST_DATA"
 
 
@@ -32,8 +31,9 @@ def default_data_dir() -> Optional[Path]:
     return candidate if candidate.is_dir() else None
 
 
-def load_uci(name: str, data_dir: Optional[Union[str, Path]] = None,
-             keep_label: bool = False) -> tuple[np.ndarray, list[str]]:
+def load_uci(
+    name: str, data_dir: Optional[Union[str, Path]] = None, keep_label: bool = False
+) -> tuple[np.ndarray, list[str]]:
     """Loads one of :data:`UCI_DATASETS` without its label column.
 
     Args:
@@ -50,27 +50,32 @@ def load_uci(name: str, data_dir: Optional[Union[str, Path]] = None,
         FileNotFoundError: no such file (the path searched named).
     """
     if name not in UCI_DATASETS:
-        raise ValueError(f"argument 'name' must be one of {', '.join(UCI_DATASETS)}; "
-                         f"got {name!r}")
+        raise ValueError(f"argument 'name' must be one of {', '.join(UCI_DATASETS)}; got {name!r}")
     folder = Path(data_dir) if data_dir is not None else default_data_dir()
     if folder is None:
-        raise FileNotFoundError(f"no data folder for {name!r}: pass data_dir or set "
-                                f"{ENV_VAR} to the folder holding {name}.csv (valid names: "
-                                f"{', '.join(UCI_DATASETS)})")
+        raise FileNotFoundError(
+            f"no data folder for {name!r}: pass data_dir or set "
+            f"{ENV_VAR} to the folder holding {name}.csv (valid names: "
+            f"{', '.join(UCI_DATASETS)})"
+        )
     path = folder / f"{name}.csv"
     if not path.is_file():
-        raise FileNotFoundError(f"data set {name!r}: no file {path} (valid names: "
-                                f"{', '.join(UCI_DATASETS)}; folder from argument "
-                                f"'data_dir' or ${ENV_VAR})")
+        raise FileNotFoundError(
+            f"data set {name!r}: no file {path} (valid names: "
+            f"{', '.join(UCI_DATASETS)}; folder from argument "
+            f"'data_dir' or ${ENV_VAR})"
+        )
     end = None if keep_label else -1
     # utf-8-sig: a byte-order mark is not part of the first column's name.
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         fields = next(reader, [])
         if len(fields) < 2:
-            raise ValueError(f"data set {name!r}: {path} has no feature columns (header "
-                             f"{','.join(fields)!r}; expected comma-separated features, "
-                             "then the label)")
+            raise ValueError(
+                f"data set {name!r}: {path} has no feature columns (header "
+                f"{','.join(fields)!r}; expected comma-separated features, "
+                "then the label)"
+            )
         header = fields[:end]
         body = []
         for row in reader:
@@ -78,10 +83,10 @@ def load_uci(name: str, data_dir: Optional[Union[str, Path]] = None,
                 continue
             where = f"data set {name!r}: {path} line {reader.line_num}"
             if len(row) != len(fields):
-                raise ValueError(f"{where} has {len(row)} fields; the header has "
-                                 f"{len(fields)}")
-            body.append([_number(cell, f"{where}, column {column!r}")
-                         for column, cell in zip(header, row)])
+                raise ValueError(f"{where} has {len(row)} fields; the header has {len(fields)}")
+            body.append(
+                [_number(cell, f"{where}, column {column!r}") for column, cell in zip(header, row)]
+            )
     if not body:
         raise ValueError(f"data set {name!r}: {path} holds no data rows")
     X = np.array(body, dtype=np.float64)
@@ -100,5 +105,6 @@ def load_breast_cancer() -> tuple[np.ndarray, list[str]]:
     """scikit-learn's breast cancer data (569 × 30, the same as ``breast.csv``), no file
     needed. Returns (X [569, 30] float64, the 30 feature names)."""
     from sklearn.datasets import load_breast_cancer as _sk_load
+
     data = _sk_load()
     return np.asarray(data.data, dtype=np.float64), [str(n) for n in data.feature_names]

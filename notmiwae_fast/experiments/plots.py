@@ -14,16 +14,20 @@ from .._common.io import write_atomic
 __all__ = ["plot_missing_process"]
 
 
-def plot_missing_process(imputer, X: np.ndarray, columns: Sequence[int],
-                         thresholds: Optional[Sequence[float]] = None,
-                         names: Optional[Sequence[str]] = None,
-                         path: Union[str, Path] = "missing_process.png") -> Path:
+def plot_missing_process(
+    imputer,
+    X: np.ndarray,
+    columns: Sequence[int],
+    thresholds: Optional[Sequence[float]] = None,
+    names: Optional[Sequence[str]] = None,
+    path: Union[str, Path] = "missing_process.png",
+) -> Path:
     """Saves a grid of panels, one per feature in ``columns``: the learnt probability
     of the value being missing against the value (the other features held at their
     means), with the true threshold as a dashed line.
 
     Args:
-        imputer: a fitted :class:`~notmiwae_fast.imputer.NotMIWAEImputer`.
+        imputer: a fitted :class:`~notmiwae_fast.NotMIWAEImputer`.
         X: [N, D] complete data (original units) giving each feature's range.
         columns: indices of the features to draw.
         thresholds: the true threshold of each drawn feature (None: not drawn).
@@ -33,6 +37,7 @@ def plot_missing_process(imputer, X: np.ndarray, columns: Sequence[int],
         the path written.
     """
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -41,8 +46,7 @@ def plot_missing_process(imputer, X: np.ndarray, columns: Sequence[int],
     n_grid = 200
     n_cols = min(5, max(1, len(columns)))
     n_rows = max(1, math.ceil(len(columns) / n_cols))
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.2 * n_cols, 2.6 * n_rows),
-                             squeeze=False)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.2 * n_cols, 2.6 * n_rows), squeeze=False)
     for panel, j in enumerate(columns):
         ax = axes[panel // n_cols][panel % n_cols]
         grid = np.tile(X.mean(axis=0), (n_grid, 1))
@@ -62,8 +66,9 @@ def plot_missing_process(imputer, X: np.ndarray, columns: Sequence[int],
     fig.tight_layout()
     path = Path(path)
     try:  # atomically, in the format the suffix names (matplotlib's default without one)
-        write_atomic(path, lambda f: fig.savefig(f, format=path.suffix[1:].lower() or None,
-                                                 dpi=110))
+        write_atomic(
+            path, lambda f: fig.savefig(f, format=path.suffix[1:].lower() or None, dpi=110)
+        )
     finally:
         plt.close(fig)
     return path

@@ -13,12 +13,19 @@ from typing import Callable
 
 import numpy as np
 
-from . import datasets
 from .. import utils
 from ..impute.imputer import MIWAEImputer, NotMIWAEImputer
+from . import datasets
 
-__all__ = ["METHODS", "PAPER_SETTINGS", "mnar_table1", "make_imputer", "paper_data",
-           "restore_lost_decimal_points", "run_method"]
+__all__ = [
+    "METHODS",
+    "PAPER_SETTINGS",
+    "mnar_table1",
+    "make_imputer",
+    "paper_data",
+    "restore_lost_decimal_points",
+    "run_method",
+]
 
 # Training settings of the paper (Adam lr 1e-3, batch 16, K = 20, 2 hidden layers of 128).
 # The protocol standardises the complete data before removing values, and the paper's
@@ -26,29 +33,40 @@ __all__ = ["METHODS", "PAPER_SETTINGS", "mnar_table1", "make_imputer", "paper_da
 # statistics of the observed values, which this MNAR biases (a column that lost its high
 # values has a low observed mean and a small observed spread). Doing so cost 0.15 RMSE
 # on breast (0.91 against 0.76 for not-MIWAE self-masking, 10,000 iterations).
-PAPER_SETTINGS = dict(hidden_dim=128, n_samples=20, batch_size=16, lr=1e-3,
-                      standardize=False)
+PAPER_SETTINGS = dict(hidden_dim=128, n_samples=20, batch_size=16, lr=1e-3, standardize=False)
 
 
 def _not_miwae(**extra) -> Callable[..., NotMIWAEImputer]:
-    def build(iterations: int, impute_samples: int, seed: int, verbose: bool, d: int,
-              **options):
+    def build(iterations: int, impute_samples: int, seed: int, verbose: bool, d: int, **options):
         kw = {**extra, **options}
         if kw.get("missing_process") == "selfmasking_known_signs":
             kw["signs"] = np.ones(d)  # the paper's "known": high values go missing
-        return NotMIWAEImputer(max_iter=iterations, n_impute_samples=impute_samples,
-                               random_state=seed, verbose=verbose, **PAPER_SETTINGS, **kw)
+        return NotMIWAEImputer(
+            max_iter=iterations,
+            n_impute_samples=impute_samples,
+            random_state=seed,
+            verbose=verbose,
+            **PAPER_SETTINGS,
+            **kw,
+        )
+
     return build
 
 
-def _miwae(iterations: int, impute_samples: int, seed: int, verbose: bool, d: int,
-           **options):
-    return MIWAEImputer(max_iter=iterations, n_impute_samples=impute_samples,
-                        random_state=seed, verbose=verbose, **PAPER_SETTINGS, **options)
+def _miwae(iterations: int, impute_samples: int, seed: int, verbose: bool, d: int, **options):
+    return MIWAEImputer(
+        max_iter=iterations,
+        n_impute_samples=impute_samples,
+        random_state=seed,
+        verbose=verbose,
+        **PAPER_SETTINGS,
+        **options,
+    )
 
 
 def _mean(iterations, impute_samples, seed, verbose, d):
     from sklearn.impute import SimpleImputer
+
     return SimpleImputer(strategy="mean")
 
 
@@ -66,18 +84,26 @@ def _mice(iterations, impute_samples, seed, verbose, d):
     from sklearn.experimental import enable_iterative_imputer  # noqa: F401
     from sklearn.impute import IterativeImputer
     from sklearn.linear_model import BayesianRidge
-    return IterativeImputer(estimator=BayesianRidge(), max_iter=10, random_state=seed,
-                            imputation_order=PAPER_IMPUTATION_ORDER)
+
+    return IterativeImputer(
+        estimator=BayesianRidge(),
+        max_iter=10,
+        random_state=seed,
+        imputation_order=PAPER_IMPUTATION_ORDER,
+    )
 
 
 def _missforest(iterations, impute_samples, seed, verbose, d):
     from sklearn.ensemble import RandomForestRegressor
     from sklearn.experimental import enable_iterative_imputer  # noqa: F401
     from sklearn.impute import IterativeImputer
-    return IterativeImputer(estimator=RandomForestRegressor(n_estimators=100,
-                                                            random_state=seed),
-                            max_iter=10, random_state=seed,
-                            imputation_order=PAPER_IMPUTATION_ORDER)
+
+    return IterativeImputer(
+        estimator=RandomForestRegressor(n_estimators=100, random_state=seed),
+        max_iter=10,
+        random_state=seed,
+        imputation_order=PAPER_IMPUTATION_ORDER,
+    )
 
 
 # name -> (label as in the paper's Table 1, builder(iterations, impute_samples, seed,
@@ -88,15 +114,19 @@ METHODS: dict[str, tuple[str, Callable]] = {
     "missforest": ("missForest", _missforest),
     "miwae": ("MIWAE", _miwae),
     "notmiwae_linear": ("not-MIWAE agnostic (linear)", _not_miwae(missing_process="linear")),
-    "notmiwae_selfmasking": ("not-MIWAE self-masking",
-                             _not_miwae(missing_process="selfmasking")),
-    "notmiwae_selfmasking_known": ("not-MIWAE self-masking known",
-                                   _not_miwae(missing_process="selfmasking_known_signs")),
-    "notmiwae_ppca_selfmasking": ("not-MIWAE-PPCA self-masking",
-                                  _not_miwae(missing_process="selfmasking", ppca=True)),
+    "notmiwae_selfmasking": ("not-MIWAE self-masking", _not_miwae(missing_process="selfmasking")),
+    "notmiwae_selfmasking_known": (
+        "not-MIWAE self-masking known",
+        _not_miwae(missing_process="selfmasking_known_signs"),
+    ),
+    "notmiwae_ppca_selfmasking": (
+        "not-MIWAE-PPCA self-masking",
+        _not_miwae(missing_process="selfmasking", ppca=True),
+    ),
     "notmiwae_ppca_selfmasking_known": (
         "not-MIWAE-PPCA self-masking known",
-        _not_miwae(missing_process="selfmasking_known_signs", ppca=True)),
+        _not_miwae(missing_process="selfmasking_known_signs", ppca=True),
+    ),
 }
 
 
@@ -147,7 +177,7 @@ def paper_data(name: str, data_dir=None) -> np.ndarray:
       the full protocol) nor ours (1.51, 1.54) comes near the paper's 1.26 and 1.12;
       with 9 ours gives 1.15 and 1.03.
 
-    ``data_dir``: as :func:`notmiwae_fast.datasets.load_uci`."""
+    ``data_dir``: as :func:`notmiwae_fast.experiments.datasets.load_uci`."""
     X, _ = datasets.load_uci(name, data_dir, keep_label=name == "concrete")
     if name == "winequality-red":
         return restore_lost_decimal_points(X)
@@ -156,24 +186,38 @@ def paper_data(name: str, data_dir=None) -> np.ndarray:
     return X
 
 
-def make_imputer(method: str, iterations: int, impute_samples: int, seed: int, d: int,
-                 verbose: bool = False, weight_init: str = "torch"):
+def make_imputer(
+    method: str,
+    iterations: int,
+    impute_samples: int,
+    seed: int,
+    d: int,
+    verbose: bool = False,
+    weight_init: str = "torch",
+):
     """An unfitted imputer for ``method`` (one of :data:`METHODS`); ``weight_init``
-    applies to the deep models (see :class:`~notmiwae_fast.imputer.NotMIWAEImputer`)."""
+    applies to the deep models (see :class:`~notmiwae_fast.NotMIWAEImputer`)."""
     if method not in METHODS:
-        raise ValueError(f"argument 'method' must be one of {', '.join(METHODS)}; "
-                         f"got {method!r}")
+        raise ValueError(f"argument 'method' must be one of {', '.join(METHODS)}; got {method!r}")
     deep = method == "miwae" or method.startswith("notmiwae")
     options = {"weight_init": weight_init} if deep else {}
     return METHODS[method][1](iterations, impute_samples, seed, verbose, d, **options)
 
 
-def run_method(method: str, X: np.ndarray, seed: int, iterations: int, impute_samples: int,
-               verbose: bool = False, weight_init: str = "torch") -> tuple[float, object]:
+def run_method(
+    method: str,
+    X: np.ndarray,
+    seed: int,
+    iterations: int,
+    impute_samples: int,
+    verbose: bool = False,
+    weight_init: str = "torch",
+) -> tuple[float, object]:
     """One run of the protocol: corrupt X with ``seed``, impute with ``method``.
     Returns (RMSE on the missing entries, standardised scale; the fitted imputer)."""
     X_true, X_missing, s = mnar_table1(X, seed)
-    imputer = make_imputer(method, iterations, impute_samples, seed, X.shape[1], verbose,
-                           weight_init)
+    imputer = make_imputer(
+        method, iterations, impute_samples, seed, X.shape[1], verbose, weight_init
+    )
     X_imputed = imputer.fit_transform(X_missing)
     return utils.missing_rmse(X_true, X_imputed, s), imputer

@@ -32,8 +32,9 @@ def _from_float(values: np.ndarray, dtype) -> np.ndarray:
 
 
 def _float_range_error(lo: float, hi: float) -> ValueError:
-    return ValueError("argument 'image': float images must hold values in [0, 1]; "
-                      f"got [{lo:.3g}, {hi:.3g}]")
+    return ValueError(
+        f"argument 'image': float images must hold values in [0, 1]; got [{lo:.3g}, {hi:.3g}]"
+    )
 
 
 def as_float_image(image: np.ndarray) -> tuple[np.ndarray, dict]:
@@ -58,7 +59,6 @@ def as_float_image(image: np.ndarray) -> tuple[np.ndarray, dict]:
     return _to_float(colour), info
 
 
-
 def _below(values: np.ndarray, clip_level: float) -> np.ndarray:
     """Which values lie below the clip level, compared on the values as they are: floats
     in their own precision, uint8 / uint16 as value / 255 (65535) in float64."""
@@ -68,8 +68,11 @@ def _below(values: np.ndarray, clip_level: float) -> np.ndarray:
         # it fails for (the same float64 comparison, made once, not per value)
         top = np.iinfo(values.dtype).max
         levels = np.arange(top + 1) / float(top) < clip_level
-        return values < int(np.argmin(levels)) if not levels.all() else \
-            np.ones(values.shape, dtype=bool)
+        return (
+            values < int(np.argmin(levels))
+            if not levels.all()
+            else np.ones(values.shape, dtype=bool)
+        )
     return values < clip_level
 
 
@@ -78,7 +81,6 @@ def clip_mask(x: np.ndarray, clip_level: float) -> np.ndarray:
     is lost; floats in [0, 1] are compared in their own precision, uint8 / uint16 values
     scaled to [0, 1]."""
     return _below(x, clip_level).astype(np.float32)
-
 
 
 def _colour_channels(a: np.ndarray) -> int:
@@ -93,8 +95,9 @@ def _colour(a: np.ndarray, channels: int) -> np.ndarray:
     return a[:, :, None] if a.ndim == 2 else a[:, :, :channels]
 
 
-def _observed(values: np.ndarray, mask: Optional[np.ndarray],
-              clip_level: Optional[float]) -> np.ndarray:
+def _observed(
+    values: np.ndarray, mask: Optional[np.ndarray], clip_level: Optional[float]
+) -> np.ndarray:
     """Observed entries of the colour values [r, W, C] as the input holds them (its own
     dtype): the mask's ([r, W] or [r, W, C]) or those below the clip level, and finite."""
     if mask is None:
@@ -105,13 +108,12 @@ def _observed(values: np.ndarray, mask: Optional[np.ndarray],
     return observed & np.isfinite(values)
 
 
-
 def count_lost(colour: np.ndarray, clip_level: float, rows: int = 256) -> int:
     """How many colour values ([H, W, C]) are lost: at or above the clip level, or not
     finite; counted in bands of rows (no image-sized temporary)."""
     total = 0
     for r0 in range(0, colour.shape[0], rows):
-        band = colour[r0:r0 + rows]
+        band = colour[r0 : r0 + rows]
         total += int(band.size - np.count_nonzero(_below(band, clip_level) & np.isfinite(band)))
     return total
 

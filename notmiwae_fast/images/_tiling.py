@@ -47,15 +47,16 @@ def _window(tile: int, overlap: int) -> np.ndarray:
     return np.outer(w, w)
 
 
-
-def _pad_to_tile(values: np.ndarray, observed: np.ndarray,
-                 tile: int) -> tuple[np.ndarray, np.ndarray]:
+def _pad_to_tile(
+    values: np.ndarray, observed: np.ndarray, tile: int
+) -> tuple[np.ndarray, np.ndarray]:
     """An image [H, W, C] smaller than a tile on a side, padded at the bottom / right to a
     tile (values reflected, lost values as 0; the mask repeated at the edge)."""
     ph, pw = max(0, tile - values.shape[0]), max(0, tile - values.shape[1])
     mode = "reflect" if min(values.shape[:2]) > 1 else "edge"
-    work = np.pad(np.where(observed, values, 0.0).astype(np.float32),
-                  ((0, ph), (0, pw), (0, 0)), mode=mode)
+    work = np.pad(
+        np.where(observed, values, 0.0).astype(np.float32), ((0, ph), (0, pw), (0, 0)), mode=mode
+    )
     obs = np.pad(observed, ((0, ph), (0, pw), (0, 0)), mode="edge")
     return work, obs
 
@@ -68,26 +69,31 @@ def _lossy_tiles(observed: np.ndarray, tops, lefts, tile: int) -> np.ndarray:
     return windows[np.ix_(np.asarray(tops), np.asarray(lefts))].any(axis=(2, 3))
 
 
-
 def _check_out(arr: np.ndarray, out: Optional[np.ndarray]) -> None:
     """Checks impute_image's ``out`` against the image ``arr``."""
     if out is None:
         return
     if not isinstance(out, np.ndarray) or out.shape != arr.shape or out.dtype != arr.dtype:
-        got = (f"{type(out).__name__} {list(out.shape)} {out.dtype}"
-               if isinstance(out, np.ndarray) else type(out).__name__)
-        raise ValueError(f"argument 'out' must be a numpy array of the image's shape "
-                         f"{list(arr.shape)} and dtype {arr.dtype}; got {got}")
+        got = (
+            f"{type(out).__name__} {list(out.shape)} {out.dtype}"
+            if isinstance(out, np.ndarray)
+            else type(out).__name__
+        )
+        raise ValueError(
+            f"argument 'out' must be a numpy array of the image's shape "
+            f"{list(arr.shape)} and dtype {arr.dtype}; got {got}"
+        )
     if not out.flags.writeable:
         raise ValueError("argument 'out' must be writable")
     if not _same_array(out, arr) and np.may_share_memory(out, arr):
-        raise ValueError("argument 'out' must be the image itself (in place) or not "
-                         "overlap it")
+        raise ValueError("argument 'out' must be the image itself (in place) or not overlap it")
 
 
 def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
-    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-            and a.strides == b.strides)
+    return (
+        a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+        and a.strides == b.strides
+    )
 
 
 def _output(arr: np.ndarray, out: Optional[np.ndarray]) -> np.ndarray:
@@ -100,11 +106,20 @@ def _output(arr: np.ndarray, out: Optional[np.ndarray]) -> np.ndarray:
     return out
 
 
-def _impute_streaming(model: ImportanceWeightedModel, arr: np.ndarray, C: int,
-                      mask: Optional[np.ndarray], clip_level: Optional[float], tile: int,
-                      overlap: int, n_samples: int, batch_size: int,
-                      chunk_size: Optional[int], progress: bool,
-                      out: Optional[np.ndarray]) -> np.ndarray:
+def _impute_streaming(
+    model: ImportanceWeightedModel,
+    arr: np.ndarray,
+    C: int,
+    mask: Optional[np.ndarray],
+    clip_level: Optional[float],
+    tile: int,
+    overlap: int,
+    n_samples: int,
+    batch_size: int,
+    chunk_size: Optional[int],
+    progress: bool,
+    out: Optional[np.ndarray],
+) -> np.ndarray:
     """impute_image, fused path: bands of tile rows, blending sums only for open rows."""
     grid = _TileBands(arr, C, mask, clip_level, tile, tile - overlap)
     lossy = grid.survey()
@@ -122,13 +137,24 @@ def _impute_streaming(model: ImportanceWeightedModel, arr: np.ndarray, C: int,
         total = np.zeros((r1 - r0, grid.width, C), dtype=np.float32)  # Σ window · tiles
         weight = np.zeros((r1 - r0, grid.width, 1), dtype=np.float32)  # Σ window
         if carry is not None:
-            total[:len(carry[0])] = carry[0]
-            weight[:len(carry[1])] = carry[1]
+            total[: len(carry[0])] = carry[0]
+            weight[: len(carry[1])] = carry[1]
         values, observed = grid.read(r0, r1)
         rows, cols = np.nonzero(lossy[a:b])
         corners = np.stack([grid.tops[a:b][rows] - r0, grid.lefts[cols]], axis=1)
-        _blend_tiles(model, values, observed, corners, window, total, weight, n_samples,
-                     batch_size, chunk_size, bar)
+        _blend_tiles(
+            model,
+            values,
+            observed,
+            corners,
+            window,
+            total,
+            weight,
+            n_samples,
+            batch_size,
+            chunk_size,
+            bar,
+        )
         end = done - r0
         _write_lost(colour, r0, total[:end], weight[:end], observed[:end])
         carry = total[end:], weight[end:]
@@ -149,8 +175,15 @@ class _TileBands:
         tile, stride: the tile side and the distance between tiles.
     """
 
-    def __init__(self, arr: np.ndarray, channels: int, mask: Optional[np.ndarray],
-                 clip_level: Optional[float], tile: int, stride: int):
+    def __init__(
+        self,
+        arr: np.ndarray,
+        channels: int,
+        mask: Optional[np.ndarray],
+        clip_level: Optional[float],
+        tile: int,
+        stride: int,
+    ):
         self.arr, self.channels, self.mask, self.clip_level = arr, channels, mask, clip_level
         self.tile = tile
         H, W = arr.shape[:2]
@@ -171,11 +204,11 @@ class _TileBands:
         if self.padded is not None:
             return self.padded[0][r0:r1], self.padded[1][r0:r1]
         raw = _colour(self.arr[r0:r1], self.channels)
-        return _to_float(raw), _observed(raw, None if self.mask is None
-                                         else self.mask[r0:r1], self.clip_level)
+        return _to_float(raw), _observed(
+            raw, None if self.mask is None else self.mask[r0:r1], self.clip_level
+        )
 
-    def bands(self, sizes: np.ndarray,
-              limit: int) -> Iterator[tuple[int, int, int, int, int]]:
+    def bands(self, sizes: np.ndarray, limit: int) -> Iterator[tuple[int, int, int, int, int]]:
         """Bands of consecutive tile rows [a, b), closed once the sizes of their tile rows
         add up to ``limit`` or they would span more than ``cap`` image rows; yields
         (a, b, r0, r1, done): the band covers image rows r0:r1 and finishes rows r0:done
@@ -205,10 +238,19 @@ class _TileBands:
         return lossy
 
 
-def _blend_tiles(model: ImportanceWeightedModel, values: np.ndarray, observed: np.ndarray,
-                 corners: np.ndarray, window: np.ndarray, total: np.ndarray,
-                 weight: np.ndarray, n_samples: int, batch_size: int,
-                 chunk_size: Optional[int], bar) -> None:
+def _blend_tiles(
+    model: ImportanceWeightedModel,
+    values: np.ndarray,
+    observed: np.ndarray,
+    corners: np.ndarray,
+    window: np.ndarray,
+    total: np.ndarray,
+    weight: np.ndarray,
+    n_samples: int,
+    batch_size: int,
+    chunk_size: Optional[int],
+    bar,
+) -> None:
     """Imputes the tiles of a band whose top-left corners are ``corners`` ([n, 2], in the
     band's rows), ``batch_size`` at a time, and adds each, times ``window`` [T, T, 1],
     to ``total`` [r, W, C] and the window to ``weight`` [r, W, 1].
@@ -222,21 +264,29 @@ def _blend_tiles(model: ImportanceWeightedModel, values: np.ndarray, observed: n
     x_tiles = windows_of(values, (tile, tile), axis=(0, 1))  # [r-T+1, W-T+1, C, T, T]
     s_tiles = windows_of(observed, (tile, tile), axis=(0, 1))
     for start in range(0, len(corners), batch_size):
-        group = corners[start:start + batch_size]
+        group = corners[start : start + batch_size]
         xs = x_tiles[group[:, 0], group[:, 1]].reshape(len(group), -1)  # channel-major
         ss = s_tiles[group[:, 0], group[:, 1]].reshape(len(group), -1)
-        imputed = model.impute(torch.as_tensor(xs, device=device),
-                               torch.as_tensor(ss, device=device), n_samples=n_samples,
-                               chunk_size=chunk_size).cpu().numpy()
+        imputed = (
+            model.impute(
+                torch.as_tensor(xs, device=device),
+                torch.as_tensor(ss, device=device),
+                n_samples=n_samples,
+                chunk_size=chunk_size,
+            )
+            .cpu()
+            .numpy()
+        )
         imputed = imputed.reshape(len(group), C, tile, tile).transpose(0, 2, 3, 1)
         for (top, left), tile_values in zip(group, imputed, strict=True):
-            total[top:top + tile, left:left + tile] += tile_values * window
-            weight[top:top + tile, left:left + tile] += window
+            total[top : top + tile, left : left + tile] += tile_values * window
+            weight[top : top + tile, left : left + tile] += window
         bar.update(len(group))
 
 
-def _write_lost(colour: np.ndarray, r0: int, total: np.ndarray, weight: np.ndarray,
-                observed: np.ndarray) -> None:
+def _write_lost(
+    colour: np.ndarray, r0: int, total: np.ndarray, weight: np.ndarray, observed: np.ndarray
+) -> None:
     """Writes the blended values (total / weight, [r, ≥W, C]) of the lost entries of rows
     r0:r0+r into ``colour`` ([H, W, C] view of the output); padding rows and columns
     beyond H, W are dropped."""
@@ -249,18 +299,18 @@ def _write_lost(colour: np.ndarray, r0: int, total: np.ndarray, weight: np.ndarr
         return
     blended = total[:n, :W] / np.maximum(weight[:n, :W], 1e-12)
     np.clip(blended, 0.0, 1.0, out=blended)
-    np.copyto(colour[r0:r0 + n], _from_float(blended, colour.dtype), where=lost)
+    np.copyto(colour[r0 : r0 + n], _from_float(blended, colour.dtype), where=lost)
 
 
-def _impute_reference(model, arr, C, mask, clip_level, tile, overlap, n_samples, batch_size,
-                      chunk_size, progress, out):
+def _impute_reference(
+    model, arr, C, mask, clip_level, tile, overlap, n_samples, batch_size, chunk_size, progress, out
+):
     """impute_image, reference path: the whole image at once (``batch_size`` unused)."""
     values, _ = as_float_image(arr)  # [H, W, C] float32
     out = _output(arr, out)
     H, W = values.shape[:2]
     observed = _observed(_colour(arr, C), mask, clip_level)
-    work, obs = (_pad_to_tile(values, observed, tile) if H < tile or W < tile
-                 else (values, observed))
+    work, obs = _pad_to_tile(values, observed, tile) if H < tile or W < tile else (values, observed)
     HP, WP = work.shape[:2]
     device = next(model.parameters()).device
     T2 = tile * tile
@@ -282,13 +332,14 @@ def _impute_reference(model, arr, C, mask, clip_level, tile, overlap, n_samples,
         window = torch.as_tensor(_window(tile, overlap), device=device).reshape(T2)
         weighted = imputed.reshape(n, C, T2).transpose(1, 2) * window[:, None]  # [n, T², C]
         total = torch.zeros(HP * WP, C, device=device).index_add_(
-            0, idx.reshape(-1), weighted.reshape(-1, C))
+            0, idx.reshape(-1), weighted.reshape(-1, C)
+        )
         weight = torch.zeros(HP * WP, device=device).index_add_(
-            0, idx.reshape(-1), window.repeat(n))
+            0, idx.reshape(-1), window.repeat(n)
+        )
         blended = (total / weight.clamp_min(1e-12)[:, None]).clamp_(0.0, 1.0)
         blended = blended.reshape(HP, WP, C)[:H, :W].cpu().numpy()
         np.copyto(_colour(out, C), _from_float(blended, out.dtype), where=~observed)
     bar.update(n)
     bar.close()
     return out
-

@@ -56,9 +56,16 @@ class ClippedPixelModel(nn.Module):
         radii: neighbourhood radii of the context features.
     """
 
-    def __init__(self, channels: int = 3, kind: str = "notmiwae", latent_dim: int = 2,
-                 hidden: int = 32, decoder_hidden: int = 64, min_scale: float = 0.01,
-                 radii: Sequence[int] = RADII):
+    def __init__(
+        self,
+        channels: int = 3,
+        kind: str = "notmiwae",
+        latent_dim: int = 2,
+        hidden: int = 32,
+        decoder_hidden: int = 64,
+        min_scale: float = 0.01,
+        radii: Sequence[int] = RADII,
+    ):
         super().__init__()
         self.channels = _validate.positive_int(channels, "channels")
         self.kind = _validate.choice(kind, "kind", KINDS)
@@ -69,28 +76,39 @@ class ClippedPixelModel(nn.Module):
         self.min_scale = float(min_scale)
         C, L, Fd = self.channels, self.latent_dim, n_features(self.channels, self.radii)
         self.n_features = Fd
-        self.encoder = nn.Sequential(nn.Linear(2 * C + Fd, hidden), nn.Tanh(),
-                                     nn.Linear(hidden, hidden), nn.Tanh(),
-                                     nn.Linear(hidden, 2 * L))
+        self.encoder = nn.Sequential(
+            nn.Linear(2 * C + Fd, hidden),
+            nn.Tanh(),
+            nn.Linear(hidden, hidden),
+            nn.Tanh(),
+            nn.Linear(hidden, 2 * L),
+        )
         # decoder: relu(W_h h + W_z z + b) -> (loc, raw scale); W_h h is computed once
         # per pixel, W_z z per sample.
         self.decoder_context = nn.Linear(Fd, decoder_hidden)
         self.decoder_latent = nn.Linear(L, decoder_hidden, bias=False)
         self.decoder_out = nn.Linear(decoder_hidden, 2 * C)
-        self.config = dict(channels=C, kind=kind, latent_dim=L, hidden=hidden,
-                           decoder_hidden=decoder_hidden, min_scale=self.min_scale,
-                           radii=list(self.radii))
+        self.config = dict(
+            channels=C,
+            kind=kind,
+            latent_dim=L,
+            hidden=hidden,
+            decoder_hidden=decoder_hidden,
+            min_scale=self.min_scale,
+            radii=list(self.radii),
+        )
 
-    def _posterior(self, x: Tensor, lost: Tensor, h: Tensor, clip,
-                   fused: bool = False) -> tuple[Tensor, Tensor]:
+    def _posterior(
+        self, x: Tensor, lost: Tensor, h: Tensor, clip, fused: bool = False
+    ) -> tuple[Tensor, Tensor]:
         """q(z | x̃, s, h): (mean, std), each [N, L]; ``clip`` a number or [N, 1].
         ``fused``: the encoder through the fused ``mlp_tanh`` (imputation), else its
         nn.Linear layers (training)."""
         C = self.channels
         inputs = torch.empty(len(x), 2 * C + h.shape[1], dtype=x.dtype, device=x.device)
         inputs[:, :C] = torch.where(lost, clip, x)  # x̃: what the clipped photograph shows
-        inputs[:, C:2 * C] = lost
-        inputs[:, 2 * C:] = h
+        inputs[:, C : 2 * C] = lost
+        inputs[:, 2 * C :] = h
         if fused:
             layers = [m for m in self.encoder if isinstance(m, nn.Linear)]
             out = ops.mlp_tanh(inputs, [m.weight for m in layers], [m.bias for m in layers])
@@ -105,8 +123,15 @@ class ClippedPixelModel(nn.Module):
         loc, raw = out.chunk(2, -1)
         return loc, F.softplus(raw) + self.min_scale
 
-    def log_weights(self, x: Tensor, lost: Tensor, h: Tensor, clip: Tensor, eps: Tensor,
-                    censor: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
+    def log_weights(
+        self,
+        x: Tensor,
+        lost: Tensor,
+        h: Tensor,
+        clip: Tensor,
+        eps: Tensor,
+        censor: Optional[Tensor] = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Importance log-weights [K, N] and the decoder's (loc, scale) [K, N, C].
 
         Args:
@@ -119,23 +144,37 @@ class ClippedPixelModel(nn.Module):
         mu, std = self._posterior(x, lost, h, clip)
         z = mu + std * eps
         loc, scale = self._decode(z, self.decoder_context(h))
-        log_w = reference.clipped_log_weights(x, lost, loc, scale, z, eps, std, clip,
-                                              self.kind == "notmiwae", censor)
+        log_w = reference.clipped_log_weights(
+            x, lost, loc, scale, z, eps, std, clip, self.kind == "notmiwae", censor
+        )
         return log_w, loc, scale
 
-    def loss(self, x: Tensor, lost: Tensor, h: Tensor, clip: Tensor, n_samples: int = 8,
-             censor: Optional[Tensor] = None) -> Tensor:
+    def loss(
+        self,
+        x: Tensor,
+        lost: Tensor,
+        h: Tensor,
+        clip: Tensor,
+        n_samples: int = 8,
+        censor: Optional[Tensor] = None,
+    ) -> Tensor:
         """Minus the importance-weighted bound with K = ``n_samples`` draws, averaged over
-    the N pixels: a scalar. Arguments as :meth:`log_weights` (x, lost [N, C]; h [N, F];
-    clip [N, 1]; censor [N, C] or None)."""
-        eps = torch.randn(n_samples, *x.shape[:-1], self.latent_dim, dtype=x.dtype,
-                          device=x.device)
+        the N pixels: a scalar. Arguments as :meth:`log_weights` (x, lost [N, C]; h [N, F];
+        clip [N, 1]; censor [N, C] or None)."""
+        eps = torch.randn(n_samples, *x.shape[:-1], self.latent_dim, dtype=x.dtype, device=x.device)
         log_w, _, _ = self.log_weights(x, lost, h, clip, eps, censor)
         return -(torch.logsumexp(log_w, 0) - math.log(n_samples)).mean()
 
     @torch.no_grad()
-    def impute_pixels(self, x: Tensor, lost: Tensor, h: Tensor, clip: float,
-                      n_samples: int = 10, eps: Optional[Tensor] = None) -> Tensor:
+    def impute_pixels(
+        self,
+        x: Tensor,
+        lost: Tensor,
+        h: Tensor,
+        clip: float,
+        n_samples: int = 10,
+        eps: Optional[Tensor] = None,
+    ) -> Tensor:
         """[N, C]: x with its lost values imputed (observed ones as they are), from K =
         ``n_samples`` draws shared by the N pixels (the fused ``clipped_impute``), or the
         draws ``eps`` [K, L] given (an image passes the same draws to all its chunks, so
@@ -143,19 +182,33 @@ class ClippedPixelModel(nn.Module):
         mu, std = self._posterior(x, lost, h, float(clip), fused=True)
         if eps is None:
             eps = torch.randn(n_samples, self.latent_dim, dtype=x.dtype, device=x.device)
-        return ops.clipped_impute(x, lost, self.decoder_context(h), mu, std, eps,
-                                  self.decoder_latent.weight, self.decoder_out.weight,
-                                  self.decoder_out.bias, float(clip), self.min_scale,
-                                  self.kind == "notmiwae")
+        return ops.clipped_impute(
+            x,
+            lost,
+            self.decoder_context(h),
+            mu,
+            std,
+            eps,
+            self.decoder_latent.weight,
+            self.decoder_out.weight,
+            self.decoder_out.bias,
+            float(clip),
+            self.min_scale,
+            self.kind == "notmiwae",
+        )
 
 
 # --------------------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------------------
-def training_pixels(photos: Sequence[np.ndarray], clip_levels: Sequence[float],
-                    gains: Sequence[float] = (1.0,), per_image: int = 40_000,
-                    radii: Sequence[int] = RADII,
-                    seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+def training_pixels(
+    photos: Sequence[np.ndarray],
+    clip_levels: Sequence[float],
+    gains: Sequence[float] = (1.0,),
+    per_image: int = 40_000,
+    radii: Sequence[int] = RADII,
+    seed: int = 0,
+) -> tuple[Tensor, Tensor, Tensor]:
     """Pixels of clipped photographs to train on: (x, lost, h) tensors [N, C] float32,
     [N, C] bool, [N, F] float32 (h's last feature is the pixel's clip level), N =
     ``per_image`` · photographs · gains · clip levels.
@@ -178,15 +231,21 @@ def training_pixels(photos: Sequence[np.ndarray], clip_levels: Sequence[float],
                 near = _near_lost(lost.any(axis=2), 9).ravel()
                 candidates = np.flatnonzero(near)
                 n_near = int(0.8 * per_image) if candidates.size else 0
-                pick = np.concatenate([rng.choice(candidates, n_near) if n_near else
-                                       np.zeros(0, dtype=np.int64),
-                                       rng.integers(H * W, size=per_image - n_near)])
+                pick = np.concatenate(
+                    [
+                        rng.choice(candidates, n_near) if n_near else np.zeros(0, dtype=np.int64),
+                        rng.integers(H * W, size=per_image - n_near),
+                    ]
+                )
                 rows, cols = np.divmod(pick, W)
                 xs.append(img[rows, cols])
                 losts.append(lost[rows, cols])
                 hs.append(pixel_features(img, lost, rows, cols, stats, c, radii))
-    return (torch.as_tensor(np.concatenate(xs)), torch.as_tensor(np.concatenate(losts)),
-            torch.as_tensor(np.concatenate(hs)))
+    return (
+        torch.as_tensor(np.concatenate(xs)),
+        torch.as_tensor(np.concatenate(losts)),
+        torch.as_tensor(np.concatenate(hs)),
+    )
 
 
 def _near_lost(any_lost: np.ndarray, radius: int) -> np.ndarray:
@@ -195,14 +254,21 @@ def _near_lost(any_lost: np.ndarray, radius: int) -> np.ndarray:
     s = a.cumsum(0).cumsum(1)
     k = 2 * radius + 1
     H, W = any_lost.shape
-    box = s[k:k + H, k:k + W] - s[:H, k:k + W] - s[k:k + H, :W] + s[:H, :W]
+    box = s[k : k + H, k : k + W] - s[:H, k : k + W] - s[k : k + H, :W] + s[:H, :W]
     return box - any_lost > 0
 
 
-def train_clipped(model: ClippedPixelModel, pixels: tuple[Tensor, Tensor, Tensor],
-                  steps: int = 3000, batch_size: int = 1024, n_samples: int = 8,
-                  lr: float = 1e-3, complete: bool = False, progress: bool = True,
-                  generator: Optional[torch.Generator] = None) -> list[float]:
+def train_clipped(
+    model: ClippedPixelModel,
+    pixels: tuple[Tensor, Tensor, Tensor],
+    steps: int = 3000,
+    batch_size: int = 1024,
+    n_samples: int = 8,
+    lr: float = 1e-3,
+    complete: bool = False,
+    progress: bool = True,
+    generator: Optional[torch.Generator] = None,
+) -> list[float]:
     """Trains ``model`` on pixels from :func:`training_pixels` (x [N, C], lost [N, C],
     h [N, F]; the clip levels are h's last column) with Adam, ``steps`` batches of
     ``batch_size`` pixels drawn with replacement (from ``generator``); returns the

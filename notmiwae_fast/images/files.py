@@ -23,10 +23,13 @@ _DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data")
 def bundled_model_path(channels: int = 3) -> str:
     """The bundled clipped-pixel model for grey (1) or RGB (3) images."""
     if channels not in (1, 3):
-        raise ValueError(f"there is a bundled image model for 1 (grey) or 3 (RGB) colour "
-                         f"channels; got {channels}")
-    return os.path.join(_DATA, "clipped_pixels_grey.pt" if channels == 1
-                        else "clipped_pixels_rgb.pt")
+        raise ValueError(
+            f"there is a bundled image model for 1 (grey) or 3 (RGB) colour "
+            f"channels; got {channels}"
+        )
+    return os.path.join(
+        _DATA, "clipped_pixels_grey.pt" if channels == 1 else "clipped_pixels_rgb.pt"
+    )
 
 
 def save_image_model(model: nn.Module, path: Union[str, os.PathLike]) -> None:
@@ -39,15 +42,20 @@ def save_image_model(model: nn.Module, path: Union[str, os.PathLike]) -> None:
     elif isinstance(getattr(model, "image_config", None), dict):
         state = {"format": TILE_FORMAT, "config": model.image_config}
     else:
-        raise ValueError("argument 'model' must be an image model (ClippedPixelModel or "
-                         f"image_model); got {type(model).__name__}")
+        raise ValueError(
+            "argument 'model' must be an image model (ClippedPixelModel or "
+            f"image_model); got {type(model).__name__}"
+        )
     state["state_dict"] = model.state_dict()
     save_atomic(state, path)
 
 
-def load_image_model(path: Optional[Union[str, os.PathLike]] = None, backend: str = "fused",
-                     map_location: Union[str, torch.device] = "cpu",
-                     channels: int = 3) -> nn.Module:
+def load_image_model(
+    path: Optional[Union[str, os.PathLike]] = None,
+    backend: str = "fused",
+    map_location: Union[str, torch.device] = "cpu",
+    channels: int = 3,
+) -> nn.Module:
     """Loads a model written by :func:`save_image_model`.
 
     Without ``path``: the bundled clipped-pixel not-MIWAE model for ``channels`` = 3
@@ -71,6 +79,7 @@ def load_image_model(path: Optional[Union[str, os.PathLike]] = None, backend: st
             raise ValueError("not an image model")
         model.load_state_dict(state["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError):
-        raise ValueError(f"image model file {path} does not hold an image model written "
-                         "by save_image_model") from None
+        raise ValueError(
+            f"image model file {path} does not hold an image model written by save_image_model"
+        ) from None
     return model.eval()

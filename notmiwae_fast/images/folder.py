@@ -35,15 +35,24 @@ MANIFEST_NAME = "notmiwae_fast_manifest.json"
 def list_images(folder: Union[str, Path]) -> list[Path]:
     """The image files (.png, .jpg, .jpeg, .tif, .tiff, .bmp, any case) directly in
     ``folder``, sorted by name."""
-    return sorted((p for p in Path(folder).iterdir()
-                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
-                  key=lambda p: p.name)
+    return sorted(
+        (p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+        key=lambda p: p.name,
+    )
 
 
-def impute_image_folder(model: nn.Module, in_dir: Union[str, Path], out_dir: Union[str, Path], *,
-                        clip_level: Optional[float] = 0.75, n_samples: Optional[int] = None,
-                        seed: int = 0, overwrite: bool = False, progress: bool = False,
-                        **impute_kwargs: Any) -> Optional[dict]:
+def impute_image_folder(
+    model: nn.Module,
+    in_dir: Union[str, Path],
+    out_dir: Union[str, Path],
+    *,
+    clip_level: Optional[float] = 0.75,
+    n_samples: Optional[int] = None,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool = False,
+    **impute_kwargs: Any,
+) -> Optional[dict]:
     """Imputes the lost pixels of every image in ``in_dir``, split across the ranks.
 
     Args:
@@ -76,26 +85,45 @@ def impute_image_folder(model: nn.Module, in_dir: Union[str, Path], out_dir: Uni
         files, mine = _prepare(ctx, in_dir, out_dir, overwrite)
     barrier(ctx)  # the stale manifest is gone before any image is replaced
 
-    errors = _impute_files(model, files, mine, out_dir, seed, progress and ctx.is_main,
-                           dict(impute_kwargs, clip_level=clip_level, n_samples=n_samples))
+    errors = _impute_files(
+        model,
+        files,
+        mine,
+        out_dir,
+        seed,
+        progress and ctx.is_main,
+        dict(impute_kwargs, clip_level=clip_level, n_samples=n_samples),
+    )
     failures = gather_failures(ctx, _failure_message(errors, len(mine)))
     if failures:
-        raise RankFailure(f"imputing the images of {in_dir}", failures, ctx.world_size,
-                          note=f"no manifest written in {out_dir}")
+        raise RankFailure(
+            f"imputing the images of {in_dir}",
+            failures,
+            ctx.world_size,
+            note=f"no manifest written in {out_dir}",
+        )
 
-    manifest = {"format": "notmiwae_fast.image_folder/1", "complete": True,
-                "input": str(in_dir), "images": [f.name for f in files],
-                "clip_level": clip_level, "n_samples": n_samples, "seed": seed,
-                "processes": ctx.world_size}
+    manifest = {
+        "format": "notmiwae_fast.image_folder/1",
+        "complete": True,
+        "input": str(in_dir),
+        "images": [f.name for f in files],
+        "clip_level": clip_level,
+        "n_samples": n_samples,
+        "seed": seed,
+        "processes": ctx.world_size,
+    }
     with collectively("writing the manifest"):
         if ctx.is_main:
-            write_atomic(out_dir / MANIFEST_NAME,
-                         lambda f: json.dump(manifest, f, indent=2), text=True)
+            write_atomic(
+                out_dir / MANIFEST_NAME, lambda f: json.dump(manifest, f, indent=2), text=True
+            )
     return manifest if ctx.is_main else None
 
 
-def _prepare(ctx: Context, in_dir: Path, out_dir: Path,
-             overwrite: bool) -> tuple[list[Path], list[int]]:
+def _prepare(
+    ctx: Context, in_dir: Path, out_dir: Path, overwrite: bool
+) -> tuple[list[Path], list[int]]:
     """Checks the folders, creates ``out_dir`` and (rank 0) removes a stale manifest;
     returns (the images of ``in_dir``, sorted; the indices of this rank's)."""
     if not in_dir.is_dir():
@@ -103,27 +131,37 @@ def _prepare(ctx: Context, in_dir: Path, out_dir: Path,
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"argument 'out_dir': {out_dir} exists and is not a folder")
     if out_dir.exists() and out_dir.resolve() == in_dir.resolve():
-        raise ValueError(f"argument 'out_dir' must differ from 'in_dir' ({in_dir}); "
-                         "input images are never overwritten")
+        raise ValueError(
+            f"argument 'out_dir' must differ from 'in_dir' ({in_dir}); "
+            "input images are never overwritten"
+        )
     files = list_images(in_dir)
     if not files:
-        raise ValueError(f"argument 'in_dir': no images ({', '.join(IMAGE_SUFFIXES)}) "
-                         f"in {in_dir}")
+        raise ValueError(f"argument 'in_dir': no images ({', '.join(IMAGE_SUFFIXES)}) in {in_dir}")
     mine = list(range(ctx.rank, len(files), ctx.world_size))
     if not overwrite:
         taken = [files[i].name for i in mine if (out_dir / files[i].name).exists()]
         if taken:
-            raise ValueError(f"argument 'out_dir': {len(taken)} output image(s) exist "
-                             f"already in {out_dir} (e.g. {taken[0]}); pass "
-                             "overwrite=True (--force) to replace them")
+            raise ValueError(
+                f"argument 'out_dir': {len(taken)} output image(s) exist "
+                f"already in {out_dir} (e.g. {taken[0]}); pass "
+                "overwrite=True (--force) to replace them"
+            )
     out_dir.mkdir(parents=True, exist_ok=True)
     if ctx.is_main and (out_dir / MANIFEST_NAME).exists():
         os.unlink(out_dir / MANIFEST_NAME)
     return files, mine
 
 
-def _impute_files(model: nn.Module, files: list[Path], mine: list[int], out_dir: Path,
-                  seed: int, progress: bool, impute_kwargs: dict) -> list[str]:
+def _impute_files(
+    model: nn.Module,
+    files: list[Path],
+    mine: list[int],
+    out_dir: Path,
+    seed: int,
+    progress: bool,
+    impute_kwargs: dict,
+) -> list[str]:
     """Imputes images ``files[i]`` for i in ``mine``, image i with torch seeded to
     ``seed + i`` (the caller's random state left as it was), each written atomically
     under its own name in ``out_dir`` with its metadata (EXIF, ICC); returns one line

@@ -34,12 +34,20 @@ _BAND_BYTES = 24 * 2**20
 _PIXEL_CHUNK = 32768
 
 
-def impute_image(model: nn.Module, image: np.ndarray, mask: Optional[np.ndarray] = None,
-                 clip_level: Optional[float] = 0.75, tile: Optional[int] = None,
-                 overlap: Optional[int] = None, n_samples: Optional[int] = None,
-                 batch_size: int = 64, chunk_size: Optional[int] = None,
-                 progress: bool = True, backend: Optional[str] = None,
-                 out: Optional[np.ndarray] = None) -> np.ndarray:
+def impute_image(
+    model: nn.Module,
+    image: np.ndarray,
+    mask: Optional[np.ndarray] = None,
+    clip_level: Optional[float] = 0.75,
+    tile: Optional[int] = None,
+    overlap: Optional[int] = None,
+    n_samples: Optional[int] = None,
+    batch_size: int = 64,
+    chunk_size: Optional[int] = None,
+    progress: bool = True,
+    backend: Optional[str] = None,
+    out: Optional[np.ndarray] = None,
+) -> np.ndarray:
     """Imputes the lost values of an image of any size.
 
     With a :class:`ClippedPixelModel` (the bundled models), each pixel with a lost value
@@ -76,52 +84,94 @@ def impute_image(model: nn.Module, image: np.ndarray, mask: Optional[np.ndarray]
         (``out`` when given).
     """
     if isinstance(model, ClippedPixelModel):
-        return _impute_pixelwise(model, image, mask, clip_level,
-                                 10 if n_samples is None else n_samples, progress, out)
-    return _impute_tiled(model, image, mask, clip_level, tile, overlap,
-                         20 if n_samples is None else n_samples, batch_size, chunk_size,
-                         progress, backend, out)
+        return _impute_pixelwise(
+            model, image, mask, clip_level, 10 if n_samples is None else n_samples, progress, out
+        )
+    return _impute_tiled(
+        model,
+        image,
+        mask,
+        clip_level,
+        tile,
+        overlap,
+        20 if n_samples is None else n_samples,
+        batch_size,
+        chunk_size,
+        progress,
+        backend,
+        out,
+    )
 
 
-def _impute_tiled(model: nn.Module, image, mask, clip_level: Optional[float],
-                  tile: Optional[int], overlap: Optional[int], n_samples: int,
-                  batch_size: int, chunk_size: Optional[int], progress: bool,
-                  backend: Optional[str], out: Optional[np.ndarray]) -> np.ndarray:
+def _impute_tiled(
+    model: nn.Module,
+    image,
+    mask,
+    clip_level: Optional[float],
+    tile: Optional[int],
+    overlap: Optional[int],
+    n_samples: int,
+    batch_size: int,
+    chunk_size: Optional[int],
+    progress: bool,
+    backend: Optional[str],
+    out: Optional[np.ndarray],
+) -> np.ndarray:
     """impute_image with a tile model: its arguments checked, then the fused (streamed)
     or reference (whole image) path."""
     channels, side, margin = _tile_geometry(model, tile, overlap)
     n_samples = _validate.n_samples(n_samples)
     batch_size = _validate.positive_int(batch_size, "batch_size")
-    backend = _validate.choice(getattr(model, "backend", "fused") if backend is None
-                               else backend, "backend", IMAGE_BACKENDS)
+    backend = _validate.choice(
+        getattr(model, "backend", "fused") if backend is None else backend,
+        "backend",
+        IMAGE_BACKENDS,
+    )
     arr, C = _check_image(channels, image, mask, clip_level)
     if mask is None and clip_level is None:
         raise ValueError("give a 'mask' or a 'clip_level'")
     mask = None if mask is None else np.asarray(mask)
     _check_out(arr, out)
     tiled = cast(ImportanceWeightedModel, model)  # a tile model: it has an image_shape
-    args = (tiled, arr, C, mask, clip_level, side, margin, n_samples, batch_size,
-            chunk_size, progress, out)
+    args = (
+        tiled,
+        arr,
+        C,
+        mask,
+        clip_level,
+        side,
+        margin,
+        n_samples,
+        batch_size,
+        chunk_size,
+        progress,
+        out,
+    )
     return (_impute_streaming if backend == "fused" else _impute_reference)(*args)
 
 
-def _tile_geometry(model: nn.Module, tile: Optional[int],
-                   overlap: Optional[int]) -> tuple[int, int, int]:
+def _tile_geometry(
+    model: nn.Module, tile: Optional[int], overlap: Optional[int]
+) -> tuple[int, int, int]:
     """A tile model's colour channels C and the checked (tile, overlap): the tile is the
     model's patch, the overlap (default a quarter of it) at most half of it."""
     shape = getattr(model, "image_shape", None)
     if not isinstance(shape, tuple):
-        raise ValueError("argument 'model' must be an image model (image_model, "
-                         f"load_image_model); got {type(model).__name__}")
+        raise ValueError(
+            "argument 'model' must be an image model (image_model, "
+            f"load_image_model); got {type(model).__name__}"
+        )
     channels, patch = shape[0], shape[1]
     side = patch if tile is None else tile
     if side != patch:
         raise ValueError(f"argument 'tile' must be the model's patch size {patch}; got {side}")
     margin = side // 4 if overlap is None else overlap
-    if isinstance(margin, bool) or not isinstance(margin, (int, np.integer)) \
-            or not 0 <= margin <= side // 2:
-        raise ValueError(f"argument 'overlap' must be an int in [0, {side // 2}]; "
-                         f"got {margin!r}")
+    if (
+        isinstance(margin, bool)
+        or not isinstance(margin, (int, np.integer))
+        or not 0 <= margin <= side // 2
+    ):
+        raise ValueError(f"argument 'overlap' must be an int in [0, {side // 2}]; got {margin!r}")
     return channels, side, int(margin)
 
 
@@ -136,36 +186,48 @@ def _check_image(model_channels: int, image, mask, clip_level) -> tuple[np.ndarr
         raise ValueError(f"argument 'image' is empty: shape {arr.shape}")
     C = _colour_channels(arr)
     if C != model_channels:
-        raise ValueError(f"argument 'image' has {C} colour channel(s); the model was trained "
-                         f"on {model_channels} ({'grey' if model_channels == 1 else 'RGB'} "
-                         "images)")
+        raise ValueError(
+            f"argument 'image' has {C} colour channel(s); the model was trained "
+            f"on {model_channels} ({'grey' if model_channels == 1 else 'RGB'} "
+            "images)"
+        )
     if clip_level is not None and (
-            isinstance(clip_level, bool) or not isinstance(clip_level, (int, float, np.integer,
-                                                                        np.floating))
-            or not 0 < clip_level <= 1):
-        raise ValueError(f"argument 'clip_level' must be a number in (0, 1]; got "
-                         f"{clip_level!r}")
+        isinstance(clip_level, bool)
+        or not isinstance(clip_level, (int, float, np.integer, np.floating))
+        or not 0 < clip_level <= 1
+    ):
+        raise ValueError(f"argument 'clip_level' must be a number in (0, 1]; got {clip_level!r}")
     if mask is not None:
         mask = np.asarray(mask)
         if mask.shape not in ((H, W), (H, W, C)):
-            raise ValueError(f"argument 'mask' must have shape [{H}, {W}] or [{H}, {W}, {C}]; "
-                             f"got {list(mask.shape)}")
-        if mask.dtype != bool and not (np.issubdtype(mask.dtype, np.number)
-                                       and ((mask == 0) | (mask == 1)).all()):
-            raise ValueError("argument 'mask' must be bool or hold only 0 (lost) and 1 "
-                             "(observed)")
+            raise ValueError(
+                f"argument 'mask' must have shape [{H}, {W}] or [{H}, {W}, {C}]; "
+                f"got {list(mask.shape)}"
+            )
+        if mask.dtype != bool and not (
+            np.issubdtype(mask.dtype, np.number) and ((mask == 0) | (mask == 1)).all()
+        ):
+            raise ValueError("argument 'mask' must be bool or hold only 0 (lost) and 1 (observed)")
     return arr, C
 
 
-def _impute_pixelwise(model: ClippedPixelModel, image, mask, clip_level: Optional[float],
-                      n_samples: int, progress: bool,
-                      out: Optional[np.ndarray]) -> np.ndarray:
+def _impute_pixelwise(
+    model: ClippedPixelModel,
+    image,
+    mask,
+    clip_level: Optional[float],
+    n_samples: int,
+    progress: bool,
+    out: Optional[np.ndarray],
+) -> np.ndarray:
     """impute_image with a clipped-pixel model: two passes over bands of rows, the first
     (before anything is written) for the image's statistics, the second imputing the
     bands that hold a lost value."""
     if clip_level is None:
-        raise ValueError("argument 'clip_level' is needed by the clipped-pixel model (the "
-                         "lost values are at or above it)")
+        raise ValueError(
+            "argument 'clip_level' is needed by the clipped-pixel model (the "
+            "lost values are at or above it)"
+        )
     arr, C = _check_image(model.channels, image, mask, clip_level)
     n_samples = _validate.n_samples(n_samples)
     _check_out(arr, out)
@@ -176,8 +238,7 @@ def _impute_pixelwise(model: ClippedPixelModel, image, mask, clip_level: Optiona
     parameter = next(model.parameters())
     # One set of K draws for the whole image: chunks imputed with different draws would
     # differ by the estimator's small bias, visible as seams in smooth areas.
-    eps = torch.randn(n_samples, model.latent_dim, dtype=parameter.dtype,
-                      device=parameter.device)
+    eps = torch.randn(n_samples, model.latent_dim, dtype=parameter.dtype, device=parameter.device)
     bar = progress_bar(int(lossy_rows.sum()), progress, "imputing rows")
     for r0, r1 in bands.spans():
         if lossy_rows[r0:r1].any():
@@ -199,8 +260,9 @@ class _RowBands:
         clip_level: the clip level c.
     """
 
-    def __init__(self, arr: np.ndarray, channels: int, mask: Optional[np.ndarray],
-                 clip_level: float):
+    def __init__(
+        self, arr: np.ndarray, channels: int, mask: Optional[np.ndarray], clip_level: float
+    ):
         self.arr, self.channels, self.mask, self.clip_level = arr, channels, mask, clip_level
         self.height, width = arr.shape[:2]
         self.rows = max(16, _BAND_BYTES // (4 * width * channels))
@@ -215,8 +277,7 @@ class _RowBands:
         """Rows r0:r1 as (values, lost), each [r, W, C]: float32 values in [0, 1] with the
         lost ones set to the clip level, and which are lost."""
         raw = _colour(self.arr[r0:r1], self.channels)
-        lost = ~_observed(raw, None if self.mask is None else self.mask[r0:r1],
-                          self.clip_level)
+        lost = ~_observed(raw, None if self.mask is None else self.mask[r0:r1], self.clip_level)
         values = _to_float(raw)
         values[lost] = self.clip_level  # NaN / inf and lost values: what the photograph shows
         return values, lost
@@ -240,37 +301,56 @@ class _RowBands:
         return finish_statistics(sums, H * self.arr.shape[1], self.clip_level), lossy_rows
 
 
-def _impute_band(model: ClippedPixelModel, bands: _RowBands, colour: np.ndarray, r0: int,
-                 r1: int, stats: np.ndarray, n_samples: int, eps: Tensor) -> None:
+def _impute_band(
+    model: ClippedPixelModel,
+    bands: _RowBands,
+    colour: np.ndarray,
+    r0: int,
+    r1: int,
+    stats: np.ndarray,
+    n_samples: int,
+    eps: Tensor,
+) -> None:
     """Imputes the lost values of rows r0:r1 into ``colour`` ([H, W, C] view of the
     output), ``_PIXEL_CHUNK`` pixels at a time; the rows are read with max(radii) rows
     of context above and below."""
     R, clip_level = max(model.radii), bands.clip_level
     c0, c1 = max(0, r0 - R), min(bands.height, r1 + R)
     values, lost = bands.read(c0, c1)
-    rows, cols = np.nonzero(lost[r0 - c0:r1 - c0].any(axis=2))
+    rows, cols = np.nonzero(lost[r0 - c0 : r1 - c0].any(axis=2))
     rows = rows + (r0 - c0)
     integral = band_integral(values, lost, clip_level, R)
     parameter = next(model.parameters())
     dtype, device = parameter.dtype, parameter.device
     for start in range(0, len(rows), _PIXEL_CHUNK):
-        rr, cc = rows[start:start + _PIXEL_CHUNK], cols[start:start + _PIXEL_CHUNK]
+        rr, cc = rows[start : start + _PIXEL_CHUNK], cols[start : start + _PIXEL_CHUNK]
         h = features_at(integral, rr, cc, stats, clip_level, model.radii)
         x = torch.as_tensor(values[rr, cc], dtype=dtype, device=device)
         s = torch.as_tensor(lost[rr, cc], device=device)
-        imputed = model.impute_pixels(x, s, h.to(dtype=dtype, device=device),
-                                      clip_level, n_samples, eps).cpu().numpy()
+        imputed = (
+            model.impute_pixels(x, s, h.to(dtype=dtype, device=device), clip_level, n_samples, eps)
+            .cpu()
+            .numpy()
+        )
         _store(colour, rr + c0, cc, imputed, lost[rr, cc], clip_level)
 
 
-def _store(colour: np.ndarray, rows: np.ndarray, cols: np.ndarray, imputed: np.ndarray,
-           lost: np.ndarray, clip_level: float) -> None:
+def _store(
+    colour: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    imputed: np.ndarray,
+    lost: np.ndarray,
+    clip_level: float,
+) -> None:
     """Writes the imputed values [N, C] (float) of the lost entries ``lost`` [N, C] of the
     pixels (rows[n], cols[n]) into ``colour`` ([H, W, C], the output's dtype), none below
     the clip level as that dtype holds it; the observed entries are left as they are."""
     floats = bool(np.issubdtype(colour.dtype, np.floating))
-    imputed = _from_float(np.clip(imputed.astype(np.float64),
-                                  _lowest_lost(colour.dtype, clip_level), 1.0), colour.dtype)
+    imputed = _from_float(
+        np.clip(imputed.astype(np.float64), _lowest_lost(colour.dtype, clip_level), 1.0),
+        colour.dtype,
+    )
     if floats:  # the clip level as the image's own dtype holds it
         imputed = np.maximum(imputed, colour.dtype.type(clip_level))
     target = colour[rows, cols]

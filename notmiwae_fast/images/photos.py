@@ -13,8 +13,14 @@ from ._arrays import as_float_image
 __all__ = ["bundled_photographs", "TRAINING_PHOTOGRAPHS", "HELD_OUT_PHOTOGRAPHS"]
 
 # The bundled models learn from these (the two stereo motorcycle views are one scene).
-TRAINING_PHOTOGRAPHS = ("chelsea", "motorcycle_left", "motorcycle_right",
-                        "hubble_deep_field", "immunohistochemistry", "retina")
+TRAINING_PHOTOGRAPHS = (
+    "chelsea",
+    "motorcycle_left",
+    "motorcycle_right",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+)
 # Never used for training or model selection: the evaluation's photographs.
 HELD_OUT_PHOTOGRAPHS = ("astronaut", "coffee", "rocket", "china", "flower", "grace_hopper")
 
@@ -26,10 +32,10 @@ def _load(name: str) -> np.ndarray:
             import matplotlib
             from PIL import Image
         except ImportError as exc:
-            raise ImportError("the photograph 'grace_hopper' needs matplotlib and Pillow")\
-                from exc
-        path = os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "sample_data",
-                            "grace_hopper.jpg")
+            raise ImportError("the photograph 'grace_hopper' needs matplotlib and Pillow") from exc
+        path = os.path.join(
+            os.path.dirname(matplotlib.__file__), "mpl-data", "sample_data", "grace_hopper.jpg"
+        )
         with Image.open(path) as img:
             return np.asarray(img.convert("RGB"))
     if name in ("china", "flower"):  # scikit-learn's sample images
@@ -41,8 +47,9 @@ def _load(name: str) -> np.ndarray:
     try:
         import skimage.data
     except ImportError as exc:
-        raise ImportError("the bundled photographs need scikit-image "
-                          "(pip install scikit-image)") from exc
+        raise ImportError(
+            "the bundled photographs need scikit-image (pip install scikit-image)"
+        ) from exc
     if name in ("motorcycle_left", "motorcycle_right"):
         return skimage.data.stereo_motorcycle()[0 if name.endswith("left") else 1]
     if not hasattr(skimage.data, name):

@@ -4,8 +4,12 @@ sharded runs across ranks (:mod:`.sharded`)."""
 
 import importlib
 
-_LAZY = {"NotMIWAEImputer": ".imputer", "MIWAEImputer": ".imputer", "save_imputer": ".files",
-         "load_imputer": ".files"}
+_LAZY = {
+    "NotMIWAEImputer": ".imputer",
+    "MIWAEImputer": ".imputer",
+    "save_imputer": ".files",
+    "load_imputer": ".files",
+}
 
 __all__ = list(_LAZY)
 

@@ -32,8 +32,14 @@ _MIN_STEPS_TO_JUDGE = 50
 _BASELINE_FACTOR = 100
 
 
-def _check_data(name: str, out_dist: str, arr: np.ndarray, observed: np.ndarray,
-                columns: Optional[list], history: dict) -> None:
+def _check_data(
+    name: str,
+    out_dist: str,
+    arr: np.ndarray,
+    observed: np.ndarray,
+    columns: Optional[list],
+    history: dict,
+) -> None:
     """Warns (at the caller of ``name``'s fit) and flags ``history`` when out_dist='bern'
     sees observed values of arr ([N, D]) outside [0, 1] ("bern_data_outside_01") and
     when columns have too few observed values ("few_observed", see MIN_OBSERVED)."""
@@ -41,29 +47,43 @@ def _check_data(name: str, out_dist: str, arr: np.ndarray, observed: np.ndarray,
         with np.errstate(invalid="ignore"):
             outside = observed & ((arr < 0) | (arr > 1))
         if outside.any():
-            bad = [_column_label(columns, int(j)) for j in
-                   np.nonzero(outside.any(axis=0))[0]]
-            _record(history, "bern_data_outside_01",
-                    f"{name}.fit: out_dist='bern' models values in [0, 1], but "
-                    f"{int(outside.sum())} observed values lie outside it ("
-                    f"{', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''}); rescale "
-                    "the data to [0, 1] or use out_dist='gauss'", stacklevel=3)
+            bad = [_column_label(columns, int(j)) for j in np.nonzero(outside.any(axis=0))[0]]
+            _record(
+                history,
+                "bern_data_outside_01",
+                f"{name}.fit: out_dist='bern' models values in [0, 1], but "
+                f"{int(outside.sum())} observed values lie outside it ("
+                f"{', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''}); rescale "
+                "the data to [0, 1] or use out_dist='gauss'",
+                stacklevel=3,
+            )
     counts = observed.sum(axis=0)
     needed = max(MIN_OBSERVED, MIN_OBSERVED_FRACTION * arr.shape[0])
     sparse = np.nonzero(counts < needed)[0]
     if sparse.size:
-        described = [f"{_column_label(columns, int(j))}: {int(counts[j])} of "
-                     f"{arr.shape[0]}" for j in sparse]
-        _record(history, "few_observed",
-                f"{name}.fit: too few observed values to learn from ("
-                f"{'; '.join(described[:5])}{'; ...' if len(described) > 5 else ''}; "
-                f"fewer than {MIN_OBSERVED} or {MIN_OBSERVED_FRACTION:.0%} of the "
-                "rows); their imputations may lie far outside the observed values",
-                stacklevel=3)
+        described = [
+            f"{_column_label(columns, int(j))}: {int(counts[j])} of {arr.shape[0]}" for j in sparse
+        ]
+        _record(
+            history,
+            "few_observed",
+            f"{name}.fit: too few observed values to learn from ("
+            f"{'; '.join(described[:5])}{'; ...' if len(described) > 5 else ''}; "
+            f"fewer than {MIN_OBSERVED} or {MIN_OBSERVED_FRACTION:.0%} of the "
+            "rows); their imputations may lie far outside the observed values",
+            stacklevel=3,
+        )
 
 
-def _check_loss(name: str, losses: np.ndarray, x_std: np.ndarray, observed: np.ndarray,
-                out_dist: str, mnar: bool, history: dict) -> None:
+def _check_loss(
+    name: str,
+    losses: np.ndarray,
+    x_std: np.ndarray,
+    observed: np.ndarray,
+    out_dist: str,
+    mnar: bool,
+    history: dict,
+) -> None:
     """Warns (at the caller of ``name``'s fit) and flags ``history`` ("diverged") when
     the per-step losses ([T]) diverged or ended far above their best
     (:func:`loss_diverged`), or far above the loss of independent per-column
@@ -75,16 +95,21 @@ def _check_loss(name: str, losses: np.ndarray, x_std: np.ndarray, observed: np.n
         w = max(1, min(100, len(losses) // 10))
         final = float(np.mean(losses[-w:]))
         if final > baseline + _BASELINE_FACTOR * (abs(baseline) + x_std.shape[1]):
-            reason = (f"the training loss ended at {final:.4g}, far above {baseline:.4g}"
-                      " that independent per-column distributions reach: training "
-                      "failed (standardise the data or lower the learning rate)")
+            reason = (
+                f"the training loss ended at {final:.4g}, far above {baseline:.4g}"
+                " that independent per-column distributions reach: training "
+                "failed (standardise the data or lower the learning rate)"
+            )
     if reason is not None:
-        _record(history, "diverged", f"{name}.fit: {reason}; the imputations are not "
-                "to be trusted", stacklevel=3)
+        _record(
+            history,
+            "diverged",
+            f"{name}.fit: {reason}; the imputations are not to be trusted",
+            stacklevel=3,
+        )
 
 
-def _baseline_loss(x_std: np.ndarray, observed: np.ndarray, out_dist: str,
-                   mnar: bool) -> float:
+def _baseline_loss(x_std: np.ndarray, observed: np.ndarray, out_dist: str, mnar: bool) -> float:
     """The loss per row (negative log-likelihood) of independent per-column
     distributions on the training data x_std ([N, D], mask ``observed``): a normal with
     each column's observed mean and variance (a Bernoulli with p = 1/2 for

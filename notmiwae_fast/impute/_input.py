@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-from sklearn.utils._param_validation import InvalidParameterError, Interval, StrOptions
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 
 __all__: list[str] = []
 
@@ -35,8 +35,14 @@ _PARAMETER_CONSTRAINTS: dict = {
     "weight_init": [StrOptions({"torch", "glorot"})],
 }
 # The integer parameters (scikit-learn's Interval(Integral) takes True for 1: refused).
-_INT_PARAMETERS = ("latent_dim", "hidden_dim", "n_samples", "n_impute_samples", "max_iter",
-                   "batch_size")
+_INT_PARAMETERS = (
+    "latent_dim",
+    "hidden_dim",
+    "n_samples",
+    "n_impute_samples",
+    "max_iter",
+    "batch_size",
+)
 
 # float32's largest value: what the models compute in.
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -48,12 +54,16 @@ def _refuse_bools(estimator: Any) -> None:
     for name in _INT_PARAMETERS + ("lr", "random_state"):
         value = getattr(estimator, name)
         if isinstance(value, (bool, np.bool_)):
-            kind = "a float > 0" if name == "lr" else (
-                "an int, a RandomState or None" if name == "random_state"
-                else "an int >= 1")
-            raise InvalidParameterError(f"The {name!r} parameter of "
-                                        f"{type(estimator).__name__} must be {kind}, not a "
-                                        f"bool; got {value!r}")
+            kind = (
+                "a float > 0"
+                if name == "lr"
+                else ("an int, a RandomState or None" if name == "random_state" else "an int >= 1")
+            )
+            raise InvalidParameterError(
+                f"The {name!r} parameter of "
+                f"{type(estimator).__name__} must be {kind}, not a "
+                f"bool; got {value!r}"
+            )
 
 
 def _column_label(columns: Optional[list], j: int) -> str:
@@ -80,18 +90,23 @@ def _numeric_frame(X: Any) -> Any:
     """:func:`_check_numeric` for a DataFrame (a copy when object columns changed)."""
     import pandas as pd
     from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
     converted = {}
     for j, (name, dtype) in enumerate(zip(X.columns, X.dtypes)):
-        if dtype == object:
+        if dtype == object:  # noqa: E721 - a pandas dtype, equal to object for object columns
             try:
                 converted[j] = pd.to_numeric(X.iloc[:, j], errors="raise")
                 continue
             except (ValueError, TypeError) as err:
-                raise ValueError(f"argument 'X': column {name!r} is not numeric "
-                                 f"({err}); encode it as numbers or drop it") from None
+                raise ValueError(
+                    f"argument 'X': column {name!r} is not numeric "
+                    f"({err}); encode it as numbers or drop it"
+                ) from None
         if not (is_numeric_dtype(dtype) or is_bool_dtype(dtype)):
-            raise ValueError(f"argument 'X': column {name!r} is not numeric (dtype "
-                             f"{dtype}); encode it as numbers or drop it")
+            raise ValueError(
+                f"argument 'X': column {name!r} is not numeric (dtype "
+                f"{dtype}); encode it as numbers or drop it"
+            )
     if converted:
         X = X.copy()
         for j, column in converted.items():
@@ -104,30 +119,37 @@ def _check_finite(arr: np.ndarray, columns: Optional[list]) -> None:
     bad = np.isinf(arr)
     if bad.any():
         j = int(np.nonzero(bad.any(axis=0))[0][0])
-        raise ValueError(f"argument 'X': {_column_label(columns, j)} holds inf "
-                         f"({int(bad[:, j].sum())} entries); only NaN marks a missing "
-                         "value")
+        raise ValueError(
+            f"argument 'X': {_column_label(columns, j)} holds inf "
+            f"({int(bad[:, j].sum())} entries); only NaN marks a missing "
+            "value"
+        )
 
 
 def _check_observed(arr: np.ndarray, columns: Optional[list]) -> None:
     """ValueError naming the first column of arr ([N, D]) that is entirely missing."""
     empty = np.nonzero(np.isnan(arr).all(axis=0))[0]
     if empty.size:
-        raise ValueError(f"argument 'X': {_column_label(columns, int(empty[0]))} is "
-                         "entirely missing; drop it before fitting")
+        raise ValueError(
+            f"argument 'X': {_column_label(columns, int(empty[0]))} is "
+            "entirely missing; drop it before fitting"
+        )
 
 
-def _check_statistics(arr: np.ndarray, mean: np.ndarray, scale: np.ndarray,
-                      columns: Optional[list]) -> None:
+def _check_statistics(
+    arr: np.ndarray, mean: np.ndarray, scale: np.ndarray, columns: Optional[list]
+) -> None:
     """ValueError naming the first column of arr ([N, D]) whose standardisation
     statistics (mean, scale: [D]) overflowed."""
     bad = ~(np.isfinite(mean) & np.isfinite(scale))
     if bad.any():
         j = int(np.nonzero(bad)[0][0])
         biggest = float(np.nanmax(np.abs(arr[:, j])))
-        raise ValueError(f"argument 'X': {_column_label(columns, j)} cannot be "
-                         f"standardised: its mean or standard deviation overflows "
-                         f"(values up to {biggest:.3g}); rescale the column")
+        raise ValueError(
+            f"argument 'X': {_column_label(columns, j)} cannot be "
+            f"standardised: its mean or standard deviation overflows "
+            f"(values up to {biggest:.3g}); rescale the column"
+        )
 
 
 def _check_float32(x_std: np.ndarray, columns: Optional[list], what: str) -> None:
@@ -139,10 +161,12 @@ def _check_float32(x_std: np.ndarray, columns: Optional[list], what: str) -> Non
     if bad.any():
         j = int(np.nonzero(bad.any(axis=0))[0][0])
         biggest = float(np.nanmax(np.abs(x_std[:, j])))
-        raise ValueError(f"argument 'X': {_column_label(columns, j)} holds values too "
-                         f"large for the model (up to {biggest:.3g} in {what}; the "
-                         f"model computes in float32, up to {_FLOAT32_MAX:.3g}); "
-                         "rescale the column")
+        raise ValueError(
+            f"argument 'X': {_column_label(columns, j)} holds values too "
+            f"large for the model (up to {biggest:.3g} in {what}; the "
+            f"model computes in float32, up to {_FLOAT32_MAX:.3g}); "
+            "rescale the column"
+        )
 
 
 def _in_dtype_of(original: Any, values: np.ndarray) -> Any:
@@ -151,6 +175,7 @@ def _in_dtype_of(original: Any, values: np.ndarray) -> Any:
     the nearest integer and clipped to the dtype's range, or True where >= 0.5 for a
     boolean; its observed entries and dtype kept as they are."""
     from pandas.api.types import is_bool_dtype
+
     missing = original.isna().to_numpy()
     if not missing.any():
         return original.copy()
@@ -175,6 +200,7 @@ def _wrap_like(X: Any, out: np.ndarray) -> Any:
     if hasattr(X, "columns") and hasattr(X, "index") and hasattr(X, "iloc"):
         import pandas as pd
         from pandas.api.types import is_bool_dtype, is_integer_dtype
+
         frame = pd.DataFrame(out, columns=X.columns, index=X.index)
         for j, dtype in enumerate(X.dtypes):
             if is_bool_dtype(dtype) or is_integer_dtype(dtype):

@@ -30,8 +30,13 @@ class _RowBatches:
     :meth:`~Trainer.shard_sampler`, drop_last) gives this rank's equal share of one
     permutation shared by the ranks, a new one each epoch (the Trainer sets it)."""
 
-    def __init__(self, x: torch.Tensor, s: torch.Tensor, batch_size: int,
-                 sampler: Optional[DistributedSampler] = None) -> None:
+    def __init__(
+        self,
+        x: torch.Tensor,
+        s: torch.Tensor,
+        batch_size: int,
+        sampler: Optional[DistributedSampler] = None,
+    ) -> None:
         self.x, self.s, self.batch_size, self.sampler = x, s, batch_size, sampler
 
     def __len__(self) -> int:
@@ -45,28 +50,38 @@ class _RowBatches:
             order = torch.tensor(list(self.sampler), device=self.x.device)
         bs = self.batch_size
         for start in range(0, len(self) * bs, bs):
-            rows = order[start:start + bs]
+            rows = order[start : start + bs]
             yield self.x[rows], self.s[rows]
 
 
-def _row_batches(trainer: Trainer, x: torch.Tensor, s: torch.Tensor,
-                 batch_size: int) -> _RowBatches:
+def _row_batches(
+    trainer: Trainer, x: torch.Tensor, s: torch.Tensor, batch_size: int
+) -> _RowBatches:
     """The training batches of ``trainer``'s rank: batches of ``batch_size`` rows (fewer
     when a rank has fewer rows); ValueError when a rank would have no row."""
     ctx, n = trainer.ctx, len(x)
     sampler = None
     if ctx.distributed:
         if n < ctx.world_size:
-            raise ValueError(f"argument 'X' has {n} row(s); training on {ctx.world_size} "
-                             "processes needs at least one row per process")
+            raise ValueError(
+                f"argument 'X' has {n} row(s); training on {ctx.world_size} "
+                "processes needs at least one row per process"
+            )
         sampler = trainer.shard_sampler(range(n), shuffle=True, drop_last=True)
     rows = len(sampler) if sampler is not None else n
     return _RowBatches(x, s, min(batch_size, rows), sampler)
 
 
-def _train_model(model: nn.Module, x_std: np.ndarray, observed: np.ndarray,
-                 device: torch.device, lr: float, batch_size: int, max_iter: int,
-                 verbose: bool) -> np.ndarray:
+def _train_model(
+    model: nn.Module,
+    x_std: np.ndarray,
+    observed: np.ndarray,
+    device: torch.device,
+    lr: float,
+    batch_size: int,
+    max_iter: int,
+    verbose: bool,
+) -> np.ndarray:
     """``max_iter`` Adam steps (learning rate ``lr``) of ``model`` on mini-batches of
     ``batch_size`` rows of x_std ([N, D], standardised, NaN allowed) with mask
     ``observed`` ([N, D] bool), data-parallel under torchrun; a progress bar when
@@ -74,8 +89,7 @@ def _train_model(model: nn.Module, x_std: np.ndarray, observed: np.ndarray,
     in a distributed run); the model is left in eval mode."""
     trainer = Trainer(model, lr=lr, device=device, progress=False, check_health=False)
     ctx, device = trainer.ctx, trainer.device
-    x_t = torch.as_tensor(np.nan_to_num(x_std, nan=0.0), dtype=torch.float32,
-                          device=device)
+    x_t = torch.as_tensor(np.nan_to_num(x_std, nan=0.0), dtype=torch.float32, device=device)
     s_t = torch.as_tensor(observed, dtype=torch.float32, device=device)
     batches = _row_batches(trainer, x_t, s_t, batch_size)
     losses = torch.empty(max_iter, dtype=torch.float32, device=device)
@@ -89,8 +103,9 @@ def _train_model(model: nn.Module, x_std: np.ndarray, observed: np.ndarray,
             bar.set_postfix(loss=f"{losses[step].item():.3f}")
 
     try:
-        trainer.train(batches, n_epochs=-(-max_iter // len(batches)), max_steps=max_iter,
-                      on_step=record)
+        trainer.train(
+            batches, n_epochs=-(-max_iter // len(batches)), max_steps=max_iter, on_step=record
+        )
     finally:
         bar.close()
     if ctx.distributed:

@@ -41,9 +41,11 @@ def _plain_param(name: str, value: Any) -> Any:
         return str(value)
     if name == "signs":
         return [float(v) for v in np.asarray(value, dtype=np.float64).ravel()]
-    raise ValueError(f"the imputer's parameter {name!r} is a {type(value).__name__}, which "
-                     "a saved imputer cannot hold (only None, numbers, strings: e.g. an int "
-                     "random_state and a missing_process name)")
+    raise ValueError(
+        f"the imputer's parameter {name!r} is a {type(value).__name__}, which "
+        "a saved imputer cannot hold (only None, numbers, strings: e.g. an int "
+        "random_state and a missing_process name)"
+    )
 
 
 def _imputer_state(imputer: _BaseIWImputer) -> dict:
@@ -54,16 +56,22 @@ def _imputer_state(imputer: _BaseIWImputer) -> dict:
         raise ValueError(f"save_imputer saves MIWAEImputer and NotMIWAEImputer; got {name}")
     params = {k: _plain_param(k, v) for k, v in imputer.get_params(deep=False).items()}
     names = getattr(imputer, "feature_names_in_", None)
-    return {"format": IMPUTER_FORMAT, "class": name, "params": params,
-            "model": {k: v.detach().cpu() for k, v in imputer.model_.state_dict().items()},
-            "mean": torch.from_numpy(np.array(imputer.mean_)),
-            "scale": torch.from_numpy(np.array(imputer.scale_)),
-            "loss_curve": torch.from_numpy(np.array(imputer.loss_curve_)),
-            "n_iter": int(imputer.n_iter_), "seed": int(imputer._seed_),
-            "history": {key: [str(v) for v in value] for key, value in
-                        getattr(imputer, "history_", {}).items()},
-            "n_features_in": int(imputer.n_features_in_),
-            "feature_names_in": None if names is None else [str(n) for n in names]}
+    return {
+        "format": IMPUTER_FORMAT,
+        "class": name,
+        "params": params,
+        "model": {k: v.detach().cpu() for k, v in imputer.model_.state_dict().items()},
+        "mean": torch.from_numpy(np.array(imputer.mean_)),
+        "scale": torch.from_numpy(np.array(imputer.scale_)),
+        "loss_curve": torch.from_numpy(np.array(imputer.loss_curve_)),
+        "n_iter": int(imputer.n_iter_),
+        "seed": int(imputer._seed_),
+        "history": {
+            key: [str(v) for v in value] for key, value in getattr(imputer, "history_", {}).items()
+        },
+        "n_features_in": int(imputer.n_features_in_),
+        "feature_names_in": None if names is None else [str(n) for n in names],
+    }
 
 
 class _SavedImputer:
@@ -125,9 +133,15 @@ def _new_imputer(state: Any) -> _BaseIWImputer:
     if not isinstance(params, dict) or not set(params) <= allowed:
         raise _io.FormatError("the parameters are not those of " + cls.__name__)
     for key, value in params.items():
-        if not (value is None or isinstance(value, (bool, int, float, str)) or (
-                key == "signs" and isinstance(value, list)
-                and all(isinstance(v, float) for v in value))):
+        if not (
+            value is None
+            or isinstance(value, (bool, int, float, str))
+            or (
+                key == "signs"
+                and isinstance(value, list)
+                and all(isinstance(v, float) for v in value)
+            )
+        ):
             raise _io.FormatError(f"parameter {key!r} is a {type(value).__name__}")
     imputer = cls(**params)
     imputer._validate_params()
@@ -139,8 +153,11 @@ def _checked_features(state: dict) -> tuple[int, Optional[list]]:
     n_features, names = state.get("n_features_in"), state.get("feature_names_in")
     if isinstance(n_features, bool) or not isinstance(n_features, int) or n_features < 1:
         raise _io.FormatError("'n_features_in' is not an int >= 1")
-    if names is not None and (not isinstance(names, list) or len(names) != n_features
-                              or not all(isinstance(n, str) for n in names)):
+    if names is not None and (
+        not isinstance(names, list)
+        or len(names) != n_features
+        or not all(isinstance(n, str) for n in names)
+    ):
         raise _io.FormatError(f"'feature_names_in' is not a list of {n_features} names")
     return n_features, names
 
@@ -151,10 +168,12 @@ def _checked_arrays(state: dict, n_features: int) -> dict[str, np.ndarray]:
     arrays = {}
     for key, length in (("mean", n_features), ("scale", n_features), ("loss_curve", None)):
         value = state.get(key)
-        if not torch.is_tensor(value) or value.dim() != 1 or (
-                length is not None and value.numel() != length):
-            raise _io.FormatError(f"{key!r} is not a tensor of {length or 'one or more'} "
-                                  "values")
+        if (
+            not torch.is_tensor(value)
+            or value.dim() != 1
+            or (length is not None and value.numel() != length)
+        ):
+            raise _io.FormatError(f"{key!r} is not a tensor of {length or 'one or more'} values")
         arrays[key] = value.detach().cpu().numpy().copy()
     for key in ("n_iter", "seed"):
         if isinstance(state.get(key), bool) or not isinstance(state.get(key), int):
@@ -166,24 +185,29 @@ def _checked_history(state: dict) -> dict[str, list[str]]:
     """The fit's history of ``state`` (absent in older files: empty), checked."""
     history = state.get("history", {"health": [], "warnings": []})
     if not isinstance(history, dict) or not all(
-            isinstance(k, str) and isinstance(v, list) and all(isinstance(s, str) for s in v)
-            for k, v in history.items()):
+        isinstance(k, str) and isinstance(v, list) and all(isinstance(s, str) for s in v)
+        for k, v in history.items()
+    ):
         raise _io.FormatError("'history' is not a dict of lists of strings")
     return history
 
 
-def _loaded_model(imputer: _BaseIWImputer, weights: Any, n_features: int,
-                  names: Optional[list]) -> torch.nn.Module:
+def _loaded_model(
+    imputer: _BaseIWImputer, weights: Any, n_features: int, names: Optional[list]
+) -> torch.nn.Module:
     """The imputer's model with the state dict ``weights`` loaded, in eval mode on the
     weights' device (the map_location they were loaded to)."""
     if not isinstance(weights, dict) or not all(
-            isinstance(k, str) and torch.is_tensor(v) for k, v in weights.items()):
+        isinstance(k, str) and torch.is_tensor(v) for k, v in weights.items()
+    ):
         raise _io.FormatError("'model' is not a state dict")
     with torch.random.fork_rng(devices=[]):  # the new model's initial weights: unused
         model = imputer._new_model(n_features, names)
     # The standardisation buffers may be set or not (None in a fresh model).
-    expected = {**model.state_dict(),
-                **{k: weights[k] for k in ("data_mean", "data_std") if k in weights}}
+    expected = {
+        **model.state_dict(),
+        **{k: weights[k] for k in ("data_mean", "data_std") if k in weights},
+    }
     if {k: v.shape for k, v in weights.items()} != {k: v.shape for k, v in expected.items()}:
         raise _io.FormatError("the model's state dict does not fit its parameters")
     model.load_state_dict(weights)
@@ -198,8 +222,9 @@ def save_imputer(imputer: _BaseIWImputer, path: Union[str, Path]) -> None:
     _io.save_atomic(_SavedImputer(_imputer_state(imputer)), path)
 
 
-def load_imputer(path: Union[str, Path],
-                 map_location: Union[str, torch.device, None] = "cpu") -> _BaseIWImputer:
+def load_imputer(
+    path: Union[str, Path], map_location: Union[str, torch.device, None] = "cpu"
+) -> _BaseIWImputer:
     """The imputer that :func:`save_imputer` (or ``notmiwae-fast fit``) wrote to
     ``path``, its model on ``map_location``. The file is read with
     ``torch.load(weights_only=True)``: it can hold nothing but tensors and plain data, so
@@ -208,11 +233,11 @@ def load_imputer(path: Union[str, Path],
     if not Path(path).is_file():
         raise FileNotFoundError(f"model file {path} does not exist")
     try:
-        imputer = _io.load_plain(path, "model file", map_location,
-                                 allowed=_ALLOWED_CONSTRUCTORS)
+        imputer = _io.load_plain(path, "model file", map_location, allowed=_ALLOWED_CONSTRUCTORS)
     except _io.FormatError as err:
-        raise ValueError(f"model file {path} does not hold a fitted imputer saved by "
-                         f"this package ({err})") from None
+        raise ValueError(
+            f"model file {path} does not hold a fitted imputer saved by this package ({err})"
+        ) from None
     if not isinstance(imputer, _BaseIWImputer):
         raise ValueError(f"model file {path} does not hold a fitted imputer")
     return imputer

@@ -55,15 +55,23 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import InvalidParameterError, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .._common import validate as _validate
 from .. import utils
+from .._common import validate as _validate
+from .._common.progress import progress
 from ..nn.missing import MISSING_PROCESSES, BaseMissingProcess
 from ..nn.models import MIWAE, NotMIWAE
 from ..nn.networks import glorot_init_
-from .._common.progress import progress
 from ._health import MIN_OBSERVED, MIN_OBSERVED_FRACTION, _check_data, _check_loss
-from ._input import (_PARAMETER_CONSTRAINTS, _check_finite, _check_float32, _check_numeric,
-                     _check_observed, _check_statistics, _refuse_bools, _wrap_like)
+from ._input import (
+    _PARAMETER_CONSTRAINTS,
+    _check_finite,
+    _check_float32,
+    _check_numeric,
+    _check_observed,
+    _check_statistics,
+    _refuse_bools,
+    _wrap_like,
+)
 from ._training import _train_model
 
 if TYPE_CHECKING:
@@ -81,6 +89,7 @@ _SEED_BLOCK = 256
 # What moved to .files, still importable from here (files saved by an earlier layout
 # name the constructor by this module's path).
 _IN_FILES = ("save_imputer", "load_imputer", "_imputer_from_state")
+
 
 class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     """The shared body of the two imputers (not used directly).
@@ -108,7 +117,7 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             their mean is low and their spread small), as in the paper's protocol.
         weight_init: ``"torch"`` (PyTorch's default for the linear layers) or
             ``"glorot"`` (Glorot-uniform weights and zero biases, as the paper's Keras
-            code; :func:`notmiwae_fast.networks.glorot_init_`).
+            code; :func:`notmiwae_fast.nn.networks.glorot_init_`).
 
     Fitted attributes: ``model_`` (the trained torch model), ``mean_`` and ``scale_``
     ([D] standardisation), ``n_iter_``, ``loss_curve_`` ([n_iter_] training losses),
@@ -121,14 +130,25 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     _parameter_constraints: dict = _PARAMETER_CONSTRAINTS
 
-    def __init__(self, *, latent_dim: Optional[int] = None, hidden_dim: int = 128,
-                 n_samples: int = 20, out_dist: str = "gauss", ppca: bool = False,
-                 n_impute_samples: int = 1000, max_iter: int = 10_000, batch_size: int = 16,
-                 lr: float = 1e-3,
-                 random_state: Union[None, int, np.random.RandomState] = None,
-                 device: Union[str, torch.device, None] = None, verbose: Union[bool, int] = False,
-                 backend: str = "fused", standardize: bool = True,
-                 weight_init: str = "torch") -> None:
+    def __init__(
+        self,
+        *,
+        latent_dim: Optional[int] = None,
+        hidden_dim: int = 128,
+        n_samples: int = 20,
+        out_dist: str = "gauss",
+        ppca: bool = False,
+        n_impute_samples: int = 1000,
+        max_iter: int = 10_000,
+        batch_size: int = 16,
+        lr: float = 1e-3,
+        random_state: Union[None, int, np.random.RandomState] = None,
+        device: Union[str, torch.device, None] = None,
+        verbose: Union[bool, int] = False,
+        backend: str = "fused",
+        standardize: bool = True,
+        weight_init: str = "torch",
+    ) -> None:
         self.latent_dim = latent_dim
         self.hidden_dim = hidden_dim
         self.n_samples = n_samples
@@ -161,8 +181,14 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         and non-numeric columns refused with the column named."""
         X = _check_numeric(X)
         columns = list(X.columns) if hasattr(X, "columns") else None
-        arr = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32],
-                            ensure_all_finite=False, copy=False)
+        arr = validate_data(
+            self,
+            X,
+            reset=reset,
+            dtype=[np.float64, np.float32],
+            ensure_all_finite=False,
+            copy=False,
+        )
         _check_finite(arr, columns)
         if not reset and hasattr(self, "mean_"):
             with np.errstate(all="ignore"):  # overflow is the error reported below
@@ -177,8 +203,10 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         _refuse_bools(self)
         super()._validate_params()
         if not np.isfinite(self.lr):
-            raise InvalidParameterError(f"The 'lr' parameter of {type(self).__name__} must "
-                                        f"be a finite float > 0; got {self.lr!r}")
+            raise InvalidParameterError(
+                f"The 'lr' parameter of {type(self).__name__} must "
+                f"be a finite float > 0; got {self.lr!r}"
+            )
 
     def _device(self) -> torch.device:
         """The device to compute on; ValueError naming 'device' when it is not a device
@@ -207,11 +235,19 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             if self.weight_init == "glorot":
                 glorot_init_(model)
             model.set_standardization(mean, scale)
-            losses = _train_model(model, x_std, observed, device, lr=self.lr,
-                                  batch_size=self.batch_size, max_iter=self.max_iter,
-                                  verbose=bool(self.verbose))
-        _check_loss(name, losses, x_std, observed, self.out_dist,
-                    self._model_class is NotMIWAE, history)
+            losses = _train_model(
+                model,
+                x_std,
+                observed,
+                device,
+                lr=self.lr,
+                batch_size=self.batch_size,
+                max_iter=self.max_iter,
+                verbose=bool(self.verbose),
+            )
+        _check_loss(
+            name, losses, x_std, observed, self.out_dist, self._model_class is NotMIWAE, history
+        )
         self.model_ = model
         self.mean_, self.scale_ = mean, scale
         self.loss_curve_ = losses
@@ -224,10 +260,16 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def _new_model(self, n_features: int, columns: Optional[list]) -> torch.nn.Module:
         """The untrained torch model for ``n_features`` columns (named ``columns``)."""
         return self._model_class(
-            n_features, latent_dim=self.latent_dim, hidden_dim=self.hidden_dim,
-            n_samples=self.n_samples, out_dist=self.out_dist, ppca=self.ppca,
+            n_features,
+            latent_dim=self.latent_dim,
+            hidden_dim=self.hidden_dim,
+            n_samples=self.n_samples,
+            out_dist=self.out_dist,
+            ppca=self.ppca,
             feature_names=[str(c) for c in columns] if columns is not None else None,
-            backend=self.backend, **self._model_kwargs())
+            backend=self.backend,
+            **self._model_kwargs(),
+        )
 
     def _fit_input(self, X: Table) -> tuple[np.ndarray, Optional[list]]:
         """The checks of :meth:`fit` before any training: the parameters and X. Returns
@@ -246,8 +288,9 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def _after_fit(self) -> None:
         """Hook for fitted attributes of subclasses."""
 
-    def _standardize(self, arr: np.ndarray,
-                     fit: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _standardize(
+        self, arr: np.ndarray, fit: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(standardised [N, D], mean [D], scale [D]); identity for Bernoulli data and
         with ``standardize=False``."""
         # Values near float64's limit overflow in the statistics: _fit_input and
@@ -280,8 +323,9 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         a multiple; an empty arr may start anywhere: the last ranks' shares of a small
         table under torchrun start at its end)."""
         if first_row % _SEED_BLOCK and len(arr):
-            raise ValueError(f"argument 'first_row' must be a multiple of {_SEED_BLOCK}; "
-                             f"got {first_row}")
+            raise ValueError(
+                f"argument 'first_row' must be a multiple of {_SEED_BLOCK}; got {first_row}"
+            )
         missing = np.isnan(arr)
         out = arr.copy()
         if missing.any():
@@ -293,15 +337,27 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 model = self.model_.to(device)
                 x_t = torch.as_tensor(np.nan_to_num(x_std), dtype=torch.float32)
                 s_t = torch.as_tensor(~missing, dtype=torch.float32)
-                blocks = progress(range(0, len(x_t), _IMPUTE_BLOCK),
-                                  bool(self.verbose) and context().is_main,
-                                  desc="imputing", unit="block", mininterval=0.5)
-                imputed = np.concatenate([
-                    utils.impute(model, x_t[i:i + _IMPUTE_BLOCK], s_t[i:i + _IMPUTE_BLOCK],
-                                 n_samples=self.n_impute_samples, batch_size=_SEED_BLOCK,
-                                 device=device,
-                                 seed=self._seed_ + (first_row + i) // _SEED_BLOCK)
-                    for i in blocks])
+                blocks = progress(
+                    range(0, len(x_t), _IMPUTE_BLOCK),
+                    bool(self.verbose) and context().is_main,
+                    desc="imputing",
+                    unit="block",
+                    mininterval=0.5,
+                )
+                imputed = np.concatenate(
+                    [
+                        utils.impute(
+                            model,
+                            x_t[i : i + _IMPUTE_BLOCK],
+                            s_t[i : i + _IMPUTE_BLOCK],
+                            n_samples=self.n_impute_samples,
+                            batch_size=_SEED_BLOCK,
+                            device=device,
+                            seed=self._seed_ + (first_row + i) // _SEED_BLOCK,
+                        )
+                        for i in blocks
+                    ]
+                )
             back = utils.destandardize(imputed.astype(np.float64), self.mean_, self.scale_)
             out[missing] = back[missing].astype(out.dtype)
         return out
@@ -345,20 +401,44 @@ class NotMIWAEImputer(_BaseIWImputer):
         "signs": ["array-like", None],
     }
 
-    def __init__(self, *, missing_process: Union[str, BaseMissingProcess] = "selfmasking",
-                 signs: Optional[Sequence[float]] = None,
-                 latent_dim: Optional[int] = None, hidden_dim: int = 128, n_samples: int = 20,
-                 out_dist: str = "gauss", ppca: bool = False, n_impute_samples: int = 1000,
-                 max_iter: int = 10_000, batch_size: int = 16, lr: float = 1e-3,
-                 random_state: Union[None, int, np.random.RandomState] = None,
-                 device: Union[str, torch.device, None] = None, verbose: Union[bool, int] = False,
-                 backend: str = "fused", standardize: bool = True,
-                 weight_init: str = "torch") -> None:
-        super().__init__(latent_dim=latent_dim, hidden_dim=hidden_dim, n_samples=n_samples,
-                         out_dist=out_dist, ppca=ppca, n_impute_samples=n_impute_samples,
-                         max_iter=max_iter, batch_size=batch_size, lr=lr,
-                         random_state=random_state, device=device, verbose=verbose,
-                         backend=backend, standardize=standardize, weight_init=weight_init)
+    def __init__(
+        self,
+        *,
+        missing_process: Union[str, BaseMissingProcess] = "selfmasking",
+        signs: Optional[Sequence[float]] = None,
+        latent_dim: Optional[int] = None,
+        hidden_dim: int = 128,
+        n_samples: int = 20,
+        out_dist: str = "gauss",
+        ppca: bool = False,
+        n_impute_samples: int = 1000,
+        max_iter: int = 10_000,
+        batch_size: int = 16,
+        lr: float = 1e-3,
+        random_state: Union[None, int, np.random.RandomState] = None,
+        device: Union[str, torch.device, None] = None,
+        verbose: Union[bool, int] = False,
+        backend: str = "fused",
+        standardize: bool = True,
+        weight_init: str = "torch",
+    ) -> None:
+        super().__init__(
+            latent_dim=latent_dim,
+            hidden_dim=hidden_dim,
+            n_samples=n_samples,
+            out_dist=out_dist,
+            ppca=ppca,
+            n_impute_samples=n_impute_samples,
+            max_iter=max_iter,
+            batch_size=batch_size,
+            lr=lr,
+            random_state=random_state,
+            device=device,
+            verbose=verbose,
+            backend=backend,
+            standardize=standardize,
+            weight_init=weight_init,
+        )
         self.missing_process = missing_process
         self.signs = signs
 
@@ -383,12 +463,14 @@ class NotMIWAEImputer(_BaseIWImputer):
         check_is_fitted(self)
         arr = self._check_X(X, reset=False)
         if np.isnan(arr).any():
-            raise ValueError("argument 'X' must be complete (no NaN) for "
-                             "missing_probability; impute it first")
+            raise ValueError(
+                "argument 'X' must be complete (no NaN) for missing_probability; impute it first"
+            )
         x_std, _, _ = self._standardize(arr.astype(np.float64))
         model = self.model_
-        x_t = torch.as_tensor(x_std, dtype=next(model.parameters()).dtype,
-                              device=next(model.parameters()).device)
+        x_t = torch.as_tensor(
+            x_std, dtype=next(model.parameters()).dtype, device=next(model.parameters()).device
+        )
         with torch.no_grad():
             p = model.missing_model.missing_probability(x_t)
         return p.cpu().double().numpy()

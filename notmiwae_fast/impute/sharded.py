@@ -11,14 +11,14 @@ from typing import Optional
 import numpy as np
 import torch.distributed as dist
 
-
 from ..distributed.group import barrier, collectively, context, gather_failures, shard_bounds
 
 __all__ = ["impute_sharded", "transform_sharded"]
 
 
-def impute_sharded(model, x, s, output: str, n_samples: int = 1000, batch_size: int = 256,
-                   seed: int = 0) -> Optional[np.ndarray]:
+def impute_sharded(
+    model, x, s, output: str, n_samples: int = 1000, batch_size: int = 256, seed: int = 0
+) -> Optional[np.ndarray]:
     """Imputes rows [N, D] split across the ranks; the assembled result goes to
     ``output`` (a .npy file) in the original row order.
 
@@ -38,20 +38,31 @@ def impute_sharded(model, x, s, output: str, n_samples: int = 1000, batch_size: 
     shard_path = f"{output}.shard-{ctx.rank:05d}-of-{ctx.world_size:05d}.npy"
     error = ""
     try:
-        part = impute(model, x[start:stop], s[start:stop], n_samples=n_samples,
-                      batch_size=batch_size, seed=seed + start // batch_size)
+        part = impute(
+            model,
+            x[start:stop],
+            s[start:stop],
+            n_samples=n_samples,
+            batch_size=batch_size,
+            seed=seed + start // batch_size,
+        )
         save_array_atomic(part, shard_path)
     except Exception as exc:  # reported to every rank below
         error = f"{type(exc).__name__}: {exc}"
     failures = gather_failures(ctx, error)
     if failures:
-        raise RuntimeError("sharded imputation failed on " + "; ".join(
-            f"rank {r}: {msg}" for r, msg in failures) + f"; {output} was not written")
+        raise RuntimeError(
+            "sharded imputation failed on "
+            + "; ".join(f"rank {r}: {msg}" for r, msg in failures)
+            + f"; {output} was not written"
+        )
     if not ctx.is_main:
         barrier(ctx)
         return None
-    shards = [np.load(f"{output}.shard-{r:05d}-of-{ctx.world_size:05d}.npy")
-              for r in range(ctx.world_size)]
+    shards = [
+        np.load(f"{output}.shard-{r:05d}-of-{ctx.world_size:05d}.npy")
+        for r in range(ctx.world_size)
+    ]
     result = np.concatenate(shards, axis=0)
     if result.shape[0] != n:
         raise RuntimeError(f"sharded imputation assembled {result.shape[0]} rows, expected {n}")
@@ -98,6 +109,7 @@ def transform_sharded(imputer, X):
         return None
     out = np.concatenate(parts, axis=0)
     if out.shape != arr.shape:
-        raise RuntimeError(f"sharded imputation assembled {out.shape[0]} rows, expected "
-                           f"{arr.shape[0]}")
+        raise RuntimeError(
+            f"sharded imputation assembled {out.shape[0]} rows, expected {arr.shape[0]}"
+        )
     return imputer._wrap_like(X, out)

@@ -18,12 +18,22 @@ from .networks import MLP, Encoder, GaussianDecoder
 
 # The arguments of ops.gauss_bound and ops.gauss_bound_grads: x, mask, eps_z, eps_x,
 # enc_weights, enc_biases, dec_weights, dec_biases, W, b, min_scale.
-Arguments = tuple[Tensor, Tensor, Tensor, Optional[Tensor], list[Tensor], list[Tensor],
-                  list[Tensor], list[Tensor], Optional[Tensor], Optional[Tensor], float]
+Arguments = tuple[
+    Tensor,
+    Tensor,
+    Tensor,
+    Optional[Tensor],
+    list[Tensor],
+    list[Tensor],
+    list[Tensor],
+    list[Tensor],
+    Optional[Tensor],
+    Optional[Tensor],
+    float,
+]
 
 
-def standard_networks(encoder: nn.Module,
-                      decoder: Decoder) -> Optional[tuple[MLP, MLP, float]]:
+def standard_networks(encoder: nn.Module, decoder: Decoder) -> Optional[tuple[MLP, MLP, float]]:
     """(encoder MLP, decoder MLP, the decoder's min_scale) when the networks are exactly
     :class:`Encoder` and a non-PPCA :class:`GaussianDecoder` on :class:`MLP` s, the
     networks gauss_bound is made of; None otherwise (subclasses included)."""
@@ -34,17 +44,21 @@ def standard_networks(encoder: nn.Module,
     return encoder.net, decoder.net, decoder.min_scale
 
 
-def arguments(x0: Tensor, s: Tensor, k: int, latent_dim: int,
-              nets: tuple[MLP, MLP, float],
-              selfmask: Optional[tuple[Tensor, Tensor]]) -> Arguments:
+def arguments(
+    x0: Tensor,
+    s: Tensor,
+    k: int,
+    latent_dim: int,
+    nets: tuple[MLP, MLP, float],
+    selfmask: Optional[tuple[Tensor, Tensor]],
+) -> Arguments:
     """gauss_bound's arguments for K = k samples of the rows x0 [B, D] (mask s): the same
     noise, drawn in the same order, as the models' step-by-step path (so every path
     gives the same numbers for the same seed)."""
     encoder_net, decoder_net, min_scale = nets
     B, D = x0.shape
     eps_z = torch.randn(B, k, latent_dim, dtype=x0.dtype, device=x0.device)
-    eps_x = (torch.randn(B, k, D, dtype=x0.dtype, device=x0.device)
-             if selfmask is not None else None)
+    eps_x = torch.randn(B, k, D, dtype=x0.dtype, device=x0.device) if selfmask is not None else None
     enc_w, enc_b = encoder_net.layer_parameters()
     dec_w, dec_b = decoder_net.layer_parameters()
     W, b = selfmask if selfmask is not None else (None, None)
@@ -59,8 +73,9 @@ def parameters(args: Arguments) -> list[Tensor]:
     return [*enc_w, *enc_b, *dec_w, *dec_b, *selfmask]
 
 
-def terms(results: Sequence[Tensor],
-          selfmask: Optional[tuple[Tensor, Tensor]]) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+def terms(
+    results: Sequence[Tensor], selfmask: Optional[tuple[Tensor, Tensor]]
+) -> tuple[dict[str, Tensor], Tensor, Tensor]:
     """gauss_bound's six results as (the models' terms, log_w [B, K], bound [B]); without
     a self-masking process there is no log p(s | x̂) term."""
     bound, log_w, log_px, log_ps, log_pz, log_qz = results

@@ -33,9 +33,15 @@ def chunk_size(row_elements: int, n_samples: int, requested: Optional[int]) -> i
     return max(1, min(n_samples, IMPUTE_CHUNK_ELEMENTS // max(1, row_elements)))
 
 
-def weighted_mean(terms_of: Callable[[int], Terms], ops: Operators, like: Tensor,
-                  n_samples: int, chunk: int, value_fn: Callable[[Terms], Tensor],
-                  n_draws: Optional[int] = None) -> tuple[Tensor, Optional[Tensor]]:
+def weighted_mean(
+    terms_of: Callable[[int], Terms],
+    ops: Operators,
+    like: Tensor,
+    n_samples: int,
+    chunk: int,
+    value_fn: Callable[[Terms], Tensor],
+    n_draws: Optional[int] = None,
+) -> tuple[Tensor, Optional[Tensor]]:
     """Σ_k α_k value_fn(terms)_k over ``n_samples`` samples, ``chunk`` at a time.
 
     Args:
@@ -60,8 +66,11 @@ def weighted_mean(terms_of: Callable[[int], Terms], ops: Operators, like: Tensor
         total = torch.logaddexp(mass, chunk_mass)
         keep = _share(mass, total)
         take = _share(chunk_mass, total)
-        mean = chunk_mean * take.unsqueeze(1) if mean is None else \
-            mean * keep.unsqueeze(1) + chunk_mean * take.unsqueeze(1)
+        mean = (
+            chunk_mean * take.unsqueeze(1)
+            if mean is None
+            else mean * keep.unsqueeze(1) + chunk_mean * take.unsqueeze(1)
+        )
         if n_draws is not None:
             picked = _resample(picked, terms["draws"], ops.iw_weights(log_w), take, n_draws)
         mass = total
@@ -73,12 +82,12 @@ def weighted_mean(terms_of: Callable[[int], Terms], ops: Operators, like: Tensor
 def _share(part: Tensor, total: Tensor) -> Tensor:
     """exp(part − total), 0 where the total has no mass (never NaN)."""
     safe_total = torch.where(torch.isfinite(total), total, torch.zeros_like(total))
-    return torch.where(torch.isfinite(total), torch.exp(part - safe_total),
-                       torch.zeros_like(total))
+    return torch.where(torch.isfinite(total), torch.exp(part - safe_total), torch.zeros_like(total))
 
 
-def _resample(picked: Optional[Tensor], draws: Tensor, w: Tensor, take: Tensor,
-              n_draws: int) -> Tensor:
+def _resample(
+    picked: Optional[Tensor], draws: Tensor, w: Tensor, take: Tensor, n_draws: int
+) -> Tensor:
     """Weighted reservoir step: each of the M current picks is replaced, with probability
     ``take`` (this chunk's share of the mass so far), by a draw from this chunk chosen
     with probability w_k (the chunk's normalised weights).
@@ -86,8 +95,8 @@ def _resample(picked: Optional[Tensor], draws: Tensor, w: Tensor, take: Tensor,
     B, k, D = draws.shape
     has_mass = w.sum(1) > 0
     probs = torch.where(has_mass.unsqueeze(1), w, torch.full_like(w, 1.0 / k))
-    idx = torch.multinomial(probs, n_draws, replacement=True)           # [B, M]
-    chosen = draws.gather(1, idx.unsqueeze(-1).expand(B, n_draws, D))    # [B, M, D]
+    idx = torch.multinomial(probs, n_draws, replacement=True)  # [B, M]
+    chosen = draws.gather(1, idx.unsqueeze(-1).expand(B, n_draws, D))  # [B, M, D]
     chosen = chosen.permute(1, 0, 2)
     if picked is None:
         return chosen

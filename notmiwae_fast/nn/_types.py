@@ -18,19 +18,23 @@ class Operators(Protocol):
     :mod:`notmiwae_fast.ops` (kernels) and :mod:`notmiwae_fast.ops.reference` (pure
     PyTorch): either module is an ``Operators``."""
 
-    def latent_terms(self, mu: Tensor, std: Tensor,
-                     eps: Tensor) -> tuple[Tensor, Tensor, Tensor]: ...
+    def latent_terms(
+        self, mu: Tensor, std: Tensor, eps: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]: ...
 
-    def masked_normal_logprob(self, x: Tensor, mask: Tensor, loc: Tensor,
-                              scale: Tensor) -> Tensor: ...
+    def masked_normal_logprob(
+        self, x: Tensor, mask: Tensor, loc: Tensor, scale: Tensor
+    ) -> Tensor: ...
 
     def masked_bernoulli_logprob(self, x: Tensor, mask: Tensor, logits: Tensor) -> Tensor: ...
 
-    def masked_studentt_logprob(self, x: Tensor, mask: Tensor, loc: Tensor, scale: Tensor,
-                                df: Tensor) -> Tensor: ...
+    def masked_studentt_logprob(
+        self, x: Tensor, mask: Tensor, loc: Tensor, scale: Tensor, df: Tensor
+    ) -> Tensor: ...
 
-    def notmiwae_normal_terms(self, x: Tensor, mask: Tensor, loc: Tensor, scale: Tensor,
-                              eps: Tensor, W: Tensor, b: Tensor) -> tuple[Tensor, Tensor]: ...
+    def notmiwae_normal_terms(
+        self, x: Tensor, mask: Tensor, loc: Tensor, scale: Tensor, eps: Tensor, W: Tensor, b: Tensor
+    ) -> tuple[Tensor, Tensor]: ...
 
     def iw_logmeanexp(self, log_w: Tensor) -> Tensor: ...
 
@@ -48,8 +52,7 @@ class Decoder(Protocol):
 
     def __call__(self, z: Tensor) -> dict[str, Tensor]: ...
 
-    def log_prob(self, ops: Operators, x0: Tensor, s: Tensor,
-                 p: dict[str, Tensor]) -> Tensor:
+    def log_prob(self, ops: Operators, x0: Tensor, s: Tensor, p: dict[str, Tensor]) -> Tensor:
         """Σ_d s · log p(x0 | params) [B, K], through ``ops``."""
         ...
 

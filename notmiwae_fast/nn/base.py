@@ -31,8 +31,7 @@ from ..ops import reference
 from . import _gauss_bound, _streaming
 from ._types import ArrayLike, Decoder, Operators
 from .missing import BaseMissingProcess, process_logits
-from .networks import (DEFAULT_MIN_SCALE, MLP, OUT_DISTS, Encoder, make_decoder,
-                       use_fused_networks)
+from .networks import DEFAULT_MIN_SCALE, MLP, OUT_DISTS, Encoder, make_decoder, use_fused_networks
 
 __all__ = ["ImportanceWeightedModel", "kept_modes", "evaluation"]
 
@@ -88,15 +87,25 @@ class ImportanceWeightedModel(nn.Module):
     data_std: Optional[Tensor]
     n_train_steps: Tensor
 
-    def __init__(self, input_dim: int, latent_dim: Optional[int] = None, hidden_dim: int = 128,
-                 n_samples: int = 20, out_dist: str = "gauss", ppca: bool = False,
-                 min_scale: float = DEFAULT_MIN_SCALE,
-                 feature_names: Optional[Sequence[str]] = None, backend: str = "fused",
-                 encoder: Optional[nn.Module] = None, decoder: Optional[Decoder] = None):
+    def __init__(
+        self,
+        input_dim: int,
+        latent_dim: Optional[int] = None,
+        hidden_dim: int = 128,
+        n_samples: int = 20,
+        out_dist: str = "gauss",
+        ppca: bool = False,
+        min_scale: float = DEFAULT_MIN_SCALE,
+        feature_names: Optional[Sequence[str]] = None,
+        backend: str = "fused",
+        encoder: Optional[nn.Module] = None,
+        decoder: Optional[Decoder] = None,
+    ):
         super().__init__()
         input_dim = _validate.positive_int(input_dim, "input_dim")
         latent_dim = _validate.positive_int(
-            max(1, input_dim - 1) if latent_dim is None else latent_dim, "latent_dim")
+            max(1, input_dim - 1) if latent_dim is None else latent_dim, "latent_dim"
+        )
         hidden_dim = _validate.positive_int(hidden_dim, "hidden_dim")
         if not min_scale > 0:
             raise ValueError(f"argument 'min_scale' must be > 0; got {min_scale!r}")
@@ -106,15 +115,22 @@ class ImportanceWeightedModel(nn.Module):
         self.backend = _validate.choice(backend, "backend", BACKENDS)
         self.ppca = bool(ppca)
         self.feature_names = _validate.optional_names(
-            None if feature_names is None else list(feature_names), input_dim)
-        self.encoder = encoder if encoder is not None else Encoder(input_dim, hidden_dim,
-                                                                   latent_dim)
-        self.decoder: Decoder = decoder if decoder is not None else make_decoder(
-            out_dist, latent_dim, hidden_dim, input_dim, min_scale, ppca)
+            None if feature_names is None else list(feature_names), input_dim
+        )
+        self.encoder = (
+            encoder if encoder is not None else Encoder(input_dim, hidden_dim, latent_dim)
+        )
+        self.decoder: Decoder = (
+            decoder
+            if decoder is not None
+            else make_decoder(out_dist, latent_dim, hidden_dim, input_dim, min_scale, ppca)
+        )
         if getattr(self.decoder, "family", None) != self.out_dist:
-            raise ValueError(f"argument 'decoder' models the family "
-                             f"{getattr(self.decoder, 'family', None)!r}; out_dist is "
-                             f"{self.out_dist!r}")
+            raise ValueError(
+                f"argument 'decoder' models the family "
+                f"{getattr(self.decoder, 'family', None)!r}; out_dist is "
+                f"{self.out_dist!r}"
+            )
         # Standardisation of the training data, if the user's data went through
         # utils.standardize: lets interpret_missing_process speak in original units.
         self.register_buffer("data_mean", None)
@@ -162,23 +178,25 @@ class ImportanceWeightedModel(nn.Module):
         std_ = _validate.as_tensor(std, "std", self._dtype, self._device).flatten()
         for name, value in (("mean", mean_), ("std", std_)):
             if value.numel() != self.input_dim:
-                raise ValueError(f"argument '{name}' must have input_dim = {self.input_dim} "
-                                 f"values; got {value.numel()}")
+                raise ValueError(
+                    f"argument '{name}' must have input_dim = {self.input_dim} "
+                    f"values; got {value.numel()}"
+                )
             if not torch.isfinite(value).all():
                 raise ValueError(f"argument '{name}' must be finite")
         if not (std_ > 0).all():
             raise ValueError("argument 'std' must be > 0")
         self.data_mean, self.data_std = mean_, std_
 
-    def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, *args: Any,
-                              **kwargs: Any) -> None:
+    def _load_from_state_dict(
+        self, state_dict: Mapping[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
         # The standardisation buffers are None until set_standardization: make room for
         # them when the state being loaded has them (a fresh model, Trainer resume_from).
         for name in ("data_mean", "data_std"):
             saved = state_dict.get(prefix + name)
             if saved is not None and getattr(self, name) is None:
-                setattr(self, name, torch.empty_like(saved, dtype=self._dtype,
-                                                     device=self._device))
+                setattr(self, name, torch.empty_like(saved, dtype=self._dtype, device=self._device))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # -- the importance-weighting core ---------------------------------------------------
@@ -200,7 +218,8 @@ class ImportanceWeightedModel(nn.Module):
         log_ps: Optional[Tensor]
         if selfmask is not None and self.out_dist == "gauss":
             log_px, log_ps, x_k = self._normal_selfmask_terms(
-                x0, s, params, selfmask, keep_samples=self.supervised or need_draws)
+                x0, s, params, selfmask, keep_samples=self.supervised or need_draws
+            )
         else:
             log_px, log_ps, x_k = self._decoder_terms(x0, s, params, process)
         out = {"log_p_z": log_p_z, "log_q_z_given_x": log_q_z, "log_p_x_given_z": log_px}
@@ -219,21 +238,31 @@ class ImportanceWeightedModel(nn.Module):
         out["means"] = self.decoder.mean(params)
         return out
 
-    def _normal_selfmask_terms(self, x0: Tensor, s: Tensor, params: dict[str, Tensor],
-                               selfmask: tuple[Tensor, Tensor], keep_samples: bool
-                               ) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+    def _normal_selfmask_terms(
+        self,
+        x0: Tensor,
+        s: Tensor,
+        params: dict[str, Tensor],
+        selfmask: tuple[Tensor, Tensor],
+        keep_samples: bool,
+    ) -> tuple[Tensor, Tensor, Optional[Tensor]]:
         """(log p(x° | z), log p(s | x̂), the samples x_k when ``keep_samples``) of a
         Gaussian decoder and a self-masking process (W, b = ``selfmask``): both terms in
         one fused pass, x̂ never written to memory."""
         eps_x = torch.randn(params["loc"].shape, dtype=x0.dtype, device=x0.device)
         log_px, log_ps = self.ops.notmiwae_normal_terms(
-            x0, s, params["loc"], params["scale"], eps_x, *selfmask)
+            x0, s, params["loc"], params["scale"], eps_x, *selfmask
+        )
         x_k = params["loc"] + params["scale"] * eps_x if keep_samples else None
         return log_px, log_ps, x_k
 
-    def _decoder_terms(self, x0: Tensor, s: Tensor, params: dict[str, Tensor],
-                       process: Optional[BaseMissingProcess]
-                       ) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+    def _decoder_terms(
+        self,
+        x0: Tensor,
+        s: Tensor,
+        params: dict[str, Tensor],
+        process: Optional[BaseMissingProcess],
+    ) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
         """(log p(x° | z), log p(s | x̂) with a missing process, the samples x_k ~ p(x | z)
         when a missing process or a prediction head needs them), term by term."""
         log_px = self.decoder.log_prob(self.ops, x0, s, params)
@@ -242,8 +271,7 @@ class ImportanceWeightedModel(nn.Module):
         x_k = self.decoder.sample(params)
         if process is None:
             return log_px, None, x_k
-        logits = process_logits(process, torch.where(s.bool().unsqueeze(1), x0.unsqueeze(1),
-                                                     x_k))
+        logits = process_logits(process, torch.where(s.bool().unsqueeze(1), x0.unsqueeze(1), x_k))
         # log Π_d Bernoulli(s_d; σ(ℓ_d)): a Bernoulli likelihood of s, all observed.
         log_ps = self.ops.masked_bernoulli_logprob(s, torch.ones_like(s), logits)
         return log_px, log_ps, x_k
@@ -255,12 +283,12 @@ class ImportanceWeightedModel(nn.Module):
         """_inputs of a batch the bound is computed on (at least one row)."""
         x0, s_ = self._inputs(x, s)
         if x0.shape[0] == 0:
-            raise ValueError("argument 'x' has no rows: the bound of an empty batch is "
-                             "undefined")
+            raise ValueError("argument 'x' has no rows: the bound of an empty batch is undefined")
         return x0, s_
 
-    def _bound_outputs(self, terms: dict[str, Tensor], log_w: Tensor,
-                       bound: Optional[Tensor] = None) -> dict[str, Tensor]:
+    def _bound_outputs(
+        self, terms: dict[str, Tensor], log_w: Tensor, bound: Optional[Tensor] = None
+    ) -> dict[str, Tensor]:
         if bound is None:
             bound = self.ops.iw_logmeanexp(log_w)
         elbo = bound.mean()
@@ -270,8 +298,9 @@ class ImportanceWeightedModel(nn.Module):
                 result[key] = terms[key].mean()
         return result
 
-    def forward(self, x: ArrayLike, s: ArrayLike,
-                n_samples: Optional[int] = None) -> dict[str, Tensor]:
+    def forward(
+        self, x: ArrayLike, s: ArrayLike, n_samples: Optional[int] = None
+    ) -> dict[str, Tensor]:
         """The importance-weighted bound of a batch.
 
         Args:
@@ -285,8 +314,9 @@ class ImportanceWeightedModel(nn.Module):
         k = self.n_samples if n_samples is None else _validate.n_samples(n_samples)
         return self._forward(x, s, k, with_grads=False)[0]
 
-    def _loss_and_grads(self, x: ArrayLike,
-                        s: ArrayLike) -> tuple[dict[str, Tensor], Optional[Gradients]]:
+    def _loss_and_grads(
+        self, x: ArrayLike, s: ArrayLike
+    ) -> tuple[dict[str, Tensor], Optional[Gradients]]:
         """A training step's forward and backward (:class:`~notmiwae_fast.Trainer`):
         forward(x, s)'s outputs and, where the bound is one operator, the gradients of its
         loss from :func:`ops.gauss_bound_grads` (no autograd graph; the outputs are plain
@@ -296,8 +326,9 @@ class ImportanceWeightedModel(nn.Module):
         ``loss.backward()``."""
         return self._forward(x, s, self.n_samples, with_grads=True)
 
-    def _forward(self, x: ArrayLike, s: ArrayLike, k: int,
-                 with_grads: bool) -> tuple[dict[str, Tensor], Optional[Gradients]]:
+    def _forward(
+        self, x: ArrayLike, s: ArrayLike, k: int, with_grads: bool
+    ) -> tuple[dict[str, Tensor], Optional[Gradients]]:
         x0, s_ = self._batch_inputs(x, s)
         process = self._missing_model()
         selfmask = process.selfmask_params() if process is not None else None
@@ -312,32 +343,57 @@ class ImportanceWeightedModel(nn.Module):
         outputs = self._bound_outputs(*_gauss_bound.terms(results, selfmask))
         return outputs, list(zip(_gauss_bound.parameters(args), grads))
 
-    def _gauss_bound_networks(self, x0: Tensor, process: Optional[BaseMissingProcess],
-                              selfmask: Optional[tuple[Tensor, Tensor]]
-                              ) -> Optional[tuple[MLP, MLP, float]]:
+    def _gauss_bound_networks(
+        self,
+        x0: Tensor,
+        process: Optional[BaseMissingProcess],
+        selfmask: Optional[tuple[Tensor, Tensor]],
+    ) -> Optional[tuple[MLP, MLP, float]]:
         """The networks of :func:`ops.gauss_bound` when it computes this model's bound: the
         fused backend, the standard encoder and (non-PPCA) Gaussian decoder, no missing
         process or a self-masking one (``selfmask``: its (W, b)), and no autocast (under
         autocast the step-by-step path runs the networks in reduced precision); else None."""
-        if (self._backend != "fused" or self.out_dist != "gauss"
-                or (process is not None and selfmask is None)
-                or torch.is_autocast_enabled(x0.device.type)):
+        if (
+            self._backend != "fused"
+            or self.out_dist != "gauss"
+            or (process is not None and selfmask is None)
+            or torch.is_autocast_enabled(x0.device.type)
+        ):
             return None
         return _gauss_bound.standard_networks(self.encoder, self.decoder)
 
     # -- streaming over the importance samples -----------------------------------------
-    def _stream(self, x0: Tensor, s: Tensor, n_samples: int, chunk_size: Optional[int],
-                value_fn: Callable[[dict[str, Tensor]], Tensor],
-                n_draws: Optional[int] = None) -> tuple[Tensor, Optional[Tensor]]:
+    def _stream(
+        self,
+        x0: Tensor,
+        s: Tensor,
+        n_samples: int,
+        chunk_size: Optional[int],
+        value_fn: Callable[[dict[str, Tensor]], Tensor],
+        n_draws: Optional[int] = None,
+    ) -> tuple[Tensor, Optional[Tensor]]:
         """:func:`._streaming.weighted_mean` of value_fn over the terms of ``n_samples``
         samples of the rows x0 [B, D], α the softmax of the log-weights without any y term.
         Returns (mean [B, V], M = ``n_draws`` resampled draws [M, B, D] or None)."""
         chunk = _streaming.chunk_size(x0.shape[0] * self.input_dim, n_samples, chunk_size)
-        return _streaming.weighted_mean(lambda k: self._terms(x0, s, k, n_draws is not None),
-                                        self.ops, x0, n_samples, chunk, value_fn, n_draws)
+        return _streaming.weighted_mean(
+            lambda k: self._terms(x0, s, k, n_draws is not None),
+            self.ops,
+            x0,
+            n_samples,
+            chunk,
+            value_fn,
+            n_draws,
+        )
 
-    def impute(self, x: ArrayLike, s: ArrayLike, n_samples: int = 1000,
-               n_draws: Optional[int] = None, chunk_size: Optional[int] = None) -> Tensor:
+    def impute(
+        self,
+        x: ArrayLike,
+        s: ArrayLike,
+        n_samples: int = 1000,
+        n_draws: Optional[int] = None,
+        chunk_size: Optional[int] = None,
+    ) -> Tensor:
         """Imputes the missing entries; observed entries are returned unchanged.
 
         Single imputation (default) is the conditional mean Σ_k α_k E[x | z_k] with
@@ -373,8 +429,9 @@ class ImportanceWeightedModel(nn.Module):
             if len(rows):
                 whole = len(rows) == len(x0)
                 x_rows, s_rows = (x0, s_) if whole else (x0[rows], s_[rows])
-                mean, draws = self._stream(x_rows, s_rows, n_samples, chunk_size,
-                                           lambda t: t["means"], n_draws)
+                mean, draws = self._stream(
+                    x_rows, s_rows, n_samples, chunk_size, lambda t: t["means"], n_draws
+                )
                 filled = torch.where(observed[rows], x_rows, mean if draws is None else draws)
                 result[..., rows, :] = filled
         return result.to(out_dtype)

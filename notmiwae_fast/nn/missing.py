@@ -59,16 +59,22 @@ class BaseMissingProcess(nn.Module):
                 return 5.0 * (self.threshold - x)
     """
 
-    def __init__(self, input_dim: int, feature_names: Optional[Sequence[str]] = None,
-                 **kwargs: Any):
+    def __init__(
+        self, input_dim: int, feature_names: Optional[Sequence[str]] = None, **kwargs: Any
+    ):
         super().__init__()
         input_dim = _validate.positive_int(input_dim, "input_dim")
         if feature_names is not None and len(feature_names) != input_dim:
-            raise ValueError(f"argument 'feature_names' must have input_dim = {input_dim} "
-                             f"names; got {len(feature_names)}")
+            raise ValueError(
+                f"argument 'feature_names' must have input_dim = {input_dim} "
+                f"names; got {len(feature_names)}"
+            )
         self.input_dim = input_dim
-        self.feature_names = list(feature_names) if feature_names is not None else [
-            f"feature_{i}" for i in range(input_dim)]
+        self.feature_names = (
+            list(feature_names)
+            if feature_names is not None
+            else [f"feature_{i}" for i in range(input_dim)]
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits of p(s = 1 | x): [..., D] -> [..., D]."""
@@ -80,14 +86,18 @@ class BaseMissingProcess(nn.Module):
         Processes of that form get the fused not-MIWAE kernel."""
         return None
 
-    def interpret(self, verbose: bool = False, mean: Optional[Tensor] = None,
-                  std: Optional[Tensor] = None) -> dict[str, Any]:
+    def interpret(
+        self, verbose: bool = False, mean: Optional[Tensor] = None, std: Optional[Tensor] = None
+    ) -> dict[str, Any]:
         """A description of the learnt process (override for custom processes).
 
         ``mean`` and ``std`` ([D]) convert thresholds to the data's original units when
         the data were standardised."""
-        result = {"process_type": type(self).__name__, "feature_names": self.feature_names,
-                  "note": "no closed-form interpretation; see compute_sensitivity(x)"}
+        result = {
+            "process_type": type(self).__name__,
+            "feature_names": self.feature_names,
+            "note": "no closed-form interpretation; see compute_sensitivity(x)",
+        }
         if verbose:
             print(f"{type(self).__name__}: {result['note']}")
         return result
@@ -107,16 +117,22 @@ class BaseMissingProcess(nn.Module):
             [D, D]: entry [i, j] is the mean over rows of |∂ p(s_i = 0 | x) / ∂ x_j|.
         """
         if x.dim() != 2 or x.shape[1] != self.input_dim:
-            raise ValueError(f"argument 'x' must have shape [B, {self.input_dim}]; "
-                             f"got {list(x.shape)}")
+            raise ValueError(
+                f"argument 'x' must have shape [B, {self.input_dim}]; got {list(x.shape)}"
+            )
         with layer_by_layer(self):
             jac = torch.func.vmap(torch.func.jacrev(self.missing_probability))(x.detach())
         return jac.abs().mean(dim=0)
 
 
-def _selfmask_interpretation(process: BaseMissingProcess, slope: Tensor, b: Tensor,
-                             verbose: bool, mean: Optional[Tensor],
-                             std: Optional[Tensor]) -> dict[str, Any]:
+def _selfmask_interpretation(
+    process: BaseMissingProcess,
+    slope: Tensor,
+    b: Tensor,
+    verbose: bool,
+    mean: Optional[Tensor],
+    std: Optional[Tensor],
+) -> dict[str, Any]:
     """Per-feature direction, strength and threshold of logits −slope · (x − b).
 
     With the standardisation (``mean``, ``std``) the logits in original units are
@@ -138,20 +154,33 @@ def _selfmask_interpretation(process: BaseMissingProcess, slope: Tensor, b: Tens
             direction = "none (missing at random)"
         else:
             direction = "high values missing" if w > 0 else "low values missing"
-        features.append({"feature": name, "direction": direction, "strength": abs(w),
-                         "W": float(w_units[i]), "threshold": float(threshold[i])})
+        features.append(
+            {
+                "feature": name,
+                "direction": direction,
+                "strength": abs(w),
+                "W": float(w_units[i]),
+                "threshold": float(threshold[i]),
+            }
+        )
         if verbose:
-            print(f"{name}: {direction} (strength {abs(w):.3f}, threshold "
-                  f"{float(threshold[i]):.3f})")
-    return {"process_type": type(process).__name__, "feature_names": process.feature_names,
-            "units": "original" if original else "model", "features": features}
+            print(
+                f"{name}: {direction} (strength {abs(w):.3f}, threshold {float(threshold[i]):.3f})"
+            )
+    return {
+        "process_type": type(process).__name__,
+        "feature_names": process.feature_names,
+        "units": "original" if original else "model",
+        "features": features,
+    }
 
 
 class SelfMaskingProcess(BaseMissingProcess):
     """ℓ_d = −W_d (x_d − b_d): each feature's missingness depends on its own value."""
 
-    def __init__(self, input_dim: int, feature_names: Optional[Sequence[str]] = None,
-                 **kwargs: Any):
+    def __init__(
+        self, input_dim: int, feature_names: Optional[Sequence[str]] = None, **kwargs: Any
+    ):
         super().__init__(input_dim, feature_names)
         self.W = nn.Parameter(torch.ones(input_dim))
         self.b = nn.Parameter(torch.zeros(input_dim))
@@ -162,8 +191,9 @@ class SelfMaskingProcess(BaseMissingProcess):
     def selfmask_params(self) -> tuple[Tensor, Tensor]:
         return self.W, self.b
 
-    def interpret(self, verbose: bool = False, mean: Optional[Tensor] = None,
-                  std: Optional[Tensor] = None) -> dict[str, Any]:
+    def interpret(
+        self, verbose: bool = False, mean: Optional[Tensor] = None, std: Optional[Tensor] = None
+    ) -> dict[str, Any]:
         return _selfmask_interpretation(self, self.W, self.b, verbose, mean, std)
 
 
@@ -180,17 +210,28 @@ class SelfMaskingKnownSignsProcess(BaseMissingProcess):
     if TYPE_CHECKING:
         signs: Tensor
 
-    def __init__(self, input_dim: int, signs: Optional[Signs] = None,
-                 feature_names: Optional[Sequence[str]] = None, **kwargs: Any):
+    def __init__(
+        self,
+        input_dim: int,
+        signs: Optional[Signs] = None,
+        feature_names: Optional[Sequence[str]] = None,
+        **kwargs: Any,
+    ):
         super().__init__(input_dim, feature_names)
-        given = torch.ones(input_dim) if signs is None else torch.as_tensor(
-            signs, dtype=torch.float32).flatten()
+        given = (
+            torch.ones(input_dim)
+            if signs is None
+            else torch.as_tensor(signs, dtype=torch.float32).flatten()
+        )
         if given.numel() != input_dim:
-            raise ValueError(f"argument 'signs' must have input_dim = {input_dim} entries; "
-                             f"got {given.numel()}")
+            raise ValueError(
+                f"argument 'signs' must have input_dim = {input_dim} entries; got {given.numel()}"
+            )
         if not torch.all((given == 1) | (given == -1)):
-            raise ValueError("argument 'signs' must hold only +1 (high values missing) and "
-                             f"-1 (low values missing); got {given.tolist()}")
+            raise ValueError(
+                "argument 'signs' must hold only +1 (high values missing) and "
+                f"-1 (low values missing); got {given.tolist()}"
+            )
         self.W = nn.Parameter(torch.ones(input_dim))
         self.b = nn.Parameter(torch.zeros(input_dim))
         self.register_buffer("signs", given)
@@ -205,29 +246,36 @@ class SelfMaskingKnownSignsProcess(BaseMissingProcess):
     def selfmask_params(self) -> tuple[Tensor, Tensor]:
         return self.slope(), self.b
 
-    def interpret(self, verbose: bool = False, mean: Optional[Tensor] = None,
-                  std: Optional[Tensor] = None) -> dict[str, Any]:
+    def interpret(
+        self, verbose: bool = False, mean: Optional[Tensor] = None, std: Optional[Tensor] = None
+    ) -> dict[str, Any]:
         return _selfmask_interpretation(self, self.slope(), self.b, verbose, mean, std)
 
 
 class LinearMissingProcess(BaseMissingProcess):
     """ℓ = A x + c with a dense D × D matrix A (missingness may depend on every feature)."""
 
-    def __init__(self, input_dim: int, feature_names: Optional[Sequence[str]] = None,
-                 **kwargs: Any):
+    def __init__(
+        self, input_dim: int, feature_names: Optional[Sequence[str]] = None, **kwargs: Any
+    ):
         super().__init__(input_dim, feature_names)
         self.linear = nn.Linear(input_dim, input_dim)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.linear(x)
 
-    def interpret(self, verbose: bool = False, mean: Optional[Tensor] = None,
-                  std: Optional[Tensor] = None) -> dict[str, Any]:
+    def interpret(
+        self, verbose: bool = False, mean: Optional[Tensor] = None, std: Optional[Tensor] = None
+    ) -> dict[str, Any]:
         A = self.linear.weight.detach().cpu()
         self_dependence = -torch.diagonal(A)
-        result = {"process_type": type(self).__name__, "feature_names": self.feature_names,
-                  "A": A, "c": self.linear.bias.detach().cpu(),
-                  "self_dependence": self_dependence}
+        result = {
+            "process_type": type(self).__name__,
+            "feature_names": self.feature_names,
+            "A": A,
+            "c": self.linear.bias.detach().cpu(),
+            "self_dependence": self_dependence,
+        }
         if verbose:
             for name, w in zip(self.feature_names, self_dependence.tolist()):
                 print(f"{name}: self-dependence {w:+.3f} (positive: high values missing)")
@@ -237,8 +285,13 @@ class LinearMissingProcess(BaseMissingProcess):
 class NonlinearMissingProcess(BaseMissingProcess):
     """ℓ = MLP(x), D → hidden → hidden → D with tanh activations."""
 
-    def __init__(self, input_dim: int, hidden_dim: int = 64,
-                 feature_names: Optional[Sequence[str]] = None, **kwargs: Any):
+    def __init__(
+        self,
+        input_dim: int,
+        hidden_dim: int = 64,
+        feature_names: Optional[Sequence[str]] = None,
+        **kwargs: Any,
+    ):
         super().__init__(input_dim, feature_names)
         self.mlp = mlp([input_dim, hidden_dim, hidden_dim, input_dim])
 
@@ -252,8 +305,10 @@ def process_logits(process: BaseMissingProcess, x_hat: Tensor) -> Tensor:
     logits = process(x_hat)
     if not isinstance(logits, Tensor) or logits.shape != x_hat.shape:
         got = list(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-        raise ValueError(f"argument 'missing_process': {type(process).__name__}.forward must "
-                         f"return logits of its input's shape {list(x_hat.shape)}; got {got}")
+        raise ValueError(
+            f"argument 'missing_process': {type(process).__name__}.forward must "
+            f"return logits of its input's shape {list(x_hat.shape)}; got {got}"
+        )
     return logits.to(x_hat.dtype)  # e.g. a float64 process, or autocast
 
 
@@ -265,37 +320,57 @@ MISSING_PROCESSES = {
 }
 
 
-def MissingProcess(input_dim: int, missing_process: str = "selfmasking", hidden_dim: int = 64,
-                   feature_names: Optional[Sequence[str]] = None,
-                   signs: Optional[Signs] = None) -> BaseMissingProcess:
+def MissingProcess(
+    input_dim: int,
+    missing_process: str = "selfmasking",
+    hidden_dim: int = 64,
+    feature_names: Optional[Sequence[str]] = None,
+    signs: Optional[Signs] = None,
+) -> BaseMissingProcess:
     """Builds a built-in process by name (one of :data:`MISSING_PROCESSES`)."""
     if missing_process not in MISSING_PROCESSES:
-        raise ValueError(f"argument 'missing_process' must be one of "
-                         f"{', '.join(repr(k) for k in MISSING_PROCESSES)} or a "
-                         f"BaseMissingProcess instance; got {missing_process!r}")
+        raise ValueError(
+            f"argument 'missing_process' must be one of "
+            f"{', '.join(repr(k) for k in MISSING_PROCESSES)} or a "
+            f"BaseMissingProcess instance; got {missing_process!r}"
+        )
     if signs is not None and missing_process != "selfmasking_known_signs":
-        raise ValueError("argument 'signs' is only used by missing_process="
-                         f"'selfmasking_known_signs'; got missing_process={missing_process!r}")
-    return MISSING_PROCESSES[missing_process](input_dim, hidden_dim=hidden_dim, signs=signs,
-                                              feature_names=feature_names)
+        raise ValueError(
+            "argument 'signs' is only used by missing_process="
+            f"'selfmasking_known_signs'; got missing_process={missing_process!r}"
+        )
+    return MISSING_PROCESSES[missing_process](
+        input_dim, hidden_dim=hidden_dim, signs=signs, feature_names=feature_names
+    )
 
 
-def as_missing_process(missing_process: Union[str, BaseMissingProcess], input_dim: int,
-                       hidden_dim: int, feature_names: Optional[Sequence[str]],
-                       signs: Optional[Signs]) -> BaseMissingProcess:
+def as_missing_process(
+    missing_process: Union[str, BaseMissingProcess],
+    input_dim: int,
+    hidden_dim: int,
+    feature_names: Optional[Sequence[str]],
+    signs: Optional[Signs],
+) -> BaseMissingProcess:
     """A model's ``missing_process`` argument as a process: a built-in one by name, or the
     user's :class:`BaseMissingProcess` instance (checked against ``input_dim``)."""
     if isinstance(missing_process, BaseMissingProcess):
         if signs is not None:
-            raise ValueError("argument 'signs' is for missing_process="
-                             "'selfmasking_known_signs'; a BaseMissingProcess instance "
-                             "holds its own parameters")
+            raise ValueError(
+                "argument 'signs' is for missing_process="
+                "'selfmasking_known_signs'; a BaseMissingProcess instance "
+                "holds its own parameters"
+            )
         if missing_process.input_dim != input_dim:
-            raise ValueError(f"argument 'missing_process' has input_dim "
-                             f"{missing_process.input_dim}; the model has {input_dim}")
+            raise ValueError(
+                f"argument 'missing_process' has input_dim "
+                f"{missing_process.input_dim}; the model has {input_dim}"
+            )
         return missing_process
     if isinstance(missing_process, nn.Module):
-        raise ValueError("argument 'missing_process' must subclass BaseMissingProcess "
-                         f"(got {type(missing_process).__name__})")
-    return MissingProcess(input_dim, missing_process, hidden_dim=hidden_dim,
-                          feature_names=feature_names, signs=signs)
+        raise ValueError(
+            "argument 'missing_process' must subclass BaseMissingProcess "
+            f"(got {type(missing_process).__name__})"
+        )
+    return MissingProcess(
+        input_dim, missing_process, hidden_dim=hidden_dim, feature_names=feature_names, signs=signs
+    )

@@ -39,23 +39,48 @@ class NotMIWAE(ImportanceWeightedModel):
 
     has_missing_process = True
 
-    def __init__(self, input_dim: int, latent_dim: Optional[int] = None, hidden_dim: int = 128,
-                 n_samples: int = 20, out_dist: str = "gauss",
-                 missing_process: Union[str, BaseMissingProcess] = "selfmasking",
-                 signs: Optional[Signs] = None, feature_names: Optional[Sequence[str]] = None,
-                 ppca: bool = False, min_scale: float = DEFAULT_MIN_SCALE,
-                 missing_hidden_dim: Optional[int] = None, backend: str = "fused",
-                 encoder: Optional[nn.Module] = None, decoder: Optional[Decoder] = None):
-        super().__init__(input_dim, latent_dim, hidden_dim, n_samples, out_dist, ppca,
-                         min_scale, feature_names, backend, encoder, decoder)
+    def __init__(
+        self,
+        input_dim: int,
+        latent_dim: Optional[int] = None,
+        hidden_dim: int = 128,
+        n_samples: int = 20,
+        out_dist: str = "gauss",
+        missing_process: Union[str, BaseMissingProcess] = "selfmasking",
+        signs: Optional[Signs] = None,
+        feature_names: Optional[Sequence[str]] = None,
+        ppca: bool = False,
+        min_scale: float = DEFAULT_MIN_SCALE,
+        missing_hidden_dim: Optional[int] = None,
+        backend: str = "fused",
+        encoder: Optional[nn.Module] = None,
+        decoder: Optional[Decoder] = None,
+    ):
+        super().__init__(
+            input_dim,
+            latent_dim,
+            hidden_dim,
+            n_samples,
+            out_dist,
+            ppca,
+            min_scale,
+            feature_names,
+            backend,
+            encoder,
+            decoder,
+        )
         if missing_hidden_dim is None:
             missing_hidden_dim = max(1, hidden_dim // 2)
         self.missing_model = as_missing_process(
-            missing_process, self.input_dim,
+            missing_process,
+            self.input_dim,
             _validate.positive_int(missing_hidden_dim, "missing_hidden_dim"),
-            feature_names, signs)
-        self.missing_process = (missing_process if isinstance(missing_process, str)
-                                else type(missing_process).__name__)
+            feature_names,
+            signs,
+        )
+        self.missing_process = (
+            missing_process if isinstance(missing_process, str) else type(missing_process).__name__
+        )
         self._apply_backend()
 
     def _missing_model(self) -> BaseMissingProcess:

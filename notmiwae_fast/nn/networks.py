@@ -19,9 +19,22 @@ from torch import Tensor, nn
 from .. import ops
 from ._types import Operators
 
-__all__ = ["MLP", "mlp", "glorot_init_", "use_fused_networks", "Encoder", "GaussianFamily",
-           "BernoulliFamily", "LocationScaleDecoder", "GaussianDecoder", "StudentTDecoder",
-           "BernoulliDecoder", "PredictionHead", "OUT_DISTS", "make_decoder"]
+__all__ = [
+    "MLP",
+    "mlp",
+    "glorot_init_",
+    "use_fused_networks",
+    "Encoder",
+    "GaussianFamily",
+    "BernoulliFamily",
+    "LocationScaleDecoder",
+    "GaussianDecoder",
+    "StudentTDecoder",
+    "BernoulliDecoder",
+    "PredictionHead",
+    "OUT_DISTS",
+    "make_decoder",
+]
 
 OUT_DISTS = ("gauss", "bern", "student_t")
 DEFAULT_MIN_SCALE = 1e-3
@@ -164,8 +177,9 @@ class GaussianFamily:
         # float32 noise when loc is bfloat16 / float16 (autocast): full-precision draws,
         # the same random numbers as without autocast.
         dtype = torch.promote_types(p["loc"].dtype, torch.float32)
-        return p["loc"] + p["scale"] * torch.randn(p["loc"].shape, dtype=dtype,
-                                                   device=p["loc"].device)
+        return p["loc"] + p["scale"] * torch.randn(
+            p["loc"].shape, dtype=dtype, device=p["loc"].device
+        )
 
     def draw(self, p: dict[str, Tensor]) -> Tensor:
         return self.sample(p)
@@ -203,8 +217,14 @@ class LocationScaleDecoder(nn.Module):
     # TorchScript: only the used branches compile (export sets fused = False)
     __constants__ = ["ppca", "min_scale", "fused"]
 
-    def __init__(self, latent_dim: int, hidden_dim: int, output_dim: int,
-                 min_scale: float = DEFAULT_MIN_SCALE, ppca: bool = False):
+    def __init__(
+        self,
+        latent_dim: int,
+        hidden_dim: int,
+        output_dim: int,
+        min_scale: float = DEFAULT_MIN_SCALE,
+        ppca: bool = False,
+    ):
         super().__init__()
         self.ppca = ppca
         self.fused = False
@@ -246,8 +266,14 @@ class StudentTDecoder(LocationScaleDecoder):
     MIN_DF = 2.0
     __constants__ = ["ppca", "min_scale", "MIN_DF", "fused"]
 
-    def __init__(self, latent_dim: int, hidden_dim: int, output_dim: int,
-                 min_scale: float = DEFAULT_MIN_SCALE, ppca: bool = False):
+    def __init__(
+        self,
+        latent_dim: int,
+        hidden_dim: int,
+        output_dim: int,
+        min_scale: float = DEFAULT_MIN_SCALE,
+        ppca: bool = False,
+    ):
         super().__init__(latent_dim, hidden_dim, output_dim, min_scale, ppca)
         # softplus(raw) + 2 = 5 at start: between Cauchy-like and Gaussian tails.
         self.raw_df = nn.Parameter(torch.full((output_dim,), math.log(math.expm1(3.0))))
@@ -271,26 +297,37 @@ class StudentTDecoder(LocationScaleDecoder):
 class BernoulliDecoder(BernoulliFamily, nn.Module):
     """p(x | z) = Bernoulli(σ(logits(z))) for data in [0, 1] (see BernoulliFamily)."""
 
-    def __init__(self, latent_dim: int, hidden_dim: int, output_dim: int,
-                 min_scale: float = DEFAULT_MIN_SCALE, ppca: bool = False):
+    def __init__(
+        self,
+        latent_dim: int,
+        hidden_dim: int,
+        output_dim: int,
+        min_scale: float = DEFAULT_MIN_SCALE,
+        ppca: bool = False,
+    ):
         super().__init__()
-        self.net = (nn.Linear(latent_dim, output_dim) if ppca
-                    else mlp([latent_dim, hidden_dim, hidden_dim, output_dim]))
+        self.net = (
+            nn.Linear(latent_dim, output_dim)
+            if ppca
+            else mlp([latent_dim, hidden_dim, hidden_dim, output_dim])
+        )
 
     def forward(self, z: Tensor) -> dict[str, Tensor]:
         return {"logits": self.net(z)}
 
 
 _DECODERS: dict[str, type[Union[GaussianDecoder, BernoulliDecoder, StudentTDecoder]]] = {
-    "gauss": GaussianDecoder, "bern": BernoulliDecoder, "student_t": StudentTDecoder}
+    "gauss": GaussianDecoder,
+    "bern": BernoulliDecoder,
+    "student_t": StudentTDecoder,
+}
 
 
-def make_decoder(out_dist: str, latent_dim: int, hidden_dim: int, output_dim: int,
-                 min_scale: float,
-                 ppca: bool) -> Union[GaussianDecoder, BernoulliDecoder, StudentTDecoder]:
+def make_decoder(
+    out_dist: str, latent_dim: int, hidden_dim: int, output_dim: int, min_scale: float, ppca: bool
+) -> Union[GaussianDecoder, BernoulliDecoder, StudentTDecoder]:
     """The MLP (or, with ``ppca``, linear) decoder of the family ``out_dist``."""
-    return _DECODERS[out_dist](latent_dim, hidden_dim, output_dim, min_scale=min_scale,
-                               ppca=ppca)
+    return _DECODERS[out_dist](latent_dim, hidden_dim, output_dim, min_scale=min_scale, ppca=ppca)
 
 
 class PredictionHead(nn.Module):

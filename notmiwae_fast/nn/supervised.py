@@ -31,21 +31,32 @@ class _SupervisedModel(ImportanceWeightedModel):
 
     supervised = True
 
-    def __init__(self, input_dim: int, y_dim: int = 1, task: str = "regression",
-                 head_hidden_dim: Optional[int] = None, **kwargs: Any):
+    def __init__(
+        self,
+        input_dim: int,
+        y_dim: int = 1,
+        task: str = "regression",
+        head_hidden_dim: Optional[int] = None,
+        **kwargs: Any,
+    ):
         super().__init__(input_dim, **kwargs)
         self.task = _validate.choice(task, "task", PredictionHead.TASKS)
         self.y_dim = y_dim = _validate.positive_int(y_dim, "y_dim")
         head_hidden_dim = _validate.positive_int(
-            self.hidden_dim if head_hidden_dim is None else head_hidden_dim, "head_hidden_dim")
+            self.hidden_dim if head_hidden_dim is None else head_hidden_dim, "head_hidden_dim"
+        )
         self.head = PredictionHead(self.input_dim, y_dim, head_hidden_dim, self.task)
         self._apply_backend()
 
     # y comes third, as in forward(x, s, y): the supervised models' public signature,
     # which puts the unsupervised models' n_samples one place later.
-    def forward(self, x: ArrayLike, s: ArrayLike,  # type: ignore[override]
-                y: Optional[ArrayLike] = None,
-                n_samples: Optional[int] = None) -> dict[str, Tensor]:
+    def forward(
+        self,
+        x: ArrayLike,
+        s: ArrayLike,  # type: ignore[override]
+        y: Optional[ArrayLike] = None,
+        n_samples: Optional[int] = None,
+    ) -> dict[str, Tensor]:
         """The bound with log p(y | x̂_k), x̂_k the k-th imputed sample (not the
         zero-filled x).
 
@@ -58,16 +69,16 @@ class _SupervisedModel(ImportanceWeightedModel):
             the dict of the unsupervised models plus ``log_p_y_given_x`` (batch mean)."""
         k = self.n_samples if n_samples is None else _validate.n_samples(n_samples)
         x0, s_ = self._batch_inputs(x, s)
-        y_ = _validate.targets(y, x0.shape[0], self.task, self.y_dim, self._dtype,
-                               self._device)
+        y_ = _validate.targets(y, x0.shape[0], self.task, self.y_dim, self._dtype, self._device)
         terms = self._terms(x0, s_, k)
         log_py = self.head.log_prob(terms["x_hat"], y_)
         result = self._bound_outputs(terms, terms["log_w"] + log_py)
         result["log_p_y_given_x"] = log_py.mean()
         return result
 
-    def predict(self, x: ArrayLike, s: ArrayLike, n_samples: int = 1000,
-                chunk_size: Optional[int] = None) -> Tensor:
+    def predict(
+        self, x: ArrayLike, s: ArrayLike, n_samples: int = 1000, chunk_size: Optional[int] = None
+    ) -> Tensor:
         """p(y | x°) ≈ Σ_k α_k p(y | x̂_k), marginalising over the missing values.
 
         Args:
@@ -78,8 +89,9 @@ class _SupervisedModel(ImportanceWeightedModel):
         n_samples = _validate.n_samples(n_samples)
         with evaluation(self):
             x0, s_ = self._inputs(x, s)
-            mean, _ = self._stream(x0, s_, n_samples, chunk_size,
-                                   lambda t: self.head.predictive(t["x_hat"]))
+            mean, _ = self._stream(
+                x0, s_, n_samples, chunk_size, lambda t: self.head.predictive(t["x_hat"])
+            )
         return mean
 
 

@@ -26,8 +26,13 @@ from .clipped import clipped_impute
 from .data import observed_data
 from .iw import iw_impute, iw_logmeanexp, iw_weights
 from .latent import latent_terms
-from .likelihood import (masked_bernoulli_logprob, masked_normal_logprob,
-                         masked_studentt_logprob, notmiwae_normal_terms, selfmask_logprob)
+from .likelihood import (
+    masked_bernoulli_logprob,
+    masked_normal_logprob,
+    masked_studentt_logprob,
+    notmiwae_normal_terms,
+    selfmask_logprob,
+)
 from .mlp import mlp_tanh, softplus_scale
 
 _FAMILIES = (data, iw, likelihood, mlp, latent, bound, clipped)
@@ -47,7 +52,9 @@ def _register_fakes() -> None:
 if _library.backend().library is not None:
     _missing = [name for name in __all__ if not hasattr(torch.ops.notmiwae_fast, name)]
     if _missing:
-        raise ImportError(f"notmiwae_fast: the library {_library.backend().library} is older "
-                          f"than this Python package (it lacks {', '.join(_missing)}); rebuild "
-                          "it: pip install --no-build-isolation -e .")
+        raise ImportError(
+            f"notmiwae_fast: the library {_library.backend().library} is older "
+            f"than this Python package (it lacks {', '.join(_missing)}); rebuild "
+            "it: pip install --no-build-isolation -e ."
+        )
     _register_fakes()

@@ -47,8 +47,9 @@ def find_cuda_home() -> str | None:
     nvcc = shutil.which("nvcc")
     if nvcc:
         try:
-            dry = subprocess.run([nvcc, "--dryrun", "-c", "x.cu"], capture_output=True,
-                                 text=True, timeout=60)
+            dry = subprocess.run(
+                [nvcc, "--dryrun", "-c", "x.cu"], capture_output=True, text=True, timeout=60
+            )
             match = re.search(r"TOP=(\S+)", dry.stdout + dry.stderr)
             if match and is_toolkit(os.path.normpath(match.group(1))):
                 return os.path.normpath(match.group(1))

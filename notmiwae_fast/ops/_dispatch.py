@@ -25,9 +25,11 @@ def use_kernels(t: Tensor) -> bool:
         return True
     if _library.backend().name != "reference" and t.device.type not in _warned_devices:
         _warned_devices.add(t.device.type)
-        warnings.warn(f"notmiwae_fast: the loaded library has no {t.device.type} kernels; "
-                      "using the pure-PyTorch reference operators on that device",
-                      stacklevel=3)
+        warnings.warn(
+            f"notmiwae_fast: the loaded library has no {t.device.type} kernels; "
+            "using the pure-PyTorch reference operators on that device",
+            stacklevel=3,
+        )
     return False
 
 

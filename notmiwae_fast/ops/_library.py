@@ -57,12 +57,14 @@ class Backend:
 
 def _has_kernel(dispatch_key: str) -> bool:
     return torch._C._dispatch_has_kernel_for_dispatch_key(
-        f"{NAMESPACE}::iw_logmeanexp", dispatch_key)
+        f"{NAMESPACE}::iw_logmeanexp", dispatch_key
+    )
 
 
 def _compiled_library() -> str | None:
-    found = sorted(glob.glob(os.path.join(_PKG_DIR, "_C*.so")) +
-                   glob.glob(os.path.join(_PKG_DIR, "_C*.pyd")))
+    found = sorted(
+        glob.glob(os.path.join(_PKG_DIR, "_C*.so")) + glob.glob(os.path.join(_PKG_DIR, "_C*.pyd"))
+    )
     return found[0] if found else None
 
 
@@ -77,13 +79,19 @@ def _jit_build() -> str:
     cuda = torch.cuda.is_available() and cpp_extension.CUDA_HOME is not None
     files = sources(_CSRC_DIR, cuda)
     build_dir = os.environ.get("NOTMIWAE_FAST_JIT_DIR") or os.path.join(
-        os.path.expanduser("~"), ".cache", "notmiwae_fast", f"jit-torch-{torch.__version__}")
+        os.path.expanduser("~"), ".cache", "notmiwae_fast", f"jit-torch-{torch.__version__}"
+    )
     os.makedirs(build_dir, exist_ok=True)
     cpp_extension.load(
-        name="notmiwae_fast_jit", sources=files,
+        name="notmiwae_fast_jit",
+        sources=files,
         extra_include_paths=[os.path.join(_CSRC_DIR, "include")],
-        extra_cflags=["-O3"], extra_cuda_cflags=["-O3"],
-        build_directory=build_dir, is_python_module=False, verbose=False)
+        extra_cflags=["-O3"],
+        extra_cuda_cflags=["-O3"],
+        build_directory=build_dir,
+        is_python_module=False,
+        verbose=False,
+    )
     built = max(glob.glob(os.path.join(build_dir, "notmiwae_fast_jit*.so")), key=os.path.getmtime)
     return built
 
@@ -91,8 +99,9 @@ def _jit_build() -> str:
 def _load() -> Backend:
     choice = os.environ.get("NOTMIWAE_FAST_BACKEND", "auto").strip().lower()
     if choice not in _CHOICES:
-        raise ImportError(f"NOTMIWAE_FAST_BACKEND must be one of {', '.join(_CHOICES)}; "
-                          f"got {choice!r}")
+        raise ImportError(
+            f"NOTMIWAE_FAST_BACKEND must be one of {', '.join(_CHOICES)}; got {choice!r}"
+        )
     reasons = []
     if choice in ("auto", "compiled"):
         path = _compiled_library()
@@ -101,14 +110,20 @@ def _load() -> Backend:
             return Backend("compiled", path, _has_kernel("CPU"), _has_kernel("CUDA"))
         reasons.append(f"no compiled library in {_PKG_DIR}")
         if choice == "compiled":
-            raise ImportError("notmiwae_fast: NOTMIWAE_FAST_BACKEND=compiled but "
-                              + reasons[-1] + "; install with "
-                              "'pip install --no-build-isolation -e .'")
+            raise ImportError(
+                "notmiwae_fast: NOTMIWAE_FAST_BACKEND=compiled but "
+                + reasons[-1]
+                + "; install with "
+                "'pip install --no-build-isolation -e .'"
+            )
     if choice in ("auto", "jit"):
         try:
             if choice == "auto":
-                warnings.warn("notmiwae_fast: the compiled library is missing; building it "
-                              "just in time with ninja (once, then cached)", stacklevel=3)
+                warnings.warn(
+                    "notmiwae_fast: the compiled library is missing; building it "
+                    "just in time with ninja (once, then cached)",
+                    stacklevel=3,
+                )
             path = _jit_build()
             return Backend("jit", path, _has_kernel("CPU"), _has_kernel("CUDA"))
         except Exception as exc:  # a failed JIT build must not break the import in auto mode
@@ -117,8 +132,11 @@ def _load() -> Backend:
             reasons.append(f"just-in-time build failed: {type(exc).__name__}: {exc}")
     reason = "; ".join(reasons) if reasons else "NOTMIWAE_FAST_BACKEND=reference"
     if choice == "auto":
-        warnings.warn("notmiwae_fast: using the pure-PyTorch reference operators (slower, "
-                      f"more memory): {reason}", stacklevel=3)
+        warnings.warn(
+            "notmiwae_fast: using the pure-PyTorch reference operators (slower, "
+            f"more memory): {reason}",
+            stacklevel=3,
+        )
     return Backend("reference", None, False, False, reason)
 
 

@@ -11,13 +11,22 @@ from torch import Tensor
 from . import _checks, reference
 from ._dispatch import RegisterFake, like, rows_of, use_kernels
 
-__all__ = ['gauss_bound', 'gauss_bound_grads']
+__all__ = ["gauss_bound", "gauss_bound_grads"]
 
 
-def gauss_bound(x: Tensor, mask: Tensor, eps_z: Tensor, eps_x: Optional[Tensor],
-                enc_weights: list[Tensor], enc_biases: list[Tensor], dec_weights: list[Tensor],
-                dec_biases: list[Tensor], W: Optional[Tensor], b: Optional[Tensor],
-                min_scale: float) -> tuple[Tensor, ...]:
+def gauss_bound(
+    x: Tensor,
+    mask: Tensor,
+    eps_z: Tensor,
+    eps_x: Optional[Tensor],
+    enc_weights: list[Tensor],
+    enc_biases: list[Tensor],
+    dec_weights: list[Tensor],
+    dec_biases: list[Tensor],
+    W: Optional[Tensor],
+    b: Optional[Tensor],
+    min_scale: float,
+) -> tuple[Tensor, ...]:
     """The whole importance-weighted bound of a Gaussian-decoder MIWAE (``W = b = None``)
     or self-masking not-MIWAE in one operator: encoder, latent samples, decoder, scale,
     likelihoods and log-mean-exp, composed in C++ of the other operators (no Python or
@@ -38,19 +47,40 @@ def gauss_bound(x: Tensor, mask: Tensor, eps_z: Tensor, eps_x: Optional[Tensor],
     enc_weights, enc_biases = list(enc_weights), list(enc_biases)
     dec_weights, dec_biases = list(dec_weights), list(dec_biases)
     if use_kernels(x):
-        return torch.ops.notmiwae_fast.gauss_bound(x, mask, eps_z, eps_x, enc_weights,
-                                                    enc_biases, dec_weights, dec_biases, W, b,
-                                                    float(min_scale))
-    _checks.gauss_bound(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights,
-                        dec_biases, W, b)
-    return reference.gauss_bound(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights,
-                                 dec_biases, W, b, min_scale)
+        return torch.ops.notmiwae_fast.gauss_bound(
+            x,
+            mask,
+            eps_z,
+            eps_x,
+            enc_weights,
+            enc_biases,
+            dec_weights,
+            dec_biases,
+            W,
+            b,
+            float(min_scale),
+        )
+    _checks.gauss_bound(
+        x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights, dec_biases, W, b
+    )
+    return reference.gauss_bound(
+        x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights, dec_biases, W, b, min_scale
+    )
 
 
-def gauss_bound_grads(x: Tensor, mask: Tensor, eps_z: Tensor, eps_x: Optional[Tensor],
-                      enc_weights: list[Tensor], enc_biases: list[Tensor],
-                      dec_weights: list[Tensor], dec_biases: list[Tensor], W: Optional[Tensor],
-                      b: Optional[Tensor], min_scale: float) -> tuple:
+def gauss_bound_grads(
+    x: Tensor,
+    mask: Tensor,
+    eps_z: Tensor,
+    eps_x: Optional[Tensor],
+    enc_weights: list[Tensor],
+    enc_biases: list[Tensor],
+    dec_weights: list[Tensor],
+    dec_biases: list[Tensor],
+    W: Optional[Tensor],
+    b: Optional[Tensor],
+    min_scale: float,
+) -> tuple:
     """:func:`gauss_bound` and, in the same call, the gradients of the models' loss
     −mean(bound) with respect to the parameters, without building an autograd graph (a
     training step's forward and backward; :class:`~notmiwae_fast.Trainer` uses it).
@@ -63,28 +93,44 @@ def gauss_bound_grads(x: Tensor, mask: Tensor, eps_z: Tensor, eps_x: Optional[Te
     dec_weights, dec_biases = list(dec_weights), list(dec_biases)
     if use_kernels(x):
         return torch.ops.notmiwae_fast.gauss_bound_grads(
-            x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights, dec_biases, W, b,
-            float(min_scale))
-    _checks.gauss_bound(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights,
-                        dec_biases, W, b)
-    return reference.gauss_bound_grads(x, mask, eps_z, eps_x, enc_weights, enc_biases,
-                                       dec_weights, dec_biases, W, b, min_scale)
+            x,
+            mask,
+            eps_z,
+            eps_x,
+            enc_weights,
+            enc_biases,
+            dec_weights,
+            dec_biases,
+            W,
+            b,
+            float(min_scale),
+        )
+    _checks.gauss_bound(
+        x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights, dec_biases, W, b
+    )
+    return reference.gauss_bound_grads(
+        x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights, dec_biases, W, b, min_scale
+    )
 
 
 def register_fakes(fake: RegisterFake) -> None:
     """Registers the fake (meta) kernels of this family's operators: output shapes
     and dtypes, for torch.compile / torch.export / opcheck."""
+
     @fake("gauss_bound")
-    def bound(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights, dec_biases, W, b,
-              min_scale):
-        _checks.gauss_bound(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights,
-                            dec_biases, W, b)
+    def bound(
+        x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights, dec_biases, W, b, min_scale
+    ):
+        _checks.gauss_bound(
+            x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights, dec_biases, W, b
+        )
         return (x.new_empty(x.shape[:1]),) + tuple(rows_of(eps_z) for _ in range(5))
+
     @fake("gauss_bound_grads")
-    def _(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights, dec_biases, W, b,
-          min_scale):
-        results = bound(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights,
-                        dec_biases, W, b, min_scale)
+    def _(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights, dec_biases, W, b, min_scale):
+        results = bound(
+            x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights, dec_biases, W, b, min_scale
+        )
         params = [*enc_weights, *enc_biases, *dec_weights, *dec_biases]
         params += [W, b] if W is not None else []
         return results + ([like(p) for p in params],)

@@ -8,7 +8,7 @@ from torch import Tensor
 from . import _checks, reference
 from ._dispatch import RegisterFake, like, use_kernels
 
-__all__ = ['observed_data']
+__all__ = ["observed_data"]
 
 
 def observed_data(x: Tensor, s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -31,6 +31,7 @@ def observed_data(x: Tensor, s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 def register_fakes(fake: RegisterFake) -> None:
     """Registers the fake (meta) kernels of this family's operators: output shapes
     and dtypes, for torch.compile / torch.export / opcheck."""
+
     @fake("observed_data")
     def _(x, s):
         _checks.observed_data(x, s)

@@ -9,7 +9,7 @@ from torch import Tensor
 from . import _checks, reference
 from ._dispatch import RegisterFake, like, use_kernels
 
-__all__ = ['iw_logmeanexp', 'iw_weights', 'iw_impute']
+__all__ = ["iw_logmeanexp", "iw_weights", "iw_impute"]
 
 
 def iw_logmeanexp(log_w: Tensor) -> Tensor:
@@ -61,28 +61,34 @@ def iw_impute(log_w: Tensor, values: Tensor) -> Tensor:
 def register_fakes(fake: RegisterFake) -> None:
     """Registers the fake (meta) kernels of this family's operators: output shapes
     and dtypes, for torch.compile / torch.export / opcheck."""
+
     @fake("iw_logmeanexp")
     def _(log_w):
         _checks.log_weights(log_w)
         return log_w.new_empty(log_w.shape[:1])
+
     @fake("iw_logmeanexp_backward")
     def _(grad, log_w):
         _checks.log_weights(log_w)
         _checks.same_device_dtype(grad, "grad", log_w, "log_w")
         return like(log_w)
+
     @fake("iw_weights")
     def _(log_w):
         _checks.log_weights(log_w)
         return like(log_w)
+
     @fake("iw_weights_backward")
     def _(grad, weights):
         _checks.log_weights(weights, "weights")
         _checks.same_device_dtype(grad, "grad", weights, "weights")
         return like(weights)
+
     @fake("iw_impute")
     def _(log_w, values):
         _checks.iw_values(log_w, values)
         return values.new_empty((values.shape[0], values.shape[2]))
+
     @fake("iw_impute_backward")
     def _(grad, log_w, values, result):
         _checks.iw_values(log_w, values)

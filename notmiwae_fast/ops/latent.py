@@ -8,7 +8,7 @@ from torch import Tensor
 from . import _checks, reference
 from ._dispatch import RegisterFake, like, rows_of, use_kernels
 
-__all__ = ['latent_terms']
+__all__ = ["latent_terms"]
 
 
 def latent_terms(mu: Tensor, std: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -30,10 +30,12 @@ def latent_terms(mu: Tensor, std: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, 
 def register_fakes(fake: RegisterFake) -> None:
     """Registers the fake (meta) kernels of this family's operators: output shapes
     and dtypes, for torch.compile / torch.export / opcheck."""
+
     @fake("latent_terms")
     def _(mu, std, eps):
         _checks.latent(mu, std, eps)
         return like(eps), rows_of(eps), rows_of(eps)
+
     @fake("latent_terms_backward")
     def _(grad_z, grad_log_p, grad_log_q, mu, std, eps):
         _checks.latent(mu, std, eps)

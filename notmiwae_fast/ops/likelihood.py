@@ -10,8 +10,13 @@ from torch import Tensor
 from . import _checks, reference
 from ._dispatch import RegisterFake, like, rows_of, use_kernels
 
-__all__ = ['masked_normal_logprob', 'masked_bernoulli_logprob', 'masked_studentt_logprob',
-           'selfmask_logprob', 'notmiwae_normal_terms']
+__all__ = [
+    "masked_normal_logprob",
+    "masked_bernoulli_logprob",
+    "masked_studentt_logprob",
+    "selfmask_logprob",
+    "notmiwae_normal_terms",
+]
 
 
 # --------------------------------------------------------------------------------------
@@ -53,8 +58,9 @@ def masked_bernoulli_logprob(x: Tensor, mask: Tensor, logits: Tensor) -> Tensor:
     return reference.masked_bernoulli_logprob(x, mask, logits)
 
 
-def masked_studentt_logprob(x: Tensor, mask: Tensor, loc: Tensor, scale: Tensor,
-                            df: Tensor) -> Tensor:
+def masked_studentt_logprob(
+    x: Tensor, mask: Tensor, loc: Tensor, scale: Tensor, df: Tensor
+) -> Tensor:
     """Σ_d mask · log StudentT(x[b, d]; df[d], loc[b, k, d], scale[b, k, d]).
 
     Args:
@@ -83,8 +89,9 @@ def selfmask_logprob(x_full: Tensor, mask: Tensor, W: Tensor, b: Tensor) -> Tens
     return reference.selfmask_logprob(x_full, mask, W, b)
 
 
-def notmiwae_normal_terms(x: Tensor, mask: Tensor, loc: Tensor, scale: Tensor, eps: Tensor,
-                          W: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+def notmiwae_normal_terms(
+    x: Tensor, mask: Tensor, loc: Tensor, scale: Tensor, eps: Tensor, W: Tensor, b: Tensor
+) -> tuple[Tensor, Tensor]:
     """The not-MIWAE data terms with a Normal decoder and self-masking, in one pass.
 
     With x̂ = mask · x + (1 − mask) · (loc + scale · eps), returns
@@ -107,46 +114,56 @@ def notmiwae_normal_terms(x: Tensor, mask: Tensor, loc: Tensor, scale: Tensor, e
 def register_fakes(fake: RegisterFake) -> None:
     """Registers the fake (meta) kernels of this family's operators: output shapes
     and dtypes, for torch.compile / torch.export / opcheck."""
+
     @fake("masked_normal_logprob")
     def _(x, mask, loc, scale):
         _checks.location_scale(x, mask, loc, scale)
         return rows_of(loc)
+
     @fake("masked_normal_logprob_backward")
     def _(grad, x, mask, loc, scale):
         _checks.location_scale(x, mask, loc, scale)
         _checks.row_grad(grad, "grad", loc, "loc")
         return like(loc), like(scale)
+
     @fake("masked_bernoulli_logprob")
     def _(x, mask, logits):
         _checks.bernoulli(x, mask, logits)
         return rows_of(logits)
+
     @fake("masked_bernoulli_logprob_backward")
     def _(grad, x, mask, logits):
         _checks.bernoulli(x, mask, logits)
         _checks.row_grad(grad, "grad", logits, "logits")
         return like(logits)
+
     @fake("masked_studentt_logprob")
     def _(x, mask, loc, scale, df):
         _checks.studentt(x, mask, loc, scale, df)
         return rows_of(loc)
+
     @fake("masked_studentt_logprob_backward")
     def _(grad, x, mask, loc, scale, df):
         _checks.studentt(x, mask, loc, scale, df)
         _checks.row_grad(grad, "grad", loc, "loc")
         return like(loc), like(scale), like(df)
+
     @fake("selfmask_logprob")
     def _(x_full, mask, W, b):
         _checks.selfmask(x_full, mask, W, b)
         return rows_of(x_full)
+
     @fake("selfmask_logprob_backward")
     def _(grad, x_full, mask, W, b):
         _checks.selfmask(x_full, mask, W, b)
         _checks.row_grad(grad, "grad", x_full, "x_full")
         return like(x_full), like(W), like(b)
+
     @fake("notmiwae_normal_terms")
     def _(x, mask, loc, scale, eps, W, b):
         _checks.notmiwae(x, mask, loc, scale, eps, W, b)
         return rows_of(loc), rows_of(loc)
+
     @fake("notmiwae_normal_terms_backward")
     def _(grad_obs, grad_miss, x, mask, loc, scale, eps, W, b):
         _checks.notmiwae(x, mask, loc, scale, eps, W, b)

@@ -9,7 +9,7 @@ from torch import Tensor
 from . import _checks, reference
 from ._dispatch import RegisterFake, like, use_kernels
 
-__all__ = ['mlp_tanh', 'softplus_scale']
+__all__ = ["mlp_tanh", "softplus_scale"]
 
 
 def mlp_tanh(x: Tensor, weights: list[Tensor], biases: list[Tensor]) -> Tensor:
@@ -48,24 +48,34 @@ def softplus_scale(raw: Tensor, min_scale: float) -> Tensor:
 def register_fakes(fake: RegisterFake) -> None:
     """Registers the fake (meta) kernels of this family's operators: output shapes
     and dtypes, for torch.compile / torch.export / opcheck."""
+
     @fake("mlp_tanh")
     def _(x, weights, biases):
         _checks.mlp_layers(x, weights, biases)
         return x.new_empty((x.shape[0], weights[-1].shape[0]))
+
     @fake("mlp_tanh_forward")
     def _(x, weights, biases):
         _checks.mlp_layers(x, weights, biases)
-        return (x.new_empty((x.shape[0], weights[-1].shape[0])),
-                [x.new_empty((x.shape[0], w.shape[0])) for w in weights[:-1]])
+        return (
+            x.new_empty((x.shape[0], weights[-1].shape[0])),
+            [x.new_empty((x.shape[0], w.shape[0])) for w in weights[:-1]],
+        )
+
     @fake("mlp_tanh_backward")
     def _(grad, x, weights, hidden):
         _checks.mlp_hidden(grad, x, weights, hidden)
-        return (x.new_empty(x.shape), [w.new_empty(w.shape) for w in weights],
-                [w.new_empty(w.shape[:1]) for w in weights])
+        return (
+            x.new_empty(x.shape),
+            [w.new_empty(w.shape) for w in weights],
+            [w.new_empty(w.shape[:1]) for w in weights],
+        )
+
     @fake("softplus_scale")
     def _(raw, min_scale):
         _checks.floating(raw, "raw")
         return like(raw)
+
     @fake("softplus_scale_backward")
     def _(grad, raw):
         _checks.same_device_dtype(grad, "grad", raw, "raw")

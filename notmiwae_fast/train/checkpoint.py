@@ -21,18 +21,29 @@ __all__: list[str] = []
 
 # The parts of a checkpoint and their types.
 _CHECKPOINT_PARTS: dict[str, Union[type, tuple[type, ...]]] = {
-    "model": dict, "optimizer": dict, "epoch": int, "global_step": int,
-    "best_loss": (int, float), "epochs_without_improvement": int, "history": dict,
-    "model_class": str, "rng": list}
+    "model": dict,
+    "optimizer": dict,
+    "epoch": int,
+    "global_step": int,
+    "best_loss": (int, float),
+    "epochs_without_improvement": int,
+    "history": dict,
+    "model_class": str,
+    "rng": list,
+}
 
 
 def _numpy_allow_list() -> list:
     """What checkpoints written before the random states were plain data need to load:
     NumPy's array reconstruction (it builds arrays from bytes, calling nothing else)."""
     reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]
-    return [np.ndarray, np.dtype, type(np.dtype(np.uint32)),
-            (reconstruct, "numpy.core.multiarray._reconstruct"),
-            (reconstruct, "numpy._core.multiarray._reconstruct")]
+    return [
+        np.ndarray,
+        np.dtype,
+        type(np.dtype(np.uint32)),
+        (reconstruct, "numpy.core.multiarray._reconstruct"),
+        (reconstruct, "numpy._core.multiarray._reconstruct"),
+    ]
 
 
 # The allow-list torch.load(weights_only=True) reads checkpoints with.
@@ -42,17 +53,19 @@ _NUMPY_ARRAYS = _numpy_allow_list()
 def _numpy_state_plain() -> tuple:
     """``np.random.get_state()`` as plain data: the key array as an int64 tensor."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    return (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
-            float(cached))
+    return (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached))
 
 
 def _rng_states(ctx: Context) -> list[dict]:
     """This process's random states (torch, NumPy, Python, CUDA) as plain data: a list
     of one per rank, gathered from every rank in a distributed run (every rank must
     call it)."""
-    mine = {"torch": torch.get_rng_state(), "numpy": _numpy_state_plain(),
-            "python": random.getstate(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    mine = {
+        "torch": torch.get_rng_state(),
+        "numpy": _numpy_state_plain(),
+        "python": random.getstate(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
     if not ctx.distributed:
         return [mine]
     states: list = [None] * ctx.world_size
@@ -79,8 +92,7 @@ def _checked_rng(rng: dict) -> dict:
         if not isinstance(cuda, (list, tuple)) or not all(torch.is_tensor(t) for t in cuda):
             raise TypeError("'cuda' is not a list of tensors")
         cuda = [t.cpu() for t in cuda]
-    return {"torch": torch_state, "numpy": numpy_state, "python": python_state,
-            "cuda": cuda}
+    return {"torch": torch_state, "numpy": numpy_state, "python": python_state, "cuda": cuda}
 
 
 def _restore_rng(rng: dict, same_world: bool, ctx: Context) -> None:
@@ -106,8 +118,13 @@ def _save_checkpoint(state: dict, path: Union[str, Path], ctx: Context) -> None:
         torch.distributed.barrier()
 
 
-def _restore_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                        ctx: Context, device: torch.device) -> dict:
+def _restore_checkpoint(
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ctx: Context,
+    device: torch.device,
+) -> dict:
     """Reads the checkpoint at ``path`` and, once it has passed :func:`_checked_state`,
     loads its state dicts into ``model`` and ``optimizer`` and restores this rank's
     random states; returns the checkpoint (its counters and history are the Trainer's
@@ -124,11 +141,13 @@ def _restore_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Opt
     return state
 
 
-def _checked_state(path: Path, state: object, model: nn.Module,
-                   optimizer: torch.optim.Optimizer, ctx: Context) -> dict:
+def _checked_state(
+    path: Path, state: object, model: nn.Module, optimizer: torch.optim.Optimizer, ctx: Context
+) -> dict:
     """Checks a loaded checkpoint whole against ``model`` and ``optimizer`` (parts,
     types, the state dicts' keys and shapes, the random states); returns this rank's
     random states ready to set. ValueError naming the file otherwise."""
+
     def bad(what: str) -> ValueError:
         return ValueError(f"checkpoint {path} {what}")
 
@@ -153,56 +172,78 @@ def _checked_state(path: Path, state: object, model: nn.Module,
     try:
         return _checked_rng(rng)
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise bad(f"is damaged: its random states cannot be restored "
-                  f"({' '.join(str(err).split())[:150]})") from None
+        raise bad(
+            f"is damaged: its random states cannot be restored ({' '.join(str(err).split())[:150]})"
+        ) from None
 
 
 def _check_model_state(path: Path, saved: dict, model: nn.Module) -> None:
     """ValueError naming the file when ``saved`` is not a state dict of ``model`` (keys
     and shapes; the standardisation buffers may be set or not)."""
     expected = model.state_dict()
-    optional = {f"{prefix}.{name}".lstrip(".") for prefix, module in
-                model.named_modules() for name, buffer in module._buffers.items()
-                if buffer is None and name not in module._non_persistent_buffers_set}
+    optional = {
+        f"{prefix}.{name}".lstrip(".")
+        for prefix, module in model.named_modules()
+        for name, buffer in module._buffers.items()
+        if buffer is None and name not in module._non_persistent_buffers_set
+    }
     missing = [k for k in expected if k not in saved]
     unexpected = [k for k in saved if k not in expected and k not in optional]
     if missing or unexpected:
-        raise ValueError(f"checkpoint {path} does not fit the model: "
-                         + "; ".join(f"{what} {keys[:3]}" for what, keys in (
-                             ("missing keys", missing), ("unexpected keys", unexpected))
-                             if keys))
+        raise ValueError(
+            f"checkpoint {path} does not fit the model: "
+            + "; ".join(
+                f"{what} {keys[:3]}"
+                for what, keys in (("missing keys", missing), ("unexpected keys", unexpected))
+                if keys
+            )
+        )
     for key, value in saved.items():
         if not torch.is_tensor(value):
-            raise ValueError(f"checkpoint {path} does not fit the model: {key!r} is a "
-                             f"{type(value).__name__}, not a tensor")
+            raise ValueError(
+                f"checkpoint {path} does not fit the model: {key!r} is a "
+                f"{type(value).__name__}, not a tensor"
+            )
         if key in expected and value.shape != expected[key].shape:
-            raise ValueError(f"checkpoint {path} does not fit the model: {key!r} has "
-                             f"shape {list(value.shape)}, the model's "
-                             f"{list(expected[key].shape)}")
+            raise ValueError(
+                f"checkpoint {path} does not fit the model: {key!r} has "
+                f"shape {list(value.shape)}, the model's "
+                f"{list(expected[key].shape)}"
+            )
 
 
 def _check_optimizer_state(path: Path, saved: dict, optimizer: torch.optim.Optimizer) -> None:
     """ValueError naming the file when ``saved`` is not a state dict of ``optimizer``
     (groups, parameter counts, the shapes of per-parameter state such as Adam's
     moments)."""
+
     def bad(what: str) -> ValueError:
         return ValueError(f"checkpoint {path} does not fit the optimizer: {what}")
 
     groups, state = saved.get("param_groups"), saved.get("state")
-    if not isinstance(groups, list) or not isinstance(state, dict) or not all(
-            isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups):
+    if (
+        not isinstance(groups, list)
+        or not isinstance(state, dict)
+        or not all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups)
+    ):
         raise bad("it is not an optimizer state dict")
     mine = optimizer.param_groups
     if [len(g["params"]) for g in groups] != [len(g["params"]) for g in mine]:
-        raise bad(f"parameters per group {[len(g['params']) for g in groups]}, the "
-                  f"model's {[len(g['params']) for g in mine]}")
-    params = {pid: p for saved_group, group in zip(groups, mine)
-              for pid, p in zip(saved_group["params"], group["params"])}
+        raise bad(
+            f"parameters per group {[len(g['params']) for g in groups]}, the "
+            f"model's {[len(g['params']) for g in mine]}"
+        )
+    params = {
+        pid: p
+        for saved_group, group in zip(groups, mine)
+        for pid, p in zip(saved_group["params"], group["params"])
+    }
     for pid, values in state.items():
         if pid not in params or not isinstance(values, dict):
             raise bad(f"state of an unknown parameter {pid!r}")
         for key, value in values.items():
-            if torch.is_tensor(value) and value.dim() > 0 and \
-                    value.shape != params[pid].shape:
-                raise bad(f"{key!r} of parameter {pid} has shape {list(value.shape)}, "
-                          f"the parameter's {list(params[pid].shape)}")
+            if torch.is_tensor(value) and value.dim() > 0 and value.shape != params[pid].shape:
+                raise bad(
+                    f"{key!r} of parameter {pid} has shape {list(value.shape)}, "
+                    f"the parameter's {list(params[pid].shape)}"
+                )

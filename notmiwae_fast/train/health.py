@@ -24,8 +24,9 @@ class TrainingWarning(UserWarning):
     messages)."""
 
 
-def loss_diverged(losses: Sequence[float] | np.ndarray, window: Optional[int] = None,
-                  min_length: int = 2) -> Optional[str]:
+def loss_diverged(
+    losses: Sequence[float] | np.ndarray, window: Optional[int] = None, min_length: int = 2
+) -> Optional[str]:
     """Why the loss curve ``losses`` ([T], per step or per epoch) looks diverged, or None.
 
     The curve is smoothed by a running mean over ``window`` values (default: a tenth of
@@ -43,9 +44,11 @@ def loss_diverged(losses: Sequence[float] | np.ndarray, window: Optional[int] = 
     smooth = np.convolve(values, np.ones(w) / w, mode="valid")
     best, final = float(smooth.min()), float(smooth[-1])
     if final > best + max(abs(best), 1.0):
-        return (f"the training loss ended at {final:.4g}, far above its best {best:.4g}: "
-                "training diverged (lower the learning rate, standardise the data or set "
-                "grad_clip)")
+        return (
+            f"the training loss ended at {final:.4g}, far above its best {best:.4g}: "
+            "training diverged (lower the learning rate, standardise the data or set "
+            "grad_clip)"
+        )
     return None
 
 
@@ -62,8 +65,9 @@ def _record(history: dict, flag: str, message: str, stacklevel: int = 3) -> None
     warnings.warn(message, TrainingWarning, stacklevel=stacklevel + 1)
 
 
-def _check_trainer_health(history: dict, outside_01: Optional[torch.Tensor],
-                          stacklevel: int = 3) -> None:
+def _check_trainer_health(
+    history: dict, outside_01: Optional[torch.Tensor], stacklevel: int = 3
+) -> None:
     """What :meth:`Trainer.train` judges at the end of a run: warns (TrainingWarning)
     and flags ``history`` when its per-epoch training loss ended far above its best
     (:func:`loss_diverged`, window 1: "diverged") or when ``outside_01`` (the count of
@@ -75,10 +79,14 @@ def _check_trainer_health(history: dict, outside_01: Optional[torch.Tensor],
     if outside_01 is not None:
         count = int(outside_01.item())
         if count:
-            _record(history, "bern_data_outside_01",
-                    f"Trainer.train: the model's out_dist is 'bern' (data in [0, 1]) "
-                    f"but {count} observed entries lie outside [0, 1]; rescale the data "
-                    "to [0, 1] or use out_dist='gauss'", stacklevel)
+            _record(
+                history,
+                "bern_data_outside_01",
+                f"Trainer.train: the model's out_dist is 'bern' (data in [0, 1]) "
+                f"but {count} observed entries lie outside [0, 1]; rescale the data "
+                "to [0, 1] or use out_dist='gauss'",
+                stacklevel,
+            )
 
 
 def _count_outside_01(batch: Sequence, count: Optional[torch.Tensor]) -> Optional[torch.Tensor]:

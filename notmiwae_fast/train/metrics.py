@@ -60,8 +60,10 @@ def _tensorboard(log_dir: Optional[Union[str, Path]]) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        warnings.warn("Trainer: 'log_dir' was given but the tensorboard package is not "
-                      "installed; TensorBoard logging is off (pip install tensorboard)",
-                      stacklevel=3)
+        warnings.warn(
+            "Trainer: 'log_dir' was given but the tensorboard package is not "
+            "installed; TensorBoard logging is off (pip install tensorboard)",
+            stacklevel=3,
+        )
         return None
     return SummaryWriter(log_dir=str(log_dir))

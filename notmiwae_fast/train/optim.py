@@ -31,8 +31,10 @@ class _FusedAdam(torch.optim.Adam):
                 p.grad = None
 
     @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], float]] = None  # type: ignore[override]
-             ) -> Optional[float]:
+    def step(
+        self,
+        closure: Optional[Callable[[], float]] = None,  # type: ignore[override]
+    ) -> Optional[float]:
         lists = self._kernel_arguments() if closure is None else None
         if lists is None:
             return super().step(closure)
@@ -40,10 +42,23 @@ class _FusedAdam(torch.optim.Adam):
         group = self.param_groups[0]
         beta1, beta2 = group["betas"]
         torch._foreach_add_(steps, 1)
-        torch._fused_adam_(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False,
-                           lr=group["lr"], beta1=beta1, beta2=beta2,
-                           weight_decay=group["weight_decay"], eps=group["eps"],
-                           maximize=False, grad_scale=None, found_inf=None)
+        torch._fused_adam_(
+            params,
+            grads,
+            exp_avgs,
+            exp_avg_sqs,
+            [],
+            steps,
+            amsgrad=False,
+            lr=group["lr"],
+            beta1=beta1,
+            beta2=beta2,
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            maximize=False,
+            grad_scale=None,
+            found_inf=None,
+        )
         return None
 
     def _kernel_arguments(self) -> Optional[tuple]:
@@ -52,9 +67,15 @@ class _FusedAdam(torch.optim.Adam):
         if len(self.param_groups) != 1 or not hasattr(torch, "_fused_adam_"):
             return None
         group = self.param_groups[0]
-        if (not group.get("fused") or group["amsgrad"] or group["maximize"]
-                or group.get("capturable") or group.get("differentiable")
-                or group.get("decoupled_weight_decay") or torch.is_tensor(group["lr"])):
+        if (
+            not group.get("fused")
+            or group["amsgrad"]
+            or group["maximize"]
+            or group.get("capturable")
+            or group.get("differentiable")
+            or group.get("decoupled_weight_decay")
+            or torch.is_tensor(group["lr"])
+        ):
             return None
         params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
         device = dtype = None
@@ -63,8 +84,11 @@ class _FusedAdam(torch.optim.Adam):
             if grad is None:
                 continue  # as Adam.step: no gradient, no update
             state = self.state.get(p)
-            if not state or grad.is_sparse or (device is not None and (
-                    p.device != device or p.dtype != dtype)):
+            if (
+                not state
+                or grad.is_sparse
+                or (device is not None and (p.device != device or p.dtype != dtype))
+            ):
                 return None
             device, dtype = p.device, p.dtype
             params.append(p)

@@ -30,14 +30,20 @@ def _data_parallel(model: nn.Module, device: torch.device, ctx: Context) -> nn.M
     return wrapped
 
 
-def _shard_sampler(ctx: Context, dataset: Any, shuffle: bool,
-                   drop_last: bool) -> DistributedSampler:
+def _shard_sampler(
+    ctx: Context, dataset: Any, shuffle: bool, drop_last: bool
+) -> DistributedSampler:
     """This rank's share of ``dataset`` (anything with a length): a DistributedSampler
     seeded alike on every rank (the torch seed before :func:`_data_parallel`'s rank
     offset)."""
-    return DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank,
-                              shuffle=shuffle, seed=torch.initial_seed() - ctx.rank,
-                              drop_last=drop_last)
+    return DistributedSampler(
+        dataset,
+        num_replicas=ctx.world_size,
+        rank=ctx.rank,
+        shuffle=shuffle,
+        seed=torch.initial_seed() - ctx.rank,
+        drop_last=drop_last,
+    )
 
 
 def _sharded(loader: Iterable, ctx: Context) -> Iterable:
@@ -48,9 +54,11 @@ def _sharded(loader: Iterable, ctx: Context) -> Iterable:
     if isinstance(loader.sampler, DistributedSampler):
         return loader
     shuffle = isinstance(loader.sampler, torch.utils.data.RandomSampler)
-    return torch.utils.data.DataLoader(loader.dataset, batch_size=loader.batch_size,
-                                       sampler=_shard_sampler(ctx, loader.dataset, shuffle,
-                                                              drop_last=False),
-                                       drop_last=loader.drop_last,
-                                       num_workers=loader.num_workers,
-                                       collate_fn=loader.collate_fn)
+    return torch.utils.data.DataLoader(
+        loader.dataset,
+        batch_size=loader.batch_size,
+        sampler=_shard_sampler(ctx, loader.dataset, shuffle, drop_last=False),
+        drop_last=loader.drop_last,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+    )

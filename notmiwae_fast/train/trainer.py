@@ -18,10 +18,10 @@ import torch
 from torch import nn
 from torch.utils.data.distributed import DistributedSampler
 
-from .._common import validate as _validate
 from .. import distributed
-from ..nn.models import ImportanceWeightedModel, kept_modes
+from .._common import validate as _validate
 from .._common.progress import progress
+from ..nn.models import ImportanceWeightedModel, kept_modes
 from ..utils import missing_rmse
 from .checkpoint import _restore_checkpoint, _rng_states, _save_checkpoint
 from .health import TrainingWarning, _check_trainer_health, _count_outside_01, loss_diverged
@@ -35,15 +35,20 @@ __all__ = ["Trainer", "TrainingWarning", "loss_diverged"]
 StepCallback = Callable[[int, dict], None]
 
 
-def _checked_counts(n_epochs: int, patience: Optional[int],
-                    max_steps: Optional[int]) -> tuple[int, Optional[int], Optional[int]]:
+def _checked_counts(
+    n_epochs: int, patience: Optional[int], max_steps: Optional[int]
+) -> tuple[int, Optional[int], Optional[int]]:
     """Trainer.train's counts (n_epochs, early_stopping_patience, max_steps), each an
     int >= 1 (or None where None is allowed); ValueError naming the argument."""
+
     def optional(value: Optional[int], name: str) -> Optional[int]:
         return None if value is None else _validate.positive_int(value, name)
 
-    return (_validate.positive_int(n_epochs, "n_epochs"),
-            optional(patience, "early_stopping_patience"), optional(max_steps, "max_steps"))
+    return (
+        _validate.positive_int(n_epochs, "n_epochs"),
+        optional(patience, "early_stopping_patience"),
+        optional(max_steps, "max_steps"),
+    )
 
 
 class Trainer:
@@ -87,19 +92,26 @@ class Trainer:
     path; clip with ``grad_clip``, which applies to both.
     """
 
-    def __init__(self, model: nn.Module, lr: float = 1e-3,
-                 device: Optional[Union[str, torch.device]] = None,
-                 grad_clip: Optional[float] = None,
-                 checkpoint_dir: Optional[Union[str, Path]] = None,
-                 log_dir: Optional[Union[str, Path]] = None, progress: bool = True,
-                 original_data_available: bool = False, rmse_n_samples: int = 50,
-                 check_health: bool = True) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        lr: float = 1e-3,
+        device: Optional[Union[str, torch.device]] = None,
+        grad_clip: Optional[float] = None,
+        checkpoint_dir: Optional[Union[str, Path]] = None,
+        log_dir: Optional[Union[str, Path]] = None,
+        progress: bool = True,
+        original_data_available: bool = False,
+        rmse_n_samples: int = 50,
+        check_health: bool = True,
+    ) -> None:
         if not lr > 0:
             raise ValueError(f"argument 'lr' must be > 0; got {lr!r}")
         if grad_clip is not None and not grad_clip > 0:
             raise ValueError(f"argument 'grad_clip' must be > 0 or None; got {grad_clip!r}")
-        self.device = torch.device(device) if device is not None else next(
-            model.parameters()).device
+        self.device = (
+            torch.device(device) if device is not None else next(model.parameters()).device
+        )
         self.ctx = distributed.init_from_env(self.device)
         if self.ctx.distributed and self.device.type == "cuda":
             self.device = torch.device("cuda", self.ctx.local_rank)
@@ -139,14 +151,18 @@ class Trainer:
         """The model's outputs and, where one operator gives them (see the class
         docstring), the gradients of the loss; None for those: call backward."""
         model = self.model
-        if (self.supervised or self._forward_module is not model
-                or not torch.is_grad_enabled()
-                or type(model).forward is not ImportanceWeightedModel.forward):
+        if (
+            self.supervised
+            or self._forward_module is not model
+            or not torch.is_grad_enabled()
+            or type(model).forward is not ImportanceWeightedModel.forward
+        ):
             return self._outputs(batch), None
         return model._loss_and_grads(batch[0], batch[1])
 
-    def shard_sampler(self, dataset: Sized, shuffle: bool = True,
-                      drop_last: bool = False) -> DistributedSampler:
+    def shard_sampler(
+        self, dataset: Sized, shuffle: bool = True, drop_last: bool = False
+    ) -> DistributedSampler:
         """This rank's share of ``dataset`` ([N] items), the way the Trainer shards a
         DataLoader: a DistributedSampler seeded alike on every rank, so that each epoch
         (``set_epoch``, which :meth:`train` calls on a loader's ``sampler``) the ranks
@@ -164,9 +180,11 @@ class Trainer:
         loss = out["loss"]
         value = loss.item()  # one host sync, as the check itself needs
         if not math.isfinite(value):
-            raise FloatingPointError(f"non-finite loss {value} at step "
-                                     f"{self.global_step}; lower the learning rate or set "
-                                     "grad_clip")
+            raise FloatingPointError(
+                f"non-finite loss {value} at step "
+                f"{self.global_step}; lower the learning rate or set "
+                "grad_clip"
+            )
         if grads is None:
             loss.backward()
         else:
@@ -178,11 +196,16 @@ class Trainer:
         steps = getattr(self.model, "n_train_steps", None)
         if isinstance(steps, torch.Tensor):
             steps.add_(1)
-        return {k: v.detach() if v.requires_grad else v for k, v in out.items()
-                if torch.is_tensor(v)}
+        return {
+            k: v.detach() if v.requires_grad else v for k, v in out.items() if torch.is_tensor(v)
+        }
 
-    def train_epoch(self, loader: Iterable, max_batches: Optional[int] = None,
-                    on_step: Optional[StepCallback] = None) -> dict:
+    def train_epoch(
+        self,
+        loader: Iterable,
+        max_batches: Optional[int] = None,
+        on_step: Optional[StepCallback] = None,
+    ) -> dict:
         """One pass over ``loader`` (batches (x [B, D], s [B, D]), plus y [B, ...] for
         supervised models), at most ``max_batches`` of them, with optimizer steps;
         ``on_step(step, outputs)`` after each (see :meth:`train`). Returns the metrics
@@ -190,8 +213,9 @@ class Trainer:
         self.model.train()
         return self._train_pass(loader, max_batches, on_step)
 
-    def _train_pass(self, loader: Iterable, max_batches: Optional[int],
-                    on_step: Optional[StepCallback]) -> dict:
+    def _train_pass(
+        self, loader: Iterable, max_batches: Optional[int], on_step: Optional[StepCallback]
+    ) -> dict:
         """:meth:`train_epoch` with the model already in train mode."""
         batches = loader if max_batches is None else itertools.islice(loader, max_batches)
         sums = _RowWeightedSums()
@@ -220,28 +244,39 @@ class Trainer:
                 sums.add(self._outputs(batch, self.model), len(batch[0]))
                 if self.original_data_available and not self.supervised:
                     if len(batch) < 3:
-                        raise ValueError("argument 'val_loader' must yield batches (x, s, "
-                                         "x_true) when original_data_available=True; got "
-                                         f"{len(batch)} tensors per batch")
+                        raise ValueError(
+                            "argument 'val_loader' must yield batches (x, s, "
+                            "x_true) when original_data_available=True; got "
+                            f"{len(batch)} tensors per batch"
+                        )
                     truth.append(batch[2].cpu())
-                    imputed.append(self.model.impute(batch[0], batch[1],
-                                                     n_samples=self.rmse_n_samples).cpu())
+                    imputed.append(
+                        self.model.impute(batch[0], batch[1], n_samples=self.rmse_n_samples).cpu()
+                    )
                     masks.append(batch[1].cpu())
             if sums.rows == 0:
                 raise ValueError("argument 'val_loader' yielded no batch")
             metrics = sums.means_over_ranks(self.device)
             if truth:
-                metrics["rmse"] = missing_rmse(torch.cat(truth), torch.cat(imputed),
-                                               torch.cat(masks))
+                metrics["rmse"] = missing_rmse(
+                    torch.cat(truth), torch.cat(imputed), torch.cat(masks)
+                )
             return metrics
 
     # -- the loop ---------------------------------------------------------------------------
-    def train(self, train_loader: Iterable, val_loader: Optional[Iterable] = None,
-              n_epochs: int = 100, early_stopping_patience: Optional[int] = None,
-              save_best: bool = True, checkpoint_name: str = "best.pt",
-              resume_from: Optional[Union[str, Path]] = None,
-              log_interval: int = 0, max_steps: Optional[int] = None,
-              on_step: Optional[StepCallback] = None) -> dict:
+    def train(
+        self,
+        train_loader: Iterable,
+        val_loader: Optional[Iterable] = None,
+        n_epochs: int = 100,
+        early_stopping_patience: Optional[int] = None,
+        save_best: bool = True,
+        checkpoint_name: str = "best.pt",
+        resume_from: Optional[Union[str, Path]] = None,
+        log_interval: int = 0,
+        max_steps: Optional[int] = None,
+        on_step: Optional[StepCallback] = None,
+    ) -> dict:
         """Trains until ``n_epochs`` epochs in all (counting those this Trainer already ran
         and those of a resumed checkpoint: a second ``train(n_epochs=2)`` after two
         epochs has nothing to do, and says so with a warning), or until ``max_steps``
@@ -264,7 +299,8 @@ class Trainer:
         values outside [0, 1] (``"bern_data_outside_01"``).
         """
         n_epochs, early_stopping_patience, max_steps = _checked_counts(
-            n_epochs, early_stopping_patience, max_steps)
+            n_epochs, early_stopping_patience, max_steps
+        )
         if resume_from is not None:
             self.load_checkpoint(resume_from)
         self._warn_if_done(n_epochs, max_steps)
@@ -278,8 +314,13 @@ class Trainer:
             self.model.train()  # for every epoch: validate puts the modes back too
             if writer is not None:
                 on_exit.callback(writer.close)
-            epochs = progress(range(self.epoch, n_epochs), self.progress, desc="training",
-                              initial=self.epoch, total=n_epochs)
+            epochs = progress(
+                range(self.epoch, n_epochs),
+                self.progress,
+                desc="training",
+                initial=self.epoch,
+                total=n_epochs,
+            )
             for epoch in epochs:
                 if max_steps is not None and self.global_step >= max_steps:
                     break
@@ -287,8 +328,10 @@ class Trainer:
                 self._log_epoch(metrics, epoch, writer, epochs, log_interval, n_epochs)
                 improved = self._track_best(metrics, val_loader is not None)
                 self._save_epoch(improved and save_best, checkpoint_name)
-                if (early_stopping_patience is not None
-                        and self.epochs_without_improvement >= early_stopping_patience):
+                if (
+                    early_stopping_patience is not None
+                    and self.epochs_without_improvement >= early_stopping_patience
+                ):
                     break
         self.history["seconds"] = [time.time() - start]
         if self.check_health:
@@ -298,16 +341,27 @@ class Trainer:
     def _warn_if_done(self, n_epochs: int, max_steps: Optional[int]) -> None:
         """Warns (at train's caller) when the epochs or steps asked for are done."""
         if self.epoch >= n_epochs:
-            warnings.warn(f"Trainer.train: {self.epoch} epochs done already and n_epochs="
-                          f"{n_epochs} counts them; nothing to train (raise n_epochs)",
-                          stacklevel=3)
+            warnings.warn(
+                f"Trainer.train: {self.epoch} epochs done already and n_epochs="
+                f"{n_epochs} counts them; nothing to train (raise n_epochs)",
+                stacklevel=3,
+            )
         elif max_steps is not None and self.global_step >= max_steps:
-            warnings.warn(f"Trainer.train: {self.global_step} steps done already and "
-                          f"max_steps={max_steps} counts them; nothing to train (raise "
-                          "max_steps)", stacklevel=3)
+            warnings.warn(
+                f"Trainer.train: {self.global_step} steps done already and "
+                f"max_steps={max_steps} counts them; nothing to train (raise "
+                "max_steps)",
+                stacklevel=3,
+            )
 
-    def _epoch(self, epoch: int, train_loader: Iterable, val_loader: Optional[Iterable],
-               max_steps: Optional[int], on_step: Optional[StepCallback]) -> dict:
+    def _epoch(
+        self,
+        epoch: int,
+        train_loader: Iterable,
+        val_loader: Optional[Iterable],
+        max_steps: Optional[int],
+        on_step: Optional[StepCallback],
+    ) -> dict:
         """Epoch ``epoch``'s training pass (up to ``max_steps`` steps in all) and
         validation; returns their metrics (``train_*``, ``val_*``)."""
         for loader in (train_loader, val_loader):
@@ -315,14 +369,22 @@ class Trainer:
             if sampler is not None and hasattr(sampler, "set_epoch"):
                 sampler.set_epoch(epoch)
         left = None if max_steps is None else max_steps - self.global_step
-        metrics = {f"train_{k}": v
-                   for k, v in self._train_pass(train_loader, left, on_step).items()}
+        metrics = {
+            f"train_{k}": v for k, v in self._train_pass(train_loader, left, on_step).items()
+        }
         if val_loader is not None:
             metrics.update({f"val_{k}": v for k, v in self.validate(val_loader).items()})
         return metrics
 
-    def _log_epoch(self, metrics: dict, epoch: int, writer: Any, epochs: Iterable,
-                   log_interval: int, n_epochs: int) -> None:
+    def _log_epoch(
+        self,
+        metrics: dict,
+        epoch: int,
+        writer: Any,
+        epochs: Iterable,
+        log_interval: int,
+        n_epochs: int,
+    ) -> None:
         """Appends an epoch's metrics to the history, TensorBoard, the progress bar and
         (every ``log_interval`` epochs, rank 0) a printed line; counts the epoch."""
         for key, value in metrics.items():
@@ -333,8 +395,10 @@ class Trainer:
         if hasattr(epochs, "set_postfix"):
             epochs.set_postfix(loss=f"{metrics['train_loss']:.4f}")
         if log_interval and self.epoch % log_interval == 0 and self.ctx.is_main:
-            print(f"epoch {self.epoch}/{n_epochs} " + " ".join(
-                f"{k} {v:.4f}" for k, v in metrics.items()))
+            print(
+                f"epoch {self.epoch}/{n_epochs} "
+                + " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+            )
 
     def _track_best(self, metrics: dict, validated: bool) -> bool:
         """Whether the monitored loss (validation loss when ``validated``, else training
@@ -364,12 +428,17 @@ class Trainer:
     def state_dict(self) -> dict:
         """The training state, as tensors and plain data; ``rng`` holds one random state
         per rank (NumPy's as a tuple with its key array as a tensor)."""
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "epoch": self.epoch, "global_step": self.global_step,
-                "best_loss": self.best_loss,
-                "epochs_without_improvement": self.epochs_without_improvement,
-                "history": self.history, "model_class": type(self.model).__name__,
-                "rng": _rng_states(self.ctx)}
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "best_loss": self.best_loss,
+            "epochs_without_improvement": self.epochs_without_improvement,
+            "history": self.history,
+            "model_class": type(self.model).__name__,
+            "rng": _rng_states(self.ctx),
+        }
 
     def save_checkpoint(self, path: Union[str, Path]) -> None:
         """Writes the training state to ``path`` atomically (temp file + rename), as
@@ -389,8 +458,7 @@ class Trainer:
         optimizer raises one ValueError naming the file and what is wrong, and leaves
         the Trainer and its model as they were. Temporary files left by a killed write
         of ``path`` are removed."""
-        state = _restore_checkpoint(Path(path), self.model, self.optimizer, self.ctx,
-                                    self.device)
+        state = _restore_checkpoint(Path(path), self.model, self.optimizer, self.ctx, self.device)
         self.epoch, self.global_step = state["epoch"], state["global_step"]
         self.best_loss = float(state["best_loss"])
         self.epochs_without_improvement = state["epochs_without_improvement"]

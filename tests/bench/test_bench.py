@@ -20,8 +20,13 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def run_cli(*args, timeout=600):
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     env.pop("NOTMIWAE_FAST_DEBUG", None)
-    return subprocess.run([sys.executable, "-m", "notmiwae_fast.cli", "bench", *map(str, args)],
-                          capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "notmiwae_fast.cli", "bench", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
 
 
 def assert_timing(t: dict):
@@ -47,7 +52,8 @@ def test_quick_run_writes_json_markdown_and_plots(tmp_path):
         for t in case["time_s"].values():
             assert_timing(t)
         assert case["elements_per_s"]["fused"] == pytest.approx(
-            case["B"] * case["K"] * case["D"] / case["time_s"]["fused"]["median"])
+            case["B"] * case["K"] * case["D"] / case["time_s"]["fused"]["median"]
+        )
 
     train = report["results"]["train"]["cases"]
     assert [c["case"] for c in train] == ["tabular-B16", "tabular-B128", "image-16x16x3-B16"]
@@ -71,8 +77,10 @@ def test_quick_run_writes_json_markdown_and_plots(tmp_path):
     md = (out / "bench.md").read_text()
     for heading in ("## Ops", "## Training step", "## Imputation", "## Scaling sweeps"):
         assert heading in md
-    assert sorted(os.path.basename(p) for p in report["plots"]) == ["memory_vs_k.png",
-                                                                    "scaling.png"]
+    assert sorted(os.path.basename(p) for p in report["plots"]) == [
+        "memory_vs_k.png",
+        "scaling.png",
+    ]
     for p in report["plots"]:
         assert open(p, "rb").read(8) == PNG
 
@@ -94,6 +102,7 @@ def test_time_interleaved_runs_every_variant():
     def make(name):
         def fn():
             calls[name] += 1
+
         return fn
 
     t = bench.time_interleaved({"a": make("a"), "b": make("b")}, repeats=3, device="cpu")
@@ -107,29 +116,50 @@ def _t(median):
 
 def test_acceptance_ratios_and_verdicts():
     results = {
-        "ops": {"cases": [
-            {"op": "notmiwae_normal_terms", "shape": "image-B16",
-             "time_s": {"fused": _t(1.0), "eager": _t(4.0), "compile": _t(0.5)},
-             "peak_mb": {"fused": 10.0, "eager": 20.0}},
-            {"op": "notmiwae_normal_terms", "shape": "tabular-B128",
-             "time_s": {"fused": _t(1.0), "eager": _t(1.5)}}]},
-        "train": {"cases": [{"case": "tabular-B16", "batch": 16, "time_s": {
-            "fused": _t(1.0), "notmiwae_pytorch": _t(3.5)}}]},
-        "impute": {"cases": [{"K": 1000, "rows": 1000, "rows_per_s": {
-            "fused": 100.0, "notmiwae_pytorch": 50.0}}],
-            "memory": {"D": 12288, "peak_mb": {"fused": 0.0, "notmiwae_pytorch": 800.0}}},
+        "ops": {
+            "cases": [
+                {
+                    "op": "notmiwae_normal_terms",
+                    "shape": "image-B16",
+                    "time_s": {"fused": _t(1.0), "eager": _t(4.0), "compile": _t(0.5)},
+                    "peak_mb": {"fused": 10.0, "eager": 20.0},
+                },
+                {
+                    "op": "notmiwae_normal_terms",
+                    "shape": "tabular-B128",
+                    "time_s": {"fused": _t(1.0), "eager": _t(1.5)},
+                },
+            ]
+        },
+        "train": {
+            "cases": [
+                {
+                    "case": "tabular-B16",
+                    "batch": 16,
+                    "time_s": {"fused": _t(1.0), "notmiwae_pytorch": _t(3.5)},
+                }
+            ]
+        },
+        "impute": {
+            "cases": [
+                {"K": 1000, "rows": 1000, "rows_per_s": {"fused": 100.0, "notmiwae_pytorch": 50.0}}
+            ],
+            "memory": {"D": 12288, "peak_mb": {"fused": 0.0, "notmiwae_pytorch": 800.0}},
+        },
         "sweep": {"iw_impute_memory": {"K": 100000, "peak_mb": {"fused": 0.0}}},
     }
     got = {c["check"]: (round(c["value"], 6), c["met"]) for c in bench.acceptance(results)}
     values = list(got.values())
-    assert values == [(4.0, True),    # image-B16 speed-up vs eager ≥ 3
-                      (0.5, False),   # memory fraction ≤ 1/3
-                      (0.5, False),   # vs torch.compile
-                      (1.5, False),   # tabular-B128 speed-up ≥ 2
-                      (3.5, True),    # training step vs notmiwae-pytorch ≥ 3
-                      (2.0, False),   # imputation rows/s ≥ 5
-                      (800.0, True),  # memory ratio (fused floored at 1 MB) ≥ 5
-                      (0.0, True)]    # iw_impute extra memory < 100 MB
+    assert values == [
+        (4.0, True),  # image-B16 speed-up vs eager ≥ 3
+        (0.5, False),  # memory fraction ≤ 1/3
+        (0.5, False),  # vs torch.compile
+        (1.5, False),  # tabular-B128 speed-up ≥ 2
+        (3.5, True),  # training step vs notmiwae-pytorch ≥ 3
+        (2.0, False),  # imputation rows/s ≥ 5
+        (800.0, True),  # memory ratio (fused floored at 1 MB) ≥ 5
+        (0.0, True),
+    ]  # iw_impute extra memory < 100 MB
 
 
 def test_bad_input():

@@ -42,6 +42,7 @@ def cli(capsys, monkeypatch):
             code = exit_.code
         out, err = capsys.readouterr()
         return Result(code, out, err)
+
     return run
 
 
@@ -49,8 +50,14 @@ def subprocess_cli(*args, cwd=None, timeout=600) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.pop("NOTMIWAE_FAST_DEBUG", None)
-    return subprocess.run([sys.executable, "-m", "notmiwae_fast.cli", *map(str, args)],
-                          capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "notmiwae_fast.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=timeout,
+    )
 
 
 def assert_one_line_error(proc, *fragments):
@@ -122,8 +129,7 @@ def test_fit_then_impute_round_trip(cli, csv_with_gaps, tmp_path):
     # an existing output is refused without --force, accepted with it
     proc = cli("impute", csv_with_gaps, out, "--model", model, "--quiet")
     assert_one_line_error(proc, "exists", "--force")
-    assert cli("impute", csv_with_gaps, out, "--model", model, "--quiet",
-               "--force").returncode == 0
+    assert cli("impute", csv_with_gaps, out, "--model", model, "--quiet", "--force").returncode == 0
 
 
 def test_impute_fitting_on_the_spot_and_never_over_the_input(cli, csv_with_gaps, tmp_path):
@@ -160,8 +166,11 @@ def test_abbreviated_impute_samples_applies_to_a_model(cli, csv_with_gaps, tmp_p
     model = tmp_path / "model.pt"
     assert cli("fit", csv_with_gaps, model, *FAST).returncode == 0  # 16 samples
     outs = {}
-    for name, option in [("full", ["--impute-samples", "2"]), ("short", ["--impute-s", "2"]),
-                         ("none", [])]:
+    for name, option in [
+        ("full", ["--impute-samples", "2"]),
+        ("short", ["--impute-s", "2"]),
+        ("none", []),
+    ]:
         outs[name] = tmp_path / f"{name}.csv"
         proc = cli("impute", csv_with_gaps, outs[name], "--model", model, "--quiet", *option)
         assert proc.returncode == 0, proc.stderr
@@ -169,12 +178,15 @@ def test_abbreviated_impute_samples_applies_to_a_model(cli, csv_with_gaps, tmp_p
     assert digest(outs["short"]) != digest(outs["none"])
 
 
-@pytest.mark.parametrize("content,fragment", [
-    ("", "is empty"),
-    ("a,b,c\n", "no data rows"),
-    ("a,b\n1,x\n2,y\n", "column 'b' is not numeric"),
-    ("a,b\n1,\n2,\n3,\n", "column 'b' is entirely missing"),
-])
+@pytest.mark.parametrize(
+    "content,fragment",
+    [
+        ("", "is empty"),
+        ("a,b,c\n", "no data rows"),
+        ("a,b\n1,x\n2,y\n", "column 'b' is not numeric"),
+        ("a,b\n1,\n2,\n3,\n", "column 'b' is entirely missing"),
+    ],
+)
 def test_bad_csv_files_give_one_line(cli, tmp_path, content, fragment):
     path = tmp_path / "bad.csv"
     path.write_text(content)
@@ -184,19 +196,23 @@ def test_bad_csv_files_give_one_line(cli, tmp_path, content, fragment):
 
 
 def test_missing_files_give_one_line(cli, tmp_path, csv_with_gaps):
-    assert_one_line_error(cli("fit", tmp_path / "nope.csv", tmp_path / "m.pt"),
-                          "does not exist")
-    assert_one_line_error(cli("impute", csv_with_gaps, tmp_path / "o.csv", "--model",
-                              tmp_path / "nope.pt"), "model file", "does not exist")
+    assert_one_line_error(cli("fit", tmp_path / "nope.csv", tmp_path / "m.pt"), "does not exist")
+    assert_one_line_error(
+        cli("impute", csv_with_gaps, tmp_path / "o.csv", "--model", tmp_path / "nope.pt"),
+        "model file",
+        "does not exist",
+    )
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a model")
-    assert_one_line_error(cli("impute", csv_with_gaps, tmp_path / "o.csv", "--model", junk),
-                          "cannot be read")
+    assert_one_line_error(
+        cli("impute", csv_with_gaps, tmp_path / "o.csv", "--model", junk), "cannot be read"
+    )
 
 
 def test_bad_numbers_in_options_give_one_line(cli, csv_with_gaps, tmp_path):
-    assert_one_line_error(cli("fit", csv_with_gaps, tmp_path / "m.pt", "--max-iter", "0"),
-                          "--max-iter")
+    assert_one_line_error(
+        cli("fit", csv_with_gaps, tmp_path / "m.pt", "--max-iter", "0"), "--max-iter"
+    )
 
 
 def test_demo_short_run_prints_the_table_and_saves_the_plot(cli, tmp_path):

@@ -21,15 +21,30 @@ def fitted(tmp_path_factory):
     x = rng.normal(size=(120, 4)) @ rng.normal(size=(4, 4))
     x[rng.random(x.shape) < 0.2] = np.nan
     pd.DataFrame(x, columns=list("abcd")).to_csv(folder / "data.csv", index=False)
-    assert main(["fit", str(folder / "data.csv"), str(folder / "model.pt"), "--max-iter", "50",
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                str(folder / "data.csv"),
+                str(folder / "model.pt"),
+                "--max-iter",
+                "50",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     return folder
 
 
 def test_export_torchscript_matches_the_fitted_imputer(fitted, tmp_path):
     out = tmp_path / "imputer.pt"
-    assert main(["export", str(fitted / "model.pt"), "--out", str(out), "--quiet",
-                 "--n-samples", "200"]) == 0
+    assert (
+        main(
+            ["export", str(fitted / "model.pt"), "--out", str(out), "--quiet", "--n-samples", "200"]
+        )
+        == 0
+    )
     imputer = torch.load(fitted / "model.pt", weights_only=False)
     df = pd.read_csv(fitted / "data.csv")
     scripted = torch.jit.load(str(out))
@@ -45,8 +60,22 @@ def test_export_torchscript_matches_the_fitted_imputer(fitted, tmp_path):
 def test_export_onnx_and_refusals(fitted, tmp_path, capsys):
     pytest.importorskip("onnxscript")
     out = tmp_path / "imputer.onnx"
-    assert main(["export", str(fitted / "model.pt"), "--format", "onnx", "--out", str(out),
-                 "--quiet", "--n-samples", "20"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                str(fitted / "model.pt"),
+                "--format",
+                "onnx",
+                "--out",
+                str(out),
+                "--quiet",
+                "--n-samples",
+                "20",
+            ]
+        )
+        == 0
+    )
     assert out.is_file() and not (tmp_path / "imputer.onnx.data").exists()
     assert main(["export", str(fitted / "model.pt"), "--out", str(out), "--quiet"]) == 2
     assert "exists; pass --force" in capsys.readouterr().err
@@ -65,9 +94,25 @@ def test_failed_export_keeps_the_existing_file(fitted, tmp_path, capsys, monkeyp
 
     def disk_full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
     monkeypatch.setattr(os, "fsync", disk_full)
-    assert main(["export", str(fitted / "model.pt"), "--format", fmt, "--out", str(out),
-                 "--force", "--quiet", "--n-samples", "10"]) == 2
+    assert (
+        main(
+            [
+                "export",
+                str(fitted / "model.pt"),
+                "--format",
+                fmt,
+                "--out",
+                str(out),
+                "--force",
+                "--quiet",
+                "--n-samples",
+                "10",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert os.strerror(errno.ENOSPC) in err and str(out) in err
@@ -92,6 +137,7 @@ def test_impute_image_checks_the_output_format_first(tmp_path, capsys, monkeypat
 
     def never(*args, **kwargs):
         raise AssertionError("imputed before checking the output")
+
     monkeypatch.setattr(images, "impute_image", never)
     for name, fragment in [("out.xyz", ".xyz"), ("out.jpg", "JPEG")]:
         out = tmp_path / name
@@ -106,42 +152,108 @@ def test_impute_image_round_trip_and_errors(tmp_path, capsys):
     rng = np.random.default_rng(1)
     rgb = (rng.random((40, 50, 3)) * 255).astype(np.uint8)
     PIL.fromarray(rgb).save(tmp_path / "in.png")
-    assert main(["impute-image", str(tmp_path / "in.png"), str(tmp_path / "out.png"),
-                 "--quiet", "--n-samples", "5"]) == 0
+    assert (
+        main(
+            [
+                "impute-image",
+                str(tmp_path / "in.png"),
+                str(tmp_path / "out.png"),
+                "--quiet",
+                "--n-samples",
+                "5",
+            ]
+        )
+        == 0
+    )
     out = np.asarray(PIL.open(tmp_path / "out.png"))
     kept = rgb < 0.75 * 255
     assert out.shape == rgb.shape and np.array_equal(out[kept], rgb[kept])
     PIL.fromarray(rgb[..., 0]).save(tmp_path / "grey.png")  # the bundled grey model
-    assert main(["impute-image", str(tmp_path / "grey.png"), str(tmp_path / "g.png"),
-                 "--quiet"]) == 0
+    assert (
+        main(["impute-image", str(tmp_path / "grey.png"), str(tmp_path / "g.png"), "--quiet"]) == 0
+    )
     grey_out = np.asarray(PIL.open(tmp_path / "g.png"))
     lost = rgb[..., 0] >= 0.75 * 255
     assert np.array_equal(grey_out[~lost], rgb[..., 0][~lost])
     assert (grey_out[lost] >= np.ceil(0.75 * 255)).all()
     model_file = tmp_path / "rgb.pt"
     images.save_image_model(images.load_image_model(), model_file)
-    assert main(["impute-image", str(tmp_path / "grey.png"), str(tmp_path / "g2.png"),
-                 "--model", str(model_file)]) == 2
+    assert (
+        main(
+            [
+                "impute-image",
+                str(tmp_path / "grey.png"),
+                str(tmp_path / "g2.png"),
+                "--model",
+                str(model_file),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "1 colour channel(s); the model was trained on 3" in err
     assert main(["impute-image", str(tmp_path / "in.png"), str(tmp_path / "in.png")]) == 2
     assert "never overwritten" in capsys.readouterr().err
-    assert main(["impute-image", str(tmp_path / "in.png"), str(tmp_path / "o.png"),
-                 "--clip-level", "1.5"]) == 2
+    assert (
+        main(
+            [
+                "impute-image",
+                str(tmp_path / "in.png"),
+                str(tmp_path / "o.png"),
+                "--clip-level",
+                "1.5",
+            ]
+        )
+        == 2
+    )
     assert "--clip-level must be in (0, 1]" in capsys.readouterr().err
 
 
 def test_train_image_writes_a_loadable_model(tmp_path, monkeypatch):
     rng = np.random.default_rng(2)
-    monkeypatch.setattr(images, "bundled_photographs",
-                        lambda names=None: {"a": rng.random((40, 40, 3)).astype(np.float32)})
+    monkeypatch.setattr(
+        images,
+        "bundled_photographs",
+        lambda names=None: {"a": rng.random((40, 40, 3)).astype(np.float32)},
+    )
     out = tmp_path / "m.pt"
-    assert main(["train-image", str(out), "--steps", "3", "--per-image", "50",
-                 "--batch-size", "16", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train-image",
+                str(out),
+                "--steps",
+                "3",
+                "--per-image",
+                "50",
+                "--batch-size",
+                "16",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     model = images.load_image_model(str(out))
     assert isinstance(model, images.ClippedPixelModel) and model.channels == 3
-    assert main(["train-image", str(tmp_path / "g.pt"), "--steps", "3", "--per-image", "50",
-                 "--channels", "1", "--complete", "--kind", "miwae", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train-image",
+                str(tmp_path / "g.pt"),
+                "--steps",
+                "3",
+                "--per-image",
+                "50",
+                "--channels",
+                "1",
+                "--complete",
+                "--kind",
+                "miwae",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     grey = images.load_image_model(str(tmp_path / "g.pt"))
     assert grey.channels == 1 and grey.kind == "miwae"
 
@@ -152,10 +264,25 @@ def test_train_image_on_ones_own_photographs(tmp_path, capsys):
     (tmp_path / "photos").mkdir()
     for i in range(2):
         PIL.fromarray((rng.random((30, 40, 3)) * 255).astype(np.uint8)).save(
-            tmp_path / "photos" / f"p{i}.png")
+            tmp_path / "photos" / f"p{i}.png"
+        )
     out = tmp_path / "m.pt"
-    assert main(["train-image", str(out), "--photos", str(tmp_path / "photos"), "--steps", "2",
-                 "--per-image", "20", "--complete"]) == 0
+    assert (
+        main(
+            [
+                "train-image",
+                str(out),
+                "--photos",
+                str(tmp_path / "photos"),
+                "--steps",
+                "2",
+                "--per-image",
+                "20",
+                "--complete",
+            ]
+        )
+        == 0
+    )
     assert "2 photographs (complete photographs" in capsys.readouterr().out
     assert main(["train-image", str(out), "--photos", str(tmp_path / "nope"), "--force"]) == 2
     assert "--photos:" in capsys.readouterr().err
@@ -179,16 +306,25 @@ def _png16(path, array):
     raw = b"".join(b"\x00" + array[r].astype(">u2").tobytes() for r in range(h))
 
     def chunk(kind, data):
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2,
-                                                                    0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_read_image_converts_or_refuses_other_modes(tmp_path):
     PIL = pytest.importorskip("PIL.Image")
     from notmiwae_fast._common.image_io import read_image
+
     rng = np.random.default_rng(0)
     rgb = (rng.random((16, 16, 3)) * 200).astype(np.uint8)
     PIL.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
@@ -202,15 +338,20 @@ def test_read_image_converts_or_refuses_other_modes(tmp_path):
     assert bw.dtype == np.uint8 and bw.shape == (16, 16) and set(np.unique(bw)) == {0, 255}
     deep = (rng.random((8, 8, 3)) * 65535).astype(np.uint16)
     _png16(tmp_path / "rgb16.png", deep)  # Pillow would read it as 8-bit RGB
-    with pytest.raises(ValueError, match=f"input image {tmp_path / 'rgb16.png'}: 16-bit RGB "
-                                         "images are not supported"):
+    with pytest.raises(
+        ValueError,
+        match=f"input image {tmp_path / 'rgb16.png'}: 16-bit RGB images are not supported",
+    ):
         read_image(tmp_path / "rgb16.png")
     grey = np.array([[0, 1000], [65535, 7]], np.int32)
     PIL.fromarray(grey).save(tmp_path / "i32.tif")  # mode I, 32-bit integers
     assert read_image(tmp_path / "i32.tif").tolist() == grey.tolist()
     PIL.fromarray(grey * 3).save(tmp_path / "big.tif")  # no longer wraps modulo 65536
-    with pytest.raises(ValueError, match=f"input image {tmp_path / 'big.tif'}: 32-bit "
-                                         "integer values must lie in \\[0, 65535\\]"):
+    with pytest.raises(
+        ValueError,
+        match=f"input image {tmp_path / 'big.tif'}: 32-bit "
+        "integer values must lie in \\[0, 65535\\]",
+    ):
         read_image(tmp_path / "big.tif")
     PIL.new("I;16", (4, 4), 40000).save(tmp_path / "g16.png")  # 16-bit grey is read
     g16 = read_image(tmp_path / "g16.png")
@@ -220,6 +361,7 @@ def test_read_image_converts_or_refuses_other_modes(tmp_path):
 def test_impute_image_jpeg_keeps_quality_exif_and_icc(tmp_path):
     PIL = pytest.importorskip("PIL.Image")
     from PIL import ImageCms
+
     rng = np.random.default_rng(0)
     smooth = np.linspace(0, 180, 48)[None, :, None] + np.linspace(0, 40, 32)[:, None, None]
     rgb = (smooth + rng.random((32, 48, 3)) * 20).astype(np.uint8)
@@ -228,12 +370,22 @@ def test_impute_image_jpeg_keeps_quality_exif_and_icc(tmp_path):
     exif = img.getexif()
     exif[0x0112] = 6  # orientation: rotate to display
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-    img.save(tmp_path / "in.jpg", quality=95, subsampling=0, exif=exif.tobytes(),
-             icc_profile=icc)
+    img.save(tmp_path / "in.jpg", quality=95, subsampling=0, exif=exif.tobytes(), icc_profile=icc)
     src = np.asarray(PIL.open(tmp_path / "in.jpg")).astype(int)
     for name in ("out.jpg", "out.png"):
-        assert main(["impute-image", str(tmp_path / "in.jpg"), str(tmp_path / name),
-                     "--quiet", "--n-samples", "2"]) == 0
+        assert (
+            main(
+                [
+                    "impute-image",
+                    str(tmp_path / "in.jpg"),
+                    str(tmp_path / name),
+                    "--quiet",
+                    "--n-samples",
+                    "2",
+                ]
+            )
+            == 0
+        )
         with PIL.open(tmp_path / name) as out:
             assert out.getexif().get(0x0112) == 6 and out.info.get("icc_profile") == icc
             values = np.asarray(out).astype(int)
@@ -246,6 +398,7 @@ def test_impute_image_jpeg_keeps_quality_exif_and_icc(tmp_path):
 
 def test_impute_image_help_names_what_is_read():
     from notmiwae_fast.cli import build_parser
+
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     text = " ".join(sub.choices["impute-image"].description.split())
     assert "8-bit grey or RGB, 16-bit grey" in text and "16-bit colour is refused" in text

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from notmiwae_fast import distributed
-from notmiwae_fast.distributed import group
 from notmiwae_fast.cli import main
+from notmiwae_fast.distributed import group
 from notmiwae_fast.impute.imputer import NotMIWAEImputer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,10 +54,21 @@ def torchrun(*args, cwd: Path, script: str | None = None) -> subprocess.Complete
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.pop("NOTMIWAE_FAST_DEBUG", None)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc_per_node=2"] + ([script] if script else ["-m", "notmiwae_fast.cli"])
-    return subprocess.run(command + [str(a) for a in args], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=300)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+    ] + ([script] if script else ["-m", "notmiwae_fast.cli"])
+    return subprocess.run(
+        command + [str(a) for a in args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+    )
 
 
 def error_lines(proc) -> list[str]:
@@ -115,8 +126,10 @@ def test_fit_and_impute_under_torchrun(table, tmp_path):
 
     proc = torchrun("impute", table, "out2.csv", "--model", model, "--quiet", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert main(["impute", str(table), str(tmp_path / "out1.csv"), "--model", str(model),
-                 "--quiet"]) == 0
+    assert (
+        main(["impute", str(table), str(tmp_path / "out1.csv"), "--model", str(model), "--quiet"])
+        == 0
+    )
     given, one, two = (pd.read_csv(tmp_path / n) for n in ("data.csv", "out1.csv", "out2.csv"))
     assert list(two.columns) == list("abcd") and len(two) == 600
     observed = given.notna().to_numpy()
@@ -134,16 +147,25 @@ def test_a_failing_rank_fails_the_job_and_writes_nothing(table, tmp_path):
     assert main(["fit", str(table), str(model), *FAST]) == 0
 
     # A failure the ranks agree on: every rank stops, rank 0 prints one line.
-    proc = torchrun("impute", "impute", table, "out.csv", "--model", model, "--quiet",
-                    cwd=tmp_path, script=str(script))
+    proc = torchrun(
+        "impute",
+        "impute",
+        table,
+        "out.csv",
+        "--model",
+        model,
+        "--quiet",
+        cwd=tmp_path,
+        script=str(script),
+    )
     assert proc.returncode != 0
-    assert error_lines(proc) == ["notmiwae-fast impute: error: imputation failed on rank 1: "
-                                 "RuntimeError: injected failure"], proc.stderr
+    assert error_lines(proc) == [
+        "notmiwae-fast impute: error: imputation failed on rank 1: RuntimeError: injected failure"
+    ], proc.stderr
     assert not (tmp_path / "out.csv").exists() and not leftovers(tmp_path)
 
     # A rank dying in the middle of data-parallel training: the job ends, no model file.
-    proc = torchrun("train", "fit", table, "model2.pt", *FAST, cwd=tmp_path,
-                    script=str(script))
+    proc = torchrun("train", "fit", table, "model2.pt", *FAST, cwd=tmp_path, script=str(script))
     assert proc.returncode != 0
     assert "notmiwae-fast fit: error: rank 1: injected non-finite loss" in error_lines(proc)
     assert not (tmp_path / "model2.pt").exists() and not leftovers(tmp_path)
@@ -152,14 +174,25 @@ def test_a_failing_rank_fails_the_job_and_writes_nothing(table, tmp_path):
 @pytest.mark.slow
 def test_image_folder_under_torchrun_equals_one_process(tmp_path):
     names = write_images(tmp_path / "in")
-    proc = torchrun("impute-image", "in", "out2", "--n-samples", "3", "--quiet",
-                    cwd=tmp_path)
+    proc = torchrun("impute-image", "in", "out2", "--n-samples", "3", "--quiet", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert main(["impute-image", str(tmp_path / "in"), str(tmp_path / "out1"),
-                 "--n-samples", "3", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "impute-image",
+                str(tmp_path / "in"),
+                str(tmp_path / "out1"),
+                "--n-samples",
+                "3",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     for folder in ("out1", "out2"):
-        assert sorted(p.name for p in (tmp_path / folder).iterdir()) == \
-            names + [distributed.MANIFEST_NAME]
+        assert sorted(p.name for p in (tmp_path / folder).iterdir()) == names + [
+            distributed.MANIFEST_NAME
+        ]
     manifest = json.loads((tmp_path / "out2" / distributed.MANIFEST_NAME).read_text())
     assert manifest["images"] == names and manifest["processes"] == 2 and manifest["complete"]
     for name in names:
@@ -178,9 +211,13 @@ def test_imputations_do_not_depend_on_how_the_rows_are_split():
     imp = NotMIWAEImputer(max_iter=5, hidden_dim=8, n_impute_samples=8, random_state=0).fit(x)
     whole = imp.transform(x)
     arr = imp._check_X(x, reset=False)
-    parts = np.concatenate([imp._impute_rows(arr[:256], first_row=0),
-                            imp._impute_rows(arr[256:512], first_row=256),
-                            imp._impute_rows(arr[512:], first_row=512)])
+    parts = np.concatenate(
+        [
+            imp._impute_rows(arr[:256], first_row=0),
+            imp._impute_rows(arr[256:512], first_row=256),
+            imp._impute_rows(arr[512:], first_row=512),
+        ]
+    )
     np.testing.assert_array_equal(parts, whole)
     assert np.array_equal(distributed.transform_sharded(imp, x), whole)
     # the same rows imputed as if they were the second block: other noise
@@ -213,14 +250,16 @@ def test_image_folder_in_one_process(tmp_path):
     names = write_images(tmp_path / "in")
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / distributed.MANIFEST_NAME).write_text("stale")
-    manifest = distributed.impute_image_folder(model, tmp_path / "in", tmp_path / "out",
-                                               n_samples=3, seed=5)
+    manifest = distributed.impute_image_folder(
+        model, tmp_path / "in", tmp_path / "out", n_samples=3, seed=5
+    )
     assert manifest["images"] == names and manifest["processes"] == 1
     # image i of the sorted list: seed + i, the same as impute_image on its own
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(5 + 1)
-        alone = images.impute_image(model, read(tmp_path / "in" / "b.png"), n_samples=3,
-                                    progress=False)
+        alone = images.impute_image(
+            model, read(tmp_path / "in" / "b.png"), n_samples=3, progress=False
+        )
     np.testing.assert_array_equal(read(tmp_path / "out" / "b.png"), alone)
 
     with pytest.raises(ValueError, match=r"argument 'out_dir': 3 output image\(s\) exist"):
@@ -235,11 +274,14 @@ def test_image_folder_in_one_process(tmp_path):
 
     # A file that fails: named, the others written, no manifest (a stale one removed).
     (tmp_path / "in" / "a.png").write_bytes(b"not a png")
-    with pytest.raises(distributed.RankFailure,
-                       match=r"failed: 1 of 3 image\(s\) failed: a.png: ValueError: input "
-                             r"image .* cannot be read .*; no manifest written in"):
-        distributed.impute_image_folder(model, tmp_path / "in", tmp_path / "out",
-                                        overwrite=True, n_samples=3)
+    with pytest.raises(
+        distributed.RankFailure,
+        match=r"failed: 1 of 3 image\(s\) failed: a.png: ValueError: input "
+        r"image .* cannot be read .*; no manifest written in",
+    ):
+        distributed.impute_image_folder(
+            model, tmp_path / "in", tmp_path / "out", overwrite=True, n_samples=3
+        )
     assert not (tmp_path / "out" / distributed.MANIFEST_NAME).exists()
     assert not leftovers(tmp_path / "out")
 
@@ -258,8 +300,9 @@ def test_image_folder_keeps_exif_and_icc(tmp_path):
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     (tmp_path / "in").mkdir()
     img.save(tmp_path / "in" / "a.jpg", quality=95, exif=exif.tobytes(), icc_profile=icc)
-    distributed.impute_image_folder(images.load_image_model(), tmp_path / "in",
-                                    tmp_path / "out", n_samples=2)
+    distributed.impute_image_folder(
+        images.load_image_model(), tmp_path / "in", tmp_path / "out", n_samples=2
+    )
     with PIL.open(tmp_path / "out" / "a.jpg") as out:
         assert out.getexif().get(0x0112) == 6 and out.info.get("icc_profile") == icc
 
@@ -276,18 +319,25 @@ def test_impute_image_folder_command_errors(tmp_path, capsys):
 
 @pytest.mark.parametrize("fails", [False, True])
 def test_the_command_line_waits_for_every_rank_before_closing_the_group(
-        table, tmp_path, monkeypatch, fails):
+    table, tmp_path, monkeypatch, fails
+):
     """After a command that succeeded every rank meets in a barrier before the group is
     closed (it is what lets gloo's threads release the last collective's tensors before
     interpreter exit, which otherwise aborts now and then); after a failure a peer may
     be gone, so nothing waits. The group itself is faked: the calls are recorded."""
     from notmiwae_fast import cli
+
     calls = []
     monkeypatch.setattr(cli, "_start_distributed", lambda args: True)
-    monkeypatch.setattr(distributed, "shutdown", lambda wait_for_all=True: calls.append(
-        wait_for_all))
-    argv = ["fit", str(table if not fails else tmp_path / "absent.csv"),
-            str(tmp_path / "m.pt"), *FAST]
+    monkeypatch.setattr(
+        distributed, "shutdown", lambda wait_for_all=True: calls.append(wait_for_all)
+    )
+    argv = [
+        "fit",
+        str(table if not fails else tmp_path / "absent.csv"),
+        str(tmp_path / "m.pt"),
+        *FAST,
+    ]
     assert main(argv) == (2 if fails else 0)
     assert calls == [not fails]
 
@@ -298,6 +348,7 @@ def test_the_command_leaves_a_torchrun_process_without_finalisation(monkeypatch,
     os._exit (output flushed, no interpreter finalisation, where gloo's leftover threads
     can abort the process) under torchrun."""
     from notmiwae_fast import cli
+
     monkeypatch.setenv("WORLD_SIZE", world_size)
     monkeypatch.setattr(cli, "main", lambda: 3)
     left = []

@@ -41,19 +41,26 @@ def row_independent_noise():
     """Patches torch.randn / randn_like with noise that depends only on the sample and
     feature index, not on the row: a row's bound is then the same whichever batch or
     process it is in, so the loss over the union of the ranks' batches is comparable."""
+
     def fake(size):
         size = tuple(size)
         base = torch.sin(torch.arange(math.prod(size[1:]), dtype=torch.float32) * 0.37 + 0.1)
         return base.reshape(size[1:]).expand(size).clone()
 
-    torch.randn = lambda *size, **kw: fake(size[0] if len(size) == 1 and not isinstance(
-        size[0], int) else size).to(kw.get("dtype") or torch.float32)
+    torch.randn = lambda *size, **kw: fake(
+        size[0] if len(size) == 1 and not isinstance(size[0], int) else size
+    ).to(kw.get("dtype") or torch.float32)
     torch.randn_like = lambda t, **kw: fake(t.shape).to(t.dtype)
 
 
 def _setup(rank, world, port):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+    )
     torch.set_num_threads(1)
 
 
@@ -63,12 +70,19 @@ def _train_worker(rank, world, port, out_dir, patched):
         row_independent_noise()
     model = new_model()
     x, s = data()
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, s),
-                                         batch_size=BATCH, shuffle=False)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, s), batch_size=BATCH, shuffle=False
+    )
     trainer = nf.Trainer(model, progress=False)
     history = trainer.train(loader, n_epochs=1)
-    torch.save({"params": model.state_dict(), "loss": history["train_loss"][0],
-                "steps": trainer.global_step}, os.path.join(out_dir, f"rank{rank}.pt"))
+    torch.save(
+        {
+            "params": model.state_dict(),
+            "loss": history["train_loss"][0],
+            "steps": trainer.global_step,
+        },
+        os.path.join(out_dir, f"rank{rank}.pt"),
+    )
     distributed.shutdown()
 
 
@@ -91,10 +105,13 @@ def test_ranks_agree_and_the_loss_is_the_union_loss(tmp_path):
         model = new_model()
         x, s = data()
         rank_rows = [list(range(r, N, 2)) for r in range(2)]
-        unions = [rank_rows[0][j:j + BATCH] + rank_rows[1][j:j + BATCH]
-                  for j in range(0, N // 2, BATCH)]
-        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, s),
-                                             batch_sampler=unions)
+        unions = [
+            rank_rows[0][j : j + BATCH] + rank_rows[1][j : j + BATCH]
+            for j in range(0, N // 2, BATCH)
+        ]
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(x, s), batch_sampler=unions
+        )
         history = nf.Trainer(model, progress=False).train(loader, n_epochs=1)
     finally:
         torch.randn, torch.randn_like = saved_randn, saved_like
@@ -108,8 +125,9 @@ def _resume_worker(rank, world, port, out_dir, interrupted):
     x, s = data()
 
     def loader():
-        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, s),
-                                           batch_size=BATCH, shuffle=True)
+        return torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(x, s), batch_size=BATCH, shuffle=True
+        )
 
     torch.manual_seed(1)
     model = new_model()
@@ -123,8 +141,10 @@ def _resume_worker(rank, world, port, out_dir, interrupted):
         trainer = nf.Trainer(model, progress=False)
         trainer.train(loader(), n_epochs=4)
     name = "resumed" if interrupted else "straight"
-    torch.save({"params": model.state_dict(), "steps": trainer.global_step},
-               os.path.join(out_dir, f"{name}{rank}.pt"))
+    torch.save(
+        {"params": model.state_dict(), "steps": trainer.global_step},
+        os.path.join(out_dir, f"{name}{rank}.pt"),
+    )
     distributed.shutdown()
 
 
@@ -207,16 +227,25 @@ def _imputer_worker(rank, world, port, out_dir):
     x[:, 0] = np.arange(40.0)  # always observed, identifies the row
     x[:, 1:][g.random((40, 2)) < 0.3] = np.nan
     # 40 rows over 2 ranks: 20 each, batches of 5: 4 steps make one epoch
-    imp = imputer.NotMIWAEImputer(max_iter=4, batch_size=5, hidden_dim=8, n_samples=3,
-                                  random_state=0).fit(x)
+    imp = imputer.NotMIWAEImputer(
+        max_iter=4, batch_size=5, hidden_dim=8, n_samples=3, random_state=0
+    ).fit(x)
     try:
         imputer.NotMIWAEImputer(max_iter=2, random_state=0).fit(x[:1])
         too_few = ""
     except ValueError as exc:
         too_few = str(exc)
-    torch.save({"params": imp.model_.state_dict(), "losses": imp.loss_curve_,
-                "rows": torch.cat(seen), "scale": imp.scale_[0], "mean": imp.mean_[0],
-                "too_few": too_few}, os.path.join(out_dir, f"imputer{rank}.pt"))
+    torch.save(
+        {
+            "params": imp.model_.state_dict(),
+            "losses": imp.loss_curve_,
+            "rows": torch.cat(seen),
+            "scale": imp.scale_[0],
+            "mean": imp.mean_[0],
+            "too_few": too_few,
+        },
+        os.path.join(out_dir, f"imputer{rank}.pt"),
+    )
     distributed.shutdown()
 
 
@@ -230,5 +259,6 @@ def test_the_imputer_trains_data_parallel(tmp_path):
     assert len(rows[0]) == len(rows[1]) == 20  # disjoint halves of the rows, one epoch
     assert sorted(np.concatenate(rows).tolist()) == list(range(40))
     for r in ranks:
-        assert r["too_few"] == ("argument 'X' has 1 row(s); training on 2 processes needs at "
-                                "least one row per process")
+        assert r["too_few"] == (
+            "argument 'X' has 1 row(s); training on 2 processes needs at least one row per process"
+        )

@@ -13,8 +13,14 @@ from notmiwae_fast.experiments import datasets
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "uci"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"no UCI data at {DATA}")
 
-SHAPES = {"banknote": (1372, 4), "concrete": (1030, 8), "winequality-red": (1599, 11),
-          "winequality-white": (4898, 11), "yeast": (1484, 8), "breast": (569, 30)}
+SHAPES = {
+    "banknote": (1372, 4),
+    "concrete": (1030, 8),
+    "winequality-red": (1599, 11),
+    "winequality-white": (4898, 11),
+    "yeast": (1484, 8),
+    "breast": (569, 30),
+}
 
 
 @needs_data
@@ -69,12 +75,15 @@ def test_non_numeric_feature_is_refused(tmp_path):
         datasets.load_uci("concrete", data_dir=tmp_path)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("a,b,label\n1,2,0\n3,,1\n", r"banknote\.csv line 3, column 'b' is empty"),
-    ("a,b,label\n1,2,0\n\n3,4\n", r"banknote\.csv line 4 has 2 fields; the header has 3"),
-    ("a,b,label\n1,2,0\n3,4,1,5\n", r"banknote\.csv line 3 has 4 fields; the header has 3"),
-    ("a,b,label\n1,x,0\n", r"banknote\.csv line 2, column 'b' holds 'x', a non-numeric"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("a,b,label\n1,2,0\n3,,1\n", r"banknote\.csv line 3, column 'b' is empty"),
+        ("a,b,label\n1,2,0\n\n3,4\n", r"banknote\.csv line 4 has 2 fields; the header has 3"),
+        ("a,b,label\n1,2,0\n3,4,1,5\n", r"banknote\.csv line 3 has 4 fields; the header has 3"),
+        ("a,b,label\n1,x,0\n", r"banknote\.csv line 2, column 'b' holds 'x', a non-numeric"),
+    ],
+)
 def test_bad_rows_are_named_with_line_and_column(tmp_path, text, message):
     (tmp_path / "banknote.csv").write_text(text)
     with pytest.raises(ValueError, match=message):

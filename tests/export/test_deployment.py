@@ -7,10 +7,9 @@ from __future__ import annotations
 import json
 
 import torch
+from helpers import run_python
 
 import notmiwae_fast
-
-from helpers import run_python
 
 
 @torch.jit.script
@@ -28,7 +27,7 @@ def test_torchscript_runs_and_backprops_in_a_process_without_the_package(tmp_pat
 import json, sys, torch
 torch.ops.load_library({notmiwae_fast.library_path()!r})
 fn = torch.jit.load({str(path)!r})
-log_w = torch.load({str(tmp_path / 'log_w.pt')!r}).requires_grad_(True)
+log_w = torch.load({str(tmp_path / "log_w.pt")!r}).requires_grad_(True)
 value = fn(log_w)
 value.backward()
 print(json.dumps({{"value": value.item(), "grad": log_w.grad.tolist(),
@@ -41,5 +40,9 @@ print(json.dumps({{"value": value.item(), "grad": log_w.grad.tolist(),
     expected = torch.logsumexp(log_w, 1) - torch.log(torch.tensor(6.0, dtype=torch.float64))
     assert abs(result["value"] - expected.sum().item()) < 1e-12
     # d/dlog_w of Σ_b logmeanexp = softmax over K: C++ autograd works there too.
-    torch.testing.assert_close(torch.tensor(result["grad"], dtype=torch.float64),
-                               torch.softmax(log_w, 1), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(
+        torch.tensor(result["grad"], dtype=torch.float64),
+        torch.softmax(log_w, 1),
+        rtol=1e-12,
+        atol=1e-14,
+    )

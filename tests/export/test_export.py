@@ -9,11 +9,10 @@ import math
 
 import pytest
 import torch
+from helpers import run_python
 
 import notmiwae_fast as nf
 from notmiwae_fast import export
-
-from helpers import run_python
 
 D = 5
 K = 64
@@ -23,8 +22,10 @@ MODELS = {
     "miwae-student_t": (nf.MIWAE, dict(out_dist="student_t")),
     "miwae-ppca": (nf.MIWAE, dict(ppca=True)),
     "notmiwae-selfmasking": (nf.NotMIWAE, dict()),
-    "notmiwae-known-signs": (nf.NotMIWAE, dict(missing_process="selfmasking_known_signs",
-                                               signs=[1, -1, 1, 1, -1])),
+    "notmiwae-known-signs": (
+        nf.NotMIWAE,
+        dict(missing_process="selfmasking_known_signs", signs=[1, -1, 1, 1, -1]),
+    ),
     "notmiwae-linear": (nf.NotMIWAE, dict(missing_process="linear")),
     "notmiwae-nonlinear": (nf.NotMIWAE, dict(missing_process="nonlinear")),
     "notmiwae-student_t": (nf.NotMIWAE, dict(out_dist="student_t")),
@@ -41,8 +42,7 @@ def trained(name: str):
     if model.out_dist == "bern":
         x = (x > 0).float()
     s = (torch.rand(64, D, generator=g) > 0.3).float()
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x * s, s),
-                                         batch_size=16)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x * s, s), batch_size=16)
     nf.Trainer(model, lr=1e-2, progress=False).train(loader, n_epochs=2)
     return model
 
@@ -59,9 +59,18 @@ def inputs(model, batch=9, seed=2):
     return x_nan, s, eps_z, eps_x
 
 
-@pytest.mark.parametrize("name", ["miwae-gauss", "miwae-bern", "miwae-ppca",
-                                  "notmiwae-selfmasking", "notmiwae-known-signs",
-                                  "notmiwae-linear", "notmiwae-nonlinear"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "miwae-gauss",
+        "miwae-bern",
+        "miwae-ppca",
+        "notmiwae-selfmasking",
+        "notmiwae-known-signs",
+        "notmiwae-linear",
+        "notmiwae-nonlinear",
+    ],
+)
 def test_exportable_module_is_model_impute(name):
     """Same seed, same draws: the export module computes what model.impute computes."""
     model = trained(name)
@@ -82,11 +91,11 @@ def test_torchscript_in_a_fresh_process(name, fused, tmp_path):
     export.to_torchscript(model, path, n_samples=K, fused=fused)
     eager = export.ExportableImputer(model, n_samples=K, fused=False)(x_nan, s, eps_z, eps_x)
     torch.save({"x": x_nan, "s": s, "eps_z": eps_z, "eps_x": eps_x}, tmp_path / "in.pt")
-    load = (f"torch.ops.load_library({nf.library_path()!r})\n" if fused else "")
+    load = f"torch.ops.load_library({nf.library_path()!r})\n" if fused else ""
     code = f"""
 import json, sys, torch
 {load}m = torch.jit.load({str(path)!r})
-a = torch.load({str(tmp_path / 'in.pt')!r})
+a = torch.load({str(tmp_path / "in.pt")!r})
 out = m(a["x"], a["s"], a["eps_z"], a["eps_x"])
 random_out = m(a["x"], a["s"])
 print(json.dumps({{"out": out.tolist(), "random_finite": bool(torch.isfinite(random_out).all()),
@@ -101,8 +110,10 @@ print(json.dumps({{"out": out.tolist(), "random_finite": bool(torch.isfinite(ran
     assert torch.equal(torch.tensor(result["out"])[observed], x_nan[observed])
 
 
-@pytest.mark.parametrize("name", ["miwae-gauss", "miwae-student_t", "notmiwae-selfmasking",
-                                  "notmiwae-linear", "notmiwae-bern"])
+@pytest.mark.parametrize(
+    "name",
+    ["miwae-gauss", "miwae-student_t", "notmiwae-selfmasking", "notmiwae-linear", "notmiwae-bern"],
+)
 def test_onnx_runtime_matches_eager(name, tmp_path):
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
@@ -159,8 +170,9 @@ def test_unscriptable_custom_process_says_what_to_do(tmp_path):
 
     model = nf.NotMIWAE(D, hidden_dim=8, missing_process=Opaque())
     model.n_train_steps += 1
-    with pytest.raises(TypeError, match="custom missing process Opaque cannot be exported.*"
-                                        "to_onnx"):
+    with pytest.raises(
+        TypeError, match="custom missing process Opaque cannot be exported.*to_onnx"
+    ):
         export.to_torchscript(model, tmp_path / "m.pt")
 
 
@@ -180,7 +192,10 @@ def test_export_works_in_original_units(tmp_path):
     """A model that records the data's standardisation exports an imputer that takes and
     returns original units."""
     model = trained("notmiwae-selfmasking")
-    mean, std = torch.tensor([10.0, -3.0, 0.5, 100.0, 7.0]), torch.tensor([2.0, 0.5, 1.0, 30.0, 4.0])
+    mean, std = (
+        torch.tensor([10.0, -3.0, 0.5, 100.0, 7.0]),
+        torch.tensor([2.0, 0.5, 1.0, 30.0, 4.0]),
+    )
     model.set_standardization(mean, std)
     x_nan, s, eps_z, eps_x = inputs(model)
     x_orig = x_nan * std + mean

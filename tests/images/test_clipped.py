@@ -9,17 +9,21 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import DEVICES, library_loaded
 
 from notmiwae_fast import images
-from notmiwae_fast.ops import reference
 from notmiwae_fast.images import _context
-
-from helpers import DEVICES, library_loaded
+from notmiwae_fast.ops import reference
 
 OPS = torch.ops.notmiwae_fast
 needs_library = pytest.mark.skipif(not library_loaded(), reason="needs the compiled library")
-SHAPES = [(1, 1, 1, 1, 1), (7, 3, 2, 8, 10), (200, 3, 4, 64, 20), (50, 1, 2, 16, 5),
-          (0, 3, 2, 8, 4)]  # N, C, L, H, K
+SHAPES = [
+    (1, 1, 1, 1, 1),
+    (7, 3, 2, 8, 10),
+    (200, 3, 4, 64, 20),
+    (50, 1, 2, 16, 5),
+    (0, 3, 2, 8, 4),
+]  # N, C, L, H, K
 
 
 def make_inputs(N, C, L, H, K, dtype=torch.float64, device="cpu", spread=1.0, clip=0.75):
@@ -35,8 +39,9 @@ def make_inputs(N, C, L, H, K, dtype=torch.float64, device="cpu", spread=1.0, cl
     w_latent = torch.randn(H, L, generator=g, dtype=torch.float64) * spread
     w_out = torch.randn(2 * C, H, generator=g, dtype=torch.float64) / math.sqrt(H) * spread
     b_out = torch.randn(2 * C, generator=g, dtype=torch.float64) * 0.3 + 0.5
-    floats = [t.to(device=device, dtype=dtype) for t in (x, ctx, mu, std, eps, w_latent,
-                                                          w_out, b_out)]
+    floats = [
+        t.to(device=device, dtype=dtype) for t in (x, ctx, mu, std, eps, w_latent, w_out, b_out)
+    ]
     x, ctx, mu, std, eps, w_latent, w_out, b_out = floats
     return (x, lost.to(device), ctx, mu, std, eps, w_latent, w_out, b_out, clip, 0.01)
 
@@ -49,8 +54,9 @@ def make_inputs(N, C, L, H, K, dtype=torch.float64, device="cpu", spread=1.0, cl
 def test_matches_reference(shape, censored, dtype, device):
     args = make_inputs(*shape, dtype=dtype, device=device)
     out = OPS.clipped_impute(*args, censored)
-    ref = reference.clipped_impute(*[a.double() if torch.is_tensor(a) and a.is_floating_point()
-                                     else a for a in args], censored)
+    ref = reference.clipped_impute(
+        *[a.double() if torch.is_tensor(a) and a.is_floating_point() else a for a in args], censored
+    )
     tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(out.double(), ref, **tol)
     x, lost = args[0], args[1]
@@ -76,20 +82,27 @@ def test_far_below_the_clip_level_the_mean_is_the_clip_level():
     """loc = −1000 with scale 0.01: E[y | y ≥ c] = c + s·(1/a − 2/a³ + …), a ≈ 1e5; the
     kernel and the reference (both through erfcx, no cancelling tail terms) get it."""
     x, lost, ctx, mu, std, eps, w_latent, w_out, b_out, clip, min_scale = make_inputs(
-        50, 3, 2, 16, 10)
+        50, 3, 2, 16, 10
+    )
     lost = torch.ones_like(lost)
     b_out = torch.tensor([-1000.0] * 3 + [-50.0] * 3, dtype=torch.float64)
     w_out = torch.zeros_like(w_out)
-    out = OPS.clipped_impute(x, lost, ctx, mu, std, eps, w_latent, w_out, b_out, clip,
-                             min_scale, True)
+    out = OPS.clipped_impute(
+        x, lost, ctx, mu, std, eps, w_latent, w_out, b_out, clip, min_scale, True
+    )
     scale = torch.nn.functional.softplus(torch.tensor(-50.0, dtype=torch.float64)) + min_scale
     a = (clip + 1000.0) / scale
-    want = clip + scale * (1 / a - 2 / a ** 3)  # loc + s·λ(a), λ(a) = a + 1/a − 2/a³ + …
+    want = clip + scale * (1 / a - 2 / a**3)  # loc + s·λ(a), λ(a) = a + 1/a − 2/a³ + …
     # loc + s·λ(a) cancels to |loc|·ε ≈ 2e-13
     torch.testing.assert_close(out, torch.full_like(out, float(want)), rtol=0, atol=1e-12)
-    torch.testing.assert_close(reference.clipped_impute(x, lost, ctx, mu, std, eps, w_latent,
-                                                        w_out, b_out, clip, min_scale, True),
-                               out, rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        reference.clipped_impute(
+            x, lost, ctx, mu, std, eps, w_latent, w_out, b_out, clip, min_scale, True
+        ),
+        out,
+        rtol=0,
+        atol=1e-12,
+    )
 
 
 @needs_library
@@ -111,14 +124,17 @@ def test_opcheck():
 
 
 @needs_library
-@pytest.mark.parametrize("index, bad, message", [
-    (0, torch.zeros(5, 3, 3), "'x' must have shape"),
-    (1, torch.zeros(9, 3), "'lost' must be a bool tensor"),
-    (2, torch.zeros(8, 8, dtype=torch.float64), "'context' must have shape"),
-    (5, torch.zeros(4, 3, dtype=torch.float64), "'eps' must have shape"),
-    (7, torch.zeros(5, 8, dtype=torch.float64), "'w_out' must have shape"),
-    (9, 1.5, "'clip' must be in"),
-])
+@pytest.mark.parametrize(
+    "index, bad, message",
+    [
+        (0, torch.zeros(5, 3, 3), "'x' must have shape"),
+        (1, torch.zeros(9, 3), "'lost' must be a bool tensor"),
+        (2, torch.zeros(8, 8, dtype=torch.float64), "'context' must have shape"),
+        (5, torch.zeros(4, 3, dtype=torch.float64), "'eps' must have shape"),
+        (7, torch.zeros(5, 8, dtype=torch.float64), "'w_out' must have shape"),
+        (9, 1.5, "'clip' must be in"),
+    ],
+)
 def test_bad_input_names_the_argument(index, bad, message):
     args = list(make_inputs(9, 3, 2, 8, 4))
     args[index] = bad
@@ -126,17 +142,26 @@ def test_bad_input_names_the_argument(index, bad, message):
         OPS.clipped_impute(*args, True)
 
 
-@pytest.mark.parametrize("loc, scale, clip", [(0.5, 0.1, 0.75), (0.9, 0.05, 0.75),
-                                              (1.4, 0.2, 0.7), (-2.0, 0.3, 0.85),
-                                              (0.75, 0.01, 0.75), (0.3, 0.04, 0.9)])
+@pytest.mark.parametrize(
+    "loc, scale, clip",
+    [
+        (0.5, 0.1, 0.75),
+        (0.9, 0.05, 0.75),
+        (1.4, 0.2, 0.7),
+        (-2.0, 0.3, 0.85),
+        (0.75, 0.01, 0.75),
+        (0.3, 0.04, 0.9),
+    ],
+)
 def test_clipped_mean_against_integration(loc, scale, clip):
     """E[min(y, 1) | y ≥ clip] against a fine quadrature in float64 (where the tail mass
     is representable), and the clip level where it is not."""
     y = torch.linspace(clip, loc + 40 * scale + 2, 400_001, dtype=torch.float64)
     dens = torch.exp(-0.5 * ((y - loc) / scale) ** 2)
     mass = torch.trapezoid(dens, y)
-    got = reference.clipped_mean(torch.tensor(loc, dtype=torch.float64),
-                                 torch.tensor(scale, dtype=torch.float64), clip)
+    got = reference.clipped_mean(
+        torch.tensor(loc, dtype=torch.float64), torch.tensor(scale, dtype=torch.float64), clip
+    )
     if mass > 1e-200:
         want = torch.trapezoid(torch.clamp(y, max=1.0) * dens, y) / mass
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
@@ -175,8 +200,9 @@ def photo(h=70, w=90, seed=0) -> np.ndarray:
 def model():
     torch.manual_seed(0)
     m = images.ClippedPixelModel(3)
-    pixels = images.training_pixels([photo(seed=1), photo(seed=2)], [0.7, 0.8], (1.0, 1.3),
-                                    per_image=500)
+    pixels = images.training_pixels(
+        [photo(seed=1), photo(seed=2)], [0.7, 0.8], (1.0, 1.3), per_image=500
+    )
     losses = images.train_clipped(m, pixels, steps=30, batch_size=128, progress=False)
     assert np.isfinite(losses).all() and np.mean(losses[-5:]) < losses[0]
     return m
@@ -207,8 +233,9 @@ def test_grey_and_alpha(model):
     grey = (photo()[..., 0] * 255).astype(np.uint8)
     out = images.impute_image(grey_model, grey, clip_level=0.75, progress=False)
     assert out.shape == grey.shape and (out[grey / 255 >= 0.75] / 255 >= 0.75).all()
-    rgba = np.concatenate([(photo() * 255).astype(np.uint8),
-                           np.full((70, 90, 1), 7, np.uint8)], axis=2)
+    rgba = np.concatenate(
+        [(photo() * 255).astype(np.uint8), np.full((70, 90, 1), 7, np.uint8)], axis=2
+    )
     out = images.impute_image(model, rgba, clip_level=0.75, progress=False)
     assert (out[..., 3] == 7).all()
     with pytest.raises(ValueError, match="3 colour channel"):
@@ -232,8 +259,9 @@ def test_banded_features_equal_whole_image_features():
     for r0 in range(0, 120, 40):
         c0, c1 = max(0, r0 - R), min(120, r0 + 40 + R)
         pick = (rows >= r0) & (rows < r0 + 40)
-        band = _context.pixel_features(img[c0:c1], lost[c0:c1], rows[pick] - c0, cols[pick],
-                                       stats, 0.7)
+        band = _context.pixel_features(
+            img[c0:c1], lost[c0:c1], rows[pick] - c0, cols[pick], stats, 0.7
+        )
         np.testing.assert_allclose(band, whole[pick], rtol=1e-6, atol=1e-6)
 
 
@@ -361,7 +389,8 @@ def test_an_image_model_file_that_runs_code_is_refused(tmp_path):
 
     path = tmp_path / "evil.pt"
     torch.save({"format": "notmiwae_fast.clipped_pixel_model/1", "config": Payload()}, path)
-    with pytest.raises(ValueError, match=f"image model file {path} is refused: it holds "
-                                         "pickled Python objects"):
+    with pytest.raises(
+        ValueError, match=f"image model file {path} is refused: it holds pickled Python objects"
+    ):
         images.load_image_model(path)
     assert not marker.exists()

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from notmiwae_fast import images
 import notmiwae_fast.images._tiling  # noqa: F401  (monkeypatched below)
+from notmiwae_fast import images
 
 PATCH = 8
 
@@ -16,23 +16,41 @@ PATCH = 8
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return images.image_model("notmiwae", channels=3, patch=PATCH, latent_dim=4, width=4,
-                              n_samples=4)
+    return images.image_model(
+        "notmiwae", channels=3, patch=PATCH, latent_dim=4, width=4, n_samples=4
+    )
 
 
 def photo(h=21, w=30, c=3, seed=0):
     return np.random.default_rng(seed).random((h, w, c)).astype(np.float32)
 
 
-@pytest.mark.parametrize("kind,out_dist", [("notmiwae", "gauss"), ("miwae", "gauss"),
-                                           ("notmiwae", "bern")])
+@pytest.mark.parametrize(
+    "kind,out_dist", [("notmiwae", "gauss"), ("miwae", "gauss"), ("notmiwae", "bern")]
+)
 def test_conv_models_fused_equal_reference(kind, out_dist):
     torch.manual_seed(0)
-    fused = images.image_model(kind, channels=2, patch=PATCH, latent_dim=3, width=4,
-                               n_samples=3, out_dist=out_dist, per_channel=True)
-    ref = images.image_model(kind, channels=2, patch=PATCH, latent_dim=3, width=4,
-                             n_samples=3, out_dist=out_dist, per_channel=True,
-                             backend="reference")
+    fused = images.image_model(
+        kind,
+        channels=2,
+        patch=PATCH,
+        latent_dim=3,
+        width=4,
+        n_samples=3,
+        out_dist=out_dist,
+        per_channel=True,
+    )
+    ref = images.image_model(
+        kind,
+        channels=2,
+        patch=PATCH,
+        latent_dim=3,
+        width=4,
+        n_samples=3,
+        out_dist=out_dist,
+        per_channel=True,
+        backend="reference",
+    )
     ref.load_state_dict(fused.state_dict())
     x = torch.rand(5, 2 * PATCH * PATCH)
     s = (x < 0.7).float()
@@ -110,7 +128,7 @@ def test_tiles_cover_the_image_and_weights_blend():
         starts = images._tile_starts(length, tile, stride)
         covered = np.zeros(length, bool)
         for s in starts:
-            covered[s:s + tile] = True
+            covered[s : s + tile] = True
         assert covered.all() and starts[-1] + tile == length
     w = images._window(8, 2)
     assert w.shape == (8, 8) and w[3:5, 3:5].min() == 1 and 0 < w[0, 0] < w[1, 1] < 1
@@ -154,6 +172,7 @@ def _deadline(seconds):
     def guard():
         def fail(*_):
             raise TimeoutError(f"still running after {seconds} s")
+
         previous = signal.signal(signal.SIGALRM, fail)
         signal.alarm(seconds)
         try:
@@ -161,13 +180,13 @@ def _deadline(seconds):
         finally:
             signal.alarm(0)
             signal.signal(signal.SIGALRM, previous)
+
     return guard()
 
 
 def test_train_on_patches_with_fewer_patches_than_a_batch():
     torch.manual_seed(0)
-    m = images.image_model("notmiwae", channels=3, patch=PATCH, latent_dim=3, width=4,
-                           n_samples=2)
+    m = images.image_model("notmiwae", channels=3, patch=PATCH, latent_dim=3, width=4, n_samples=2)
     patches = np.random.default_rng(0).random((10, 3 * PATCH * PATCH)).astype(np.float32)
     with _deadline(60):  # an empty loader (drop_last) made this loop forever
         losses = images.train_on_patches(m, patches, steps=3, batch_size=32, progress=False)
@@ -200,8 +219,15 @@ class _PointEncoder(torch.nn.Module):
 
 def deterministic_model(channels=3):
     torch.manual_seed(0)
-    m = images.image_model("notmiwae", channels=channels, patch=PATCH, latent_dim=4, width=4,
-                           n_samples=3, out_dist="bern")
+    m = images.image_model(
+        "notmiwae",
+        channels=channels,
+        patch=PATCH,
+        latent_dim=4,
+        width=4,
+        n_samples=3,
+        out_dist="bern",
+    )
     m.encoder = _PointEncoder(m.encoder)
     return m
 
@@ -212,16 +238,19 @@ def both_paths(model, image, **kw):
     return fused, ref
 
 
-@pytest.mark.parametrize("shape,dtype,channels,dense,kw", [
-    ((21, 30, 3), np.float32, 3, True, dict(overlap=2, batch_size=1)),  # H, W not multiples
-    ((50, 37, 3), np.float32, 3, True, dict(batch_size=7)),  # bands of 2 tile rows, carries
-    ((50, 37, 3), np.float32, 3, False, dict(batch_size=5)),  # tiles with nothing lost
-    ((77, 29, 3), np.float32, 3, False, dict(overlap=3, batch_size=64)),  # bands of rows
-    ((50, 37, 3), np.float64, 3, True, dict(overlap=0, batch_size=64)),  # no blending
-    ((5, 6, 4), np.uint8, 3, True, dict(batch_size=2)),  # smaller than a tile, alpha
-    ((40, 5), np.uint16, 1, False, dict(batch_size=3)),  # grey, narrower than a tile
-    ((3, 45, 2), np.float32, 1, True, dict(batch_size=4)),  # grey + alpha, low
-])
+@pytest.mark.parametrize(
+    "shape,dtype,channels,dense,kw",
+    [
+        ((21, 30, 3), np.float32, 3, True, dict(overlap=2, batch_size=1)),  # H, W not multiples
+        ((50, 37, 3), np.float32, 3, True, dict(batch_size=7)),  # bands of 2 tile rows, carries
+        ((50, 37, 3), np.float32, 3, False, dict(batch_size=5)),  # tiles with nothing lost
+        ((77, 29, 3), np.float32, 3, False, dict(overlap=3, batch_size=64)),  # bands of rows
+        ((50, 37, 3), np.float64, 3, True, dict(overlap=0, batch_size=64)),  # no blending
+        ((5, 6, 4), np.uint8, 3, True, dict(batch_size=2)),  # smaller than a tile, alpha
+        ((40, 5), np.uint16, 1, False, dict(batch_size=3)),  # grey, narrower than a tile
+        ((3, 45, 2), np.float32, 1, True, dict(batch_size=4)),  # grey + alpha, low
+    ],
+)
 def test_fused_path_equals_reference_path(shape, dtype, channels, dense, kw):
     model = deterministic_model(channels)
     rng = np.random.default_rng(4)
@@ -280,20 +309,24 @@ def test_one_tile_image_is_one_impute_call_on_both_paths(model):
     direct = np.clip(direct.transpose(1, 2, 0), 0, 1)
     for backend in ("fused", "reference"):
         torch.manual_seed(9)
-        out = images.impute_image(model, img, clip_level=0.75, n_samples=7, backend=backend,
-                                  progress=False)
+        out = images.impute_image(
+            model, img, clip_level=0.75, n_samples=7, backend=backend, progress=False
+        )
         np.testing.assert_allclose(out, np.where(observed, img, direct), rtol=0, atol=1e-6)
 
 
 def test_backend_defaults_to_the_models(monkeypatch):
     torch.manual_seed(0)
-    ref_model = images.image_model("notmiwae", channels=3, patch=PATCH, latent_dim=4,
-                                   width=4, n_samples=2, backend="reference")
+    ref_model = images.image_model(
+        "notmiwae", channels=3, patch=PATCH, latent_dim=4, width=4, n_samples=2, backend="reference"
+    )
     calls = []
-    monkeypatch.setattr(images.impute, "_impute_reference",
-                        lambda *args: calls.append("reference") or args[-1])
-    monkeypatch.setattr(images.impute, "_impute_streaming",
-                        lambda *args: calls.append("fused") or args[-1])
+    monkeypatch.setattr(
+        images.impute, "_impute_reference", lambda *args: calls.append("reference") or args[-1]
+    )
+    monkeypatch.setattr(
+        images.impute, "_impute_streaming", lambda *args: calls.append("fused") or args[-1]
+    )
     images.impute_image(ref_model, photo(), progress=False)
     images.impute_image(ref_model, photo(), progress=False, backend="fused")
     assert calls == ["reference", "fused"]
@@ -314,12 +347,13 @@ def test_in_place_and_out_arrays(model):
             np.testing.assert_array_equal(target, new)
         copy = img.copy()
         torch.manual_seed(2)
-        assert images.impute_image(model, copy, out=copy, progress=False,
-                                   backend=backend) is copy
+        assert images.impute_image(model, copy, out=copy, progress=False, backend=backend) is copy
         np.testing.assert_array_equal(copy, target)
     assert not np.array_equal(new, img)
-    with pytest.raises(ValueError, match="'out' must be a numpy array of the image's shape "
-                                         "\\[30, 41, 3\\] and dtype uint8"):
+    with pytest.raises(
+        ValueError,
+        match="'out' must be a numpy array of the image's shape \\[30, 41, 3\\] and dtype uint8",
+    ):
         images.impute_image(model, img, out=np.zeros((30, 41, 3), np.float32), progress=False)
     with pytest.raises(ValueError, match="'out' must be the image itself"):
         images.impute_image(model, img, out=img[::-1], progress=False)
@@ -338,8 +372,9 @@ def test_masks_must_be_bool_or_zero_one(model):
     b = images.impute_image(model, img, mask=np.where(lost, 0.0, 1.0), progress=False)
     np.testing.assert_array_equal(a, b)
     for bad in (np.where(lost, np.nan, 1.0), np.where(lost, -1, 1), np.full(img.shape, 0.5)):
-        with pytest.raises(ValueError, match="'mask' must be bool or hold only 0 \\(lost\\) "
-                                             "and 1 \\(observed\\)"):
+        with pytest.raises(
+            ValueError, match="'mask' must be bool or hold only 0 \\(lost\\) and 1 \\(observed\\)"
+        ):
             images.impute_image(model, img, mask=bad, progress=False)
 
 
@@ -387,6 +422,7 @@ def test_clip_level_model_and_model_file_checks(model, tmp_path):
             images.impute_image(model, img, clip_level=bad, progress=False)
     images.impute_image(model, img, clip_level=1, progress=False)
     from notmiwae_fast import MIWAE
+
     with pytest.raises(ValueError, match="'model' must be an image model.*got MIWAE"):
         images.impute_image(MIWAE(12, latent_dim=2), img, progress=False)
     missing = tmp_path / "none.pt"
@@ -410,8 +446,10 @@ def test_clip_level_model_and_model_file_checks(model, tmp_path):
 
 def test_more_bad_arguments(model):
     rgba = photo(10, 12, 4)
-    with pytest.raises(ValueError, match="'mask' must have shape \\[10, 12\\] or "
-                                         "\\[10, 12, 3\\]; got \\[10, 12, 4\\]"):
+    with pytest.raises(
+        ValueError,
+        match="'mask' must have shape \\[10, 12\\] or \\[10, 12, 3\\]; got \\[10, 12, 4\\]",
+    ):
         images.impute_image(model, rgba, mask=np.ones((10, 12, 4)), progress=False)
     with pytest.raises(ValueError, match="'overlap' must be an int in \\[0, 4\\]"):
         images.impute_image(model, rgba, overlap=5, progress=False)
@@ -427,8 +465,9 @@ def test_more_bad_arguments(model):
         before = bad.copy()
         target = np.zeros_like(bad)
         for out in (bad, target):
-            with pytest.raises(ValueError, match="float images must hold values in "
-                                                 "\\[0, 1\\]; got \\[.*, 2\\]"):
+            with pytest.raises(
+                ValueError, match="float images must hold values in \\[0, 1\\]; got \\[.*, 2\\]"
+            ):
                 images.impute_image(model, bad, out=out, backend=backend, progress=False)
         np.testing.assert_array_equal(bad, before)
         assert not target.any()
@@ -450,8 +489,7 @@ def test_fused_path_memory_does_not_grow_with_the_image(model, monkeypatch):
         rows = np.linspace(0, height - 1, 12).astype(int)
         img[rows, (rows * 5) % 96, 1] = 255  # ... but 12 values, down to the last row
         tracemalloc.start()
-        images.impute_image(model, img, out=img, n_samples=1, backend=backend,
-                            progress=False)
+        images.impute_image(model, img, out=img, n_samples=1, backend=backend, progress=False)
         result = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert (img[rows, (rows * 5) % 96, 1] < 255).sum() >= 6  # imputed

@@ -17,8 +17,15 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from notmiwae_fast import SelfMaskingProcess, utils
 from notmiwae_fast.impute.imputer import MIWAEImputer, NotMIWAEImputer
 
-TINY = dict(hidden_dim=8, n_samples=4, n_impute_samples=8, max_iter=3, batch_size=8,
-            random_state=0, device="cpu")
+TINY = dict(
+    hidden_dim=8,
+    n_samples=4,
+    n_impute_samples=8,
+    max_iter=3,
+    batch_size=8,
+    random_state=0,
+    device="cpu",
+)
 
 
 def mnar(n=300, d=4, seed=0, loc=10.0, scale=3.0):
@@ -42,9 +49,14 @@ def _expected_failures(estimator):
     return {}
 
 
-@parametrize_with_checks([MIWAEImputer(**TINY), NotMIWAEImputer(**TINY),
-                          NotMIWAEImputer(missing_process="linear", **TINY)],
-                         expected_failed_checks=_expected_failures)
+@parametrize_with_checks(
+    [
+        MIWAEImputer(**TINY),
+        NotMIWAEImputer(**TINY),
+        NotMIWAEImputer(missing_process="linear", **TINY),
+    ],
+    expected_failed_checks=_expected_failures,
+)
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
@@ -144,8 +156,14 @@ def test_random_state_makes_fit_and_transform_reproducible():
 @pytest.mark.slow
 def test_not_miwae_beats_mean_and_miwae_on_mnar_data_and_learns_the_threshold():
     x, x_nan, s = mnar(n=600)
-    kw = dict(hidden_dim=32, n_samples=10, n_impute_samples=200, max_iter=1500,
-              random_state=0, device="cpu")
+    kw = dict(
+        hidden_dim=32,
+        n_samples=10,
+        n_impute_samples=200,
+        max_iter=1500,
+        random_state=0,
+        device="cpu",
+    )
     out_not = NotMIWAEImputer(**kw).fit(x_nan)
     rmse_not = utils.missing_rmse(x, out_not.transform(x_nan), s)
     rmse_miwae = utils.missing_rmse(x, MIWAEImputer(**kw).fit_transform(x_nan), s)
@@ -164,24 +182,39 @@ def test_not_miwae_beats_mean_and_miwae_on_mnar_data_and_learns_the_threshold():
 
 def test_known_signs_and_custom_process_and_linear():
     _, x_nan, _ = mnar()
-    imp = NotMIWAEImputer(missing_process="selfmasking_known_signs", signs=[1, 1, -1, -1],
-                          **TINY).fit(x_nan)
+    imp = NotMIWAEImputer(
+        missing_process="selfmasking_known_signs", signs=[1, 1, -1, -1], **TINY
+    ).fit(x_nan)
     assert imp.model_.missing_model.signs.tolist() == [1, 1, -1, -1]
     process = SelfMaskingProcess(4)
     before = process.W.detach().clone()
     imp = NotMIWAEImputer(missing_process=process, **{**TINY, "max_iter": 20}).fit(x_nan)
     assert torch.equal(process.W, before), "the given process instance was trained in place"
     assert not torch.equal(imp.model_.missing_model.W.detach(), before)
-    assert not np.isnan(NotMIWAEImputer(missing_process="linear", **TINY)
-                        .fit_transform(x_nan)).any()
+    assert not np.isnan(
+        NotMIWAEImputer(missing_process="linear", **TINY).fit_transform(x_nan)
+    ).any()
 
 
 def test_get_set_params_and_clone():
     imp = NotMIWAEImputer(max_iter=5, missing_process="linear")
     params = imp.get_params()
-    for name in ("missing_process", "signs", "out_dist", "latent_dim", "hidden_dim",
-                 "n_samples", "n_impute_samples", "max_iter", "batch_size", "lr",
-                 "random_state", "device", "verbose", "ppca"):
+    for name in (
+        "missing_process",
+        "signs",
+        "out_dist",
+        "latent_dim",
+        "hidden_dim",
+        "n_samples",
+        "n_impute_samples",
+        "max_iter",
+        "batch_size",
+        "lr",
+        "random_state",
+        "device",
+        "verbose",
+        "ppca",
+    ):
         assert name in params
     assert params["max_iter"] == 5 and params["missing_process"] == "linear"
     imp.set_params(max_iter=7, hidden_dim=3)
@@ -192,8 +225,9 @@ def test_get_set_params_and_clone():
 def test_pipeline_before_a_regressor():
     x, x_nan, _ = mnar()
     y = x.sum(1)
-    pipe = Pipeline([("impute", NotMIWAEImputer(**{**TINY, "max_iter": 30})),
-                     ("regress", LinearRegression())])
+    pipe = Pipeline(
+        [("impute", NotMIWAEImputer(**{**TINY, "max_iter": 30})), ("regress", LinearRegression())]
+    )
     pipe.fit(x_nan, y)
     pred = pipe.predict(x_nan)
     assert pred.shape == y.shape and np.isfinite(pred).all()
@@ -258,6 +292,7 @@ def test_glorot_weight_init(cls):
     """weight_init="glorot": every linear layer of the model starts Glorot-uniform with
     zero biases (as the paper's Keras code); the default is PyTorch's (non-zero biases)."""
     from notmiwae_fast.nn.networks import glorot_init_
+
     _, x_nan, _ = mnar(n=40)
     params = {**TINY, "max_iter": 1, "lr": 1e-12}  # one step that moves nothing visibly
     glorot = cls(**params, weight_init="glorot").fit(x_nan).model_
@@ -267,8 +302,9 @@ def test_glorot_weight_init(cls):
     for m in linears:
         fan_out, fan_in = m.weight.shape
         assert m.weight.abs().max() <= (6 / (fan_in + fan_out)) ** 0.5 + 1e-9
-    assert any(m.bias.abs().max() > 1e-3 for m in default.modules()
-               if isinstance(m, torch.nn.Linear))
+    assert any(
+        m.bias.abs().max() > 1e-3 for m in default.modules() if isinstance(m, torch.nn.Linear)
+    )
     layer = torch.nn.Linear(256, 128)
     assert glorot_init_(layer) is layer and layer.bias.abs().max() == 0
     assert layer.weight.std().item() == pytest.approx((2 / (256 + 128)) ** 0.5, rel=0.05)
@@ -276,8 +312,16 @@ def test_glorot_weight_init(cls):
         cls(**TINY, weight_init="he").fit(x_nan)
 
 
-@pytest.mark.parametrize("name,value", [("max_iter", 0), ("lr", -1.0), ("out_dist", "poisson"),
-                                        ("missing_process", "nope"), ("batch_size", 0)])
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("max_iter", 0),
+        ("lr", -1.0),
+        ("out_dist", "poisson"),
+        ("missing_process", "nope"),
+        ("batch_size", 0),
+    ],
+)
 def test_bad_hyper_parameters_are_named_at_fit(name, value):
     _, x_nan, _ = mnar(n=20)
     imp = NotMIWAEImputer(**{**TINY, name: value})  # __init__ only stores

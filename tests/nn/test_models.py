@@ -38,10 +38,13 @@ def mnar_data(n=1000, d=4, seed=0):
 
 
 def loader(*arrays, batch_size=32, shuffle=True):
-    tensors = [torch.as_tensor(np.nan_to_num(a), dtype=torch.float32) if not torch.is_tensor(a)
-               else a for a in arrays]
-    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*tensors),
-                                       batch_size=batch_size, shuffle=shuffle)
+    tensors = [
+        torch.as_tensor(np.nan_to_num(a), dtype=torch.float32) if not torch.is_tensor(a) else a
+        for a in arrays
+    ]
+    return torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(*tensors), batch_size=batch_size, shuffle=shuffle
+    )
 
 
 # ------------------------------------------------------------------------------------
@@ -62,10 +65,14 @@ def test_bound_equals_an_independent_computation(model_cls):
     z = mu.unsqueeze(1) + std.unsqueeze(1) * eps_z
     p = model.decoder(z)
     obs = s.bool().unsqueeze(1)
-    log_px = torch.where(obs, Normal(p["loc"], p["scale"]).log_prob(x0.unsqueeze(1)),
-                         torch.zeros(())).sum(-1)
-    log_w = (log_px + Normal(0.0, 1.0).log_prob(z).sum(-1)
-             - Normal(mu.unsqueeze(1), std.unsqueeze(1)).log_prob(z).sum(-1))
+    log_px = torch.where(
+        obs, Normal(p["loc"], p["scale"]).log_prob(x0.unsqueeze(1)), torch.zeros(())
+    ).sum(-1)
+    log_w = (
+        log_px
+        + Normal(0.0, 1.0).log_prob(z).sum(-1)
+        - Normal(mu.unsqueeze(1), std.unsqueeze(1)).log_prob(z).sum(-1)
+    )
     if model_cls is nf.NotMIWAE:
         eps_x = torch.randn_like(p["loc"])
         x_hat = torch.where(obs, x0.unsqueeze(1), p["loc"] + p["scale"] * eps_x)
@@ -102,9 +109,11 @@ def _targets(model, n):
     return (torch.randint(0, model.head.n_classes, (n,)),)
 
 
-@pytest.mark.parametrize("model_cls,kwargs", CONFIGS,
-                         ids=[f"{c.__name__}-{'-'.join(map(str, k.values()))}"
-                              for c, k in CONFIGS])
+@pytest.mark.parametrize(
+    "model_cls,kwargs",
+    CONFIGS,
+    ids=[f"{c.__name__}-{'-'.join(map(str, k.values()))}" for c, k in CONFIGS],
+)
 def test_fused_and_reference_backends_agree(model_cls, kwargs):
     x, x_nan, s = batch()
     if kwargs.get("out_dist") == "bern":
@@ -142,8 +151,9 @@ def test_not_miwae_beats_miwae_and_mean_on_self_masking_data():
     mean_imputed = np.where(s == 1, x, np.nanmean(x_missing, axis=0))
     rmse_mean = utils.missing_rmse(x, mean_imputed, s)
     utils.set_seed(0)
-    rmse_miwae = utils.missing_rmse(x, _fit(nf.MIWAE(4, latent_dim=2, hidden_dim=32),
-                                            x_missing, s), s)
+    rmse_miwae = utils.missing_rmse(
+        x, _fit(nf.MIWAE(4, latent_dim=2, hidden_dim=32), x_missing, s), s
+    )
     utils.set_seed(0)
     not_miwae = nf.NotMIWAE(4, latent_dim=2, hidden_dim=32, missing_process="selfmasking")
     rmse_not = utils.missing_rmse(x, _fit(not_miwae, x_missing, s), s)
@@ -156,8 +166,9 @@ def test_not_miwae_beats_miwae_and_mean_on_self_masking_data():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task,y_dim", [("regression", 1), ("classification", 1),
-                                        ("classification", 2)])
+@pytest.mark.parametrize(
+    "task,y_dim", [("regression", 1), ("classification", 1), ("classification", 2)]
+)
 @pytest.mark.parametrize("model_cls", [nf.SupMIWAE, nf.SupNotMIWAE])
 def test_supervised_models_learn_a_simple_task(model_cls, task, y_dim):
     g = np.random.default_rng(1)
@@ -187,13 +198,13 @@ def test_supervised_head_sees_imputed_samples_not_zero_filled_x():
     seen = []
     model.head.net.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach()))
     model(x_nan, s, torch.randn(x.shape[0]))
-    x_hat = seen[0]                                         # [B, K, D]
+    x_hat = seen[0]  # [B, K, D]
     missing = ~s.bool()
     assert x_hat.shape == (x.shape[0], 4, D)
     torch.testing.assert_close(x_hat[:, 0][~missing], x[~missing])  # observed kept
-    values = x_hat.permute(1, 0, 2)[:, missing]                       # [K, n_missing]
-    assert (values != 0).all()                  # not zero-filled
-    assert (values.std(0) > 0).all()            # differs across the importance samples
+    values = x_hat.permute(1, 0, 2)[:, missing]  # [K, n_missing]
+    assert (values != 0).all()  # not zero-filled
+    assert (values.std(0) > 0).all()  # differs across the importance samples
 
 
 def test_binary_classification_with_one_output_gives_signal():
@@ -235,11 +246,14 @@ def test_impute_skips_complete_rows(n_draws):
     rest = torch.tensor([i for i in range(12) if i not in complete.tolist()])
     torch.manual_seed(3)
     alone = model.impute(x_nan[rest], s[rest], n_samples=40, n_draws=n_draws)
-    torch.testing.assert_close(out[..., complete, :],
-                               x[complete].expand_as(out[..., complete, :]), rtol=0, atol=0)
+    torch.testing.assert_close(
+        out[..., complete, :], x[complete].expand_as(out[..., complete, :]), rtol=0, atol=0
+    )
     torch.testing.assert_close(out[..., rest, :], alone, rtol=0, atol=0)
-    assert not torch.equal(out[..., rest, :][..., ~s[rest].bool()],
-                           x[rest][~s[rest].bool()].expand_as(alone[..., ~s[rest].bool()]))
+    assert not torch.equal(
+        out[..., rest, :][..., ~s[rest].bool()],
+        x[rest][~s[rest].bool()].expand_as(alone[..., ~s[rest].bool()]),
+    )
     state = torch.get_rng_state()
     full = model.impute(x[complete], s[complete], n_samples=40, n_draws=n_draws)
     assert torch.equal(torch.get_rng_state(), state)
@@ -259,12 +273,17 @@ def test_chunked_imputation_equals_one_chunk(model_cls):
     torch.manual_seed(0)
     values = torch.randn(8, 300, D, dtype=torch.float64)
     log_w = 3 * torch.randn(8, 300, dtype=torch.float64)
-    terms = iter([{"log_w": log_w[:, i:i + 64], "means": values[:, i:i + 64], "draws": None}
-                  for i in range(0, 300, 64)])
+    terms = iter(
+        [
+            {"log_w": log_w[:, i : i + 64], "means": values[:, i : i + 64], "draws": None}
+            for i in range(0, 300, 64)
+        ]
+    )
     model._terms = lambda *a, **k: next(terms)
     merged, _ = model._stream(x.double(), s.double(), 300, 64, lambda t: t["means"])
-    torch.testing.assert_close(merged, nf.reference.iw_impute(log_w, values),
-                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        merged, nf.reference.iw_impute(log_w, values), rtol=1e-12, atol=1e-12
+    )
 
 
 def test_multiple_imputation_draws():
@@ -326,9 +345,14 @@ def test_sensitivity_is_one_vectorised_jacobian():
     x = torch.randn(7, D)
     sens = model.compute_missing_sensitivity(x)
     assert len(calls) == 1  # one vmapped call, not one backward pass per feature
-    expected = torch.stack([torch.autograd.functional.jacobian(
-        lambda r: torch.sigmoid(-model.missing_model.linear(torch.tanh(r))), row).abs()
-        for row in x]).mean(0)
+    expected = torch.stack(
+        [
+            torch.autograd.functional.jacobian(
+                lambda r: torch.sigmoid(-model.missing_model.linear(torch.tanh(r))), row
+            ).abs()
+            for row in x
+        ]
+    ).mean(0)
     torch.testing.assert_close(sens, expected)
 
 
@@ -344,7 +368,7 @@ def test_sensitivity_equals_per_feature_gradients(process, backend):
     rows = []
     for i in range(D):
         xr = x.clone().requires_grad_(True)
-        grad, = torch.autograd.grad(model.missing_model.missing_probability(xr)[:, i].sum(), xr)
+        (grad,) = torch.autograd.grad(model.missing_model.missing_probability(xr)[:, i].sum(), xr)
         rows.append(grad.abs().mean(0))
     torch.testing.assert_close(sens, torch.stack(rows))
     assert model.backend == backend
@@ -354,20 +378,24 @@ def test_sensitivity_equals_per_feature_gradients(process, backend):
 
 
 def test_interpretation_in_original_units():
-    model = nf.NotMIWAE(3, hidden_dim=8, missing_process="selfmasking_known_signs",
-                        signs=[1, -1, 1])
+    model = nf.NotMIWAE(
+        3, hidden_dim=8, missing_process="selfmasking_known_signs", signs=[1, -1, 1]
+    )
     with torch.no_grad():
         model.missing_model.b.copy_(torch.tensor([0.5, -1.0, 0.0]))
     model.set_standardization(mean=[10.0, 20.0, 30.0], std=[2.0, 4.0, 1.0])
     features = model.interpret_missing_process()["features"]
-    assert [f["direction"] for f in features] == ["high values missing",
-                                                  "low values missing",
-                                                  "high values missing"]
+    assert [f["direction"] for f in features] == [
+        "high values missing",
+        "low values missing",
+        "high values missing",
+    ]
     assert [f["threshold"] for f in features] == pytest.approx([11.0, 16.0, 30.0])
     # The slope per original unit: the logit −(W / std)(x − threshold).
     slope = model.missing_model.selfmask_params()[0].detach()
-    assert [f["W"] for f in features] == pytest.approx((slope / torch.tensor(
-        [2.0, 4.0, 1.0])).tolist())
+    assert [f["W"] for f in features] == pytest.approx(
+        (slope / torch.tensor([2.0, 4.0, 1.0])).tolist()
+    )
     assert [f["strength"] for f in features] == pytest.approx(slope.abs().tolist())
 
 
@@ -379,11 +407,14 @@ def test_standardisation_survives_the_state_dict():
     fresh = nf.NotMIWAE(3, hidden_dim=8)
     fresh.load_state_dict(model.state_dict())
     assert fresh.interpret_missing_process() == model.interpret_missing_process()
-    for bad, match in ((dict(mean=[1.0, 2.0], std=[1.0, 1.0, 1.0]), "'mean' must have "
-                        "input_dim = 3 values; got 2"),
-                       (dict(mean=[0.0] * 3, std=[1.0, 0.0, 1.0]), "'std' must be > 0"),
-                       (dict(mean=[0.0, math.nan, 0.0], std=[1.0] * 3), "'mean' must be "
-                        "finite")):
+    for bad, match in (
+        (
+            dict(mean=[1.0, 2.0], std=[1.0, 1.0, 1.0]),
+            "'mean' must have input_dim = 3 values; got 2",
+        ),
+        (dict(mean=[0.0] * 3, std=[1.0, 0.0, 1.0]), "'std' must be > 0"),
+        (dict(mean=[0.0, math.nan, 0.0], std=[1.0] * 3), "'mean' must be finite"),
+    ):
         with pytest.raises(ValueError, match=match):
             model.set_standardization(**bad)
 
@@ -412,7 +443,7 @@ class _Logits(nf.BaseMissingProcess):
         self.scale = torch.nn.Parameter(torch.ones(()))
 
     def forward(self, x):
-        return (self.scale * x[..., :self.width]).to(self.dtype)
+        return (self.scale * x[..., : self.width]).to(self.dtype)
 
 
 @pytest.mark.parametrize("backend", ["fused", "reference"])
@@ -421,14 +452,17 @@ def test_user_process_output_is_checked(backend):
     (a [..., 1] would broadcast silently); other float dtypes are cast."""
     x, x_nan, s = batch(n=4)
     for width in (1, D - 1):
-        model = nf.NotMIWAE(D, hidden_dim=8, backend=backend,
-                            missing_process=_Logits(D, width))
+        model = nf.NotMIWAE(D, hidden_dim=8, backend=backend, missing_process=_Logits(D, width))
         for call in (lambda m=model: m(x_nan, s), lambda m=model: m.impute(x_nan, s, n_samples=5)):
-            with pytest.raises(ValueError, match=r"'missing_process': _Logits.forward must "
-                                                 r"return logits of its input's shape"):
+            with pytest.raises(
+                ValueError,
+                match=r"'missing_process': _Logits.forward must "
+                r"return logits of its input's shape",
+            ):
                 call()
-    model = nf.NotMIWAE(D, hidden_dim=8, backend=backend,
-                        missing_process=_Logits(D, D, torch.float64))
+    model = nf.NotMIWAE(
+        D, hidden_dim=8, backend=backend, missing_process=_Logits(D, D, torch.float64)
+    )
     assert torch.isfinite(model(x_nan, s)["loss"])
     assert model.impute(x_nan, s, n_samples=5).dtype == torch.float32
 
@@ -439,14 +473,18 @@ def test_user_process_output_is_checked(backend):
 def test_out_dist_is_respected_and_misspellings_rejected():
     assert nf.MIWAE(D, out_dist="student_t").decoder.family == "student_t"
     assert nf.NotMIWAE(D, out_dist="bern").decoder.family == "bern"
-    with pytest.raises(ValueError, match="'out_dist' must be one of 'gauss', 'bern', "
-                                         "'student_t'; got 'gaus'"):
+    with pytest.raises(
+        ValueError, match="'out_dist' must be one of 'gauss', 'bern', 'student_t'; got 'gaus'"
+    ):
         nf.MIWAE(D, out_dist="gaus")
 
 
 def test_unknown_missing_process_lists_valid_ones():
-    with pytest.raises(ValueError, match="'missing_process' must be one of 'selfmasking', "
-                                         "'selfmasking_known_signs', 'linear', 'nonlinear'"):
+    with pytest.raises(
+        ValueError,
+        match="'missing_process' must be one of 'selfmasking', "
+        "'selfmasking_known_signs', 'linear', 'nonlinear'",
+    ):
         nf.NotMIWAE(D, missing_process="self-masking")
     with pytest.raises(ValueError, match="'signs' must have input_dim = 5 entries; got 3"):
         nf.NotMIWAE(D, missing_process="selfmasking_known_signs", signs=[1, 1, -1])
@@ -469,8 +507,9 @@ def test_bad_data_and_masks():
     bad_x[3, 2] = math.nan
     s_obs = s.clone()
     s_obs[3, 2] = 1
-    with pytest.raises(ValueError, match="'x' has NaN or inf at 1 observed entries.*row 3, "
-                                         "column 2"):
+    with pytest.raises(
+        ValueError, match="'x' has NaN or inf at 1 observed entries.*row 3, column 2"
+    ):
         model(bad_x, s_obs)
     half = s.clone()
     half[0, 0] = 0.5
@@ -481,8 +520,7 @@ def test_bad_data_and_masks():
     nearly_one[1, 1] = 1 + 1e-10
     two, minus_one = s.long(), s.int()
     two[2, 0], minus_one[0, 3] = 2, -1
-    for bad_mask, shown in ((nearly_one, "1.0000000001"), (two, "got 2 "),
-                            (minus_one, "got -1 ")):
+    for bad_mask, shown in ((nearly_one, "1.0000000001"), (two, "got 2 "), (minus_one, "got -1 ")):
         with pytest.raises(ValueError, match=f"'s' must hold only 0 .* and 1 .*{shown}"):
             model(x_nan, bad_mask)
     for special in (math.nan, math.inf):
@@ -515,8 +553,11 @@ def test_more_bad_arguments():
     for y, shown in (([1.0, 2.0], r"\[2\]"), (3.0, r"\[\]")):
         with pytest.raises(ValueError, match=rf"'y' must have 4 rows .*got shape {shown}"):
             sup(x_nan, s, y)
-    with pytest.raises(ValueError, match=r"'y' must have shape \[B, y_dim\] = \[4, 1\]; "
-                                         r"got \[4, 2\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"'y' must have shape \[B, y_dim\] = \[4, 1\]; "
+        r"got \[4, 2\]",
+    ):
         sup(x_nan, s, [[1.0, 2.0]] * 4)
     classifier = nf.SupMIWAE(D, hidden_dim=8, task="classification")
     with pytest.raises(ValueError, match=r"one class index per row, shape \[4\]; got \[4, 2\]"):
@@ -553,11 +594,13 @@ def test_scale_floor_bounds_the_likelihood():
 def test_import_needs_no_optional_dependency():
     from helpers import run_python
 
-    code = ("import sys\n"
-            "for name in ('tensorboard', 'matplotlib', 'tqdm', 'pandas', 'sklearn'):\n"
-            "    sys.modules[name] = None\n"
-            "import notmiwae_fast\n"
-            "print(notmiwae_fast.NotMIWAE(3).out_dist)\n")
+    code = (
+        "import sys\n"
+        "for name in ('tensorboard', 'matplotlib', 'tqdm', 'pandas', 'sklearn'):\n"
+        "    sys.modules[name] = None\n"
+        "import notmiwae_fast\n"
+        "print(notmiwae_fast.NotMIWAE(3).out_dist)\n"
+    )
     proc = run_python(code)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().endswith("gauss")

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import cuda_only, library_loaded
 
 import notmiwae_fast as nf
 from notmiwae_fast import ops
 from notmiwae_fast.ops import reference
-
-from helpers import cuda_only, library_loaded
 
 OPS = torch.ops.notmiwae_fast
 pytestmark = pytest.mark.skipif(not library_loaded(), reason="needs the compiled library")
@@ -23,7 +22,7 @@ REDUCED = [torch.bfloat16, torch.float16]
 def layers(N=96, sizes=(10, 128, 128, 22), device="cpu", seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(N, sizes[0], generator=g)
-    weights = [torch.randn(b, a, generator=g) / a ** 0.5 for a, b in zip(sizes[:-1], sizes[1:])]
+    weights = [torch.randn(b, a, generator=g) / a**0.5 for a, b in zip(sizes[:-1], sizes[1:])]
     biases = [0.1 * torch.randn(b, generator=g) for b in sizes[1:]]
     return x.to(device), [w.to(device) for w in weights], [b.to(device) for b in biases]
 
@@ -31,7 +30,7 @@ def layers(N=96, sizes=(10, 128, 128, 22), device="cpu", seed=0):
 def grads_of(fn, x, weights, biases, proj):
     leaves = [t.detach().clone().requires_grad_(True) for t in [x, *weights, *biases]]
     n = len(weights)
-    out = fn(leaves[0], leaves[1:1 + n], leaves[1 + n:])
+    out = fn(leaves[0], leaves[1 : 1 + n], leaves[1 + n :])
     grads = torch.autograd.grad((out.float() * proj).sum(), leaves)
     return out.detach(), grads
 
@@ -45,9 +44,13 @@ def test_cpu_mlp_reduced_precision_is_as_accurate_as_aten(dtype):
     proj = torch.randn(x.shape[0], 22, generator=torch.Generator().manual_seed(1))
     out, grads = grads_of(OPS.mlp_tanh, x.to(dtype), cast(weights), cast(biases), proj)
     ref, ref_grads = grads_of(reference.mlp_tanh, x.to(dtype), cast(weights), cast(biases), proj)
-    exact, exact_grads = grads_of(reference.mlp_tanh, x.double(),
-                                  [w.double() for w in weights], [b.double() for b in biases],
-                                  proj.double())
+    exact, exact_grads = grads_of(
+        reference.mlp_tanh,
+        x.double(),
+        [w.double() for w in weights],
+        [b.double() for b in biases],
+        proj.double(),
+    )
     assert out.dtype == dtype
     err = (out.double() - exact).abs().max().item()
     ref_err = (ref.double() - exact).abs().max().item()
@@ -55,8 +58,10 @@ def test_cpu_mlp_reduced_precision_is_as_accurate_as_aten(dtype):
     for g, rg, eg in zip(grads, ref_grads, exact_grads):
         assert g.dtype == dtype
         scale = eg.abs().max().item()
-        e, re = ((g.double() - eg).abs().max().item() / scale,
-                 (rg.double() - eg).abs().max().item() / scale)
+        e, re = (
+            (g.double() - eg).abs().max().item() / scale,
+            (rg.double() - eg).abs().max().item() / scale,
+        )
         assert e <= 2 * re + 2e-2, (e, re)
 
 
@@ -69,8 +74,7 @@ def test_autocast_policy_cpu():
         y = ops.mlp_tanh(x, weights, biases)
     assert y.dtype == torch.bfloat16
     with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
-        y64 = ops.mlp_tanh(x.double(), [w.double() for w in weights],
-                           [b.double() for b in biases])
+        y64 = ops.mlp_tanh(x.double(), [w.double() for w in weights], [b.double() for b in biases])
     assert y64.dtype == torch.float64
 
     g = torch.Generator().manual_seed(2)
@@ -97,15 +101,21 @@ def test_autocast_policy_cpu():
 
 def _model(backend, seed=0):
     torch.manual_seed(seed)
-    return nf.NotMIWAE(11, latent_dim=10, hidden_dim=64, n_samples=20,
-                       missing_process="selfmasking", backend=backend)
+    return nf.NotMIWAE(
+        11,
+        latent_dim=10,
+        hidden_dim=64,
+        n_samples=20,
+        missing_process="selfmasking",
+        backend=backend,
+    )
 
 
 def _data(n=64, d=11, device="cpu"):
     g = torch.Generator().manual_seed(3)
     x = torch.randn(n, d, generator=g)
     s = (x <= 0).float()
-    s[:, d // 2:] = 1
+    s[:, d // 2 :] = 1
     return (x * s).to(device), s.to(device)
 
 
@@ -116,8 +126,10 @@ def test_models_train_under_autocast_close_to_float32(backend):
     model = _model(backend)
     x, s = _data()
     results = {}
-    for name, ctx in (("f32", torch.autocast("cpu", enabled=False)),
-                      ("bf16", torch.autocast("cpu", dtype=torch.bfloat16))):
+    for name, ctx in (
+        ("f32", torch.autocast("cpu", enabled=False)),
+        ("bf16", torch.autocast("cpu", dtype=torch.bfloat16)),
+    ):
         torch.manual_seed(7)
         with ctx:
             loss = model(x, s)["loss"]
@@ -179,8 +191,14 @@ def test_autocast_draws_the_same_noise_as_float32(model_cls):
     for enabled in (False, True):
         torch.manual_seed(5)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
-            results.append(torch.cat([model.impute(x[:19], s[:19], n_samples=333),
-                                      model.impute(x[19:], s[19:], n_samples=333)]))
+            results.append(
+                torch.cat(
+                    [
+                        model.impute(x[:19], s[:19], n_samples=333),
+                        model.impute(x[19:], s[19:], n_samples=333),
+                    ]
+                )
+            )
     diff = (results[0] - results[1])[s == 0].abs()
     assert diff.max().item() < 0.02, diff.max()
 
@@ -192,13 +210,18 @@ def test_cuda_autocast_float16_model():
     x, s = _data(device="cuda")
     with torch.autocast("cuda", dtype=torch.float16):
         out = model(x, s)
-        y = ops.mlp_tanh(x, [model.encoder.net[i].weight for i in (0, 2, 4)],
-                         [model.encoder.net[i].bias for i in (0, 2, 4)])
+        y = ops.mlp_tanh(
+            x,
+            [model.encoder.net[i].weight for i in (0, 2, 4)],
+            [model.encoder.net[i].bias for i in (0, 2, 4)],
+        )
     assert y.dtype == torch.float16
     assert out["loss"].dtype == torch.float32 and torch.isfinite(out["loss"])
     out["loss"].backward()
-    assert all(p.grad is not None and p.grad.dtype == torch.float32 and
-               torch.isfinite(p.grad).all() for p in model.parameters())
+    assert all(
+        p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()
+        for p in model.parameters()
+    )
     with torch.autocast("cuda", dtype=torch.float16):
         imputed = model.impute(x, s, n_samples=200)
     assert imputed.dtype == torch.float32 and torch.isfinite(imputed).all()

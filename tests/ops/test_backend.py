@@ -7,10 +7,9 @@ import json
 import os
 
 import pytest
+from helpers import run_python
 
 import notmiwae_fast
-
-from helpers import run_python
 
 PROBE = """
 import json, warnings, torch

@@ -7,36 +7,49 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import BAD_INPUT_ROUTES, DEVICES, assert_bad_input, library_loaded
 
 import notmiwae_fast as nf
-from notmiwae_fast.ops import _checks, reference
 from notmiwae_fast import ops
-
-from helpers import BAD_INPUT_ROUTES, DEVICES, assert_bad_input, library_loaded
+from notmiwae_fast.ops import _checks, reference
 
 OPS = torch.ops.notmiwae_fast
 pytestmark = pytest.mark.skipif(not library_loaded(), reason="needs the compiled library")
 
 
-def make_inputs(B=5, K=4, D=6, L=3, H=8, self_masking=True, dtype=torch.float64,
-                device="cpu", seed=0):
+def make_inputs(
+    B=5, K=4, D=6, L=3, H=8, self_masking=True, dtype=torch.float64, device="cpu", seed=0
+):
     g = torch.Generator().manual_seed(seed)
     rn = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
     x = rn(B, D)
     mask = (torch.rand(B, D, generator=g) > 0.35).double()
     x = x * mask
     eps_z, eps_x = rn(B, K, L), rn(B, K, D)
-    enc = [(rn(H, D) / D ** 0.5, 0.1 * rn(H)), (rn(H, H) / H ** 0.5, 0.1 * rn(H)),
-           (rn(2 * L, H) / H ** 0.5, 0.1 * rn(2 * L))]
-    dec = [(rn(H, L) / L ** 0.5, 0.1 * rn(H)), (rn(H, H) / H ** 0.5, 0.1 * rn(H)),
-           (rn(2 * D, H) / H ** 0.5, 0.1 * rn(2 * D))]
+    enc = [
+        (rn(H, D) / D**0.5, 0.1 * rn(H)),
+        (rn(H, H) / H**0.5, 0.1 * rn(H)),
+        (rn(2 * L, H) / H**0.5, 0.1 * rn(2 * L)),
+    ]
+    dec = [
+        (rn(H, L) / L**0.5, 0.1 * rn(H)),
+        (rn(H, H) / H**0.5, 0.1 * rn(H)),
+        (rn(2 * D, H) / H**0.5, 0.1 * rn(2 * D)),
+    ]
     W, b = (torch.rand(D, generator=g, dtype=torch.float64) + 0.5, 0.3 * rn(D))
     mv = lambda t: t.to(device=device, dtype=dtype)  # noqa: E731
-    return dict(x=mv(x), mask=mv(mask), eps_z=mv(eps_z),
-                eps_x=mv(eps_x) if self_masking else None,
-                enc_weights=[mv(w) for w, _ in enc], enc_biases=[mv(b_) for _, b_ in enc],
-                dec_weights=[mv(w) for w, _ in dec], dec_biases=[mv(b_) for _, b_ in dec],
-                W=mv(W) if self_masking else None, b=mv(b) if self_masking else None)
+    return dict(
+        x=mv(x),
+        mask=mv(mask),
+        eps_z=mv(eps_z),
+        eps_x=mv(eps_x) if self_masking else None,
+        enc_weights=[mv(w) for w, _ in enc],
+        enc_biases=[mv(b_) for _, b_ in enc],
+        dec_weights=[mv(w) for w, _ in dec],
+        dec_biases=[mv(b_) for _, b_ in dec],
+        W=mv(W) if self_masking else None,
+        b=mv(b) if self_masking else None,
+    )
 
 
 def params_of(inp):
@@ -46,9 +59,19 @@ def params_of(inp):
 
 def args_of(inp, min_scale=1e-3):
     """The operators' positional arguments from make_inputs' dict."""
-    return (inp["x"], inp["mask"], inp["eps_z"], inp["eps_x"], inp["enc_weights"],
-            inp["enc_biases"], inp["dec_weights"], inp["dec_biases"], inp["W"], inp["b"],
-            min_scale)
+    return (
+        inp["x"],
+        inp["mask"],
+        inp["eps_z"],
+        inp["eps_x"],
+        inp["enc_weights"],
+        inp["enc_biases"],
+        inp["dec_weights"],
+        inp["dec_biases"],
+        inp["W"],
+        inp["b"],
+        min_scale,
+    )
 
 
 def call(fn, inp, min_scale=1e-3):
@@ -56,16 +79,21 @@ def call(fn, inp, min_scale=1e-3):
 
 
 def values_and_grads(fn, inp):
-    inp = {k: ([t.detach().clone().requires_grad_(True) for t in v] if isinstance(v, list)
-               else v) for k, v in inp.items()}
+    inp = {
+        k: ([t.detach().clone().requires_grad_(True) for t in v] if isinstance(v, list) else v)
+        for k, v in inp.items()
+    }
     for k in ("W", "b"):
         if inp[k] is not None:
             inp[k] = inp[k].detach().clone().requires_grad_(True)
     out = call(fn, inp)
     # every output carries gradient: a fixed combination of all of them
     g = torch.Generator().manual_seed(9)
-    loss = out[0].sum() + sum((o * torch.randn(o.shape, generator=g, dtype=torch.float64)
-                               .to(o)).sum() for o in out[1:] if o.requires_grad)
+    loss = out[0].sum() + sum(
+        (o * torch.randn(o.shape, generator=g, dtype=torch.float64).to(o)).sum()
+        for o in out[1:]
+        if o.requires_grad
+    )
     grads = torch.autograd.grad(loss, params_of(inp))
     return [o.detach() for o in out], grads
 
@@ -95,13 +123,18 @@ def test_gradcheck(self_masking):
 
     def fn(*ps):
         ps = list(ps)
-        args = dict(inp, enc_weights=ps[:n_e], enc_biases=ps[n_e:2 * n_e],
-                    dec_weights=ps[2 * n_e:2 * n_e + n_d],
-                    dec_biases=ps[2 * n_e + n_d:2 * n_e + 2 * n_d])
+        args = dict(
+            inp,
+            enc_weights=ps[:n_e],
+            enc_biases=ps[n_e : 2 * n_e],
+            dec_weights=ps[2 * n_e : 2 * n_e + n_d],
+            dec_biases=ps[2 * n_e + n_d : 2 * n_e + 2 * n_d],
+        )
         if self_masking:
             args["W"], args["b"] = ps[-2], ps[-1]
         out = call(OPS.gauss_bound, args)
         return out[0], out[1], out[4]
+
     leaves = [p.detach().clone().requires_grad_(True) for p in params]
     assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-7)
 
@@ -143,36 +176,58 @@ def _bad(**change):
 
 
 BAD_INPUTS = [
-    (lambda: _bad(mask=torch.ones(5, 7, dtype=torch.float64)), ValueError,
-     "'mask' must have the shape of 'x'"),
-    (lambda: _bad(eps_z=torch.randn(4, 4, 3, dtype=torch.float64)), ValueError,
-     "'eps_z' must have shape \\[B, K, L\\]"),
+    (
+        lambda: _bad(mask=torch.ones(5, 7, dtype=torch.float64)),
+        ValueError,
+        "'mask' must have the shape of 'x'",
+    ),
+    (
+        lambda: _bad(eps_z=torch.randn(4, 4, 3, dtype=torch.float64)),
+        ValueError,
+        "'eps_z' must have shape \\[B, K, L\\]",
+    ),
     (lambda: _bad(eps_x=None), ValueError, "'eps_x' is required"),
     (lambda: _bad(W=None), ValueError, "'W' and 'b' must be given together"),
-    (lambda: _bad(eps_x=torch.randn(5, 4, 5, dtype=torch.float64)), ValueError,
-     "'eps_x' must have shape \\[B, K, D\\]"),
-    (lambda: _bad(enc_weights=make_inputs(L=2)["enc_weights"],
-                  enc_biases=make_inputs(L=2)["enc_biases"]), ValueError,
-     "encoder's last layer must have 2 L = 6"),
+    (
+        lambda: _bad(eps_x=torch.randn(5, 4, 5, dtype=torch.float64)),
+        ValueError,
+        "'eps_x' must have shape \\[B, K, D\\]",
+    ),
+    (
+        lambda: _bad(
+            enc_weights=make_inputs(L=2)["enc_weights"], enc_biases=make_inputs(L=2)["enc_biases"]
+        ),
+        ValueError,
+        "encoder's last layer must have 2 L = 6",
+    ),
     (lambda: _bad(eps_z=torch.randn(5, 4, 3)), TypeError, "'eps_z' has dtype"),
     # The networks' lists are named as gauss_bound's arguments (not 'biases[0]').
-    (lambda: _bad(dec_biases=[torch.zeros(9, dtype=torch.float64)]
-                  + make_inputs()["dec_biases"][1:]), ValueError,
-     "'dec_biases\\[0\\]' must have shape \\[out_features\\]"),
-    (lambda: _bad(enc_weights=make_inputs()["enc_weights"][:1]), ValueError,
-     "'enc_weights' and 'enc_biases' must have one entry per layer"),
+    (
+        lambda: _bad(
+            dec_biases=[torch.zeros(9, dtype=torch.float64)] + make_inputs()["dec_biases"][1:]
+        ),
+        ValueError,
+        "'dec_biases\\[0\\]' must have shape \\[out_features\\]",
+    ),
+    (
+        lambda: _bad(enc_weights=make_inputs()["enc_weights"][:1]),
+        ValueError,
+        "'enc_weights' and 'enc_biases' must have one entry per layer",
+    ),
 ]
 
 
 @pytest.mark.parametrize("via", [v for v in BAD_INPUT_ROUTES if v != "reference-fallback"])
-@pytest.mark.parametrize("make,exc,message", BAD_INPUTS,
-                         ids=[str(i) for i in range(len(BAD_INPUTS))])
+@pytest.mark.parametrize(
+    "make,exc,message", BAD_INPUTS, ids=[str(i) for i in range(len(BAD_INPUTS))]
+)
 def test_bad_input(make, exc, message, via):
     assert_bad_input("gauss_bound", make(), exc, message, via, _checks.gauss_bound)
 
 
-@pytest.mark.parametrize("make,exc,message", BAD_INPUTS,
-                         ids=[str(i) for i in range(len(BAD_INPUTS))])
+@pytest.mark.parametrize(
+    "make,exc,message", BAD_INPUTS, ids=[str(i) for i in range(len(BAD_INPUTS))]
+)
 def test_bad_input_python_checks(make, exc, message):
     with pytest.raises(exc, match=message):
         _checks.gauss_bound(*make()[:-1])
@@ -181,11 +236,14 @@ def test_bad_input_python_checks(make, exc, message):
 # ------------------------------------------------------------------------------------
 # The models
 # ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("model_cls,kwargs", [
-    (nf.NotMIWAE, dict(missing_process="selfmasking")),
-    (nf.NotMIWAE, dict(missing_process="selfmasking_known_signs", signs=[1.0] * 6)),
-    (nf.MIWAE, {}),
-])
+@pytest.mark.parametrize(
+    "model_cls,kwargs",
+    [
+        (nf.NotMIWAE, dict(missing_process="selfmasking")),
+        (nf.NotMIWAE, dict(missing_process="selfmasking_known_signs", signs=[1.0] * 6)),
+        (nf.MIWAE, {}),
+    ],
+)
 def test_models_use_it_and_agree_with_the_reference_backend(model_cls, kwargs, monkeypatch):
     calls = []
     original = ops.gauss_bound
@@ -262,7 +320,8 @@ def test_grads_op_single_row_single_sample():
 
 
 @pytest.mark.parametrize("via", [v for v in BAD_INPUT_ROUTES if v != "reference-fallback"])
-@pytest.mark.parametrize("make,exc,message", BAD_INPUTS,
-                         ids=[str(i) for i in range(len(BAD_INPUTS))])
+@pytest.mark.parametrize(
+    "make,exc,message", BAD_INPUTS, ids=[str(i) for i in range(len(BAD_INPUTS))]
+)
 def test_grads_op_bad_input(make, exc, message, via):
     assert_bad_input("gauss_bound_grads", make(), exc, message, via, _checks.gauss_bound)

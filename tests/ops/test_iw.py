@@ -7,11 +7,10 @@ import math
 
 import pytest
 import torch
+from helpers import BAD_INPUT_ROUTES, DEVICES, TOL, assert_bad_input, cuda_only
 
 from notmiwae_fast import ops
 from notmiwae_fast.ops import reference
-
-from helpers import BAD_INPUT_ROUTES, DEVICES, TOL, assert_bad_input, cuda_only
 
 OPS = torch.ops.notmiwae_fast
 SHAPES = [(1, 1, 1), (3, 1, 4), (5, 20, 11), (16, 257, 3), (2, 3000, 7)]  # (B, K, D)
@@ -31,8 +30,9 @@ def forward_backward(fn, *inputs):
     """fn(*inputs), and the gradients of a fixed random projection of it."""
     leaves = [t.detach().clone().requires_grad_(True) for t in inputs]
     out = fn(*leaves)
-    proj = torch.randn(out.shape, generator=torch.Generator().manual_seed(1),
-                       dtype=torch.float64).to(out)
+    proj = torch.randn(
+        out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64
+    ).to(out)
     grads = torch.autograd.grad((out * proj).sum(), leaves)
     return out.detach(), [g.detach() for g in grads]
 
@@ -61,8 +61,9 @@ def test_matches_reference(name, shape, dtype, device):
 def test_wrapper_is_the_kernel(name):
     log_w, values = make_inputs(4, 9, 5, torch.float64, "cpu")
     inputs = (log_w, values) if name == "iw_impute" else (log_w,)
-    torch.testing.assert_close(getattr(ops, name)(*inputs), getattr(OPS, name)(*inputs),
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        getattr(ops, name)(*inputs), getattr(OPS, name)(*inputs), rtol=0, atol=0
+    )
 
 
 def test_values_against_closed_forms():
@@ -70,15 +71,18 @@ def test_values_against_closed_forms():
     uniform softmax and the plain mean of the values."""
     log_w = torch.full((3, 8), -2.5, dtype=torch.float64)
     values = torch.randn(3, 8, 4, dtype=torch.float64)
-    torch.testing.assert_close(OPS.iw_logmeanexp(log_w), torch.full((3,), -2.5,
-                                                                   dtype=torch.float64))
-    torch.testing.assert_close(OPS.iw_weights(log_w), torch.full((3, 8), 1 / 8,
-                                                                dtype=torch.float64))
+    torch.testing.assert_close(
+        OPS.iw_logmeanexp(log_w), torch.full((3,), -2.5, dtype=torch.float64)
+    )
+    torch.testing.assert_close(
+        OPS.iw_weights(log_w), torch.full((3, 8), 1 / 8, dtype=torch.float64)
+    )
     torch.testing.assert_close(OPS.iw_impute(log_w, values), values.mean(1))
     # and against torch's own logsumexp / softmax on generic input
     x = torch.randn(6, 50, dtype=torch.float64) * 5
-    torch.testing.assert_close(OPS.iw_logmeanexp(x), torch.logsumexp(x, 1) - math.log(50),
-                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        OPS.iw_logmeanexp(x), torch.logsumexp(x, 1) - math.log(50), rtol=1e-12, atol=1e-12
+    )
     torch.testing.assert_close(OPS.iw_weights(x), torch.softmax(x, 1), rtol=1e-12, atol=1e-14)
 
 
@@ -147,7 +151,7 @@ def test_zero_width_values(device):
 def test_non_contiguous_inputs(name, device):
     base_lw = torch.randn(9, 12, dtype=torch.float64, device=device)
     base_v = torch.randn(7, 9, 12, dtype=torch.float64, device=device)
-    log_w = base_lw.t()[::2]               # [6, 9], strided
+    log_w = base_lw.t()[::2]  # [6, 9], strided
     values = base_v.permute(2, 1, 0)[::2]  # [6, 9, 7], permuted
     assert not log_w.is_contiguous() and not values.is_contiguous()
     inputs = (log_w, values) if name == "iw_impute" else (log_w,)
@@ -164,8 +168,12 @@ def test_minus_infinity_entries(device):
     """Some -inf: those samples get weight 0. All -inf: -inf bound, zero weights,
     zero imputation, zero gradients, never NaN."""
     ninf = -math.inf
-    log_w = torch.tensor([[0.0, ninf, 1.0], [ninf, ninf, ninf]], dtype=torch.float64,
-                         device=device, requires_grad=True)
+    log_w = torch.tensor(
+        [[0.0, ninf, 1.0], [ninf, ninf, ninf]],
+        dtype=torch.float64,
+        device=device,
+        requires_grad=True,
+    )
     values = torch.randn(2, 3, 2, dtype=torch.float64, device=device)
     values[0, 1] = math.nan  # a sample with no weight: its values must not leak
     values.requires_grad_(True)
@@ -181,8 +189,9 @@ def test_minus_infinity_entries(device):
     assert torch.all(imp[1] == 0)
 
     for out in (lme, w.sum(1), imp.sum(1)):
-        g_lw, g_v = torch.autograd.grad(out.sum(), (log_w, values), allow_unused=True,
-                                        materialize_grads=True)
+        g_lw, g_v = torch.autograd.grad(
+            out.sum(), (log_w, values), allow_unused=True, materialize_grads=True
+        )
         assert torch.isfinite(g_lw).all() and torch.isfinite(g_v).all()
         assert torch.all(g_lw[1] == 0) and g_lw[0, 1] == 0
         assert torch.all(g_v[1] == 0) and torch.all(g_v[0, 1] == 0)
@@ -191,8 +200,12 @@ def test_minus_infinity_entries(device):
 @pytest.mark.parametrize("device", DEVICES)
 def test_extreme_magnitudes(device):
     """Log-weights and values of ±1e4 stay finite and accurate."""
-    log_w = torch.tensor([[1e4, -1e4, 1e4 - 0.05], [-1e4, -1e4 + 2.0, -1e4]],
-                         dtype=torch.float32, device=device, requires_grad=True)
+    log_w = torch.tensor(
+        [[1e4, -1e4, 1e4 - 0.05], [-1e4, -1e4 + 2.0, -1e4]],
+        dtype=torch.float32,
+        device=device,
+        requires_grad=True,
+    )
     values = torch.tensor([1e4, -1e4, 0.5], device=device).repeat(2, 1).unsqueeze(-1)
     values.requires_grad_(True)
     lme = OPS.iw_logmeanexp(log_w)
@@ -203,13 +216,15 @@ def test_extreme_magnitudes(device):
     torch.testing.assert_close(imp.double(), ref_imp, rtol=1e-5, atol=1e-3)
     # The weights carry no rounded log-sum-exp of magnitude 1e4 (5e-4 relative error in
     # float32): they are exp(a - max) / sum.
-    torch.testing.assert_close(OPS.iw_weights(log_w).double(),
-                               reference.iw_weights(log_w.double()), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(
+        OPS.iw_weights(log_w).double(), reference.iw_weights(log_w.double()), rtol=1e-5, atol=1e-7
+    )
     g_lw, g_v = torch.autograd.grad(lme.sum() + imp.sum(), (log_w, values))
     assert torch.isfinite(g_lw).all() and torch.isfinite(g_v).all()
     lw64, v64 = log_w.detach().double().requires_grad_(), values.detach().double().requires_grad_()
-    ref_g = torch.autograd.grad(reference.iw_logmeanexp(lw64).sum()
-                                + reference.iw_impute(lw64, v64).sum(), (lw64, v64))
+    ref_g = torch.autograd.grad(
+        reference.iw_logmeanexp(lw64).sum() + reference.iw_impute(lw64, v64).sum(), (lw64, v64)
+    )
     torch.testing.assert_close(g_v.double(), ref_g[1], rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(g_lw.double(), ref_g[0], rtol=1e-5, atol=2e-2)
 
@@ -217,8 +232,9 @@ def test_extreme_magnitudes(device):
 def test_large_k_streaming_matches_reference():
     """K much larger than any tile or chunk: the streaming kernel equals the reference."""
     log_w, values = make_inputs(3, 50_000, 5, torch.float64, "cpu", spread=10.0)
-    torch.testing.assert_close(OPS.iw_impute(log_w, values),
-                               reference.iw_impute(log_w, values), **TOL[torch.float64])
+    torch.testing.assert_close(
+        OPS.iw_impute(log_w, values), reference.iw_impute(log_w, values), **TOL[torch.float64]
+    )
 
 
 @pytest.mark.parametrize("bad", [math.inf, math.nan])
@@ -253,19 +269,19 @@ def test_second_derivative_raises_instead_of_vanishing(name):
     log_w, values = make_inputs(2, 5, 3, torch.float64, "cpu")
     log_w.requires_grad_(True)
     inputs = (log_w, values) if name == "iw_impute" else (log_w,)
-    first, = torch.autograd.grad(getattr(OPS, name)(*inputs).sum(), log_w, create_graph=True)
-    ref_first, = torch.autograd.grad(getattr(reference, name)(*inputs).sum(), log_w)
+    (first,) = torch.autograd.grad(getattr(OPS, name)(*inputs).sum(), log_w, create_graph=True)
+    (ref_first,) = torch.autograd.grad(getattr(reference, name)(*inputs).sum(), log_w)
     torch.testing.assert_close(first.detach(), ref_first)
-    with pytest.raises(RuntimeError, match=f"notmiwae_fast::{name}_backward: .*not "
-                                           "differentiable"):
+    with pytest.raises(RuntimeError, match=f"notmiwae_fast::{name}_backward: .*not differentiable"):
         torch.autograd.grad((first * torch.randn_like(first)).sum(), log_w)
 
 
 def test_wide_rows_cross_column_tiles():
     """D spans several column tiles of the CPU kernel (tile = 1024)."""
     log_w, values = make_inputs(2, 6, 2500, torch.float64, "cpu")
-    torch.testing.assert_close(OPS.iw_impute(log_w, values),
-                               reference.iw_impute(log_w, values), **TOL[torch.float64])
+    torch.testing.assert_close(
+        OPS.iw_impute(log_w, values), reference.iw_impute(log_w, values), **TOL[torch.float64]
+    )
 
 
 # ------------------------------------------------------------------------------------
@@ -296,24 +312,49 @@ BAD_INPUTS = [
     ("iw_logmeanexp", lambda: (torch.randn(3),), ValueError, "'log_w' must have shape \\[B, K\\]"),
     ("iw_logmeanexp", lambda: (torch.randn(2, 3, 4),), ValueError, "'log_w' must have shape"),
     ("iw_logmeanexp", lambda: (torch.randn(3, 0),), ValueError, "K >= 1"),
-    ("iw_weights", lambda: (torch.ones(3, 4, dtype=torch.int64),), TypeError,
-     "'log_w' must be a floating-point"),
-    ("iw_impute", lambda: (torch.randn(3, 4), torch.randn(3, 5, 2)), ValueError,
-     "'values' must have shape \\[B, K, D\\] \\(K from log_w\\)"),
-    ("iw_impute", lambda: (torch.randn(3, 4), torch.randn(2, 4, 2)), ValueError,
-     "'values' must have shape \\[B, K, D\\] \\(B from log_w\\)"),
-    ("iw_impute", lambda: (torch.randn(3, 4), torch.randn(3, 4)), ValueError,
-     "'values' must have shape \\[B, K, D\\]"),
-    ("iw_impute", lambda: (torch.randn(3, 4), torch.randn(3, 4, 2, dtype=torch.float64)),
-     TypeError, "'values' has dtype"),
-    ("iw_logmeanexp", lambda: (torch.randn(3, 4, dtype=torch.float16),), TypeError,
-     "float32 or float64"),
+    (
+        "iw_weights",
+        lambda: (torch.ones(3, 4, dtype=torch.int64),),
+        TypeError,
+        "'log_w' must be a floating-point",
+    ),
+    (
+        "iw_impute",
+        lambda: (torch.randn(3, 4), torch.randn(3, 5, 2)),
+        ValueError,
+        "'values' must have shape \\[B, K, D\\] \\(K from log_w\\)",
+    ),
+    (
+        "iw_impute",
+        lambda: (torch.randn(3, 4), torch.randn(2, 4, 2)),
+        ValueError,
+        "'values' must have shape \\[B, K, D\\] \\(B from log_w\\)",
+    ),
+    (
+        "iw_impute",
+        lambda: (torch.randn(3, 4), torch.randn(3, 4)),
+        ValueError,
+        "'values' must have shape \\[B, K, D\\]",
+    ),
+    (
+        "iw_impute",
+        lambda: (torch.randn(3, 4), torch.randn(3, 4, 2, dtype=torch.float64)),
+        TypeError,
+        "'values' has dtype",
+    ),
+    (
+        "iw_logmeanexp",
+        lambda: (torch.randn(3, 4, dtype=torch.float16),),
+        TypeError,
+        "float32 or float64",
+    ),
 ]
 
 
 @pytest.mark.parametrize("via", BAD_INPUT_ROUTES)
-@pytest.mark.parametrize("name,make,exc,message", BAD_INPUTS,
-                         ids=[f"{b[0]}-{i}" for i, b in enumerate(BAD_INPUTS)])
+@pytest.mark.parametrize(
+    "name,make,exc,message", BAD_INPUTS, ids=[f"{b[0]}-{i}" for i, b in enumerate(BAD_INPUTS)]
+)
 def test_bad_input(name, make, exc, message, via):
     from notmiwae_fast.ops import _checks
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from notmiwae_fast.ops import _checks, reference
-from notmiwae_fast import ops
-
 from helpers import BAD_INPUT_ROUTES, DEVICES, TOL, assert_bad_input, cuda_only, library_loaded
+
+from notmiwae_fast import ops
+from notmiwae_fast.ops import _checks, reference
 
 OPS = torch.ops.notmiwae_fast
 pytestmark = pytest.mark.skipif(not library_loaded(), reason="needs the compiled library")
@@ -28,11 +27,13 @@ def forward_backward(fn, mu, std, eps):
     leaves = [mu.clone().requires_grad_(True), std.clone().requires_grad_(True)]
     outs = fn(leaves[0], leaves[1], eps)
     g = torch.Generator().manual_seed(7)
-    loss = sum((o * torch.randn(o.shape, generator=g, dtype=torch.float64).to(o)).sum()
-               for o in outs)
+    loss = sum(
+        (o * torch.randn(o.shape, generator=g, dtype=torch.float64).to(o)).sum() for o in outs
+    )
     grads = torch.autograd.grad(loss, leaves, allow_unused=True)
-    return [o.detach() for o in outs], [torch.zeros_like(leaf) if gr is None else gr
-                                       for gr, leaf in zip(grads, leaves)]
+    return [o.detach() for o in outs], [
+        torch.zeros_like(leaf) if gr is None else gr for gr, leaf in zip(grads, leaves)
+    ]
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -41,8 +42,9 @@ def forward_backward(fn, mu, std, eps):
 def test_matches_reference(shape, dtype, device):
     mu, std, eps = make_inputs(*shape, dtype=dtype, device=device)
     outs, grads = forward_backward(OPS.latent_terms, mu, std, eps)
-    ref_outs, ref_grads = forward_backward(reference.latent_terms, mu.double(), std.double(),
-                                           eps.double())
+    ref_outs, ref_grads = forward_backward(
+        reference.latent_terms, mu.double(), std.double(), eps.double()
+    )
     for a, r in zip(outs + grads, ref_outs + ref_grads):
         torch.testing.assert_close(a, r.to(dtype), **TOL[dtype])
 
@@ -55,8 +57,9 @@ def test_against_torch_distributions():
     torch.testing.assert_close(z, mu[:, None] + std[:, None] * eps, rtol=1e-15, atol=1e-15)
     normal = torch.distributions.Normal
     torch.testing.assert_close(log_p, normal(0.0, 1.0).log_prob(z).sum(-1), **TOL[torch.float64])
-    torch.testing.assert_close(log_q, normal(mu[:, None], std[:, None]).log_prob(z).sum(-1),
-                               **TOL[torch.float64])
+    torch.testing.assert_close(
+        log_q, normal(mu[:, None], std[:, None]).log_prob(z).sum(-1), **TOL[torch.float64]
+    )
 
 
 def test_wrapper_is_the_kernel():
@@ -76,9 +79,10 @@ def test_gradcheck(device):
 @pytest.mark.parametrize("requires_grad", [False, True])
 def test_opcheck(requires_grad, device):
     mu, std, eps = make_inputs(3, 4, 5, dtype=torch.float32, device=device)
-    torch.library.opcheck(OPS.latent_terms.default,
-                          (mu.requires_grad_(requires_grad), std.requires_grad_(requires_grad),
-                           eps))
+    torch.library.opcheck(
+        OPS.latent_terms.default,
+        (mu.requires_grad_(requires_grad), std.requires_grad_(requires_grad), eps),
+    )
 
 
 @pytest.mark.parametrize("which", [0, 1, 2])
@@ -86,8 +90,9 @@ def test_one_output_used(which):
     """Only z, only log p or only log q used: the others count as zero gradients."""
     mu, std, eps = make_inputs(4, 6, 3)
     outs, grads = forward_backward(lambda *a: (OPS.latent_terms(*a)[which],), mu, std, eps)
-    ref_outs, ref_grads = forward_backward(lambda *a: (reference.latent_terms(*a)[which],),
-                                           mu, std, eps)
+    ref_outs, ref_grads = forward_backward(
+        lambda *a: (reference.latent_terms(*a)[which],), mu, std, eps
+    )
     for a, r in zip(outs + grads, ref_outs + ref_grads):
         torch.testing.assert_close(a, r, **TOL[torch.float64])
 
@@ -107,17 +112,21 @@ def test_non_contiguous(device):
     wide = torch.cat([mu, std], dim=1)  # the encoder's [B, 2L] output, split in two views
     m, s = wide[:, :4], wide[:, 4:]
     assert not m.is_contiguous()
-    for a, r in zip(OPS.latent_terms(m, s, eps.transpose(0, 1).contiguous().transpose(0, 1)),
-                    reference.latent_terms(m, s, eps)):
+    for a, r in zip(
+        OPS.latent_terms(m, s, eps.transpose(0, 1).contiguous().transpose(0, 1)),
+        reference.latent_terms(m, s, eps),
+    ):
         torch.testing.assert_close(a, r, **TOL[torch.float64])
 
 
 def test_torch_compile_fullgraph():
     mu, std, eps = make_inputs(4, 5, 3, dtype=torch.float32)
-    compiled = torch.compile(lambda *a: sum(o.sum() for o in OPS.latent_terms(*a)),
-                             fullgraph=True, backend="aot_eager")
-    torch.testing.assert_close(compiled(mu, std, eps),
-                               sum(o.sum() for o in OPS.latent_terms(mu, std, eps)))
+    compiled = torch.compile(
+        lambda *a: sum(o.sum() for o in OPS.latent_terms(*a)), fullgraph=True, backend="aot_eager"
+    )
+    torch.testing.assert_close(
+        compiled(mu, std, eps), sum(o.sum() for o in OPS.latent_terms(mu, std, eps))
+    )
 
 
 @cuda_only
@@ -135,21 +144,38 @@ def test_cuda_half_types(dtype):
 
 
 BAD_INPUTS = [
-    (lambda: (torch.randn(3), *make_inputs(3, 4, 5)[1:]), ValueError,
-     "'mu' must have shape \\[B, L\\]"),
-    (lambda: (make_inputs(3, 4, 5)[0], torch.rand(3, 4).double(), make_inputs(3, 4, 5)[2]),
-     ValueError, "'std' must have shape \\[B, L\\] \\(L from mu\\)"),
-    (lambda: (*make_inputs(3, 4, 5)[:2], torch.randn(3, 4, 6).double()), ValueError,
-     "'eps' must have shape \\[B, K, L\\] \\(L from mu\\)"),
-    (lambda: (*make_inputs(3, 4, 5)[:2], torch.randn(2, 4, 5).double()), ValueError,
-     "'eps' must have shape \\[B, K, L\\] \\(B from mu\\)"),
-    (lambda: (make_inputs(3, 4, 5)[0], make_inputs(3, 4, 5)[1].float(), make_inputs(3, 4, 5)[2]),
-     TypeError, "'std' has dtype"),
+    (
+        lambda: (torch.randn(3), *make_inputs(3, 4, 5)[1:]),
+        ValueError,
+        "'mu' must have shape \\[B, L\\]",
+    ),
+    (
+        lambda: (make_inputs(3, 4, 5)[0], torch.rand(3, 4).double(), make_inputs(3, 4, 5)[2]),
+        ValueError,
+        "'std' must have shape \\[B, L\\] \\(L from mu\\)",
+    ),
+    (
+        lambda: (*make_inputs(3, 4, 5)[:2], torch.randn(3, 4, 6).double()),
+        ValueError,
+        "'eps' must have shape \\[B, K, L\\] \\(L from mu\\)",
+    ),
+    (
+        lambda: (*make_inputs(3, 4, 5)[:2], torch.randn(2, 4, 5).double()),
+        ValueError,
+        "'eps' must have shape \\[B, K, L\\] \\(B from mu\\)",
+    ),
+    (
+        lambda: (make_inputs(3, 4, 5)[0], make_inputs(3, 4, 5)[1].float(), make_inputs(3, 4, 5)[2]),
+        TypeError,
+        "'std' has dtype",
+    ),
     (lambda: make_inputs(3, 4, 5, dtype=torch.float16), TypeError, "float32 or float64"),
 ]
 
 
 @pytest.mark.parametrize("via", BAD_INPUT_ROUTES)
-@pytest.mark.parametrize("make,exc,message", BAD_INPUTS, ids=[str(i) for i in range(len(BAD_INPUTS))])
+@pytest.mark.parametrize(
+    "make,exc,message", BAD_INPUTS, ids=[str(i) for i in range(len(BAD_INPUTS))]
+)
 def test_bad_input(make, exc, message, via):
     assert_bad_input("latent_terms", make(), exc, message, via, _checks.latent)

@@ -10,17 +10,27 @@ import math
 
 import pytest
 import torch
+from helpers import (
+    BAD_INPUT_ROUTES,
+    DEVICES,
+    assert_bad_input,
+    cuda_only,
+    library_loaded,
+    run_python,
+)
 
 import notmiwae_fast
-from notmiwae_fast.ops import _checks, reference
 from notmiwae_fast import ops
-
-from helpers import (BAD_INPUT_ROUTES, DEVICES, assert_bad_input, cuda_only, library_loaded,
-                      run_python)
+from notmiwae_fast.ops import _checks, reference
 
 OPS = torch.ops.notmiwae_fast
-NAMES = ["masked_normal_logprob", "masked_bernoulli_logprob", "masked_studentt_logprob",
-         "selfmask_logprob", "notmiwae_normal_terms"]
+NAMES = [
+    "masked_normal_logprob",
+    "masked_bernoulli_logprob",
+    "masked_studentt_logprob",
+    "selfmask_logprob",
+    "notmiwae_normal_terms",
+]
 SHAPES = [(1, 1, 1), (3, 1, 4), (5, 20, 11), (0, 4, 3), (2, 3, 12288)]  # (B, K, D)
 # Kernel against the float64 reference (SPEC: float64 to 1e-10 relative, float32 to
 # 1e-5; the absolute part covers sums near 0).
@@ -36,12 +46,18 @@ class Inputs:
         self.grad_idx = list(grad_idx)
 
     def to(self, **kw):
-        return Inputs([a.to(**kw) if a.is_floating_point() else a.to(device=kw.get("device"))
-                       for a in self.args], self.grad_idx)
+        return Inputs(
+            [
+                a.to(**kw) if a.is_floating_point() else a.to(device=kw.get("device"))
+                for a in self.args
+            ],
+            self.grad_idx,
+        )
 
 
-def make_inputs(name, B, K, D, dtype=torch.float64, device="cpu", mask_kind="bool",
-                seed=0, nan_under_mask=True):
+def make_inputs(
+    name, B, K, D, dtype=torch.float64, device="cpu", mask_kind="bool", seed=0, nan_under_mask=True
+):
     """Random inputs of op ``name`` (drawn in float64 on the CPU, then converted). Entries
     of x under mask = 0 hold NaN / ±inf unless ``nan_under_mask`` is False."""
     g = torch.Generator().manual_seed(seed)
@@ -81,10 +97,12 @@ def forward_backward(fn, inp: Inputs):
     outs = fn(*args)
     outs = outs if isinstance(outs, tuple) else (outs,)
     gen = torch.Generator().manual_seed(1)
-    loss = sum((o * torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o)).sum()
-               for o in outs)
-    grads = torch.autograd.grad(loss, [args[i] for i in inp.grad_idx], allow_unused=True,
-                                materialize_grads=True)
+    loss = sum(
+        (o * torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o)).sum() for o in outs
+    )
+    grads = torch.autograd.grad(
+        loss, [args[i] for i in inp.grad_idx], allow_unused=True, materialize_grads=True
+    )
     return [o.detach() for o in outs], [g.detach() for g in grads]
 
 
@@ -123,8 +141,9 @@ def test_wrapper_is_the_kernel(name):
     inp = make_inputs(name, 4, 3, 5)
     a = getattr(ops, name)(*inp.args)
     k = getattr(OPS, name)(*inp.args)
-    assert_all_close(a if isinstance(a, tuple) else (a,), k if isinstance(k, tuple) else (k,),
-                     rtol=0, atol=0)
+    assert_all_close(
+        a if isinstance(a, tuple) else (a,), k if isinstance(k, tuple) else (k,), rtol=0, atol=0
+    )
 
 
 def test_against_torch_distributions():
@@ -137,17 +156,24 @@ def test_against_torch_distributions():
     logits = torch.randn(B, K, D, dtype=torch.float64) * 3
     xb = (x > 0).double()
     dist = torch.distributions
-    torch.testing.assert_close(OPS.masked_normal_logprob(x, mask, loc, scale),
-                               dist.Normal(loc, scale).log_prob(x[:, None]).sum(-1))
-    torch.testing.assert_close(OPS.masked_studentt_logprob(x, mask, loc, scale, df),
-                               dist.StudentT(df, loc, scale).log_prob(x[:, None]).sum(-1))
-    torch.testing.assert_close(OPS.masked_bernoulli_logprob(xb, mask, logits),
-                               dist.Bernoulli(logits=logits).log_prob(xb[:, None]).sum(-1))
+    torch.testing.assert_close(
+        OPS.masked_normal_logprob(x, mask, loc, scale),
+        dist.Normal(loc, scale).log_prob(x[:, None]).sum(-1),
+    )
+    torch.testing.assert_close(
+        OPS.masked_studentt_logprob(x, mask, loc, scale, df),
+        dist.StudentT(df, loc, scale).log_prob(x[:, None]).sum(-1),
+    )
+    torch.testing.assert_close(
+        OPS.masked_bernoulli_logprob(xb, mask, logits),
+        dist.Bernoulli(logits=logits).log_prob(xb[:, None]).sum(-1),
+    )
     W, b = torch.randn(D, dtype=torch.float64), torch.randn(D, dtype=torch.float64)
     s = torch.rand(B, D) > 0.5
     torch.testing.assert_close(
         OPS.selfmask_logprob(loc, s, W, b),
-        dist.Bernoulli(logits=-W * (loc - b)).log_prob(s[:, None].double()).sum(-1))
+        dist.Bernoulli(logits=-W * (loc - b)).log_prob(s[:, None].double()).sum(-1),
+    )
 
 
 # ------------------------------------------------------------------------------------
@@ -189,6 +215,7 @@ def test_one_output_of_notmiwae_terms_used():
     """An unused output gets a zero gradient (materialised), not an error."""
     inp = make_inputs("notmiwae_normal_terms", 3, 4, 5)
     for which in (0, 1):
+
         def only(*args, which=which):
             return reference.notmiwae_normal_terms(*args)[which]
 
@@ -257,10 +284,14 @@ def test_extreme_logits(dtype, device):
     x_full = -big.expand(B, K, D).clone()  # logits −W (x − b) = big
     loc = torch.zeros(B, K, D, dtype=torch.float64)
     scale = torch.ones(B, K, D, dtype=torch.float64)
-    cases = [("masked_bernoulli_logprob", Inputs([x, mask, logits], [2])),
-             ("selfmask_logprob", Inputs([x_full, mask, W, b], [0, 2, 3])),
-             ("notmiwae_normal_terms",
-              Inputs([-big.expand(B, D).clone(), mask, loc, scale, x_full, W, b], [2, 3, 5, 6]))]
+    cases = [
+        ("masked_bernoulli_logprob", Inputs([x, mask, logits], [2])),
+        ("selfmask_logprob", Inputs([x_full, mask, W, b], [0, 2, 3])),
+        (
+            "notmiwae_normal_terms",
+            Inputs([-big.expand(B, D).clone(), mask, loc, scale, x_full, W, b], [2, 3, 5, 6]),
+        ),
+    ]
     for name, inp in cases:
         outs, grads = forward_backward(getattr(OPS, name), inp.to(dtype=dtype, device=device))
         ref_outs, ref_grads = forward_backward(getattr(reference, name), inp)
@@ -278,8 +309,15 @@ def test_non_contiguous_inputs(name, mask_kind, device):
     base = make_inputs(name, 4, 6, 10, device=device, mask_kind=mask_kind)
 
     def strided(t):  # the same values, stored transposed: a non-contiguous view
-        return t.t().contiguous().t() if t.dim() == 2 else (
-            t.transpose(0, 2).contiguous().transpose(0, 2) if t.dim() == 3 else t.expand(2, -1)[0])
+        return (
+            t.t().contiguous().t()
+            if t.dim() == 2
+            else (
+                t.transpose(0, 2).contiguous().transpose(0, 2)
+                if t.dim() == 3
+                else t.expand(2, -1)[0]
+            )
+        )
 
     inp = Inputs([strided(a) for a in base.args], base.grad_idx)
     assert not any(a.is_contiguous() for a in inp.args if a.dim() >= 2)
@@ -332,54 +370,116 @@ def _replace(args, i, value):
 
 
 BAD_INPUTS = [
-    ("masked_normal_logprob", lambda: _replace(_normal(), 0, torch.randn(3, 1, 5).double()),
-     ValueError, "'x' must have shape \\[B, D\\]"),
-    ("masked_normal_logprob", lambda: _replace(_normal(), 1, torch.ones(3, 4, dtype=torch.bool)),
-     ValueError, "'mask' must have shape \\[B, D\\]"),
-    ("masked_normal_logprob", lambda: _replace(_normal(), 1, torch.ones(3, 5, dtype=torch.int64)),
-     TypeError, "'mask' must be bool or floating"),
-    ("masked_normal_logprob", lambda: _replace(_normal(), 2, torch.randn(3, 4, 6).double()),
-     ValueError, "'loc' must have shape \\[B, K, D\\] \\(D from x\\)"),
-    ("masked_normal_logprob", lambda: _replace(_normal(), 2, torch.randn(2, 4, 5).double()),
-     ValueError, "'loc' must have shape \\[B, K, D\\] \\(B from x\\)"),
-    ("masked_normal_logprob", lambda: _replace(_normal(), 3, torch.rand(3, 2, 5).double()),
-     ValueError, "'scale' must have shape \\[B, K, D\\]"),
-    ("masked_normal_logprob", lambda: _replace(_normal(), 3, torch.rand(3, 4, 5)),
-     TypeError, "'scale' has dtype"),
-    ("masked_normal_logprob", lambda: _replace(_normal(), 0, torch.randn(3, 5)),
-     TypeError, "'loc' has dtype"),
-    ("masked_studentt_logprob", lambda: _normal() + (torch.ones(4).double(),),
-     ValueError, "'df' must have shape \\[D\\]"),
-    ("masked_bernoulli_logprob", lambda: (torch.rand(3, 5), torch.ones(3, 5).bool(),
-                                          torch.randn(3, 4)),
-     ValueError, "'logits' must have shape \\[B, K, D\\]"),
-    ("selfmask_logprob", lambda: (torch.randn(3, 4, 5), torch.ones(3, 5).bool(), torch.randn(5),
-                                  torch.randn(1)),
-     ValueError, "'b' must have shape \\[D\\]"),
-    ("selfmask_logprob", lambda: (torch.randn(3, 4, 5), torch.ones(3, 4).bool(), torch.randn(5),
-                                  torch.randn(5)),
-     ValueError, "'mask' must have shape \\[B, D\\]"),
-    ("notmiwae_normal_terms",
-     lambda: _normal() + (torch.randn(3, 4, 4).double(), torch.randn(5).double(),
-                          torch.randn(5).double()),
-     ValueError, "'eps' must have shape \\[B, K, D\\]"),
-    ("notmiwae_normal_terms", lambda: _normal() + (torch.randn(3, 4, 5).double(), torch.randn(5),
-                                                   torch.randn(5).double()),
-     TypeError, "'W' has dtype"),
-    ("masked_normal_logprob", lambda: _normal(dtype=torch.float16), TypeError,
-     "float32 or float64"),
+    (
+        "masked_normal_logprob",
+        lambda: _replace(_normal(), 0, torch.randn(3, 1, 5).double()),
+        ValueError,
+        "'x' must have shape \\[B, D\\]",
+    ),
+    (
+        "masked_normal_logprob",
+        lambda: _replace(_normal(), 1, torch.ones(3, 4, dtype=torch.bool)),
+        ValueError,
+        "'mask' must have shape \\[B, D\\]",
+    ),
+    (
+        "masked_normal_logprob",
+        lambda: _replace(_normal(), 1, torch.ones(3, 5, dtype=torch.int64)),
+        TypeError,
+        "'mask' must be bool or floating",
+    ),
+    (
+        "masked_normal_logprob",
+        lambda: _replace(_normal(), 2, torch.randn(3, 4, 6).double()),
+        ValueError,
+        "'loc' must have shape \\[B, K, D\\] \\(D from x\\)",
+    ),
+    (
+        "masked_normal_logprob",
+        lambda: _replace(_normal(), 2, torch.randn(2, 4, 5).double()),
+        ValueError,
+        "'loc' must have shape \\[B, K, D\\] \\(B from x\\)",
+    ),
+    (
+        "masked_normal_logprob",
+        lambda: _replace(_normal(), 3, torch.rand(3, 2, 5).double()),
+        ValueError,
+        "'scale' must have shape \\[B, K, D\\]",
+    ),
+    (
+        "masked_normal_logprob",
+        lambda: _replace(_normal(), 3, torch.rand(3, 4, 5)),
+        TypeError,
+        "'scale' has dtype",
+    ),
+    (
+        "masked_normal_logprob",
+        lambda: _replace(_normal(), 0, torch.randn(3, 5)),
+        TypeError,
+        "'loc' has dtype",
+    ),
+    (
+        "masked_studentt_logprob",
+        lambda: _normal() + (torch.ones(4).double(),),
+        ValueError,
+        "'df' must have shape \\[D\\]",
+    ),
+    (
+        "masked_bernoulli_logprob",
+        lambda: (torch.rand(3, 5), torch.ones(3, 5).bool(), torch.randn(3, 4)),
+        ValueError,
+        "'logits' must have shape \\[B, K, D\\]",
+    ),
+    (
+        "selfmask_logprob",
+        lambda: (torch.randn(3, 4, 5), torch.ones(3, 5).bool(), torch.randn(5), torch.randn(1)),
+        ValueError,
+        "'b' must have shape \\[D\\]",
+    ),
+    (
+        "selfmask_logprob",
+        lambda: (torch.randn(3, 4, 5), torch.ones(3, 4).bool(), torch.randn(5), torch.randn(5)),
+        ValueError,
+        "'mask' must have shape \\[B, D\\]",
+    ),
+    (
+        "notmiwae_normal_terms",
+        lambda: (
+            _normal()
+            + (torch.randn(3, 4, 4).double(), torch.randn(5).double(), torch.randn(5).double())
+        ),
+        ValueError,
+        "'eps' must have shape \\[B, K, D\\]",
+    ),
+    (
+        "notmiwae_normal_terms",
+        lambda: (
+            _normal() + (torch.randn(3, 4, 5).double(), torch.randn(5), torch.randn(5).double())
+        ),
+        TypeError,
+        "'W' has dtype",
+    ),
+    (
+        "masked_normal_logprob",
+        lambda: _normal(dtype=torch.float16),
+        TypeError,
+        "float32 or float64",
+    ),
 ]
 
 
 @pytest.mark.parametrize("via", BAD_INPUT_ROUTES)
-@pytest.mark.parametrize("name,make,exc,message", BAD_INPUTS,
-                         ids=[f"{b[0]}-{i}" for i, b in enumerate(BAD_INPUTS)])
+@pytest.mark.parametrize(
+    "name,make,exc,message", BAD_INPUTS, ids=[f"{b[0]}-{i}" for i, b in enumerate(BAD_INPUTS)]
+)
 def test_bad_input(name, make, exc, message, via):
-    check = {"masked_normal_logprob": _checks.location_scale,
-             "masked_bernoulli_logprob": _checks.bernoulli,
-             "masked_studentt_logprob": _checks.studentt,
-             "selfmask_logprob": _checks.selfmask,
-             "notmiwae_normal_terms": _checks.notmiwae}[name]
+    check = {
+        "masked_normal_logprob": _checks.location_scale,
+        "masked_bernoulli_logprob": _checks.bernoulli,
+        "masked_studentt_logprob": _checks.studentt,
+        "selfmask_logprob": _checks.selfmask,
+        "notmiwae_normal_terms": _checks.notmiwae,
+    }[name]
     assert_bad_input(name, make(), exc, message, via, check)
 
 
@@ -424,5 +524,6 @@ print(repr([float(obs.sum()), float(miss.sum())] + [float(t.sum()) for t in grad
     obs, miss = reference.notmiwae_normal_terms(x, mask, loc, scale, eps, W, b)
     grads = torch.autograd.grad((obs + 2 * miss).sum(), (loc, scale, W, b))
     expected = [float(obs.sum().detach()), float(miss.sum().detach())] + [
-        float(t.sum()) for t in grads]
+        float(t.sum()) for t in grads
+    ]
     assert got == pytest.approx(expected, rel=1e-10, abs=1e-10)

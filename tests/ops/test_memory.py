@@ -11,13 +11,19 @@ import sys
 
 import pytest
 
-SCRIPT = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "benchmarks", "iw_impute_memory.py")
+SCRIPT = os.path.join(
+    os.path.dirname(__file__), os.pardir, os.pardir, "benchmarks", "iw_impute_memory.py"
+)
 
 
 def measure(tmp_path, B, K, D) -> dict:
     out = tmp_path / f"mem_{K}"
-    subprocess.run([sys.executable, SCRIPT, "--B", str(B), "--K", str(K), "--D", str(D),
-                    "--out", str(out)], check=True, capture_output=True, text=True)
+    subprocess.run(
+        [sys.executable, SCRIPT, "--B", str(B), "--K", str(K), "--D", str(D), "--out", str(out)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     rows = json.loads((out.with_suffix(".json")).read_text())["rows"]
     return {r["variant"]: r for r in rows}
 

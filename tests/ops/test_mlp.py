@@ -6,30 +6,44 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import (
+    BAD_INPUT_ROUTES,
+    DEVICES,
+    TOL,
+    assert_bad_input,
+    cuda_only,
+    library_loaded,
+    run_python,
+)
 from torch import nn
 
 import notmiwae_fast
-from notmiwae_fast.ops import _checks, reference
-from notmiwae_fast.nn import networks
 from notmiwae_fast import ops
-
-from helpers import (BAD_INPUT_ROUTES, DEVICES, TOL, assert_bad_input, cuda_only,
-                      library_loaded, run_python)
+from notmiwae_fast.nn import networks
+from notmiwae_fast.ops import _checks, reference
 
 OPS = torch.ops.notmiwae_fast
 needs_library = pytest.mark.skipif(not library_loaded(), reason="needs the compiled library")
 pytestmark = needs_library
 
 # (N, sizes): sizes[0] inputs, sizes[-1] outputs, one layer per consecutive pair.
-CASES = [(1, [1, 1]), (7, [3, 5]), (16, [11, 128, 128, 20]), (320, [10, 128, 128, 22]),
-         (33, [4, 6, 2, 9, 3]), (0, [5, 8, 8, 4])]
+CASES = [
+    (1, [1, 1]),
+    (7, [3, 5]),
+    (16, [11, 128, 128, 20]),
+    (320, [10, 128, 128, 22]),
+    (33, [4, 6, 2, 9, 3]),
+    (0, [5, 8, 8, 4]),
+]
 
 
 def make_layers(N, sizes, dtype=torch.float64, device="cpu", scale=1.0):
     g = torch.Generator().manual_seed(N + len(sizes))
     x = torch.randn(N, sizes[0], generator=g, dtype=torch.float64) * scale
-    weights = [torch.randn(b, a, generator=g, dtype=torch.float64) / a ** 0.5
-               for a, b in zip(sizes[:-1], sizes[1:])]
+    weights = [
+        torch.randn(b, a, generator=g, dtype=torch.float64) / a**0.5
+        for a, b in zip(sizes[:-1], sizes[1:])
+    ]
     biases = [torch.randn(b, generator=g, dtype=torch.float64) for b in sizes[1:]]
     move = lambda t: t.to(device=device, dtype=dtype)  # noqa: E731
     return move(x), [move(w) for w in weights], [move(b) for b in biases]
@@ -39,9 +53,10 @@ def forward_backward(fn, x, weights, biases):
     """fn(x, weights, biases) and the gradients of a fixed projection of it."""
     leaves = [t.detach().clone().requires_grad_(True) for t in [x, *weights, *biases]]
     n = len(weights)
-    out = fn(leaves[0], leaves[1:1 + n], leaves[1 + n:])
-    proj = torch.randn(out.shape, generator=torch.Generator().manual_seed(1),
-                       dtype=torch.float64).to(out)
+    out = fn(leaves[0], leaves[1 : 1 + n], leaves[1 + n :])
+    proj = torch.randn(
+        out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64
+    ).to(out)
     grads = torch.autograd.grad((out * proj).sum(), leaves, allow_unused=True)
     return out.detach(), [g.detach() for g in grads]
 
@@ -53,8 +68,8 @@ def test_matches_reference(case, dtype, device):
     x, weights, biases = make_layers(*case, dtype=dtype, device=device)
     out, grads = forward_backward(OPS.mlp_tanh, x, weights, biases)
     ref_out, ref_grads = forward_backward(
-        reference.mlp_tanh, x.double(), [w.double() for w in weights],
-        [b.double() for b in biases])
+        reference.mlp_tanh, x.double(), [w.double() for w in weights], [b.double() for b in biases]
+    )
     # float32: the matrix products' own rounding over 128-wide sums dominates the tolerance.
     tol = TOL[dtype] if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(out, ref_out.to(dtype), **tol)
@@ -64,8 +79,9 @@ def test_matches_reference(case, dtype, device):
 
 def test_wrapper_is_the_kernel():
     x, weights, biases = make_layers(9, [4, 6, 3])
-    torch.testing.assert_close(ops.mlp_tanh(x, weights, biases),
-                               OPS.mlp_tanh(x, weights, biases), rtol=0, atol=0)
+    torch.testing.assert_close(
+        ops.mlp_tanh(x, weights, biases), OPS.mlp_tanh(x, weights, biases), rtol=0, atol=0
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -73,18 +89,28 @@ def test_tanh_accuracy_float32(device):
     """The float32 tanh (a rational function on the CPU) against float64 tanh: a few ulp
     over the whole range (the dense grid near 0 and where it saturates included), exact
     signs, ±1 at the ends, NaN kept."""
-    t = torch.cat([torch.linspace(-30, 30, 600_001), torch.linspace(-0.01, 0.01, 20_001),
-                   torch.linspace(7.8, 9.2, 20_001),
-                   torch.tensor([0.0, 1e-30, -1e-8, 4e-4, -4e-4, 0.125, -0.125, 0.12499999])])
+    t = torch.cat(
+        [
+            torch.linspace(-30, 30, 600_001),
+            torch.linspace(-0.01, 0.01, 20_001),
+            torch.linspace(7.8, 9.2, 20_001),
+            torch.tensor([0.0, 1e-30, -1e-8, 4e-4, -4e-4, 0.125, -0.125, 0.12499999]),
+        ]
+    )
     one = [torch.ones(1, 1, device=device)] * 2
     zero = [torch.zeros(1, device=device)] * 2
     y = OPS.mlp_tanh(t[:, None].to(device), one, zero)[:, 0].cpu().double()
     exact = torch.tanh(t.double())
     rel = (y - exact).abs() / exact.abs().clamp_min(torch.finfo(torch.float32).tiny)
-    assert rel.max().item() < 8 * 2.0 ** -24, rel.max().item()
+    assert rel.max().item() < 8 * 2.0**-24, rel.max().item()
     assert torch.equal(torch.sign(y), torch.sign(exact))
-    ends = OPS.mlp_tanh(torch.tensor([[-1e4], [1e4], [float("inf")], [-float("inf")],
-                                      [float("nan")]], device=device), one, zero)[:, 0].cpu()
+    ends = OPS.mlp_tanh(
+        torch.tensor(
+            [[-1e4], [1e4], [float("inf")], [-float("inf")], [float("nan")]], device=device
+        ),
+        one,
+        zero,
+    )[:, 0].cpu()
     assert ends[:4].tolist() == [-1.0, 1.0, 1.0, -1.0]
     assert torch.isnan(ends[4])
 
@@ -95,7 +121,7 @@ def test_gradcheck(device):
     n = len(weights)
 
     def fn(*args):
-        return OPS.mlp_tanh(args[0], list(args[1:1 + n]), list(args[1 + n:]))
+        return OPS.mlp_tanh(args[0], list(args[1 : 1 + n]), list(args[1 + n :]))
 
     args = tuple(t.clone().requires_grad_(True) for t in [x, *weights, *biases])
     assert torch.autograd.gradcheck(fn, args)
@@ -109,16 +135,18 @@ def test_opcheck(requires_grad, device):
     weights = [w.requires_grad_(requires_grad) for w in weights]
     torch.library.opcheck(OPS.mlp_tanh.default, (x, weights, biases))
     # the forward that keeps activations sits below autograd (mlp_tanh is its autograd)
-    torch.library.opcheck(OPS.mlp_tanh_forward.default,
-                          (x.detach(), [w.detach() for w in weights], biases))
+    torch.library.opcheck(
+        OPS.mlp_tanh_forward.default, (x.detach(), [w.detach() for w in weights], biases)
+    )
 
 
 def test_second_derivative_raises_instead_of_vanishing():
     """mlp_tanh_backward returns lists of tensors: each gets the error node too."""
     x, weights, biases = make_layers(6, [3, 5, 2], dtype=torch.float64, device="cpu")
     weights = [w.requires_grad_(True) for w in weights]
-    grads = torch.autograd.grad(OPS.mlp_tanh(x, weights, biases).pow(2).sum(), weights,
-                                create_graph=True)
+    grads = torch.autograd.grad(
+        OPS.mlp_tanh(x, weights, biases).pow(2).sum(), weights, create_graph=True
+    )
     assert all(g.requires_grad for g in grads)
     with pytest.raises(RuntimeError, match="mlp_tanh_backward: .*not differentiable"):
         torch.autograd.grad(sum(g.sum() for g in grads), weights)
@@ -126,8 +154,7 @@ def test_second_derivative_raises_instead_of_vanishing():
 
 def test_torch_compile_fullgraph():
     x, weights, biases = make_layers(8, [4, 6, 3], dtype=torch.float32)
-    compiled = torch.compile(lambda *a: OPS.mlp_tanh(*a).sum(), fullgraph=True,
-                             backend="aot_eager")
+    compiled = torch.compile(lambda *a: OPS.mlp_tanh(*a).sum(), fullgraph=True, backend="aot_eager")
     torch.testing.assert_close(compiled(x, weights, biases), OPS.mlp_tanh(x, weights, biases).sum())
 
 
@@ -150,8 +177,9 @@ def test_inference_in_row_blocks(dtype, device):
     x, weights, biases = make_layers(5000, [10, 128, 128, 22], dtype=dtype, device=device)
     with torch.no_grad():
         out = OPS.mlp_tanh(x, weights, biases)
-    ref = reference.mlp_tanh(x.double(), [w.double() for w in weights],
-                             [b.double() for b in biases])
+    ref = reference.mlp_tanh(
+        x.double(), [w.double() for w in weights], [b.double() for b in biases]
+    )
     tol = TOL[dtype] if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(out, ref.to(dtype), **tol)
 
@@ -181,8 +209,9 @@ def test_non_contiguous_input(device):
 @pytest.mark.parametrize("device", DEVICES)
 def test_single_layer_is_affine(device):
     x, weights, biases = make_layers(9, [5, 3], device=device)
-    torch.testing.assert_close(OPS.mlp_tanh(x, weights, biases),
-                               x @ weights[0].T + biases[0], rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(
+        OPS.mlp_tanh(x, weights, biases), x @ weights[0].T + biases[0], rtol=1e-13, atol=1e-13
+    )
 
 
 @cuda_only
@@ -219,26 +248,51 @@ def _with(i, j, value):
 
 
 BAD_INPUTS = [
-    (lambda: _with(0, None, torch.randn(4, 3, 1).double()), ValueError,
-     "'x' must have shape \\[N, in_features\\]"),
-    (lambda: _with(1, 0, torch.randn(5, 4).double()), ValueError,
-     "'weights\\[0\\]' must have shape \\[out_features, in_features\\] with size 3"),
-    (lambda: _with(1, 1, torch.randn(2, 6).double()), ValueError,
-     "'weights\\[1\\]' must have shape .* with size 5"),
-    (lambda: _with(2, 1, torch.randn(3).double()), ValueError,
-     "'biases\\[1\\]' must have shape \\[out_features\\] with size 2"),
+    (
+        lambda: _with(0, None, torch.randn(4, 3, 1).double()),
+        ValueError,
+        "'x' must have shape \\[N, in_features\\]",
+    ),
+    (
+        lambda: _with(1, 0, torch.randn(5, 4).double()),
+        ValueError,
+        "'weights\\[0\\]' must have shape \\[out_features, in_features\\] with size 3",
+    ),
+    (
+        lambda: _with(1, 1, torch.randn(2, 6).double()),
+        ValueError,
+        "'weights\\[1\\]' must have shape .* with size 5",
+    ),
+    (
+        lambda: _with(2, 1, torch.randn(3).double()),
+        ValueError,
+        "'biases\\[1\\]' must have shape \\[out_features\\] with size 2",
+    ),
     (lambda: _with(1, 1, torch.randn(2, 5)), TypeError, "'weights\\[1\\]' has dtype"),
-    (lambda: (_layers()[0], _layers()[1], _layers()[2][:1]), ValueError,
-     "'weights' and 'biases' must have one entry per layer"),
+    (
+        lambda: (_layers()[0], _layers()[1], _layers()[2][:1]),
+        ValueError,
+        "'weights' and 'biases' must have one entry per layer",
+    ),
     (lambda: (_layers()[0], [], []), ValueError, "'weights' must hold at least one layer"),
-    (lambda: tuple([_layers()[0].long(), [w.long() for w in _layers()[1]],
-                    [b.long() for b in _layers()[2]]]), TypeError,
-     "'x' must be (a floating-point tensor|float32, float64, bfloat16 or float16)"),
+    (
+        lambda: tuple(
+            [
+                _layers()[0].long(),
+                [w.long() for w in _layers()[1]],
+                [b.long() for b in _layers()[2]],
+            ]
+        ),
+        TypeError,
+        "'x' must be (a floating-point tensor|float32, float64, bfloat16 or float16)",
+    ),
 ]
 
 
 @pytest.mark.parametrize("via", BAD_INPUT_ROUTES)
-@pytest.mark.parametrize("make,exc,message", BAD_INPUTS, ids=[str(i) for i in range(len(BAD_INPUTS))])
+@pytest.mark.parametrize(
+    "make,exc,message", BAD_INPUTS, ids=[str(i) for i in range(len(BAD_INPUTS))]
+)
 def test_bad_input(make, exc, message, via):
     assert_bad_input("mlp_tanh", make(), exc, message, via, _checks.mlp_layers)
 
@@ -247,8 +301,12 @@ def test_backward_rejects_missing_activations():
     x, weights, biases = make_layers(4, [3, 5, 2])
     grad = torch.randn(4, 2, dtype=torch.float64)
     with pytest.raises(ValueError, match="'x' must have shape \\[N, in_features\\] with size 3"):
-        OPS.mlp_tanh_backward(grad, torch.randn(4, 7, dtype=torch.float64), weights,
-                              [torch.randn(4, 5, dtype=torch.float64)])
+        OPS.mlp_tanh_backward(
+            grad,
+            torch.randn(4, 7, dtype=torch.float64),
+            weights,
+            [torch.randn(4, 5, dtype=torch.float64)],
+        )
     with pytest.raises(ValueError, match="'hidden' must hold one activation per hidden layer"):
         OPS.mlp_tanh_backward(grad, x, weights, [])
     with pytest.raises(ValueError, match="'hidden\\[0\\]' must have shape"):
@@ -268,8 +326,14 @@ def test_mlp_module_fused_and_layer_by_layer_agree():
     assert got.shape == (3, 5, 4)
     torch.testing.assert_close(got, expected, **TOL[torch.float64])
     # the layout (and so the state-dict keys) of the nn.Sequential it replaces
-    assert list(net.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias", "4.weight",
-                                      "4.bias"]
+    assert list(net.state_dict()) == [
+        "0.weight",
+        "0.bias",
+        "2.weight",
+        "2.bias",
+        "4.weight",
+        "4.bias",
+    ]
 
 
 def test_mlp_slices_are_plain_sequentials():
@@ -283,8 +347,9 @@ def test_mlp_slices_are_plain_sequentials():
 
 
 def test_models_switch_their_mlps_with_the_backend():
-    model = notmiwae_fast.SupNotMIWAE(6, y_dim=2, task="classification",
-                                      missing_process="nonlinear", hidden_dim=8)
+    model = notmiwae_fast.SupNotMIWAE(
+        6, y_dim=2, task="classification", missing_process="nonlinear", hidden_dim=8
+    )
     mlps = [m for m in model.modules() if isinstance(m, networks.MLP)]
     assert len(mlps) == 4  # encoder, decoder, missing process, prediction head
     assert all(m.fused for m in mlps)
@@ -356,14 +421,20 @@ def test_softplus_scale_matches_reference(shape, dtype, device):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_softplus_scale_extremes_and_strides(device):
-    raw = torch.tensor([-1e4, -100.0, -20.0, -1e-8, 0.0, 1e-8, 20.0, 100.0, 1e4,
-                        float("inf"), -float("inf")], dtype=torch.float64, device=device)
+    raw = torch.tensor(
+        [-1e4, -100.0, -20.0, -1e-8, 0.0, 1e-8, 20.0, 100.0, 1e4, float("inf"), -float("inf")],
+        dtype=torch.float64,
+        device=device,
+    )
     out = OPS.softplus_scale(raw, 0.5).cpu()
     expected = torch.nn.functional.softplus(raw.cpu()) + 0.5
     torch.testing.assert_close(out, expected, rtol=1e-15, atol=1e-15)
     strided = torch.randn(6, 8, dtype=torch.float64, device=device)[:, ::2]
-    torch.testing.assert_close(OPS.softplus_scale(strided, 0.0),
-                               torch.nn.functional.softplus(strided), **TOL[torch.float64])
+    torch.testing.assert_close(
+        OPS.softplus_scale(strided, 0.0),
+        torch.nn.functional.softplus(strided),
+        **TOL[torch.float64],
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -380,8 +451,9 @@ def test_softplus_scale_bad_input():
     with pytest.raises(TypeError, match="float32 or float64"):
         OPS.softplus_scale(torch.ones(3, dtype=torch.float16), 0.1)
     with pytest.raises(ValueError, match="'grad' must have the shape of 'raw'"):
-        OPS.softplus_scale_backward(torch.ones(2, dtype=torch.float64),
-                                    torch.ones(3, dtype=torch.float64))
+        OPS.softplus_scale_backward(
+            torch.ones(2, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+        )
     with pytest.raises(TypeError, match="'raw' must be a floating-point tensor"):
         _checks.floating(torch.ones(3, dtype=torch.int64), "raw")  # the fallback's check
 

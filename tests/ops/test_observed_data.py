@@ -7,18 +7,27 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import BAD_INPUT_ROUTES, DEVICES, assert_bad_input, library_loaded
 
 import notmiwae_fast as nf
-from notmiwae_fast.ops import _checks, reference
 from notmiwae_fast import ops
-
-from helpers import BAD_INPUT_ROUTES, DEVICES, assert_bad_input, library_loaded
+from notmiwae_fast.ops import _checks, reference
 
 OPS = torch.ops.notmiwae_fast
 pytestmark = pytest.mark.skipif(not library_loaded(), reason="needs the compiled library")
 
-MASK_DTYPES = [torch.bool, torch.uint8, torch.uint16, torch.uint32, torch.uint64, torch.int32,
-               torch.int64, torch.float16, torch.float32, torch.float64]
+MASK_DTYPES = [
+    torch.bool,
+    torch.uint8,
+    torch.uint16,
+    torch.uint32,
+    torch.uint64,
+    torch.int32,
+    torch.int64,
+    torch.float16,
+    torch.float32,
+    torch.float64,
+]
 
 
 def make(B=7, D=5, x_dtype=torch.float32, s_dtype=torch.float32, device="cpu", seed=0):
@@ -56,8 +65,7 @@ def test_counts_bad_entries(device):
     float64), and every observed NaN / ±inf of x; missing ones are not."""
     x, s = make(B=4, D=6, x_dtype=torch.float64, s_dtype=torch.float64, device=device)
     s = torch.ones_like(s)
-    s[0, :6] = torch.tensor([2.0, -1.0, 0.5, torch.nan, torch.inf, 1 + 1e-10],
-                            dtype=torch.float64)
+    s[0, :6] = torch.tensor([2.0, -1.0, 0.5, torch.nan, torch.inf, 1 + 1e-10], dtype=torch.float64)
     x = torch.zeros_like(x)
     x[1, 0], x[1, 1], x[2, 2] = torch.nan, -torch.inf, torch.inf
     s[2, 2] = 0  # missing: not counted
@@ -92,23 +100,31 @@ def test_opcheck_and_empty():
 
 
 BAD_INPUTS = [
-    (lambda: (torch.zeros(3, 2, dtype=torch.int64), torch.ones(3, 2)), TypeError,
-     "'x' must be a floating-point tensor"),
+    (
+        lambda: (torch.zeros(3, 2, dtype=torch.int64), torch.ones(3, 2)),
+        TypeError,
+        "'x' must be a floating-point tensor",
+    ),
     (lambda: (torch.zeros(3, 2), torch.ones(3, 3)), ValueError, "'s' must have the shape of 'x'"),
-    (lambda: (torch.zeros(3, 2), torch.ones(3, 2, dtype=torch.complex64)), TypeError,
-     "'s' must be a bool, integer or real floating mask"),
+    (
+        lambda: (torch.zeros(3, 2), torch.ones(3, 2, dtype=torch.complex64)),
+        TypeError,
+        "'s' must be a bool, integer or real floating mask",
+    ),
 ]
 
 
 @pytest.mark.parametrize("via", [v for v in BAD_INPUT_ROUTES if v != "reference-fallback"])
-@pytest.mark.parametrize("make_bad,exc,message", BAD_INPUTS,
-                         ids=[str(i) for i in range(len(BAD_INPUTS))])
+@pytest.mark.parametrize(
+    "make_bad,exc,message", BAD_INPUTS, ids=[str(i) for i in range(len(BAD_INPUTS))]
+)
 def test_bad_input(make_bad, exc, message, via):
     assert_bad_input("observed_data", make_bad(), exc, message, via, _checks.observed_data)
 
 
-@pytest.mark.parametrize("make_bad,exc,message", BAD_INPUTS,
-                         ids=[str(i) for i in range(len(BAD_INPUTS))])
+@pytest.mark.parametrize(
+    "make_bad,exc,message", BAD_INPUTS, ids=[str(i) for i in range(len(BAD_INPUTS))]
+)
 def test_bad_input_python_checks(make_bad, exc, message):
     with pytest.raises(exc, match=message):
         _checks.observed_data(*make_bad())
@@ -125,6 +141,9 @@ def test_models_name_the_bad_entries(value):
         model(x, s)
     s[1, 2] = 1.0
     x[2, 3] = torch.inf
-    with pytest.raises(ValueError, match=r"'x' has NaN or inf at 1 observed entries .*row 2, "
-                                         "column 3"):
+    with pytest.raises(
+        ValueError,
+        match=r"'x' has NaN or inf at 1 observed entries .*row 2, "
+        "column 3",
+    ):
         model(x, s)

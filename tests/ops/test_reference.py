@@ -11,10 +11,19 @@ from notmiwae_fast.ops import reference
 
 # The eight operators of SPEC section 2, the latent samples' terms, and the networks'
 # MLP and decoder scale.
-SPEC_OPERATORS = ["iw_logmeanexp", "iw_weights", "masked_normal_logprob",
-                  "masked_bernoulli_logprob", "masked_studentt_logprob", "selfmask_logprob",
-                  "notmiwae_normal_terms", "iw_impute", "latent_terms", "mlp_tanh",
-                  "softplus_scale"]
+SPEC_OPERATORS = [
+    "iw_logmeanexp",
+    "iw_weights",
+    "masked_normal_logprob",
+    "masked_bernoulli_logprob",
+    "masked_studentt_logprob",
+    "selfmask_logprob",
+    "notmiwae_normal_terms",
+    "iw_impute",
+    "latent_terms",
+    "mlp_tanh",
+    "softplus_scale",
+]
 
 
 # Composed of the others (not exported: TorchScript export runs the layers one by one).
@@ -49,8 +58,15 @@ def test_reference_scripts_and_matches_eager(name):
         "masked_bernoulli_logprob": ((x > 0).float(), mask, per_sample[0]),
         "masked_studentt_logprob": (x, mask, per_sample[0], scale, torch.full((D,), 4.0)),
         "selfmask_logprob": (per_sample[0], mask, torch.randn(D), torch.randn(D)),
-        "notmiwae_normal_terms": (x, mask, per_sample[0], scale, per_sample[2],
-                                  torch.randn(D), torch.randn(D)),
+        "notmiwae_normal_terms": (
+            x,
+            mask,
+            per_sample[0],
+            scale,
+            per_sample[2],
+            torch.randn(D),
+            torch.randn(D),
+        ),
         "mlp_tanh": (x, [torch.randn(6, D), torch.randn(2, 6)], [torch.randn(6), torch.randn(2)]),
         "softplus_scale": (per_sample[0], 1e-3),
         "latent_terms": (x, scale[:, 0], per_sample[2]),

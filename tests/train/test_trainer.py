@@ -24,8 +24,9 @@ def data(n=96, seed=0):
 
 
 def loader(*tensors, shuffle=True):
-    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*tensors),
-                                       batch_size=16, shuffle=shuffle)
+    return torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(*tensors), batch_size=16, shuffle=shuffle
+    )
 
 
 def fresh_model():
@@ -45,7 +46,7 @@ def test_resume_continues_from_the_same_step_and_optimizer_state(tmp_path):
     t2 = nf.Trainer(interrupted, progress=False, checkpoint_dir=tmp_path)
     t2.train(loader(x, s), n_epochs=2)
     resumed = fresh_model()  # a new process would start from scratch like this
-    utils.set_seed(999)      # whatever the RNG state, the checkpoint restores it
+    utils.set_seed(999)  # whatever the RNG state, the checkpoint restores it
     t3 = nf.Trainer(resumed, progress=False, checkpoint_dir=tmp_path)
     history = t3.train(loader(x, s), n_epochs=4, resume_from=tmp_path / "last.pt")
 
@@ -61,17 +62,22 @@ def test_resume_continues_from_the_same_step_and_optimizer_state(tmp_path):
 def test_best_and_last_checkpoints_and_early_stopping(tmp_path):
     x, s, x_true = data()
     model = fresh_model()
-    trainer = nf.Trainer(model, lr=1e-2, progress=False, checkpoint_dir=tmp_path,
-                         original_data_available=True, rmse_n_samples=10)
+    trainer = nf.Trainer(
+        model,
+        lr=1e-2,
+        progress=False,
+        checkpoint_dir=tmp_path,
+        original_data_available=True,
+        rmse_n_samples=10,
+    )
     val = loader(x, s, x_true, shuffle=False)
-    history = trainer.train(loader(x, s), val_loader=val, n_epochs=200,
-                            early_stopping_patience=2)
+    history = trainer.train(loader(x, s), val_loader=val, n_epochs=200, early_stopping_patience=2)
     epochs = len(history["train_loss"])
-    assert epochs < 200                                  # stopped early
+    assert epochs < 200  # stopped early
     assert len(history["val_loss"]) == epochs and len(history["val_rmse"]) == epochs
     assert all(math.isfinite(v) for v in history["val_rmse"])
     best_epoch = int(np.argmin(history["val_loss"]))
-    assert epochs - 1 - best_epoch == 2                  # patience counted from the best
+    assert epochs - 1 - best_epoch == 2  # patience counted from the best
     best = torch.load(tmp_path / "best.pt", weights_only=False)
     last = torch.load(tmp_path / "last.pt", weights_only=False)
     assert best["epoch"] == best_epoch + 1 and last["epoch"] == epochs
@@ -195,8 +201,7 @@ def test_metrics_are_averaged_over_rows():
     model.forward = lambda x, s: {"loss": x.sum(1).mean(), "elbo": -x.sum(1).mean()}
     x = torch.arange(33 * D, dtype=torch.float32).reshape(33, D)
     s = torch.ones_like(x)
-    batches = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, s),
-                                          batch_size=32)
+    batches = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, s), batch_size=32)
     metrics = nf.Trainer(model, progress=False).validate(batches)
     assert metrics["loss"] == pytest.approx(x.sum(1).mean().item())
     assert metrics["elbo"] == pytest.approx(-x.sum(1).mean().item())
@@ -212,20 +217,30 @@ def _train_steps(model, steps, fast, monkeypatch, calls):
         original = ops.gauss_bound_grads
         m.setattr(ops, "gauss_bound_grads", lambda *a: calls.append(1) or original(*a))
         if not fast:
-            m.setattr(trainer_module.Trainer, "_outputs_and_grads",
-                      lambda self, batch: (self._outputs(batch), None))
+            m.setattr(
+                trainer_module.Trainer,
+                "_outputs_and_grads",
+                lambda self, batch: (self._outputs(batch), None),
+            )
         tr = nf.Trainer(model, lr=1e-2, progress=False)
         x, s, _ = data(32)
         torch.manual_seed(5)
-        outs = [tr.train_step((x[i * 16:(i + 1) * 16], s[i * 16:(i + 1) * 16]))
-                for i in range(steps)]
+        outs = [
+            tr.train_step((x[i * 16 : (i + 1) * 16], s[i * 16 : (i + 1) * 16]))
+            for i in range(steps)
+        ]
     return [p.detach().clone() for p in model.parameters()], outs
 
 
-@pytest.mark.parametrize("model_cls,kwargs", [
-    (nf.NotMIWAE, dict(missing_process="selfmasking")),
-    (nf.NotMIWAE, dict(missing_process="selfmasking_known_signs", signs=[1.0, -1.0, 1.0, 1.0])),
-    (nf.MIWAE, {})], ids=["selfmasking", "known_signs", "miwae"])
+@pytest.mark.parametrize(
+    "model_cls,kwargs",
+    [
+        (nf.NotMIWAE, dict(missing_process="selfmasking")),
+        (nf.NotMIWAE, dict(missing_process="selfmasking_known_signs", signs=[1.0, -1.0, 1.0, 1.0])),
+        (nf.MIWAE, {}),
+    ],
+    ids=["selfmasking", "known_signs", "miwae"],
+)
 def test_one_operator_training_step_equals_backward(model_cls, kwargs, monkeypatch):
     """Where forward is one operator the Trainer takes the loss's gradients from
     gauss_bound_grads instead of loss.backward(): after two steps the parameters (the
@@ -275,7 +290,11 @@ def test_fused_adam_step_equals_torch_adam():
     from notmiwae_fast.train.optim import _FusedAdam
 
     g = torch.Generator().manual_seed(0)
-    start = [torch.randn(5, 3, generator=g), torch.randn(3, generator=g), torch.randn(2, generator=g)]
+    start = [
+        torch.randn(5, 3, generator=g),
+        torch.randn(3, generator=g),
+        torch.randn(2, generator=g),
+    ]
     runs = []
     for cls in (_FusedAdam, torch.optim.Adam):
         params = [torch.nn.Parameter(t.clone()) for t in start]

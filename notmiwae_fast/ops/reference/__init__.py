@@ -20,15 +20,27 @@ per-feature parameters: [D]; log-weights: [B, K]. ``mask`` is bool or 0/1 float.
 from __future__ import annotations
 
 from .bound import LOG_VAR_BOUND, gauss_bound, gauss_bound_grads
-from .clipped import (censored_normal_log_prob, clipped_impute, clipped_log_weights,
-                      clipped_mean, mills_ratio)
+from .clipped import (
+    censored_normal_log_prob,
+    clipped_impute,
+    clipped_log_weights,
+    clipped_mean,
+    mills_ratio,
+)
 from .data import observed_data
 from .iw import iw_impute, iw_logmeanexp, iw_weights
 from .latent import latent_terms
-from .likelihood import (masked_bernoulli_logprob, masked_normal_logprob,
-                         masked_studentt_logprob, masked_studentt_logprob_normalised,
-                         normal_log_density, notmiwae_normal_terms, selfmask_logprob,
-                         studentt_log_density, studentt_log_normaliser)
+from .likelihood import (
+    masked_bernoulli_logprob,
+    masked_normal_logprob,
+    masked_studentt_logprob,
+    masked_studentt_logprob_normalised,
+    normal_log_density,
+    notmiwae_normal_terms,
+    selfmask_logprob,
+    studentt_log_density,
+    studentt_log_normaliser,
+)
 from .mlp import mlp_tanh, softplus_scale
 
 __all__ = [

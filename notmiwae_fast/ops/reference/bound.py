@@ -13,7 +13,7 @@ from .latent import latent_terms
 from .likelihood import masked_normal_logprob, notmiwae_normal_terms
 from .mlp import mlp_tanh, softplus_scale
 
-__all__ = ['gauss_bound', 'gauss_bound_grads', 'LOG_VAR_BOUND']
+__all__ = ["gauss_bound", "gauss_bound_grads", "LOG_VAR_BOUND"]
 
 # The encoders' log σ² is clamped to [−10, 10]: here, kLogVarBound in
 # csrc/composite/bound_composite.cpp, and as literals in networks.Encoder and the image
@@ -24,10 +24,19 @@ LOG_VAR_BOUND = 10.0
 BoundResults = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
 
 
-def gauss_bound(x: Tensor, mask: Tensor, eps_z: Tensor, eps_x: Optional[Tensor],
-                enc_weights: list[Tensor], enc_biases: list[Tensor], dec_weights: list[Tensor],
-                dec_biases: list[Tensor], W: Optional[Tensor], b: Optional[Tensor],
-                min_scale: float) -> BoundResults:
+def gauss_bound(
+    x: Tensor,
+    mask: Tensor,
+    eps_z: Tensor,
+    eps_x: Optional[Tensor],
+    enc_weights: list[Tensor],
+    enc_biases: list[Tensor],
+    dec_weights: list[Tensor],
+    dec_biases: list[Tensor],
+    W: Optional[Tensor],
+    b: Optional[Tensor],
+    min_scale: float,
+) -> BoundResults:
     """The importance-weighted bound of a Gaussian-decoder MIWAE (W = b = None) or
     self-masking not-MIWAE, from the networks' weights and the noise.
 
@@ -58,18 +67,27 @@ def gauss_bound(x: Tensor, mask: Tensor, eps_z: Tensor, eps_x: Optional[Tensor],
         log_w = log_px + log_pz - log_qz
     else:
         if eps_x is None or b is None:
-            raise ValueError("notmiwae_fast: arguments 'eps_x' and 'b' are required with "
-                             "'W' (self-masking)")
+            raise ValueError(
+                "notmiwae_fast: arguments 'eps_x' and 'b' are required with 'W' (self-masking)"
+            )
         log_px, log_ps = notmiwae_normal_terms(x, mask, loc, scale, eps_x, W, b)
         log_w = log_px + log_ps + log_pz - log_qz
     return iw_logmeanexp(log_w), log_w, log_px, log_ps, log_pz, log_qz
 
 
-def gauss_bound_grads(x: Tensor, mask: Tensor, eps_z: Tensor, eps_x: Optional[Tensor],
-                      enc_weights: list[Tensor], enc_biases: list[Tensor],
-                      dec_weights: list[Tensor], dec_biases: list[Tensor], W: Optional[Tensor],
-                      b: Optional[Tensor], min_scale: float
-                      ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, list[Tensor]]:
+def gauss_bound_grads(
+    x: Tensor,
+    mask: Tensor,
+    eps_z: Tensor,
+    eps_x: Optional[Tensor],
+    enc_weights: list[Tensor],
+    enc_biases: list[Tensor],
+    dec_weights: list[Tensor],
+    dec_biases: list[Tensor],
+    W: Optional[Tensor],
+    b: Optional[Tensor],
+    min_scale: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, list[Tensor]]:
     """:func:`gauss_bound`'s six results and the gradients of the loss −mean(bound) with
     respect to enc_weights, enc_biases, dec_weights, dec_biases (each list in order), then
     W and b when given (torch.autograd.grad through :func:`gauss_bound`). Returns
@@ -78,14 +96,16 @@ def gauss_bound_grads(x: Tensor, mask: Tensor, eps_z: Tensor, eps_x: Optional[Te
     params = [*enc_weights, *enc_biases, *dec_weights, *dec_biases]
     if W is not None:
         if b is None:
-            raise ValueError("notmiwae_fast: arguments 'W' and 'b' must be given together "
-                             "(self-masking) or both left out (MIWAE)")
+            raise ValueError(
+                "notmiwae_fast: arguments 'W' and 'b' must be given together "
+                "(self-masking) or both left out (MIWAE)"
+            )
         params += [W, b]
     with torch.enable_grad():
         leaves = [p.detach().requires_grad_() for p in params]
         n_e, n_d = len(enc_weights), len(dec_weights)
-        ew, eb = leaves[:n_e], leaves[n_e:2 * n_e]
-        dw, db = leaves[2 * n_e:2 * n_e + n_d], leaves[2 * n_e + n_d:2 * n_e + 2 * n_d]
+        ew, eb = leaves[:n_e], leaves[n_e : 2 * n_e]
+        dw, db = leaves[2 * n_e : 2 * n_e + n_d], leaves[2 * n_e + n_d : 2 * n_e + 2 * n_d]
         W_leaf, b_leaf = (leaves[-2], leaves[-1]) if W is not None else (None, None)
         out = gauss_bound(x, mask, eps_z, eps_x, ew, eb, dw, db, W_leaf, b_leaf, min_scale)
         found = torch.autograd.grad(-out[0].mean(), leaves, allow_unused=True)

@@ -14,8 +14,13 @@ from .mlp import softplus_scale
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
-__all__ = ['censored_normal_log_prob', 'mills_ratio', 'clipped_mean', 'clipped_log_weights',
-           'clipped_impute']
+__all__ = [
+    "censored_normal_log_prob",
+    "mills_ratio",
+    "clipped_mean",
+    "clipped_log_weights",
+    "clipped_impute",
+]
 
 
 def censored_normal_log_prob(x: Tensor, loc: Tensor, scale: Tensor) -> Tensor:
@@ -36,8 +41,7 @@ def mills_ratio(a: Tensor) -> Tensor:
     return torch.where(a >= 0, upper, lower)
 
 
-def clipped_mean(loc: Tensor, scale: Tensor,
-                 clip: Union[float, Tensor]) -> Tensor:
+def clipped_mean(loc: Tensor, scale: Tensor, clip: Union[float, Tensor]) -> Tensor:
     """E[min(y, 1) | y ≥ clip] for y ~ N(loc, scale²), element-wise, in [clip, 1].
 
     With a = (clip − loc)/s and b = (1 − loc)/s: loc + s·λ(a) (the mean above clip, λ
@@ -48,20 +52,30 @@ def clipped_mean(loc: Tensor, scale: Tensor,
     upper = a >= 0  # then b ≥ 0: erfcx ratios times e^{−(b²−a²)/2} ≤ 1
     decay = torch.exp(-0.5 * (b - a) * (b + a).clamp_min(0.0))
     root_half = math.sqrt(0.5)
-    above_upper = (torch.special.erfcx(b.clamp_min(0.0) * root_half)
-                   / torch.special.erfcx(a.clamp_min(0.0) * root_half)) * decay
+    above_upper = (
+        torch.special.erfcx(b.clamp_min(0.0) * root_half)
+        / torch.special.erfcx(a.clamp_min(0.0) * root_half)
+    ) * decay
     tail_a = torch.special.ndtr(-a)  # ≥ 1/2 where a < 0
-    density_b = torch.where(upper, decay * lam,
-                            torch.exp(-0.5 * b * b - _HALF_LOG_2PI) / tail_a)
+    density_b = torch.where(upper, decay * lam, torch.exp(-0.5 * b * b - _HALF_LOG_2PI) / tail_a)
     above = torch.where(upper, above_upper, torch.special.ndtr(-b) / tail_a)
     mean = loc + scale * lam - scale * (density_b - b * above)
     clip = torch.as_tensor(clip, dtype=mean.dtype, device=mean.device)
     return torch.minimum(torch.maximum(mean, clip), torch.ones_like(mean))
 
 
-def clipped_log_weights(x: Tensor, lost: Tensor, loc: Tensor, scale: Tensor, z: Tensor,
-                        eps: Tensor, std: Tensor, clip: Union[float, Tensor], censored: bool,
-                        censor: Optional[Tensor] = None) -> Tensor:
+def clipped_log_weights(
+    x: Tensor,
+    lost: Tensor,
+    loc: Tensor,
+    scale: Tensor,
+    z: Tensor,
+    eps: Tensor,
+    std: Tensor,
+    clip: Union[float, Tensor],
+    censored: bool,
+    censor: Optional[Tensor] = None,
+) -> Tensor:
     """The clipped-pixel model's importance log-weights [K, N]: log p(x°, s | z) + log p(z)
     − log q(z), the censored-normal terms summed over the C channels.
 
@@ -85,9 +99,20 @@ def clipped_log_weights(x: Tensor, lost: Tensor, loc: Tensor, scale: Tensor, z: 
     return log_px + log_pz - log_qz
 
 
-def clipped_impute(x: Tensor, lost: Tensor, context: Tensor, mu: Tensor, std: Tensor,
-                   eps: Tensor, w_latent: Tensor, w_out: Tensor, b_out: Tensor, clip: float,
-                   min_scale: float, censored: bool) -> Tensor:
+def clipped_impute(
+    x: Tensor,
+    lost: Tensor,
+    context: Tensor,
+    mu: Tensor,
+    std: Tensor,
+    eps: Tensor,
+    w_latent: Tensor,
+    w_out: Tensor,
+    b_out: Tensor,
+    clip: float,
+    min_scale: float,
+    censored: bool,
+) -> Tensor:
     """The clipped-pixel model's imputation of N pixels of C channels.
 
     Args:

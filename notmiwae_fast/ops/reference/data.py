@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ['observed_data']
+__all__ = ["observed_data"]
 
 
 def observed_data(x: Tensor, s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -16,5 +16,8 @@ def observed_data(x: Tensor, s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     observed = s != 0
     not_01 = (observed & (s != 1)).sum()
     not_finite = (observed & ~torch.isfinite(x)).sum()
-    return (torch.where(observed, x, torch.zeros((), dtype=x.dtype, device=x.device)),
-            observed.to(x.dtype), torch.stack([not_01, not_finite]))
+    return (
+        torch.where(observed, x, torch.zeros((), dtype=x.dtype, device=x.device)),
+        observed.to(x.dtype),
+        torch.stack([not_01, not_finite]),
+    )

@@ -8,7 +8,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ['iw_logmeanexp', 'iw_weights', 'iw_impute']
+__all__ = ["iw_logmeanexp", "iw_weights", "iw_impute"]
 
 
 def _row_lse(log_w: Tensor) -> tuple[Tensor, Tensor]:
@@ -22,8 +22,7 @@ def _row_lse(log_w: Tensor) -> tuple[Tensor, Tensor]:
     total = torch.exp(log_w - shift).sum(dim=-1, keepdim=True)
     has_mass = total > 0
     safe_total = torch.where(has_mass, total, torch.ones_like(total))
-    lse = torch.where(has_mass, torch.log(safe_total) + shift,
-                      torch.full_like(total, -math.inf))
+    lse = torch.where(has_mass, torch.log(safe_total) + shift, torch.full_like(total, -math.inf))
     return lse, has_mass
 
 

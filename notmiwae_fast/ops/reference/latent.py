@@ -8,7 +8,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ['latent_terms']
+__all__ = ["latent_terms"]
 
 
 def latent_terms(mu: Tensor, std: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, Tensor]:

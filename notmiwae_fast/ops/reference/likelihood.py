@@ -11,10 +11,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ['normal_log_density', 'studentt_log_normaliser', 'studentt_log_density',
-           'masked_studentt_logprob_normalised', 'masked_normal_logprob',
-           'masked_bernoulli_logprob', 'masked_studentt_logprob', 'selfmask_logprob',
-           'notmiwae_normal_terms']
+__all__ = [
+    "normal_log_density",
+    "studentt_log_normaliser",
+    "studentt_log_density",
+    "masked_studentt_logprob_normalised",
+    "masked_normal_logprob",
+    "masked_bernoulli_logprob",
+    "masked_studentt_logprob",
+    "selfmask_logprob",
+    "notmiwae_normal_terms",
+]
 
 
 # --------------------------------------------------------------------------------------
@@ -24,8 +31,9 @@ __all__ = ['normal_log_density', 'studentt_log_normaliser', 'studentt_log_densit
 def _observed(x: Tensor, mask: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """([B, 1, D] x with zeros under the mask, [B, 1, D] bool mask)."""
     observed = (mask != 0).unsqueeze(1)
-    x0 = torch.where(observed, x.unsqueeze(1).to(dtype), torch.zeros((), dtype=dtype,
-                                                                      device=x.device))
+    x0 = torch.where(
+        observed, x.unsqueeze(1).to(dtype), torch.zeros((), dtype=dtype, device=x.device)
+    )
     return x0, observed
 
 
@@ -45,15 +53,17 @@ def studentt_log_normaliser(df: Tensor) -> Tensor:
     return torch.lgamma(0.5 * (df + 1)) - torch.lgamma(0.5 * df) - 0.5 * torch.log(df * math.pi)
 
 
-def studentt_log_density(x: Tensor, loc: Tensor, scale: Tensor, df: Tensor,
-                         log_normaliser: Tensor) -> Tensor:
+def studentt_log_density(
+    x: Tensor, loc: Tensor, scale: Tensor, df: Tensor, log_normaliser: Tensor
+) -> Tensor:
     """Element-wise log StudentT(x; df, loc, scale), given studentt_log_normaliser(df)."""
     z = (x - loc) / scale
     return log_normaliser - torch.log(scale) - 0.5 * (df + 1) * torch.log1p(z * z / df)
 
 
-def masked_studentt_logprob_normalised(x: Tensor, mask: Tensor, loc: Tensor, scale: Tensor,
-                                       df: Tensor, log_normaliser: Tensor) -> Tensor:
+def masked_studentt_logprob_normalised(
+    x: Tensor, mask: Tensor, loc: Tensor, scale: Tensor, df: Tensor, log_normaliser: Tensor
+) -> Tensor:
     """masked_studentt_logprob with the df-only constant given (export: ONNX has no
     lgamma, and df is fixed once trained)."""
     x0, observed = _observed(x, mask, loc.dtype)
@@ -89,8 +99,9 @@ def masked_bernoulli_logprob(x: Tensor, mask: Tensor, logits: Tensor) -> Tensor:
     return _masked_sum(per_element, observed)
 
 
-def masked_studentt_logprob(x: Tensor, mask: Tensor, loc: Tensor, scale: Tensor,
-                            df: Tensor) -> Tensor:
+def masked_studentt_logprob(
+    x: Tensor, mask: Tensor, loc: Tensor, scale: Tensor, df: Tensor
+) -> Tensor:
     """Σ_d mask · log StudentT(x[b, d]; df[d], loc[b, k, d], scale[b, k, d]).
 
     Args:
@@ -98,8 +109,7 @@ def masked_studentt_logprob(x: Tensor, mask: Tensor, loc: Tensor, scale: Tensor,
     Returns:
         [B, K]
     """
-    return masked_studentt_logprob_normalised(x, mask, loc, scale, df,
-                                              studentt_log_normaliser(df))
+    return masked_studentt_logprob_normalised(x, mask, loc, scale, df, studentt_log_normaliser(df))
 
 
 # --------------------------------------------------------------------------------------
@@ -121,8 +131,9 @@ def selfmask_logprob(x_full: Tensor, mask: Tensor, W: Tensor, b: Tensor) -> Tens
     return (s * F.logsigmoid(logits) + (1 - s) * F.logsigmoid(-logits)).sum(dim=-1)
 
 
-def notmiwae_normal_terms(x: Tensor, mask: Tensor, loc: Tensor, scale: Tensor, eps: Tensor,
-                          W: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+def notmiwae_normal_terms(
+    x: Tensor, mask: Tensor, loc: Tensor, scale: Tensor, eps: Tensor, W: Tensor, b: Tensor
+) -> tuple[Tensor, Tensor]:
     """The two data terms of the not-MIWAE bound with a Normal decoder.
 
     x̂ = mask · x + (1 − mask) · (loc + scale · eps) (reparameterised sample at the

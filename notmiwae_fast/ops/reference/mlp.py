@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ['mlp_tanh', 'softplus_scale']
+__all__ = ["mlp_tanh", "softplus_scale"]
 
 
 def mlp_tanh(x: Tensor, weights: list[Tensor], biases: list[Tensor]) -> Tensor:
