@@ -1,8 +1,8 @@
 """The paper's Table 1 (Ipsen, Mattei & Frellsen, ICLR 2021) on the six UCI data sets.
 
 Protocol (../shared/data/uci/README.md and notmiwae_fast.experiments.protocol):
-standardise, shuffle, the first floor(D/2) columns miss their values above the mean; train (Adam 1e-3,
-batch 16, K = 20, 128 hidden units, latent D - 1, ``--iterations`` steps), impute with
+standardise, shuffle, the first floor(D/2) columns miss their values above the mean;
+train (Adam 1e-3, batch 16, K = 20, 128 hidden units, latent D - 1, ``--iterations`` steps), impute with
 ``--impute-samples`` importance samples, RMSE over the missing entries. Run r uses
 seed r for the shuffle, the weights and the batches.
 
