@@ -2,8 +2,9 @@
 
 Protocol (../shared/data/uci/README.md and notmiwae_fast.experiments.protocol):
 standardise, shuffle, the first floor(D/2) columns miss their values above the mean;
-train (Adam 1e-3, batch 16, K = 20, 128 hidden units, latent D - 1, ``--iterations`` steps), impute with
-``--impute-samples`` importance samples, RMSE over the missing entries. Run r uses
+train (Adam 1e-3, batch 16, K = 20, 128 hidden units, latent D - 1, ``--iterations``
+steps), impute with ``--impute-samples`` importance samples, RMSE over the missing
+entries. Run r uses
 seed r for the shuffle, the weights and the batches.
 
 Every finished (data set, method, run) is appended to the results JSON at once
