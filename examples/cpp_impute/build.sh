@@ -12,7 +12,7 @@ BUILD="${1:-$HERE/build}"
 args=(-DCMAKE_BUILD_TYPE=Release
       -DCMAKE_PREFIX_PATH="$("$PY" -c 'import torch; print(torch.utils.cmake_prefix_path)')")
 if [ -n "$("$PY" -c 'import torch; print(torch.version.cuda or "")')" ]; then
-  cuda_home="$("$PY" "$ROOT/notmiwae_fast/_build.py")"
+  cuda_home="$("$PY" "$ROOT/notmiwae_fast/ops/_build.py")"
   [ -n "$cuda_home" ] && args+=(-DCUDAToolkit_ROOT="$cuda_home" -DCUDA_TOOLKIT_ROOT_DIR="$cuda_home")
   nvrtc="$("$PY" -c 'import glob, os, torch; sp = os.path.dirname(os.path.dirname(torch.__file__)); print((sorted(glob.glob(os.path.join(sp, "nvidia", "*", "lib", "libnvrtc.so*"))) + [""])[0])')"
   [ -n "$nvrtc" ] && args+=(-DCUDA_nvrtc_LIBRARY="$nvrtc")
