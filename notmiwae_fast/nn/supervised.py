@@ -50,10 +50,10 @@ class _SupervisedModel(ImportanceWeightedModel):
 
     # y comes third, as in forward(x, s, y): the supervised models' public signature,
     # which puts the unsupervised models' n_samples one place later.
-    def forward(
+    def forward(  # type: ignore[override]
         self,
         x: ArrayLike,
-        s: ArrayLike,  # type: ignore[override]
+        s: ArrayLike,
         y: Optional[ArrayLike] = None,
         n_samples: Optional[int] = None,
     ) -> dict[str, Tensor]:
