@@ -24,7 +24,7 @@ struct ClippedArgs {
 // Pixels [begin, end) of clipped_impute (compiled for AVX-512, AVX2 + FMA and the
 // baseline, the per-pixel routine inlined into each; the best is picked at load time).
 template <typename scalar_t>
-NMF_VECTOR_CLONES NMF_FLATTEN void clipped_impute_rows(int64_t begin, int64_t end, const ClippedArgs& a,
+NOTMIWAE_VECTOR_CLONES NOTMIWAE_FLATTEN void clipped_impute_rows(int64_t begin, int64_t end, const ClippedArgs& a,
                                            const scalar_t* x, const bool* lost,
                                            const scalar_t* ctx, const scalar_t* mu,
                                            const scalar_t* sd, const scalar_t* eps,

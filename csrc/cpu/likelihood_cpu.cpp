@@ -112,7 +112,7 @@ class FeatureSums {
 // are computed first, and x is loaded unconditionally.
 // ------------------------------------------------------------------------------------
 template <typename scalar_t, typename math_t>
-NMF_VECTOR_CLONES void normal_values(int64_t n, const scalar_t* __restrict x,
+NOTMIWAE_VECTOR_CLONES void normal_values(int64_t n, const scalar_t* __restrict x,
                                      const scalar_t* __restrict mask,
                                      const scalar_t* __restrict loc,
                                      const scalar_t* __restrict scale, math_t* __restrict out) {
@@ -126,7 +126,7 @@ NMF_VECTOR_CLONES void normal_values(int64_t n, const scalar_t* __restrict x,
 }
 
 template <typename scalar_t, typename math_t>
-NMF_VECTOR_CLONES void normal_grads(int64_t n, const math_t* __restrict g,
+NOTMIWAE_VECTOR_CLONES void normal_grads(int64_t n, const math_t* __restrict g,
                                     const scalar_t* __restrict x,
                                     const scalar_t* __restrict mask,
                                     const scalar_t* __restrict loc,
@@ -145,7 +145,7 @@ NMF_VECTOR_CLONES void normal_grads(int64_t n, const math_t* __restrict g,
 }
 
 template <typename scalar_t, typename math_t>
-NMF_VECTOR_CLONES void bernoulli_values(int64_t n, const scalar_t* __restrict x,
+NOTMIWAE_VECTOR_CLONES void bernoulli_values(int64_t n, const scalar_t* __restrict x,
                                         const scalar_t* __restrict mask,
                                         const scalar_t* __restrict logits,
                                         math_t* __restrict out) {
@@ -159,7 +159,7 @@ NMF_VECTOR_CLONES void bernoulli_values(int64_t n, const scalar_t* __restrict x,
 }
 
 template <typename scalar_t, typename math_t>
-NMF_VECTOR_CLONES void bernoulli_grads(int64_t n, const math_t* __restrict g,
+NOTMIWAE_VECTOR_CLONES void bernoulli_grads(int64_t n, const math_t* __restrict g,
                                        const scalar_t* __restrict x,
                                        const scalar_t* __restrict mask,
                                        const scalar_t* __restrict logits,
@@ -176,7 +176,7 @@ NMF_VECTOR_CLONES void bernoulli_grads(int64_t n, const math_t* __restrict g,
 
 // log_norm / dlog_norm: the per-feature c(df) / c'(df) (studentt_log_norm / _dlog_norm).
 template <typename scalar_t, typename math_t>
-NMF_VECTOR_CLONES void studentt_values(int64_t n, const scalar_t* __restrict x,
+NOTMIWAE_VECTOR_CLONES void studentt_values(int64_t n, const scalar_t* __restrict x,
                                        const scalar_t* __restrict mask,
                                        const scalar_t* __restrict loc,
                                        const scalar_t* __restrict scale,
@@ -194,7 +194,7 @@ NMF_VECTOR_CLONES void studentt_values(int64_t n, const scalar_t* __restrict x,
 }
 
 template <typename scalar_t, typename math_t>
-NMF_VECTOR_CLONES void studentt_grads(int64_t n, const math_t* __restrict g,
+NOTMIWAE_VECTOR_CLONES void studentt_grads(int64_t n, const math_t* __restrict g,
                                       const scalar_t* __restrict x,
                                       const scalar_t* __restrict mask,
                                       const scalar_t* __restrict loc,
@@ -218,7 +218,7 @@ NMF_VECTOR_CLONES void studentt_grads(int64_t n, const math_t* __restrict g,
 }
 
 template <typename scalar_t, typename math_t>
-NMF_VECTOR_CLONES void selfmask_values(int64_t n, const scalar_t* __restrict x_full,
+NOTMIWAE_VECTOR_CLONES void selfmask_values(int64_t n, const scalar_t* __restrict x_full,
                                        const scalar_t* __restrict mask,
                                        const math_t* __restrict W,
                                        const math_t* __restrict bias,
@@ -230,7 +230,7 @@ NMF_VECTOR_CLONES void selfmask_values(int64_t n, const scalar_t* __restrict x_f
 }
 
 template <typename scalar_t, typename math_t>
-NMF_VECTOR_CLONES void selfmask_grads(int64_t n, const math_t* __restrict g,
+NOTMIWAE_VECTOR_CLONES void selfmask_grads(int64_t n, const math_t* __restrict g,
                                       const scalar_t* __restrict x_full,
                                       const scalar_t* __restrict mask,
                                       const math_t* __restrict W,
@@ -252,7 +252,7 @@ NMF_VECTOR_CLONES void selfmask_grads(int64_t n, const math_t* __restrict g,
 // kept in a register (its observation term is normal_values; two loops over the
 // tile, which stays in L1, vectorise where one fused loop does not).
 template <typename scalar_t, typename math_t>
-NMF_VECTOR_CLONES void notmiwae_missing_values(int64_t n, const scalar_t* __restrict x,
+NOTMIWAE_VECTOR_CLONES void notmiwae_missing_values(int64_t n, const scalar_t* __restrict x,
                                                const scalar_t* __restrict mask,
                                                const scalar_t* __restrict loc,
                                                const scalar_t* __restrict scale,
@@ -275,7 +275,7 @@ NMF_VECTOR_CLONES void notmiwae_missing_values(int64_t n, const scalar_t* __rest
 //   missing  (s = 0):  d loc = δ · (−W),           d scale = δ · (−W) · eps
 //   every feature:     d W  = δ · (−(x̂ − b)),     d b     = δ · W.
 template <typename scalar_t, typename math_t>
-NMF_VECTOR_CLONES void notmiwae_grads(int64_t n, const math_t* __restrict g_obs,
+NOTMIWAE_VECTOR_CLONES void notmiwae_grads(int64_t n, const math_t* __restrict g_obs,
                                       const math_t* __restrict g_miss,
                                       const scalar_t* __restrict x,
                                       const scalar_t* __restrict mask,

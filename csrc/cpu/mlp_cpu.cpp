@@ -31,13 +31,13 @@ using cpu::kGrainElements;
 
 // opmath_t: float for bfloat16 and float16 (the math runs in float32, rounded once).
 template <typename scalar_t, typename opmath_t = at::opmath_type<scalar_t>>
-NMF_VECTOR_CLONES void tanh_values(int64_t n, scalar_t* __restrict h) {
+NOTMIWAE_VECTOR_CLONES void tanh_values(int64_t n, scalar_t* __restrict h) {
   for (int64_t j = 0; j < n; ++j)
     h[j] = static_cast<scalar_t>(math::tanh_activation<F>(static_cast<opmath_t>(h[j])));
 }
 
 template <typename scalar_t, typename opmath_t = at::opmath_type<scalar_t>>
-NMF_VECTOR_CLONES void tanh_grads(int64_t n, scalar_t* __restrict g,
+NOTMIWAE_VECTOR_CLONES void tanh_grads(int64_t n, scalar_t* __restrict g,
                                   const scalar_t* __restrict y) {
   for (int64_t j = 0; j < n; ++j)
     g[j] = static_cast<scalar_t>(math::tanh_activation_grad(static_cast<opmath_t>(g[j]),
@@ -68,13 +68,13 @@ void tanh_backward_inplace_cpu(at::Tensor& grad, const at::Tensor& y_) {
 }
 
 template <typename scalar_t>
-NMF_VECTOR_CLONES void softplus_scale_values(int64_t n, const scalar_t* __restrict x,
+NOTMIWAE_VECTOR_CLONES void softplus_scale_values(int64_t n, const scalar_t* __restrict x,
                                              scalar_t floor, scalar_t* __restrict out) {
   for (int64_t j = 0; j < n; ++j) out[j] = math::softplus_scale<F>(x[j], floor);
 }
 
 template <typename scalar_t>
-NMF_VECTOR_CLONES void softplus_scale_grads(int64_t n, const scalar_t* __restrict g,
+NOTMIWAE_VECTOR_CLONES void softplus_scale_grads(int64_t n, const scalar_t* __restrict g,
                                             const scalar_t* __restrict x,
                                             scalar_t* __restrict out) {
   for (int64_t j = 0; j < n; ++j) out[j] = g[j] * math::sigmoid<F>(x[j]);

@@ -56,7 +56,7 @@ at::Tensor clipped_impute_cuda(const at::Tensor& x_, const at::Tensor& lost_,
   const int64_t N = x.size(0), C = x.size(1), H = ctx.size(1), L = mu.size(1), K = eps.size(0);
   at::Tensor out = at::empty_like(x);
   if (N == 0) return out;
-  NMF_DISPATCH_CUDA(x.scalar_type(), "clipped_impute_cuda", [&] {
+  NOTMIWAE_DISPATCH_CUDA(x.scalar_type(), "clipped_impute_cuda", [&] {
     clipped_impute_kernel<scalar_t>
         <<<element_blocks(N), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
             N, C, L, H, K, x.const_data_ptr<scalar_t>(), lost.const_data_ptr<bool>(),

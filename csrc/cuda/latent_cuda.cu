@@ -91,7 +91,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_terms_cuda(const at::Tenso
   at::Tensor z = at::empty({B, K, L}, eps.options());
   at::Tensor log_p = at::empty({B, K}, eps.options()), log_q = at::empty({B, K}, eps.options());
   if (B * K == 0) return {z, log_p, log_q};
-  NMF_DISPATCH_CUDA(mu.scalar_type(), "latent_terms_cuda", [&] {
+  NOTMIWAE_DISPATCH_CUDA(mu.scalar_type(), "latent_terms_cuda", [&] {
     latent_forward_kernel<scalar_t>
         <<<element_blocks(B * K), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
             mu.const_data_ptr<scalar_t>(), sd.const_data_ptr<scalar_t>(),
@@ -114,7 +114,7 @@ std::tuple<at::Tensor, at::Tensor> latent_terms_backward_cuda(
   const at::Tensor mu = mu_.contiguous(), sd = std_.contiguous(), eps = eps_.contiguous();
   at::Tensor grad_mu = at::empty({B, L}, mu.options()), grad_std = at::empty({B, L}, mu.options());
   if (B * L == 0) return {grad_mu, grad_std};
-  NMF_DISPATCH_CUDA(mu.scalar_type(), "latent_terms_backward_cuda", [&] {
+  NOTMIWAE_DISPATCH_CUDA(mu.scalar_type(), "latent_terms_backward_cuda", [&] {
     latent_backward_kernel<scalar_t>
         <<<element_blocks(B * L), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
             gz.defined() ? gz.const_data_ptr<scalar_t>() : nullptr,

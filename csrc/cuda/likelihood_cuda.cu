@@ -308,7 +308,7 @@ __global__ void notmiwae_backward_kernel(
 // ------------------------------------------------------------------------------------
 // Host entry points
 // ------------------------------------------------------------------------------------
-#define NMF_LAUNCH(kernel, rows, D, ...)                                                 \
+#define NOTMIWAE_LAUNCH(kernel, rows, D, ...)                                                 \
   do {                                                                                   \
     const RowLaunch launch_ = row_launch(rows, D);                                       \
     kernel<scalar_t><<<launch_.blocks, launch_.threads, 0,                               \
@@ -335,8 +335,8 @@ at::Tensor masked_normal_logprob_cuda(const at::Tensor& x_, const at::Tensor& ma
   if (B * K == 0) return out;
   const at::Tensor x = x_.contiguous(), mask = mask_as_bool(mask_), loc = loc_.contiguous(),
                    scale = scale_.contiguous();
-  NMF_DISPATCH_CUDA(loc.scalar_type(), "masked_normal_logprob_cuda", [&] {
-    NMF_LAUNCH(normal_forward_kernel, B * K, D, cptr<scalar_t>(x), mask.const_data_ptr<bool>(),
+  NOTMIWAE_DISPATCH_CUDA(loc.scalar_type(), "masked_normal_logprob_cuda", [&] {
+    NOTMIWAE_LAUNCH(normal_forward_kernel, B * K, D, cptr<scalar_t>(x), mask.const_data_ptr<bool>(),
                cptr<scalar_t>(loc), cptr<scalar_t>(scale), B * K, K, D, mptr<scalar_t>(out));
   });
   return out;
@@ -354,8 +354,8 @@ std::tuple<at::Tensor, at::Tensor> masked_normal_logprob_backward_cuda(
   if (grad_loc.numel() == 0) return {grad_loc, grad_scale};
   const at::Tensor x = x_.contiguous(), mask = mask_as_bool(mask_), loc = loc_.contiguous(),
                    scale = scale_.contiguous(), grad = grad_.contiguous();
-  NMF_DISPATCH_CUDA(loc.scalar_type(), "masked_normal_logprob_backward_cuda", [&] {
-    NMF_LAUNCH(normal_backward_kernel, B * K, D, cptr<scalar_t>(grad), cptr<scalar_t>(x),
+  NOTMIWAE_DISPATCH_CUDA(loc.scalar_type(), "masked_normal_logprob_backward_cuda", [&] {
+    NOTMIWAE_LAUNCH(normal_backward_kernel, B * K, D, cptr<scalar_t>(grad), cptr<scalar_t>(x),
                mask.const_data_ptr<bool>(), cptr<scalar_t>(loc), cptr<scalar_t>(scale), B * K,
                K, D, mptr<scalar_t>(grad_loc), mptr<scalar_t>(grad_scale));
   });
@@ -370,8 +370,8 @@ at::Tensor masked_bernoulli_logprob_cuda(const at::Tensor& x_, const at::Tensor&
   at::Tensor out = at::empty({B, K}, logits_.options());
   if (B * K == 0) return out;
   const at::Tensor x = x_.contiguous(), mask = mask_as_bool(mask_), logits = logits_.contiguous();
-  NMF_DISPATCH_CUDA(logits.scalar_type(), "masked_bernoulli_logprob_cuda", [&] {
-    NMF_LAUNCH(bernoulli_forward_kernel, B * K, D, cptr<scalar_t>(x),
+  NOTMIWAE_DISPATCH_CUDA(logits.scalar_type(), "masked_bernoulli_logprob_cuda", [&] {
+    NOTMIWAE_LAUNCH(bernoulli_forward_kernel, B * K, D, cptr<scalar_t>(x),
                mask.const_data_ptr<bool>(), cptr<scalar_t>(logits), B * K, K, D,
                mptr<scalar_t>(out));
   });
@@ -389,8 +389,8 @@ at::Tensor masked_bernoulli_logprob_backward_cuda(const at::Tensor& grad_, const
   if (grad_logits.numel() == 0) return grad_logits;
   const at::Tensor x = x_.contiguous(), mask = mask_as_bool(mask_),
                    logits = logits_.contiguous(), grad = grad_.contiguous();
-  NMF_DISPATCH_CUDA(logits.scalar_type(), "masked_bernoulli_logprob_backward_cuda", [&] {
-    NMF_LAUNCH(bernoulli_backward_kernel, B * K, D, cptr<scalar_t>(grad), cptr<scalar_t>(x),
+  NOTMIWAE_DISPATCH_CUDA(logits.scalar_type(), "masked_bernoulli_logprob_backward_cuda", [&] {
+    NOTMIWAE_LAUNCH(bernoulli_backward_kernel, B * K, D, cptr<scalar_t>(grad), cptr<scalar_t>(x),
                mask.const_data_ptr<bool>(), cptr<scalar_t>(logits), B * K, K, D,
                mptr<scalar_t>(grad_logits));
   });
@@ -407,11 +407,11 @@ at::Tensor masked_studentt_logprob_cuda(const at::Tensor& x_, const at::Tensor& 
   if (B * K == 0) return out;
   const at::Tensor x = x_.contiguous(), mask = mask_as_bool(mask_), loc = loc_.contiguous(),
                    scale = scale_.contiguous(), df = df_.contiguous();
-  NMF_DISPATCH_CUDA(loc.scalar_type(), "masked_studentt_logprob_cuda", [&] {
+  NOTMIWAE_DISPATCH_CUDA(loc.scalar_type(), "masked_studentt_logprob_cuda", [&] {
     using acc_t = opmath_t<scalar_t>;
     const at::Tensor log_norm =
         studentt_log_norm(df, c10::CppTypeToScalarType<acc_t>::value);
-    NMF_LAUNCH(studentt_forward_kernel, B * K, D, cptr<scalar_t>(x), mask.const_data_ptr<bool>(),
+    NOTMIWAE_LAUNCH(studentt_forward_kernel, B * K, D, cptr<scalar_t>(x), mask.const_data_ptr<bool>(),
                cptr<scalar_t>(loc), cptr<scalar_t>(scale), cptr<scalar_t>(df),
                log_norm.const_data_ptr<acc_t>(), B * K, K, D, mptr<scalar_t>(out));
   });
@@ -431,12 +431,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_studentt_logprob_backward_
   const at::Tensor x = x_.contiguous(), mask = mask_as_bool(mask_), loc = loc_.contiguous(),
                    scale = scale_.contiguous(), df = df_.contiguous(), grad = grad_.contiguous();
   at::Tensor grad_df;
-  NMF_DISPATCH_CUDA(loc.scalar_type(), "masked_studentt_logprob_backward_cuda", [&] {
+  NOTMIWAE_DISPATCH_CUDA(loc.scalar_type(), "masked_studentt_logprob_backward_cuda", [&] {
     using acc_t = opmath_t<scalar_t>;
     const at::Tensor dlog_norm =
         studentt_dlog_norm(df, c10::CppTypeToScalarType<acc_t>::value);
     at::Tensor acc_df = feature_accumulator<scalar_t>(D, loc);
-    NMF_LAUNCH(studentt_backward_kernel, B * K, D, cptr<scalar_t>(grad), cptr<scalar_t>(x),
+    NOTMIWAE_LAUNCH(studentt_backward_kernel, B * K, D, cptr<scalar_t>(grad), cptr<scalar_t>(x),
                mask.const_data_ptr<bool>(), cptr<scalar_t>(loc), cptr<scalar_t>(scale),
                cptr<scalar_t>(df), dlog_norm.const_data_ptr<acc_t>(), B * K, K, D,
                mptr<scalar_t>(grad_loc), mptr<scalar_t>(grad_scale),
@@ -455,8 +455,8 @@ at::Tensor selfmask_logprob_cuda(const at::Tensor& x_full_, const at::Tensor& ma
   if (B * K == 0) return out;
   const at::Tensor xf = x_full_.contiguous(), mask = mask_as_bool(mask_), W = W_.contiguous(),
                    bias = b_.contiguous();
-  NMF_DISPATCH_CUDA(xf.scalar_type(), "selfmask_logprob_cuda", [&] {
-    NMF_LAUNCH(selfmask_forward_kernel, B * K, D, cptr<scalar_t>(xf),
+  NOTMIWAE_DISPATCH_CUDA(xf.scalar_type(), "selfmask_logprob_cuda", [&] {
+    NOTMIWAE_LAUNCH(selfmask_forward_kernel, B * K, D, cptr<scalar_t>(xf),
                mask.const_data_ptr<bool>(), cptr<scalar_t>(W), cptr<scalar_t>(bias), B * K, K,
                D, mptr<scalar_t>(out));
   });
@@ -476,11 +476,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> selfmask_logprob_backward_cuda(
   const at::Tensor xf = x_full_.contiguous(), mask = mask_as_bool(mask_), W = W_.contiguous(),
                    bias = b_.contiguous(), grad = grad_.contiguous();
   at::Tensor grad_W, grad_b;
-  NMF_DISPATCH_CUDA(xf.scalar_type(), "selfmask_logprob_backward_cuda", [&] {
+  NOTMIWAE_DISPATCH_CUDA(xf.scalar_type(), "selfmask_logprob_backward_cuda", [&] {
     using acc_t = opmath_t<scalar_t>;
     at::Tensor acc_W = feature_accumulator<scalar_t>(D, xf);
     at::Tensor acc_b = feature_accumulator<scalar_t>(D, xf);
-    NMF_LAUNCH(selfmask_backward_kernel, B * K, D, cptr<scalar_t>(grad), cptr<scalar_t>(xf),
+    NOTMIWAE_LAUNCH(selfmask_backward_kernel, B * K, D, cptr<scalar_t>(grad), cptr<scalar_t>(xf),
                mask.const_data_ptr<bool>(), cptr<scalar_t>(W), cptr<scalar_t>(bias), B * K, K,
                D, mptr<scalar_t>(grad_x), acc_W.mutable_data_ptr<acc_t>(),
                acc_b.mutable_data_ptr<acc_t>());
@@ -503,8 +503,8 @@ std::tuple<at::Tensor, at::Tensor> notmiwae_normal_terms_cuda(
   const at::Tensor x = x_.contiguous(), mask = mask_as_bool(mask_), loc = loc_.contiguous(),
                    scale = scale_.contiguous(), eps = eps_.contiguous(), W = W_.contiguous(),
                    bias = b_.contiguous();
-  NMF_DISPATCH_CUDA(loc.scalar_type(), "notmiwae_normal_terms_cuda", [&] {
-    NMF_LAUNCH(notmiwae_forward_kernel, B * K, D, cptr<scalar_t>(x), mask.const_data_ptr<bool>(),
+  NOTMIWAE_DISPATCH_CUDA(loc.scalar_type(), "notmiwae_normal_terms_cuda", [&] {
+    NOTMIWAE_LAUNCH(notmiwae_forward_kernel, B * K, D, cptr<scalar_t>(x), mask.const_data_ptr<bool>(),
                cptr<scalar_t>(loc), cptr<scalar_t>(scale), cptr<scalar_t>(eps),
                cptr<scalar_t>(W), cptr<scalar_t>(bias), B * K, K, D, mptr<scalar_t>(log_obs),
                mptr<scalar_t>(log_miss));
@@ -530,11 +530,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> notmiwae_normal_terms
                    bias = b_.contiguous(), grad_obs = grad_obs_.contiguous(),
                    grad_miss = grad_miss_.contiguous();
   at::Tensor grad_W, grad_b;
-  NMF_DISPATCH_CUDA(loc.scalar_type(), "notmiwae_normal_terms_backward_cuda", [&] {
+  NOTMIWAE_DISPATCH_CUDA(loc.scalar_type(), "notmiwae_normal_terms_backward_cuda", [&] {
     using acc_t = opmath_t<scalar_t>;
     at::Tensor acc_W = feature_accumulator<scalar_t>(D, loc);
     at::Tensor acc_b = feature_accumulator<scalar_t>(D, loc);
-    NMF_LAUNCH(notmiwae_backward_kernel, B * K, D, cptr<scalar_t>(grad_obs),
+    NOTMIWAE_LAUNCH(notmiwae_backward_kernel, B * K, D, cptr<scalar_t>(grad_obs),
                cptr<scalar_t>(grad_miss), cptr<scalar_t>(x), mask.const_data_ptr<bool>(),
                cptr<scalar_t>(loc), cptr<scalar_t>(scale), cptr<scalar_t>(eps),
                cptr<scalar_t>(W), cptr<scalar_t>(bias), B * K, K, D, mptr<scalar_t>(grad_loc),

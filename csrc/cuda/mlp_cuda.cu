@@ -74,7 +74,7 @@ void tanh_inplace_cuda(at::Tensor& h) {
   TORCH_INTERNAL_ASSERT(h.is_contiguous());
   const int64_t n = h.numel();
   if (n == 0) return;
-  NMF_DISPATCH_CUDA(h.scalar_type(), "mlp_tanh_cuda", [&] {
+  NOTMIWAE_DISPATCH_CUDA(h.scalar_type(), "mlp_tanh_cuda", [&] {
     tanh_kernel<scalar_t><<<element_blocks(n), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
         n, h.mutable_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -86,7 +86,7 @@ void tanh_backward_inplace_cuda(at::Tensor& grad, const at::Tensor& y_) {
   const at::Tensor y = y_.contiguous();
   const int64_t n = grad.numel();
   if (n == 0) return;
-  NMF_DISPATCH_CUDA(grad.scalar_type(), "mlp_tanh_backward_cuda", [&] {
+  NOTMIWAE_DISPATCH_CUDA(grad.scalar_type(), "mlp_tanh_backward_cuda", [&] {
     tanh_backward_kernel<scalar_t>
         <<<element_blocks(n), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
             n, grad.mutable_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>());
@@ -101,7 +101,7 @@ at::Tensor softplus_scale_cuda(const at::Tensor& raw_, double min_scale) {
   at::Tensor out = at::empty_like(raw);
   const int64_t n = raw.numel();
   if (n == 0) return out;
-  NMF_DISPATCH_CUDA(raw.scalar_type(), "softplus_scale_cuda", [&] {
+  NOTMIWAE_DISPATCH_CUDA(raw.scalar_type(), "softplus_scale_cuda", [&] {
     softplus_scale_kernel<scalar_t>
         <<<element_blocks(n), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
             n, raw.const_data_ptr<scalar_t>(),
@@ -118,7 +118,7 @@ at::Tensor softplus_scale_backward_cuda(const at::Tensor& grad_, const at::Tenso
   at::Tensor out = at::empty_like(raw);
   const int64_t n = raw.numel();
   if (n == 0) return out;
-  NMF_DISPATCH_CUDA(raw.scalar_type(), "softplus_scale_backward_cuda", [&] {
+  NOTMIWAE_DISPATCH_CUDA(raw.scalar_type(), "softplus_scale_backward_cuda", [&] {
     softplus_scale_backward_kernel<scalar_t>
         <<<element_blocks(n), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
             n, grad.const_data_ptr<scalar_t>(), raw.const_data_ptr<scalar_t>(),

@@ -87,7 +87,7 @@ namespace math {
 // Σ_j w[j] · h[j] over H terms, in eight independent partial sums (a loop the compiler
 // can vectorise without reassociating one running sum).
 template <typename T, typename scalar_t>
-NMF_HOST_DEVICE T dot8(const scalar_t* w, const T* h, int64_t H) {
+NOTMIWAE_HOST_DEVICE T dot8(const scalar_t* w, const T* h, int64_t H) {
   T part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t j = 0;
   for (; j + 8 <= H; j += 8) {
@@ -110,7 +110,7 @@ NMF_HOST_DEVICE T dot8(const scalar_t* w, const T* h, int64_t H) {
 // of every block (the unused ones get weight zero), a trip count the CPU compiler knows,
 // so they vectorise with no scalar remainder; the GPU runs only the draws there are.
 template <typename F, bool kPadded, typename T, typename scalar_t>
-NMF_HOST_DEVICE void clipped_impute_pixel(int64_t C, int64_t L, int64_t H, int64_t K,
+NOTMIWAE_HOST_DEVICE void clipped_impute_pixel(int64_t C, int64_t L, int64_t H, int64_t K,
                                           const scalar_t* x, const bool* lost,
                                           const scalar_t* context, const scalar_t* mu,
                                           const scalar_t* sd, const scalar_t* eps,
