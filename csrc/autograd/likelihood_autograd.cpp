@@ -11,7 +11,11 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include <array>
+#include <string>
 #include <tuple>
+#include <type_traits>
+#include <utility>
 
 #include "notmiwae_fast/dispatch.h"
 
@@ -27,106 +31,114 @@ using Pair = std::tuple<Tensor, Tensor>;
 using Triple = std::tuple<Tensor, Tensor, Tensor>;
 using Quad = std::tuple<Tensor, Tensor, Tensor, Tensor>;
 
-class MaskedNormal : public torch::autograd::Function<MaskedNormal> {
+// The results of an op (a tensor or a tuple of them) as a list.
+variable_list as_list(const Tensor& t) { return {t}; }
+template <typename... Ts>
+variable_list as_list(const std::tuple<Ts...>& t) {
+  return std::apply([](const auto&... x) { return variable_list{x...}; }, t);
+}
+
+// How many inputs and results a signature R(Args...) has.
+template <typename Signature>
+struct Arity;
+template <typename R, typename... Args>
+struct Arity<R(Args...)> {
+  static constexpr size_t kInputs = sizeof...(Args);
+  static constexpr size_t kResults = [] {
+    if constexpr (std::is_same_v<R, Tensor>) {
+      return size_t{1};
+    } else {
+      return std::tuple_size_v<R>;
+    }
+  }();
+};
+
+// A likelihood op as an autograd function (Op: the function's own class, which names
+// the op, kName, gives the signatures of the op, Forward, and of <op>_backward, Backward:
+// the gradients of the results, then the op's inputs, and says which inputs the
+// backward's results belong to, kGradOf). The forward saves its inputs; the backward
+// gets an unused result's gradient as zeros (materialised by autograd).
+template <typename Op>
+class LikelihoodFunction : public torch::autograd::Function<Op> {
  public:
-  static Tensor forward(AutogradContext* ctx, T x, T mask, T loc, T scale) {
+  template <typename... Inputs>
+  static variable_list forward(AutogradContext* ctx, const Inputs&... inputs) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    static auto fwd = find_op<Tensor(T, T, T, T)>("notmiwae_fast::masked_normal_logprob");
-    ctx->save_for_backward({x, mask, loc, scale});
-    return fwd.call(x, mask, loc, scale);
+    static auto op = find_op<typename Op::Forward>(Op::kName);
+    ctx->save_for_backward({inputs...});
+    return as_list(op.call(inputs...));
   }
+
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static auto bwd =
-        find_op<Pair(T, T, T, T, T)>("notmiwae_fast::masked_normal_logprob_backward");
-    const auto s = ctx->get_saved_variables();
-    auto [g_loc, g_scale] = bwd.call(grads[0], s[0], s[1], s[2], s[3]);
-    return {Tensor(), Tensor(), g_loc, g_scale};
+    using A = Arity<typename Op::Forward>;
+    const variable_list saved = ctx->get_saved_variables();
+    const variable_list g = call_backward(grads, saved, std::make_index_sequence<A::kResults>(),
+                                          std::make_index_sequence<A::kInputs>());
+    variable_list out(A::kInputs);
+    for (size_t j = 0; j < Op::kGradOf.size(); ++j) out[Op::kGradOf[j]] = g[j];
+    return out;
+  }
+
+ private:
+  template <size_t... G, size_t... I>
+  static variable_list call_backward(const variable_list& grads, const variable_list& saved,
+                                     std::index_sequence<G...>, std::index_sequence<I...>) {
+    static auto op = find_op<typename Op::Backward>((std::string(Op::kName) + "_backward").c_str());
+    return as_list(op.call(grads[G]..., saved[I]...));
   }
 };
 
-class MaskedBernoulli : public torch::autograd::Function<MaskedBernoulli> {
+class MaskedNormal : public LikelihoodFunction<MaskedNormal> {
  public:
-  static Tensor forward(AutogradContext* ctx, T x, T mask, T logits) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    static auto fwd = find_op<Tensor(T, T, T)>("notmiwae_fast::masked_bernoulli_logprob");
-    ctx->save_for_backward({x, mask, logits});
-    return fwd.call(x, mask, logits);
-  }
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static auto bwd =
-        find_op<Tensor(T, T, T, T)>("notmiwae_fast::masked_bernoulli_logprob_backward");
-    const auto s = ctx->get_saved_variables();
-    return {Tensor(), Tensor(), bwd.call(grads[0], s[0], s[1], s[2])};
-  }
+  static constexpr const char* kName = "notmiwae_fast::masked_normal_logprob";
+  using Forward = Tensor(T, T, T, T);  // x, mask, loc, scale
+  using Backward = Pair(T, T, T, T, T);
+  static constexpr std::array<size_t, 2> kGradOf = {2, 3};
 };
 
-class MaskedStudentT : public torch::autograd::Function<MaskedStudentT> {
+class MaskedBernoulli : public LikelihoodFunction<MaskedBernoulli> {
  public:
-  static Tensor forward(AutogradContext* ctx, T x, T mask, T loc, T scale, T df) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    static auto fwd = find_op<Tensor(T, T, T, T, T)>("notmiwae_fast::masked_studentt_logprob");
-    ctx->save_for_backward({x, mask, loc, scale, df});
-    return fwd.call(x, mask, loc, scale, df);
-  }
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static auto bwd =
-        find_op<Triple(T, T, T, T, T, T)>("notmiwae_fast::masked_studentt_logprob_backward");
-    const auto s = ctx->get_saved_variables();
-    auto [g_loc, g_scale, g_df] = bwd.call(grads[0], s[0], s[1], s[2], s[3], s[4]);
-    return {Tensor(), Tensor(), g_loc, g_scale, g_df};
-  }
+  static constexpr const char* kName = "notmiwae_fast::masked_bernoulli_logprob";
+  using Forward = Tensor(T, T, T);  // x, mask, logits
+  using Backward = Tensor(T, T, T, T);
+  static constexpr std::array<size_t, 1> kGradOf = {2};
 };
 
-class SelfMask : public torch::autograd::Function<SelfMask> {
+class MaskedStudentT : public LikelihoodFunction<MaskedStudentT> {
  public:
-  static Tensor forward(AutogradContext* ctx, T x_full, T mask, T W, T b) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    static auto fwd = find_op<Tensor(T, T, T, T)>("notmiwae_fast::selfmask_logprob");
-    ctx->save_for_backward({x_full, mask, W, b});
-    return fwd.call(x_full, mask, W, b);
-  }
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static auto bwd =
-        find_op<Triple(T, T, T, T, T)>("notmiwae_fast::selfmask_logprob_backward");
-    const auto s = ctx->get_saved_variables();
-    auto [g_x, g_W, g_b] = bwd.call(grads[0], s[0], s[1], s[2], s[3]);
-    return {g_x, Tensor(), g_W, g_b};
-  }
+  static constexpr const char* kName = "notmiwae_fast::masked_studentt_logprob";
+  using Forward = Tensor(T, T, T, T, T);  // x, mask, loc, scale, df
+  using Backward = Triple(T, T, T, T, T, T);
+  static constexpr std::array<size_t, 3> kGradOf = {2, 3, 4};
 };
 
-class NotMiwaeNormalTerms : public torch::autograd::Function<NotMiwaeNormalTerms> {
+class SelfMask : public LikelihoodFunction<SelfMask> {
  public:
-  static variable_list forward(AutogradContext* ctx, T x, T mask, T loc, T scale, T eps, T W,
-                               T b) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    static auto fwd =
-        find_op<Pair(T, T, T, T, T, T, T)>("notmiwae_fast::notmiwae_normal_terms");
-    ctx->save_for_backward({x, mask, loc, scale, eps, W, b});
-    auto [log_obs, log_miss] = fwd.call(x, mask, loc, scale, eps, W, b);
-    return {log_obs, log_miss};
-  }
-  // An unused output arrives as a zero gradient (materialised by autograd).
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static auto bwd = find_op<Quad(T, T, T, T, T, T, T, T, T)>(
-        "notmiwae_fast::notmiwae_normal_terms_backward");
-    const auto s = ctx->get_saved_variables();
-    auto [g_loc, g_scale, g_W, g_b] =
-        bwd.call(grads[0], grads[1], s[0], s[1], s[2], s[3], s[4], s[5], s[6]);
-    return {Tensor(), Tensor(), g_loc, g_scale, Tensor(), g_W, g_b};
-  }
+  static constexpr const char* kName = "notmiwae_fast::selfmask_logprob";
+  using Forward = Tensor(T, T, T, T);  // x_full, mask, W, b
+  using Backward = Triple(T, T, T, T, T);
+  static constexpr std::array<size_t, 3> kGradOf = {0, 2, 3};
+};
+
+class NotMiwaeNormalTerms : public LikelihoodFunction<NotMiwaeNormalTerms> {
+ public:
+  static constexpr const char* kName = "notmiwae_fast::notmiwae_normal_terms";
+  using Forward = Pair(T, T, T, T, T, T, T);  // x, mask, loc, scale, eps, W, b
+  using Backward = Quad(T, T, T, T, T, T, T, T, T);
+  static constexpr std::array<size_t, 4> kGradOf = {2, 3, 5, 6};
 };
 
 Tensor masked_normal_logprob_autograd(T x, T mask, T loc, T scale) {
-  return MaskedNormal::apply(x, mask, loc, scale);
+  return MaskedNormal::apply(x, mask, loc, scale)[0];
 }
 Tensor masked_bernoulli_logprob_autograd(T x, T mask, T logits) {
-  return MaskedBernoulli::apply(x, mask, logits);
+  return MaskedBernoulli::apply(x, mask, logits)[0];
 }
 Tensor masked_studentt_logprob_autograd(T x, T mask, T loc, T scale, T df) {
-  return MaskedStudentT::apply(x, mask, loc, scale, df);
+  return MaskedStudentT::apply(x, mask, loc, scale, df)[0];
 }
 Tensor selfmask_logprob_autograd(T x_full, T mask, T W, T b) {
-  return SelfMask::apply(x_full, mask, W, b);
+  return SelfMask::apply(x_full, mask, W, b)[0];
 }
 Pair notmiwae_normal_terms_autograd(T x, T mask, T loc, T scale, T eps, T W, T b) {
   const auto out = NotMiwaeNormalTerms::apply(x, mask, loc, scale, eps, W, b);
