@@ -2,7 +2,7 @@
 // softplus_scale (the decoders' positive scale) with its backward.
 // The layer loop is notmiwae_fast/mlp.h (shared with CUDA); here are the two element
 // kernels it needs, tanh in place and its chain rule in place, vectorised (the tanh of
-// vec_math.h for float32, several times faster than ATen's) and run in parallel over
+// vec_math.h for float32, faster than ATen's) and run in parallel over
 // blocks of elements. float32 and float64; the MLP also bfloat16 and float16 (math in
 // float32), which is what it gets under torch.autocast.
 #include "vectorize.h"

@@ -9,7 +9,7 @@
 // per layer one addmm straight into the activation buffer and one in-place activation
 // pass (the backend's element kernel, math in math.h), one mm per gradient and one
 // in-place pass for the activation's chain rule, no autograd graph of a dozen nodes per
-// MLP, and a tanh that is several times faster than ATen's on CPU (vec_math.h).
+// MLP, and on the CPU a tanh faster than ATen's (vec_math.h).
 // csrc/cpu/mlp_cpu.cpp and csrc/cuda/mlp_cuda.cu supply the element kernels and
 // register these functions; csrc/autograd/mlp_autograd.cpp ties forward to backward.
 #pragma once
@@ -42,9 +42,8 @@ constexpr int64_t kNarrowColumns = 32;
 // bias + A · B (bias [n] broadcast over rows; undefined: none), A [m, k], B [k, n];
 // contiguous [m, n]. A narrow result (n < 32, m > n: the latent and output layers of
 // the paper's networks, and the gradients of their inputs and weights) is computed as
-// (Bᵀ · Aᵀ)ᵀ when the backend asks for it: MKL's sgemm runs 2–6 times faster that way
-// on the shapes of a training step (e.g. [2560, 128] · [128, 10]: 465 µs direct, 146 µs
-// transposed and copied back, one thread of an AMD EPYC); the copy back is small.
+// (Bᵀ · Aᵀ)ᵀ when the backend asks for it: MKL's sgemm is much faster on such shapes in
+// that orientation, and the copy back is small.
 // With ``out`` defined ([m, n], contiguous) the result is written there and returned.
 inline at::Tensor product(const at::Tensor& bias, const at::Tensor& A, const at::Tensor& B,
                           const ElementKernels& kernels, at::Tensor out = {}) {
@@ -104,8 +103,8 @@ inline std::tuple<at::Tensor, std::vector<at::Tensor>> forward_rows(
 // call) and when the backend asks for it, the rows go through the network in blocks
 // whose widest activation takes about block_bytes: the activations stay in cache from
 // one layer to the next and their buffers are reused from block to block instead of
-// being fresh, page-faulting memory (on the CPU: 1.5× faster for 64,000 rows of the
-// tabular decoder). Each row's result is the same math (equal to rounding).
+// being fresh, page-faulting memory. Each row's result is the same math (equal to
+// rounding).
 inline std::tuple<at::Tensor, std::vector<at::Tensor>> forward(
     const at::Tensor& x, at::TensorList weights, at::TensorList biases,
     const ElementKernels& kernels, bool keep_hidden) {
