@@ -1,8 +1,9 @@
 // CPU kernels of the likelihood family: masked_normal_logprob, masked_bernoulli_logprob,
 // masked_studentt_logprob, selfmask_logprob, notmiwae_normal_terms and their backward
-// passes. Each op is one of two generic drivers, row_sums (forward) and row_grads
-// (backward), fed with the op's operand layout and its per-element term
-// (notmiwae_fast/likelihood.h, shared with CUDA), cut into tiles (likelihood_tiles.h).
+// passes. The ops (notmiwae_fast/likelihood_ops.h, shared with CUDA) run one of the two
+// drivers of CpuLikelihood, row_sums (forward) and row_grads (backward), with the op's
+// operand layout and per-element term (notmiwae_fast/likelihood.h), in tiles
+// (likelihood_tiles.h).
 //
 // Per-element math runs in at::opmath_type (float for float32) and every sum over D or
 // over rows accumulates in at::acc_type (float64 for float32). The element loops are
@@ -23,6 +24,7 @@
 #include "likelihood_tiles.h"
 #include "notmiwae_fast/checks.h"
 #include "notmiwae_fast/likelihood.h"
+#include "notmiwae_fast/likelihood_ops.h"
 #include "vec_math.h"
 
 namespace notmiwae_fast {
@@ -34,9 +36,6 @@ using cpu::Tile;
 
 // The elementary functions of the terms (vectorisable polynomials for float).
 using F = cpu::VecMath;
-
-template <size_t N>
-using Tensors = std::array<at::Tensor, N>;
 
 // ------------------------------------------------------------------------------------
 // Element loops over one tile: every pointer is an array of the tile's t.n elements, in
@@ -103,25 +102,6 @@ NOTMIWAE_VECTOR_CLONES NOTMIWAE_FLATTEN void tile_grads(
 // Operands.
 // ------------------------------------------------------------------------------------
 
-// An operand as the tiles read it: contiguous, of the op's dtype; the mask as 0/1 values
-// of that dtype (the loops select with it; same-width loads keep them vectorisable).
-template <typename Kind>
-at::Tensor prepared(const at::Tensor& t, at::ScalarType dtype) {
-  if constexpr (std::is_same_v<Kind, Mask>) {
-    return mask_as_bool(t).to(dtype);
-  } else if constexpr (std::is_same_v<Kind, Feature>) {
-    return t.to(dtype).contiguous();
-  } else {
-    return t.contiguous();
-  }
-}
-
-template <typename... Kinds, size_t... I>
-Tensors<sizeof...(Kinds)> prepared(Layout<Kinds...>, const Tensors<sizeof...(Kinds)>& in,
-                                   at::ScalarType dtype, std::index_sequence<I...>) {
-  return {prepared<Kinds>(in[I], dtype)...};
-}
-
 // One parallel task's view of an op's operands: each one's array over a tile (per-sample
 // ones in place, rows and features expanded into the task's buffers).
 template <typename scalar_t, typename L>
@@ -172,17 +152,22 @@ class TileOperands<scalar_t, Layout<Kinds...>> {
 // The two drivers. Shapes come from the layout's first per-sample operand [B, K, D].
 // ------------------------------------------------------------------------------------
 
+// The CPU backend of LikelihoodOps (notmiwae_fast/likelihood_ops.h).
+struct CpuLikelihood {
+  static void check_dtype(const at::Tensor& t, const char* name) { check_cpu_dtype(t, name); }
+  // c(df) and c'(df) in float64 for both dtypes (D values only).
+  static at::ScalarType norm_dtype(at::ScalarType) { return at::kDouble; }
+
 // The forward: one [B, K] result per term, out[i] = Σ_d Term::value(operands at (i, d)).
 template <typename L, typename... Terms>
-Tensors<sizeof...(Terms)> row_sums(const Tensors<L::kSize>& in) {
+static Tensors<sizeof...(Terms)> row_sums(const Tensors<L::kSize>& in) {
   constexpr int nT = sizeof...(Terms);
   const at::Tensor& ref = in[L::kReference];
   const int64_t B = ref.size(0), K = ref.size(1), D = ref.size(2);
-  Tensors<nT> out;
-  for (at::Tensor& o : out) o = at::empty({B, K}, ref.options());
+  Tensors<nT> out = row_results<nT>(ref);
   if (B * K == 0) return out;
   const Tensors<L::kSize> ops =
-      prepared(L(), in, ref.scalar_type(), std::make_index_sequence<L::kSize>());
+      prepared_operands<L>(in, ref.scalar_type(), ref.scalar_type());
   AT_DISPATCH_FLOATING_TYPES(ref.scalar_type(), "likelihood_row_sums_cpu", [&] {
     using acc_t = at::acc_type<scalar_t, false>;
     std::array<scalar_t*, nT> o;
@@ -208,19 +193,15 @@ Tensors<sizeof...(Terms)> row_sums(const Tensors<L::kSize>& in) {
 // The backward: Term's per-sample gradients [B, K, D], then its per-feature ones [D]
 // (summed over rows), given the gradients of the forward's [B, K] results.
 template <typename L, typename Term>
-Tensors<Term::kSampleGrads + Term::kFeatureGrads> row_grads(
+static Tensors<Term::kSampleGrads + Term::kFeatureGrads> row_grads(
     const Tensors<Term::kRowGrads>& grads_, const Tensors<L::kSize>& in) {
   constexpr int nG = Term::kRowGrads, nS = Term::kSampleGrads, nF = Term::kFeatureGrads;
   const at::Tensor& ref = in[L::kReference];
   const int64_t B = ref.size(0), K = ref.size(1), D = ref.size(2);
-  Tensors<nS + nF> out;
-  for (int s = 0; s < nS; ++s) out[s] = at::empty({B, K, D}, ref.options());
-  if (B * K * D == 0) {
-    for (int f = nS; f < nS + nF; ++f) out[f] = at::zeros({D}, ref.options());
-    return out;
-  }
+  Tensors<nS + nF> out = gradient_results<nS, nF>(ref);
+  if (B * K * D == 0) return out;
   const Tensors<L::kSize> ops =
-      prepared(L(), in, ref.scalar_type(), std::make_index_sequence<L::kSize>());
+      prepared_operands<L>(in, ref.scalar_type(), ref.scalar_type());
   Tensors<nG> grads;
   for (int g = 0; g < nG; ++g) grads[g] = grads_[g].contiguous();
   AT_DISPATCH_FLOATING_TYPES(ref.scalar_type(), "likelihood_row_grads_cpu", [&] {
@@ -250,138 +231,10 @@ Tensors<Term::kSampleGrads + Term::kFeatureGrads> row_grads(
   });
   return out;
 }
-
-// ------------------------------------------------------------------------------------
-// The operators: argument checks, then a driver with the op's layout and term.
-// ------------------------------------------------------------------------------------
-void check_normal_cpu(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& loc,
-                      const at::Tensor& scale) {
-  check_location_scale(x, mask, loc, scale);
-  check_cpu_dtype(x, "x");
-}
-
-at::Tensor masked_normal_logprob_cpu(const at::Tensor& x, const at::Tensor& mask,
-                                     const at::Tensor& loc, const at::Tensor& scale) {
-  check_normal_cpu(x, mask, loc, scale);
-  return row_sums<NormalOperands, Normal>({x, mask, loc, scale})[0];
-}
-
-std::tuple<at::Tensor, at::Tensor> masked_normal_logprob_backward_cpu(
-    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& mask, const at::Tensor& loc,
-    const at::Tensor& scale) {
-  check_normal_cpu(x, mask, loc, scale);
-  check_row_grad(grad, "grad", loc, "loc", loc.size(0), loc.size(1));
-  const auto g = row_grads<NormalOperands, Normal>({grad}, {x, mask, loc, scale});
-  return {g[0], g[1]};
-}
-
-void check_bernoulli_cpu(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& logits) {
-  check_bernoulli(x, mask, logits);
-  check_cpu_dtype(x, "x");
-}
-
-at::Tensor masked_bernoulli_logprob_cpu(const at::Tensor& x, const at::Tensor& mask,
-                                        const at::Tensor& logits) {
-  check_bernoulli_cpu(x, mask, logits);
-  return row_sums<BernoulliOperands, Bernoulli>({x, mask, logits})[0];
-}
-
-at::Tensor masked_bernoulli_logprob_backward_cpu(const at::Tensor& grad, const at::Tensor& x,
-                                                 const at::Tensor& mask,
-                                                 const at::Tensor& logits) {
-  check_bernoulli_cpu(x, mask, logits);
-  check_row_grad(grad, "grad", logits, "logits", logits.size(0), logits.size(1));
-  return row_grads<BernoulliOperands, Bernoulli>({grad}, {x, mask, logits})[0];
-}
-
-void check_studentt_cpu(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& loc,
-                        const at::Tensor& scale, const at::Tensor& df) {
-  check_studentt(x, mask, loc, scale, df);
-  check_cpu_dtype(x, "x");
-}
-
-// c(df) and c'(df) in float64 for both dtypes (D values only).
-at::Tensor masked_studentt_logprob_cpu(const at::Tensor& x, const at::Tensor& mask,
-                                       const at::Tensor& loc, const at::Tensor& scale,
-                                       const at::Tensor& df) {
-  check_studentt_cpu(x, mask, loc, scale, df);
-  const at::Tensor log_norm = studentt_log_norm(df, at::kDouble);
-  return row_sums<StudentTOperands, StudentT>({x, mask, loc, scale, df, log_norm})[0];
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_studentt_logprob_backward_cpu(
-    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& mask, const at::Tensor& loc,
-    const at::Tensor& scale, const at::Tensor& df) {
-  check_studentt_cpu(x, mask, loc, scale, df);
-  check_row_grad(grad, "grad", loc, "loc", loc.size(0), loc.size(1));
-  const at::Tensor dlog_norm = studentt_dlog_norm(df, at::kDouble);
-  const auto g = row_grads<StudentTOperands, StudentT>({grad}, {x, mask, loc, scale, df, dlog_norm});
-  return {g[0], g[1], g[2]};
-}
-
-void check_selfmask_cpu(const at::Tensor& x_full, const at::Tensor& mask, const at::Tensor& W,
-                        const at::Tensor& b) {
-  check_selfmask(x_full, mask, W, b);
-  check_cpu_dtype(x_full, "x_full");
-}
-
-at::Tensor selfmask_logprob_cpu(const at::Tensor& x_full, const at::Tensor& mask,
-                                const at::Tensor& W, const at::Tensor& b) {
-  check_selfmask_cpu(x_full, mask, W, b);
-  return row_sums<SelfMaskOperands, SelfMask>({x_full, mask, W, b})[0];
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> selfmask_logprob_backward_cpu(
-    const at::Tensor& grad, const at::Tensor& x_full, const at::Tensor& mask, const at::Tensor& W,
-    const at::Tensor& b) {
-  check_selfmask_cpu(x_full, mask, W, b);
-  check_row_grad(grad, "grad", x_full, "x_full", x_full.size(0), x_full.size(1));
-  const auto g = row_grads<SelfMaskOperands, SelfMask>({grad}, {x_full, mask, W, b});
-  return {g[0], g[1], g[2]};
-}
-
-void check_notmiwae_cpu(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& loc,
-                        const at::Tensor& scale, const at::Tensor& eps, const at::Tensor& W,
-                        const at::Tensor& b) {
-  check_notmiwae(x, mask, loc, scale, eps, W, b);
-  check_cpu_dtype(x, "x");
-}
-
-std::tuple<at::Tensor, at::Tensor> notmiwae_normal_terms_cpu(
-    const at::Tensor& x, const at::Tensor& mask, const at::Tensor& loc, const at::Tensor& scale,
-    const at::Tensor& eps, const at::Tensor& W, const at::Tensor& b) {
-  check_notmiwae_cpu(x, mask, loc, scale, eps, W, b);
-  // Two loops over each tile (one per term), which vectorise where one fused loop does not.
-  const auto out =
-      row_sums<NotMiwaeOperands, Normal, NotMiwaeMissing>({x, mask, loc, scale, eps, W, b});
-  return {out[0], out[1]};
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> notmiwae_normal_terms_backward_cpu(
-    const at::Tensor& grad_obs, const at::Tensor& grad_miss, const at::Tensor& x,
-    const at::Tensor& mask, const at::Tensor& loc, const at::Tensor& scale, const at::Tensor& eps,
-    const at::Tensor& W, const at::Tensor& b) {
-  check_notmiwae_cpu(x, mask, loc, scale, eps, W, b);
-  check_row_grad(grad_obs, "grad_obs", loc, "loc", loc.size(0), loc.size(1));
-  check_row_grad(grad_miss, "grad_miss", loc, "loc", loc.size(0), loc.size(1));
-  const auto g =
-      row_grads<NotMiwaeOperands, NotMiwae>({grad_obs, grad_miss}, {x, mask, loc, scale, eps, W, b});
-  return {g[0], g[1], g[2], g[3]};
-}
+};
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(notmiwae_fast, CPU, m) {
-  m.impl("masked_normal_logprob", &masked_normal_logprob_cpu);
-  m.impl("masked_normal_logprob_backward", &masked_normal_logprob_backward_cpu);
-  m.impl("masked_bernoulli_logprob", &masked_bernoulli_logprob_cpu);
-  m.impl("masked_bernoulli_logprob_backward", &masked_bernoulli_logprob_backward_cpu);
-  m.impl("masked_studentt_logprob", &masked_studentt_logprob_cpu);
-  m.impl("masked_studentt_logprob_backward", &masked_studentt_logprob_backward_cpu);
-  m.impl("selfmask_logprob", &selfmask_logprob_cpu);
-  m.impl("selfmask_logprob_backward", &selfmask_logprob_backward_cpu);
-  m.impl("notmiwae_normal_terms", &notmiwae_normal_terms_cpu);
-  m.impl("notmiwae_normal_terms_backward", &notmiwae_normal_terms_backward_cpu);
-}
+TORCH_LIBRARY_IMPL(notmiwae_fast, CPU, m) { register_likelihood_kernels<CpuLikelihood>(m); }
 
 }  // namespace notmiwae_fast

@@ -1,8 +1,8 @@
 // CUDA kernels of the likelihood family: masked_normal_logprob, masked_bernoulli_logprob,
 // masked_studentt_logprob, selfmask_logprob, notmiwae_normal_terms and their backward
-// passes. Each op is one of two generic kernels, row_sums_kernel (forward) and
-// row_grads_kernel (backward), fed with the op's operand layout and its per-element term
-// (notmiwae_fast/likelihood.h, shared with the CPU). float32, float64, float16 and
+// passes. The ops (notmiwae_fast/likelihood_ops.h, shared with the CPU) run one of two
+// kernels, row_sums_kernel (forward) and row_grads_kernel (backward), with the op's operand
+// layout and per-element term (notmiwae_fast/likelihood.h). float32, float64, float16 and
 // bfloat16; half types compute and accumulate in float32 (at::opmath_type).
 //
 // One block per (b, k) row (grid-stride over the B·K rows), its threads striding over
@@ -25,6 +25,7 @@
 #include "launch.cuh"
 #include "notmiwae_fast/checks.h"
 #include "notmiwae_fast/likelihood.h"
+#include "notmiwae_fast/likelihood_ops.h"
 #include "notmiwae_fast/math.h"
 #include "reduce.cuh"
 
@@ -36,9 +37,6 @@ using namespace likelihood;  // the operand kinds (Row, Mask, Sample, Feature) a
 template <typename scalar_t>
 using opmath_t = at::opmath_type<scalar_t>;
 
-template <size_t N>
-using Tensors = std::array<at::Tensor, N>;
-
 // N pointers, passed to a kernel by value.
 template <typename T, size_t N>
 struct Pointers {
@@ -46,7 +44,7 @@ struct Pointers {
 };
 
 // Element (b, d) / (i, d) / d of an operand of kind Kind, in acc_t: Row and Sample
-// operands are scalar_t, the mask bool, features acc_t (see prepared).
+// operands are scalar_t, the mask bool, features acc_t (see prepared_operand).
 template <typename Kind, typename scalar_t, typename acc_t>
 __device__ __forceinline__ acc_t load(const void* p, int64_t b, int64_t i, int64_t d,
                                       int64_t D) {
@@ -144,24 +142,6 @@ __global__ void row_grads_kernel(Operands<scalar_t, L> ops,
 // The host drivers. Shapes come from the layout's first per-sample operand [B, K, D].
 // ------------------------------------------------------------------------------------
 
-// An operand as the kernels read it: contiguous; the mask as bool, features in acc.
-template <typename Kind>
-at::Tensor prepared(const at::Tensor& t, at::ScalarType acc) {
-  if constexpr (std::is_same_v<Kind, Mask>) {
-    return mask_as_bool(t);
-  } else if constexpr (std::is_same_v<Kind, Feature>) {
-    return t.to(acc).contiguous();
-  } else {
-    return t.contiguous();
-  }
-}
-
-template <typename... Kinds, size_t... I>
-Tensors<sizeof...(Kinds)> prepared(Layout<Kinds...>, const Tensors<sizeof...(Kinds)>& in,
-                                   at::ScalarType acc, std::index_sequence<I...>) {
-  return {prepared<Kinds>(in[I], acc)...};
-}
-
 template <typename scalar_t, typename L>
 Operands<scalar_t, L> operand_pointers(const Tensors<L::kSize>& t) {
   Operands<scalar_t, L> ops;
@@ -178,18 +158,23 @@ void launch_rows(Kernel kernel, int64_t rows, int64_t D, const Args&... args) {
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
+// The CUDA backend of LikelihoodOps (notmiwae_fast/likelihood_ops.h).
+struct CudaLikelihood {
+  static void check_dtype(const at::Tensor&, const char*) {}  // every floating dtype
+  // c(df) and c'(df) in the accumulation type (D values only).
+  static at::ScalarType norm_dtype(at::ScalarType dtype) { return at::toOpMathType(dtype); }
+
 // The forward: one [B, K] result per term.
 template <typename L, typename... Terms>
-Tensors<sizeof...(Terms)> row_sums(const Tensors<L::kSize>& in) {
+static Tensors<sizeof...(Terms)> row_sums(const Tensors<L::kSize>& in) {
   constexpr int nT = sizeof...(Terms);
   const at::Tensor& ref = in[L::kReference];
   c10::cuda::CUDAGuard guard(ref.device());
   const int64_t B = ref.size(0), K = ref.size(1), D = ref.size(2);
-  Tensors<nT> out;
-  for (at::Tensor& o : out) o = at::empty({B, K}, ref.options());
+  Tensors<nT> out = row_results<nT>(ref);
   if (B * K == 0) return out;
-  const Tensors<L::kSize> ops = prepared(L(), in, at::toOpMathType(ref.scalar_type()),
-                                         std::make_index_sequence<L::kSize>());
+  const Tensors<L::kSize> ops =
+      prepared_operands<L>(in, at::kBool, at::toOpMathType(ref.scalar_type()));
   NOTMIWAE_DISPATCH_CUDA(ref.scalar_type(), "likelihood_row_sums_cuda", [&] {
     Pointers<scalar_t, nT> o;
     for (int t = 0; t < nT; ++t) o.p[t] = out[t].template mutable_data_ptr<scalar_t>();
@@ -201,21 +186,17 @@ Tensors<sizeof...(Terms)> row_sums(const Tensors<L::kSize>& in) {
 
 // The backward: Term's per-sample gradients [B, K, D], then its per-feature ones [D].
 template <typename L, typename Term>
-Tensors<Term::kSampleGrads + Term::kFeatureGrads> row_grads(
+static Tensors<Term::kSampleGrads + Term::kFeatureGrads> row_grads(
     const Tensors<Term::kRowGrads>& grads, const Tensors<L::kSize>& in) {
   constexpr int nG = Term::kRowGrads, nS = Term::kSampleGrads, nF = Term::kFeatureGrads;
   const at::Tensor& ref = in[L::kReference];
   c10::cuda::CUDAGuard guard(ref.device());
   const int64_t B = ref.size(0), K = ref.size(1), D = ref.size(2);
-  Tensors<nS + nF> out;
-  for (int s = 0; s < nS; ++s) out[s] = at::empty({B, K, D}, ref.options());
-  if (B * K * D == 0) {
-    for (int f = nS; f < nS + nF; ++f) out[f] = at::zeros({D}, ref.options());
-    return out;
-  }
+  Tensors<nS + nF> out = gradient_results<nS, nF>(ref);
+  if (B * K * D == 0) return out;
   const at::ScalarType acc = at::toOpMathType(ref.scalar_type());
   const Tensors<L::kSize> ops =
-      prepared(L(), in, acc, std::make_index_sequence<L::kSize>());
+      prepared_operands<L>(in, at::kBool, acc);
   Tensors<nG> g;
   for (int k = 0; k < nG; ++k) g[k] = grads[k].contiguous();
   Tensors<nF> sums;  // per-feature gradients, summed atomically in acc
@@ -234,110 +215,10 @@ Tensors<Term::kSampleGrads + Term::kFeatureGrads> row_grads(
   for (int f = 0; f < nF; ++f) out[nS + f] = sums[f].to(ref.scalar_type());
   return out;
 }
-
-// ------------------------------------------------------------------------------------
-// The operators: argument checks, then a driver with the op's layout and term.
-// ------------------------------------------------------------------------------------
-at::Tensor masked_normal_logprob_cuda(const at::Tensor& x, const at::Tensor& mask,
-                                      const at::Tensor& loc, const at::Tensor& scale) {
-  check_location_scale(x, mask, loc, scale);
-  return row_sums<NormalOperands, Normal>({x, mask, loc, scale})[0];
-}
-
-std::tuple<at::Tensor, at::Tensor> masked_normal_logprob_backward_cuda(
-    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& mask, const at::Tensor& loc,
-    const at::Tensor& scale) {
-  check_location_scale(x, mask, loc, scale);
-  check_row_grad(grad, "grad", loc, "loc", loc.size(0), loc.size(1));
-  const auto g = row_grads<NormalOperands, Normal>({grad}, {x, mask, loc, scale});
-  return {g[0], g[1]};
-}
-
-at::Tensor masked_bernoulli_logprob_cuda(const at::Tensor& x, const at::Tensor& mask,
-                                         const at::Tensor& logits) {
-  check_bernoulli(x, mask, logits);
-  return row_sums<BernoulliOperands, Bernoulli>({x, mask, logits})[0];
-}
-
-at::Tensor masked_bernoulli_logprob_backward_cuda(const at::Tensor& grad, const at::Tensor& x,
-                                                  const at::Tensor& mask,
-                                                  const at::Tensor& logits) {
-  check_bernoulli(x, mask, logits);
-  check_row_grad(grad, "grad", logits, "logits", logits.size(0), logits.size(1));
-  return row_grads<BernoulliOperands, Bernoulli>({grad}, {x, mask, logits})[0];
-}
-
-// c(df) and c'(df) in the accumulation type (D values only).
-at::Tensor masked_studentt_logprob_cuda(const at::Tensor& x, const at::Tensor& mask,
-                                        const at::Tensor& loc, const at::Tensor& scale,
-                                        const at::Tensor& df) {
-  check_studentt(x, mask, loc, scale, df);
-  c10::cuda::CUDAGuard guard(loc.device());
-  const at::Tensor log_norm = studentt_log_norm(df, at::toOpMathType(loc.scalar_type()));
-  return row_sums<StudentTOperands, StudentT>({x, mask, loc, scale, df, log_norm})[0];
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_studentt_logprob_backward_cuda(
-    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& mask, const at::Tensor& loc,
-    const at::Tensor& scale, const at::Tensor& df) {
-  check_studentt(x, mask, loc, scale, df);
-  check_row_grad(grad, "grad", loc, "loc", loc.size(0), loc.size(1));
-  c10::cuda::CUDAGuard guard(loc.device());
-  const at::Tensor dlog_norm = studentt_dlog_norm(df, at::toOpMathType(loc.scalar_type()));
-  const auto g =
-      row_grads<StudentTOperands, StudentT>({grad}, {x, mask, loc, scale, df, dlog_norm});
-  return {g[0], g[1], g[2]};
-}
-
-at::Tensor selfmask_logprob_cuda(const at::Tensor& x_full, const at::Tensor& mask,
-                                 const at::Tensor& W, const at::Tensor& b) {
-  check_selfmask(x_full, mask, W, b);
-  return row_sums<SelfMaskOperands, SelfMask>({x_full, mask, W, b})[0];
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> selfmask_logprob_backward_cuda(
-    const at::Tensor& grad, const at::Tensor& x_full, const at::Tensor& mask, const at::Tensor& W,
-    const at::Tensor& b) {
-  check_selfmask(x_full, mask, W, b);
-  check_row_grad(grad, "grad", x_full, "x_full", x_full.size(0), x_full.size(1));
-  const auto g = row_grads<SelfMaskOperands, SelfMask>({grad}, {x_full, mask, W, b});
-  return {g[0], g[1], g[2]};
-}
-
-std::tuple<at::Tensor, at::Tensor> notmiwae_normal_terms_cuda(
-    const at::Tensor& x, const at::Tensor& mask, const at::Tensor& loc, const at::Tensor& scale,
-    const at::Tensor& eps, const at::Tensor& W, const at::Tensor& b) {
-  check_notmiwae(x, mask, loc, scale, eps, W, b);
-  const auto out =
-      row_sums<NotMiwaeOperands, Normal, NotMiwaeMissing>({x, mask, loc, scale, eps, W, b});
-  return {out[0], out[1]};
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> notmiwae_normal_terms_backward_cuda(
-    const at::Tensor& grad_obs, const at::Tensor& grad_miss, const at::Tensor& x,
-    const at::Tensor& mask, const at::Tensor& loc, const at::Tensor& scale, const at::Tensor& eps,
-    const at::Tensor& W, const at::Tensor& b) {
-  check_notmiwae(x, mask, loc, scale, eps, W, b);
-  check_row_grad(grad_obs, "grad_obs", loc, "loc", loc.size(0), loc.size(1));
-  check_row_grad(grad_miss, "grad_miss", loc, "loc", loc.size(0), loc.size(1));
-  const auto g = row_grads<NotMiwaeOperands, NotMiwae>({grad_obs, grad_miss},
-                                                       {x, mask, loc, scale, eps, W, b});
-  return {g[0], g[1], g[2], g[3]};
-}
+};
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(notmiwae_fast, CUDA, m) {
-  m.impl("masked_normal_logprob", &masked_normal_logprob_cuda);
-  m.impl("masked_normal_logprob_backward", &masked_normal_logprob_backward_cuda);
-  m.impl("masked_bernoulli_logprob", &masked_bernoulli_logprob_cuda);
-  m.impl("masked_bernoulli_logprob_backward", &masked_bernoulli_logprob_backward_cuda);
-  m.impl("masked_studentt_logprob", &masked_studentt_logprob_cuda);
-  m.impl("masked_studentt_logprob_backward", &masked_studentt_logprob_backward_cuda);
-  m.impl("selfmask_logprob", &selfmask_logprob_cuda);
-  m.impl("selfmask_logprob_backward", &selfmask_logprob_backward_cuda);
-  m.impl("notmiwae_normal_terms", &notmiwae_normal_terms_cuda);
-  m.impl("notmiwae_normal_terms_backward", &notmiwae_normal_terms_backward_cuda);
-}
+TORCH_LIBRARY_IMPL(notmiwae_fast, CUDA, m) { register_likelihood_kernels<CudaLikelihood>(m); }
 
 }  // namespace notmiwae_fast
