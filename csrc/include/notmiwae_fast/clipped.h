@@ -16,6 +16,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <string>
+
 #include "notmiwae_fast/checks.h"
 #include "notmiwae_fast/math.h"
 
@@ -28,6 +30,19 @@ constexpr int64_t kClippedMaxHidden = 128;
 // Draws handled together (the per-channel formulas run across them).
 constexpr int kClippedSampleBlock = 16;
 
+// t: one row per pixel of x [N, C] ([N, cols] of x's device and dtype, `shape` naming it)
+// with 1 to max_cols columns; returns cols.
+inline int64_t check_pixel_rows(const at::Tensor& t, const char* name, const at::Tensor& x,
+                                const char* shape, int64_t max_cols) {
+  check_same_device_dtype(t, name, x, "x");
+  check_dim(t, 2, name, shape);
+  check_size(t, 0, x.size(0), name, (std::string(shape) + " (N from x)").c_str());
+  const int64_t cols = t.size(1);
+  TORCH_CHECK_VALUE(cols >= 1 && cols <= max_cols, "notmiwae_fast: argument '", name,
+                    "' must have 1 to ", max_cols, " columns; got ", cols);
+  return cols;
+}
+
 // x [N, C] floating, lost [N, C] bool, context [N, H], mu / std [N, L], eps [K, L],
 // w_latent [H, L], w_out [2C, H], b_out [2C]; one device and dtype (lost: bool).
 inline void check_clipped_impute(const at::Tensor& x, const at::Tensor& lost,
@@ -37,7 +52,7 @@ inline void check_clipped_impute(const at::Tensor& x, const at::Tensor& lost,
                                  const at::Tensor& b_out, double clip, double min_scale) {
   check_floating(x, "x");
   check_dim(x, 2, "x", "[N, C]");
-  const int64_t N = x.size(0), C = x.size(1);
+  const int64_t C = x.size(1);
   TORCH_CHECK_VALUE(C >= 1 && C <= kClippedMaxChannels, "notmiwae_fast: argument 'x' must "
                     "have 1 to ", kClippedMaxChannels, " channels; got ", C);
   TORCH_CHECK_TYPE(lost.scalar_type() == at::kBool, "notmiwae_fast: argument 'lost' must be "
@@ -46,18 +61,8 @@ inline void check_clipped_impute(const at::Tensor& x, const at::Tensor& lost,
                     lost.device(), " but 'x' is on ", x.device());
   TORCH_CHECK_VALUE(lost.sizes() == x.sizes(), "notmiwae_fast: argument 'lost' must have "
                     "x's shape ", x.sizes(), "; got ", lost.sizes());
-  check_same_device_dtype(context, "context", x, "x");
-  check_dim(context, 2, "context", "[N, H]");
-  check_size(context, 0, N, "context", "[N, H] (N from x)");
-  const int64_t H = context.size(1);
-  TORCH_CHECK_VALUE(H >= 1 && H <= kClippedMaxHidden, "notmiwae_fast: argument 'context' "
-                    "must have 1 to ", kClippedMaxHidden, " columns; got ", H);
-  check_same_device_dtype(mu, "mu", x, "x");
-  check_dim(mu, 2, "mu", "[N, L]");
-  check_size(mu, 0, N, "mu", "[N, L] (N from x)");
-  const int64_t L = mu.size(1);
-  TORCH_CHECK_VALUE(L >= 1 && L <= kClippedMaxLatent, "notmiwae_fast: argument 'mu' must "
-                    "have 1 to ", kClippedMaxLatent, " columns; got ", L);
+  const int64_t H = check_pixel_rows(context, "context", x, "[N, H]", kClippedMaxHidden);
+  const int64_t L = check_pixel_rows(mu, "mu", x, "[N, L]", kClippedMaxLatent);
   check_same_device_dtype(std, "std", x, "x");
   TORCH_CHECK_VALUE(std.sizes() == mu.sizes(), "notmiwae_fast: argument 'std' must have "
                     "mu's shape ", mu.sizes(), "; got ", std.sizes());
