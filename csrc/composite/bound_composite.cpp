@@ -18,6 +18,7 @@
 
 #include <optional>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "notmiwae_fast/checks.h"
@@ -34,6 +35,51 @@ using Tensors = std::vector<at::Tensor>;
 
 // log σ² of the encoder is clamped to this range (as networks.Encoder does).
 constexpr double kLogVarBound = 10.0;
+
+using T = const at::Tensor&;
+using Tensor3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+using Tensor2 = std::tuple<at::Tensor, at::Tensor>;
+
+// An operator's typed handle, looked up by name.
+template <typename Signature>
+class Op {
+ public:
+  explicit Op(const char* name) : handle_(find_op<Signature>(name)) {}
+  template <typename... Args>
+  decltype(auto) call(Args&&... args) const {
+    return handle_.call(std::forward<Args>(args)...);
+  }
+
+ private:
+  c10::TypedOperatorHandle<Signature> handle_;
+};
+
+// The operators the bound is composed of, and their backward operators.
+struct BoundOps {
+  Op<std::tuple<at::Tensor, Tensors>(T, at::TensorList, at::TensorList)> mlp{
+      "notmiwae_fast::mlp_tanh_forward"};
+  Op<Tensor3(T, T, T)> latent{"notmiwae_fast::latent_terms"};
+  Op<at::Tensor(T, double)> scale{"notmiwae_fast::softplus_scale"};
+  Op<Tensor2(T, T, T, T, T, T, T)> terms{"notmiwae_fast::notmiwae_normal_terms"};
+  Op<at::Tensor(T, T, T, T)> normal{"notmiwae_fast::masked_normal_logprob"};
+  Op<at::Tensor(T)> logmeanexp{"notmiwae_fast::iw_logmeanexp"};
+
+  Op<std::tuple<at::Tensor, Tensors, Tensors>(T, T, at::TensorList, at::TensorList)> mlp_backward{
+      "notmiwae_fast::mlp_tanh_backward"};
+  Op<Tensor2(const OptTensor&, const OptTensor&, const OptTensor&, T, T, T)> latent_backward{
+      "notmiwae_fast::latent_terms_backward"};
+  Op<at::Tensor(T, T)> scale_backward{"notmiwae_fast::softplus_scale_backward"};
+  Op<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(T, T, T, T, T, T, T, T, T)>
+      terms_backward{"notmiwae_fast::notmiwae_normal_terms_backward"};
+  Op<Tensor2(T, T, T, T, T)> normal_backward{"notmiwae_fast::masked_normal_logprob_backward"};
+  Op<at::Tensor(T, T)> logmeanexp_backward{"notmiwae_fast::iw_logmeanexp_backward"};
+};
+
+// The operators, looked up in the dispatcher on first use.
+const BoundOps& bound_ops() {
+  static const BoundOps ops;
+  return ops;
+}
 
 // The forward's results and what its backward needs.
 struct Pass {
@@ -84,44 +130,27 @@ Pass forward_pass(const at::Tensor& x, const at::Tensor& mask, const at::Tensor&
                   at::TensorList enc_biases, at::TensorList dec_weights,
                   at::TensorList dec_biases, const OptTensor& W, const OptTensor& b,
                   double min_scale) {
-  using MlpForwardFn = std::tuple<at::Tensor, Tensors>(const at::Tensor&, at::TensorList,
-                                                       at::TensorList);
-  using LatentFn = std::tuple<at::Tensor, at::Tensor, at::Tensor>(
-      const at::Tensor&, const at::Tensor&, const at::Tensor&);
-  using ScaleFn = at::Tensor(const at::Tensor&, double);
-  using TermsFn = std::tuple<at::Tensor, at::Tensor>(
-      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-      const at::Tensor&, const at::Tensor&, const at::Tensor&);
-  using NormalFn = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                              const at::Tensor&);
-  using LogMeanExpFn = at::Tensor(const at::Tensor&);
-  static auto mlp = find_op<MlpForwardFn>("notmiwae_fast::mlp_tanh_forward");
-  static auto latent = find_op<LatentFn>("notmiwae_fast::latent_terms");
-  static auto scale_op = find_op<ScaleFn>("notmiwae_fast::softplus_scale");
-  static auto terms = find_op<TermsFn>("notmiwae_fast::notmiwae_normal_terms");
-  static auto normal = find_op<NormalFn>("notmiwae_fast::masked_normal_logprob");
-  static auto logmeanexp = find_op<LogMeanExpFn>("notmiwae_fast::iw_logmeanexp");
-
+  const BoundOps& op = bound_ops();
   check_inputs(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights, dec_biases, W, b);
   const int64_t B = x.size(0), K = eps_z.size(1), L = eps_z.size(2), D = x.size(1);
   Pass p;
-  std::tie(p.enc_out, p.enc_hidden) = mlp.call(x, enc_weights, enc_biases);
+  std::tie(p.enc_out, p.enc_hidden) = op.mlp.call(x, enc_weights, enc_biases);
   const at::Tensor mu = p.enc_out.narrow(1, 0, L);
   p.std = at::exp(0.5 * p.enc_out.narrow(1, L, L).clamp(-kLogVarBound, kLogVarBound));
-  std::tie(p.z, p.log_pz, p.log_qz) = latent.call(mu, p.std, eps_z);
-  std::tie(p.dec_out, p.dec_hidden) = mlp.call(p.z.view({B * K, L}), dec_weights, dec_biases);
+  std::tie(p.z, p.log_pz, p.log_qz) = op.latent.call(mu, p.std, eps_z);
+  std::tie(p.dec_out, p.dec_hidden) = op.mlp.call(p.z.view({B * K, L}), dec_weights, dec_biases);
   const at::Tensor params = p.dec_out.view({B, K, 2 * D});
   const at::Tensor loc = params.narrow(2, 0, D);
-  p.scale = scale_op.call(params.narrow(2, D, D), min_scale);
+  p.scale = op.scale.call(params.narrow(2, D, D), min_scale);
   if (W.has_value()) {
-    std::tie(p.log_px, p.log_ps) = terms.call(x, mask, loc, p.scale, *eps_x, *W, *b);
+    std::tie(p.log_px, p.log_ps) = op.terms.call(x, mask, loc, p.scale, *eps_x, *W, *b);
     p.log_w = p.log_px + p.log_ps + p.log_pz - p.log_qz;
   } else {
-    p.log_px = normal.call(x, mask, loc, p.scale);
+    p.log_px = op.normal.call(x, mask, loc, p.scale);
     p.log_ps = at::zeros_like(p.log_px);
     p.log_w = p.log_px + p.log_pz - p.log_qz;
   }
-  p.bound = logmeanexp.call(p.log_w);
+  p.bound = op.logmeanexp.call(p.log_w);
   return p;
 }
 
@@ -154,33 +183,12 @@ struct Saved {
 // and biases, the decoder's weights and biases, W and b (2 n_enc + 2 n_dec + 2 tensors,
 // in that order; W's and b's undefined without self-masking).
 Tensors backward_pass(const Saved& s, const variable_list& grads) {
-  using LogMeanExpBackwardFn = at::Tensor(const at::Tensor&, const at::Tensor&);
-  using TermsBackwardFn = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
-      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-      const at::Tensor&);
-  using NormalBackwardFn = std::tuple<at::Tensor, at::Tensor>(
-      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-      const at::Tensor&);
-  using ScaleBackwardFn = at::Tensor(const at::Tensor&, const at::Tensor&);
-  using MlpBackwardFn = std::tuple<at::Tensor, Tensors, Tensors>(
-      const at::Tensor&, const at::Tensor&, at::TensorList, at::TensorList);
-  using LatentBackwardFn = std::tuple<at::Tensor, at::Tensor>(
-      const OptTensor&, const OptTensor&, const OptTensor&, const at::Tensor&,
-      const at::Tensor&, const at::Tensor&);
-  static auto logmeanexp_bwd =
-      find_op<LogMeanExpBackwardFn>("notmiwae_fast::iw_logmeanexp_backward");
-  static auto terms_bwd = find_op<TermsBackwardFn>("notmiwae_fast::notmiwae_normal_terms_backward");
-  static auto normal_bwd = find_op<NormalBackwardFn>("notmiwae_fast::masked_normal_logprob_backward");
-  static auto scale_bwd = find_op<ScaleBackwardFn>("notmiwae_fast::softplus_scale_backward");
-  static auto mlp_bwd = find_op<MlpBackwardFn>("notmiwae_fast::mlp_tanh_backward");
-  static auto latent_bwd = find_op<LatentBackwardFn>("notmiwae_fast::latent_terms_backward");
-
+  const BoundOps& op = bound_ops();
   const int64_t B = s.x.size(0), K = s.eps_z.size(1), L = s.eps_z.size(2), D = s.x.size(1);
   const size_t n_enc = s.enc_weights.size(), n_dec = s.dec_weights.size();
   Tensors result(2 * n_enc + 2 * n_dec + 2);
   // d/d log_w of everything that depends on it: the bound's and log_w's own gradients.
-  at::Tensor g_log_w = grads[0].defined() ? logmeanexp_bwd.call(grads[0], s.log_w)
+  at::Tensor g_log_w = grads[0].defined() ? op.logmeanexp_backward.call(grads[0], s.log_w)
                                           : at::zeros_like(s.log_w);
   g_log_w = plus(g_log_w, grads[1]);
   const at::Tensor g_px = plus(g_log_w, grads[2]);
@@ -193,15 +201,15 @@ Tensors backward_pass(const Saved& s, const variable_list& grads) {
   if (s.W.defined()) {
     const at::Tensor g_ps = plus(g_log_w, grads[3]);
     std::tie(g_loc, g_scale, result[result.size() - 2], result.back()) =
-        terms_bwd.call(g_px, g_ps, s.x, s.mask, loc, s.scale, s.eps_x, s.W, s.b);
+        op.terms_backward.call(g_px, g_ps, s.x, s.mask, loc, s.scale, s.eps_x, s.W, s.b);
   } else {
-    std::tie(g_loc, g_scale) = normal_bwd.call(g_px, s.x, s.mask, loc, s.scale);
+    std::tie(g_loc, g_scale) = op.normal_backward.call(g_px, s.x, s.mask, loc, s.scale);
   }
-  const at::Tensor g_raw = scale_bwd.call(g_scale, raw);
+  const at::Tensor g_raw = op.scale_backward.call(g_scale, raw);
   const at::Tensor g_dec_out = at::cat({g_loc, g_raw}, 2).view({B * K, 2 * D});
-  auto [g_z, g_dec_w, g_dec_b] = mlp_bwd.call(g_dec_out, s.z.view({B * K, L}),
+  auto [g_z, g_dec_w, g_dec_b] = op.mlp_backward.call(g_dec_out, s.z.view({B * K, L}),
                                               s.dec_weights, s.dec_hidden);
-  auto [g_mu, g_std] = latent_bwd.call(g_z.view({B, K, L}), g_pz, g_qz,
+  auto [g_mu, g_std] = op.latent_backward.call(g_z.view({B, K, L}), g_pz, g_qz,
                                        s.enc_out.narrow(1, 0, L), s.std, s.eps_z);
   // std = exp(½ clamp(v)): dstd/dv = ½ std inside the clamp's range (ends included, as
   // torch.clamp's gradient), 0 outside.
@@ -209,7 +217,7 @@ Tensors backward_pass(const Saved& s, const variable_list& grads) {
   const at::Tensor inside = log_var.abs() <= kLogVarBound;
   const at::Tensor g_log_var = at::where(inside, 0.5 * g_std * s.std, at::zeros_like(s.std));
   const at::Tensor g_enc_out = at::cat({g_mu, g_log_var}, 1);
-  auto [g_x, g_enc_w, g_enc_b] = mlp_bwd.call(g_enc_out, s.x, s.enc_weights, s.enc_hidden);
+  auto [g_x, g_enc_w, g_enc_b] = op.mlp_backward.call(g_enc_out, s.x, s.enc_weights, s.enc_hidden);
   size_t j = 0;
   for (auto& g : g_enc_w) result[j++] = g;
   for (auto& g : g_enc_b) result[j++] = g;
