@@ -14,6 +14,7 @@
 #include <tuple>
 
 #include "notmiwae_fast/checks.h"
+#include "launch.cuh"
 #include "notmiwae_fast/math.h"
 #include "reduce.cuh"
 
@@ -121,8 +122,7 @@ at::Tensor iw_logmeanexp_cuda(const at::Tensor& log_w_) {
   const at::Tensor log_w = log_w_.contiguous();
   const int64_t B = log_w.size(0), K = log_w.size(1);
   at::Tensor out = at::empty({B}, log_w.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, log_w.scalar_type(),
-                                  "iw_logmeanexp_cuda", [&] {
+  NOTMIWAE_DISPATCH_CUDA(log_w.scalar_type(), "iw_logmeanexp_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     launch_rows_lse<scalar_t, acc_t, scalar_t>(log_w.const_data_ptr<scalar_t>(), B, K,
                                                std::log(static_cast<acc_t>(K)),
@@ -136,8 +136,7 @@ at::Tensor iw_logmeanexp_backward_cuda(const at::Tensor& grad_, const at::Tensor
   c10::cuda::CUDAGuard guard(log_w_.device());
   const at::Tensor log_w = log_w_.contiguous(), grad = grad_.contiguous();
   at::Tensor out = at::empty_like(log_w);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, log_w.scalar_type(),
-                                  "iw_logmeanexp_backward_cuda", [&] {
+  NOTMIWAE_DISPATCH_CUDA(log_w.scalar_type(), "iw_logmeanexp_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     // The row normaliser is recomputed in the accumulation type (K scalars per row).
     const at::Tensor norm = rows_norm<scalar_t, acc_t>(log_w);
@@ -151,8 +150,7 @@ at::Tensor iw_weights_cuda(const at::Tensor& log_w_) {
   c10::cuda::CUDAGuard guard(log_w_.device());
   const at::Tensor log_w = log_w_.contiguous();
   at::Tensor out = at::empty_like(log_w);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, log_w.scalar_type(),
-                                  "iw_weights_cuda", [&] {
+  NOTMIWAE_DISPATCH_CUDA(log_w.scalar_type(), "iw_weights_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const at::Tensor norm = rows_norm<scalar_t, acc_t>(log_w);
     launch_softmax_weights<scalar_t, acc_t>(log_w, norm, nullptr, out);
@@ -184,8 +182,7 @@ at::Tensor iw_weights_backward_cuda(const at::Tensor& grad_, const at::Tensor& w
   const int64_t B = w.size(0), K = w.size(1);
   at::Tensor out = at::empty_like(w);
   if (B == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(),
-                                  "iw_weights_backward_cuda", [&] {
+  NOTMIWAE_DISPATCH_CUDA(w.scalar_type(), "iw_weights_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(B, 1 << 20));
     weights_backward_kernel<scalar_t, acc_t>
@@ -236,8 +233,7 @@ at::Tensor iw_impute_cuda(const at::Tensor& log_w_, const at::Tensor& values_) {
   const int64_t B = values.size(0), K = values.size(1), D = values.size(2);
   at::Tensor out = at::empty({B, D}, values.options());
   if (out.numel() == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, values.scalar_type(),
-                                  "iw_impute_cuda", [&] {
+  NOTMIWAE_DISPATCH_CUDA(values.scalar_type(), "iw_impute_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const at::Tensor norm = rows_norm<scalar_t, acc_t>(log_w);
     const int64_t tiles = (D + kImputeCols - 1) / kImputeCols;
@@ -292,8 +288,7 @@ std::tuple<at::Tensor, at::Tensor> iw_impute_backward_cuda(const at::Tensor& gra
   at::Tensor grad_log_w = at::empty({B, K}, values.options());
   at::Tensor grad_values = at::empty({B, K, D}, values.options());
   if (B * K == 0) return {grad_log_w, grad_values};
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, values.scalar_type(),
-                                  "iw_impute_backward_cuda", [&] {
+  NOTMIWAE_DISPATCH_CUDA(values.scalar_type(), "iw_impute_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const at::Tensor norm = rows_norm<scalar_t, acc_t>(log_w);
     constexpr int threads = 256;

@@ -139,25 +139,15 @@ NOTMIWAE_HOST_DEVICE T log_sigmoid(T x) {
 }
 
 // The elementary functions of the C library (host) or of CUDA (device): the default
-// policy F of the formulas below.
+// policy F of the formulas below. (A table, one line per function: not reformatted.)
+// clang-format off
 struct LibM {
-  template <typename T>
-  NOTMIWAE_HOST_DEVICE static T Exp(T x) {
-    return exp(x);
-  }
-  template <typename T>
-  NOTMIWAE_HOST_DEVICE static T Log(T x) {
-    return log(x);
-  }
-  template <typename T>
-  NOTMIWAE_HOST_DEVICE static T Log1p(T x) {
-    return log1p(x);
-  }
-  template <typename T>
-  NOTMIWAE_HOST_DEVICE static T Tanh(T x) {
-    return tanh(x);
-  }
+  template <typename T> NOTMIWAE_HOST_DEVICE static T Exp(T x) { return exp(x); }
+  template <typename T> NOTMIWAE_HOST_DEVICE static T Log(T x) { return log(x); }
+  template <typename T> NOTMIWAE_HOST_DEVICE static T Log1p(T x) { return log1p(x); }
+  template <typename T> NOTMIWAE_HOST_DEVICE static T Tanh(T x) { return tanh(x); }
 };
+// clang-format on
 
 // ---------------------------------------------------------------------------
 // The hidden-layer activation of the MLPs (family "mlp"): y = tanh(x), and the chain
