@@ -1,15 +1,18 @@
 // The operator schemas of notmiwae_fast: the one place that says which ops exist.
 //
 // Where each op lives (one file per op family and backend):
-//   csrc/cpu/<family>_cpu.cpp   CPU kernels (forward and backward)   TORCH_LIBRARY_IMPL(.., CPU)
-//   csrc/cuda/<family>_cuda.cu  CUDA kernels (forward and backward)  TORCH_LIBRARY_IMPL(.., CUDA)
-//   csrc/autograd/<family>_autograd.cpp  C++ autograd                 TORCH_LIBRARY_IMPL(.., Autograd)
+//   csrc/cpu/<family>_cpu.cpp              CPU kernels (forward and backward), key CPU
+//   csrc/cuda/<family>_cuda.cu             CUDA kernels (forward and backward), key CUDA
+//   csrc/autograd/<family>_autograd.cpp    C++ autograd, key Autograd
 //   csrc/composite/<family>_composite.cpp  ops composed of other ops (any device)
 //     (data_composite.cpp: observed_data on devices without a kernel of their own)
-//   csrc/autocast.cpp           torch.autocast, every op (one policy table)
-//   csrc/include/notmiwae_fast/math.h    the per-element math, shared by CPU and CUDA
-//   notmiwae_fast/ops.py        typed Python wrappers and fake (meta) kernels
-//   notmiwae_fast/reference.py  the pure-PyTorch twin of every op
+//   csrc/autocast.cpp                      torch.autocast, every op (one policy table)
+//   csrc/include/notmiwae_fast/math.h      the per-element math, shared by CPU and CUDA
+//   csrc/include/notmiwae_fast/<family>.h  what a family's CPU and CUDA kernels share
+//     (likelihood.h: the per-element terms; likelihood_ops.h: the ops, for both backends)
+//   csrc/autograd/op_function.h            an op whose derivative is <op>_backward
+//   notmiwae_fast/ops.py                   typed Python wrappers and fake (meta) kernels
+//   notmiwae_fast/reference.py             the pure-PyTorch twin of every op
 // The semantics are those of ../shared/SPEC.md section 2 (see also reference.py).
 #include <torch/library.h>
 
