@@ -160,8 +160,9 @@ constexpr int kBlock = kClippedSampleBlock;
 // context + W·mu, slope_l = W[:, l]·std_l), so each draw costs L contiguous multiply-adds
 // per hidden unit. Returns Σ_l log std_l.
 template <typename T, typename scalar_t>
-NOTMIWAE_HOST_DEVICE T clipped_first_layer(const ClippedInputs<scalar_t>& in, int64_t n, T* base,
-                                           T* slope) {
+NOTMIWAE_HOST_DEVICE T clipped_first_layer(const ClippedInputs<scalar_t>& in, int64_t n,
+                                           T (&base)[kClippedMaxHidden],
+                                           T (&slope)[kClippedMaxLatent * kClippedMaxHidden]) {
   const int64_t L = in.L, H = in.H;
   const scalar_t *context = in.context + n * H, *mu = in.mu + n * L, *sd = in.sd + n * L;
   T log_std_sum = 0;
@@ -183,8 +184,13 @@ NOTMIWAE_HOST_DEVICE T clipped_first_layer(const ClippedInputs<scalar_t>& in, in
 template <typename T, typename scalar_t>
 NOTMIWAE_HOST_DEVICE void clipped_decode_block(const ClippedInputs<scalar_t>& in, int64_t n,
                                                int64_t k0, int nb, int lanes, T log_std_sum,
-                                               const T* base, const T* slope, T* hidden,
-                                               T (*loc)[kBlock], T (*scale)[kBlock], T* log_w) {
+                                               const T (&base)[kClippedMaxHidden],
+                                               const T (&slope)[kClippedMaxLatent *
+                                                                kClippedMaxHidden],
+                                               T (&hidden)[kClippedMaxHidden],
+                                               T (&loc)[kClippedMaxChannels][kBlock],
+                                               T (&scale)[kClippedMaxChannels][kBlock],
+                                               T (&log_w)[kBlock]) {
   const int64_t C = in.C, L = in.L, H = in.H;
   const scalar_t *mu = in.mu + n * L, *sd = in.sd + n * L;
   for (int b = nb; b < lanes; ++b) {
@@ -216,8 +222,9 @@ NOTMIWAE_HOST_DEVICE void clipped_decode_block(const ClippedInputs<scalar_t>& in
 // term of log_w and, when lost, its imputed value.
 template <typename F, typename T>
 NOTMIWAE_HOST_DEVICE void clipped_channel_terms(int lanes, bool lost, bool censored, T x, T clip,
-                                                T min_scale, const T* loc, T* scale, T* value,
-                                                T* log_w) {
+                                                T min_scale, const T (&loc)[kBlock],
+                                                T (&scale)[kBlock], T (&value)[kBlock],
+                                                T (&log_w)[kBlock]) {
   for (int b = 0; b < lanes; ++b) scale[b] = softplus_scale<F>(scale[b], min_scale);
   if (lost && censored) {
     for (int b = 0; b < lanes; ++b) {
@@ -250,8 +257,10 @@ struct ClippedSums {
 // Adds a block's draws to the sums (a zero weight or NaN adds nothing); log_w becomes
 // the block's weights.
 template <typename F, typename T>
-NOTMIWAE_HOST_DEVICE void clipped_add_block(int lanes, int64_t C, const bool* lost, T* log_w,
-                                            const T (*value)[kBlock], ClippedSums<T>& s) {
+NOTMIWAE_HOST_DEVICE void clipped_add_block(int lanes, int64_t C, const bool* lost,
+                                            T (&log_w)[kBlock],
+                                            const T (&value)[kClippedMaxChannels][kBlock],
+                                            ClippedSums<T>& s) {
   T block_max = neg_inf<T>();
   for (int b = 0; b < lanes; ++b) block_max = log_w[b] > block_max ? log_w[b] : block_max;
   if (!(block_max > neg_inf<T>())) return;
