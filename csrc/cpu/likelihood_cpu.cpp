@@ -15,6 +15,7 @@
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <array>
 #include <tuple>
 #include <type_traits>
@@ -80,8 +81,7 @@ NOTMIWAE_VECTOR_CLONES NOTMIWAE_FLATTEN void tile_grads(
     std::index_sequence<G...>, std::index_sequence<I...>, std::index_sequence<O...>) {
   alignas(64) T g_elements[nG][kTile];
   for (size_t k = 0; k < nG; ++k)
-    for (int64_t r = 0; r < t.rows; ++r)
-      for (int64_t d = 0; d < t.width; ++d) g_elements[k][r * t.width + d] = g[k][r];
+    for (int64_t r = 0; r < t.rows; ++r) std::fill_n(g_elements[k] + r * t.width, t.width, g[k][r]);
   const T* p[N] = {in[I]...};
   alignas(64) T feature_values[nF + 1][kTile];
   T* o[nS + nF + 1];
