@@ -8,9 +8,7 @@
 namespace notmiwae_fast {
 namespace {
 
-using at::Tensor;
-using autograd::OpFunction;
-using autograd::Saved;
+using namespace autograd;  // OpFunction, Saved, Tensor
 
 using T = const Tensor&;
 

@@ -13,9 +13,7 @@
 namespace notmiwae_fast {
 namespace {
 
-using autograd::OpFunction;
-using autograd::Saved;
-using at::Tensor;
+using namespace autograd;  // OpFunction, Saved, Tensor
 
 using T = const Tensor&;
 using Pair = std::tuple<Tensor, Tensor>;

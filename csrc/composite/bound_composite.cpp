@@ -95,8 +95,7 @@ void check_inputs(const at::Tensor& x, const at::Tensor& mask, const at::Tensor&
   check_floating(x, "x");
   check_dim(x, 2, "x", "[B, D]");
   check_same_device_dtype(mask, "mask", x, "x");
-  TORCH_CHECK_VALUE(mask.sizes() == x.sizes(), "notmiwae_fast: argument 'mask' must have the "
-                    "shape of 'x' ", x.sizes(), "; got ", mask.sizes());
+  check_shape(mask, "mask", x, "the shape of 'x'");
   check_same_device_dtype(eps_z, "eps_z", x, "x");
   check_dim(eps_z, 3, "eps_z", "[B, K, L]");
   check_size(eps_z, 0, x.size(0), "eps_z", "[B, K, L]");
@@ -176,7 +175,33 @@ at::Tensor plus(const at::Tensor& a, const at::Tensor& b) { return b.defined() ?
 struct Saved {
   at::Tensor x, mask, eps_z, eps_x, W, b, log_w, enc_out, std, z, dec_out, scale;
   at::TensorList enc_weights, dec_weights, enc_hidden, dec_hidden;
+
+  // The twelve tensors, then the tensors of the four lists (for save_for_backward).
+  Tensors flat() const {
+    Tensors v{x, mask, eps_z, eps_x, W, b, log_w, enc_out, std, z, dec_out, scale};
+    for (at::TensorList list : {enc_weights, dec_weights, enc_hidden, dec_hidden})
+      v.insert(v.end(), list.begin(), list.end());
+    return v;
+  }
+
+  // The inverse of flat for n_enc encoder and n_dec decoder layers (v outlives the result).
+  static Saved from_flat(const Tensors& v, int64_t n_enc, int64_t n_dec) {
+    const at::Tensor* rest = v.data() + 12;
+    return {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11],
+            at::TensorList(rest, n_enc), at::TensorList(rest + n_enc, n_dec),
+            at::TensorList(rest + n_enc + n_dec, n_enc - 1),
+            at::TensorList(rest + 2 * n_enc + n_dec - 1, n_dec - 1)};
+  }
 };
+
+// What the backward of the forward pass p reads (p outlives the result).
+Saved saved_for_backward(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& eps_z,
+                         const OptTensor& eps_x, const OptTensor& W, const OptTensor& b,
+                         at::TensorList enc_weights, at::TensorList dec_weights, const Pass& p) {
+  return {x, mask, eps_z, eps_x.value_or(at::Tensor()), W.value_or(at::Tensor()),
+          b.value_or(at::Tensor()), p.log_w, p.enc_out, p.std, p.z, p.dec_out, p.scale,
+          enc_weights, dec_weights, p.enc_hidden, p.dec_hidden};
+}
 
 // The chain rule through the forward's steps with their backward operators: from the
 // gradients of the six outputs (any may be undefined) to those of the encoder's weights
@@ -241,13 +266,8 @@ class GaussBound : public torch::autograd::Function<GaussBound> {
                           dec_biases, W, b, min_scale);
     const int64_t n_enc = static_cast<int64_t>(enc_weights.size());
     const int64_t n_dec = static_cast<int64_t>(dec_weights.size());
-    Tensors saved{x, mask, eps_z, eps_x.value_or(at::Tensor()), W.value_or(at::Tensor()),
-                  b.value_or(at::Tensor()), p.log_w, p.enc_out, p.std, p.z, p.dec_out, p.scale};
-    saved.insert(saved.end(), enc_weights.begin(), enc_weights.end());
-    saved.insert(saved.end(), dec_weights.begin(), dec_weights.end());
-    saved.insert(saved.end(), p.enc_hidden.begin(), p.enc_hidden.end());
-    saved.insert(saved.end(), p.dec_hidden.begin(), p.dec_hidden.end());
-    ctx->save_for_backward(saved);
+    ctx->save_for_backward(
+        saved_for_backward(x, mask, eps_z, eps_x, W, b, enc_weights, dec_weights, p).flat());
     ctx->saved_data["n_enc"] = n_enc;
     ctx->saved_data["n_dec"] = n_dec;
     if (!W.has_value()) ctx->mark_non_differentiable({p.log_ps});
@@ -257,12 +277,8 @@ class GaussBound : public torch::autograd::Function<GaussBound> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const int64_t n_enc = ctx->saved_data["n_enc"].toInt();
     const int64_t n_dec = ctx->saved_data["n_dec"].toInt();
-    const auto v = ctx->get_saved_variables();
-    const at::Tensor* rest = v.data() + 12;
-    Saved s{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11],
-            at::TensorList(rest, n_enc), at::TensorList(rest + n_enc, n_dec),
-            at::TensorList(rest + n_enc + n_dec, n_enc - 1),
-            at::TensorList(rest + 2 * n_enc + n_dec - 1, n_dec - 1)};
+    const Tensors v = ctx->get_saved_variables();
+    const Saved s = Saved::from_flat(v, n_enc, n_dec);
     const Tensors g = backward_pass(s, grads);
     // One entry per forward argument (min_scale included, as autograd counts them):
     // none for x, mask, eps_z, eps_x and min_scale.
@@ -284,9 +300,7 @@ gauss_bound_grads(const at::Tensor& x, const at::Tensor& mask, const at::Tensor&
   at::AutoDispatchBelowADInplaceOrView guard;
   const Pass p = forward_pass(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights,
                               dec_biases, W, b, min_scale);
-  const Saved s{x, mask, eps_z, eps_x.value_or(at::Tensor()), W.value_or(at::Tensor()),
-                b.value_or(at::Tensor()), p.log_w, p.enc_out, p.std, p.z, p.dec_out, p.scale,
-                enc_weights, dec_weights, p.enc_hidden, p.dec_hidden};
+  const Saved s = saved_for_backward(x, mask, eps_z, eps_x, W, b, enc_weights, dec_weights, p);
   const variable_list grads{at::full_like(p.bound, -1.0 / static_cast<double>(x.size(0))),
                             {}, {}, {}, {}, {}};
   Tensors g = backward_pass(s, grads);

@@ -37,6 +37,13 @@ inline void check_same_device_dtype(const at::Tensor& t, const char* name, const
                    ref.scalar_type(), "; use one floating dtype");
 }
 
+// t has the shape of ref; `shape` is how the message names it ("the shape of 'x'").
+inline void check_shape(const at::Tensor& t, const char* name, const at::Tensor& ref,
+                        const char* shape) {
+  TORCH_CHECK_VALUE(t.sizes() == ref.sizes(), "notmiwae_fast: argument '", name, "' must have ",
+                    shape, " ", ref.sizes(), "; got ", t.sizes());
+}
+
 // CPU kernels are compiled for float32 and float64 only.
 inline void check_cpu_dtype(const at::Tensor& t, const char* name) {
   TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble,

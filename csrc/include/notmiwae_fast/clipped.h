@@ -59,13 +59,11 @@ inline void check_clipped_impute(const at::Tensor& x, const at::Tensor& lost,
                    "a bool tensor; got ", lost.scalar_type());
   TORCH_CHECK_VALUE(lost.device() == x.device(), "notmiwae_fast: argument 'lost' is on ",
                     lost.device(), " but 'x' is on ", x.device());
-  TORCH_CHECK_VALUE(lost.sizes() == x.sizes(), "notmiwae_fast: argument 'lost' must have "
-                    "x's shape ", x.sizes(), "; got ", lost.sizes());
+  check_shape(lost, "lost", x, "x's shape");
   const int64_t H = check_pixel_rows(context, "context", x, "[N, H]", kClippedMaxHidden);
   const int64_t L = check_pixel_rows(mu, "mu", x, "[N, L]", kClippedMaxLatent);
   check_same_device_dtype(std, "std", x, "x");
-  TORCH_CHECK_VALUE(std.sizes() == mu.sizes(), "notmiwae_fast: argument 'std' must have "
-                    "mu's shape ", mu.sizes(), "; got ", std.sizes());
+  check_shape(std, "std", mu, "mu's shape");
   check_same_device_dtype(eps, "eps", x, "x");
   check_dim(eps, 2, "eps", "[K, L]");
   check_size(eps, 1, L, "eps", "[K, L] (L from mu)");

@@ -60,8 +60,7 @@ inline at::Tensor product(const at::Tensor& bias, const at::Tensor& A, const at:
 // softplus_scale_backward: grad of raw's shape, device and dtype.
 inline void check_scale_grad(const at::Tensor& grad, const at::Tensor& raw) {
   check_same_device_dtype(grad, "grad", raw, "raw");
-  TORCH_CHECK_VALUE(grad.sizes() == raw.sizes(), "notmiwae_fast: argument 'grad' must have "
-                    "the shape of 'raw' ", raw.sizes(), "; got ", grad.sizes());
+  check_shape(grad, "grad", raw, "the shape of 'raw'");
 }
 
 inline std::string indexed(const char* name, size_t i) {
