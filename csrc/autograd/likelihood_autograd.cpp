@@ -32,8 +32,8 @@ struct MaskedBernoulli  // (x, mask, logits) -> logits
 };
 
 struct MaskedStudentT  // (x, mask, loc, scale, df) -> loc, scale, df
-    : OpFunction<MaskedStudentT, Tensor(T, T, T, T, T), Triple(T, T, T, T, T, T), Saved::kInputs,
-                 2, 3, 4> {
+    : OpFunction<MaskedStudentT, Tensor(T, T, T, T, T), Triple(T, T, T, T, T, T), Saved::kInputs, 2,
+                 3, 4> {
   static constexpr const char* kName = "notmiwae_fast::masked_studentt_logprob";
 };
 

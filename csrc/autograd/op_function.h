@@ -72,8 +72,8 @@ class OpFunction : public torch::autograd::Function<Op> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     using A = Arity<Forward>;
-    constexpr size_t kSavedCount = (kSaved != Saved::kResults ? A::kInputs : 0) +
-                                   (kSaved != Saved::kInputs ? A::kResults : 0);
+    constexpr size_t kSavedCount =
+        (kSaved != Saved::kResults ? A::kInputs : 0) + (kSaved != Saved::kInputs ? A::kResults : 0);
     const variable_list saved = ctx->get_saved_variables();
     const variable_list g = call_backward(grads, saved, std::make_index_sequence<A::kResults>(),
                                           std::make_index_sequence<kSavedCount>());

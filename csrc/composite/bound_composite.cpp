@@ -89,9 +89,9 @@ struct Pass {
 };
 
 void check_inputs(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& eps_z,
-                  const OptTensor& eps_x, at::TensorList enc_weights,
-                  at::TensorList enc_biases, at::TensorList dec_weights,
-                  at::TensorList dec_biases, const OptTensor& W, const OptTensor& b) {
+                  const OptTensor& eps_x, at::TensorList enc_weights, at::TensorList enc_biases,
+                  at::TensorList dec_weights, at::TensorList dec_biases, const OptTensor& W,
+                  const OptTensor& b) {
   check_floating(x, "x");
   check_dim(x, 2, "x", "[B, D]");
   check_same_device_dtype(mask, "mask", x, "x");
@@ -99,8 +99,10 @@ void check_inputs(const at::Tensor& x, const at::Tensor& mask, const at::Tensor&
   check_same_device_dtype(eps_z, "eps_z", x, "x");
   check_dim(eps_z, 3, "eps_z", "[B, K, L]");
   check_size(eps_z, 0, x.size(0), "eps_z", "[B, K, L]");
-  TORCH_CHECK_VALUE(eps_z.size(1) >= 1, "notmiwae_fast: argument 'eps_z' must have K >= 1 "
-                    "samples; got shape ", eps_z.sizes());
+  TORCH_CHECK_VALUE(eps_z.size(1) >= 1,
+                    "notmiwae_fast: argument 'eps_z' must have K >= 1 "
+                    "samples; got shape ",
+                    eps_z.sizes());
   mlp::check_layers(x, enc_weights, enc_biases, "enc_");
   mlp::check_layers(eps_z.select(1, 0), dec_weights, dec_biases, "dec_");  // z: [B·K, L]
   const int64_t L = eps_z.size(2), D = x.size(1);
@@ -111,24 +113,25 @@ void check_inputs(const at::Tensor& x, const at::Tensor& mask, const at::Tensor&
   TORCH_CHECK_VALUE(dec_weights.back().dim() == 2 && dec_weights.back().size(0) == 2 * D,
                     "notmiwae_fast: the decoder's last layer must have 2 D = ", 2 * D,
                     " outputs (loc and raw scale); got weight shape ", dec_weights.back().sizes());
-  TORCH_CHECK_VALUE(W.has_value() == b.has_value(), "notmiwae_fast: arguments 'W' and 'b' "
+  TORCH_CHECK_VALUE(W.has_value() == b.has_value(),
+                    "notmiwae_fast: arguments 'W' and 'b' "
                     "must be given together (self-masking) or both left out (MIWAE)");
-  TORCH_CHECK_VALUE(!W.has_value() || eps_x.has_value(), "notmiwae_fast: argument 'eps_x' "
+  TORCH_CHECK_VALUE(!W.has_value() || eps_x.has_value(),
+                    "notmiwae_fast: argument 'eps_x' "
                     "is required with a self-masking process (W, b)");
   if (eps_x.has_value()) {
     check_same_device_dtype(*eps_x, "eps_x", x, "x");
     TORCH_CHECK_VALUE(eps_x->dim() == 3 && eps_x->size(0) == x.size(0) &&
                           eps_x->size(1) == eps_z.size(1) && eps_x->size(2) == D,
-                      "notmiwae_fast: argument 'eps_x' must have shape [B, K, D] = [",
-                      x.size(0), ", ", eps_z.size(1), ", ", D, "]; got ", eps_x->sizes());
+                      "notmiwae_fast: argument 'eps_x' must have shape [B, K, D] = [", x.size(0),
+                      ", ", eps_z.size(1), ", ", D, "]; got ", eps_x->sizes());
   }
 }
 
 Pass forward_pass(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& eps_z,
-                  const OptTensor& eps_x, at::TensorList enc_weights,
-                  at::TensorList enc_biases, at::TensorList dec_weights,
-                  at::TensorList dec_biases, const OptTensor& W, const OptTensor& b,
-                  double min_scale) {
+                  const OptTensor& eps_x, at::TensorList enc_weights, at::TensorList enc_biases,
+                  at::TensorList dec_weights, at::TensorList dec_biases, const OptTensor& W,
+                  const OptTensor& b, double min_scale) {
   const BoundOps& op = bound_ops();
   check_inputs(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights, dec_biases, W, b);
   const int64_t B = x.size(0), K = eps_z.size(1), L = eps_z.size(2), D = x.size(1);
@@ -159,11 +162,11 @@ Outputs outputs(const Pass& p) {
   return {p.bound, p.log_w, p.log_px, p.log_ps, p.log_pz, p.log_qz};
 }
 
-Outputs gauss_bound_composite(const at::Tensor& x, const at::Tensor& mask,
-                              const at::Tensor& eps_z, const OptTensor& eps_x,
-                              at::TensorList enc_weights, at::TensorList enc_biases,
-                              at::TensorList dec_weights, at::TensorList dec_biases,
-                              const OptTensor& W, const OptTensor& b, double min_scale) {
+Outputs gauss_bound_composite(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& eps_z,
+                              const OptTensor& eps_x, at::TensorList enc_weights,
+                              at::TensorList enc_biases, at::TensorList dec_weights,
+                              at::TensorList dec_biases, const OptTensor& W, const OptTensor& b,
+                              double min_scale) {
   return outputs(forward_pass(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights,
                               dec_biases, W, b, min_scale));
 }
@@ -187,8 +190,20 @@ struct Saved {
   // The inverse of flat for n_enc encoder and n_dec decoder layers (v outlives the result).
   static Saved from_flat(const Tensors& v, int64_t n_enc, int64_t n_dec) {
     const at::Tensor* rest = v.data() + 12;
-    return {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11],
-            at::TensorList(rest, n_enc), at::TensorList(rest + n_enc, n_dec),
+    return {v[0],
+            v[1],
+            v[2],
+            v[3],
+            v[4],
+            v[5],
+            v[6],
+            v[7],
+            v[8],
+            v[9],
+            v[10],
+            v[11],
+            at::TensorList(rest, n_enc),
+            at::TensorList(rest + n_enc, n_dec),
             at::TensorList(rest + n_enc + n_dec, n_enc - 1),
             at::TensorList(rest + 2 * n_enc + n_dec - 1, n_dec - 1)};
   }
@@ -198,9 +213,22 @@ struct Saved {
 Saved saved_for_backward(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& eps_z,
                          const OptTensor& eps_x, const OptTensor& W, const OptTensor& b,
                          at::TensorList enc_weights, at::TensorList dec_weights, const Pass& p) {
-  return {x, mask, eps_z, eps_x.value_or(at::Tensor()), W.value_or(at::Tensor()),
-          b.value_or(at::Tensor()), p.log_w, p.enc_out, p.std, p.z, p.dec_out, p.scale,
-          enc_weights, dec_weights, p.enc_hidden, p.dec_hidden};
+  return {x,
+          mask,
+          eps_z,
+          eps_x.value_or(at::Tensor()),
+          W.value_or(at::Tensor()),
+          b.value_or(at::Tensor()),
+          p.log_w,
+          p.enc_out,
+          p.std,
+          p.z,
+          p.dec_out,
+          p.scale,
+          enc_weights,
+          dec_weights,
+          p.enc_hidden,
+          p.dec_hidden};
 }
 
 // The chain rule through the forward's steps with their backward operators: from the
@@ -213,8 +241,8 @@ Tensors backward_pass(const Saved& s, const variable_list& grads) {
   const size_t n_enc = s.enc_weights.size(), n_dec = s.dec_weights.size();
   Tensors result(2 * n_enc + 2 * n_dec + 2);
   // d/d log_w of everything that depends on it: the bound's and log_w's own gradients.
-  at::Tensor g_log_w = grads[0].defined() ? op.logmeanexp_backward.call(grads[0], s.log_w)
-                                          : at::zeros_like(s.log_w);
+  at::Tensor g_log_w =
+      grads[0].defined() ? op.logmeanexp_backward.call(grads[0], s.log_w) : at::zeros_like(s.log_w);
   g_log_w = plus(g_log_w, grads[1]);
   const at::Tensor g_px = plus(g_log_w, grads[2]);
   const at::Tensor g_pz = plus(g_log_w, grads[4]);
@@ -232,10 +260,10 @@ Tensors backward_pass(const Saved& s, const variable_list& grads) {
   }
   const at::Tensor g_raw = op.scale_backward.call(g_scale, raw);
   const at::Tensor g_dec_out = at::cat({g_loc, g_raw}, 2).view({B * K, 2 * D});
-  auto [g_z, g_dec_w, g_dec_b] = op.mlp_backward.call(g_dec_out, s.z.view({B * K, L}),
-                                              s.dec_weights, s.dec_hidden);
+  auto [g_z, g_dec_w, g_dec_b] =
+      op.mlp_backward.call(g_dec_out, s.z.view({B * K, L}), s.dec_weights, s.dec_hidden);
   auto [g_mu, g_std] = op.latent_backward.call(g_z.view({B, K, L}), g_pz, g_qz,
-                                       s.enc_out.narrow(1, 0, L), s.std, s.eps_z);
+                                               s.enc_out.narrow(1, 0, L), s.std, s.eps_z);
   // std = exp(½ clamp(v)): dstd/dv = ½ std inside the clamp's range (ends included, as
   // torch.clamp's gradient), 0 outside.
   const at::Tensor log_var = s.enc_out.narrow(1, L, L);
@@ -262,8 +290,8 @@ class GaussBound : public torch::autograd::Function<GaussBound> {
                                at::TensorList dec_weights, at::TensorList dec_biases,
                                const OptTensor& W, const OptTensor& b, double min_scale) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    Pass p = forward_pass(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights,
-                          dec_biases, W, b, min_scale);
+    Pass p = forward_pass(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights, dec_biases,
+                          W, b, min_scale);
     const int64_t n_enc = static_cast<int64_t>(enc_weights.size());
     const int64_t n_dec = static_cast<int64_t>(dec_weights.size());
     ctx->save_for_backward(
@@ -301,18 +329,18 @@ gauss_bound_grads(const at::Tensor& x, const at::Tensor& mask, const at::Tensor&
   const Pass p = forward_pass(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights,
                               dec_biases, W, b, min_scale);
   const Saved s = saved_for_backward(x, mask, eps_z, eps_x, W, b, enc_weights, dec_weights, p);
-  const variable_list grads{at::full_like(p.bound, -1.0 / static_cast<double>(x.size(0))),
-                            {}, {}, {}, {}, {}};
+  const variable_list grads{
+      at::full_like(p.bound, -1.0 / static_cast<double>(x.size(0))), {}, {}, {}, {}, {}};
   Tensors g = backward_pass(s, grads);
   if (!W.has_value()) g.resize(g.size() - 2);
   return {p.bound, p.log_w, p.log_px, p.log_ps, p.log_pz, p.log_qz, g};
 }
 
-Outputs gauss_bound_autograd(const at::Tensor& x, const at::Tensor& mask,
-                             const at::Tensor& eps_z, const OptTensor& eps_x,
-                             at::TensorList enc_weights, at::TensorList enc_biases,
-                             at::TensorList dec_weights, at::TensorList dec_biases,
-                             const OptTensor& W, const OptTensor& b, double min_scale) {
+Outputs gauss_bound_autograd(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& eps_z,
+                             const OptTensor& eps_x, at::TensorList enc_weights,
+                             at::TensorList enc_biases, at::TensorList dec_weights,
+                             at::TensorList dec_biases, const OptTensor& W, const OptTensor& b,
+                             double min_scale) {
   auto out = GaussBound::apply(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights,
                                dec_biases, W, b, min_scale);
   return {out[0], out[1], out[2], out[3], out[4], out[5]};

@@ -19,8 +19,9 @@ namespace {
 // baseline, the per-pixel routine inlined into each; the best is picked at load time).
 // float32 accumulates in float32: K terms of similar size.
 template <typename scalar_t>
-NOTMIWAE_VECTOR_CLONES NOTMIWAE_FLATTEN void clipped_impute_rows(
-    int64_t begin, int64_t end, const ClippedInputs<scalar_t>& in, scalar_t* out) {
+NOTMIWAE_VECTOR_CLONES NOTMIWAE_FLATTEN void clipped_impute_rows(int64_t begin, int64_t end,
+                                                                 const ClippedInputs<scalar_t>& in,
+                                                                 scalar_t* out) {
   for (int64_t n = begin; n < end; ++n)
     math::clipped_impute_pixel<cpu::VecMath, true, scalar_t>(in, n, out + n * in.C);
 }

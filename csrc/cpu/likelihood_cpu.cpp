@@ -158,79 +158,77 @@ struct CpuLikelihood {
   // c(df) and c'(df) in float64 for both dtypes (D values only).
   static at::ScalarType norm_dtype(at::ScalarType) { return at::kDouble; }
 
-// The forward: one [B, K] result per term, out[i] = Σ_d Term::value(operands at (i, d)).
-template <typename L, typename... Terms>
-static Tensors<sizeof...(Terms)> row_sums(const Tensors<L::kSize>& in) {
-  constexpr int nT = sizeof...(Terms);
-  const at::Tensor& ref = in[L::kReference];
-  const int64_t B = ref.size(0), K = ref.size(1), D = ref.size(2);
-  Tensors<nT> out = row_results<nT>(ref);
-  if (B * K == 0) return out;
-  const Tensors<L::kSize> ops =
-      prepared_operands<L>(in, ref.scalar_type(), ref.scalar_type());
-  AT_DISPATCH_FLOATING_TYPES(ref.scalar_type(), "likelihood_row_sums_cpu", [&] {
-    using acc_t = at::acc_type<scalar_t, false>;
-    std::array<scalar_t*, nT> o;
-    for (int t = 0; t < nT; ++t) o[t] = out[t].template mutable_data_ptr<scalar_t>();
-    cpu::parallel_tiles<scalar_t>(B, K, D, [&](const auto& tiler, int64_t i0, int64_t i1) {
-      TileOperands<scalar_t, L> operands(tiler, ops);
-      std::vector<acc_t> sums[nT];
-      for (auto& s : sums) s.assign(i1 - i0, acc_t(0));
-      tiler.for_each(i0, i1, [&](const Tile& tile) {
-        const auto in_tile = operands.arrays(tile);
-        int t = 0;
-        (tile_row_sums<Terms>(tile, in_tile, sums[t++].data() + tile.r0 - i0,
-                              std::make_index_sequence<L::kSize>()),
-         ...);
+  // The forward: one [B, K] result per term, out[i] = Σ_d Term::value(operands at (i, d)).
+  template <typename L, typename... Terms>
+  static Tensors<sizeof...(Terms)> row_sums(const Tensors<L::kSize>& in) {
+    constexpr int nT = sizeof...(Terms);
+    const at::Tensor& ref = in[L::kReference];
+    const int64_t B = ref.size(0), K = ref.size(1), D = ref.size(2);
+    Tensors<nT> out = row_results<nT>(ref);
+    if (B * K == 0) return out;
+    const Tensors<L::kSize> ops = prepared_operands<L>(in, ref.scalar_type(), ref.scalar_type());
+    AT_DISPATCH_FLOATING_TYPES(ref.scalar_type(), "likelihood_row_sums_cpu", [&] {
+      using acc_t = at::acc_type<scalar_t, false>;
+      std::array<scalar_t*, nT> o;
+      for (int t = 0; t < nT; ++t) o[t] = out[t].template mutable_data_ptr<scalar_t>();
+      cpu::parallel_tiles<scalar_t>(B, K, D, [&](const auto& tiler, int64_t i0, int64_t i1) {
+        TileOperands<scalar_t, L> operands(tiler, ops);
+        std::vector<acc_t> sums[nT];
+        for (auto& s : sums) s.assign(i1 - i0, acc_t(0));
+        tiler.for_each(i0, i1, [&](const Tile& tile) {
+          const auto in_tile = operands.arrays(tile);
+          int t = 0;
+          (tile_row_sums<Terms>(tile, in_tile, sums[t++].data() + tile.r0 - i0,
+                                std::make_index_sequence<L::kSize>()),
+           ...);
+        });
+        for (int t = 0; t < nT; ++t)
+          for (int64_t r = 0; r < i1 - i0; ++r) o[t][i0 + r] = static_cast<scalar_t>(sums[t][r]);
       });
-      for (int t = 0; t < nT; ++t)
-        for (int64_t r = 0; r < i1 - i0; ++r) o[t][i0 + r] = static_cast<scalar_t>(sums[t][r]);
     });
-  });
-  return out;
-}
+    return out;
+  }
 
-// The backward: Term's per-sample gradients [B, K, D], then its per-feature ones [D]
-// (summed over rows), given the gradients of the forward's [B, K] results.
-template <typename L, typename Term>
-static Tensors<Term::kSampleGrads + Term::kFeatureGrads> row_grads(
-    const Tensors<Term::kRowGrads>& grads_, const Tensors<L::kSize>& in) {
-  constexpr int nG = Term::kRowGrads, nS = Term::kSampleGrads, nF = Term::kFeatureGrads;
-  const at::Tensor& ref = in[L::kReference];
-  const int64_t B = ref.size(0), K = ref.size(1), D = ref.size(2);
-  Tensors<nS + nF> out = gradient_results<nS, nF>(ref);
-  if (B * K * D == 0) return out;
-  const Tensors<L::kSize> ops =
-      prepared_operands<L>(in, ref.scalar_type(), ref.scalar_type());
-  Tensors<nG> grads;
-  for (int g = 0; g < nG; ++g) grads[g] = grads_[g].contiguous();
-  AT_DISPATCH_FLOATING_TYPES(ref.scalar_type(), "likelihood_row_grads_cpu", [&] {
-    using acc_t = at::acc_type<scalar_t, false>;
-    std::array<const scalar_t*, nG> gp;
-    for (int g = 0; g < nG; ++g) gp[g] = grads[g].template const_data_ptr<scalar_t>();
-    std::array<scalar_t*, nS> sp;
-    for (int s = 0; s < nS; ++s) sp[s] = out[s].template mutable_data_ptr<scalar_t>();
-    cpu::FeatureSums<acc_t> sums(nF, D);
-    cpu::parallel_tiles<scalar_t>(B, K, D, [&](const auto& tiler, int64_t i0, int64_t i1) {
-      TileOperands<scalar_t, L> operands(tiler, ops);
-      std::array<acc_t*, nF> f_sums;
-      for (int f = 0; f < nF; ++f) f_sums[f] = sums.local(f);
-      tiler.for_each(i0, i1, [&](const Tile& tile) {
-        std::array<const scalar_t*, nG> g_arr;
-        for (int g = 0; g < nG; ++g) g_arr[g] = gp[g] + tile.r0;
-        std::array<scalar_t*, nS> s_arr;
-        for (int s = 0; s < nS; ++s) s_arr[s] = tiler.sample(sp[s], tile);
-        std::array<acc_t*, nF> f_arr;
-        for (int f = 0; f < nF; ++f) f_arr[f] = f_sums[f] + tile.d0;
-        tile_grads<Term>(tile, g_arr, operands.arrays(tile), s_arr, f_arr,
-                         std::make_index_sequence<nG>(), std::make_index_sequence<L::kSize>(),
-                         std::make_index_sequence<nS + nF>());
+  // The backward: Term's per-sample gradients [B, K, D], then its per-feature ones [D]
+  // (summed over rows), given the gradients of the forward's [B, K] results.
+  template <typename L, typename Term>
+  static Tensors<Term::kSampleGrads + Term::kFeatureGrads> row_grads(
+      const Tensors<Term::kRowGrads>& grads_, const Tensors<L::kSize>& in) {
+    constexpr int nG = Term::kRowGrads, nS = Term::kSampleGrads, nF = Term::kFeatureGrads;
+    const at::Tensor& ref = in[L::kReference];
+    const int64_t B = ref.size(0), K = ref.size(1), D = ref.size(2);
+    Tensors<nS + nF> out = gradient_results<nS, nF>(ref);
+    if (B * K * D == 0) return out;
+    const Tensors<L::kSize> ops = prepared_operands<L>(in, ref.scalar_type(), ref.scalar_type());
+    Tensors<nG> grads;
+    for (int g = 0; g < nG; ++g) grads[g] = grads_[g].contiguous();
+    AT_DISPATCH_FLOATING_TYPES(ref.scalar_type(), "likelihood_row_grads_cpu", [&] {
+      using acc_t = at::acc_type<scalar_t, false>;
+      std::array<const scalar_t*, nG> gp;
+      for (int g = 0; g < nG; ++g) gp[g] = grads[g].template const_data_ptr<scalar_t>();
+      std::array<scalar_t*, nS> sp;
+      for (int s = 0; s < nS; ++s) sp[s] = out[s].template mutable_data_ptr<scalar_t>();
+      cpu::FeatureSums<acc_t> sums(nF, D);
+      cpu::parallel_tiles<scalar_t>(B, K, D, [&](const auto& tiler, int64_t i0, int64_t i1) {
+        TileOperands<scalar_t, L> operands(tiler, ops);
+        std::array<acc_t*, nF> f_sums;
+        for (int f = 0; f < nF; ++f) f_sums[f] = sums.local(f);
+        tiler.for_each(i0, i1, [&](const Tile& tile) {
+          std::array<const scalar_t*, nG> g_arr;
+          for (int g = 0; g < nG; ++g) g_arr[g] = gp[g] + tile.r0;
+          std::array<scalar_t*, nS> s_arr;
+          for (int s = 0; s < nS; ++s) s_arr[s] = tiler.sample(sp[s], tile);
+          std::array<acc_t*, nF> f_arr;
+          for (int f = 0; f < nF; ++f) f_arr[f] = f_sums[f] + tile.d0;
+          tile_grads<Term>(tile, g_arr, operands.arrays(tile), s_arr, f_arr,
+                           std::make_index_sequence<nG>(), std::make_index_sequence<L::kSize>(),
+                           std::make_index_sequence<nS + nF>());
+        });
       });
+      for (int f = 0; f < nF; ++f) out[nS + f] = sums.total(f, ref.options());
     });
-    for (int f = 0; f < nF; ++f) out[nS + f] = sums.total(f, ref.options());
-  });
-  return out;
-}
+    return out;
+  }
 };
 
 }  // namespace

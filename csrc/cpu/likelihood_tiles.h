@@ -101,8 +101,7 @@ class Tiler {
   // tile spans several rows).
   const scalar_t* data(const scalar_t* p, const Tile& t, scalar_t* buf) const {
     if (t.rows == 1) return p + (t.r0 / K_) * D_ + t.d0;
-    for (int64_t r = 0; r < t.rows; ++r)
-      std::copy_n(p + ((t.r0 + r) / K_) * D_, D_, buf + r * D_);
+    for (int64_t r = 0; r < t.rows; ++r) std::copy_n(p + ((t.r0 + r) / K_) * D_, D_, buf + r * D_);
     return buf;
   }
 

@@ -13,8 +13,8 @@
 #include <cmath>
 #include <tuple>
 
-#include "notmiwae_fast/checks.h"
 #include "launch.cuh"
+#include "notmiwae_fast/checks.h"
 #include "notmiwae_fast/math.h"
 #include "reduce.cuh"
 
@@ -36,8 +36,8 @@ __device__ LseState<acc_t> block_row_state(const scalar_t* __restrict__ a, int64
 
 // out[b] = log Σ_k exp(a[b, k]) − offset, one block per row (grid-stride over rows).
 template <typename scalar_t, typename acc_t, typename out_t>
-__global__ void rows_lse_kernel(const scalar_t* __restrict__ a, int64_t B, int64_t K,
-                                acc_t offset, out_t* __restrict__ out) {
+__global__ void rows_lse_kernel(const scalar_t* __restrict__ a, int64_t B, int64_t K, acc_t offset,
+                                out_t* __restrict__ out) {
   for (int64_t b = blockIdx.x; b < B; b += gridDim.x) {
     const LseState<acc_t> s = block_row_state<scalar_t, acc_t>(a + b * K, K);
     if (threadIdx.x == 0) out[b] = static_cast<out_t>(math::lse_value(s) - offset);
@@ -60,8 +60,7 @@ void launch_rows_lse(const scalar_t* a, int64_t B, int64_t K, acc_t offset, out_
   if (B == 0) return;
   const int threads = cuda::row_block_size(K);
   const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(B, 1 << 20));
-  rows_lse_kernel<<<blocks, threads, 0, c10::cuda::getCurrentCUDAStream()>>>(a, B, K, offset,
-                                                                             out);
+  rows_lse_kernel<<<blocks, threads, 0, c10::cuda::getCurrentCUDAStream()>>>(a, B, K, offset, out);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -91,8 +90,8 @@ const SoftmaxNorm<acc_t>* norm_ptr(const at::Tensor& norm) {
 template <typename scalar_t, typename acc_t>
 __global__ void softmax_weights_kernel(const scalar_t* __restrict__ a,
                                        const SoftmaxNorm<acc_t>* __restrict__ norm,
-                                       const scalar_t* __restrict__ row_scale, int64_t B,
-                                       int64_t K, scalar_t* __restrict__ out) {
+                                       const scalar_t* __restrict__ row_scale, int64_t B, int64_t K,
+                                       scalar_t* __restrict__ out) {
   const int64_t n = B * K;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
@@ -203,8 +202,8 @@ constexpr int kImputeRows = 8;
 
 template <typename scalar_t, typename acc_t>
 __global__ void impute_kernel(const scalar_t* __restrict__ a, const scalar_t* __restrict__ v,
-                              const SoftmaxNorm<acc_t>* __restrict__ norm, int64_t B, int64_t K, int64_t D,
-                              scalar_t* __restrict__ out) {
+                              const SoftmaxNorm<acc_t>* __restrict__ norm, int64_t B, int64_t K,
+                              int64_t D, scalar_t* __restrict__ out) {
   __shared__ acc_t partial[kImputeRows][kImputeCols + 1];
   const int64_t tiles = (D + kImputeCols - 1) / kImputeCols;
   for (int64_t t = blockIdx.x; t < B * tiles; t += gridDim.x) {
@@ -250,13 +249,10 @@ at::Tensor iw_impute_cuda(const at::Tensor& log_w_, const at::Tensor& values_) {
 // Gradients of iw_impute, one warp per (b, k):
 //   d values[b,k,:] = w · g[b,:],   d log_w[b,k] = w · Σ_d g[b,d] (values[b,k,d] − r[b,d]).
 template <typename scalar_t, typename acc_t>
-__global__ void impute_backward_kernel(const scalar_t* __restrict__ g,
-                                       const scalar_t* __restrict__ a,
-                                       const scalar_t* __restrict__ v,
-                                       const scalar_t* __restrict__ r,
-                                       const SoftmaxNorm<acc_t>* __restrict__ norm, int64_t B, int64_t K,
-                                       int64_t D, scalar_t* __restrict__ grad_a,
-                                       scalar_t* __restrict__ grad_v) {
+__global__ void impute_backward_kernel(
+    const scalar_t* __restrict__ g, const scalar_t* __restrict__ a, const scalar_t* __restrict__ v,
+    const scalar_t* __restrict__ r, const SoftmaxNorm<acc_t>* __restrict__ norm, int64_t B,
+    int64_t K, int64_t D, scalar_t* __restrict__ grad_a, scalar_t* __restrict__ grad_v) {
   const int lane = threadIdx.x % cuda::kWarpSize;
   const int64_t warps_per_block = blockDim.x / cuda::kWarpSize;
   const int64_t n_warps = int64_t(gridDim.x) * warps_per_block;

@@ -14,10 +14,10 @@
 #include <optional>
 #include <tuple>
 
+#include "launch.cuh"
 #include "notmiwae_fast/checks.h"
 #include "notmiwae_fast/latent.h"
 #include "notmiwae_fast/math.h"
-#include "launch.cuh"
 
 namespace notmiwae_fast {
 namespace {
@@ -30,8 +30,7 @@ __global__ void latent_forward_kernel(const scalar_t* __restrict__ mu,
                                       const scalar_t* __restrict__ sd,
                                       const scalar_t* __restrict__ eps, int64_t rows, int64_t K,
                                       int64_t L, scalar_t* __restrict__ z,
-                                      scalar_t* __restrict__ log_p,
-                                      scalar_t* __restrict__ log_q) {
+                                      scalar_t* __restrict__ log_p, scalar_t* __restrict__ log_q) {
   using acc_t = at::opmath_type<scalar_t>;
   const acc_t constant = static_cast<acc_t>(L) * static_cast<acc_t>(math::kHalfLog2Pi);
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < rows;
@@ -52,14 +51,11 @@ __global__ void latent_forward_kernel(const scalar_t* __restrict__ mu,
 }
 
 template <typename scalar_t>
-__global__ void latent_backward_kernel(const scalar_t* __restrict__ gz,
-                                       const scalar_t* __restrict__ gp,
-                                       const scalar_t* __restrict__ gq,
-                                       const scalar_t* __restrict__ mu,
-                                       const scalar_t* __restrict__ sd,
-                                       const scalar_t* __restrict__ eps, int64_t B, int64_t K,
-                                       int64_t L, scalar_t* __restrict__ grad_mu,
-                                       scalar_t* __restrict__ grad_std) {
+__global__ void latent_backward_kernel(
+    const scalar_t* __restrict__ gz, const scalar_t* __restrict__ gp,
+    const scalar_t* __restrict__ gq, const scalar_t* __restrict__ mu,
+    const scalar_t* __restrict__ sd, const scalar_t* __restrict__ eps, int64_t B, int64_t K,
+    int64_t L, scalar_t* __restrict__ grad_mu, scalar_t* __restrict__ grad_std) {
   using acc_t = at::opmath_type<scalar_t>;
   for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < B * L;
        j += static_cast<int64_t>(gridDim.x) * blockDim.x) {

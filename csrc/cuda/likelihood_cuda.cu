@@ -46,8 +46,7 @@ struct Pointers {
 // Element (b, d) / (i, d) / d of an operand of kind Kind, in acc_t: Row and Sample
 // operands are scalar_t, the mask bool, features acc_t (see prepared_operand).
 template <typename Kind, typename scalar_t, typename acc_t>
-__device__ __forceinline__ acc_t load(const void* p, int64_t b, int64_t i, int64_t d,
-                                      int64_t D) {
+__device__ __forceinline__ acc_t load(const void* p, int64_t b, int64_t i, int64_t d, int64_t D) {
   if constexpr (std::is_same_v<Kind, Mask>) {
     return static_cast<acc_t>(static_cast<const bool*>(p)[b * D + d]);
   } else if constexpr (std::is_same_v<Kind, Row>) {
@@ -164,57 +163,56 @@ struct CudaLikelihood {
   // c(df) and c'(df) in the accumulation type (D values only).
   static at::ScalarType norm_dtype(at::ScalarType dtype) { return at::toOpMathType(dtype); }
 
-// The forward: one [B, K] result per term.
-template <typename L, typename... Terms>
-static Tensors<sizeof...(Terms)> row_sums(const Tensors<L::kSize>& in) {
-  constexpr int nT = sizeof...(Terms);
-  const at::Tensor& ref = in[L::kReference];
-  c10::cuda::CUDAGuard guard(ref.device());
-  const int64_t B = ref.size(0), K = ref.size(1), D = ref.size(2);
-  Tensors<nT> out = row_results<nT>(ref);
-  if (B * K == 0) return out;
-  const Tensors<L::kSize> ops =
-      prepared_operands<L>(in, at::kBool, at::toOpMathType(ref.scalar_type()));
-  NOTMIWAE_DISPATCH_CUDA(ref.scalar_type(), "likelihood_row_sums_cuda", [&] {
-    Pointers<scalar_t, nT> o;
-    for (int t = 0; t < nT; ++t) o.p[t] = out[t].template mutable_data_ptr<scalar_t>();
-    launch_rows(row_sums_kernel<scalar_t, L, Terms...>, B * K, D,
-                operand_pointers<scalar_t, L>(ops), B * K, K, D, o);
-  });
-  return out;
-}
+  // The forward: one [B, K] result per term.
+  template <typename L, typename... Terms>
+  static Tensors<sizeof...(Terms)> row_sums(const Tensors<L::kSize>& in) {
+    constexpr int nT = sizeof...(Terms);
+    const at::Tensor& ref = in[L::kReference];
+    c10::cuda::CUDAGuard guard(ref.device());
+    const int64_t B = ref.size(0), K = ref.size(1), D = ref.size(2);
+    Tensors<nT> out = row_results<nT>(ref);
+    if (B * K == 0) return out;
+    const Tensors<L::kSize> ops =
+        prepared_operands<L>(in, at::kBool, at::toOpMathType(ref.scalar_type()));
+    NOTMIWAE_DISPATCH_CUDA(ref.scalar_type(), "likelihood_row_sums_cuda", [&] {
+      Pointers<scalar_t, nT> o;
+      for (int t = 0; t < nT; ++t) o.p[t] = out[t].template mutable_data_ptr<scalar_t>();
+      launch_rows(row_sums_kernel<scalar_t, L, Terms...>, B * K, D,
+                  operand_pointers<scalar_t, L>(ops), B * K, K, D, o);
+    });
+    return out;
+  }
 
-// The backward: Term's per-sample gradients [B, K, D], then its per-feature ones [D].
-template <typename L, typename Term>
-static Tensors<Term::kSampleGrads + Term::kFeatureGrads> row_grads(
-    const Tensors<Term::kRowGrads>& grads, const Tensors<L::kSize>& in) {
-  constexpr int nG = Term::kRowGrads, nS = Term::kSampleGrads, nF = Term::kFeatureGrads;
-  const at::Tensor& ref = in[L::kReference];
-  c10::cuda::CUDAGuard guard(ref.device());
-  const int64_t B = ref.size(0), K = ref.size(1), D = ref.size(2);
-  Tensors<nS + nF> out = gradient_results<nS, nF>(ref);
-  if (B * K * D == 0) return out;
-  const at::ScalarType acc = at::toOpMathType(ref.scalar_type());
-  const Tensors<L::kSize> ops =
-      prepared_operands<L>(in, at::kBool, acc);
-  Tensors<nG> g;
-  for (int k = 0; k < nG; ++k) g[k] = grads[k].contiguous();
-  Tensors<nF> sums;  // per-feature gradients, summed atomically in acc
-  for (at::Tensor& s : sums) s = at::zeros({D}, ref.options().dtype(acc));
-  NOTMIWAE_DISPATCH_CUDA(ref.scalar_type(), "likelihood_row_grads_cuda", [&] {
-    using acc_t = opmath_t<scalar_t>;
-    Pointers<const scalar_t, nG> gp;
-    for (int k = 0; k < nG; ++k) gp.p[k] = g[k].template const_data_ptr<scalar_t>();
-    Pointers<scalar_t, nS> sp;
-    for (int s = 0; s < nS; ++s) sp.p[s] = out[s].template mutable_data_ptr<scalar_t>();
-    Pointers<acc_t, nF> fp;
-    for (int f = 0; f < nF; ++f) fp.p[f] = sums[f].template mutable_data_ptr<acc_t>();
-    launch_rows(row_grads_kernel<scalar_t, L, Term>, B * K, D, operand_pointers<scalar_t, L>(ops),
-                gp, B * K, K, D, sp, fp);
-  });
-  for (int f = 0; f < nF; ++f) out[nS + f] = sums[f].to(ref.scalar_type());
-  return out;
-}
+  // The backward: Term's per-sample gradients [B, K, D], then its per-feature ones [D].
+  template <typename L, typename Term>
+  static Tensors<Term::kSampleGrads + Term::kFeatureGrads> row_grads(
+      const Tensors<Term::kRowGrads>& grads, const Tensors<L::kSize>& in) {
+    constexpr int nG = Term::kRowGrads, nS = Term::kSampleGrads, nF = Term::kFeatureGrads;
+    const at::Tensor& ref = in[L::kReference];
+    c10::cuda::CUDAGuard guard(ref.device());
+    const int64_t B = ref.size(0), K = ref.size(1), D = ref.size(2);
+    Tensors<nS + nF> out = gradient_results<nS, nF>(ref);
+    if (B * K * D == 0) return out;
+    const at::ScalarType acc = at::toOpMathType(ref.scalar_type());
+    const Tensors<L::kSize> ops = prepared_operands<L>(in, at::kBool, acc);
+    Tensors<nG> g;
+    for (int k = 0; k < nG; ++k) g[k] = grads[k].contiguous();
+    Tensors<nF> sums;  // per-feature gradients, summed atomically in acc
+    for (at::Tensor& s : sums) s = at::zeros({D}, ref.options().dtype(acc));
+    NOTMIWAE_DISPATCH_CUDA(ref.scalar_type(), "likelihood_row_grads_cuda", [&] {
+      using acc_t = opmath_t<scalar_t>;
+      Pointers<const scalar_t, nG> gp;
+      for (int k = 0; k < nG; ++k) gp.p[k] = g[k].template const_data_ptr<scalar_t>();
+      Pointers<scalar_t, nS> sp;
+      for (int s = 0; s < nS; ++s) sp.p[s] = out[s].template mutable_data_ptr<scalar_t>();
+      Pointers<acc_t, nF> fp;
+      for (int f = 0; f < nF; ++f) fp.p[f] = sums[f].template mutable_data_ptr<acc_t>();
+      launch_rows(row_grads_kernel<scalar_t, L, Term>, B * K, D, operand_pointers<scalar_t, L>(ops),
+                  gp, B * K, K, D, sp, fp);
+    });
+    for (int f = 0; f < nF; ++f) out[nS + f] = sums[f].to(ref.scalar_type());
+    return out;
+  }
 };
 
 }  // namespace

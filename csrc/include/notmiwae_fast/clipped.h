@@ -53,10 +53,14 @@ inline void check_clipped_impute(const at::Tensor& x, const at::Tensor& lost,
   check_floating(x, "x");
   check_dim(x, 2, "x", "[N, C]");
   const int64_t C = x.size(1);
-  TORCH_CHECK_VALUE(C >= 1 && C <= kClippedMaxChannels, "notmiwae_fast: argument 'x' must "
-                    "have 1 to ", kClippedMaxChannels, " channels; got ", C);
-  TORCH_CHECK_TYPE(lost.scalar_type() == at::kBool, "notmiwae_fast: argument 'lost' must be "
-                   "a bool tensor; got ", lost.scalar_type());
+  TORCH_CHECK_VALUE(C >= 1 && C <= kClippedMaxChannels,
+                    "notmiwae_fast: argument 'x' must "
+                    "have 1 to ",
+                    kClippedMaxChannels, " channels; got ", C);
+  TORCH_CHECK_TYPE(lost.scalar_type() == at::kBool,
+                   "notmiwae_fast: argument 'lost' must be "
+                   "a bool tensor; got ",
+                   lost.scalar_type());
   TORCH_CHECK_VALUE(lost.device() == x.device(), "notmiwae_fast: argument 'lost' is on ",
                     lost.device(), " but 'x' is on ", x.device());
   check_shape(lost, "lost", x, "x's shape");
@@ -79,10 +83,14 @@ inline void check_clipped_impute(const at::Tensor& x, const at::Tensor& lost,
   check_same_device_dtype(b_out, "b_out", x, "x");
   check_dim(b_out, 1, "b_out", "[2C]");
   check_size(b_out, 0, 2 * C, "b_out", "[2C] (C from x)");
-  TORCH_CHECK_VALUE(clip > 0 && clip <= 1, "notmiwae_fast: argument 'clip' must be in (0, 1]; "
-                    "got ", clip);
-  TORCH_CHECK_VALUE(min_scale > 0, "notmiwae_fast: argument 'min_scale' must be positive; "
-                    "got ", min_scale);
+  TORCH_CHECK_VALUE(clip > 0 && clip <= 1,
+                    "notmiwae_fast: argument 'clip' must be in (0, 1]; "
+                    "got ",
+                    clip);
+  TORCH_CHECK_VALUE(min_scale > 0,
+                    "notmiwae_fast: argument 'min_scale' must be positive; "
+                    "got ",
+                    min_scale);
 }
 
 // The inputs of clipped_impute as the per-pixel work reads them (contiguous; the
@@ -130,9 +138,18 @@ inline ClippedTensors clipped_tensors(const at::Tensor& x, const at::Tensor& los
                                       const at::Tensor& b_out, double clip, double min_scale,
                                       bool censored) {
   check_clipped_impute(x, lost, context, mu, std, eps, w_latent, w_out, b_out, clip, min_scale);
-  return {x.contiguous(),        lost.contiguous(),     context.contiguous(), mu.contiguous(),
-          std.contiguous(),      eps.contiguous(),      w_latent.contiguous(), w_out.contiguous(),
-          b_out.contiguous(),    clip,                  min_scale,            censored};
+  return {x.contiguous(),
+          lost.contiguous(),
+          context.contiguous(),
+          mu.contiguous(),
+          std.contiguous(),
+          eps.contiguous(),
+          w_latent.contiguous(),
+          w_out.contiguous(),
+          b_out.contiguous(),
+          clip,
+          min_scale,
+          censored};
 }
 
 namespace math {
@@ -180,15 +197,11 @@ NOTMIWAE_HOST_DEVICE T clipped_first_layer(const ClippedInputs<scalar_t>& in, in
 // The decoder's outputs loc[c][b], scale[c][b] (raw) and the latent part of log_w[b] of the
 // draws k0 + b, b < nb, of pixel n; the lanes nb .. lanes get finite values and zero weight.
 template <typename T, typename scalar_t>
-NOTMIWAE_HOST_DEVICE void clipped_decode_block(const ClippedInputs<scalar_t>& in, int64_t n,
-                                               int64_t k0, int nb, int lanes, T log_std_sum,
-                                               const T (&base)[kClippedMaxHidden],
-                                               const T (&slope)[kClippedMaxLatent *
-                                                                kClippedMaxHidden],
-                                               T (&hidden)[kClippedMaxHidden],
-                                               T (&loc)[kClippedMaxChannels][kBlock],
-                                               T (&scale)[kClippedMaxChannels][kBlock],
-                                               T (&log_w)[kBlock]) {
+NOTMIWAE_HOST_DEVICE void clipped_decode_block(
+    const ClippedInputs<scalar_t>& in, int64_t n, int64_t k0, int nb, int lanes, T log_std_sum,
+    const T (&base)[kClippedMaxHidden], const T (&slope)[kClippedMaxLatent * kClippedMaxHidden],
+    T (&hidden)[kClippedMaxHidden], T (&loc)[kClippedMaxChannels][kBlock],
+    T (&scale)[kClippedMaxChannels][kBlock], T (&log_w)[kBlock]) {
   const int64_t C = in.C, L = in.L, H = in.H;
   const scalar_t *mu = in.mu + n * L, *sd = in.sd + n * L;
   for (int b = nb; b < lanes; ++b) {

@@ -46,10 +46,10 @@ struct Layout {
   static_assert(kReference >= 0, "a likelihood op has a per-sample operand");
 };
 
-using NormalOperands = Layout<Row, Mask, Sample, Sample>;                     // x, mask, loc, scale
-using BernoulliOperands = Layout<Row, Mask, Sample>;                          // x, mask, logits
+using NormalOperands = Layout<Row, Mask, Sample, Sample>;  // x, mask, loc, scale
+using BernoulliOperands = Layout<Row, Mask, Sample>;       // x, mask, logits
 using StudentTOperands = Layout<Row, Mask, Sample, Sample, Feature, Feature>;  // …, df, c(df)
-using SelfMaskOperands = Layout<Sample, Mask, Feature, Feature>;              // x_full, mask, W, b
+using SelfMaskOperands = Layout<Sample, Mask, Feature, Feature>;               // x_full, mask, W, b
 using NotMiwaeOperands =  // x, mask, loc, scale, eps, W, b
     Layout<Row, Mask, Sample, Sample, Sample, Feature, Feature>;
 
@@ -181,7 +181,8 @@ struct NotMiwae {
     const auto dn = math::normal_log_density_grad(x_obs, loc, scale);
     const T x_sample = loc + scale * eps;
     const T x_hat = observed ? x_obs : x_sample;
-    const T delta = g_miss * math::bernoulli_log_prob_dlogit<F>(mask, math::selfmask_logit(x_hat, W, b));
+    const T delta =
+        g_miss * math::bernoulli_log_prob_dlogit<F>(mask, math::selfmask_logit(x_hat, W, b));
     const T d_x_hat = -W * delta;
     const T g_loc = g_obs * dn.loc, g_scale = g_obs * dn.scale, g_scale_miss = d_x_hat * eps;
     return {{observed ? g_loc : d_x_hat, observed ? g_scale : g_scale_miss, -(x_hat - b) * delta,
@@ -206,8 +207,7 @@ inline at::Tensor mask_as_bool(const at::Tensor& mask) {
 // exist on every device) are used instead of a device lgamma / digamma.
 inline at::Tensor studentt_log_norm(const at::Tensor& df, at::ScalarType acc) {
   const at::Tensor v = df.to(acc);
-  return (at::lgamma((v + 1) * 0.5) - at::lgamma(v * 0.5) - 0.5 * at::log(v * M_PI))
-      .contiguous();
+  return (at::lgamma((v + 1) * 0.5) - at::lgamma(v * 0.5) - 0.5 * at::log(v * M_PI)).contiguous();
 }
 
 inline at::Tensor studentt_dlog_norm(const at::Tensor& df, at::ScalarType acc) {

@@ -43,8 +43,7 @@ at::Tensor prepared_operand(const at::Tensor& t, at::ScalarType mask_dtype,
 template <typename... Kinds, size_t... I>
 Tensors<sizeof...(Kinds)> prepared_operands(likelihood::Layout<Kinds...>,
                                             const Tensors<sizeof...(Kinds)>& in,
-                                            at::ScalarType mask_dtype,
-                                            at::ScalarType feature_dtype,
+                                            at::ScalarType mask_dtype, at::ScalarType feature_dtype,
                                             std::index_sequence<I...>) {
   return {prepared_operand<Kinds>(in[I], mask_dtype, feature_dtype)...};
 }
@@ -137,8 +136,7 @@ struct LikelihoodOps {
   }
 
   static std::tuple<Tensor, Tensor, Tensor> masked_studentt_logprob_backward(T grad, T x, T mask,
-                                                                             T loc, T scale,
-                                                                             T df) {
+                                                                             T loc, T scale, T df) {
     check_studentt_op(x, mask, loc, scale, df);
     check_row_grad(grad, "grad", loc, "loc", loc.size(0), loc.size(1));
     const Tensor dc = studentt_dlog_norm(df, Backend::norm_dtype(loc.scalar_type()));
@@ -157,8 +155,8 @@ struct LikelihoodOps {
         {x_full, mask, W, b})[0];
   }
 
-  static std::tuple<Tensor, Tensor, Tensor> selfmask_logprob_backward(T grad, T x_full, T mask,
-                                                                      T W, T b) {
+  static std::tuple<Tensor, Tensor, Tensor> selfmask_logprob_backward(T grad, T x_full, T mask, T W,
+                                                                      T b) {
     check_selfmask_op(x_full, mask, W, b);
     check_row_grad(grad, "grad", x_full, "x_full", x_full.size(0), x_full.size(1));
     return as_tuple(Backend::template row_grads<likelihood::SelfMaskOperands, likelihood::SelfMask>(
@@ -175,9 +173,9 @@ struct LikelihoodOps {
   static std::tuple<Tensor, Tensor> notmiwae_normal_terms(T x, T mask, T loc, T scale, T eps, T W,
                                                           T b) {
     check_notmiwae_op(x, mask, loc, scale, eps, W, b);
-    return as_tuple(Backend::template row_sums<likelihood::NotMiwaeOperands, likelihood::Normal,
-                                               likelihood::NotMiwaeMissing>(
-        {x, mask, loc, scale, eps, W, b}));
+    return as_tuple(
+        Backend::template row_sums<likelihood::NotMiwaeOperands, likelihood::Normal,
+                                   likelihood::NotMiwaeMissing>({x, mask, loc, scale, eps, W, b}));
   }
 
   static std::tuple<Tensor, Tensor, Tensor, Tensor> notmiwae_normal_terms_backward(

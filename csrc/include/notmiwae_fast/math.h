@@ -27,10 +27,10 @@ namespace math {
 #if !defined(__CUDACC__) && !defined(__HIPCC__)
 // Host builds: the float and double overloads of the C math functions. (nvcc
 // provides host-device overloads of the unqualified names itself.)
+using std::erfc;
 using std::exp;
 using std::log;
 using std::log1p;
-using std::erfc;
 using std::tanh;
 #endif
 
@@ -111,8 +111,7 @@ struct SoftmaxNorm {
 
 template <typename T>
 NOTMIWAE_HOST_DEVICE SoftmaxNorm<T> softmax_norm(LseState<T> s) {
-  return s.sum > T(0) ? SoftmaxNorm<T>{s.max, T(1) / s.sum}
-                      : SoftmaxNorm<T>{neg_inf<T>(), T(0)};
+  return s.sum > T(0) ? SoftmaxNorm<T>{s.max, T(1) / s.sum} : SoftmaxNorm<T>{neg_inf<T>(), T(0)};
 }
 
 // Self-normalised weight of a log-value given its row's normaliser (0 for a row with
@@ -228,7 +227,7 @@ struct LatentGrad {
 
 template <typename T>
 NOTMIWAE_HOST_DEVICE LatentGrad<T> latent_term_grad(T grad_z, T grad_log_p, T grad_log_q, T z,
-                                               T std, T eps) {
+                                                    T std, T eps) {
   const T dz = grad_z - grad_log_p * z;  // z's total gradient (log p(z) = −z²/2)
   return LatentGrad<T>{dz, dz * eps - grad_log_q / std};
 }
@@ -295,7 +294,7 @@ struct StudentTGrad {
 
 template <typename F = LibM, typename T>
 NOTMIWAE_HOST_DEVICE StudentTGrad<T> studentt_log_density_grad(T x, T loc, T scale, T df,
-                                                          T dlog_norm) {
+                                                               T dlog_norm) {
   const T inv = T(1) / scale;
   const T z = (x - loc) * inv;
   const T z2 = z * z;
@@ -303,7 +302,6 @@ NOTMIWAE_HOST_DEVICE StudentTGrad<T> studentt_log_density_grad(T x, T loc, T sca
   return StudentTGrad<T>{r * z * inv, (r * z2 - T(1)) * inv,
                          dlog_norm - T(0.5) * F::Log1p(z2 / df) + T(0.5) * r * z2 / df};
 }
-
 
 // ---------------------------------------------------------------------------
 // The censored normal of the clipped-pixel model: y ~ N(loc, scale²), x = clip(y, 0, 1).
