@@ -24,8 +24,7 @@ enum class Policy { kLowerPrecision, kFloat32 };
 // One boxed kernel for every op: casts the op's Tensor and Tensor[] arguments on the
 // stack, then calls the op again below autocast.
 template <c10::DeviceType device, Policy policy>
-void autocast_kernel(const c10::OperatorHandle& op, c10::DispatchKeySet,
-                     torch::jit::Stack* stack) {
+void autocast_kernel(const c10::OperatorHandle& op, c10::DispatchKeySet, torch::jit::Stack* stack) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(
       at::autocast::get_autocast_dispatch_key_from_device_type(device));
   const at::ScalarType to = policy == Policy::kFloat32
@@ -62,8 +61,6 @@ void register_autocast(torch::Library& m) {
 
 TORCH_LIBRARY_IMPL(notmiwae_fast, AutocastCPU, m) { register_autocast<c10::DeviceType::CPU>(m); }
 
-TORCH_LIBRARY_IMPL(notmiwae_fast, AutocastCUDA, m) {
-  register_autocast<c10::DeviceType::CUDA>(m);
-}
+TORCH_LIBRARY_IMPL(notmiwae_fast, AutocastCUDA, m) { register_autocast<c10::DeviceType::CUDA>(m); }
 
 }  // namespace notmiwae_fast

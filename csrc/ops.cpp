@@ -1,27 +1,34 @@
 // The operator schemas of notmiwae_fast: the one place that says which ops exist.
 //
 // Where each op lives (one file per op family and backend):
-//   csrc/cpu/<family>_cpu.cpp   CPU kernels (forward and backward)   TORCH_LIBRARY_IMPL(.., CPU)
-//   csrc/cuda/<family>_cuda.cu  CUDA kernels (forward and backward)  TORCH_LIBRARY_IMPL(.., CUDA)
-//   csrc/autograd/<family>_autograd.cpp  C++ autograd                 TORCH_LIBRARY_IMPL(.., Autograd)
+//   csrc/cpu/<family>_cpu.cpp              CPU kernels (forward and backward), key CPU
+//   csrc/cuda/<family>_cuda.cu             CUDA kernels (forward and backward), key CUDA
+//   csrc/autograd/<family>_autograd.cpp    C++ autograd, key Autograd
 //   csrc/composite/<family>_composite.cpp  ops composed of other ops (any device)
 //     (data_composite.cpp: observed_data on devices without a kernel of their own)
-//   csrc/autocast.cpp           torch.autocast, every op (one policy table)
-//   csrc/include/notmiwae_fast/math.h    the per-element math, shared by CPU and CUDA
-//   notmiwae_fast/ops.py        typed Python wrappers and fake (meta) kernels
-//   notmiwae_fast/reference.py  the pure-PyTorch twin of every op
+//   csrc/autocast.cpp                      torch.autocast, every op (one policy table)
+//   csrc/include/notmiwae_fast/math.h      the per-element math, shared by CPU and CUDA
+//   csrc/include/notmiwae_fast/<family>.h  what a family's CPU and CUDA kernels share
+//     (likelihood.h: the per-element terms; likelihood_ops.h: the ops, for both backends)
+//   csrc/autograd/op_function.h            an op whose derivative is <op>_backward
+//   notmiwae_fast/ops.py                   typed Python wrappers and fake (meta) kernels
+//   notmiwae_fast/reference.py             the pure-PyTorch twin of every op
 // The semantics are those of ../shared/SPEC.md section 2 (see also reference.py).
 #include <torch/library.h>
 
-TORCH_LIBRARY(notmiwae_fast, m) {
-  // --- the models' input (family "data") -----------------------------------------
+namespace {
+
+// The models' input (family "data").
+void define_data_ops(torch::Library& m) {
   // x floating, s its mask (bool, integer or floating; nonzero = observed), same shape.
   // Returns (x with 0 where s = 0, s as 0/1 of x's dtype, counts int64 [2]: entries of s
   // other than 0 and 1 (NaN included), observed entries of x that are NaN or ±inf), in
   // one pass: the caller raises on nonzero counts.
   m.def("observed_data(Tensor x, Tensor s) -> (Tensor, Tensor, Tensor)");
+}
 
-  // --- importance weighting (family "iw") ---------------------------------------
+// Importance weighting (family "iw").
+void define_iw_ops(torch::Library& m) {
   // log( (1/K) Σ_k exp(log_w[b, k]) ): [B, K] -> [B]; a row of -inf only gives -inf.
   m.def("iw_logmeanexp(Tensor log_w) -> Tensor");
   m.def("iw_logmeanexp_backward(Tensor grad, Tensor log_w) -> Tensor");
@@ -34,8 +41,10 @@ TORCH_LIBRARY(notmiwae_fast, m) {
   m.def(
       "iw_impute_backward(Tensor grad, Tensor log_w, Tensor values, Tensor result) "
       "-> (Tensor, Tensor)");
+}
 
-  // --- likelihoods and the missing process (family "likelihood") ------------------
+// Likelihoods and the missing process (family "likelihood").
+void define_likelihood_ops(torch::Library& m) {
   // Shapes: x, mask [B, D] (mask bool or float, nonzero = observed); per-sample
   // tensors [B, K, D]; per-feature W, b, df [D]; results [B, K]. Entries under
   // mask = 0 contribute exactly 0 to values and gradients. The backward ops return the
@@ -71,8 +80,10 @@ TORCH_LIBRARY(notmiwae_fast, m) {
       "notmiwae_normal_terms_backward(Tensor grad_obs, Tensor grad_miss, Tensor x, Tensor mask, "
       "Tensor loc, Tensor scale, Tensor eps, Tensor W, Tensor b) "
       "-> (Tensor, Tensor, Tensor, Tensor)");
+}
 
-  // --- the latent samples (family "latent") ---------------------------------------
+// The latent samples (family "latent").
+void define_latent_ops(torch::Library& m) {
   // z = mu + std · eps and the two log-densities of z, summed over L:
   // log p(z) = Σ_l log N(z; 0, 1), log q(z | x) = Σ_l log N(z; mu, std) (= Σ_l log N(eps;
   // 0, 1) − log std). mu, std [B, L] (std > 0); eps [B, K, L] -> ([B, K, L], [B, K], [B, K]).
@@ -81,8 +92,10 @@ TORCH_LIBRARY(notmiwae_fast, m) {
   m.def(
       "latent_terms_backward(Tensor? grad_z, Tensor? grad_log_p, Tensor? grad_log_q, "
       "Tensor mu, Tensor std, Tensor eps) -> (Tensor, Tensor)");
+}
 
-  // --- the networks' MLPs and activations (family "mlp") ---------------------------
+// The networks' MLPs and activations (family "mlp").
+void define_mlp_ops(torch::Library& m) {
   // y = L_n(tanh(L_{n−1}(… tanh(L_1(x))))), L_i(h) = h W_iᵀ + b_i: x [N, in],
   // weights[i] [out_i, in_i] (nn.Linear's layout), biases[i] [out_i] -> [N, out_n].
   m.def("mlp_tanh(Tensor x, Tensor[] weights, Tensor[] biases) -> Tensor");
@@ -96,8 +109,10 @@ TORCH_LIBRARY(notmiwae_fast, m) {
   m.def("softplus_scale(Tensor raw, float min_scale) -> Tensor");
   // grad · σ(raw)
   m.def("softplus_scale_backward(Tensor grad, Tensor raw) -> Tensor");
+}
 
-  // --- the whole bound of a Gaussian-decoder model (family "bound") ----------------
+// The whole bound of a Gaussian-decoder model (family "bound").
+void define_bound_ops(torch::Library& m) {
   // encoder MLP(x) = [μ, log σ²] -> latent_terms -> decoder MLP(z) = [loc, raw] ->
   // softplus_scale -> masked_normal_logprob, or notmiwae_normal_terms with W, b ->
   // iw_logmeanexp, composed in C++ (csrc/composite/bound_composite.cpp). x, mask [B, D];
@@ -115,8 +130,10 @@ TORCH_LIBRARY(notmiwae_fast, m) {
       "Tensor[] enc_weights, Tensor[] enc_biases, Tensor[] dec_weights, Tensor[] dec_biases, "
       "Tensor? W, Tensor? b, float min_scale) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor[])");
+}
 
-  // --- clipped pixels (family "clipped") ------------------------------------------
+// Clipped pixels (family "clipped").
+void define_clipped_ops(torch::Library& m) {
   // The imputation of the clipped-pixel model in one streaming pass over K shared draws
   // (csrc/include/notmiwae_fast/clipped.h): x, lost [N, C]; context [N, H] (the decoder's
   // context part, W_h h + b); mu, std [N, L] (the encoder's q(z)); eps [K, L]; w_latent
@@ -127,4 +144,16 @@ TORCH_LIBRARY(notmiwae_fast, m) {
       "clipped_impute(Tensor x, Tensor lost, Tensor context, Tensor mu, Tensor std, "
       "Tensor eps, Tensor w_latent, Tensor w_out, Tensor b_out, float clip, float min_scale, "
       "bool censored) -> Tensor");
+}
+
+}  // namespace
+
+TORCH_LIBRARY(notmiwae_fast, m) {
+  define_data_ops(m);
+  define_iw_ops(m);
+  define_likelihood_ops(m);
+  define_latent_ops(m);
+  define_mlp_ops(m);
+  define_bound_ops(m);
+  define_clipped_ops(m);
 }

@@ -37,8 +37,9 @@ void not_twice_differentiable(const c10::OperatorHandle& op, c10::DispatchKeySet
   op.redispatchBoxed(keys & c10::after_autograd_keyset, stack);
   if (inputs.empty()) return;
   auto error = c10::make_intrusive<torch::autograd::Error>(
-      std::string(schema.name()) + ": notmiwae_fast's gradients are not differentiable (no "
-      "double backward); use backend=\"reference\" for higher-order derivatives",
+      std::string(schema.name()) +
+          ": notmiwae_fast's gradients are not differentiable (no "
+          "double backward); use backend=\"reference\" for higher-order derivatives",
       torch::autograd::collect_next_edges(inputs));
   for (const c10::IValue& value : torch::jit::last(*stack, schema.returns().size()))
     for (const at::Tensor& t : tensors_of(value))
@@ -48,12 +49,11 @@ void not_twice_differentiable(const c10::OperatorHandle& op, c10::DispatchKeySet
 }  // namespace
 
 TORCH_LIBRARY_IMPL(notmiwae_fast, Autograd, m) {
-  for (const char* name :
-       {"iw_logmeanexp_backward", "iw_weights_backward", "iw_impute_backward",
-        "masked_normal_logprob_backward", "masked_bernoulli_logprob_backward",
-        "masked_studentt_logprob_backward", "selfmask_logprob_backward",
-        "notmiwae_normal_terms_backward", "latent_terms_backward", "mlp_tanh_backward",
-        "softplus_scale_backward"}) {
+  for (const char* name : {"iw_logmeanexp_backward", "iw_weights_backward", "iw_impute_backward",
+                           "masked_normal_logprob_backward", "masked_bernoulli_logprob_backward",
+                           "masked_studentt_logprob_backward", "selfmask_logprob_backward",
+                           "notmiwae_normal_terms_backward", "latent_terms_backward",
+                           "mlp_tanh_backward", "softplus_scale_backward"}) {
     m.impl(name, torch::CppFunction::makeFromBoxedFunction<&not_twice_differentiable>());
   }
 }

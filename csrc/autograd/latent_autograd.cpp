@@ -18,9 +18,11 @@ using torch::autograd::variable_list;
 using LatentFn = std::tuple<at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&,
                                                                 const at::Tensor&,
                                                                 const at::Tensor&);
-using LatentBackwardFn = std::tuple<at::Tensor, at::Tensor>(
-    const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
-    const std::optional<at::Tensor>&, const at::Tensor&, const at::Tensor&, const at::Tensor&);
+using LatentBackwardFn = std::tuple<at::Tensor, at::Tensor>(const std::optional<at::Tensor>&,
+                                                            const std::optional<at::Tensor>&,
+                                                            const std::optional<at::Tensor>&,
+                                                            const at::Tensor&, const at::Tensor&,
+                                                            const at::Tensor&);
 
 std::optional<at::Tensor> if_defined(const at::Tensor& t) {
   return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
@@ -56,8 +58,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_terms_autograd(const at::T
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(notmiwae_fast, Autograd, m) {
-  m.impl("latent_terms", &latent_terms_autograd);
-}
+TORCH_LIBRARY_IMPL(notmiwae_fast, Autograd, m) { m.impl("latent_terms", &latent_terms_autograd); }
 
 }  // namespace notmiwae_fast

@@ -19,8 +19,9 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 using MlpFn = at::Tensor(const at::Tensor&, at::TensorList, at::TensorList);
-using MlpForwardFn = std::tuple<at::Tensor, std::vector<at::Tensor>>(
-    const at::Tensor&, at::TensorList, at::TensorList);
+using MlpForwardFn = std::tuple<at::Tensor, std::vector<at::Tensor>>(const at::Tensor&,
+                                                                     at::TensorList,
+                                                                     at::TensorList);
 using MlpBackwardFn = std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>>(
     const at::Tensor&, const at::Tensor&, at::TensorList, at::TensorList);
 

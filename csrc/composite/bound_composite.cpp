@@ -18,6 +18,7 @@
 
 #include <optional>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "notmiwae_fast/checks.h"
@@ -35,6 +36,51 @@ using Tensors = std::vector<at::Tensor>;
 // log σ² of the encoder is clamped to this range (as networks.Encoder does).
 constexpr double kLogVarBound = 10.0;
 
+using T = const at::Tensor&;
+using Tensor3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+using Tensor2 = std::tuple<at::Tensor, at::Tensor>;
+
+// An operator's typed handle, looked up by name.
+template <typename Signature>
+class Op {
+ public:
+  explicit Op(const char* name) : handle_(find_op<Signature>(name)) {}
+  template <typename... Args>
+  decltype(auto) call(Args&&... args) const {
+    return handle_.call(std::forward<Args>(args)...);
+  }
+
+ private:
+  c10::TypedOperatorHandle<Signature> handle_;
+};
+
+// The operators the bound is composed of, and their backward operators.
+struct BoundOps {
+  Op<std::tuple<at::Tensor, Tensors>(T, at::TensorList, at::TensorList)> mlp{
+      "notmiwae_fast::mlp_tanh_forward"};
+  Op<Tensor3(T, T, T)> latent{"notmiwae_fast::latent_terms"};
+  Op<at::Tensor(T, double)> scale{"notmiwae_fast::softplus_scale"};
+  Op<Tensor2(T, T, T, T, T, T, T)> terms{"notmiwae_fast::notmiwae_normal_terms"};
+  Op<at::Tensor(T, T, T, T)> normal{"notmiwae_fast::masked_normal_logprob"};
+  Op<at::Tensor(T)> logmeanexp{"notmiwae_fast::iw_logmeanexp"};
+
+  Op<std::tuple<at::Tensor, Tensors, Tensors>(T, T, at::TensorList, at::TensorList)> mlp_backward{
+      "notmiwae_fast::mlp_tanh_backward"};
+  Op<Tensor2(const OptTensor&, const OptTensor&, const OptTensor&, T, T, T)> latent_backward{
+      "notmiwae_fast::latent_terms_backward"};
+  Op<at::Tensor(T, T)> scale_backward{"notmiwae_fast::softplus_scale_backward"};
+  Op<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(T, T, T, T, T, T, T, T, T)>
+      terms_backward{"notmiwae_fast::notmiwae_normal_terms_backward"};
+  Op<Tensor2(T, T, T, T, T)> normal_backward{"notmiwae_fast::masked_normal_logprob_backward"};
+  Op<at::Tensor(T, T)> logmeanexp_backward{"notmiwae_fast::iw_logmeanexp_backward"};
+};
+
+// The operators, looked up in the dispatcher on first use.
+const BoundOps& bound_ops() {
+  static const BoundOps ops;
+  return ops;
+}
+
 // The forward's results and what its backward needs.
 struct Pass {
   at::Tensor bound, log_w, log_px, log_ps, log_pz, log_qz;
@@ -43,19 +89,20 @@ struct Pass {
 };
 
 void check_inputs(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& eps_z,
-                  const OptTensor& eps_x, at::TensorList enc_weights,
-                  at::TensorList enc_biases, at::TensorList dec_weights,
-                  at::TensorList dec_biases, const OptTensor& W, const OptTensor& b) {
+                  const OptTensor& eps_x, at::TensorList enc_weights, at::TensorList enc_biases,
+                  at::TensorList dec_weights, at::TensorList dec_biases, const OptTensor& W,
+                  const OptTensor& b) {
   check_floating(x, "x");
   check_dim(x, 2, "x", "[B, D]");
   check_same_device_dtype(mask, "mask", x, "x");
-  TORCH_CHECK_VALUE(mask.sizes() == x.sizes(), "notmiwae_fast: argument 'mask' must have the "
-                    "shape of 'x' ", x.sizes(), "; got ", mask.sizes());
+  check_shape(mask, "mask", x, "the shape of 'x'");
   check_same_device_dtype(eps_z, "eps_z", x, "x");
   check_dim(eps_z, 3, "eps_z", "[B, K, L]");
   check_size(eps_z, 0, x.size(0), "eps_z", "[B, K, L]");
-  TORCH_CHECK_VALUE(eps_z.size(1) >= 1, "notmiwae_fast: argument 'eps_z' must have K >= 1 "
-                    "samples; got shape ", eps_z.sizes());
+  TORCH_CHECK_VALUE(eps_z.size(1) >= 1,
+                    "notmiwae_fast: argument 'eps_z' must have K >= 1 "
+                    "samples; got shape ",
+                    eps_z.sizes());
   mlp::check_layers(x, enc_weights, enc_biases, "enc_");
   mlp::check_layers(eps_z.select(1, 0), dec_weights, dec_biases, "dec_");  // z: [B·K, L]
   const int64_t L = eps_z.size(2), D = x.size(1);
@@ -66,62 +113,46 @@ void check_inputs(const at::Tensor& x, const at::Tensor& mask, const at::Tensor&
   TORCH_CHECK_VALUE(dec_weights.back().dim() == 2 && dec_weights.back().size(0) == 2 * D,
                     "notmiwae_fast: the decoder's last layer must have 2 D = ", 2 * D,
                     " outputs (loc and raw scale); got weight shape ", dec_weights.back().sizes());
-  TORCH_CHECK_VALUE(W.has_value() == b.has_value(), "notmiwae_fast: arguments 'W' and 'b' "
+  TORCH_CHECK_VALUE(W.has_value() == b.has_value(),
+                    "notmiwae_fast: arguments 'W' and 'b' "
                     "must be given together (self-masking) or both left out (MIWAE)");
-  TORCH_CHECK_VALUE(!W.has_value() || eps_x.has_value(), "notmiwae_fast: argument 'eps_x' "
+  TORCH_CHECK_VALUE(!W.has_value() || eps_x.has_value(),
+                    "notmiwae_fast: argument 'eps_x' "
                     "is required with a self-masking process (W, b)");
   if (eps_x.has_value()) {
     check_same_device_dtype(*eps_x, "eps_x", x, "x");
     TORCH_CHECK_VALUE(eps_x->dim() == 3 && eps_x->size(0) == x.size(0) &&
                           eps_x->size(1) == eps_z.size(1) && eps_x->size(2) == D,
-                      "notmiwae_fast: argument 'eps_x' must have shape [B, K, D] = [",
-                      x.size(0), ", ", eps_z.size(1), ", ", D, "]; got ", eps_x->sizes());
+                      "notmiwae_fast: argument 'eps_x' must have shape [B, K, D] = [", x.size(0),
+                      ", ", eps_z.size(1), ", ", D, "]; got ", eps_x->sizes());
   }
 }
 
 Pass forward_pass(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& eps_z,
-                  const OptTensor& eps_x, at::TensorList enc_weights,
-                  at::TensorList enc_biases, at::TensorList dec_weights,
-                  at::TensorList dec_biases, const OptTensor& W, const OptTensor& b,
-                  double min_scale) {
-  using MlpForwardFn = std::tuple<at::Tensor, Tensors>(const at::Tensor&, at::TensorList,
-                                                       at::TensorList);
-  using LatentFn = std::tuple<at::Tensor, at::Tensor, at::Tensor>(
-      const at::Tensor&, const at::Tensor&, const at::Tensor&);
-  using ScaleFn = at::Tensor(const at::Tensor&, double);
-  using TermsFn = std::tuple<at::Tensor, at::Tensor>(
-      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-      const at::Tensor&, const at::Tensor&, const at::Tensor&);
-  using NormalFn = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                              const at::Tensor&);
-  using LogMeanExpFn = at::Tensor(const at::Tensor&);
-  static auto mlp = find_op<MlpForwardFn>("notmiwae_fast::mlp_tanh_forward");
-  static auto latent = find_op<LatentFn>("notmiwae_fast::latent_terms");
-  static auto scale_op = find_op<ScaleFn>("notmiwae_fast::softplus_scale");
-  static auto terms = find_op<TermsFn>("notmiwae_fast::notmiwae_normal_terms");
-  static auto normal = find_op<NormalFn>("notmiwae_fast::masked_normal_logprob");
-  static auto logmeanexp = find_op<LogMeanExpFn>("notmiwae_fast::iw_logmeanexp");
-
+                  const OptTensor& eps_x, at::TensorList enc_weights, at::TensorList enc_biases,
+                  at::TensorList dec_weights, at::TensorList dec_biases, const OptTensor& W,
+                  const OptTensor& b, double min_scale) {
+  const BoundOps& op = bound_ops();
   check_inputs(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights, dec_biases, W, b);
   const int64_t B = x.size(0), K = eps_z.size(1), L = eps_z.size(2), D = x.size(1);
   Pass p;
-  std::tie(p.enc_out, p.enc_hidden) = mlp.call(x, enc_weights, enc_biases);
+  std::tie(p.enc_out, p.enc_hidden) = op.mlp.call(x, enc_weights, enc_biases);
   const at::Tensor mu = p.enc_out.narrow(1, 0, L);
   p.std = at::exp(0.5 * p.enc_out.narrow(1, L, L).clamp(-kLogVarBound, kLogVarBound));
-  std::tie(p.z, p.log_pz, p.log_qz) = latent.call(mu, p.std, eps_z);
-  std::tie(p.dec_out, p.dec_hidden) = mlp.call(p.z.view({B * K, L}), dec_weights, dec_biases);
+  std::tie(p.z, p.log_pz, p.log_qz) = op.latent.call(mu, p.std, eps_z);
+  std::tie(p.dec_out, p.dec_hidden) = op.mlp.call(p.z.view({B * K, L}), dec_weights, dec_biases);
   const at::Tensor params = p.dec_out.view({B, K, 2 * D});
   const at::Tensor loc = params.narrow(2, 0, D);
-  p.scale = scale_op.call(params.narrow(2, D, D), min_scale);
+  p.scale = op.scale.call(params.narrow(2, D, D), min_scale);
   if (W.has_value()) {
-    std::tie(p.log_px, p.log_ps) = terms.call(x, mask, loc, p.scale, *eps_x, *W, *b);
+    std::tie(p.log_px, p.log_ps) = op.terms.call(x, mask, loc, p.scale, *eps_x, *W, *b);
     p.log_w = p.log_px + p.log_ps + p.log_pz - p.log_qz;
   } else {
-    p.log_px = normal.call(x, mask, loc, p.scale);
+    p.log_px = op.normal.call(x, mask, loc, p.scale);
     p.log_ps = at::zeros_like(p.log_px);
     p.log_w = p.log_px + p.log_pz - p.log_qz;
   }
-  p.bound = logmeanexp.call(p.log_w);
+  p.bound = op.logmeanexp.call(p.log_w);
   return p;
 }
 
@@ -131,11 +162,11 @@ Outputs outputs(const Pass& p) {
   return {p.bound, p.log_w, p.log_px, p.log_ps, p.log_pz, p.log_qz};
 }
 
-Outputs gauss_bound_composite(const at::Tensor& x, const at::Tensor& mask,
-                              const at::Tensor& eps_z, const OptTensor& eps_x,
-                              at::TensorList enc_weights, at::TensorList enc_biases,
-                              at::TensorList dec_weights, at::TensorList dec_biases,
-                              const OptTensor& W, const OptTensor& b, double min_scale) {
+Outputs gauss_bound_composite(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& eps_z,
+                              const OptTensor& eps_x, at::TensorList enc_weights,
+                              at::TensorList enc_biases, at::TensorList dec_weights,
+                              at::TensorList dec_biases, const OptTensor& W, const OptTensor& b,
+                              double min_scale) {
   return outputs(forward_pass(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights,
                               dec_biases, W, b, min_scale));
 }
@@ -147,41 +178,71 @@ at::Tensor plus(const at::Tensor& a, const at::Tensor& b) { return b.defined() ?
 struct Saved {
   at::Tensor x, mask, eps_z, eps_x, W, b, log_w, enc_out, std, z, dec_out, scale;
   at::TensorList enc_weights, dec_weights, enc_hidden, dec_hidden;
+
+  // The twelve tensors, then the tensors of the four lists (for save_for_backward).
+  Tensors flat() const {
+    Tensors v{x, mask, eps_z, eps_x, W, b, log_w, enc_out, std, z, dec_out, scale};
+    for (at::TensorList list : {enc_weights, dec_weights, enc_hidden, dec_hidden})
+      v.insert(v.end(), list.begin(), list.end());
+    return v;
+  }
+
+  // The inverse of flat for n_enc encoder and n_dec decoder layers (v outlives the result).
+  static Saved from_flat(const Tensors& v, int64_t n_enc, int64_t n_dec) {
+    const at::Tensor* rest = v.data() + 12;
+    return {v[0],
+            v[1],
+            v[2],
+            v[3],
+            v[4],
+            v[5],
+            v[6],
+            v[7],
+            v[8],
+            v[9],
+            v[10],
+            v[11],
+            at::TensorList(rest, n_enc),
+            at::TensorList(rest + n_enc, n_dec),
+            at::TensorList(rest + n_enc + n_dec, n_enc - 1),
+            at::TensorList(rest + 2 * n_enc + n_dec - 1, n_dec - 1)};
+  }
 };
+
+// What the backward of the forward pass p reads (p outlives the result).
+Saved saved_for_backward(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& eps_z,
+                         const OptTensor& eps_x, const OptTensor& W, const OptTensor& b,
+                         at::TensorList enc_weights, at::TensorList dec_weights, const Pass& p) {
+  return {x,
+          mask,
+          eps_z,
+          eps_x.value_or(at::Tensor()),
+          W.value_or(at::Tensor()),
+          b.value_or(at::Tensor()),
+          p.log_w,
+          p.enc_out,
+          p.std,
+          p.z,
+          p.dec_out,
+          p.scale,
+          enc_weights,
+          dec_weights,
+          p.enc_hidden,
+          p.dec_hidden};
+}
 
 // The chain rule through the forward's steps with their backward operators: from the
 // gradients of the six outputs (any may be undefined) to those of the encoder's weights
 // and biases, the decoder's weights and biases, W and b (2 n_enc + 2 n_dec + 2 tensors,
 // in that order; W's and b's undefined without self-masking).
 Tensors backward_pass(const Saved& s, const variable_list& grads) {
-  using LogMeanExpBackwardFn = at::Tensor(const at::Tensor&, const at::Tensor&);
-  using TermsBackwardFn = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
-      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-      const at::Tensor&);
-  using NormalBackwardFn = std::tuple<at::Tensor, at::Tensor>(
-      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-      const at::Tensor&);
-  using ScaleBackwardFn = at::Tensor(const at::Tensor&, const at::Tensor&);
-  using MlpBackwardFn = std::tuple<at::Tensor, Tensors, Tensors>(
-      const at::Tensor&, const at::Tensor&, at::TensorList, at::TensorList);
-  using LatentBackwardFn = std::tuple<at::Tensor, at::Tensor>(
-      const OptTensor&, const OptTensor&, const OptTensor&, const at::Tensor&,
-      const at::Tensor&, const at::Tensor&);
-  static auto logmeanexp_bwd =
-      find_op<LogMeanExpBackwardFn>("notmiwae_fast::iw_logmeanexp_backward");
-  static auto terms_bwd = find_op<TermsBackwardFn>("notmiwae_fast::notmiwae_normal_terms_backward");
-  static auto normal_bwd = find_op<NormalBackwardFn>("notmiwae_fast::masked_normal_logprob_backward");
-  static auto scale_bwd = find_op<ScaleBackwardFn>("notmiwae_fast::softplus_scale_backward");
-  static auto mlp_bwd = find_op<MlpBackwardFn>("notmiwae_fast::mlp_tanh_backward");
-  static auto latent_bwd = find_op<LatentBackwardFn>("notmiwae_fast::latent_terms_backward");
-
+  const BoundOps& op = bound_ops();
   const int64_t B = s.x.size(0), K = s.eps_z.size(1), L = s.eps_z.size(2), D = s.x.size(1);
   const size_t n_enc = s.enc_weights.size(), n_dec = s.dec_weights.size();
   Tensors result(2 * n_enc + 2 * n_dec + 2);
   // d/d log_w of everything that depends on it: the bound's and log_w's own gradients.
-  at::Tensor g_log_w = grads[0].defined() ? logmeanexp_bwd.call(grads[0], s.log_w)
-                                          : at::zeros_like(s.log_w);
+  at::Tensor g_log_w =
+      grads[0].defined() ? op.logmeanexp_backward.call(grads[0], s.log_w) : at::zeros_like(s.log_w);
   g_log_w = plus(g_log_w, grads[1]);
   const at::Tensor g_px = plus(g_log_w, grads[2]);
   const at::Tensor g_pz = plus(g_log_w, grads[4]);
@@ -193,23 +254,23 @@ Tensors backward_pass(const Saved& s, const variable_list& grads) {
   if (s.W.defined()) {
     const at::Tensor g_ps = plus(g_log_w, grads[3]);
     std::tie(g_loc, g_scale, result[result.size() - 2], result.back()) =
-        terms_bwd.call(g_px, g_ps, s.x, s.mask, loc, s.scale, s.eps_x, s.W, s.b);
+        op.terms_backward.call(g_px, g_ps, s.x, s.mask, loc, s.scale, s.eps_x, s.W, s.b);
   } else {
-    std::tie(g_loc, g_scale) = normal_bwd.call(g_px, s.x, s.mask, loc, s.scale);
+    std::tie(g_loc, g_scale) = op.normal_backward.call(g_px, s.x, s.mask, loc, s.scale);
   }
-  const at::Tensor g_raw = scale_bwd.call(g_scale, raw);
+  const at::Tensor g_raw = op.scale_backward.call(g_scale, raw);
   const at::Tensor g_dec_out = at::cat({g_loc, g_raw}, 2).view({B * K, 2 * D});
-  auto [g_z, g_dec_w, g_dec_b] = mlp_bwd.call(g_dec_out, s.z.view({B * K, L}),
-                                              s.dec_weights, s.dec_hidden);
-  auto [g_mu, g_std] = latent_bwd.call(g_z.view({B, K, L}), g_pz, g_qz,
-                                       s.enc_out.narrow(1, 0, L), s.std, s.eps_z);
+  auto [g_z, g_dec_w, g_dec_b] =
+      op.mlp_backward.call(g_dec_out, s.z.view({B * K, L}), s.dec_weights, s.dec_hidden);
+  auto [g_mu, g_std] = op.latent_backward.call(g_z.view({B, K, L}), g_pz, g_qz,
+                                               s.enc_out.narrow(1, 0, L), s.std, s.eps_z);
   // std = exp(½ clamp(v)): dstd/dv = ½ std inside the clamp's range (ends included, as
   // torch.clamp's gradient), 0 outside.
   const at::Tensor log_var = s.enc_out.narrow(1, L, L);
   const at::Tensor inside = log_var.abs() <= kLogVarBound;
   const at::Tensor g_log_var = at::where(inside, 0.5 * g_std * s.std, at::zeros_like(s.std));
   const at::Tensor g_enc_out = at::cat({g_mu, g_log_var}, 1);
-  auto [g_x, g_enc_w, g_enc_b] = mlp_bwd.call(g_enc_out, s.x, s.enc_weights, s.enc_hidden);
+  auto [g_x, g_enc_w, g_enc_b] = op.mlp_backward.call(g_enc_out, s.x, s.enc_weights, s.enc_hidden);
   size_t j = 0;
   for (auto& g : g_enc_w) result[j++] = g;
   for (auto& g : g_enc_b) result[j++] = g;
@@ -229,17 +290,12 @@ class GaussBound : public torch::autograd::Function<GaussBound> {
                                at::TensorList dec_weights, at::TensorList dec_biases,
                                const OptTensor& W, const OptTensor& b, double min_scale) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    Pass p = forward_pass(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights,
-                          dec_biases, W, b, min_scale);
+    Pass p = forward_pass(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights, dec_biases,
+                          W, b, min_scale);
     const int64_t n_enc = static_cast<int64_t>(enc_weights.size());
     const int64_t n_dec = static_cast<int64_t>(dec_weights.size());
-    Tensors saved{x, mask, eps_z, eps_x.value_or(at::Tensor()), W.value_or(at::Tensor()),
-                  b.value_or(at::Tensor()), p.log_w, p.enc_out, p.std, p.z, p.dec_out, p.scale};
-    saved.insert(saved.end(), enc_weights.begin(), enc_weights.end());
-    saved.insert(saved.end(), dec_weights.begin(), dec_weights.end());
-    saved.insert(saved.end(), p.enc_hidden.begin(), p.enc_hidden.end());
-    saved.insert(saved.end(), p.dec_hidden.begin(), p.dec_hidden.end());
-    ctx->save_for_backward(saved);
+    ctx->save_for_backward(
+        saved_for_backward(x, mask, eps_z, eps_x, W, b, enc_weights, dec_weights, p).flat());
     ctx->saved_data["n_enc"] = n_enc;
     ctx->saved_data["n_dec"] = n_dec;
     if (!W.has_value()) ctx->mark_non_differentiable({p.log_ps});
@@ -249,12 +305,8 @@ class GaussBound : public torch::autograd::Function<GaussBound> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const int64_t n_enc = ctx->saved_data["n_enc"].toInt();
     const int64_t n_dec = ctx->saved_data["n_dec"].toInt();
-    const auto v = ctx->get_saved_variables();
-    const at::Tensor* rest = v.data() + 12;
-    Saved s{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11],
-            at::TensorList(rest, n_enc), at::TensorList(rest + n_enc, n_dec),
-            at::TensorList(rest + n_enc + n_dec, n_enc - 1),
-            at::TensorList(rest + 2 * n_enc + n_dec - 1, n_dec - 1)};
+    const Tensors v = ctx->get_saved_variables();
+    const Saved s = Saved::from_flat(v, n_enc, n_dec);
     const Tensors g = backward_pass(s, grads);
     // One entry per forward argument (min_scale included, as autograd counts them):
     // none for x, mask, eps_z, eps_x and min_scale.
@@ -276,21 +328,19 @@ gauss_bound_grads(const at::Tensor& x, const at::Tensor& mask, const at::Tensor&
   at::AutoDispatchBelowADInplaceOrView guard;
   const Pass p = forward_pass(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights,
                               dec_biases, W, b, min_scale);
-  const Saved s{x, mask, eps_z, eps_x.value_or(at::Tensor()), W.value_or(at::Tensor()),
-                b.value_or(at::Tensor()), p.log_w, p.enc_out, p.std, p.z, p.dec_out, p.scale,
-                enc_weights, dec_weights, p.enc_hidden, p.dec_hidden};
-  const variable_list grads{at::full_like(p.bound, -1.0 / static_cast<double>(x.size(0))),
-                            {}, {}, {}, {}, {}};
+  const Saved s = saved_for_backward(x, mask, eps_z, eps_x, W, b, enc_weights, dec_weights, p);
+  const variable_list grads{
+      at::full_like(p.bound, -1.0 / static_cast<double>(x.size(0))), {}, {}, {}, {}, {}};
   Tensors g = backward_pass(s, grads);
   if (!W.has_value()) g.resize(g.size() - 2);
   return {p.bound, p.log_w, p.log_px, p.log_ps, p.log_pz, p.log_qz, g};
 }
 
-Outputs gauss_bound_autograd(const at::Tensor& x, const at::Tensor& mask,
-                             const at::Tensor& eps_z, const OptTensor& eps_x,
-                             at::TensorList enc_weights, at::TensorList enc_biases,
-                             at::TensorList dec_weights, at::TensorList dec_biases,
-                             const OptTensor& W, const OptTensor& b, double min_scale) {
+Outputs gauss_bound_autograd(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& eps_z,
+                             const OptTensor& eps_x, at::TensorList enc_weights,
+                             at::TensorList enc_biases, at::TensorList dec_weights,
+                             at::TensorList dec_biases, const OptTensor& W, const OptTensor& b,
+                             double min_scale) {
   auto out = GaussBound::apply(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights,
                                dec_biases, W, b, min_scale);
   return {out[0], out[1], out[2], out[3], out[4], out[5]};

@@ -15,59 +15,32 @@
 namespace notmiwae_fast {
 namespace {
 
-struct ClippedArgs {
-  int64_t C, L, H, K;
-  double clip, min_scale;
-  bool censored;
-};
-
 // Pixels [begin, end) of clipped_impute (compiled for AVX-512, AVX2 + FMA and the
 // baseline, the per-pixel routine inlined into each; the best is picked at load time).
+// float32 accumulates in float32: K terms of similar size.
 template <typename scalar_t>
-NMF_VECTOR_CLONES NMF_FLATTEN void clipped_impute_rows(int64_t begin, int64_t end, const ClippedArgs& a,
-                                           const scalar_t* x, const bool* lost,
-                                           const scalar_t* ctx, const scalar_t* mu,
-                                           const scalar_t* sd, const scalar_t* eps,
-                                           const scalar_t* w_latent, const scalar_t* w_out,
-                                           const scalar_t* b_out, scalar_t* out) {
-  using T = scalar_t;  // float32 accumulates in float32: K terms of similar size
-  for (int64_t n = begin; n < end; ++n) {
-    math::clipped_impute_pixel<cpu::VecMath, true, T, scalar_t>(
-        a.C, a.L, a.H, a.K, x + n * a.C, lost + n * a.C, ctx + n * a.H, mu + n * a.L,
-        sd + n * a.L, eps, w_latent, w_out, b_out, static_cast<T>(a.clip),
-        static_cast<T>(a.min_scale), a.censored, out + n * a.C);
-  }
+NOTMIWAE_VECTOR_CLONES NOTMIWAE_FLATTEN void clipped_impute_rows(int64_t begin, int64_t end,
+                                                                 const ClippedInputs<scalar_t>& in,
+                                                                 scalar_t* out) {
+  for (int64_t n = begin; n < end; ++n)
+    math::clipped_impute_pixel<cpu::VecMath, true, scalar_t>(in, n, out + n * in.C);
 }
 
-at::Tensor clipped_impute_cpu(const at::Tensor& x_, const at::Tensor& lost_,
-                              const at::Tensor& context_, const at::Tensor& mu_,
-                              const at::Tensor& std_, const at::Tensor& eps_,
-                              const at::Tensor& w_latent_, const at::Tensor& w_out_,
-                              const at::Tensor& b_out_, double clip, double min_scale,
+at::Tensor clipped_impute_cpu(const at::Tensor& x, const at::Tensor& lost,
+                              const at::Tensor& context, const at::Tensor& mu,
+                              const at::Tensor& std, const at::Tensor& eps,
+                              const at::Tensor& w_latent, const at::Tensor& w_out,
+                              const at::Tensor& b_out, double clip, double min_scale,
                               bool censored) {
-  check_clipped_impute(x_, lost_, context_, mu_, std_, eps_, w_latent_, w_out_, b_out_, clip,
-                       min_scale);
-  check_cpu_dtype(x_, "x");
-  const at::Tensor x = x_.contiguous(), lost = lost_.contiguous(), ctx = context_.contiguous();
-  const at::Tensor mu = mu_.contiguous(), sd = std_.contiguous(), eps = eps_.contiguous();
-  const at::Tensor wl = w_latent_.contiguous(), wo = w_out_.contiguous(), bo = b_out_.contiguous();
-  const ClippedArgs args{x.size(1), mu.size(1), ctx.size(1), eps.size(0), clip, min_scale,
-                         censored};
-  at::Tensor out = at::empty_like(x);
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "clipped_impute_cpu", [&] {
-    const scalar_t* xp = x.const_data_ptr<scalar_t>();
-    const bool* lp = lost.const_data_ptr<bool>();
-    const scalar_t* cp = ctx.const_data_ptr<scalar_t>();
-    const scalar_t* mp = mu.const_data_ptr<scalar_t>();
-    const scalar_t* sp = sd.const_data_ptr<scalar_t>();
-    const scalar_t* ep = eps.const_data_ptr<scalar_t>();
-    const scalar_t* wlp = wl.const_data_ptr<scalar_t>();
-    const scalar_t* wop = wo.const_data_ptr<scalar_t>();
-    const scalar_t* bop = bo.const_data_ptr<scalar_t>();
-    scalar_t* op = out.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, x.size(0), 64, [&](int64_t begin, int64_t end) {
-      clipped_impute_rows<scalar_t>(begin, end, args, xp, lp, cp, mp, sp, ep, wlp, wop, bop,
-                                    op);
+  const ClippedTensors t = clipped_tensors(x, lost, context, mu, std, eps, w_latent, w_out, b_out,
+                                           clip, min_scale, censored);
+  check_cpu_dtype(x, "x");
+  at::Tensor out = at::empty_like(t.x);
+  AT_DISPATCH_FLOATING_TYPES(t.x.scalar_type(), "clipped_impute_cpu", [&] {
+    const ClippedInputs<scalar_t> in = t.inputs<scalar_t>();
+    scalar_t* o = out.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, t.x.size(0), 64, [&](int64_t begin, int64_t end) {
+      clipped_impute_rows<scalar_t>(begin, end, in, o);
     });
   });
   return out;

@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "notmiwae_fast/checks.h"
-#include "parallel.h"
 #include "notmiwae_fast/math.h"
+#include "parallel.h"
 
 namespace notmiwae_fast {
 namespace {
@@ -238,7 +238,8 @@ std::tuple<at::Tensor, at::Tensor> iw_impute_backward_cpu(const at::Tensor& grad
         const scalar_t* gb = g + b * D;
         const scalar_t* rb = r + b * D;
         scalar_t* gvi = gv + i * D;
-        for (int64_t d = 0; d < D; ++d) gvi[d] = static_cast<scalar_t>(w * static_cast<acc_t>(gb[d]));
+        for (int64_t d = 0; d < D; ++d)
+          gvi[d] = static_cast<scalar_t>(w * static_cast<acc_t>(gb[d]));
         // Σ_d g (v − r) over eight independent lanes, so that it vectorises; skipped when
         // the sample has no weight (its values may be anything, inf and NaN included).
         acc_t dot = 0;
@@ -250,8 +251,8 @@ std::tuple<at::Tensor, at::Tensor> iw_impute_backward_cpu(const at::Tensor& grad
               lanes[l] += static_cast<acc_t>(gb[d + l]) *
                           (static_cast<acc_t>(vi[d + l]) - static_cast<acc_t>(rb[d + l]));
           for (; d < D; ++d)
-            dot += static_cast<acc_t>(gb[d]) *
-                   (static_cast<acc_t>(vi[d]) - static_cast<acc_t>(rb[d]));
+            dot +=
+                static_cast<acc_t>(gb[d]) * (static_cast<acc_t>(vi[d]) - static_cast<acc_t>(rb[d]));
           for (int l = 0; l < 8; ++l) dot += lanes[l];
         }
         glw[i] = static_cast<scalar_t>(w * dot);

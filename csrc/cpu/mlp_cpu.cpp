@@ -2,7 +2,7 @@
 // softplus_scale (the decoders' positive scale) with its backward.
 // The layer loop is notmiwae_fast/mlp.h (shared with CUDA); here are the two element
 // kernels it needs, tanh in place and its chain rule in place, vectorised (the tanh of
-// vec_math.h for float32, several times faster than ATen's) and run in parallel over
+// vec_math.h for float32, faster than ATen's) and run in parallel over
 // blocks of elements. float32 and float64; the MLP also bfloat16 and float16 (math in
 // float32), which is what it gets under torch.autocast.
 #include "vectorize.h"
@@ -31,52 +31,51 @@ using cpu::kGrainElements;
 
 // opmath_t: float for bfloat16 and float16 (the math runs in float32, rounded once).
 template <typename scalar_t, typename opmath_t = at::opmath_type<scalar_t>>
-NMF_VECTOR_CLONES void tanh_values(int64_t n, scalar_t* __restrict h) {
+NOTMIWAE_VECTOR_CLONES void tanh_values(int64_t n, scalar_t* __restrict h) {
   for (int64_t j = 0; j < n; ++j)
     h[j] = static_cast<scalar_t>(math::tanh_activation<F>(static_cast<opmath_t>(h[j])));
 }
 
 template <typename scalar_t, typename opmath_t = at::opmath_type<scalar_t>>
-NMF_VECTOR_CLONES void tanh_grads(int64_t n, scalar_t* __restrict g,
-                                  const scalar_t* __restrict y) {
+NOTMIWAE_VECTOR_CLONES void tanh_grads(int64_t n, scalar_t* __restrict g,
+                                       const scalar_t* __restrict y) {
   for (int64_t j = 0; j < n; ++j)
-    g[j] = static_cast<scalar_t>(math::tanh_activation_grad(static_cast<opmath_t>(g[j]),
-                                                            static_cast<opmath_t>(y[j])));
+    g[j] = static_cast<scalar_t>(
+        math::tanh_activation_grad(static_cast<opmath_t>(g[j]), static_cast<opmath_t>(y[j])));
 }
 
 void tanh_inplace_cpu(at::Tensor& h) {
   TORCH_INTERNAL_ASSERT(h.is_contiguous());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, h.scalar_type(), "mlp_tanh_cpu", [&] {
     scalar_t* data = h.data_ptr<scalar_t>();
-    at::parallel_for(0, h.numel(), kGrainElements, [&](int64_t begin, int64_t end) {
-      tanh_values(end - begin, data + begin);
-    });
+    at::parallel_for(0, h.numel(), kGrainElements,
+                     [&](int64_t begin, int64_t end) { tanh_values(end - begin, data + begin); });
   });
 }
 
 void tanh_backward_inplace_cpu(at::Tensor& grad, const at::Tensor& y_) {
   TORCH_INTERNAL_ASSERT(grad.is_contiguous());
   const at::Tensor y = y_.contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, grad.scalar_type(),
-                                  "mlp_tanh_backward_cpu", [&] {
-    scalar_t* g = grad.data_ptr<scalar_t>();
-    const scalar_t* yd = y.data_ptr<scalar_t>();
-    at::parallel_for(0, grad.numel(), kGrainElements, [&](int64_t begin, int64_t end) {
-      tanh_grads(end - begin, g + begin, yd + begin);
-    });
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kBFloat16, at::kHalf, grad.scalar_type(), "mlp_tanh_backward_cpu", [&] {
+        scalar_t* g = grad.data_ptr<scalar_t>();
+        const scalar_t* yd = y.data_ptr<scalar_t>();
+        at::parallel_for(0, grad.numel(), kGrainElements, [&](int64_t begin, int64_t end) {
+          tanh_grads(end - begin, g + begin, yd + begin);
+        });
+      });
 }
 
 template <typename scalar_t>
-NMF_VECTOR_CLONES void softplus_scale_values(int64_t n, const scalar_t* __restrict x,
-                                             scalar_t floor, scalar_t* __restrict out) {
+NOTMIWAE_VECTOR_CLONES void softplus_scale_values(int64_t n, const scalar_t* __restrict x,
+                                                  scalar_t floor, scalar_t* __restrict out) {
   for (int64_t j = 0; j < n; ++j) out[j] = math::softplus_scale<F>(x[j], floor);
 }
 
 template <typename scalar_t>
-NMF_VECTOR_CLONES void softplus_scale_grads(int64_t n, const scalar_t* __restrict g,
-                                            const scalar_t* __restrict x,
-                                            scalar_t* __restrict out) {
+NOTMIWAE_VECTOR_CLONES void softplus_scale_grads(int64_t n, const scalar_t* __restrict g,
+                                                 const scalar_t* __restrict x,
+                                                 scalar_t* __restrict out) {
   for (int64_t j = 0; j < n; ++j) out[j] = g[j] * math::sigmoid<F>(x[j]);
 }
 
@@ -113,16 +112,17 @@ at::Tensor softplus_scale_backward_cpu(const at::Tensor& grad_, const at::Tensor
 }
 
 constexpr mlp::ElementKernels kCpuKernels{&tanh_inplace_cpu, &tanh_backward_inplace_cpu,
-                                            /*transpose_narrow=*/true,
-                                            /*block_bytes=*/512 * 1024};
+                                          /*transpose_narrow=*/true,
+                                          /*block_bytes=*/512 * 1024};
 
 at::Tensor mlp_tanh_cpu(const at::Tensor& x, at::TensorList weights, at::TensorList biases) {
   check_cpu_mlp_dtype(x, "x");
   return std::get<0>(mlp::forward(x, weights, biases, kCpuKernels, /*keep_hidden=*/false));
 }
 
-std::tuple<at::Tensor, std::vector<at::Tensor>> mlp_tanh_forward_cpu(
-    const at::Tensor& x, at::TensorList weights, at::TensorList biases) {
+std::tuple<at::Tensor, std::vector<at::Tensor>> mlp_tanh_forward_cpu(const at::Tensor& x,
+                                                                     at::TensorList weights,
+                                                                     at::TensorList biases) {
   check_cpu_mlp_dtype(x, "x");
   return mlp::forward(x, weights, biases, kCpuKernels, /*keep_hidden=*/true);
 }

@@ -5,8 +5,7 @@
 // Cephes polynomials (about 1 ulp) and Tanh a rational function (a few ulp), written
 // branch-free (selects only) and inline, so GCC vectorises the loops that use them.
 // For double they are the C library's functions (the float64 path keeps its 1e-10
-// accuracy). VecMath is passed as the
-// policy F of the formulas in notmiwae_fast/math.h.
+// accuracy). VecMath is passed as the policy F of the formulas in notmiwae_fast/math.h.
 #pragma once
 
 #include <cmath>
@@ -101,13 +100,10 @@ struct VecMath {
   static inline double Log1p(double x) { return std::log1p(x); }
 
   // tanh(x) as a rational function of x on [−7.905, 7.905], odd degree 13 over even
-  // degree 6 (the coefficients of Eigen's float tanh), no exp and one division, where
-  // the earlier sign(x) · (1 − e^{−2|x|}) / (1 + e^{−2|x|}) with a series near 0 took
-  // both branches (a [320, 128] tanh pass 31 -> 23 µs, 4·10⁶ values 2.3 -> 1.35 ms on the
-  // development CPU). Relative error below 5 · 2⁻²⁴ (tests/test_mlp.py holds it to
-  // 8 · 2⁻²⁴ against float64 over [−30, 30]). ±1 beyond
-  // |x| = 9 (float32's tanh is 1 there), x itself for |x| < 4e-4, NaN stays NaN. The
-  // clamp and the selects are branch-free.
+  // degree 6 (the coefficients of Eigen's float tanh): no exp, one division and only
+  // selects, so the loops that call it vectorise. Relative error below 5 · 2⁻²⁴
+  // (tests/test_mlp.py holds it to 8 · 2⁻²⁴ against float64 over [−30, 30]). ±1 beyond
+  // |x| = 9 (float32's tanh is 1 there), x itself for |x| < 4e-4, NaN stays NaN.
   static inline float Tanh(float x) {
     constexpr float kClamp = 7.90531110763549805f;
     const float a = x < 0.0f ? -x : x;

@@ -6,7 +6,7 @@
 // if-converted) and no jump threading (which would turn repeated selects on one mask
 // back into branches). Neither changes any result. (Set for the whole file, before any
 // include, so that every inline function of notmiwae_fast/math.h gets the same options
-// and can be inlined into the kernels.) Kernels marked NMF_VECTOR_CLONES are also
+// and can be inlined into the kernels.) Kernels marked NOTMIWAE_VECTOR_CLONES are also
 // compiled for AVX-512 and AVX2 + FMA (x86-64-v4 / v3) next to the baseline, the best
 // one picked at load time (GCC function multi-versioning).
 #pragma once
@@ -16,16 +16,16 @@
 #pragma GCC optimize("no-thread-jumps")
 #endif
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define NMF_VECTOR_CLONES \
+#define NOTMIWAE_VECTOR_CLONES \
   __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
-#define NMF_VECTOR_CLONES
+#define NOTMIWAE_VECTOR_CLONES
 #endif
 // A kernel whose per-element work is one large inline function (too large for GCC to
 // inline by itself): everything it calls is inlined, so each clone compiles it for its
 // own instruction set.
 #if defined(__GNUC__)
-#define NMF_FLATTEN __attribute__((flatten))
+#define NOTMIWAE_FLATTEN __attribute__((flatten))
 #else
-#define NMF_FLATTEN
+#define NOTMIWAE_FLATTEN
 #endif

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <tuple>
 
+#include "launch.cuh"
 #include "notmiwae_fast/checks.h"
 #include "notmiwae_fast/math.h"
 #include "reduce.cuh"
@@ -35,8 +36,8 @@ __device__ LseState<acc_t> block_row_state(const scalar_t* __restrict__ a, int64
 
 // out[b] = log Σ_k exp(a[b, k]) − offset, one block per row (grid-stride over rows).
 template <typename scalar_t, typename acc_t, typename out_t>
-__global__ void rows_lse_kernel(const scalar_t* __restrict__ a, int64_t B, int64_t K,
-                                acc_t offset, out_t* __restrict__ out) {
+__global__ void rows_lse_kernel(const scalar_t* __restrict__ a, int64_t B, int64_t K, acc_t offset,
+                                out_t* __restrict__ out) {
   for (int64_t b = blockIdx.x; b < B; b += gridDim.x) {
     const LseState<acc_t> s = block_row_state<scalar_t, acc_t>(a + b * K, K);
     if (threadIdx.x == 0) out[b] = static_cast<out_t>(math::lse_value(s) - offset);
@@ -59,8 +60,7 @@ void launch_rows_lse(const scalar_t* a, int64_t B, int64_t K, acc_t offset, out_
   if (B == 0) return;
   const int threads = cuda::row_block_size(K);
   const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(B, 1 << 20));
-  rows_lse_kernel<<<blocks, threads, 0, c10::cuda::getCurrentCUDAStream()>>>(a, B, K, offset,
-                                                                             out);
+  rows_lse_kernel<<<blocks, threads, 0, c10::cuda::getCurrentCUDAStream()>>>(a, B, K, offset, out);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -90,8 +90,8 @@ const SoftmaxNorm<acc_t>* norm_ptr(const at::Tensor& norm) {
 template <typename scalar_t, typename acc_t>
 __global__ void softmax_weights_kernel(const scalar_t* __restrict__ a,
                                        const SoftmaxNorm<acc_t>* __restrict__ norm,
-                                       const scalar_t* __restrict__ row_scale, int64_t B,
-                                       int64_t K, scalar_t* __restrict__ out) {
+                                       const scalar_t* __restrict__ row_scale, int64_t B, int64_t K,
+                                       scalar_t* __restrict__ out) {
   const int64_t n = B * K;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
@@ -121,8 +121,7 @@ at::Tensor iw_logmeanexp_cuda(const at::Tensor& log_w_) {
   const at::Tensor log_w = log_w_.contiguous();
   const int64_t B = log_w.size(0), K = log_w.size(1);
   at::Tensor out = at::empty({B}, log_w.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, log_w.scalar_type(),
-                                  "iw_logmeanexp_cuda", [&] {
+  NOTMIWAE_DISPATCH_CUDA(log_w.scalar_type(), "iw_logmeanexp_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     launch_rows_lse<scalar_t, acc_t, scalar_t>(log_w.const_data_ptr<scalar_t>(), B, K,
                                                std::log(static_cast<acc_t>(K)),
@@ -136,8 +135,7 @@ at::Tensor iw_logmeanexp_backward_cuda(const at::Tensor& grad_, const at::Tensor
   c10::cuda::CUDAGuard guard(log_w_.device());
   const at::Tensor log_w = log_w_.contiguous(), grad = grad_.contiguous();
   at::Tensor out = at::empty_like(log_w);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, log_w.scalar_type(),
-                                  "iw_logmeanexp_backward_cuda", [&] {
+  NOTMIWAE_DISPATCH_CUDA(log_w.scalar_type(), "iw_logmeanexp_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     // The row normaliser is recomputed in the accumulation type (K scalars per row).
     const at::Tensor norm = rows_norm<scalar_t, acc_t>(log_w);
@@ -151,8 +149,7 @@ at::Tensor iw_weights_cuda(const at::Tensor& log_w_) {
   c10::cuda::CUDAGuard guard(log_w_.device());
   const at::Tensor log_w = log_w_.contiguous();
   at::Tensor out = at::empty_like(log_w);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, log_w.scalar_type(),
-                                  "iw_weights_cuda", [&] {
+  NOTMIWAE_DISPATCH_CUDA(log_w.scalar_type(), "iw_weights_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const at::Tensor norm = rows_norm<scalar_t, acc_t>(log_w);
     launch_softmax_weights<scalar_t, acc_t>(log_w, norm, nullptr, out);
@@ -184,8 +181,7 @@ at::Tensor iw_weights_backward_cuda(const at::Tensor& grad_, const at::Tensor& w
   const int64_t B = w.size(0), K = w.size(1);
   at::Tensor out = at::empty_like(w);
   if (B == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(),
-                                  "iw_weights_backward_cuda", [&] {
+  NOTMIWAE_DISPATCH_CUDA(w.scalar_type(), "iw_weights_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(B, 1 << 20));
     weights_backward_kernel<scalar_t, acc_t>
@@ -206,8 +202,8 @@ constexpr int kImputeRows = 8;
 
 template <typename scalar_t, typename acc_t>
 __global__ void impute_kernel(const scalar_t* __restrict__ a, const scalar_t* __restrict__ v,
-                              const SoftmaxNorm<acc_t>* __restrict__ norm, int64_t B, int64_t K, int64_t D,
-                              scalar_t* __restrict__ out) {
+                              const SoftmaxNorm<acc_t>* __restrict__ norm, int64_t B, int64_t K,
+                              int64_t D, scalar_t* __restrict__ out) {
   __shared__ acc_t partial[kImputeRows][kImputeCols + 1];
   const int64_t tiles = (D + kImputeCols - 1) / kImputeCols;
   for (int64_t t = blockIdx.x; t < B * tiles; t += gridDim.x) {
@@ -236,8 +232,7 @@ at::Tensor iw_impute_cuda(const at::Tensor& log_w_, const at::Tensor& values_) {
   const int64_t B = values.size(0), K = values.size(1), D = values.size(2);
   at::Tensor out = at::empty({B, D}, values.options());
   if (out.numel() == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, values.scalar_type(),
-                                  "iw_impute_cuda", [&] {
+  NOTMIWAE_DISPATCH_CUDA(values.scalar_type(), "iw_impute_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const at::Tensor norm = rows_norm<scalar_t, acc_t>(log_w);
     const int64_t tiles = (D + kImputeCols - 1) / kImputeCols;
@@ -254,13 +249,10 @@ at::Tensor iw_impute_cuda(const at::Tensor& log_w_, const at::Tensor& values_) {
 // Gradients of iw_impute, one warp per (b, k):
 //   d values[b,k,:] = w · g[b,:],   d log_w[b,k] = w · Σ_d g[b,d] (values[b,k,d] − r[b,d]).
 template <typename scalar_t, typename acc_t>
-__global__ void impute_backward_kernel(const scalar_t* __restrict__ g,
-                                       const scalar_t* __restrict__ a,
-                                       const scalar_t* __restrict__ v,
-                                       const scalar_t* __restrict__ r,
-                                       const SoftmaxNorm<acc_t>* __restrict__ norm, int64_t B, int64_t K,
-                                       int64_t D, scalar_t* __restrict__ grad_a,
-                                       scalar_t* __restrict__ grad_v) {
+__global__ void impute_backward_kernel(
+    const scalar_t* __restrict__ g, const scalar_t* __restrict__ a, const scalar_t* __restrict__ v,
+    const scalar_t* __restrict__ r, const SoftmaxNorm<acc_t>* __restrict__ norm, int64_t B,
+    int64_t K, int64_t D, scalar_t* __restrict__ grad_a, scalar_t* __restrict__ grad_v) {
   const int lane = threadIdx.x % cuda::kWarpSize;
   const int64_t warps_per_block = blockDim.x / cuda::kWarpSize;
   const int64_t n_warps = int64_t(gridDim.x) * warps_per_block;
@@ -292,8 +284,7 @@ std::tuple<at::Tensor, at::Tensor> iw_impute_backward_cuda(const at::Tensor& gra
   at::Tensor grad_log_w = at::empty({B, K}, values.options());
   at::Tensor grad_values = at::empty({B, K, D}, values.options());
   if (B * K == 0) return {grad_log_w, grad_values};
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, values.scalar_type(),
-                                  "iw_impute_backward_cuda", [&] {
+  NOTMIWAE_DISPATCH_CUDA(values.scalar_type(), "iw_impute_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const at::Tensor norm = rows_norm<scalar_t, acc_t>(log_w);
     constexpr int threads = 256;

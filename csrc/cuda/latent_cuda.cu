@@ -14,10 +14,10 @@
 #include <optional>
 #include <tuple>
 
+#include "launch.cuh"
 #include "notmiwae_fast/checks.h"
 #include "notmiwae_fast/latent.h"
 #include "notmiwae_fast/math.h"
-#include "launch.cuh"
 
 namespace notmiwae_fast {
 namespace {
@@ -30,8 +30,7 @@ __global__ void latent_forward_kernel(const scalar_t* __restrict__ mu,
                                       const scalar_t* __restrict__ sd,
                                       const scalar_t* __restrict__ eps, int64_t rows, int64_t K,
                                       int64_t L, scalar_t* __restrict__ z,
-                                      scalar_t* __restrict__ log_p,
-                                      scalar_t* __restrict__ log_q) {
+                                      scalar_t* __restrict__ log_p, scalar_t* __restrict__ log_q) {
   using acc_t = at::opmath_type<scalar_t>;
   const acc_t constant = static_cast<acc_t>(L) * static_cast<acc_t>(math::kHalfLog2Pi);
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < rows;
@@ -52,14 +51,11 @@ __global__ void latent_forward_kernel(const scalar_t* __restrict__ mu,
 }
 
 template <typename scalar_t>
-__global__ void latent_backward_kernel(const scalar_t* __restrict__ gz,
-                                       const scalar_t* __restrict__ gp,
-                                       const scalar_t* __restrict__ gq,
-                                       const scalar_t* __restrict__ mu,
-                                       const scalar_t* __restrict__ sd,
-                                       const scalar_t* __restrict__ eps, int64_t B, int64_t K,
-                                       int64_t L, scalar_t* __restrict__ grad_mu,
-                                       scalar_t* __restrict__ grad_std) {
+__global__ void latent_backward_kernel(
+    const scalar_t* __restrict__ gz, const scalar_t* __restrict__ gp,
+    const scalar_t* __restrict__ gq, const scalar_t* __restrict__ mu,
+    const scalar_t* __restrict__ sd, const scalar_t* __restrict__ eps, int64_t B, int64_t K,
+    int64_t L, scalar_t* __restrict__ grad_mu, scalar_t* __restrict__ grad_std) {
   using acc_t = at::opmath_type<scalar_t>;
   for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < B * L;
        j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -91,7 +87,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> latent_terms_cuda(const at::Tenso
   at::Tensor z = at::empty({B, K, L}, eps.options());
   at::Tensor log_p = at::empty({B, K}, eps.options()), log_q = at::empty({B, K}, eps.options());
   if (B * K == 0) return {z, log_p, log_q};
-  NMF_DISPATCH_CUDA(mu.scalar_type(), "latent_terms_cuda", [&] {
+  NOTMIWAE_DISPATCH_CUDA(mu.scalar_type(), "latent_terms_cuda", [&] {
     latent_forward_kernel<scalar_t>
         <<<element_blocks(B * K), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
             mu.const_data_ptr<scalar_t>(), sd.const_data_ptr<scalar_t>(),
@@ -114,7 +110,7 @@ std::tuple<at::Tensor, at::Tensor> latent_terms_backward_cuda(
   const at::Tensor mu = mu_.contiguous(), sd = std_.contiguous(), eps = eps_.contiguous();
   at::Tensor grad_mu = at::empty({B, L}, mu.options()), grad_std = at::empty({B, L}, mu.options());
   if (B * L == 0) return {grad_mu, grad_std};
-  NMF_DISPATCH_CUDA(mu.scalar_type(), "latent_terms_backward_cuda", [&] {
+  NOTMIWAE_DISPATCH_CUDA(mu.scalar_type(), "latent_terms_backward_cuda", [&] {
     latent_backward_kernel<scalar_t>
         <<<element_blocks(B * L), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
             gz.defined() ? gz.const_data_ptr<scalar_t>() : nullptr,

@@ -7,7 +7,7 @@
 #include <algorithm>
 #include <cstdint>
 
-#define NMF_DISPATCH_CUDA(TYPE, NAME, ...) \
+#define NOTMIWAE_DISPATCH_CUDA(TYPE, NAME, ...) \
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
 namespace notmiwae_fast {

@@ -1,13 +1,13 @@
 // CUDA kernels of the likelihood family: masked_normal_logprob, masked_bernoulli_logprob,
 // masked_studentt_logprob, selfmask_logprob, notmiwae_normal_terms and their backward
-// passes. The per-element math is in notmiwae_fast/math.h (shared with the CPU).
-// float32, float64, float16 and bfloat16; half types compute and accumulate in float32
-// (at::opmath_type).
+// passes. The ops (notmiwae_fast/likelihood_ops.h, shared with the CPU) run one of two
+// kernels, row_sums_kernel (forward) and row_grads_kernel (backward), with the op's operand
+// layout and per-element term (notmiwae_fast/likelihood.h). float32, float64, float16 and
+// bfloat16; half types compute and accumulate in float32 (at::opmath_type).
 //
 // One block per (b, k) row (grid-stride over the B·K rows), its threads striding over
 // the D features and reducing with cuda::block_sum. Per-feature gradients (W, b, df)
-// are summed over rows with atomicAdd into an opmath-typed [D] buffer. Entries under
-// mask = 0 are removed by selection, so NaN / ±inf stored there never propagate.
+// are summed over rows with atomicAdd into an opmath-typed [D] buffer.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -17,548 +17,206 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
 #include <tuple>
+#include <type_traits>
+#include <utility>
 
+#include "launch.cuh"
 #include "notmiwae_fast/checks.h"
 #include "notmiwae_fast/likelihood.h"
+#include "notmiwae_fast/likelihood_ops.h"
 #include "notmiwae_fast/math.h"
-#include "launch.cuh"
 #include "reduce.cuh"
 
 namespace notmiwae_fast {
 namespace {
 
-// Launch shape of a per-row kernel: one block of row_block_size(D) threads per row.
-struct RowLaunch {
-  unsigned blocks;
-  int threads;
-};
-
-RowLaunch row_launch(int64_t rows, int64_t D) {
-  return RowLaunch{static_cast<unsigned>(std::min<int64_t>(std::max<int64_t>(rows, 1), 1 << 20)),
-                   cuda::row_block_size(D)};
-}
+using namespace likelihood;  // the operand kinds (Row, Mask, Sample, Feature) and the terms
 
 template <typename scalar_t>
 using opmath_t = at::opmath_type<scalar_t>;
 
-// An opmath-typed tensor of zeros, [D], for atomically summed per-feature gradients.
-template <typename scalar_t>
-at::Tensor feature_accumulator(int64_t D, const at::Tensor& like) {
-  return at::zeros({D}, like.options().dtype(c10::CppTypeToScalarType<opmath_t<scalar_t>>::value));
+// N pointers, passed to a kernel by value.
+template <typename T, size_t N>
+struct Pointers {
+  T* p[N > 0 ? N : 1];
+};
+
+// Element (b, d) / (i, d) / d of an operand of kind Kind, in acc_t: Row and Sample
+// operands are scalar_t, the mask bool, features acc_t (see prepared_operand).
+template <typename Kind, typename scalar_t, typename acc_t>
+__device__ __forceinline__ acc_t load(const void* p, int64_t b, int64_t i, int64_t d, int64_t D) {
+  if constexpr (std::is_same_v<Kind, Mask>) {
+    return static_cast<acc_t>(static_cast<const bool*>(p)[b * D + d]);
+  } else if constexpr (std::is_same_v<Kind, Row>) {
+    return static_cast<acc_t>(static_cast<const scalar_t*>(p)[b * D + d]);
+  } else if constexpr (std::is_same_v<Kind, Sample>) {
+    return static_cast<acc_t>(static_cast<const scalar_t*>(p)[i * D + d]);
+  } else {
+    return static_cast<const acc_t*>(p)[d];
+  }
 }
+
+// An op's operands, in the order of its layout.
+template <typename scalar_t, typename L>
+struct Operands;
+
+template <typename scalar_t, typename... Kinds>
+struct Operands<scalar_t, Layout<Kinds...>> {
+  using acc_t = opmath_t<scalar_t>;
+  const void* p[sizeof...(Kinds)];
+
+  // Term's value at element d of row i = b·K + k.
+  template <typename Term>
+  __device__ acc_t value(int64_t b, int64_t i, int64_t d, int64_t D) const {
+    return value<Term>(b, i, d, D, std::index_sequence_for<Kinds...>());
+  }
+  template <typename Term, size_t... I>
+  __device__ acc_t value(int64_t b, int64_t i, int64_t d, int64_t D,
+                         std::index_sequence<I...>) const {
+    return Term::template value<math::LibM>(load<Kinds, scalar_t, acc_t>(p[I], b, i, d, D)...);
+  }
+
+  // Term's gradients at element d of row i, given the row's incoming gradients g.
+  template <typename Term>
+  __device__ auto grads(const acc_t (&g)[Term::kRowGrads], int64_t b, int64_t i, int64_t d,
+                        int64_t D) const {
+    return grads<Term>(g, b, i, d, D, std::make_index_sequence<Term::kRowGrads>(),
+                       std::index_sequence_for<Kinds...>());
+  }
+  template <typename Term, size_t... G, size_t... I>
+  __device__ auto grads(const acc_t (&g)[Term::kRowGrads], int64_t b, int64_t i, int64_t d,
+                        int64_t D, std::index_sequence<G...>, std::index_sequence<I...>) const {
+    return Term::template grads<math::LibM>(g[G]...,
+                                            load<Kinds, scalar_t, acc_t>(p[I], b, i, d, D)...);
+  }
+};
 
 // ------------------------------------------------------------------------------------
-// Forward kernels: out[i] = Σ_d term(i, d) for each row i = b·K + k.
+// The kernels: out[t][i] = Σ_d Terms[t]::value(operands at (i, d)); the gradients of Term
+// per element (per-sample ones stored, per-feature ones added atomically to [D] sums).
 // ------------------------------------------------------------------------------------
-template <typename scalar_t>
-__global__ void normal_forward_kernel(const scalar_t* __restrict__ x, const bool* __restrict__ mask,
-                                      const scalar_t* __restrict__ loc,
-                                      const scalar_t* __restrict__ scale, int64_t rows, int64_t K,
-                                      int64_t D, scalar_t* __restrict__ out) {
+template <typename scalar_t, typename L, typename... Terms>
+__global__ void row_sums_kernel(Operands<scalar_t, L> ops, int64_t rows, int64_t K, int64_t D,
+                                Pointers<scalar_t, sizeof...(Terms)> out) {
   using acc_t = opmath_t<scalar_t>;
+  constexpr size_t nT = sizeof...(Terms);
   for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
     const int64_t b = i / K;
-    acc_t sum = 0;
+    acc_t sum[nT] = {};
     for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
-      const bool m = mask[b * D + d];
-      const acc_t loc_d = loc[i * D + d];
-      const acc_t x_d = m ? static_cast<acc_t>(x[b * D + d]) : loc_d;
-      const acc_t v = math::normal_log_density(x_d, loc_d, static_cast<acc_t>(scale[i * D + d]));
-      sum += m ? v : acc_t(0);
+      size_t t = 0;
+      ((sum[t++] += ops.template value<Terms>(b, i, d, D)), ...);
     }
-    sum = cuda::block_sum(sum);
-    if (threadIdx.x == 0) out[i] = static_cast<scalar_t>(sum);
+    for (int t = 0; t < nT; ++t) sum[t] = cuda::block_sum(sum[t]);
+    if (threadIdx.x == 0)
+      for (int t = 0; t < nT; ++t) out.p[t][i] = static_cast<scalar_t>(sum[t]);
   }
 }
 
-template <typename scalar_t>
-__global__ void bernoulli_forward_kernel(const scalar_t* __restrict__ x,
-                                         const bool* __restrict__ mask,
-                                         const scalar_t* __restrict__ logits, int64_t rows,
-                                         int64_t K, int64_t D, scalar_t* __restrict__ out) {
+template <typename scalar_t, typename L, typename Term>
+__global__ void row_grads_kernel(Operands<scalar_t, L> ops,
+                                 Pointers<const scalar_t, Term::kRowGrads> grads, int64_t rows,
+                                 int64_t K, int64_t D,
+                                 Pointers<scalar_t, Term::kSampleGrads> sample_grads,
+                                 Pointers<opmath_t<scalar_t>, Term::kFeatureGrads> feature_grads) {
   using acc_t = opmath_t<scalar_t>;
+  constexpr int nS = Term::kSampleGrads, nF = Term::kFeatureGrads;
   for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
     const int64_t b = i / K;
-    acc_t sum = 0;
+    acc_t g[Term::kRowGrads];
+    for (int k = 0; k < Term::kRowGrads; ++k) g[k] = static_cast<acc_t>(grads.p[k][i]);
     for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
-      const bool m = mask[b * D + d];
-      const acc_t x_d = m ? static_cast<acc_t>(x[b * D + d]) : acc_t(0);
-      const acc_t v = math::bernoulli_log_prob(x_d, static_cast<acc_t>(logits[i * D + d]));
-      sum += m ? v : acc_t(0);
-    }
-    sum = cuda::block_sum(sum);
-    if (threadIdx.x == 0) out[i] = static_cast<scalar_t>(sum);
-  }
-}
-
-template <typename scalar_t>
-__global__ void studentt_forward_kernel(const scalar_t* __restrict__ x,
-                                        const bool* __restrict__ mask,
-                                        const scalar_t* __restrict__ loc,
-                                        const scalar_t* __restrict__ scale,
-                                        const scalar_t* __restrict__ df,
-                                        const opmath_t<scalar_t>* __restrict__ log_norm,
-                                        int64_t rows, int64_t K, int64_t D,
-                                        scalar_t* __restrict__ out) {
-  using acc_t = opmath_t<scalar_t>;
-  for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
-    const int64_t b = i / K;
-    acc_t sum = 0;
-    for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
-      const bool m = mask[b * D + d];
-      const acc_t loc_d = loc[i * D + d];
-      const acc_t x_d = m ? static_cast<acc_t>(x[b * D + d]) : loc_d;
-      const acc_t v = math::studentt_log_density(x_d, loc_d, static_cast<acc_t>(scale[i * D + d]),
-                                                 static_cast<acc_t>(df[d]), log_norm[d]);
-      sum += m ? v : acc_t(0);
-    }
-    sum = cuda::block_sum(sum);
-    if (threadIdx.x == 0) out[i] = static_cast<scalar_t>(sum);
-  }
-}
-
-template <typename scalar_t>
-__global__ void selfmask_forward_kernel(const scalar_t* __restrict__ x_full,
-                                        const bool* __restrict__ mask,
-                                        const scalar_t* __restrict__ W,
-                                        const scalar_t* __restrict__ bias, int64_t rows,
-                                        int64_t K, int64_t D, scalar_t* __restrict__ out) {
-  using acc_t = opmath_t<scalar_t>;
-  for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
-    const int64_t b = i / K;
-    acc_t sum = 0;
-    for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
-      const acc_t l = math::selfmask_logit(static_cast<acc_t>(x_full[i * D + d]),
-                                           static_cast<acc_t>(W[d]), static_cast<acc_t>(bias[d]));
-      sum += math::bernoulli_log_prob(static_cast<acc_t>(mask[b * D + d]), l);
-    }
-    sum = cuda::block_sum(sum);
-    if (threadIdx.x == 0) out[i] = static_cast<scalar_t>(sum);
-  }
-}
-
-template <typename scalar_t>
-__global__ void notmiwae_forward_kernel(const scalar_t* __restrict__ x,
-                                        const bool* __restrict__ mask,
-                                        const scalar_t* __restrict__ loc,
-                                        const scalar_t* __restrict__ scale,
-                                        const scalar_t* __restrict__ eps,
-                                        const scalar_t* __restrict__ W,
-                                        const scalar_t* __restrict__ bias, int64_t rows,
-                                        int64_t K, int64_t D, scalar_t* __restrict__ log_obs,
-                                        scalar_t* __restrict__ log_miss) {
-  using acc_t = opmath_t<scalar_t>;
-  for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
-    const int64_t b = i / K;
-    acc_t sum_obs = 0, sum_miss = 0;
-    for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
-      const bool m = mask[b * D + d];
-      const acc_t loc_d = loc[i * D + d], scale_d = scale[i * D + d];
-      const acc_t x_d = m ? static_cast<acc_t>(x[b * D + d]) : loc_d;
-      const acc_t v = math::normal_log_density(x_d, loc_d, scale_d);
-      sum_obs += m ? v : acc_t(0);
-      const acc_t x_hat = m ? x_d : loc_d + scale_d * static_cast<acc_t>(eps[i * D + d]);
-      const acc_t l = math::selfmask_logit(x_hat, static_cast<acc_t>(W[d]),
-                                           static_cast<acc_t>(bias[d]));
-      sum_miss += math::bernoulli_log_prob(static_cast<acc_t>(m), l);
-    }
-    sum_obs = cuda::block_sum(sum_obs);
-    sum_miss = cuda::block_sum(sum_miss);
-    if (threadIdx.x == 0) {
-      log_obs[i] = static_cast<scalar_t>(sum_obs);
-      log_miss[i] = static_cast<scalar_t>(sum_miss);
+      const auto r = ops.template grads<Term>(g, b, i, d, D);
+      for (int s = 0; s < nS; ++s) sample_grads.p[s][i * D + d] = static_cast<scalar_t>(r.v[s]);
+      // a zero adds nothing (the masked-out entries): no atomic for it
+      for (int f = 0; f < nF; ++f)
+        if (r.v[nS + f] != acc_t(0)) atomicAdd(feature_grads.p[f] + d, r.v[nS + f]);
     }
   }
 }
 
 // ------------------------------------------------------------------------------------
-// Backward kernels: per-element gradients, per-feature ones by atomicAdd.
+// The host drivers. Shapes come from the layout's first per-sample operand [B, K, D].
 // ------------------------------------------------------------------------------------
-template <typename scalar_t>
-__global__ void normal_backward_kernel(const scalar_t* __restrict__ grad,
-                                       const scalar_t* __restrict__ x,
-                                       const bool* __restrict__ mask,
-                                       const scalar_t* __restrict__ loc,
-                                       const scalar_t* __restrict__ scale, int64_t rows,
-                                       int64_t K, int64_t D, scalar_t* __restrict__ grad_loc,
-                                       scalar_t* __restrict__ grad_scale) {
-  using acc_t = opmath_t<scalar_t>;
-  for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
-    const int64_t b = i / K;
-    const acc_t g = grad[i];
-    for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
-      const bool m = mask[b * D + d];
-      const acc_t loc_d = loc[i * D + d];
-      const acc_t x_d = m ? static_cast<acc_t>(x[b * D + d]) : loc_d;
-      const auto dn =
-          math::normal_log_density_grad(x_d, loc_d, static_cast<acc_t>(scale[i * D + d]));
-      grad_loc[i * D + d] = static_cast<scalar_t>(m ? g * dn.loc : acc_t(0));
-      grad_scale[i * D + d] = static_cast<scalar_t>(m ? g * dn.scale : acc_t(0));
-    }
+
+template <typename scalar_t, typename L>
+Operands<scalar_t, L> operand_pointers(const Tensors<L::kSize>& t) {
+  Operands<scalar_t, L> ops;
+  for (int k = 0; k < L::kSize; ++k) ops.p[k] = t[k].const_data_ptr();
+  return ops;
+}
+
+// Launches a per-row kernel: one block of row_block_size(D) threads per row (at most 2^20
+// blocks: the kernels stride over the rest).
+template <typename Kernel, typename... Args>
+void launch_rows(Kernel kernel, int64_t rows, int64_t D, const Args&... args) {
+  const auto blocks = static_cast<unsigned>(std::min<int64_t>(std::max<int64_t>(rows, 1), 1 << 20));
+  kernel<<<blocks, cuda::row_block_size(D), 0, c10::cuda::getCurrentCUDAStream()>>>(args...);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// The CUDA backend of LikelihoodOps (notmiwae_fast/likelihood_ops.h).
+struct CudaLikelihood {
+  static void check_dtype(const at::Tensor&, const char*) {}  // every floating dtype
+  // c(df) and c'(df) in the accumulation type (D values only).
+  static at::ScalarType norm_dtype(at::ScalarType dtype) { return at::toOpMathType(dtype); }
+
+  // The forward: one [B, K] result per term.
+  template <typename L, typename... Terms>
+  static Tensors<sizeof...(Terms)> row_sums(const Tensors<L::kSize>& in) {
+    constexpr int nT = sizeof...(Terms);
+    const at::Tensor& ref = in[L::kReference];
+    c10::cuda::CUDAGuard guard(ref.device());
+    const int64_t B = ref.size(0), K = ref.size(1), D = ref.size(2);
+    Tensors<nT> out = row_results<nT>(ref);
+    if (B * K == 0) return out;
+    const Tensors<L::kSize> ops =
+        prepared_operands<L>(in, at::kBool, at::toOpMathType(ref.scalar_type()));
+    NOTMIWAE_DISPATCH_CUDA(ref.scalar_type(), "likelihood_row_sums_cuda", [&] {
+      Pointers<scalar_t, nT> o;
+      for (int t = 0; t < nT; ++t) o.p[t] = out[t].template mutable_data_ptr<scalar_t>();
+      launch_rows(row_sums_kernel<scalar_t, L, Terms...>, B * K, D,
+                  operand_pointers<scalar_t, L>(ops), B * K, K, D, o);
+    });
+    return out;
   }
-}
 
-template <typename scalar_t>
-__global__ void bernoulli_backward_kernel(const scalar_t* __restrict__ grad,
-                                          const scalar_t* __restrict__ x,
-                                          const bool* __restrict__ mask,
-                                          const scalar_t* __restrict__ logits, int64_t rows,
-                                          int64_t K, int64_t D,
-                                          scalar_t* __restrict__ grad_logits) {
-  using acc_t = opmath_t<scalar_t>;
-  for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
-    const int64_t b = i / K;
-    const acc_t g = grad[i];
-    for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
-      const bool m = mask[b * D + d];
-      const acc_t x_d = m ? static_cast<acc_t>(x[b * D + d]) : acc_t(0);
-      const acc_t dl = math::bernoulli_log_prob_dlogit(x_d, static_cast<acc_t>(logits[i * D + d]));
-      grad_logits[i * D + d] = static_cast<scalar_t>(m ? g * dl : acc_t(0));
-    }
+  // The backward: Term's per-sample gradients [B, K, D], then its per-feature ones [D].
+  template <typename L, typename Term>
+  static Tensors<Term::kSampleGrads + Term::kFeatureGrads> row_grads(
+      const Tensors<Term::kRowGrads>& grads, const Tensors<L::kSize>& in) {
+    constexpr int nG = Term::kRowGrads, nS = Term::kSampleGrads, nF = Term::kFeatureGrads;
+    const at::Tensor& ref = in[L::kReference];
+    c10::cuda::CUDAGuard guard(ref.device());
+    const int64_t B = ref.size(0), K = ref.size(1), D = ref.size(2);
+    Tensors<nS + nF> out = gradient_results<nS, nF>(ref);
+    if (B * K * D == 0) return out;
+    const at::ScalarType acc = at::toOpMathType(ref.scalar_type());
+    const Tensors<L::kSize> ops = prepared_operands<L>(in, at::kBool, acc);
+    Tensors<nG> g;
+    for (int k = 0; k < nG; ++k) g[k] = grads[k].contiguous();
+    Tensors<nF> sums;  // per-feature gradients, summed atomically in acc
+    for (at::Tensor& s : sums) s = at::zeros({D}, ref.options().dtype(acc));
+    NOTMIWAE_DISPATCH_CUDA(ref.scalar_type(), "likelihood_row_grads_cuda", [&] {
+      using acc_t = opmath_t<scalar_t>;
+      Pointers<const scalar_t, nG> gp;
+      for (int k = 0; k < nG; ++k) gp.p[k] = g[k].template const_data_ptr<scalar_t>();
+      Pointers<scalar_t, nS> sp;
+      for (int s = 0; s < nS; ++s) sp.p[s] = out[s].template mutable_data_ptr<scalar_t>();
+      Pointers<acc_t, nF> fp;
+      for (int f = 0; f < nF; ++f) fp.p[f] = sums[f].template mutable_data_ptr<acc_t>();
+      launch_rows(row_grads_kernel<scalar_t, L, Term>, B * K, D, operand_pointers<scalar_t, L>(ops),
+                  gp, B * K, K, D, sp, fp);
+    });
+    for (int f = 0; f < nF; ++f) out[nS + f] = sums[f].to(ref.scalar_type());
+    return out;
   }
-}
-
-template <typename scalar_t>
-__global__ void studentt_backward_kernel(const scalar_t* __restrict__ grad,
-                                         const scalar_t* __restrict__ x,
-                                         const bool* __restrict__ mask,
-                                         const scalar_t* __restrict__ loc,
-                                         const scalar_t* __restrict__ scale,
-                                         const scalar_t* __restrict__ df,
-                                         const opmath_t<scalar_t>* __restrict__ dlog_norm,
-                                         int64_t rows, int64_t K, int64_t D,
-                                         scalar_t* __restrict__ grad_loc,
-                                         scalar_t* __restrict__ grad_scale,
-                                         opmath_t<scalar_t>* __restrict__ grad_df) {
-  using acc_t = opmath_t<scalar_t>;
-  for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
-    const int64_t b = i / K;
-    const acc_t g = grad[i];
-    for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
-      const bool m = mask[b * D + d];
-      const acc_t loc_d = loc[i * D + d];
-      const acc_t x_d = m ? static_cast<acc_t>(x[b * D + d]) : loc_d;
-      const auto dt = math::studentt_log_density_grad(
-          x_d, loc_d, static_cast<acc_t>(scale[i * D + d]), static_cast<acc_t>(df[d]),
-          dlog_norm[d]);
-      grad_loc[i * D + d] = static_cast<scalar_t>(m ? g * dt.loc : acc_t(0));
-      grad_scale[i * D + d] = static_cast<scalar_t>(m ? g * dt.scale : acc_t(0));
-      if (m) atomicAdd(grad_df + d, g * dt.df);
-    }
-  }
-}
-
-template <typename scalar_t>
-__global__ void selfmask_backward_kernel(const scalar_t* __restrict__ grad,
-                                         const scalar_t* __restrict__ x_full,
-                                         const bool* __restrict__ mask,
-                                         const scalar_t* __restrict__ W,
-                                         const scalar_t* __restrict__ bias, int64_t rows,
-                                         int64_t K, int64_t D, scalar_t* __restrict__ grad_x,
-                                         opmath_t<scalar_t>* __restrict__ grad_W,
-                                         opmath_t<scalar_t>* __restrict__ grad_b) {
-  using acc_t = opmath_t<scalar_t>;
-  for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
-    const int64_t b = i / K;
-    const acc_t g = grad[i];
-    for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
-      const acc_t x_d = x_full[i * D + d], w = W[d], c = bias[d];
-      const acc_t l = math::selfmask_logit(x_d, w, c);
-      const acc_t dl =
-          g * math::bernoulli_log_prob_dlogit(static_cast<acc_t>(mask[b * D + d]), l);
-      grad_x[i * D + d] = static_cast<scalar_t>(-w * dl);
-      atomicAdd(grad_W + d, -(x_d - c) * dl);
-      atomicAdd(grad_b + d, w * dl);
-    }
-  }
-}
-
-template <typename scalar_t>
-__global__ void notmiwae_backward_kernel(
-    const scalar_t* __restrict__ grad_obs, const scalar_t* __restrict__ grad_miss,
-    const scalar_t* __restrict__ x, const bool* __restrict__ mask,
-    const scalar_t* __restrict__ loc, const scalar_t* __restrict__ scale,
-    const scalar_t* __restrict__ eps, const scalar_t* __restrict__ W,
-    const scalar_t* __restrict__ bias, int64_t rows, int64_t K, int64_t D,
-    scalar_t* __restrict__ grad_loc, scalar_t* __restrict__ grad_scale,
-    opmath_t<scalar_t>* __restrict__ grad_W, opmath_t<scalar_t>* __restrict__ grad_b) {
-  using acc_t = opmath_t<scalar_t>;
-  for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
-    const int64_t b = i / K;
-    const acc_t g_obs = grad_obs[i], g_miss = grad_miss[i];
-    for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
-      const bool m = mask[b * D + d];
-      const acc_t loc_d = loc[i * D + d], scale_d = scale[i * D + d];
-      const acc_t eps_d = eps[i * D + d], w = W[d], c = bias[d];
-      const acc_t x_d = m ? static_cast<acc_t>(x[b * D + d]) : loc_d;
-      const auto dn = math::normal_log_density_grad(x_d, loc_d, scale_d);
-      const acc_t x_hat = m ? x_d : loc_d + scale_d * eps_d;
-      const acc_t l = math::selfmask_logit(x_hat, w, c);
-      const acc_t delta = g_miss * math::bernoulli_log_prob_dlogit(static_cast<acc_t>(m), l);
-      const acc_t d_x_hat = -w * delta;
-      grad_loc[i * D + d] = static_cast<scalar_t>(m ? g_obs * dn.loc : d_x_hat);
-      grad_scale[i * D + d] = static_cast<scalar_t>(m ? g_obs * dn.scale : d_x_hat * eps_d);
-      atomicAdd(grad_W + d, -(x_hat - c) * delta);
-      atomicAdd(grad_b + d, w * delta);
-    }
-  }
-}
-
-// ------------------------------------------------------------------------------------
-// Host entry points
-// ------------------------------------------------------------------------------------
-#define NMF_LAUNCH(kernel, rows, D, ...)                                                 \
-  do {                                                                                   \
-    const RowLaunch launch_ = row_launch(rows, D);                                       \
-    kernel<scalar_t><<<launch_.blocks, launch_.threads, 0,                               \
-                       c10::cuda::getCurrentCUDAStream()>>>(__VA_ARGS__);                \
-    C10_CUDA_KERNEL_LAUNCH_CHECK();                                                      \
-  } while (0)
-
-template <typename scalar_t>
-const scalar_t* cptr(const at::Tensor& t) {
-  return t.const_data_ptr<scalar_t>();
-}
-
-template <typename scalar_t>
-scalar_t* mptr(at::Tensor& t) {
-  return t.mutable_data_ptr<scalar_t>();
-}
-
-at::Tensor masked_normal_logprob_cuda(const at::Tensor& x_, const at::Tensor& mask_,
-                                      const at::Tensor& loc_, const at::Tensor& scale_) {
-  check_location_scale(x_, mask_, loc_, scale_);
-  c10::cuda::CUDAGuard guard(loc_.device());
-  const int64_t B = loc_.size(0), K = loc_.size(1), D = loc_.size(2);
-  at::Tensor out = at::empty({B, K}, loc_.options());
-  if (B * K == 0) return out;
-  const at::Tensor x = x_.contiguous(), mask = mask_as_bool(mask_), loc = loc_.contiguous(),
-                   scale = scale_.contiguous();
-  NMF_DISPATCH_CUDA(loc.scalar_type(), "masked_normal_logprob_cuda", [&] {
-    NMF_LAUNCH(normal_forward_kernel, B * K, D, cptr<scalar_t>(x), mask.const_data_ptr<bool>(),
-               cptr<scalar_t>(loc), cptr<scalar_t>(scale), B * K, K, D, mptr<scalar_t>(out));
-  });
-  return out;
-}
-
-std::tuple<at::Tensor, at::Tensor> masked_normal_logprob_backward_cuda(
-    const at::Tensor& grad_, const at::Tensor& x_, const at::Tensor& mask_,
-    const at::Tensor& loc_, const at::Tensor& scale_) {
-  check_location_scale(x_, mask_, loc_, scale_);
-  const int64_t B = loc_.size(0), K = loc_.size(1), D = loc_.size(2);
-  check_row_grad(grad_, "grad", loc_, "loc", B, K);
-  c10::cuda::CUDAGuard guard(loc_.device());
-  at::Tensor grad_loc = at::empty({B, K, D}, loc_.options());
-  at::Tensor grad_scale = at::empty({B, K, D}, loc_.options());
-  if (grad_loc.numel() == 0) return {grad_loc, grad_scale};
-  const at::Tensor x = x_.contiguous(), mask = mask_as_bool(mask_), loc = loc_.contiguous(),
-                   scale = scale_.contiguous(), grad = grad_.contiguous();
-  NMF_DISPATCH_CUDA(loc.scalar_type(), "masked_normal_logprob_backward_cuda", [&] {
-    NMF_LAUNCH(normal_backward_kernel, B * K, D, cptr<scalar_t>(grad), cptr<scalar_t>(x),
-               mask.const_data_ptr<bool>(), cptr<scalar_t>(loc), cptr<scalar_t>(scale), B * K,
-               K, D, mptr<scalar_t>(grad_loc), mptr<scalar_t>(grad_scale));
-  });
-  return {grad_loc, grad_scale};
-}
-
-at::Tensor masked_bernoulli_logprob_cuda(const at::Tensor& x_, const at::Tensor& mask_,
-                                         const at::Tensor& logits_) {
-  check_bernoulli(x_, mask_, logits_);
-  c10::cuda::CUDAGuard guard(logits_.device());
-  const int64_t B = logits_.size(0), K = logits_.size(1), D = logits_.size(2);
-  at::Tensor out = at::empty({B, K}, logits_.options());
-  if (B * K == 0) return out;
-  const at::Tensor x = x_.contiguous(), mask = mask_as_bool(mask_), logits = logits_.contiguous();
-  NMF_DISPATCH_CUDA(logits.scalar_type(), "masked_bernoulli_logprob_cuda", [&] {
-    NMF_LAUNCH(bernoulli_forward_kernel, B * K, D, cptr<scalar_t>(x),
-               mask.const_data_ptr<bool>(), cptr<scalar_t>(logits), B * K, K, D,
-               mptr<scalar_t>(out));
-  });
-  return out;
-}
-
-at::Tensor masked_bernoulli_logprob_backward_cuda(const at::Tensor& grad_, const at::Tensor& x_,
-                                                  const at::Tensor& mask_,
-                                                  const at::Tensor& logits_) {
-  check_bernoulli(x_, mask_, logits_);
-  const int64_t B = logits_.size(0), K = logits_.size(1), D = logits_.size(2);
-  check_row_grad(grad_, "grad", logits_, "logits", B, K);
-  c10::cuda::CUDAGuard guard(logits_.device());
-  at::Tensor grad_logits = at::empty({B, K, D}, logits_.options());
-  if (grad_logits.numel() == 0) return grad_logits;
-  const at::Tensor x = x_.contiguous(), mask = mask_as_bool(mask_),
-                   logits = logits_.contiguous(), grad = grad_.contiguous();
-  NMF_DISPATCH_CUDA(logits.scalar_type(), "masked_bernoulli_logprob_backward_cuda", [&] {
-    NMF_LAUNCH(bernoulli_backward_kernel, B * K, D, cptr<scalar_t>(grad), cptr<scalar_t>(x),
-               mask.const_data_ptr<bool>(), cptr<scalar_t>(logits), B * K, K, D,
-               mptr<scalar_t>(grad_logits));
-  });
-  return grad_logits;
-}
-
-at::Tensor masked_studentt_logprob_cuda(const at::Tensor& x_, const at::Tensor& mask_,
-                                        const at::Tensor& loc_, const at::Tensor& scale_,
-                                        const at::Tensor& df_) {
-  check_studentt(x_, mask_, loc_, scale_, df_);
-  c10::cuda::CUDAGuard guard(loc_.device());
-  const int64_t B = loc_.size(0), K = loc_.size(1), D = loc_.size(2);
-  at::Tensor out = at::empty({B, K}, loc_.options());
-  if (B * K == 0) return out;
-  const at::Tensor x = x_.contiguous(), mask = mask_as_bool(mask_), loc = loc_.contiguous(),
-                   scale = scale_.contiguous(), df = df_.contiguous();
-  NMF_DISPATCH_CUDA(loc.scalar_type(), "masked_studentt_logprob_cuda", [&] {
-    using acc_t = opmath_t<scalar_t>;
-    const at::Tensor log_norm =
-        studentt_log_norm(df, c10::CppTypeToScalarType<acc_t>::value);
-    NMF_LAUNCH(studentt_forward_kernel, B * K, D, cptr<scalar_t>(x), mask.const_data_ptr<bool>(),
-               cptr<scalar_t>(loc), cptr<scalar_t>(scale), cptr<scalar_t>(df),
-               log_norm.const_data_ptr<acc_t>(), B * K, K, D, mptr<scalar_t>(out));
-  });
-  return out;
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_studentt_logprob_backward_cuda(
-    const at::Tensor& grad_, const at::Tensor& x_, const at::Tensor& mask_,
-    const at::Tensor& loc_, const at::Tensor& scale_, const at::Tensor& df_) {
-  check_studentt(x_, mask_, loc_, scale_, df_);
-  const int64_t B = loc_.size(0), K = loc_.size(1), D = loc_.size(2);
-  check_row_grad(grad_, "grad", loc_, "loc", B, K);
-  c10::cuda::CUDAGuard guard(loc_.device());
-  at::Tensor grad_loc = at::empty({B, K, D}, loc_.options());
-  at::Tensor grad_scale = at::empty({B, K, D}, loc_.options());
-  if (grad_loc.numel() == 0) return {grad_loc, grad_scale, at::zeros({D}, loc_.options())};
-  const at::Tensor x = x_.contiguous(), mask = mask_as_bool(mask_), loc = loc_.contiguous(),
-                   scale = scale_.contiguous(), df = df_.contiguous(), grad = grad_.contiguous();
-  at::Tensor grad_df;
-  NMF_DISPATCH_CUDA(loc.scalar_type(), "masked_studentt_logprob_backward_cuda", [&] {
-    using acc_t = opmath_t<scalar_t>;
-    const at::Tensor dlog_norm =
-        studentt_dlog_norm(df, c10::CppTypeToScalarType<acc_t>::value);
-    at::Tensor acc_df = feature_accumulator<scalar_t>(D, loc);
-    NMF_LAUNCH(studentt_backward_kernel, B * K, D, cptr<scalar_t>(grad), cptr<scalar_t>(x),
-               mask.const_data_ptr<bool>(), cptr<scalar_t>(loc), cptr<scalar_t>(scale),
-               cptr<scalar_t>(df), dlog_norm.const_data_ptr<acc_t>(), B * K, K, D,
-               mptr<scalar_t>(grad_loc), mptr<scalar_t>(grad_scale),
-               acc_df.mutable_data_ptr<acc_t>());
-    grad_df = acc_df.to(loc.scalar_type());
-  });
-  return {grad_loc, grad_scale, grad_df};
-}
-
-at::Tensor selfmask_logprob_cuda(const at::Tensor& x_full_, const at::Tensor& mask_,
-                                 const at::Tensor& W_, const at::Tensor& b_) {
-  check_selfmask(x_full_, mask_, W_, b_);
-  c10::cuda::CUDAGuard guard(x_full_.device());
-  const int64_t B = x_full_.size(0), K = x_full_.size(1), D = x_full_.size(2);
-  at::Tensor out = at::empty({B, K}, x_full_.options());
-  if (B * K == 0) return out;
-  const at::Tensor xf = x_full_.contiguous(), mask = mask_as_bool(mask_), W = W_.contiguous(),
-                   bias = b_.contiguous();
-  NMF_DISPATCH_CUDA(xf.scalar_type(), "selfmask_logprob_cuda", [&] {
-    NMF_LAUNCH(selfmask_forward_kernel, B * K, D, cptr<scalar_t>(xf),
-               mask.const_data_ptr<bool>(), cptr<scalar_t>(W), cptr<scalar_t>(bias), B * K, K,
-               D, mptr<scalar_t>(out));
-  });
-  return out;
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> selfmask_logprob_backward_cuda(
-    const at::Tensor& grad_, const at::Tensor& x_full_, const at::Tensor& mask_,
-    const at::Tensor& W_, const at::Tensor& b_) {
-  check_selfmask(x_full_, mask_, W_, b_);
-  const int64_t B = x_full_.size(0), K = x_full_.size(1), D = x_full_.size(2);
-  check_row_grad(grad_, "grad", x_full_, "x_full", B, K);
-  c10::cuda::CUDAGuard guard(x_full_.device());
-  at::Tensor grad_x = at::empty({B, K, D}, x_full_.options());
-  if (grad_x.numel() == 0)
-    return {grad_x, at::zeros({D}, x_full_.options()), at::zeros({D}, x_full_.options())};
-  const at::Tensor xf = x_full_.contiguous(), mask = mask_as_bool(mask_), W = W_.contiguous(),
-                   bias = b_.contiguous(), grad = grad_.contiguous();
-  at::Tensor grad_W, grad_b;
-  NMF_DISPATCH_CUDA(xf.scalar_type(), "selfmask_logprob_backward_cuda", [&] {
-    using acc_t = opmath_t<scalar_t>;
-    at::Tensor acc_W = feature_accumulator<scalar_t>(D, xf);
-    at::Tensor acc_b = feature_accumulator<scalar_t>(D, xf);
-    NMF_LAUNCH(selfmask_backward_kernel, B * K, D, cptr<scalar_t>(grad), cptr<scalar_t>(xf),
-               mask.const_data_ptr<bool>(), cptr<scalar_t>(W), cptr<scalar_t>(bias), B * K, K,
-               D, mptr<scalar_t>(grad_x), acc_W.mutable_data_ptr<acc_t>(),
-               acc_b.mutable_data_ptr<acc_t>());
-    grad_W = acc_W.to(xf.scalar_type());
-    grad_b = acc_b.to(xf.scalar_type());
-  });
-  return {grad_x, grad_W, grad_b};
-}
-
-std::tuple<at::Tensor, at::Tensor> notmiwae_normal_terms_cuda(
-    const at::Tensor& x_, const at::Tensor& mask_, const at::Tensor& loc_,
-    const at::Tensor& scale_, const at::Tensor& eps_, const at::Tensor& W_,
-    const at::Tensor& b_) {
-  check_notmiwae(x_, mask_, loc_, scale_, eps_, W_, b_);
-  c10::cuda::CUDAGuard guard(loc_.device());
-  const int64_t B = loc_.size(0), K = loc_.size(1), D = loc_.size(2);
-  at::Tensor log_obs = at::empty({B, K}, loc_.options());
-  at::Tensor log_miss = at::empty({B, K}, loc_.options());
-  if (B * K == 0) return {log_obs, log_miss};
-  const at::Tensor x = x_.contiguous(), mask = mask_as_bool(mask_), loc = loc_.contiguous(),
-                   scale = scale_.contiguous(), eps = eps_.contiguous(), W = W_.contiguous(),
-                   bias = b_.contiguous();
-  NMF_DISPATCH_CUDA(loc.scalar_type(), "notmiwae_normal_terms_cuda", [&] {
-    NMF_LAUNCH(notmiwae_forward_kernel, B * K, D, cptr<scalar_t>(x), mask.const_data_ptr<bool>(),
-               cptr<scalar_t>(loc), cptr<scalar_t>(scale), cptr<scalar_t>(eps),
-               cptr<scalar_t>(W), cptr<scalar_t>(bias), B * K, K, D, mptr<scalar_t>(log_obs),
-               mptr<scalar_t>(log_miss));
-  });
-  return {log_obs, log_miss};
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> notmiwae_normal_terms_backward_cuda(
-    const at::Tensor& grad_obs_, const at::Tensor& grad_miss_, const at::Tensor& x_,
-    const at::Tensor& mask_, const at::Tensor& loc_, const at::Tensor& scale_,
-    const at::Tensor& eps_, const at::Tensor& W_, const at::Tensor& b_) {
-  check_notmiwae(x_, mask_, loc_, scale_, eps_, W_, b_);
-  const int64_t B = loc_.size(0), K = loc_.size(1), D = loc_.size(2);
-  check_row_grad(grad_obs_, "grad_obs", loc_, "loc", B, K);
-  check_row_grad(grad_miss_, "grad_miss", loc_, "loc", B, K);
-  c10::cuda::CUDAGuard guard(loc_.device());
-  at::Tensor grad_loc = at::empty({B, K, D}, loc_.options());
-  at::Tensor grad_scale = at::empty({B, K, D}, loc_.options());
-  if (grad_loc.numel() == 0)
-    return {grad_loc, grad_scale, at::zeros({D}, loc_.options()), at::zeros({D}, loc_.options())};
-  const at::Tensor x = x_.contiguous(), mask = mask_as_bool(mask_), loc = loc_.contiguous(),
-                   scale = scale_.contiguous(), eps = eps_.contiguous(), W = W_.contiguous(),
-                   bias = b_.contiguous(), grad_obs = grad_obs_.contiguous(),
-                   grad_miss = grad_miss_.contiguous();
-  at::Tensor grad_W, grad_b;
-  NMF_DISPATCH_CUDA(loc.scalar_type(), "notmiwae_normal_terms_backward_cuda", [&] {
-    using acc_t = opmath_t<scalar_t>;
-    at::Tensor acc_W = feature_accumulator<scalar_t>(D, loc);
-    at::Tensor acc_b = feature_accumulator<scalar_t>(D, loc);
-    NMF_LAUNCH(notmiwae_backward_kernel, B * K, D, cptr<scalar_t>(grad_obs),
-               cptr<scalar_t>(grad_miss), cptr<scalar_t>(x), mask.const_data_ptr<bool>(),
-               cptr<scalar_t>(loc), cptr<scalar_t>(scale), cptr<scalar_t>(eps),
-               cptr<scalar_t>(W), cptr<scalar_t>(bias), B * K, K, D, mptr<scalar_t>(grad_loc),
-               mptr<scalar_t>(grad_scale), acc_W.mutable_data_ptr<acc_t>(),
-               acc_b.mutable_data_ptr<acc_t>());
-    grad_W = acc_W.to(loc.scalar_type());
-    grad_b = acc_b.to(loc.scalar_type());
-  });
-  return {grad_loc, grad_scale, grad_W, grad_b};
-}
+};
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(notmiwae_fast, CUDA, m) {
-  m.impl("masked_normal_logprob", &masked_normal_logprob_cuda);
-  m.impl("masked_normal_logprob_backward", &masked_normal_logprob_backward_cuda);
-  m.impl("masked_bernoulli_logprob", &masked_bernoulli_logprob_cuda);
-  m.impl("masked_bernoulli_logprob_backward", &masked_bernoulli_logprob_backward_cuda);
-  m.impl("masked_studentt_logprob", &masked_studentt_logprob_cuda);
-  m.impl("masked_studentt_logprob_backward", &masked_studentt_logprob_backward_cuda);
-  m.impl("selfmask_logprob", &selfmask_logprob_cuda);
-  m.impl("selfmask_logprob_backward", &selfmask_logprob_backward_cuda);
-  m.impl("notmiwae_normal_terms", &notmiwae_normal_terms_cuda);
-  m.impl("notmiwae_normal_terms_backward", &notmiwae_normal_terms_backward_cuda);
-}
+TORCH_LIBRARY_IMPL(notmiwae_fast, CUDA, m) { register_likelihood_kernels<CudaLikelihood>(m); }
 
 }  // namespace notmiwae_fast

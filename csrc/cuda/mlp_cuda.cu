@@ -16,10 +16,10 @@
 #include <tuple>
 #include <vector>
 
+#include "launch.cuh"
 #include "notmiwae_fast/checks.h"
 #include "notmiwae_fast/math.h"
 #include "notmiwae_fast/mlp.h"
-#include "launch.cuh"
 
 namespace notmiwae_fast {
 namespace {
@@ -42,15 +42,14 @@ __global__ void tanh_backward_kernel(int64_t n, scalar_t* __restrict__ g,
   using opmath_t = at::opmath_type<scalar_t>;
   for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < n;
        j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    g[j] = static_cast<scalar_t>(math::tanh_activation_grad(static_cast<opmath_t>(g[j]),
-                                                            static_cast<opmath_t>(y[j])));
+    g[j] = static_cast<scalar_t>(
+        math::tanh_activation_grad(static_cast<opmath_t>(g[j]), static_cast<opmath_t>(y[j])));
   }
 }
 
 template <typename scalar_t>
 __global__ void softplus_scale_kernel(int64_t n, const scalar_t* __restrict__ x,
-                                      at::opmath_type<scalar_t> floor,
-                                      scalar_t* __restrict__ out) {
+                                      at::opmath_type<scalar_t> floor, scalar_t* __restrict__ out) {
   using opmath_t = at::opmath_type<scalar_t>;
   for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < n;
        j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -74,7 +73,7 @@ void tanh_inplace_cuda(at::Tensor& h) {
   TORCH_INTERNAL_ASSERT(h.is_contiguous());
   const int64_t n = h.numel();
   if (n == 0) return;
-  NMF_DISPATCH_CUDA(h.scalar_type(), "mlp_tanh_cuda", [&] {
+  NOTMIWAE_DISPATCH_CUDA(h.scalar_type(), "mlp_tanh_cuda", [&] {
     tanh_kernel<scalar_t><<<element_blocks(n), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
         n, h.mutable_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -86,7 +85,7 @@ void tanh_backward_inplace_cuda(at::Tensor& grad, const at::Tensor& y_) {
   const at::Tensor y = y_.contiguous();
   const int64_t n = grad.numel();
   if (n == 0) return;
-  NMF_DISPATCH_CUDA(grad.scalar_type(), "mlp_tanh_backward_cuda", [&] {
+  NOTMIWAE_DISPATCH_CUDA(grad.scalar_type(), "mlp_tanh_backward_cuda", [&] {
     tanh_backward_kernel<scalar_t>
         <<<element_blocks(n), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
             n, grad.mutable_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>());
@@ -101,11 +100,11 @@ at::Tensor softplus_scale_cuda(const at::Tensor& raw_, double min_scale) {
   at::Tensor out = at::empty_like(raw);
   const int64_t n = raw.numel();
   if (n == 0) return out;
-  NMF_DISPATCH_CUDA(raw.scalar_type(), "softplus_scale_cuda", [&] {
+  NOTMIWAE_DISPATCH_CUDA(raw.scalar_type(), "softplus_scale_cuda", [&] {
     softplus_scale_kernel<scalar_t>
         <<<element_blocks(n), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-            n, raw.const_data_ptr<scalar_t>(),
-            static_cast<at::opmath_type<scalar_t>>(min_scale), out.mutable_data_ptr<scalar_t>());
+            n, raw.const_data_ptr<scalar_t>(), static_cast<at::opmath_type<scalar_t>>(min_scale),
+            out.mutable_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
@@ -118,7 +117,7 @@ at::Tensor softplus_scale_backward_cuda(const at::Tensor& grad_, const at::Tenso
   at::Tensor out = at::empty_like(raw);
   const int64_t n = raw.numel();
   if (n == 0) return out;
-  NMF_DISPATCH_CUDA(raw.scalar_type(), "softplus_scale_backward_cuda", [&] {
+  NOTMIWAE_DISPATCH_CUDA(raw.scalar_type(), "softplus_scale_backward_cuda", [&] {
     softplus_scale_backward_kernel<scalar_t>
         <<<element_blocks(n), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
             n, grad.const_data_ptr<scalar_t>(), raw.const_data_ptr<scalar_t>(),
@@ -129,16 +128,17 @@ at::Tensor softplus_scale_backward_cuda(const at::Tensor& grad_, const at::Tenso
 }
 
 constexpr mlp::ElementKernels kCudaKernels{&tanh_inplace_cuda, &tanh_backward_inplace_cuda,
-                                            /*transpose_narrow=*/false,
-                                            /*block_bytes=*/0};
+                                           /*transpose_narrow=*/false,
+                                           /*block_bytes=*/0};
 
 at::Tensor mlp_tanh_cuda(const at::Tensor& x, at::TensorList weights, at::TensorList biases) {
   c10::cuda::CUDAGuard guard(x.device());
   return std::get<0>(mlp::forward(x, weights, biases, kCudaKernels, /*keep_hidden=*/false));
 }
 
-std::tuple<at::Tensor, std::vector<at::Tensor>> mlp_tanh_forward_cuda(
-    const at::Tensor& x, at::TensorList weights, at::TensorList biases) {
+std::tuple<at::Tensor, std::vector<at::Tensor>> mlp_tanh_forward_cuda(const at::Tensor& x,
+                                                                      at::TensorList weights,
+                                                                      at::TensorList biases) {
   c10::cuda::CUDAGuard guard(x.device());
   return mlp::forward(x, weights, biases, kCudaKernels, /*keep_hidden=*/true);
 }

@@ -65,8 +65,7 @@ __device__ math::LseState<T> block_lse(math::LseState<T> s) {
   }
   __syncthreads();
   if (warp == 0) {
-    s = lane < n_warps ? math::LseState<T>{part_max[lane], part_sum[lane]}
-                       : math::lse_empty<T>();
+    s = lane < n_warps ? math::LseState<T>{part_max[lane], part_sum[lane]} : math::lse_empty<T>();
     s = warp_lse(s);
     if (lane == 0) {
       part_max[0] = s.max;

@@ -16,42 +16,48 @@ inline void check_floating(const at::Tensor& t, const char* name) {
 }
 
 inline void check_dim(const at::Tensor& t, int64_t dim, const char* name, const char* shape) {
-  TORCH_CHECK_VALUE(t.dim() == dim, "notmiwae_fast: argument '", name, "' must have shape ",
-                    shape, " (", dim, " dimensions); got shape ", t.sizes());
+  TORCH_CHECK_VALUE(t.dim() == dim, "notmiwae_fast: argument '", name, "' must have shape ", shape,
+                    " (", dim, " dimensions); got shape ", t.sizes());
 }
 
 inline void check_size(const at::Tensor& t, int64_t d, int64_t expected, const char* name,
                        const char* shape) {
-  TORCH_CHECK_VALUE(t.size(d) == expected, "notmiwae_fast: argument '", name,
-                    "' must have shape ", shape, " with size ", expected, " in dimension ", d,
-                    "; got shape ", t.sizes());
+  TORCH_CHECK_VALUE(t.size(d) == expected, "notmiwae_fast: argument '", name, "' must have shape ",
+                    shape, " with size ", expected, " in dimension ", d, "; got shape ", t.sizes());
 }
 
 inline void check_same_device_dtype(const at::Tensor& t, const char* name, const at::Tensor& ref,
                                     const char* ref_name) {
-  TORCH_CHECK_VALUE(t.device() == ref.device(), "notmiwae_fast: argument '", name,
-                    "' is on ", t.device(), " but '", ref_name, "' is on ", ref.device(),
+  TORCH_CHECK_VALUE(t.device() == ref.device(), "notmiwae_fast: argument '", name, "' is on ",
+                    t.device(), " but '", ref_name, "' is on ", ref.device(),
                     "; move them to one device");
   TORCH_CHECK_TYPE(t.scalar_type() == ref.scalar_type(), "notmiwae_fast: argument '", name,
                    "' has dtype ", t.scalar_type(), " but '", ref_name, "' has dtype ",
                    ref.scalar_type(), "; use one floating dtype");
 }
 
+// t has the shape of ref; `shape` is how the message names it ("the shape of 'x'").
+inline void check_shape(const at::Tensor& t, const char* name, const at::Tensor& ref,
+                        const char* shape) {
+  TORCH_CHECK_VALUE(t.sizes() == ref.sizes(), "notmiwae_fast: argument '", name, "' must have ",
+                    shape, " ", ref.sizes(), "; got ", t.sizes());
+}
+
 // CPU kernels are compiled for float32 and float64 only.
 inline void check_cpu_dtype(const at::Tensor& t, const char* name) {
   TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble,
-                   "notmiwae_fast: on CPU, argument '", name,
-                   "' must be float32 or float64; got ", t.scalar_type());
+                   "notmiwae_fast: on CPU, argument '", name, "' must be float32 or float64; got ",
+                   t.scalar_type());
 }
 
 // The CPU kernels of the MLP family also take bfloat16 and float16 (what torch.autocast
 // gives them: csrc/autocast.cpp); the element math runs in float32.
 inline void check_cpu_mlp_dtype(const at::Tensor& t, const char* name) {
   const auto type = t.scalar_type();
-  TORCH_CHECK_TYPE(type == at::kFloat || type == at::kDouble || type == at::kBFloat16 ||
-                       type == at::kHalf,
-                   "notmiwae_fast: on CPU, argument '", name,
-                   "' must be float32, float64, bfloat16 or float16; got ", type);
+  TORCH_CHECK_TYPE(
+      type == at::kFloat || type == at::kDouble || type == at::kBFloat16 || type == at::kHalf,
+      "notmiwae_fast: on CPU, argument '", name,
+      "' must be float32, float64, bfloat16 or float16; got ", type);
 }
 
 // log_w: [B, K] floating, K >= 1.
@@ -81,15 +87,17 @@ inline void check_iw_values(const at::Tensor& log_w, const at::Tensor& values) {
 inline void check_mask_dtype(const at::Tensor& mask) {
   TORCH_CHECK_TYPE(mask.scalar_type() == at::kBool || at::isFloatingType(mask.scalar_type()),
                    "notmiwae_fast: argument 'mask' must be bool or floating (1 = observed, "
-                   "0 = missing); got dtype ", mask.scalar_type());
+                   "0 = missing); got dtype ",
+                   mask.scalar_type());
 }
 
 // mask: [B, D] like x (shape and device), bool or floating.
 inline void check_mask(const at::Tensor& mask, const at::Tensor& x, const char* x_name) {
   check_mask_dtype(mask);
-  TORCH_CHECK_VALUE(mask.sizes() == x.sizes(), "notmiwae_fast: argument 'mask' must have shape "
-                    "[B, D] = ", x.sizes(), " (the shape of '", x_name, "'); got shape ",
-                    mask.sizes());
+  TORCH_CHECK_VALUE(mask.sizes() == x.sizes(),
+                    "notmiwae_fast: argument 'mask' must have shape "
+                    "[B, D] = ",
+                    x.sizes(), " (the shape of '", x_name, "'); got shape ", mask.sizes());
   TORCH_CHECK_VALUE(mask.device() == x.device(), "notmiwae_fast: argument 'mask' is on ",
                     mask.device(), " but '", x_name, "' is on ", x.device(),
                     "; move them to one device");
@@ -132,16 +140,15 @@ inline void check_per_feature(const at::Tensor& t, const char* name, int64_t D,
 }
 
 // masked_normal_logprob / masked_studentt_logprob: x, mask [B, D]; loc, scale [B, K, D].
-inline void check_location_scale(const at::Tensor& x, const at::Tensor& mask,
-                                 const at::Tensor& loc, const at::Tensor& scale) {
+inline void check_location_scale(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& loc,
+                                 const at::Tensor& scale) {
   check_data(x, mask);
   check_per_sample(loc, "loc", x);
   check_like(scale, "scale", loc, "loc");
 }
 
 // masked_bernoulli_logprob: x, mask [B, D]; logits [B, K, D].
-inline void check_bernoulli(const at::Tensor& x, const at::Tensor& mask,
-                            const at::Tensor& logits) {
+inline void check_bernoulli(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& logits) {
   check_data(x, mask);
   check_per_sample(logits, "logits", x);
 }
@@ -184,8 +191,8 @@ inline void check_selfmask(const at::Tensor& x_full, const at::Tensor& mask, con
 inline void check_row_grad(const at::Tensor& grad, const char* name, const at::Tensor& ref,
                            const char* ref_name, int64_t B, int64_t K) {
   TORCH_CHECK_VALUE(grad.dim() == 2 && grad.size(0) == B && grad.size(1) == K,
-                    "notmiwae_fast: argument '", name, "' must have shape [B, K] = [", B, ", ",
-                    K, "]; got shape ", grad.sizes());
+                    "notmiwae_fast: argument '", name, "' must have shape [B, K] = [", B, ", ", K,
+                    "]; got shape ", grad.sizes());
   check_same_device_dtype(grad, name, ref, ref_name);
 }
 
@@ -212,10 +219,10 @@ inline void check_iw_impute_grad(const at::Tensor& grad, const at::Tensor& log_w
   check_same_device_dtype(grad, "grad", values, "values");
   check_same_device_dtype(result, "result", values, "values");
   const int64_t B = values.size(0), D = values.size(2);
-  TORCH_CHECK_VALUE(grad.dim() == 2 && grad.size(0) == B && grad.size(1) == D &&
-                        result.sizes() == grad.sizes(),
-                    "notmiwae_fast: iw_impute_backward: 'grad' and 'result' must have shape [B, D] = [",
-                    B, ", ", D, "]; got ", grad.sizes(), " and ", result.sizes());
+  TORCH_CHECK_VALUE(
+      grad.dim() == 2 && grad.size(0) == B && grad.size(1) == D && result.sizes() == grad.sizes(),
+      "notmiwae_fast: iw_impute_backward: 'grad' and 'result' must have shape [B, D] = [", B, ", ",
+      D, "]; got ", grad.sizes(), " and ", result.sizes());
 }
 
 }  // namespace notmiwae_fast

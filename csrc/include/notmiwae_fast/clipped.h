@@ -16,6 +16,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <string>
+
 #include "notmiwae_fast/checks.h"
 #include "notmiwae_fast/math.h"
 
@@ -28,6 +30,19 @@ constexpr int64_t kClippedMaxHidden = 128;
 // Draws handled together (the per-channel formulas run across them).
 constexpr int kClippedSampleBlock = 16;
 
+// t: one row per pixel of x [N, C] ([N, cols] of x's device and dtype, `shape` naming it)
+// with 1 to max_cols columns; returns cols.
+inline int64_t check_pixel_rows(const at::Tensor& t, const char* name, const at::Tensor& x,
+                                const char* shape, int64_t max_cols) {
+  check_same_device_dtype(t, name, x, "x");
+  check_dim(t, 2, name, shape);
+  check_size(t, 0, x.size(0), name, (std::string(shape) + " (N from x)").c_str());
+  const int64_t cols = t.size(1);
+  TORCH_CHECK_VALUE(cols >= 1 && cols <= max_cols, "notmiwae_fast: argument '", name,
+                    "' must have 1 to ", max_cols, " columns; got ", cols);
+  return cols;
+}
+
 // x [N, C] floating, lost [N, C] bool, context [N, H], mu / std [N, L], eps [K, L],
 // w_latent [H, L], w_out [2C, H], b_out [2C]; one device and dtype (lost: bool).
 inline void check_clipped_impute(const at::Tensor& x, const at::Tensor& lost,
@@ -37,30 +52,22 @@ inline void check_clipped_impute(const at::Tensor& x, const at::Tensor& lost,
                                  const at::Tensor& b_out, double clip, double min_scale) {
   check_floating(x, "x");
   check_dim(x, 2, "x", "[N, C]");
-  const int64_t N = x.size(0), C = x.size(1);
-  TORCH_CHECK_VALUE(C >= 1 && C <= kClippedMaxChannels, "notmiwae_fast: argument 'x' must "
-                    "have 1 to ", kClippedMaxChannels, " channels; got ", C);
-  TORCH_CHECK_TYPE(lost.scalar_type() == at::kBool, "notmiwae_fast: argument 'lost' must be "
-                   "a bool tensor; got ", lost.scalar_type());
+  const int64_t C = x.size(1);
+  TORCH_CHECK_VALUE(C >= 1 && C <= kClippedMaxChannels,
+                    "notmiwae_fast: argument 'x' must "
+                    "have 1 to ",
+                    kClippedMaxChannels, " channels; got ", C);
+  TORCH_CHECK_TYPE(lost.scalar_type() == at::kBool,
+                   "notmiwae_fast: argument 'lost' must be "
+                   "a bool tensor; got ",
+                   lost.scalar_type());
   TORCH_CHECK_VALUE(lost.device() == x.device(), "notmiwae_fast: argument 'lost' is on ",
                     lost.device(), " but 'x' is on ", x.device());
-  TORCH_CHECK_VALUE(lost.sizes() == x.sizes(), "notmiwae_fast: argument 'lost' must have "
-                    "x's shape ", x.sizes(), "; got ", lost.sizes());
-  check_same_device_dtype(context, "context", x, "x");
-  check_dim(context, 2, "context", "[N, H]");
-  check_size(context, 0, N, "context", "[N, H] (N from x)");
-  const int64_t H = context.size(1);
-  TORCH_CHECK_VALUE(H >= 1 && H <= kClippedMaxHidden, "notmiwae_fast: argument 'context' "
-                    "must have 1 to ", kClippedMaxHidden, " columns; got ", H);
-  check_same_device_dtype(mu, "mu", x, "x");
-  check_dim(mu, 2, "mu", "[N, L]");
-  check_size(mu, 0, N, "mu", "[N, L] (N from x)");
-  const int64_t L = mu.size(1);
-  TORCH_CHECK_VALUE(L >= 1 && L <= kClippedMaxLatent, "notmiwae_fast: argument 'mu' must "
-                    "have 1 to ", kClippedMaxLatent, " columns; got ", L);
+  check_shape(lost, "lost", x, "x's shape");
+  const int64_t H = check_pixel_rows(context, "context", x, "[N, H]", kClippedMaxHidden);
+  const int64_t L = check_pixel_rows(mu, "mu", x, "[N, L]", kClippedMaxLatent);
   check_same_device_dtype(std, "std", x, "x");
-  TORCH_CHECK_VALUE(std.sizes() == mu.sizes(), "notmiwae_fast: argument 'std' must have "
-                    "mu's shape ", mu.sizes(), "; got ", std.sizes());
+  check_shape(std, "std", mu, "mu's shape");
   check_same_device_dtype(eps, "eps", x, "x");
   check_dim(eps, 2, "eps", "[K, L]");
   check_size(eps, 1, L, "eps", "[K, L] (L from mu)");
@@ -76,10 +83,73 @@ inline void check_clipped_impute(const at::Tensor& x, const at::Tensor& lost,
   check_same_device_dtype(b_out, "b_out", x, "x");
   check_dim(b_out, 1, "b_out", "[2C]");
   check_size(b_out, 0, 2 * C, "b_out", "[2C] (C from x)");
-  TORCH_CHECK_VALUE(clip > 0 && clip <= 1, "notmiwae_fast: argument 'clip' must be in (0, 1]; "
-                    "got ", clip);
-  TORCH_CHECK_VALUE(min_scale > 0, "notmiwae_fast: argument 'min_scale' must be positive; "
-                    "got ", min_scale);
+  TORCH_CHECK_VALUE(clip > 0 && clip <= 1,
+                    "notmiwae_fast: argument 'clip' must be in (0, 1]; "
+                    "got ",
+                    clip);
+  TORCH_CHECK_VALUE(min_scale > 0,
+                    "notmiwae_fast: argument 'min_scale' must be positive; "
+                    "got ",
+                    min_scale);
+}
+
+// The inputs of clipped_impute as the per-pixel work reads them (contiguous; the
+// pixel n's rows start at n·C, n·H and n·L).
+template <typename scalar_t>
+struct ClippedInputs {
+  int64_t C, L, H, K;
+  const scalar_t *x, *context, *mu, *sd, *eps, *w_latent, *w_out, *b_out;
+  const bool* lost;
+  double clip, min_scale;
+  bool censored;
+};
+
+// clipped_impute's tensors, checked and contiguous.
+struct ClippedTensors {
+  at::Tensor x, lost, context, mu, std, eps, w_latent, w_out, b_out;
+  double clip, min_scale;
+  bool censored;
+
+  template <typename scalar_t>
+  ClippedInputs<scalar_t> inputs() const {
+    return {x.size(1),
+            mu.size(1),
+            context.size(1),
+            eps.size(0),
+            x.const_data_ptr<scalar_t>(),
+            context.const_data_ptr<scalar_t>(),
+            mu.const_data_ptr<scalar_t>(),
+            std.const_data_ptr<scalar_t>(),
+            eps.const_data_ptr<scalar_t>(),
+            w_latent.const_data_ptr<scalar_t>(),
+            w_out.const_data_ptr<scalar_t>(),
+            b_out.const_data_ptr<scalar_t>(),
+            lost.const_data_ptr<bool>(),
+            clip,
+            min_scale,
+            censored};
+  }
+};
+
+inline ClippedTensors clipped_tensors(const at::Tensor& x, const at::Tensor& lost,
+                                      const at::Tensor& context, const at::Tensor& mu,
+                                      const at::Tensor& std, const at::Tensor& eps,
+                                      const at::Tensor& w_latent, const at::Tensor& w_out,
+                                      const at::Tensor& b_out, double clip, double min_scale,
+                                      bool censored) {
+  check_clipped_impute(x, lost, context, mu, std, eps, w_latent, w_out, b_out, clip, min_scale);
+  return {x.contiguous(),
+          lost.contiguous(),
+          context.contiguous(),
+          mu.contiguous(),
+          std.contiguous(),
+          eps.contiguous(),
+          w_latent.contiguous(),
+          w_out.contiguous(),
+          b_out.contiguous(),
+          clip,
+          min_scale,
+          censored};
 }
 
 namespace math {
@@ -87,7 +157,7 @@ namespace math {
 // Σ_j w[j] · h[j] over H terms, in eight independent partial sums (a loop the compiler
 // can vectorise without reassociating one running sum).
 template <typename T, typename scalar_t>
-NMF_HOST_DEVICE T dot8(const scalar_t* w, const T* h, int64_t H) {
+NOTMIWAE_HOST_DEVICE T dot8(const scalar_t* w, const T* h, int64_t H) {
   T part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t j = 0;
   for (; j + 8 <= H; j += 8) {
@@ -99,118 +169,163 @@ NMF_HOST_DEVICE T dot8(const scalar_t* w, const T* h, int64_t H) {
          ((part[4] + part[5]) + (part[6] + part[7]));
 }
 
-// One pixel of clipped_impute (see the top of this file), in the accumulation type T;
-// scalar_t is the storage type of the tensors, F the elementary functions (math.h's
-// policy). Per pixel, the decoder's first layer is split as base + Σ_l slope_l · eps_l
-// (base = context + W·mu, slope_l = W[:, l]·std_l), so each draw costs L contiguous
-// multiply-adds per hidden unit. The draws go in blocks of kClippedSampleBlock: the
-// decoder's outputs of a block first, then each channel's likelihood terms across the
-// block (branch-free loops of one formula: the CPU vectorises them), then the block's
-// weights into a running log-sum-exp. kPadded: the per-channel loops run over all B lanes
-// of every block (the unused ones get weight zero), a trip count the CPU compiler knows,
-// so they vectorise with no scalar remainder; the GPU runs only the draws there are.
-template <typename F, bool kPadded, typename T, typename scalar_t>
-NMF_HOST_DEVICE void clipped_impute_pixel(int64_t C, int64_t L, int64_t H, int64_t K,
-                                          const scalar_t* x, const bool* lost,
-                                          const scalar_t* context, const scalar_t* mu,
-                                          const scalar_t* sd, const scalar_t* eps,
-                                          const scalar_t* w_latent, const scalar_t* w_out,
-                                          const scalar_t* b_out, T clip, T min_scale,
-                                          bool censored, scalar_t* out) {
-  constexpr int B = kClippedSampleBlock;
-  T base[kClippedMaxHidden], slope[kClippedMaxLatent * kClippedMaxHidden];
-  T hidden[kClippedMaxHidden], acc[kClippedMaxChannels];
-  T loc[kClippedMaxChannels][B], scale[kClippedMaxChannels][B], value[kClippedMaxChannels][B];
-  T log_w[B];
+constexpr int kBlock = kClippedSampleBlock;
+
+// The decoder's first layer for pixel n, split as base + Σ_l slope_l · eps_l (base =
+// context + W·mu, slope_l = W[:, l]·std_l), so each draw costs L contiguous multiply-adds
+// per hidden unit. Returns Σ_l log std_l.
+template <typename T, typename scalar_t>
+NOTMIWAE_HOST_DEVICE T clipped_first_layer(const ClippedInputs<scalar_t>& in, int64_t n,
+                                           T (&base)[kClippedMaxHidden],
+                                           T (&slope)[kClippedMaxLatent * kClippedMaxHidden]) {
+  const int64_t L = in.L, H = in.H;
+  const scalar_t *context = in.context + n * H, *mu = in.mu + n * L, *sd = in.sd + n * L;
   T log_std_sum = 0;
   for (int64_t j = 0; j < H; ++j) base[j] = static_cast<T>(context[j]);
   for (int64_t l = 0; l < L; ++l) {
     const T m = static_cast<T>(mu[l]), s = static_cast<T>(sd[l]);
     log_std_sum += log(s);
     for (int64_t j = 0; j < H; ++j) {
-      const T w = static_cast<T>(w_latent[j * L + l]);
+      const T w = static_cast<T>(in.w_latent[j * L + l]);
       base[j] += w * m;
       slope[l * H + j] = w * s;
     }
   }
-  for (int64_t c = 0; c < C; ++c) acc[c] = 0;
-  T max_log_w = neg_inf<T>(), sum_w = 0;
-  for (int64_t k0 = 0; k0 < K; k0 += B) {
-    const int nb = static_cast<int>(K - k0 < B ? K - k0 : B);
-    const int lanes = kPadded ? B : nb;
-    for (int b = nb; b < lanes; ++b) {  // unused lanes: finite values, zero weight
-      for (int64_t c = 0; c < C; ++c) loc[c][b] = scale[c][b] = T(0);
-      log_w[b] = neg_inf<T>();
+  return log_std_sum;
+}
+
+// The decoder's outputs loc[c][b], scale[c][b] (raw) and the latent part of log_w[b] of the
+// draws k0 + b, b < nb, of pixel n; the lanes nb .. lanes get finite values and zero weight.
+template <typename T, typename scalar_t>
+NOTMIWAE_HOST_DEVICE void clipped_decode_block(
+    const ClippedInputs<scalar_t>& in, int64_t n, int64_t k0, int nb, int lanes, T log_std_sum,
+    const T (&base)[kClippedMaxHidden], const T (&slope)[kClippedMaxLatent * kClippedMaxHidden],
+    T (&hidden)[kClippedMaxHidden], T (&loc)[kClippedMaxChannels][kBlock],
+    T (&scale)[kClippedMaxChannels][kBlock], T (&log_w)[kBlock]) {
+  const int64_t C = in.C, L = in.L, H = in.H;
+  const scalar_t *mu = in.mu + n * L, *sd = in.sd + n * L;
+  for (int b = nb; b < lanes; ++b) {
+    for (int64_t c = 0; c < C; ++c) loc[c][b] = scale[c][b] = T(0);
+    log_w[b] = neg_inf<T>();
+  }
+  for (int b = 0; b < nb; ++b) {
+    const scalar_t* e_k = in.eps + (k0 + b) * L;
+    T lw = log_std_sum;  // log N(z; 0, I) − log N(z; mu, std): the 2π terms cancel
+    for (int64_t j = 0; j < H; ++j) hidden[j] = base[j];
+    for (int64_t l = 0; l < L; ++l) {
+      const T e = static_cast<T>(e_k[l]);
+      const T z = static_cast<T>(mu[l]) + static_cast<T>(sd[l]) * e;
+      lw += T(0.5) * (e * e - z * z);
+      const T* sl = slope + l * H;
+      for (int64_t j = 0; j < H; ++j) hidden[j] += sl[j] * e;
     }
-    // the decoder's outputs of the block's draws
-    for (int b = 0; b < nb; ++b) {
-      const scalar_t* e_k = eps + (k0 + b) * L;
-      T lw = log_std_sum;  // log N(z; 0, I) − log N(z; mu, std): the 2π terms cancel
-      for (int64_t j = 0; j < H; ++j) hidden[j] = base[j];
-      for (int64_t l = 0; l < L; ++l) {
-        const T e = static_cast<T>(e_k[l]);
-        const T z = static_cast<T>(mu[l]) + static_cast<T>(sd[l]) * e;
-        lw += T(0.5) * (e * e - z * z);
-        const T* sl = slope + l * H;
-        for (int64_t j = 0; j < H; ++j) hidden[j] += sl[j] * e;
-      }
-      for (int64_t j = 0; j < H; ++j) hidden[j] = hidden[j] > T(0) ? hidden[j] : T(0);
-      for (int64_t c = 0; c < C; ++c) {
-        loc[c][b] = static_cast<T>(b_out[c]) + dot8(w_out + c * H, hidden, H);
-        scale[c][b] = static_cast<T>(b_out[C + c]) + dot8(w_out + (C + c) * H, hidden, H);
-      }
-      log_w[b] = lw;
-    }
-    // each channel's terms across the block: one formula per loop (the branches are on
-    // the pixel's own values, outside the loops)
+    for (int64_t j = 0; j < H; ++j) hidden[j] = hidden[j] > T(0) ? hidden[j] : T(0);
     for (int64_t c = 0; c < C; ++c) {
-      T* lc = loc[c];
-      T* sc = scale[c];
-      T* vc = value[c];
-      for (int b = 0; b < lanes; ++b) sc[b] = softplus_scale<F>(sc[b], min_scale);
-      if (lost[c] && censored) {
-        for (int b = 0; b < lanes; ++b) {
-          const ClippedTerm<T> term = clipped_term<F>(lc[b], sc[b], clip);
-          log_w[b] += term.log_p;
-          vc[b] = term.mean;
-        }
-      } else if (lost[c]) {  // MIWAE: the lost values left out of the weights
-        for (int b = 0; b < lanes; ++b) vc[b] = lc[b] < T(0) ? T(0) : (lc[b] > T(1) ? T(1) : lc[b]);
-      } else if (static_cast<T>(x[c]) <= T(0) || static_cast<T>(x[c]) >= T(1)) {
-        // observed at an edge of the censored normal: the mass P(y ≤ 0) or P(y ≥ 1),
-        // log Φ(t) with t = −loc/s or (loc − 1)/s
-        const bool bottom = static_cast<T>(x[c]) <= T(0);
-        const T sign = bottom ? T(-1) : T(1), shift = bottom ? T(0) : T(1);
-        for (int b = 0; b < lanes; ++b) log_w[b] += log_ndtr<F>((sign * lc[b] - shift) / sc[b]);
-      } else {  // observed inside (0, 1): the density
-        const T xc = static_cast<T>(x[c]);
-        for (int b = 0; b < lanes; ++b) log_w[b] += normal_log_density<F>(xc, lc[b], sc[b]);
-      }
+      loc[c][b] = static_cast<T>(in.b_out[c]) + dot8(in.w_out + c * H, hidden, H);
+      scale[c][b] = static_cast<T>(in.b_out[C + c]) + dot8(in.w_out + (C + c) * H, hidden, H);
     }
-    // the block's weights into the running sums (a zero weight or NaN adds nothing)
-    T block_max = neg_inf<T>();
-    for (int b = 0; b < lanes; ++b) block_max = log_w[b] > block_max ? log_w[b] : block_max;
-    if (!(block_max > neg_inf<T>())) continue;
-    if (block_max > max_log_w) {
-      const T shrink = max_log_w > neg_inf<T>() ? F::Exp(max_log_w - block_max) : T(0);
-      sum_w *= shrink;
-      for (int64_t c = 0; c < C; ++c) acc[c] *= shrink;
-      max_log_w = block_max;
-    }
+    log_w[b] = lw;
+  }
+}
+
+// One channel's terms across a block of draws, one formula per loop (the branches are on
+// the pixel's own values, outside the loops): the scale from its raw value, the channel's
+// term of log_w and, when lost, its imputed value.
+template <typename F, typename T>
+NOTMIWAE_HOST_DEVICE void clipped_channel_terms(int lanes, bool lost, bool censored, T x, T clip,
+                                                T min_scale, const T (&loc)[kBlock],
+                                                T (&scale)[kBlock], T (&value)[kBlock],
+                                                T (&log_w)[kBlock]) {
+  for (int b = 0; b < lanes; ++b) scale[b] = softplus_scale<F>(scale[b], min_scale);
+  if (lost && censored) {
     for (int b = 0; b < lanes; ++b) {
-      const T w = log_w[b] > neg_inf<T>() ? F::Exp(log_w[b] - max_log_w) : T(0);
-      log_w[b] = w;
-      sum_w += w;
+      const ClippedTerm<T> term = clipped_term<F>(loc[b], scale[b], clip);
+      log_w[b] += term.log_p;
+      value[b] = term.mean;
     }
-    for (int64_t c = 0; c < C; ++c) {
-      if (!lost[c]) continue;
-      T a = 0;
-      for (int b = 0; b < lanes; ++b) a += log_w[b] * value[c][b];
-      acc[c] += a;
-    }
+  } else if (lost) {  // MIWAE: the lost values left out of the weights
+    for (int b = 0; b < lanes; ++b)
+      value[b] = loc[b] < T(0) ? T(0) : (loc[b] > T(1) ? T(1) : loc[b]);
+  } else if (x <= T(0) || x >= T(1)) {
+    // observed at an edge of the censored normal: the mass P(y ≤ 0) or P(y ≥ 1),
+    // log Φ(t) with t = −loc/s or (loc − 1)/s
+    const bool bottom = x <= T(0);
+    const T sign = bottom ? T(-1) : T(1), shift = bottom ? T(0) : T(1);
+    for (int b = 0; b < lanes; ++b) log_w[b] += log_ndtr<F>((sign * loc[b] - shift) / scale[b]);
+  } else {  // observed inside (0, 1): the density
+    for (int b = 0; b < lanes; ++b) log_w[b] += normal_log_density<F>(x, loc[b], scale[b]);
+  }
+}
+
+// A running softmax-weighted sum over the draws: max_log_w, sum_w = Σ exp(log w − max) and
+// acc[c] = Σ exp(log w − max) · value[c] of the lost channels.
+template <typename T>
+struct ClippedSums {
+  T max_log_w, sum_w;
+  T acc[kClippedMaxChannels];
+};
+
+// Adds a block's draws to the sums (a zero weight or NaN adds nothing); log_w becomes
+// the block's weights.
+template <typename F, typename T>
+NOTMIWAE_HOST_DEVICE void clipped_add_block(int lanes, int64_t C, const bool* lost,
+                                            T (&log_w)[kBlock],
+                                            const T (&value)[kClippedMaxChannels][kBlock],
+                                            ClippedSums<T>& s) {
+  T block_max = neg_inf<T>();
+  for (int b = 0; b < lanes; ++b) block_max = log_w[b] > block_max ? log_w[b] : block_max;
+  if (!(block_max > neg_inf<T>())) return;
+  if (block_max > s.max_log_w) {
+    const T shrink = s.max_log_w > neg_inf<T>() ? F::Exp(s.max_log_w - block_max) : T(0);
+    s.sum_w *= shrink;
+    for (int64_t c = 0; c < C; ++c) s.acc[c] *= shrink;
+    s.max_log_w = block_max;
+  }
+  for (int b = 0; b < lanes; ++b) {
+    const T w = log_w[b] > neg_inf<T>() ? F::Exp(log_w[b] - s.max_log_w) : T(0);
+    log_w[b] = w;
+    s.sum_w += w;
   }
   for (int64_t c = 0; c < C; ++c) {
-    const T imputed = sum_w > T(0) ? acc[c] / sum_w : clip;
+    if (!lost[c]) continue;
+    T a = 0;
+    for (int b = 0; b < lanes; ++b) a += log_w[b] * value[c][b];
+    s.acc[c] += a;
+  }
+}
+
+// Pixel n of clipped_impute (see the top of this file) into out [C], in the accumulation
+// type T; scalar_t is the storage type of the tensors, F the elementary functions
+// (math.h's policy). The draws go in blocks of kClippedSampleBlock: the decoder's outputs
+// of a block first, then each channel's likelihood terms across the block (branch-free
+// loops of one formula: the CPU vectorises them), then the block's weights into the
+// running sums. kPadded: the per-channel loops run over all lanes of every block (the
+// unused ones get weight zero), a trip count the CPU compiler knows, so they vectorise
+// with no scalar remainder; the GPU runs only the draws there are.
+template <typename F, bool kPadded, typename T, typename scalar_t>
+NOTMIWAE_HOST_DEVICE void clipped_impute_pixel(const ClippedInputs<scalar_t>& in, int64_t n,
+                                               scalar_t* out) {
+  const int64_t C = in.C;
+  const scalar_t* x = in.x + n * C;
+  const bool* lost = in.lost + n * C;
+  const T clip = static_cast<T>(in.clip), min_scale = static_cast<T>(in.min_scale);
+  T base[kClippedMaxHidden], slope[kClippedMaxLatent * kClippedMaxHidden];
+  T hidden[kClippedMaxHidden];
+  T loc[kClippedMaxChannels][kBlock], scale[kClippedMaxChannels][kBlock];
+  T value[kClippedMaxChannels][kBlock], log_w[kBlock];
+  const T log_std_sum = clipped_first_layer(in, n, base, slope);
+  ClippedSums<T> sums{neg_inf<T>(), T(0), {}};
+  for (int64_t k0 = 0; k0 < in.K; k0 += kBlock) {
+    const int nb = static_cast<int>(in.K - k0 < kBlock ? in.K - k0 : kBlock);
+    const int lanes = kPadded ? kBlock : nb;
+    clipped_decode_block(in, n, k0, nb, lanes, log_std_sum, base, slope, hidden, loc, scale, log_w);
+    for (int64_t c = 0; c < C; ++c)
+      clipped_channel_terms<F>(lanes, lost[c], in.censored, static_cast<T>(x[c]), clip, min_scale,
+                               loc[c], scale[c], value[c], log_w);
+    clipped_add_block<F>(lanes, C, lost, log_w, value, sums);
+  }
+  for (int64_t c = 0; c < C; ++c) {
+    const T imputed = sums.sum_w > T(0) ? sums.acc[c] / sums.sum_w : clip;
     out[c] = lost[c] ? static_cast<scalar_t>(imputed) : x[c];
   }
 }

@@ -1,13 +1,196 @@
-// Host-side helpers of the likelihood family shared by the CPU and CUDA kernels:
-// reading the mask, and the per-feature (df-only) part of the Student-t log-density.
-// The per-element formulas are in math.h.
+// The likelihood family (masked_normal_logprob, masked_bernoulli_logprob,
+// masked_studentt_logprob, selfmask_logprob, notmiwae_normal_terms), shared by the CPU
+// and CUDA kernels: where each op's operands live, the per-element terms that the
+// kernels add up over D (or whose gradients they write), and two host-side helpers.
+//
+// Each op is a sum over the features d of one [B, K] row i = b·K + k of per-element
+// terms. The kernels of both backends are one generic row-sum driver and one generic
+// gradient driver, fed with an operand layout (Layout below) and a term (the structs
+// below). Entries under mask = 0 are removed by selection (never by multiplying with 0),
+// so whatever x holds there (NaN, ±inf) reaches no value and no gradient. Every term is
+// branch-free (selects only): the CPU loops over them vectorise.
 #pragma once
 
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <initializer_list>
+#include <type_traits>
+
+#include "notmiwae_fast/math.h"
 
 namespace notmiwae_fast {
+namespace likelihood {
+
+// Where an operand lives, by its shape; element (b, k, d) of row i = b·K + k reads
+//   Row [B, D] at (b, d), Mask [B, D] at (b, d) (nonzero = observed),
+//   Sample [B, K, D] at (i, d), Feature [D] at d.
+struct Row {};
+struct Mask {};
+struct Sample {};
+struct Feature {};
+
+// An op's operands in the order of its schema. kReference: the first per-sample operand,
+// whose shape [B, K, D], dtype and device the op's results take.
+template <typename... Kinds>
+struct Layout {
+  static constexpr int kSize = sizeof...(Kinds);
+  static constexpr int kReference = [] {
+    int k = 0;
+    for (bool sample : {std::is_same_v<Kinds, Sample>...}) {
+      if (sample) return k;
+      ++k;
+    }
+    return -1;
+  }();
+  static_assert(kReference >= 0, "a likelihood op has a per-sample operand");
+};
+
+using NormalOperands = Layout<Row, Mask, Sample, Sample>;  // x, mask, loc, scale
+using BernoulliOperands = Layout<Row, Mask, Sample>;       // x, mask, logits
+using StudentTOperands = Layout<Row, Mask, Sample, Sample, Feature, Feature>;  // …, df, c(df)
+using SelfMaskOperands = Layout<Sample, Mask, Feature, Feature>;               // x_full, mask, W, b
+using NotMiwaeOperands =  // x, mask, loc, scale, eps, W, b
+    Layout<Row, Mask, Sample, Sample, Sample, Feature, Feature>;
+
+// The gradients of one element: those of per-sample operands first, then those of
+// per-feature operands (summed over rows by the kernels).
+template <typename T, int N>
+struct Grads {
+  T v[N];
+};
+
+// ---------------------------------------------------------------------------------------
+// The terms. value(operands...) is an element's term of the row's sum; grads(g...,
+// operands...) its gradients given the gradient g of each [B, K] result at its row.
+// kRowGrads, kSampleGrads, kFeatureGrads: how many incoming gradients and outgoing ones
+// of each shape. F: the elementary functions (math.h's policy).
+// ---------------------------------------------------------------------------------------
+
+// masked_normal_logprob: mask · log N(x; loc, scale). Operands x, mask, loc, scale (and
+// any further ones, unused: notmiwae_normal_terms's observation term).
+struct Normal {
+  static constexpr int kRowGrads = 1, kSampleGrads = 2, kFeatureGrads = 0;
+
+  template <typename F, typename T, typename... Unused>
+  NOTMIWAE_HOST_DEVICE static T value(T x, T mask, T loc, T scale, Unused...) {
+    const bool observed = mask != T(0);
+    const T v = math::normal_log_density<F>(observed ? x : loc, loc, scale);
+    return observed ? v : T(0);
+  }
+
+  // ∂/∂loc, ∂/∂scale
+  template <typename F, typename T>
+  NOTMIWAE_HOST_DEVICE static Grads<T, 2> grads(T g, T x, T mask, T loc, T scale) {
+    const bool observed = mask != T(0);
+    const auto d = math::normal_log_density_grad(observed ? x : loc, loc, scale);
+    const T g_loc = g * d.loc, g_scale = g * d.scale;
+    return {{observed ? g_loc : T(0), observed ? g_scale : T(0)}};
+  }
+};
+
+// masked_bernoulli_logprob: mask · (x log σ(l) + (1 − x) log σ(−l)). Operands x, mask, logits.
+struct Bernoulli {
+  static constexpr int kRowGrads = 1, kSampleGrads = 1, kFeatureGrads = 0;
+
+  template <typename F, typename T>
+  NOTMIWAE_HOST_DEVICE static T value(T x, T mask, T logit) {
+    const bool observed = mask != T(0);
+    const T v = math::bernoulli_log_prob<F>(observed ? x : T(0), logit);
+    return observed ? v : T(0);
+  }
+
+  // ∂/∂logit
+  template <typename F, typename T>
+  NOTMIWAE_HOST_DEVICE static Grads<T, 1> grads(T g, T x, T mask, T logit) {
+    const bool observed = mask != T(0);
+    const T g_logit = g * math::bernoulli_log_prob_dlogit<F>(observed ? x : T(0), logit);
+    return {{observed ? g_logit : T(0)}};
+  }
+};
+
+// masked_studentt_logprob: mask · log StudentT(x; df, loc, scale). Operands x, mask, loc,
+// scale, df, and the per-feature c(df) (value) or c'(df) (grads) of studentt_log_norm /
+// studentt_dlog_norm.
+struct StudentT {
+  static constexpr int kRowGrads = 1, kSampleGrads = 2, kFeatureGrads = 1;
+
+  template <typename F, typename T>
+  NOTMIWAE_HOST_DEVICE static T value(T x, T mask, T loc, T scale, T df, T log_norm) {
+    const bool observed = mask != T(0);
+    const T v = math::studentt_log_density<F>(observed ? x : loc, loc, scale, df, log_norm);
+    return observed ? v : T(0);
+  }
+
+  // ∂/∂loc, ∂/∂scale, ∂/∂df
+  template <typename F, typename T>
+  NOTMIWAE_HOST_DEVICE static Grads<T, 3> grads(T g, T x, T mask, T loc, T scale, T df,
+                                                T dlog_norm) {
+    const bool observed = mask != T(0);
+    const auto d =
+        math::studentt_log_density_grad<F>(observed ? x : loc, loc, scale, df, dlog_norm);
+    const T g_loc = g * d.loc, g_scale = g * d.scale, g_df = g * d.df;
+    return {{observed ? g_loc : T(0), observed ? g_scale : T(0), observed ? g_df : T(0)}};
+  }
+};
+
+// selfmask_logprob: log Bernoulli(mask; σ(ℓ)), ℓ = −W (x_full − b), every feature.
+// Operands x_full, mask, W, b.
+struct SelfMask {
+  static constexpr int kRowGrads = 1, kSampleGrads = 1, kFeatureGrads = 2;
+
+  template <typename F, typename T>
+  NOTMIWAE_HOST_DEVICE static T value(T x_full, T mask, T W, T b) {
+    return math::bernoulli_log_prob<F>(mask, math::selfmask_logit(x_full, W, b));
+  }
+
+  // ∂/∂x_full, ∂/∂W, ∂/∂b
+  template <typename F, typename T>
+  NOTMIWAE_HOST_DEVICE static Grads<T, 3> grads(T g, T x_full, T mask, T W, T b) {
+    const T dl = g * math::bernoulli_log_prob_dlogit<F>(mask, math::selfmask_logit(x_full, W, b));
+    return {{-W * dl, -(x_full - b) * dl, W * dl}};
+  }
+};
+
+// notmiwae_normal_terms: (Normal's term, NotMiwaeMissing's term) of the operands x, mask,
+// loc, scale, eps, W, b. The missing-process term is log Bernoulli(mask; σ(ℓ(x̂))) with
+// x̂ = mask ? x : loc + scale · eps.
+struct NotMiwaeMissing {
+  template <typename F, typename T>
+  NOTMIWAE_HOST_DEVICE static T value(T x, T mask, T loc, T scale, T eps, T W, T b) {
+    const T x_sample = loc + scale * eps;
+    const T x_hat = mask != T(0) ? x : x_sample;
+    return math::bernoulli_log_prob<F>(mask, math::selfmask_logit(x_hat, W, b));
+  }
+};
+
+// The gradients of notmiwae_normal_terms, with g_o, g_m the gradients of its two results
+// at the element's row, ℓ the self-masking logit of x̂ and δ = g_m · ∂/∂ℓ log
+// Bernoulli(mask; σ(ℓ)):
+//   observed (mask = 1):  d loc = g_o ∂_loc log N,   d scale = g_o ∂_scale log N
+//   missing  (mask = 0):  d loc = δ · (−W),           d scale = δ · (−W) · eps
+//   every feature:        d W  = δ · (−(x̂ − b)),     d b     = δ · W.
+struct NotMiwae {
+  static constexpr int kRowGrads = 2, kSampleGrads = 2, kFeatureGrads = 2;
+
+  template <typename F, typename T>
+  NOTMIWAE_HOST_DEVICE static Grads<T, 4> grads(T g_obs, T g_miss, T x, T mask, T loc, T scale,
+                                                T eps, T W, T b) {
+    const bool observed = mask != T(0);
+    const T x_obs = observed ? x : loc;
+    const auto dn = math::normal_log_density_grad(x_obs, loc, scale);
+    const T x_sample = loc + scale * eps;
+    const T x_hat = observed ? x_obs : x_sample;
+    const T delta =
+        g_miss * math::bernoulli_log_prob_dlogit<F>(mask, math::selfmask_logit(x_hat, W, b));
+    const T d_x_hat = -W * delta;
+    const T g_loc = g_obs * dn.loc, g_scale = g_obs * dn.scale, g_scale_miss = d_x_hat * eps;
+    return {{observed ? g_loc : d_x_hat, observed ? g_scale : g_scale_miss, -(x_hat - b) * delta,
+             W * delta}};
+  }
+};
+
+}  // namespace likelihood
 
 // The mask as a contiguous bool tensor (nonzero = observed): bool masks are used as
 // they are, floating ones are compared with 0 (a [B, D] pass, small next to [B, K, D]).
@@ -24,8 +207,7 @@ inline at::Tensor mask_as_bool(const at::Tensor& mask) {
 // exist on every device) are used instead of a device lgamma / digamma.
 inline at::Tensor studentt_log_norm(const at::Tensor& df, at::ScalarType acc) {
   const at::Tensor v = df.to(acc);
-  return (at::lgamma((v + 1) * 0.5) - at::lgamma(v * 0.5) - 0.5 * at::log(v * M_PI))
-      .contiguous();
+  return (at::lgamma((v + 1) * 0.5) - at::lgamma(v * 0.5) - 0.5 * at::log(v * M_PI)).contiguous();
 }
 
 inline at::Tensor studentt_dlog_norm(const at::Tensor& df, at::ScalarType acc) {

@@ -16,9 +16,9 @@
 #include <limits>
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
-#define NMF_HOST_DEVICE __host__ __device__ __forceinline__
+#define NOTMIWAE_HOST_DEVICE __host__ __device__ __forceinline__
 #else
-#define NMF_HOST_DEVICE inline
+#define NOTMIWAE_HOST_DEVICE inline
 #endif
 
 namespace notmiwae_fast {
@@ -27,15 +27,15 @@ namespace math {
 #if !defined(__CUDACC__) && !defined(__HIPCC__)
 // Host builds: the float and double overloads of the C math functions. (nvcc
 // provides host-device overloads of the unqualified names itself.)
+using std::erfc;
 using std::exp;
 using std::log;
 using std::log1p;
-using std::erfc;
 using std::tanh;
 #endif
 
 template <typename T>
-NMF_HOST_DEVICE T neg_inf() {
+NOTMIWAE_HOST_DEVICE T neg_inf() {
   return -std::numeric_limits<T>::infinity();
 }
 
@@ -55,13 +55,13 @@ struct LseState {
 };
 
 template <typename T>
-NMF_HOST_DEVICE LseState<T> lse_empty() {
+NOTMIWAE_HOST_DEVICE LseState<T> lse_empty() {
   return LseState<T>{neg_inf<T>(), T(0)};
 }
 
 // Adds one log-value to the summary.
 template <typename T>
-NMF_HOST_DEVICE LseState<T> lse_push(LseState<T> s, T a) {
+NOTMIWAE_HOST_DEVICE LseState<T> lse_push(LseState<T> s, T a) {
   if (a == neg_inf<T>()) return s;  // exp(-inf) = 0 adds nothing (and avoids inf - inf)
   if (a > s.max) {
     // s.max may be -inf (empty state): exp(-inf) = 0 keeps the sum at 0.
@@ -72,7 +72,7 @@ NMF_HOST_DEVICE LseState<T> lse_push(LseState<T> s, T a) {
 
 // Merges two summaries (associative and commutative up to rounding).
 template <typename T>
-NMF_HOST_DEVICE LseState<T> lse_merge(LseState<T> x, LseState<T> y) {
+NOTMIWAE_HOST_DEVICE LseState<T> lse_merge(LseState<T> x, LseState<T> y) {
   if (y.max == neg_inf<T>()) return x;
   if (x.max == neg_inf<T>()) return y;
   if (x.max >= y.max) return LseState<T>{x.max, x.sum + y.sum * exp(y.max - x.max)};
@@ -81,21 +81,21 @@ NMF_HOST_DEVICE LseState<T> lse_merge(LseState<T> x, LseState<T> y) {
 
 // log Σ exp(a_i); -inf for an empty / all -inf set.
 template <typename T>
-NMF_HOST_DEVICE T lse_value(LseState<T> s) {
+NOTMIWAE_HOST_DEVICE T lse_value(LseState<T> s) {
   return s.sum > T(0) ? s.max + log(s.sum) : neg_inf<T>();
 }
 
 // The factor exp(old_max - new_max) that carries sums kept relative to old_max over to a
 // new running maximum new_max >= old_max (0 when nothing was kept: old_max = -inf).
 template <typename T>
-NMF_HOST_DEVICE T lse_rescale(T old_max, T new_max) {
+NOTMIWAE_HOST_DEVICE T lse_rescale(T old_max, T new_max) {
   return old_max == neg_inf<T>() ? T(0) : exp(old_max - new_max);
 }
 
 // Self-normalised weight exp(a - lse) of a log-value given the log-sum-exp of its
 // set. A set with no mass (lse = -inf) gives weight 0, never NaN.
 template <typename T>
-NMF_HOST_DEVICE T softmax_weight(T a, T lse) {
+NOTMIWAE_HOST_DEVICE T softmax_weight(T a, T lse) {
   return lse == neg_inf<T>() ? T(0) : exp(a - lse);
 }
 
@@ -110,15 +110,14 @@ struct SoftmaxNorm {
 };
 
 template <typename T>
-NMF_HOST_DEVICE SoftmaxNorm<T> softmax_norm(LseState<T> s) {
-  return s.sum > T(0) ? SoftmaxNorm<T>{s.max, T(1) / s.sum}
-                      : SoftmaxNorm<T>{neg_inf<T>(), T(0)};
+NOTMIWAE_HOST_DEVICE SoftmaxNorm<T> softmax_norm(LseState<T> s) {
+  return s.sum > T(0) ? SoftmaxNorm<T>{s.max, T(1) / s.sum} : SoftmaxNorm<T>{neg_inf<T>(), T(0)};
 }
 
 // Self-normalised weight of a log-value given its row's normaliser (0 for a row with
 // no mass, never NaN).
 template <typename T>
-NMF_HOST_DEVICE T softmax_weight(T a, SoftmaxNorm<T> n) {
+NOTMIWAE_HOST_DEVICE T softmax_weight(T a, SoftmaxNorm<T> n) {
   return n.inv_sum == T(0) ? T(0) : exp(a - n.max) * n.inv_sum;
 }
 
@@ -128,55 +127,45 @@ NMF_HOST_DEVICE T softmax_weight(T a, SoftmaxNorm<T> n) {
 
 // log(1 + exp(x))
 template <typename T>
-NMF_HOST_DEVICE T softplus(T x) {
+NOTMIWAE_HOST_DEVICE T softplus(T x) {
   return x > T(0) ? x + log1p(exp(-x)) : log1p(exp(x));
 }
 
 // log σ(x) = -softplus(-x)
 template <typename T>
-NMF_HOST_DEVICE T log_sigmoid(T x) {
+NOTMIWAE_HOST_DEVICE T log_sigmoid(T x) {
   return -softplus(-x);
 }
 
 // The elementary functions of the C library (host) or of CUDA (device): the default
-// policy F of the formulas below.
+// policy F of the formulas below. (A table, one line per function: not reformatted.)
+// clang-format off
 struct LibM {
-  template <typename T>
-  NMF_HOST_DEVICE static T Exp(T x) {
-    return exp(x);
-  }
-  template <typename T>
-  NMF_HOST_DEVICE static T Log(T x) {
-    return log(x);
-  }
-  template <typename T>
-  NMF_HOST_DEVICE static T Log1p(T x) {
-    return log1p(x);
-  }
-  template <typename T>
-  NMF_HOST_DEVICE static T Tanh(T x) {
-    return tanh(x);
-  }
+  template <typename T> NOTMIWAE_HOST_DEVICE static T Exp(T x) { return exp(x); }
+  template <typename T> NOTMIWAE_HOST_DEVICE static T Log(T x) { return log(x); }
+  template <typename T> NOTMIWAE_HOST_DEVICE static T Log1p(T x) { return log1p(x); }
+  template <typename T> NOTMIWAE_HOST_DEVICE static T Tanh(T x) { return tanh(x); }
 };
+// clang-format on
 
 // ---------------------------------------------------------------------------
 // The hidden-layer activation of the MLPs (family "mlp"): y = tanh(x), and the chain
 // rule through it from the stored output, ∂L/∂x = ∂L/∂y · (1 − y²).
 // ---------------------------------------------------------------------------
 template <typename F = LibM, typename T>
-NMF_HOST_DEVICE T tanh_activation(T x) {
+NOTMIWAE_HOST_DEVICE T tanh_activation(T x) {
   return F::Tanh(x);
 }
 
 template <typename T>
-NMF_HOST_DEVICE T tanh_activation_grad(T grad_y, T y) {
+NOTMIWAE_HOST_DEVICE T tanh_activation_grad(T grad_y, T y) {
   return grad_y * (T(1) - y * y);
 }
 
 // The decoders' positive scale, softplus(x) + floor = max(x, 0) + log1p(exp(−|x|)) +
 // floor (branch-free), and its derivative σ(x).
 template <typename F = LibM, typename T>
-NMF_HOST_DEVICE T softplus_scale(T x, T floor) {
+NOTMIWAE_HOST_DEVICE T softplus_scale(T x, T floor) {
   const T minus_x = -x;
   const T negative_abs = x < T(0) ? x : minus_x;  // −|x|
   const T positive_part = x > T(0) ? x : T(0);
@@ -187,7 +176,7 @@ NMF_HOST_DEVICE T softplus_scale(T x, T floor) {
 // (Both sides of every select are computed first: no arithmetic under a condition, so
 // CPU loops calling these functions can be if-converted and vectorised.)
 template <typename F = LibM, typename T>
-NMF_HOST_DEVICE T sigmoid(T x) {
+NOTMIWAE_HOST_DEVICE T sigmoid(T x) {
   const T minus_x = -x;
   const T e = F::Exp(x < T(0) ? x : minus_x);  // exp(−|x|), in (0, 1]
   const T r = T(1) / (T(1) + e);
@@ -206,7 +195,7 @@ constexpr double kHalfLog2Pi = 0.91893853320467274178032973640562;
 
 // log N(x; loc, scale) = −z²/2 − log(scale) − log(2π)/2,  z = (x − loc) / scale.
 template <typename F = LibM, typename T>
-NMF_HOST_DEVICE T normal_log_density(T x, T loc, T scale) {
+NOTMIWAE_HOST_DEVICE T normal_log_density(T x, T loc, T scale) {
   const T z = (x - loc) / scale;
   return T(-0.5) * z * z - F::Log(scale) - T(kHalfLog2Pi);
 }
@@ -223,7 +212,7 @@ struct LatentTerm {
 };
 
 template <typename T>
-NMF_HOST_DEVICE LatentTerm<T> latent_term(T mu, T std, T eps) {
+NOTMIWAE_HOST_DEVICE LatentTerm<T> latent_term(T mu, T std, T eps) {
   const T z = mu + std * eps;
   return LatentTerm<T>{z, T(-0.5) * z * z, T(-0.5) * eps * eps};
 }
@@ -237,8 +226,8 @@ struct LatentGrad {
 };
 
 template <typename T>
-NMF_HOST_DEVICE LatentGrad<T> latent_term_grad(T grad_z, T grad_log_p, T grad_log_q, T z,
-                                               T std, T eps) {
+NOTMIWAE_HOST_DEVICE LatentGrad<T> latent_term_grad(T grad_z, T grad_log_p, T grad_log_q, T z,
+                                                    T std, T eps) {
   const T dz = grad_z - grad_log_p * z;  // z's total gradient (log p(z) = −z²/2)
   return LatentGrad<T>{dz, dz * eps - grad_log_q / std};
 }
@@ -251,7 +240,7 @@ struct NormalGrad {
 };
 
 template <typename T>
-NMF_HOST_DEVICE NormalGrad<T> normal_log_density_grad(T x, T loc, T scale) {
+NOTMIWAE_HOST_DEVICE NormalGrad<T> normal_log_density_grad(T x, T loc, T scale) {
   const T inv = T(1) / scale;
   const T z = (x - loc) * inv;
   return NormalGrad<T>{z * inv, (z * z - T(1)) * inv};
@@ -261,7 +250,7 @@ NMF_HOST_DEVICE NormalGrad<T> normal_log_density_grad(T x, T loc, T scale) {
 // or 1), with one exp and one log1p: log σ(±l) = −max(∓l, 0) − log1p(exp(−|l|)).
 // Finite for any finite l.
 template <typename F = LibM, typename T>
-NMF_HOST_DEVICE T bernoulli_log_prob(T x, T l) {
+NOTMIWAE_HOST_DEVICE T bernoulli_log_prob(T x, T l) {
   const T minus_l = -l;
   const T pos = l > T(0) ? l : T(0);              // max(l, 0)
   const T neg = minus_l > T(0) ? minus_l : T(0);  // max(−l, 0)
@@ -270,14 +259,14 @@ NMF_HOST_DEVICE T bernoulli_log_prob(T x, T l) {
 
 // ∂/∂l of bernoulli_log_prob = x − σ(l). (∂/∂x = l.)
 template <typename F = LibM, typename T>
-NMF_HOST_DEVICE T bernoulli_log_prob_dlogit(T x, T l) {
+NOTMIWAE_HOST_DEVICE T bernoulli_log_prob_dlogit(T x, T l) {
   return x - sigmoid<F>(l);
 }
 
 // The self-masking logit ℓ = −W · (x − b) of one feature (SPEC §1, `selfmasking`);
 // ∂ℓ/∂x = −W, ∂ℓ/∂W = −(x − b), ∂ℓ/∂b = W.
 template <typename T>
-NMF_HOST_DEVICE T selfmask_logit(T x, T W, T b) {
+NOTMIWAE_HOST_DEVICE T selfmask_logit(T x, T W, T b) {
   return -W * (x - b);
 }
 
@@ -287,7 +276,7 @@ NMF_HOST_DEVICE T selfmask_logit(T x, T W, T b) {
 // feature by the caller (studentt_log_norm in notmiwae_fast/likelihood.h), and
 // z = (x − loc) / scale.
 template <typename F = LibM, typename T>
-NMF_HOST_DEVICE T studentt_log_density(T x, T loc, T scale, T df, T log_norm) {
+NOTMIWAE_HOST_DEVICE T studentt_log_density(T x, T loc, T scale, T df, T log_norm) {
   const T z = (x - loc) / scale;
   return log_norm - F::Log(scale) - T(0.5) * (df + T(1)) * F::Log1p(z * z / df);
 }
@@ -304,8 +293,8 @@ struct StudentTGrad {
 };
 
 template <typename F = LibM, typename T>
-NMF_HOST_DEVICE StudentTGrad<T> studentt_log_density_grad(T x, T loc, T scale, T df,
-                                                          T dlog_norm) {
+NOTMIWAE_HOST_DEVICE StudentTGrad<T> studentt_log_density_grad(T x, T loc, T scale, T df,
+                                                               T dlog_norm) {
   const T inv = T(1) / scale;
   const T z = (x - loc) * inv;
   const T z2 = z * z;
@@ -313,7 +302,6 @@ NMF_HOST_DEVICE StudentTGrad<T> studentt_log_density_grad(T x, T loc, T scale, T
   return StudentTGrad<T>{r * z * inv, (r * z2 - T(1)) * inv,
                          dlog_norm - T(0.5) * F::Log1p(z2 / df) + T(0.5) * r * z2 / df};
 }
-
 
 // ---------------------------------------------------------------------------
 // The censored normal of the clipped-pixel model: y ~ N(loc, scale²), x = clip(y, 0, 1).
@@ -325,7 +313,7 @@ NMF_HOST_DEVICE StudentTGrad<T> studentt_log_density_grad(T x, T loc, T scale, T
 // relative); double: exp(x²)·erfc(x) below 26, the asymptotic series above (its first
 // omitted term is below 1e-12 relative there).
 template <typename F = LibM, typename T>
-NMF_HOST_DEVICE T erfcx_nonnegative(T x) {
+NOTMIWAE_HOST_DEVICE T erfcx_nonnegative(T x) {
   if (sizeof(T) < 8) {
     const T t = T(1) / (T(1) + T(0.5) * x);
     const T poly =
@@ -356,7 +344,7 @@ constexpr double kInvSqrtTwoPi = 0.39894228040143267794;   // φ(0)
 // log Φ(t), accurate in both tails: with u = |t|/√2, Φ(−|t|) = ½·erfcx(u)·e^{−u²}, so
 // t < 0: log(½·erfcx(u)) − u²; t ≥ 0: log1p(−Φ(−t)).
 template <typename F = LibM, typename T>
-NMF_HOST_DEVICE T log_ndtr(T t) {
+NOTMIWAE_HOST_DEVICE T log_ndtr(T t) {
   const T u = (t < T(0) ? -t : t) * T(kSqrtHalf);
   const T half_erfcx = T(0.5) * erfcx_nonnegative<F>(u);
   const T lower = F::Log(half_erfcx) - u * u;
@@ -380,7 +368,7 @@ struct ClippedTerm {
 //   s·e^{−(b²−a²)/2}·(√(2/π) − b·erfcx(u_b))/erfcx(u_a): no tail probability that could
 //   underflow, the exp(−x²) factors cancelled analytically.
 template <typename F = LibM, typename T>
-NMF_HOST_DEVICE ClippedTerm<T> clipped_term(T loc, T scale, T c) {
+NOTMIWAE_HOST_DEVICE ClippedTerm<T> clipped_term(T loc, T scale, T c) {
   const T a = (c - loc) / scale, b = (T(1) - loc) / scale;
   const T ua = (a < T(0) ? -a : a) * T(kSqrtHalf), ub = (b < T(0) ? -b : b) * T(kSqrtHalf);
   const T ex_a = erfcx_nonnegative<F>(ua), ex_b = erfcx_nonnegative<F>(ub);

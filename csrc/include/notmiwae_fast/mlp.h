@@ -9,7 +9,7 @@
 // per layer one addmm straight into the activation buffer and one in-place activation
 // pass (the backend's element kernel, math in math.h), one mm per gradient and one
 // in-place pass for the activation's chain rule, no autograd graph of a dozen nodes per
-// MLP, and a tanh that is several times faster than ATen's on CPU (vec_math.h).
+// MLP, and on the CPU a tanh faster than ATen's (vec_math.h).
 // csrc/cpu/mlp_cpu.cpp and csrc/cuda/mlp_cuda.cu supply the element kernels and
 // register these functions; csrc/autograd/mlp_autograd.cpp ties forward to backward.
 #pragma once
@@ -30,7 +30,7 @@ namespace mlp {
 // its matrix products prefer narrow results computed transposed (see product), and the
 // size of the row blocks of an inference forward (see forward; 0: no blocks).
 struct ElementKernels {
-  void (*tanh_)(at::Tensor& h);                                 // h ← tanh(h)
+  void (*tanh_)(at::Tensor& h);                                   // h ← tanh(h)
   void (*tanh_backward_)(at::Tensor& grad, const at::Tensor& y);  // grad ← grad · (1 − y²)
   bool transpose_narrow;
   int64_t block_bytes;
@@ -42,16 +42,15 @@ constexpr int64_t kNarrowColumns = 32;
 // bias + A · B (bias [n] broadcast over rows; undefined: none), A [m, k], B [k, n];
 // contiguous [m, n]. A narrow result (n < 32, m > n: the latent and output layers of
 // the paper's networks, and the gradients of their inputs and weights) is computed as
-// (Bᵀ · Aᵀ)ᵀ when the backend asks for it: MKL's sgemm runs 2–6 times faster that way
-// on the shapes of a training step (e.g. [2560, 128] · [128, 10]: 465 µs direct, 146 µs
-// transposed and copied back, one thread of an AMD EPYC); the copy back is small.
+// (Bᵀ · Aᵀ)ᵀ when the backend asks for it: MKL's sgemm is much faster on such shapes in
+// that orientation, and the copy back is small.
 // With ``out`` defined ([m, n], contiguous) the result is written there and returned.
 inline at::Tensor product(const at::Tensor& bias, const at::Tensor& A, const at::Tensor& B,
                           const ElementKernels& kernels, at::Tensor out = {}) {
   const int64_t m = A.size(0), n = B.size(1);
   if (kernels.transpose_narrow && n < kNarrowColumns && m > n) {
-    at::Tensor t = bias.defined() ? at::addmm(bias.unsqueeze(1), B.t(), A.t())
-                                  : at::mm(B.t(), A.t());
+    at::Tensor t =
+        bias.defined() ? at::addmm(bias.unsqueeze(1), B.t(), A.t()) : at::mm(B.t(), A.t());
     return out.defined() ? out.copy_(t.t()) : t.t().contiguous();
   }
   if (!out.defined()) return bias.defined() ? at::addmm(bias, A, B) : at::mm(A, B);
@@ -61,8 +60,7 @@ inline at::Tensor product(const at::Tensor& bias, const at::Tensor& A, const at:
 // softplus_scale_backward: grad of raw's shape, device and dtype.
 inline void check_scale_grad(const at::Tensor& grad, const at::Tensor& raw) {
   check_same_device_dtype(grad, "grad", raw, "raw");
-  TORCH_CHECK_VALUE(grad.sizes() == raw.sizes(), "notmiwae_fast: argument 'grad' must have "
-                    "the shape of 'raw' ", raw.sizes(), "; got ", grad.sizes());
+  check_shape(grad, "grad", raw, "the shape of 'raw'");
 }
 
 inline std::string indexed(const char* name, size_t i) {
@@ -77,11 +75,12 @@ inline void check_layers(const at::Tensor& x, at::TensorList weights, at::Tensor
   const std::string ws = prefix + "weights", bs = prefix + "biases";
   check_floating(x, "x");
   check_dim(x, 2, "x", "[N, in_features]");
-  TORCH_CHECK_VALUE(!weights.empty(), "notmiwae_fast: argument '", ws, "' must hold at least "
+  TORCH_CHECK_VALUE(!weights.empty(), "notmiwae_fast: argument '", ws,
+                    "' must hold at least "
                     "one layer; got an empty list");
-  TORCH_CHECK_VALUE(weights.size() == biases.size(), "notmiwae_fast: arguments '", ws,
-                    "' and '", bs, "' must have one entry per layer; got ", weights.size(),
-                    " and ", biases.size());
+  TORCH_CHECK_VALUE(weights.size() == biases.size(), "notmiwae_fast: arguments '", ws, "' and '",
+                    bs, "' must have one entry per layer; got ", weights.size(), " and ",
+                    biases.size());
   int64_t width = x.size(1);
   for (size_t i = 0; i < weights.size(); ++i) {
     const std::string w = indexed(ws.c_str(), i), b = indexed(bs.c_str(), i);
@@ -104,17 +103,18 @@ inline std::tuple<at::Tensor, std::vector<at::Tensor>> forward_rows(
 // call) and when the backend asks for it, the rows go through the network in blocks
 // whose widest activation takes about block_bytes: the activations stay in cache from
 // one layer to the next and their buffers are reused from block to block instead of
-// being fresh, page-faulting memory (on the CPU: 1.5× faster for 64,000 rows of the
-// tabular decoder). Each row's result is the same math (equal to rounding).
-inline std::tuple<at::Tensor, std::vector<at::Tensor>> forward(
-    const at::Tensor& x, at::TensorList weights, at::TensorList biases,
-    const ElementKernels& kernels, bool keep_hidden) {
+// being fresh, page-faulting memory. Each row's result is the same math (equal to
+// rounding).
+inline std::tuple<at::Tensor, std::vector<at::Tensor>> forward(const at::Tensor& x,
+                                                               at::TensorList weights,
+                                                               at::TensorList biases,
+                                                               const ElementKernels& kernels,
+                                                               bool keep_hidden) {
   check_layers(x, weights, biases);
   int64_t widest = 1;
   for (const auto& w : weights) widest = std::max(widest, w.size(0));
   const int64_t rows = x.size(0);
-  const int64_t block =
-      std::max<int64_t>(256, kernels.block_bytes / (widest * x.element_size()));
+  const int64_t block = std::max<int64_t>(256, kernels.block_bytes / (widest * x.element_size()));
   if (keep_hidden || kernels.block_bytes == 0 || rows <= 2 * block)
     return forward_rows(x, weights, biases, kernels, keep_hidden);
   at::Tensor y = at::empty({rows, weights.back().size(0)}, x.options());
@@ -134,8 +134,7 @@ inline std::tuple<at::Tensor, std::vector<at::Tensor>> forward_rows(
   at::Tensor h = x;
   for (size_t i = 0; i < weights.size(); ++i) {
     const bool last = i + 1 == weights.size();
-    at::Tensor layer = product(biases[i], h, weights[i].t(), kernels,
-                               last ? out : at::Tensor());
+    at::Tensor layer = product(biases[i], h, weights[i].t(), kernels, last ? out : at::Tensor());
     if (!last) {
       kernels.tanh_(layer);
       if (keep_hidden) hidden.push_back(layer);
@@ -151,9 +150,10 @@ inline std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> 
     const at::Tensor& grad, const at::Tensor& x, at::TensorList weights, at::TensorList hidden,
     const ElementKernels& kernels) {
   const size_t n = weights.size();
-  TORCH_CHECK_VALUE(n >= 1 && hidden.size() + 1 == n, "notmiwae_fast: argument 'hidden' must "
-                    "hold one activation per hidden layer (", n == 0 ? 0 : n - 1, "); got ",
-                    hidden.size());
+  TORCH_CHECK_VALUE(n >= 1 && hidden.size() + 1 == n,
+                    "notmiwae_fast: argument 'hidden' must "
+                    "hold one activation per hidden layer (",
+                    n == 0 ? 0 : n - 1, "); got ", hidden.size());
   check_floating(x, "x");
   check_dim(x, 2, "x", "[N, in_features]");
   for (size_t i = 0; i < n; ++i) {
@@ -176,8 +176,8 @@ inline std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> 
     if (j > 0) {
       const std::string h = indexed("hidden", j - 1);
       check_same_device_dtype(hidden[j - 1], h.c_str(), x, "x");
-      TORCH_CHECK_VALUE(hidden[j - 1].sizes() == g_input.sizes(), "notmiwae_fast: argument '",
-                        h, "' must have shape ", g_input.sizes(), "; got ", hidden[j - 1].sizes());
+      TORCH_CHECK_VALUE(hidden[j - 1].sizes() == g_input.sizes(), "notmiwae_fast: argument '", h,
+                        "' must have shape ", g_input.sizes(), "; got ", hidden[j - 1].sizes());
       kernels.tanh_backward_(g_input, hidden[j - 1]);
     }
     g = std::move(g_input);
