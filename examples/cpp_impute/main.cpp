@@ -13,8 +13,8 @@
 #include <torch/script.h>
 
 #include <cmath>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -75,8 +75,7 @@ Table read_csv(const std::string& path) {
 void write_csv(const std::string& path, const Table& table, const torch::Tensor& values) {
   std::ofstream out(path);
   if (!out) throw std::runtime_error("cannot write " + path);
-  for (size_t j = 0; j < table.header.size(); ++j)
-    out << (j ? "," : "") << table.header[j];
+  for (size_t j = 0; j < table.header.size(); ++j) out << (j ? "," : "") << table.header[j];
   out << "\n";
   const auto v = values.accessor<float, 2>();
   char buffer[32];
@@ -108,16 +107,14 @@ int main(int argc, char** argv) {
     std::cerr << "usage: cpp_impute LIBRARY MODEL IN.csv OUT.csv [--seed N]\n";
     return 2;
   }
-  const std::string library = argv[1], model_path = argv[2], in_path = argv[3],
-                    out_path = argv[4];
+  const std::string library = argv[1], model_path = argv[2], in_path = argv[3], out_path = argv[4];
   try {
     if (argc == 7) {
-      if (std::string(argv[5]) != "--seed") throw std::runtime_error("unknown option " +
-                                                                     std::string(argv[5]));
+      if (std::string(argv[5]) != "--seed")
+        throw std::runtime_error("unknown option " + std::string(argv[5]));
       torch::manual_seed(std::stoull(argv[6]));
     }
-    if (std::filesystem::exists(out_path) &&
-        std::filesystem::equivalent(in_path, out_path))
+    if (std::filesystem::exists(out_path) && std::filesystem::equivalent(in_path, out_path))
       throw std::runtime_error("OUT.csv must not be IN.csv");
     if (library != "-" && dlopen(library.c_str(), RTLD_NOW | RTLD_GLOBAL) == nullptr)
       throw std::runtime_error(std::string("cannot load the operator library: ") + dlerror());
@@ -125,8 +122,9 @@ int main(int argc, char** argv) {
     module.eval();
     const Table table = read_csv(in_path);
     const int64_t width = static_cast<int64_t>(table.header.size());
-    torch::Tensor x = torch::from_blob(const_cast<float*>(table.values.data()),
-                                       {table.rows, width}, torch::kFloat32).clone();
+    torch::Tensor x = torch::from_blob(const_cast<float*>(table.values.data()), {table.rows, width},
+                                       torch::kFloat32)
+                          .clone();
     torch::Tensor mask = x.isnan().logical_not().to(torch::kFloat32);
     torch::NoGradGuard no_grad;
     torch::Tensor imputed = module.forward({x, mask}).toTensor().contiguous();

@@ -19,16 +19,8 @@ from __future__ import annotations
 
 import importlib
 
-from .group import (
-    Context,
-    RankFailure,
-    all_reduce_sum,
-    collectively,
-    context,
-    init_from_env,
-    shard_bounds,
-    shutdown,
-)
+from . import group
+from .group import *  # noqa: F403  (the primitives: group.__all__)
 
 _APPLICATIONS = {
     "impute_sharded": "..impute.sharded",
@@ -38,17 +30,7 @@ _APPLICATIONS = {
     "MANIFEST_NAME": "..images.folder",
 }
 
-__all__ = [
-    "Context",
-    "context",
-    "init_from_env",
-    "shutdown",
-    "all_reduce_sum",
-    "shard_bounds",
-    "RankFailure",
-    "collectively",
-    *_APPLICATIONS,
-]
+__all__ = [*group.__all__, *_APPLICATIONS]
 
 
 def __getattr__(name: str):

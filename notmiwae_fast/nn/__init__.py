@@ -2,16 +2,9 @@
 the four importance-weighted models (:mod:`.models`: MIWAE and NotMIWAE;
 :mod:`.supervised`: SupMIWAE and SupNotMIWAE), built on the operators."""
 
+from . import missing
 from .base import ImportanceWeightedModel
-from .missing import (
-    MISSING_PROCESSES,
-    BaseMissingProcess,
-    LinearMissingProcess,
-    MissingProcess,
-    NonlinearMissingProcess,
-    SelfMaskingKnownSignsProcess,
-    SelfMaskingProcess,
-)
+from .missing import *  # noqa: F403  (the missing processes: missing.__all__)
 from .models import MIWAE, NotMIWAE
 from .networks import PredictionHead
 from .supervised import SupMIWAE, SupNotMIWAE
@@ -23,11 +16,5 @@ __all__ = [
     "SupNotMIWAE",
     "ImportanceWeightedModel",
     "PredictionHead",
-    "BaseMissingProcess",
-    "SelfMaskingProcess",
-    "SelfMaskingKnownSignsProcess",
-    "LinearMissingProcess",
-    "NonlinearMissingProcess",
-    "MissingProcess",
-    "MISSING_PROCESSES",
+    *missing.__all__,
 ]

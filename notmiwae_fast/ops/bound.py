@@ -44,27 +44,19 @@ def gauss_bound(
         (bound [B], log_w [B, K], log p(x°|z), log p(s|x̂) (zeros for MIWAE), log p(z),
         log q(z|x)), the last four [B, K]. Gradients flow to the weights, biases, W and b.
     """
-    enc_weights, enc_biases = list(enc_weights), list(enc_biases)
-    dec_weights, dec_biases = list(dec_weights), list(dec_biases)
-    if use_kernels(x):
-        return torch.ops.notmiwae_fast.gauss_bound(
-            x,
-            mask,
-            eps_z,
-            eps_x,
-            enc_weights,
-            enc_biases,
-            dec_weights,
-            dec_biases,
-            W,
-            b,
-            float(min_scale),
-        )
-    _checks.gauss_bound(
-        x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights, dec_biases, W, b
-    )
-    return reference.gauss_bound(
-        x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights, dec_biases, W, b, min_scale
+    return _call(
+        "gauss_bound",
+        x,
+        mask,
+        eps_z,
+        eps_x,
+        enc_weights,
+        enc_biases,
+        dec_weights,
+        dec_biases,
+        W,
+        b,
+        min_scale,
     )
 
 
@@ -89,28 +81,44 @@ def gauss_bound_grads(
     list of gradients of enc_weights, enc_biases, dec_weights, dec_biases (each list in
     order), then of W and b when they are given, each of its parameter's shape.
     """
-    enc_weights, enc_biases = list(enc_weights), list(enc_biases)
-    dec_weights, dec_biases = list(dec_weights), list(dec_biases)
+    return _call(
+        "gauss_bound_grads",
+        x,
+        mask,
+        eps_z,
+        eps_x,
+        enc_weights,
+        enc_biases,
+        dec_weights,
+        dec_biases,
+        W,
+        b,
+        min_scale,
+    )
+
+
+def _call(
+    name: str,
+    x: Tensor,
+    mask: Tensor,
+    eps_z: Tensor,
+    eps_x: Optional[Tensor],
+    enc_weights: list[Tensor],
+    enc_biases: list[Tensor],
+    dec_weights: list[Tensor],
+    dec_biases: list[Tensor],
+    W: Optional[Tensor],
+    b: Optional[Tensor],
+    min_scale: float,
+) -> tuple:
+    """The operator ``name`` where the kernels serve ``x``, else its checked reference twin
+    (both operators take the same arguments and have the same checks)."""
+    layers = (list(enc_weights), list(enc_biases), list(dec_weights), list(dec_biases))
     if use_kernels(x):
-        return torch.ops.notmiwae_fast.gauss_bound_grads(
-            x,
-            mask,
-            eps_z,
-            eps_x,
-            enc_weights,
-            enc_biases,
-            dec_weights,
-            dec_biases,
-            W,
-            b,
-            float(min_scale),
-        )
-    _checks.gauss_bound(
-        x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights, dec_biases, W, b
-    )
-    return reference.gauss_bound_grads(
-        x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights, dec_biases, W, b, min_scale
-    )
+        op = getattr(torch.ops.notmiwae_fast, name)
+        return op(x, mask, eps_z, eps_x, *layers, W, b, float(min_scale))
+    _checks.gauss_bound(x, mask, eps_z, eps_x, *layers, W, b)
+    return getattr(reference, name)(x, mask, eps_z, eps_x, *layers, W, b, min_scale)
 
 
 def register_fakes(fake: RegisterFake) -> None:
