@@ -14,75 +14,93 @@ def _ratio(num: float | None, den: float | None) -> float | None:
     return num / den
 
 
+class _Checks(list):
+    """The rows of the acceptance table: check, value, target and whether it is met
+    (None where the value could not be measured)."""
+
+    def add(self, name: str, value: float | None, target: str, holds) -> None:
+        met = None if value is None else bool(holds(value))
+        self.append({"check": name, "value": value, "target": target, "met": met})
+
+
 def acceptance(results: dict) -> list[dict]:
     """The acceptance ratios of the kernel and model-layer issues found in ``results``."""
-    checks = []
-
-    def add(name, value, target, holds):
-        checks.append(
-            {
-                "check": name,
-                "value": value,
-                "target": target,
-                "met": None if value is None else bool(holds(value)),
-            }
+    checks = _Checks()
+    _op_checks(results.get("ops", {}), checks)
+    _train_checks(results.get("train", {}), checks)
+    _impute_checks(results.get("impute", {}), checks)
+    op_mem = results.get("sweep", {}).get("iw_impute_memory")
+    if op_mem and op_mem["K"] == 100000:
+        checks.add(
+            "iw_impute B=64 K=100,000 D=64: peak extra memory beyond its inputs (MB)",
+            op_mem["peak_mb"]["fused"],
+            "< 100 MB",
+            lambda v: v < 100,
         )
+    return list(checks)
 
-    for row in results.get("ops", {}).get("cases", []):
+
+def _op_checks(ops: dict, checks: _Checks) -> None:
+    for row in ops.get("cases", []):
         if row["op"] != "notmiwae_normal_terms":
             continue
         t = row["time_s"]
         speed = _ratio(t["eager"]["median"], t["fused"]["median"])
         if row["shape"] == "image-B16":
-            add(
+            checks.add(
                 "notmiwae_normal_terms fwd+bwd B=16 K=20 D=12288: speed-up vs eager",
                 speed,
                 "≥ 3×",
                 lambda v: v >= 3,
             )
             mem = row.get("peak_mb", {})
-            add(
+            checks.add(
                 "  … its peak extra memory as a fraction of eager's",
                 _ratio(mem.get("fused"), mem.get("eager")),
                 "≤ 1/3",
                 lambda v: v <= 1 / 3,
             )
             if "compile" in t:
-                add(
+                checks.add(
                     "  … speed-up vs torch.compile of the reference (aim: not slower)",
                     _ratio(t["compile"]["median"], t["fused"]["median"]),
                     "≥ 1× (aim)",
                     lambda v: v >= 1,
                 )
         if row["shape"] == "tabular-B128":
-            add(
+            checks.add(
                 "notmiwae_normal_terms fwd+bwd B=128 K=20 D=11: speed-up vs eager",
                 speed,
                 "≥ 2×",
                 lambda v: v >= 2,
             )
-    for case in results.get("train", {}).get("cases", []):
+
+
+def _train_checks(train: dict, checks: _Checks) -> None:
+    for case in train.get("cases", []):
         t = case["time_s"]
         if "notmiwae_pytorch" in t and case["case"].startswith("tabular"):
             target = 3 if case["batch"] == 16 else 2
-            add(
+            checks.add(
                 f"training step batch {case['batch']}: speed-up vs notmiwae-pytorch",
                 _ratio(t["notmiwae_pytorch"]["median"], t["fused"]["median"]),
                 f"≥ {target}×",
                 lambda v, target=target: v >= target,
             )
-    imp = results.get("impute", {})
+
+
+def _impute_checks(imp: dict, checks: _Checks) -> None:
     for case in imp.get("cases", []):
         r = case["rows_per_s"]
         if case["K"] == 1000 and "notmiwae_pytorch" in r:
-            add(
+            checks.add(
                 f"imputation rows/s, {case['rows']} rows, D=11, K=1000: vs notmiwae-pytorch",
                 _ratio(r["fused"], r["notmiwae_pytorch"]),
                 "≥ 5×",
                 lambda v: v >= 5,
             )
             if AUTOCAST in r:
-                add(
+                checks.add(
                     "  … the same under torch.autocast (reduced-precision matrix products; "
                     "not the float32 comparison)",
                     _ratio(r[AUTOCAST], r["notmiwae_pytorch"]),
@@ -92,21 +110,12 @@ def acceptance(results: dict) -> list[dict]:
     mem = imp.get("memory", {})
     if "notmiwae_pytorch" in mem.get("peak_mb", {}):
         p = mem["peak_mb"]
-        add(
+        checks.add(
             f"imputation peak memory D={mem['D']} K=1000: notmiwae-pytorch / fused",
             _ratio(p["notmiwae_pytorch"], max(p["fused"] or 0.0, 1.0)),
             "≥ 5×",
             lambda v: v >= 5,
         )
-    op_mem = results.get("sweep", {}).get("iw_impute_memory")
-    if op_mem and op_mem["K"] == 100000:
-        add(
-            "iw_impute B=64 K=100,000 D=64: peak extra memory beyond its inputs (MB)",
-            op_mem["peak_mb"]["fused"],
-            "< 100 MB",
-            lambda v: v < 100,
-        )
-    return checks
 
 
 def _mb_list(peaks: dict) -> str:

@@ -202,6 +202,15 @@ def suite_sweep(
                         "time_s": t,
                     }
                 )
+    memory = _sweep_impute_memory(device, threads, quick, log)
+    op_memory = _iw_impute_op_memory(device, threads, quick, log)
+    return {"base": base, "points": points, "impute_memory": memory, "iw_impute_memory": op_memory}
+
+
+def _sweep_impute_memory(
+    device: str, threads: int, quick: bool, log: Callable[[str], None]
+) -> list[dict]:
+    """The imputation's peak memory against K (64 rows, D = 64)."""
     ks = [100, 1000, 10000] if quick else [100, 1000, 10000, 100000]
     memory = []
     for k in ks:
@@ -219,6 +228,12 @@ def suite_sweep(
             }
         )
         log(f"  sweep memory K={k}: {memory[-1]['peak_mb']}")
+    return memory
+
+
+def _iw_impute_op_memory(
+    device: str, threads: int, quick: bool, log: Callable[[str], None]
+) -> dict:
     # The kernel issue's memory target: iw_impute's own allocations beyond its inputs
     # (the [B, K, D] values are an input) at B = 64, K = 100,000, D = 64.
     k_op = 10000 if quick else 100000
@@ -242,7 +257,7 @@ def suite_sweep(
         },
     }
     log(f"  iw_impute forward B=64 K={k_op} D=64 peak extra memory: {op_memory['peak_mb']}")
-    return {"base": base, "points": points, "impute_memory": memory, "iw_impute_memory": op_memory}
+    return op_memory
 
 
 def run(

@@ -8,6 +8,8 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
 from ._common import _check_output, _say, _with_threads, _write_atomic
 
 DEMO_ITERATIONS = 8000
@@ -19,7 +21,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """notmiwae-fast demo: trains MIWAE and not-MIWAE on the breast cancer data with
     the paper's missing process, prints the RMSE of each imputation and plots the
     learnt missing process."""
-    from .. import utils
     from ..experiments import protocol
     from ..experiments.datasets import load_breast_cancer
     from ..experiments.plots import plot_missing_process
@@ -43,19 +44,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"training MIWAE and not-MIWAE (self-masking) for {args.max_iter} "
         f"iterations each, imputing with {args.impute_samples} importance samples",
     )
-    results = {}
-    fitted = {}
-    for method in ("mean", "miwae", "notmiwae_selfmasking"):
-        start = time.perf_counter()
-        imputer = protocol.make_imputer(
-            method, args.max_iter, args.impute_samples, args.seed, D, verbose=not args.quiet
-        )
-        X_imputed = imputer.fit_transform(X_missing)
-        results[protocol.METHODS[method][0]] = {
-            "rmse": utils.missing_rmse(X_true, X_imputed, s),
-            "seconds": time.perf_counter() - start,
-        }
-        fitted[method] = imputer
+    results, fitted = _fit_and_score(args, X_true, X_missing, s)
     width = max(map(len, results))
     print(f"{'method':<{width}}  RMSE (missing entries, standardised)")
     for label, r in results.items():
@@ -80,3 +69,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _write_atomic(summary_path, lambda f: json.dump(summary, f, indent=2))
     print(f"plot of the learnt missing process: {plot}")
     return 0
+
+
+def _fit_and_score(
+    args: argparse.Namespace, X_true: np.ndarray, X_missing: np.ndarray, s: np.ndarray
+) -> tuple[dict, dict]:
+    """Fits the mean fill, MIWAE and not-MIWAE on X_missing; their RMSE on the missing
+    entries and time by label, and the fitted imputers by method."""
+    from .. import utils
+    from ..experiments import protocol
+
+    D = X_true.shape[1]
+    results = {}
+    fitted = {}
+    for method in ("mean", "miwae", "notmiwae_selfmasking"):
+        start = time.perf_counter()
+        imputer = protocol.make_imputer(
+            method, args.max_iter, args.impute_samples, args.seed, D, verbose=not args.quiet
+        )
+        X_imputed = imputer.fit_transform(X_missing)
+        results[protocol.METHODS[method][0]] = {
+            "rmse": utils.missing_rmse(X_true, X_imputed, s),
+            "seconds": time.perf_counter() - start,
+        }
+        fitted[method] = imputer
+    return results, fitted

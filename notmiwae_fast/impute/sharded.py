@@ -93,7 +93,7 @@ def transform_sharded(imputer, X):
     """
     from sklearn.utils.validation import check_is_fitted
 
-    from .imputer import _SEED_BLOCK
+    from ._transform import SEED_BLOCK
 
     ctx = context()
     if not ctx.distributed:
@@ -101,7 +101,7 @@ def transform_sharded(imputer, X):
     with collectively("imputation"):
         check_is_fitted(imputer)
         arr = imputer._check_X(X, reset=False)
-        start, stop = shard_bounds(arr.shape[0], ctx.world_size, ctx.rank, align=_SEED_BLOCK)
+        start, stop = shard_bounds(arr.shape[0], ctx.world_size, ctx.rank, align=SEED_BLOCK)
         part = imputer._impute_rows(arr[start:stop], first_row=start)
     parts: Optional[list] = [None] * ctx.world_size if ctx.is_main else None
     dist.gather_object(part, parts, dst=0)

@@ -35,6 +35,9 @@ from .networks import DEFAULT_MIN_SCALE, MLP, OUT_DISTS, Encoder, make_decoder, 
 
 __all__ = ["ImportanceWeightedModel", "kept_modes", "evaluation"]
 
+# (Over 400 lines, a quarter of them docstrings: the one base class of the four models;
+# what stands alone lives beside it: _gauss_bound, _streaming, _types, networks, missing.)
+
 BACKENDS = ("fused", "reference")
 # [(tensor, gradient)] of a training step's loss, where the bound is one operator.
 Gradients = list[tuple[Tensor, Tensor]]

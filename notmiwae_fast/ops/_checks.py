@@ -309,6 +309,15 @@ def gauss_bound(
             "outputs (loc and raw scale); got weight shape "
             f"{list(dec_weights[-1].shape)}"
         )
+    _gauss_bound_missing(x, eps_z, eps_x, W, b)
+
+
+def _gauss_bound_missing(
+    x: Tensor, eps_z: Tensor, eps_x: Optional[Tensor], W: Optional[Tensor], b: Optional[Tensor]
+) -> None:
+    """gauss_bound's self-masking arguments: W, b [D] together or neither, eps_x [B, K, D]
+    with them."""
+    D = x.shape[1]
     if (W is None) != (b is None):
         raise ValueError(
             "notmiwae_fast: arguments 'W' and 'b' must be given together "

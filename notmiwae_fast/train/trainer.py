@@ -31,6 +31,9 @@ from .parallel import _data_parallel, _shard_sampler, _sharded
 
 __all__ = ["Trainer", "TrainingWarning", "loss_diverged"]
 
+# (Over 400 lines, a third of them docstrings: one class whose methods share its state;
+# every part that stands alone lives in a sibling module, named in the docstring above.)
+
 # What Trainer.train calls after every optimizer step: (step index, outputs).
 StepCallback = Callable[[int, dict], None]
 
