@@ -1,9 +1,10 @@
 // CPU kernels of the likelihood family: masked_normal_logprob, masked_bernoulli_logprob,
-// masked_studentt_logprob, selfmask_logprob, notmiwae_normal_terms and their backward
-// passes. The ops (notmiwae_fast/likelihood_ops.h, shared with CUDA) run one of the two
-// drivers of CpuLikelihood, row_sums (forward) and row_grads (backward), with the op's
-// operand layout and per-element term (notmiwae_fast/likelihood.h), in tiles
-// (likelihood_tiles.h).
+// masked_studentt_logprob, masked_poisson_logprob, selfmask_logprob,
+// notmiwae_normal_terms, masked_categorical_logprob and their backward passes. The ops
+// (notmiwae_fast/likelihood_ops.h, shared with CUDA) run one of the two drivers of
+// CpuLikelihood, row_sums (forward) and row_grads (backward), with the op's operand
+// layout and per-element term (notmiwae_fast/likelihood.h), in tiles
+// (likelihood_tiles.h); the categorical op has its own two, a loop over (row, column).
 //
 // Per-element math runs in at::opmath_type (float for float32) and every sum over D or
 // over rows accumulates in at::acc_type (float64 for float32). The element loops are
@@ -226,6 +227,60 @@ struct CpuLikelihood {
         });
       });
       for (int f = 0; f < nF; ++f) out[nS + f] = sums.total(f, ref.options());
+    });
+    return out;
+  }
+
+  // masked_categorical_logprob: out[i] = Σ_g categorical_term(row i, column g), rows in
+  // parallel, the sum over columns in acc_t.
+  static at::Tensor categorical_sums(const at::Tensor& x, const at::Tensor& mask,
+                                     const at::Tensor& logits, c10::IntArrayRef offsets) {
+    const int64_t B = logits.size(0), K = logits.size(1), T = logits.size(2), G = x.size(1);
+    at::Tensor out = at::empty({B, K}, logits.options());
+    AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "categorical_sums_cpu", [&] {
+      using math_t = at::opmath_type<scalar_t>;
+      using acc_t = at::acc_type<scalar_t, false>;
+      const scalar_t* xp = x.const_data_ptr<scalar_t>();
+      const bool* mp = mask.const_data_ptr<bool>();
+      const scalar_t* lp = logits.const_data_ptr<scalar_t>();
+      scalar_t* op = out.mutable_data_ptr<scalar_t>();
+      at::parallel_for(0, B * K, cpu::rows_per_task(T), [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+          const int64_t b = i / K;
+          acc_t sum = 0;
+          for (int64_t g = 0; g < G; ++g)
+            sum +=
+                categorical_term<F, math_t>(mp[b * G + g], static_cast<math_t>(xp[b * G + g]),
+                                            lp + i * T + offsets[g], offsets[g + 1] - offsets[g]);
+          op[i] = static_cast<scalar_t>(sum);
+        }
+      });
+    });
+    return out;
+  }
+
+  // Its gradient [B, K, T]: categorical_term_grad of every (row, column).
+  static at::Tensor categorical_grads(const at::Tensor& grad, const at::Tensor& x,
+                                      const at::Tensor& mask, const at::Tensor& logits,
+                                      c10::IntArrayRef offsets) {
+    const int64_t B = logits.size(0), K = logits.size(1), T = logits.size(2), G = x.size(1);
+    at::Tensor out = at::empty(logits.sizes(), logits.options());
+    AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "categorical_grads_cpu", [&] {
+      using math_t = at::opmath_type<scalar_t>;
+      const scalar_t* gp = grad.const_data_ptr<scalar_t>();
+      const scalar_t* xp = x.const_data_ptr<scalar_t>();
+      const bool* mp = mask.const_data_ptr<bool>();
+      const scalar_t* lp = logits.const_data_ptr<scalar_t>();
+      scalar_t* op = out.mutable_data_ptr<scalar_t>();
+      at::parallel_for(0, B * K, cpu::rows_per_task(T), [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+          const int64_t b = i / K;
+          for (int64_t g = 0; g < G; ++g)
+            categorical_term_grad<F, math_t>(
+                static_cast<math_t>(gp[i]), mp[b * G + g], static_cast<math_t>(xp[b * G + g]),
+                lp + i * T + offsets[g], offsets[g + 1] - offsets[g], op + i * T + offsets[g]);
+        }
+      });
     });
     return out;
   }

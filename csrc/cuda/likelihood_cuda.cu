@@ -1,13 +1,16 @@
 // CUDA kernels of the likelihood family: masked_normal_logprob, masked_bernoulli_logprob,
-// masked_studentt_logprob, selfmask_logprob, notmiwae_normal_terms and their backward
-// passes. The ops (notmiwae_fast/likelihood_ops.h, shared with the CPU) run one of two
-// kernels, row_sums_kernel (forward) and row_grads_kernel (backward), with the op's operand
-// layout and per-element term (notmiwae_fast/likelihood.h). float32, float64, float16 and
-// bfloat16; half types compute and accumulate in float32 (at::opmath_type).
+// masked_studentt_logprob, masked_poisson_logprob, selfmask_logprob,
+// notmiwae_normal_terms, masked_categorical_logprob and their backward passes. The ops
+// (notmiwae_fast/likelihood_ops.h, shared with the CPU) run one of two kernels,
+// row_sums_kernel (forward) and row_grads_kernel (backward), with the op's operand layout
+// and per-element term (notmiwae_fast/likelihood.h); the categorical op has its own two.
+// float32, float64, float16 and bfloat16; half types compute and accumulate in float32
+// (at::opmath_type).
 //
 // One block per (b, k) row (grid-stride over the B·K rows), its threads striding over
-// the D features and reducing with cuda::block_sum. Per-feature gradients (W, b, df)
-// are summed over rows with atomicAdd into an opmath-typed [D] buffer.
+// the D features (the G columns of the categorical op) and reducing with
+// cuda::block_sum. Per-feature gradients (W, b, df) are summed over rows with atomicAdd
+// into an opmath-typed [D] buffer.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -137,6 +140,42 @@ __global__ void row_grads_kernel(Operands<scalar_t, L> ops,
   }
 }
 
+// masked_categorical_logprob: out[i] = Σ_g categorical_term(row i, column g), and its
+// gradient (categorical_term_grad of every column of row i). x, mask [B, G]; logits and
+// its gradient [B, K, T]; offsets [G + 1] on the device.
+template <typename scalar_t>
+__global__ void categorical_sums_kernel(const scalar_t* x, const bool* mask, const scalar_t* logits,
+                                        const int64_t* offsets, int64_t rows, int64_t K, int64_t G,
+                                        int64_t T, scalar_t* out) {
+  using acc_t = opmath_t<scalar_t>;
+  for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
+    const int64_t b = i / K;
+    acc_t sum = 0;
+    for (int64_t g = threadIdx.x; g < G; g += blockDim.x)
+      sum += categorical_term<math::LibM, acc_t>(mask[b * G + g], static_cast<acc_t>(x[b * G + g]),
+                                                 logits + i * T + offsets[g],
+                                                 offsets[g + 1] - offsets[g]);
+    sum = cuda::block_sum(sum);
+    if (threadIdx.x == 0) out[i] = static_cast<scalar_t>(sum);
+  }
+}
+
+template <typename scalar_t>
+__global__ void categorical_grads_kernel(const scalar_t* grad, const scalar_t* x, const bool* mask,
+                                         const scalar_t* logits, const int64_t* offsets,
+                                         int64_t rows, int64_t K, int64_t G, int64_t T,
+                                         scalar_t* out) {
+  using acc_t = opmath_t<scalar_t>;
+  for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
+    const int64_t b = i / K;
+    const acc_t g_row = static_cast<acc_t>(grad[i]);
+    for (int64_t g = threadIdx.x; g < G; g += blockDim.x)
+      categorical_term_grad<math::LibM, acc_t>(
+          g_row, mask[b * G + g], static_cast<acc_t>(x[b * G + g]), logits + i * T + offsets[g],
+          offsets[g + 1] - offsets[g], out + i * T + offsets[g]);
+  }
+}
+
 // ------------------------------------------------------------------------------------
 // The host drivers. Shapes come from the layout's first per-sample operand [B, K, D].
 // ------------------------------------------------------------------------------------
@@ -211,6 +250,43 @@ struct CudaLikelihood {
                   gp, B * K, K, D, sp, fp);
     });
     for (int f = 0; f < nF; ++f) out[nS + f] = sums[f].to(ref.scalar_type());
+    return out;
+  }
+
+  // offsets as an int64 tensor on the logits' device.
+  static at::Tensor device_offsets(c10::IntArrayRef offsets, const at::Tensor& logits) {
+    return at::tensor(offsets).to(logits.device());  // int64
+  }
+
+  static at::Tensor categorical_sums(const at::Tensor& x, const at::Tensor& mask,
+                                     const at::Tensor& logits, c10::IntArrayRef offsets) {
+    c10::cuda::CUDAGuard guard(logits.device());
+    const int64_t B = logits.size(0), K = logits.size(1), T = logits.size(2), G = x.size(1);
+    at::Tensor out = at::empty({B, K}, logits.options());
+    if (B * K == 0) return out;
+    const at::Tensor off = device_offsets(offsets, logits);
+    NOTMIWAE_DISPATCH_CUDA(logits.scalar_type(), "categorical_sums_cuda", [&] {
+      launch_rows(categorical_sums_kernel<scalar_t>, B * K, G, x.const_data_ptr<scalar_t>(),
+                  mask.const_data_ptr<bool>(), logits.const_data_ptr<scalar_t>(),
+                  off.const_data_ptr<int64_t>(), B * K, K, G, T, out.mutable_data_ptr<scalar_t>());
+    });
+    return out;
+  }
+
+  static at::Tensor categorical_grads(const at::Tensor& grad, const at::Tensor& x,
+                                      const at::Tensor& mask, const at::Tensor& logits,
+                                      c10::IntArrayRef offsets) {
+    c10::cuda::CUDAGuard guard(logits.device());
+    const int64_t B = logits.size(0), K = logits.size(1), T = logits.size(2), G = x.size(1);
+    at::Tensor out = at::empty(logits.sizes(), logits.options());
+    if (out.numel() == 0) return out;
+    const at::Tensor off = device_offsets(offsets, logits);
+    NOTMIWAE_DISPATCH_CUDA(logits.scalar_type(), "categorical_grads_cuda", [&] {
+      launch_rows(categorical_grads_kernel<scalar_t>, B * K, G, grad.const_data_ptr<scalar_t>(),
+                  x.const_data_ptr<scalar_t>(), mask.const_data_ptr<bool>(),
+                  logits.const_data_ptr<scalar_t>(), off.const_data_ptr<int64_t>(), B * K, K, G, T,
+                  out.mutable_data_ptr<scalar_t>());
+    });
     return out;
   }
 };
