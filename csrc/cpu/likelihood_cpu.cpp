@@ -231,56 +231,57 @@ struct CpuLikelihood {
     return out;
   }
 
-  // masked_categorical_logprob: out[i] = Σ_g categorical_term(row i, column g), rows in
-  // parallel, the sum over columns in acc_t.
+  // masked_categorical_logprob's operands (offsets in host memory).
+  template <typename scalar_t>
+  static CategoricalColumns<scalar_t> categorical_columns(const at::Tensor& x,
+                                                          const at::Tensor& mask,
+                                                          const at::Tensor& logits,
+                                                          c10::IntArrayRef offsets) {
+    return {x.const_data_ptr<scalar_t>(),
+            mask.const_data_ptr<bool>(),
+            logits.const_data_ptr<scalar_t>(),
+            offsets.data(),
+            logits.size(1),
+            x.size(1),
+            logits.size(2)};
+  }
+
+  // masked_categorical_logprob: out[i] = Σ_g (column g's term), rows in parallel, the
+  // sum over columns in acc_t.
   static at::Tensor categorical_sums(const at::Tensor& x, const at::Tensor& mask,
                                      const at::Tensor& logits, c10::IntArrayRef offsets) {
-    const int64_t B = logits.size(0), K = logits.size(1), T = logits.size(2), G = x.size(1);
-    at::Tensor out = at::empty({B, K}, logits.options());
+    at::Tensor out = at::empty({logits.size(0), logits.size(1)}, logits.options());
     AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "categorical_sums_cpu", [&] {
-      using math_t = at::opmath_type<scalar_t>;
-      using acc_t = at::acc_type<scalar_t, false>;
-      const scalar_t* xp = x.const_data_ptr<scalar_t>();
-      const bool* mp = mask.const_data_ptr<bool>();
-      const scalar_t* lp = logits.const_data_ptr<scalar_t>();
-      scalar_t* op = out.mutable_data_ptr<scalar_t>();
-      at::parallel_for(0, B * K, cpu::rows_per_task(T), [&](int64_t i0, int64_t i1) {
-        for (int64_t i = i0; i < i1; ++i) {
-          const int64_t b = i / K;
-          acc_t sum = 0;
-          for (int64_t g = 0; g < G; ++g)
-            sum +=
-                categorical_term<F, math_t>(mp[b * G + g], static_cast<math_t>(xp[b * G + g]),
-                                            lp + i * T + offsets[g], offsets[g + 1] - offsets[g]);
-          op[i] = static_cast<scalar_t>(sum);
-        }
-      });
+      const auto columns = categorical_columns<scalar_t>(x, mask, logits, offsets);
+      scalar_t* o = out.mutable_data_ptr<scalar_t>();
+      at::parallel_for(0, out.numel(), cpu::rows_per_task(columns.width),
+                       [&](int64_t i0, int64_t i1) {
+                         for (int64_t i = i0; i < i1; ++i) {
+                           at::acc_type<scalar_t, false> sum = 0;
+                           for (int64_t g = 0; g < columns.G; ++g)
+                             sum += columns.template term<F>(i, g);
+                           o[i] = static_cast<scalar_t>(sum);
+                         }
+                       });
     });
     return out;
   }
 
-  // Its gradient [B, K, T]: categorical_term_grad of every (row, column).
+  // Its gradient [B, K, T]: every column's of every row.
   static at::Tensor categorical_grads(const at::Tensor& grad, const at::Tensor& x,
                                       const at::Tensor& mask, const at::Tensor& logits,
                                       c10::IntArrayRef offsets) {
-    const int64_t B = logits.size(0), K = logits.size(1), T = logits.size(2), G = x.size(1);
     at::Tensor out = at::empty(logits.sizes(), logits.options());
     AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "categorical_grads_cpu", [&] {
-      using math_t = at::opmath_type<scalar_t>;
-      const scalar_t* gp = grad.const_data_ptr<scalar_t>();
-      const scalar_t* xp = x.const_data_ptr<scalar_t>();
-      const bool* mp = mask.const_data_ptr<bool>();
-      const scalar_t* lp = logits.const_data_ptr<scalar_t>();
-      scalar_t* op = out.mutable_data_ptr<scalar_t>();
-      at::parallel_for(0, B * K, cpu::rows_per_task(T), [&](int64_t i0, int64_t i1) {
-        for (int64_t i = i0; i < i1; ++i) {
-          const int64_t b = i / K;
-          for (int64_t g = 0; g < G; ++g)
-            categorical_term_grad<F, math_t>(
-                static_cast<math_t>(gp[i]), mp[b * G + g], static_cast<math_t>(xp[b * G + g]),
-                lp + i * T + offsets[g], offsets[g + 1] - offsets[g], op + i * T + offsets[g]);
-        }
-      });
+      const auto columns = categorical_columns<scalar_t>(x, mask, logits, offsets);
+      const scalar_t* g_row = grad.const_data_ptr<scalar_t>();
+      scalar_t* o = out.mutable_data_ptr<scalar_t>();
+      at::parallel_for(0, grad.numel(), cpu::rows_per_task(columns.width),
+                       [&](int64_t i0, int64_t i1) {
+                         for (int64_t i = i0; i < i1; ++i)
+                           for (int64_t g = 0; g < columns.G; ++g)
+                             columns.template term_grad<F>(g_row[i], i, g, o);
+                       });
     });
     return out;
   }

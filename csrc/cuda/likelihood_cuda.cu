@@ -140,39 +140,27 @@ __global__ void row_grads_kernel(Operands<scalar_t, L> ops,
   }
 }
 
-// masked_categorical_logprob: out[i] = Σ_g categorical_term(row i, column g), and its
-// gradient (categorical_term_grad of every column of row i). x, mask [B, G]; logits and
-// its gradient [B, K, T]; offsets [G + 1] on the device.
+// masked_categorical_logprob: out[i] = Σ_g (column g's term), and its gradient (every
+// column's of row i), threads striding over the G columns.
 template <typename scalar_t>
-__global__ void categorical_sums_kernel(const scalar_t* x, const bool* mask, const scalar_t* logits,
-                                        const int64_t* offsets, int64_t rows, int64_t K, int64_t G,
-                                        int64_t T, scalar_t* out) {
-  using acc_t = opmath_t<scalar_t>;
+__global__ void categorical_sums_kernel(CategoricalColumns<scalar_t> columns, int64_t rows,
+                                        scalar_t* out) {
   for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
-    const int64_t b = i / K;
-    acc_t sum = 0;
-    for (int64_t g = threadIdx.x; g < G; g += blockDim.x)
-      sum += categorical_term<math::LibM, acc_t>(mask[b * G + g], static_cast<acc_t>(x[b * G + g]),
-                                                 logits + i * T + offsets[g],
-                                                 offsets[g + 1] - offsets[g]);
+    opmath_t<scalar_t> sum = 0;
+    for (int64_t g = threadIdx.x; g < columns.G; g += blockDim.x)
+      sum += columns.template term<math::LibM>(i, g);
     sum = cuda::block_sum(sum);
     if (threadIdx.x == 0) out[i] = static_cast<scalar_t>(sum);
   }
 }
 
 template <typename scalar_t>
-__global__ void categorical_grads_kernel(const scalar_t* grad, const scalar_t* x, const bool* mask,
-                                         const scalar_t* logits, const int64_t* offsets,
-                                         int64_t rows, int64_t K, int64_t G, int64_t T,
-                                         scalar_t* out) {
-  using acc_t = opmath_t<scalar_t>;
+__global__ void categorical_grads_kernel(CategoricalColumns<scalar_t> columns, const scalar_t* grad,
+                                         int64_t rows, scalar_t* out) {
   for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
-    const int64_t b = i / K;
-    const acc_t g_row = static_cast<acc_t>(grad[i]);
-    for (int64_t g = threadIdx.x; g < G; g += blockDim.x)
-      categorical_term_grad<math::LibM, acc_t>(
-          g_row, mask[b * G + g], static_cast<acc_t>(x[b * G + g]), logits + i * T + offsets[g],
-          offsets[g + 1] - offsets[g], out + i * T + offsets[g]);
+    const auto g_row = static_cast<opmath_t<scalar_t>>(grad[i]);
+    for (int64_t g = threadIdx.x; g < columns.G; g += blockDim.x)
+      columns.template term_grad<math::LibM>(g_row, i, g, out);
   }
 }
 
@@ -253,22 +241,31 @@ struct CudaLikelihood {
     return out;
   }
 
-  // offsets as an int64 tensor on the logits' device.
-  static at::Tensor device_offsets(c10::IntArrayRef offsets, const at::Tensor& logits) {
-    return at::tensor(offsets).to(logits.device());  // int64
+  // masked_categorical_logprob's operands; `offsets` holds the offsets on the device.
+  template <typename scalar_t>
+  static CategoricalColumns<scalar_t> categorical_columns(const at::Tensor& x,
+                                                          const at::Tensor& mask,
+                                                          const at::Tensor& logits,
+                                                          const at::Tensor& offsets) {
+    return {x.const_data_ptr<scalar_t>(),
+            mask.const_data_ptr<bool>(),
+            logits.const_data_ptr<scalar_t>(),
+            offsets.const_data_ptr<int64_t>(),
+            logits.size(1),
+            x.size(1),
+            logits.size(2)};
   }
 
   static at::Tensor categorical_sums(const at::Tensor& x, const at::Tensor& mask,
                                      const at::Tensor& logits, c10::IntArrayRef offsets) {
     c10::cuda::CUDAGuard guard(logits.device());
-    const int64_t B = logits.size(0), K = logits.size(1), T = logits.size(2), G = x.size(1);
-    at::Tensor out = at::empty({B, K}, logits.options());
-    if (B * K == 0) return out;
-    const at::Tensor off = device_offsets(offsets, logits);
+    at::Tensor out = at::empty({logits.size(0), logits.size(1)}, logits.options());
+    if (out.numel() == 0) return out;
+    const at::Tensor off = at::tensor(offsets).to(logits.device());  // int64
     NOTMIWAE_DISPATCH_CUDA(logits.scalar_type(), "categorical_sums_cuda", [&] {
-      launch_rows(categorical_sums_kernel<scalar_t>, B * K, G, x.const_data_ptr<scalar_t>(),
-                  mask.const_data_ptr<bool>(), logits.const_data_ptr<scalar_t>(),
-                  off.const_data_ptr<int64_t>(), B * K, K, G, T, out.mutable_data_ptr<scalar_t>());
+      launch_rows(categorical_sums_kernel<scalar_t>, out.numel(), x.size(1),
+                  categorical_columns<scalar_t>(x, mask, logits, off), out.numel(),
+                  out.mutable_data_ptr<scalar_t>());
     });
     return out;
   }
@@ -277,15 +274,13 @@ struct CudaLikelihood {
                                       const at::Tensor& mask, const at::Tensor& logits,
                                       c10::IntArrayRef offsets) {
     c10::cuda::CUDAGuard guard(logits.device());
-    const int64_t B = logits.size(0), K = logits.size(1), T = logits.size(2), G = x.size(1);
     at::Tensor out = at::empty(logits.sizes(), logits.options());
     if (out.numel() == 0) return out;
-    const at::Tensor off = device_offsets(offsets, logits);
+    const at::Tensor off = at::tensor(offsets).to(logits.device());  // int64
     NOTMIWAE_DISPATCH_CUDA(logits.scalar_type(), "categorical_grads_cuda", [&] {
-      launch_rows(categorical_grads_kernel<scalar_t>, B * K, G, grad.const_data_ptr<scalar_t>(),
-                  x.const_data_ptr<scalar_t>(), mask.const_data_ptr<bool>(),
-                  logits.const_data_ptr<scalar_t>(), off.const_data_ptr<int64_t>(), B * K, K, G, T,
-                  out.mutable_data_ptr<scalar_t>());
+      launch_rows(categorical_grads_kernel<scalar_t>, grad.numel(), x.size(1),
+                  categorical_columns<scalar_t>(x, mask, logits, off),
+                  grad.const_data_ptr<scalar_t>(), grad.numel(), out.mutable_data_ptr<scalar_t>());
     });
     return out;
   }

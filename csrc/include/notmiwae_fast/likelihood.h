@@ -14,6 +14,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
 
 #include <cmath>
 #include <initializer_list>
@@ -273,6 +274,37 @@ NOTMIWAE_HOST_DEVICE void categorical_term_grad(T g, bool observed, T code, cons
     out[j] = static_cast<scalar_t>(onehot - F::Exp(static_cast<T>(l[j]) - s.max) * g_over_sum);
   }
 }
+
+// The operands of masked_categorical_logprob as both backends' drivers read them:
+// contiguous x [B, G], the mask as bool [B, G], contiguous logits [B, K, width] and the
+// G + 1 offsets (in host or device memory, wherever the driver runs). Column g of row
+// i = b·K + k: its term and its gradient, math in opmath_t.
+template <typename scalar_t>
+struct CategoricalColumns {
+  using opmath_t = at::opmath_type<scalar_t>;
+  const scalar_t* x;
+  const bool* mask;
+  const scalar_t* logits;
+  const int64_t* offsets;
+  int64_t K, G, width;
+
+  template <typename F>
+  NOTMIWAE_HOST_DEVICE opmath_t term(int64_t i, int64_t g) const {
+    const int64_t e = (i / K) * G + g;
+    return categorical_term<F, opmath_t>(mask[e], static_cast<opmath_t>(x[e]),
+                                         logits + i * width + offsets[g],
+                                         offsets[g + 1] - offsets[g]);
+  }
+
+  // Writes the column's gradient into its place in `out` [B, K, width], given the
+  // gradient of row i's result.
+  template <typename F>
+  NOTMIWAE_HOST_DEVICE void term_grad(opmath_t grad, int64_t i, int64_t g, scalar_t* out) const {
+    const int64_t e = (i / K) * G + g, start = i * width + offsets[g];
+    categorical_term_grad<F, opmath_t>(grad, mask[e], static_cast<opmath_t>(x[e]), logits + start,
+                                       offsets[g + 1] - offsets[g], out + start);
+  }
+};
 
 }  // namespace likelihood
 

@@ -10,7 +10,7 @@
 //   categorical_sums(x, mask, logits, offsets)         masked_categorical_logprob [B, K]
 //   categorical_grads(grad, x, mask, logits, offsets)  its gradient [B, K, T]
 //     (contiguous x and logits, a contiguous bool mask, checked arguments; both drivers
-//     loop over the (row, column) pairs calling likelihood.h's categorical_term(_grad))
+//     loop over the (row, column) pairs of likelihood.h's CategoricalColumns)
 // and registers LikelihoodOps<Backend> with register_likelihood_kernels.
 #pragma once
 
