@@ -50,8 +50,9 @@ void register_autocast(torch::Library& m) {
                          &autocast_kernel<device, Policy::kLowerPrecision>>());
   for (const char* name :
        {"iw_logmeanexp", "iw_weights", "iw_impute", "masked_normal_logprob",
-        "masked_bernoulli_logprob", "masked_studentt_logprob", "selfmask_logprob",
-        "notmiwae_normal_terms", "latent_terms", "softplus_scale"}) {
+        "masked_bernoulli_logprob", "masked_studentt_logprob", "masked_poisson_logprob",
+        "masked_categorical_logprob", "selfmask_logprob", "notmiwae_normal_terms", "latent_terms",
+        "softplus_scale"}) {
     m.impl(name,
            torch::CppFunction::makeFromBoxedFunction<&autocast_kernel<device, Policy::kFloat32>>());
   }

@@ -59,6 +59,21 @@ void define_likelihood_ops(torch::Library& m) {
   m.def(
       "masked_bernoulli_logprob_backward(Tensor grad, Tensor x, Tensor mask, Tensor logits) "
       "-> Tensor");
+  // Σ_d mask · (x log λ − λ − lgamma(x + 1)), λ = exp(log_rate): counts x ≥ 0
+  m.def("masked_poisson_logprob(Tensor x, Tensor mask, Tensor log_rate) -> Tensor");
+  m.def(
+      "masked_poisson_logprob_backward(Tensor grad, Tensor x, Tensor mask, Tensor log_rate) "
+      "-> Tensor");
+  // Σ_g mask[b, g] · log_softmax(logits[b, k, offsets[g]:offsets[g + 1]])[x[b, g]]: x, mask
+  // [B, G] (x: each column's category code, a floating value); logits [B, K, T]; offsets:
+  // G + 1 strictly increasing column starts, 0 to T. An observed code that is not an
+  // integer in [0, n_g) contributes −inf (and no gradient).
+  m.def(
+      "masked_categorical_logprob(Tensor x, Tensor mask, Tensor logits, int[] offsets) "
+      "-> Tensor");
+  m.def(
+      "masked_categorical_logprob_backward(Tensor grad, Tensor x, Tensor mask, Tensor logits, "
+      "int[] offsets) -> Tensor");
   // Σ_d mask · log StudentT(x; df[d], loc, scale)
   m.def(
       "masked_studentt_logprob(Tensor x, Tensor mask, Tensor loc, Tensor scale, Tensor df) "

@@ -78,3 +78,55 @@ def assert_bad_input(name: str, inputs: tuple, exc, message: str, via: str, pyth
     }[via]
     with pytest.raises(exc, match=message):
         fn(*inputs)
+
+
+# ------------------------------------------------------------------------------------
+# The likelihood operators' tests (tests/ops/test_likelihood.py, test_categorical.py)
+# ------------------------------------------------------------------------------------
+class Inputs:
+    """The arguments of one op: ``args`` in schema order (tensors, and non-tensor ones
+    such as int lists, passed as they are) and ``grad_idx``, the indices of the arguments
+    that receive gradients (the parameters)."""
+
+    def __init__(self, args, grad_idx):
+        self.args = list(args)
+        self.grad_idx = list(grad_idx)
+
+    def to(self, **kw):
+        def moved(a):
+            if not isinstance(a, torch.Tensor):
+                return a
+            return a.to(**kw) if a.is_floating_point() else a.to(device=kw.get("device"))
+
+        return Inputs([moved(a) for a in self.args], self.grad_idx)
+
+
+def forward_backward(fn, inp: Inputs):
+    """fn(*args) as a tuple of outputs, and the gradients of a fixed random projection
+    of them with respect to the parameters."""
+    args = [a.detach().clone() if isinstance(a, torch.Tensor) else a for a in inp.args]
+    for i in inp.grad_idx:
+        args[i].requires_grad_(True)
+    outs = fn(*args)
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    gen = torch.Generator().manual_seed(1)
+    loss = sum(
+        (o * torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o)).sum() for o in outs
+    )
+    grads = torch.autograd.grad(
+        loss, [args[i] for i in inp.grad_idx], allow_unused=True, materialize_grads=True
+    )
+    return [o.detach() for o in outs], [g.detach() for g in grads]
+
+
+def assert_all_close(actual, expected, **tol):
+    assert len(actual) == len(expected)
+    for a, e in zip(actual, expected):
+        torch.testing.assert_close(a, e.to(dtype=a.dtype, device=a.device), **tol)
+
+
+def same_bits(device: str) -> dict:
+    """Tolerances for "the same computation on the same values": bit-identical on the CPU;
+    on CUDA the per-feature gradients [D] are summed over rows with atomicAdd, whose
+    order (and so the last bit) varies from run to run, as in PyTorch's own index_add."""
+    return dict(rtol=0, atol=0) if device == "cpu" else dict(rtol=1e-13, atol=1e-15)

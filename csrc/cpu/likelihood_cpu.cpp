@@ -1,9 +1,10 @@
 // CPU kernels of the likelihood family: masked_normal_logprob, masked_bernoulli_logprob,
-// masked_studentt_logprob, selfmask_logprob, notmiwae_normal_terms and their backward
-// passes. The ops (notmiwae_fast/likelihood_ops.h, shared with CUDA) run one of the two
-// drivers of CpuLikelihood, row_sums (forward) and row_grads (backward), with the op's
-// operand layout and per-element term (notmiwae_fast/likelihood.h), in tiles
-// (likelihood_tiles.h).
+// masked_studentt_logprob, masked_poisson_logprob, selfmask_logprob,
+// notmiwae_normal_terms, masked_categorical_logprob and their backward passes. The ops
+// (notmiwae_fast/likelihood_ops.h, shared with CUDA) run one of the two drivers of
+// CpuLikelihood, row_sums (forward) and row_grads (backward), with the op's operand
+// layout and per-element term (notmiwae_fast/likelihood.h), in tiles
+// (likelihood_tiles.h); the categorical op has its own two, a loop over (row, column).
 //
 // Per-element math runs in at::opmath_type (float for float32) and every sum over D or
 // over rows accumulates in at::acc_type (float64 for float32). The element loops are
@@ -226,6 +227,61 @@ struct CpuLikelihood {
         });
       });
       for (int f = 0; f < nF; ++f) out[nS + f] = sums.total(f, ref.options());
+    });
+    return out;
+  }
+
+  // masked_categorical_logprob's operands (offsets in host memory).
+  template <typename scalar_t>
+  static CategoricalColumns<scalar_t> categorical_columns(const at::Tensor& x,
+                                                          const at::Tensor& mask,
+                                                          const at::Tensor& logits,
+                                                          c10::IntArrayRef offsets) {
+    return {x.const_data_ptr<scalar_t>(),
+            mask.const_data_ptr<bool>(),
+            logits.const_data_ptr<scalar_t>(),
+            offsets.data(),
+            logits.size(1),
+            x.size(1),
+            logits.size(2)};
+  }
+
+  // masked_categorical_logprob: out[i] = Σ_g (column g's term), rows in parallel, the
+  // sum over columns in acc_t.
+  static at::Tensor categorical_sums(const at::Tensor& x, const at::Tensor& mask,
+                                     const at::Tensor& logits, c10::IntArrayRef offsets) {
+    at::Tensor out = at::empty({logits.size(0), logits.size(1)}, logits.options());
+    AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "categorical_sums_cpu", [&] {
+      const auto columns = categorical_columns<scalar_t>(x, mask, logits, offsets);
+      scalar_t* o = out.mutable_data_ptr<scalar_t>();
+      at::parallel_for(0, out.numel(), cpu::rows_per_task(columns.width),
+                       [&](int64_t i0, int64_t i1) {
+                         for (int64_t i = i0; i < i1; ++i) {
+                           at::acc_type<scalar_t, false> sum = 0;
+                           for (int64_t g = 0; g < columns.G; ++g)
+                             sum += columns.template term<F>(i, g);
+                           o[i] = static_cast<scalar_t>(sum);
+                         }
+                       });
+    });
+    return out;
+  }
+
+  // Its gradient [B, K, T]: every column's of every row.
+  static at::Tensor categorical_grads(const at::Tensor& grad, const at::Tensor& x,
+                                      const at::Tensor& mask, const at::Tensor& logits,
+                                      c10::IntArrayRef offsets) {
+    at::Tensor out = at::empty(logits.sizes(), logits.options());
+    AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "categorical_grads_cpu", [&] {
+      const auto columns = categorical_columns<scalar_t>(x, mask, logits, offsets);
+      const scalar_t* g_row = grad.const_data_ptr<scalar_t>();
+      scalar_t* o = out.mutable_data_ptr<scalar_t>();
+      at::parallel_for(0, grad.numel(), cpu::rows_per_task(columns.width),
+                       [&](int64_t i0, int64_t i1) {
+                         for (int64_t i = i0; i < i1; ++i)
+                           for (int64_t g = 0; g < columns.G; ++g)
+                             columns.template term_grad<F>(g_row[i], i, g, o);
+                       });
     });
     return out;
   }

@@ -1,13 +1,16 @@
 // CUDA kernels of the likelihood family: masked_normal_logprob, masked_bernoulli_logprob,
-// masked_studentt_logprob, selfmask_logprob, notmiwae_normal_terms and their backward
-// passes. The ops (notmiwae_fast/likelihood_ops.h, shared with the CPU) run one of two
-// kernels, row_sums_kernel (forward) and row_grads_kernel (backward), with the op's operand
-// layout and per-element term (notmiwae_fast/likelihood.h). float32, float64, float16 and
-// bfloat16; half types compute and accumulate in float32 (at::opmath_type).
+// masked_studentt_logprob, masked_poisson_logprob, selfmask_logprob,
+// notmiwae_normal_terms, masked_categorical_logprob and their backward passes. The ops
+// (notmiwae_fast/likelihood_ops.h, shared with the CPU) run one of two kernels,
+// row_sums_kernel (forward) and row_grads_kernel (backward), with the op's operand layout
+// and per-element term (notmiwae_fast/likelihood.h); the categorical op has its own two.
+// float32, float64, float16 and bfloat16; half types compute and accumulate in float32
+// (at::opmath_type).
 //
 // One block per (b, k) row (grid-stride over the B·K rows), its threads striding over
-// the D features and reducing with cuda::block_sum. Per-feature gradients (W, b, df)
-// are summed over rows with atomicAdd into an opmath-typed [D] buffer.
+// the D features (the G columns of the categorical op) and reducing with
+// cuda::block_sum. Per-feature gradients (W, b, df) are summed over rows with atomicAdd
+// into an opmath-typed [D] buffer.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -137,6 +140,30 @@ __global__ void row_grads_kernel(Operands<scalar_t, L> ops,
   }
 }
 
+// masked_categorical_logprob: out[i] = Σ_g (column g's term), and its gradient (every
+// column's of row i), threads striding over the G columns.
+template <typename scalar_t>
+__global__ void categorical_sums_kernel(CategoricalColumns<scalar_t> columns, int64_t rows,
+                                        scalar_t* out) {
+  for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
+    opmath_t<scalar_t> sum = 0;
+    for (int64_t g = threadIdx.x; g < columns.G; g += blockDim.x)
+      sum += columns.template term<math::LibM>(i, g);
+    sum = cuda::block_sum(sum);
+    if (threadIdx.x == 0) out[i] = static_cast<scalar_t>(sum);
+  }
+}
+
+template <typename scalar_t>
+__global__ void categorical_grads_kernel(CategoricalColumns<scalar_t> columns, const scalar_t* grad,
+                                         int64_t rows, scalar_t* out) {
+  for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
+    const auto g_row = static_cast<opmath_t<scalar_t>>(grad[i]);
+    for (int64_t g = threadIdx.x; g < columns.G; g += blockDim.x)
+      columns.template term_grad<math::LibM>(g_row, i, g, out);
+  }
+}
+
 // ------------------------------------------------------------------------------------
 // The host drivers. Shapes come from the layout's first per-sample operand [B, K, D].
 // ------------------------------------------------------------------------------------
@@ -211,6 +238,50 @@ struct CudaLikelihood {
                   gp, B * K, K, D, sp, fp);
     });
     for (int f = 0; f < nF; ++f) out[nS + f] = sums[f].to(ref.scalar_type());
+    return out;
+  }
+
+  // masked_categorical_logprob's operands; `offsets` holds the offsets on the device.
+  template <typename scalar_t>
+  static CategoricalColumns<scalar_t> categorical_columns(const at::Tensor& x,
+                                                          const at::Tensor& mask,
+                                                          const at::Tensor& logits,
+                                                          const at::Tensor& offsets) {
+    return {x.const_data_ptr<scalar_t>(),
+            mask.const_data_ptr<bool>(),
+            logits.const_data_ptr<scalar_t>(),
+            offsets.const_data_ptr<int64_t>(),
+            logits.size(1),
+            x.size(1),
+            logits.size(2)};
+  }
+
+  static at::Tensor categorical_sums(const at::Tensor& x, const at::Tensor& mask,
+                                     const at::Tensor& logits, c10::IntArrayRef offsets) {
+    c10::cuda::CUDAGuard guard(logits.device());
+    at::Tensor out = at::empty({logits.size(0), logits.size(1)}, logits.options());
+    if (out.numel() == 0) return out;
+    const at::Tensor off = at::tensor(offsets).to(logits.device());  // int64
+    NOTMIWAE_DISPATCH_CUDA(logits.scalar_type(), "categorical_sums_cuda", [&] {
+      launch_rows(categorical_sums_kernel<scalar_t>, out.numel(), x.size(1),
+                  categorical_columns<scalar_t>(x, mask, logits, off), out.numel(),
+                  out.mutable_data_ptr<scalar_t>());
+    });
+    return out;
+  }
+
+  static at::Tensor categorical_grads(const at::Tensor& grad, const at::Tensor& x,
+                                      const at::Tensor& mask, const at::Tensor& logits,
+                                      c10::IntArrayRef offsets) {
+    c10::cuda::CUDAGuard guard(logits.device());
+    at::Tensor out = at::empty(logits.sizes(), logits.options());
+    if (out.numel() == 0) return out;
+    const at::Tensor off = at::tensor(offsets).to(logits.device());  // int64
+    NOTMIWAE_DISPATCH_CUDA(logits.scalar_type(), "categorical_grads_cuda", [&] {
+      launch_rows(categorical_grads_kernel<scalar_t>, grad.numel(), x.size(1),
+                  categorical_columns<scalar_t>(x, mask, logits, off),
+                  grad.const_data_ptr<scalar_t>(), grad.numel(), out.mutable_data_ptr<scalar_t>());
+    });
     return out;
   }
 };

@@ -28,7 +28,9 @@ from .iw import iw_impute, iw_logmeanexp, iw_weights
 from .latent import latent_terms
 from .likelihood import (
     masked_bernoulli_logprob,
+    masked_categorical_logprob,
     masked_normal_logprob,
+    masked_poisson_logprob,
     masked_studentt_logprob,
     notmiwae_normal_terms,
     selfmask_logprob,

@@ -151,6 +151,56 @@ def bernoulli(x: Tensor, mask: Tensor, logits: Tensor) -> None:
     per_sample(logits, "logits", x)
 
 
+def poisson(x: Tensor, mask: Tensor, log_rate: Tensor) -> None:
+    """masked_poisson_logprob: x, mask [B, D]; log_rate [B, K, D]."""
+    data(x, mask)
+    per_sample(log_rate, "log_rate", x)
+
+
+def categorical(x: Tensor, mask: Tensor, logits: Tensor, offsets: Sequence[int]) -> None:
+    """masked_categorical_logprob: x, mask [B, G]; logits [B, K, T]; offsets: G + 1
+    strictly increasing column starts from 0 to T."""
+    floating(x, "x")
+    ndim(x, 2, "x", "[B, G]")
+    mask_like(mask, x, "x")
+    floating(logits, "logits")
+    ndim(logits, 3, "logits", "[B, K, T]")
+    size(logits, 0, x.shape[0], "logits", "[B, K, T] (B from x)")
+    same_device_dtype(logits, "logits", x, "x")
+    G = x.shape[1]
+    if len(offsets) != G + 1:
+        raise ValueError(
+            f"notmiwae_fast: argument 'offsets' must hold G + 1 = {G + 1} column starts "
+            f"(G from x); got {len(offsets)}"
+        )
+    if offsets[0] != 0 or offsets[G] != logits.shape[2]:
+        raise ValueError(
+            f"notmiwae_fast: argument 'offsets' must run from 0 to T = {logits.shape[2]} "
+            f"(T from logits); got {list(offsets)}"
+        )
+    if any(offsets[g] >= offsets[g + 1] for g in range(G)):
+        raise ValueError(
+            "notmiwae_fast: argument 'offsets' must be strictly increasing (each column "
+            f"has at least one category); got {list(offsets)}"
+        )
+
+
+def categorical_codes(x: Tensor, mask: Tensor, offsets: Sequence[int]) -> None:
+    """The observed entries of x [B, G] are integer codes in [0, n_g), n_g =
+    offsets[g + 1] − offsets[g]. Reads x: for tensors on the CPU only (the wrapper skips
+    it on other devices, where the operator gives such an entry −inf)."""
+    n = torch.tensor([offsets[g + 1] - offsets[g] for g in range(x.shape[1])], device=x.device)
+    valid = (x >= 0) & (x < n) & (x == torch.floor(x))
+    bad = (mask != 0) & ~valid
+    if bool(bad.any()):
+        b, g = (int(i) for i in bad.nonzero()[0])
+        raise ValueError(
+            "notmiwae_fast: argument 'x' must hold, where observed, integer category codes "
+            f"in [0, n_g); got x[{b}, {g}] = {float(x[b, g])} for a column of "
+            f"{int(n[g])} categories"
+        )
+
+
 def studentt(x: Tensor, mask: Tensor, loc: Tensor, scale: Tensor, df: Tensor) -> None:
     """masked_studentt_logprob: x, mask [B, D]; loc, scale [B, K, D]; df [D]."""
     location_scale(x, mask, loc, scale)

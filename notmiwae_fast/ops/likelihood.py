@@ -1,8 +1,11 @@
-"""Masked likelihoods (Normal, Bernoulli, Student-t), the self-masking missing
-process and the fused not-MIWAE terms. Shapes: x, mask [B, D] (mask bool or 0/1
-float); per-sample tensors [B, K, D]; per-feature W, b, df [D]; results [B, K]."""
+"""Masked likelihoods (Normal, Bernoulli, Student-t, Poisson, categorical), the
+self-masking missing process and the fused not-MIWAE terms. Shapes: x, mask [B, D] (mask
+bool or 0/1 float); per-sample tensors [B, K, D]; per-feature W, b, df [D]; results
+[B, K]. The categorical op: x, mask [B, G]; logits [B, K, T]; offsets G + 1 ints."""
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -14,6 +17,8 @@ __all__ = [
     "masked_normal_logprob",
     "masked_bernoulli_logprob",
     "masked_studentt_logprob",
+    "masked_poisson_logprob",
+    "masked_categorical_logprob",
     "selfmask_logprob",
     "notmiwae_normal_terms",
 ]
@@ -73,6 +78,57 @@ def masked_studentt_logprob(
         return torch.ops.notmiwae_fast.masked_studentt_logprob(x, mask, loc, scale, df)
     _checks.studentt(x, mask, loc, scale, df)
     return reference.masked_studentt_logprob(x, mask, loc, scale, df)
+
+
+def masked_poisson_logprob(x: Tensor, mask: Tensor, log_rate: Tensor) -> Tensor:
+    """Σ_d mask · (x · log λ − λ − lgamma(x + 1)), λ = exp(log_rate[b, k, d]).
+
+    Gradients flow to log_rate: grad · mask · (x − λ).
+
+    Args:
+        x: [B, D] counts ≥ 0 (floating; a non-integer x gives the formula's continuous
+            extension). mask: [B, D] bool or 0/1 float. log_rate: [B, K, D].
+    Returns:
+        [B, K]
+    """
+    if use_kernels(log_rate):
+        return torch.ops.notmiwae_fast.masked_poisson_logprob(x, mask, log_rate)
+    _checks.poisson(x, mask, log_rate)
+    return reference.masked_poisson_logprob(x, mask, log_rate)
+
+
+def masked_categorical_logprob(
+    x: Tensor, mask: Tensor, logits: Tensor, offsets: Sequence[int]
+) -> Tensor:
+    """Σ_g mask[b, g] · log_softmax(logits[b, k, offsets[g]:offsets[g + 1]])[x[b, g]],
+    with each column's maximum logit subtracted (finite for logits up to ±1e4).
+
+    Column g of a mixed-type table is categorical with n_g = offsets[g + 1] − offsets[g]
+    categories, whose logits sit side by side in ``logits``. Gradients flow to logits:
+    grad · mask · (onehot(x) − softmax(column)). Masked columns contribute exactly 0
+    whatever x holds there. Observed codes that are not integers in [0, n_g): for CPU
+    tensors this wrapper raises ValueError naming 'x'; on other devices (no host
+    synchronisation) and in the raw operator such a column contributes −inf and gives
+    its logits no gradient.
+
+    Args:
+        x: [B, G] category codes 0 … n_g − 1, in logits' floating dtype.
+        mask: [B, G] bool or 0/1 float.
+        logits: [B, K, T], T = offsets[G].
+        offsets: G + 1 strictly increasing column starts, offsets[0] = 0.
+    Returns:
+        [B, K]
+    """
+    offsets = [int(o) for o in offsets]
+    kernels = use_kernels(logits)
+    read_codes = x.device.type == "cpu" and not torch.compiler.is_compiling()
+    if read_codes or not kernels:
+        _checks.categorical(x, mask, logits, offsets)
+    if read_codes:
+        _checks.categorical_codes(x, mask, offsets)
+    if kernels:
+        return torch.ops.notmiwae_fast.masked_categorical_logprob(x, mask, logits, offsets)
+    return reference.masked_categorical_logprob(x, mask, logits, offsets)
 
 
 def selfmask_logprob(x_full: Tensor, mask: Tensor, W: Tensor, b: Tensor) -> Tensor:
@@ -147,6 +203,28 @@ def register_fakes(fake: RegisterFake) -> None:
         _checks.studentt(x, mask, loc, scale, df)
         _checks.row_grad(grad, "grad", loc, "loc")
         return like(loc), like(scale), like(df)
+
+    @fake("masked_poisson_logprob")
+    def _(x, mask, log_rate):
+        _checks.poisson(x, mask, log_rate)
+        return rows_of(log_rate)
+
+    @fake("masked_poisson_logprob_backward")
+    def _(grad, x, mask, log_rate):
+        _checks.poisson(x, mask, log_rate)
+        _checks.row_grad(grad, "grad", log_rate, "log_rate")
+        return like(log_rate)
+
+    @fake("masked_categorical_logprob")
+    def _(x, mask, logits, offsets):
+        _checks.categorical(x, mask, logits, offsets)
+        return rows_of(logits)
+
+    @fake("masked_categorical_logprob_backward")
+    def _(grad, x, mask, logits, offsets):
+        _checks.categorical(x, mask, logits, offsets)
+        _checks.row_grad(grad, "grad", logits, "logits")
+        return like(logits)
 
     @fake("selfmask_logprob")
     def _(x_full, mask, W, b):

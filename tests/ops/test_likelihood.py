@@ -1,5 +1,6 @@
 """The likelihood operators (masked_normal_logprob, masked_bernoulli_logprob,
-masked_studentt_logprob, selfmask_logprob, notmiwae_normal_terms): kernels against the
+masked_studentt_logprob, masked_poisson_logprob, selfmask_logprob,
+notmiwae_normal_terms; masked_categorical_logprob: test_categorical.py): kernels against the
 pure-PyTorch reference, gradients, opcheck, masked NaN / ±inf, extreme logits,
 non-contiguous inputs, half types on CUDA and bad input."""
 
@@ -13,10 +14,14 @@ import torch
 from helpers import (
     BAD_INPUT_ROUTES,
     DEVICES,
+    Inputs,
+    assert_all_close,
     assert_bad_input,
     cuda_only,
+    forward_backward,
     library_loaded,
     run_python,
+    same_bits,
 )
 
 import notmiwae_fast
@@ -28,6 +33,7 @@ NAMES = [
     "masked_normal_logprob",
     "masked_bernoulli_logprob",
     "masked_studentt_logprob",
+    "masked_poisson_logprob",
     "selfmask_logprob",
     "notmiwae_normal_terms",
 ]
@@ -35,24 +41,6 @@ SHAPES = [(1, 1, 1), (3, 1, 4), (5, 20, 11), (0, 4, 3), (2, 3, 12288)]  # (B, K,
 # Kernel against the float64 reference (SPEC: float64 to 1e-10 relative, float32 to
 # 1e-5; the absolute part covers sums near 0).
 TOL = {torch.float64: dict(rtol=1e-10, atol=1e-10), torch.float32: dict(rtol=1e-5, atol=1e-5)}
-
-
-class Inputs:
-    """The arguments of one op: ``args`` in schema order and ``grad_idx``, the indices
-    of the arguments that receive gradients (the parameters)."""
-
-    def __init__(self, args, grad_idx):
-        self.args = list(args)
-        self.grad_idx = list(grad_idx)
-
-    def to(self, **kw):
-        return Inputs(
-            [
-                a.to(**kw) if a.is_floating_point() else a.to(device=kw.get("device"))
-                for a in self.args
-            ],
-            self.grad_idx,
-        )
 
 
 def make_inputs(
@@ -67,6 +55,8 @@ def make_inputs(
     if name == "masked_bernoulli_logprob":  # 0/1 data and some relaxed values in (0, 1)
         relaxed = torch.rand(B, D, **f64)
         x = torch.where(torch.rand(B, D, generator=g) > 0.2, (x > 0).double(), relaxed)
+    if name == "masked_poisson_logprob":  # counts, zeros included, some large
+        x = torch.poisson(torch.exp(2 * torch.randn(B, D, **f64)), generator=g)
     junk = torch.tensor([math.nan, math.inf, -math.inf], dtype=torch.float64)
     junk = junk[torch.randint(0, 3, (B, D), generator=g)]  # drawn always: same stream
     if nan_under_mask:
@@ -79,6 +69,8 @@ def make_inputs(
         inp = Inputs([x, mask, loc, scale], [2, 3])
     elif name == "masked_bernoulli_logprob":
         inp = Inputs([x, mask, 3 * torch.randn(B, K, D, **f64)], [2])
+    elif name == "masked_poisson_logprob":
+        inp = Inputs([x, mask, 0.5 + loc], [2])
     elif name == "masked_studentt_logprob":
         inp = Inputs([x, mask, loc, scale, 1.5 + 4 * torch.rand(D, **f64)], [2, 3, 4])
     elif name == "selfmask_logprob":
@@ -86,37 +78,6 @@ def make_inputs(
     else:
         inp = Inputs([x, mask, loc, scale, torch.randn(B, K, D, **f64), W, b], [2, 3, 5, 6])
     return inp.to(dtype=dtype, device=device)
-
-
-def forward_backward(fn, inp: Inputs):
-    """fn(*args) as a tuple of outputs, and the gradients of a fixed random projection
-    of them with respect to the parameters."""
-    args = [a.detach().clone() for a in inp.args]
-    for i in inp.grad_idx:
-        args[i].requires_grad_(True)
-    outs = fn(*args)
-    outs = outs if isinstance(outs, tuple) else (outs,)
-    gen = torch.Generator().manual_seed(1)
-    loss = sum(
-        (o * torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o)).sum() for o in outs
-    )
-    grads = torch.autograd.grad(
-        loss, [args[i] for i in inp.grad_idx], allow_unused=True, materialize_grads=True
-    )
-    return [o.detach() for o in outs], [g.detach() for g in grads]
-
-
-def assert_all_close(actual, expected, **tol):
-    assert len(actual) == len(expected)
-    for a, e in zip(actual, expected):
-        torch.testing.assert_close(a, e.to(dtype=a.dtype, device=a.device), **tol)
-
-
-def same_bits(device: str) -> dict:
-    """Tolerances for "the same computation on the same values": bit-identical on the CPU;
-    on CUDA the per-feature gradients [D] are summed over rows with atomicAdd, whose
-    order (and so the last bit) varies from run to run, as in PyTorch's own index_add."""
-    return dict(rtol=0, atol=0) if device == "cpu" else dict(rtol=1e-13, atol=1e-15)
 
 
 # ------------------------------------------------------------------------------------
@@ -167,6 +128,11 @@ def test_against_torch_distributions():
     torch.testing.assert_close(
         OPS.masked_bernoulli_logprob(xb, mask, logits),
         dist.Bernoulli(logits=logits).log_prob(xb[:, None]).sum(-1),
+    )
+    counts = torch.poisson(torch.full((B, D), 4.0, dtype=torch.float64))
+    torch.testing.assert_close(
+        OPS.masked_poisson_logprob(counts, mask, loc),
+        dist.Poisson(loc.exp()).log_prob(counts[:, None]).sum(-1),
     )
     W, b = torch.randn(D, dtype=torch.float64), torch.randn(D, dtype=torch.float64)
     s = torch.rand(B, D) > 0.5
@@ -431,6 +397,18 @@ BAD_INPUTS = [
         "'logits' must have shape \\[B, K, D\\]",
     ),
     (
+        "masked_poisson_logprob",
+        lambda: (torch.rand(3, 5), torch.ones(3, 5).bool(), torch.randn(3, 4, 6)),
+        ValueError,
+        "'log_rate' must have shape \\[B, K, D\\] \\(D from x\\)",
+    ),
+    (
+        "masked_poisson_logprob",
+        lambda: (torch.rand(3, 5), torch.ones(3, 5).bool(), torch.randn(3, 4, 5).double()),
+        TypeError,
+        "'log_rate' has dtype",
+    ),
+    (
         "selfmask_logprob",
         lambda: (torch.randn(3, 4, 5), torch.ones(3, 5).bool(), torch.randn(5), torch.randn(1)),
         ValueError,
@@ -477,6 +455,7 @@ def test_bad_input(name, make, exc, message, via):
         "masked_normal_logprob": _checks.location_scale,
         "masked_bernoulli_logprob": _checks.bernoulli,
         "masked_studentt_logprob": _checks.studentt,
+        "masked_poisson_logprob": _checks.poisson,
         "selfmask_logprob": _checks.selfmask,
         "notmiwae_normal_terms": _checks.notmiwae,
     }[name]

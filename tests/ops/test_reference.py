@@ -26,6 +26,8 @@ SPEC_OPERATORS = [
 ]
 
 
+# The likelihoods of mixed-type tables (counts and categorical columns).
+MIXED_OPERATORS = ["masked_poisson_logprob", "masked_categorical_logprob"]
 # Composed of the others (not exported: TorchScript export runs the layers one by one).
 COMPOSITE_OPERATORS = ["gauss_bound", "gauss_bound_grads"]
 # The models' input check and zero-fill (tests/ops/test_observed_data.py).
@@ -35,14 +37,16 @@ IMAGE_OPERATORS = ["clipped_impute"]
 
 
 def test_every_spec_operator_has_a_reference_a_wrapper_and_a_kernel():
-    every = SPEC_OPERATORS + COMPOSITE_OPERATORS + INPUT_OPERATORS + IMAGE_OPERATORS
+    every = (
+        SPEC_OPERATORS + MIXED_OPERATORS + COMPOSITE_OPERATORS + INPUT_OPERATORS + IMAGE_OPERATORS
+    )
     assert sorted(reference.__all__) == sorted(every)
     for name in every:
         assert callable(getattr(reference, name)) and callable(getattr(ops, name))
         assert hasattr(torch.ops.notmiwae_fast, name)
 
 
-@pytest.mark.parametrize("name", SPEC_OPERATORS)
+@pytest.mark.parametrize("name", SPEC_OPERATORS + MIXED_OPERATORS)
 def test_reference_scripts_and_matches_eager(name):
     scripted = torch.jit.script(getattr(reference, name))
     B, K, D = 3, 4, 5
@@ -57,6 +61,13 @@ def test_reference_scripts_and_matches_eager(name):
         "masked_normal_logprob": (x, mask, per_sample[0], scale),
         "masked_bernoulli_logprob": ((x > 0).float(), mask, per_sample[0]),
         "masked_studentt_logprob": (x, mask, per_sample[0], scale, torch.full((D,), 4.0)),
+        "masked_poisson_logprob": (torch.floor(4 * x.abs()), mask, per_sample[0]),
+        "masked_categorical_logprob": (  # two columns of 2 and 3 categories
+            torch.floor(2 * x[:, :2].abs()).clamp(max=1),
+            mask[:, :2],
+            per_sample[0],
+            [0, 2, D],
+        ),
         "selfmask_logprob": (per_sample[0], mask, torch.randn(D), torch.randn(D)),
         "notmiwae_normal_terms": (
             x,

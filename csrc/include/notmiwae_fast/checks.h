@@ -153,6 +153,37 @@ inline void check_bernoulli(const at::Tensor& x, const at::Tensor& mask, const a
   check_per_sample(logits, "logits", x);
 }
 
+// masked_poisson_logprob: x, mask [B, D]; log_rate [B, K, D].
+inline void check_poisson(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& log_rate) {
+  check_data(x, mask);
+  check_per_sample(log_rate, "log_rate", x);
+}
+
+// masked_categorical_logprob: x, mask [B, G] (one category code per column); logits
+// [B, K, T]; offsets: G + 1 strictly increasing column starts from 0 to T.
+inline void check_categorical(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& logits,
+                              c10::IntArrayRef offsets) {
+  check_floating(x, "x");
+  check_dim(x, 2, "x", "[B, G]");
+  check_mask(mask, x, "x");
+  check_floating(logits, "logits");
+  check_dim(logits, 3, "logits", "[B, K, T]");
+  check_size(logits, 0, x.size(0), "logits", "[B, K, T] (B from x)");
+  check_same_device_dtype(logits, "logits", x, "x");
+  const int64_t G = x.size(1);
+  TORCH_CHECK_VALUE(static_cast<int64_t>(offsets.size()) == G + 1,
+                    "notmiwae_fast: argument 'offsets' must hold G + 1 = ", G + 1,
+                    " column starts (G from x); got ", offsets.size());
+  TORCH_CHECK_VALUE(offsets[0] == 0 && offsets[G] == logits.size(2),
+                    "notmiwae_fast: argument 'offsets' must run from 0 to T = ", logits.size(2),
+                    " (T from logits); got ", offsets);
+  for (int64_t g = 0; g < G; ++g)
+    TORCH_CHECK_VALUE(offsets[g] < offsets[g + 1],
+                      "notmiwae_fast: argument 'offsets' must be strictly increasing (each "
+                      "column has at least one category); got ",
+                      offsets);
+}
+
 // masked_studentt_logprob: x, mask [B, D]; loc, scale [B, K, D]; df [D].
 inline void check_studentt(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& loc,
                            const at::Tensor& scale, const at::Tensor& df) {

@@ -1,7 +1,9 @@
 // The likelihood family (masked_normal_logprob, masked_bernoulli_logprob,
-// masked_studentt_logprob, selfmask_logprob, notmiwae_normal_terms), shared by the CPU
-// and CUDA kernels: where each op's operands live, the per-element terms that the
-// kernels add up over D (or whose gradients they write), and two host-side helpers.
+// masked_studentt_logprob, masked_poisson_logprob, selfmask_logprob,
+// notmiwae_normal_terms, masked_categorical_logprob), shared by the CPU and CUDA kernels:
+// where each op's operands live, the per-element terms that the kernels add up over D
+// (or whose gradients they write), the per-column term of the categorical op, and
+// host-side helpers.
 //
 // Each op is a sum over the features d of one [B, K] row i = b·K + k of per-element
 // terms. The kernels of both backends are one generic row-sum driver and one generic
@@ -12,6 +14,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
 
 #include <cmath>
 #include <initializer_list>
@@ -48,6 +51,7 @@ struct Layout {
 
 using NormalOperands = Layout<Row, Mask, Sample, Sample>;  // x, mask, loc, scale
 using BernoulliOperands = Layout<Row, Mask, Sample>;       // x, mask, logits
+using PoissonOperands = Layout<Row, Mask, Sample, Row>;    // x, mask, log_rate, lgamma(x + 1)
 using StudentTOperands = Layout<Row, Mask, Sample, Sample, Feature, Feature>;  // …, df, c(df)
 using SelfMaskOperands = Layout<Sample, Mask, Feature, Feature>;               // x_full, mask, W, b
 using NotMiwaeOperands =  // x, mask, loc, scale, eps, W, b
@@ -106,6 +110,28 @@ struct Bernoulli {
     const bool observed = mask != T(0);
     const T g_logit = g * math::bernoulli_log_prob_dlogit<F>(observed ? x : T(0), logit);
     return {{observed ? g_logit : T(0)}};
+  }
+};
+
+// masked_poisson_logprob: mask · (x log λ − λ − lgamma(x + 1)), λ = exp(log_rate).
+// Operands x, mask, log_rate and lgamma(x + 1) (computed once per [B, D] entry).
+struct Poisson {
+  static constexpr int kRowGrads = 1, kSampleGrads = 1, kFeatureGrads = 0;
+
+  template <typename F, typename T>
+  NOTMIWAE_HOST_DEVICE static T value(T x, T mask, T log_rate, T lgamma_x1) {
+    const bool observed = mask != T(0);
+    const T v =
+        math::poisson_log_prob<F>(observed ? x : T(0), log_rate, observed ? lgamma_x1 : T(0));
+    return observed ? v : T(0);
+  }
+
+  // ∂/∂log_rate
+  template <typename F, typename T>
+  NOTMIWAE_HOST_DEVICE static Grads<T, 1> grads(T g, T x, T mask, T log_rate, T) {
+    const bool observed = mask != T(0);
+    const T g_rate = g * math::poisson_log_prob_dlog_rate<F>(observed ? x : T(0), log_rate);
+    return {{observed ? g_rate : T(0)}};
   }
 };
 
@@ -187,6 +213,96 @@ struct NotMiwae {
     const T g_loc = g_obs * dn.loc, g_scale = g_obs * dn.scale, g_scale_miss = d_x_hat * eps;
     return {{observed ? g_loc : d_x_hat, observed ? g_scale : g_scale_miss, -(x_hat - b) * delta,
              W * delta}};
+  }
+};
+
+// ---------------------------------------------------------------------------------------
+// masked_categorical_logprob: a sum over the G categorical columns of a row, column g
+// owning the n = offsets[g + 1] − offsets[g] logits l[0..n) of its categories. Its term
+// is log_softmax(l)[c] for the observed code c, computed with the group's maximum
+// subtracted. Both backends call the two functions below once per (row, column); T is
+// the math type, scalar_t the stored one. A masked column reads neither its code nor its
+// logits. An observed code that is not an integer in [0, n) (NaN, ±inf, fractional, out
+// of range) is a category of probability 0: its term is −inf and its logits get no
+// gradient; the logits are only ever indexed with a valid code.
+// ---------------------------------------------------------------------------------------
+
+// Whether code c names one of n categories (false for NaN).
+template <typename T>
+NOTMIWAE_HOST_DEVICE bool valid_code(T c, int64_t n) {
+  return c >= T(0) && c < static_cast<T>(n) && c == static_cast<T>(static_cast<int64_t>(c));
+}
+
+// The group's maximum logit and Σ_j exp(l[j] − max).
+template <typename T>
+struct CategoricalNorm {
+  T max, sum;
+};
+
+template <typename F, typename T, typename scalar_t>
+NOTMIWAE_HOST_DEVICE CategoricalNorm<T> categorical_norm(const scalar_t* l, int64_t n) {
+  T m = static_cast<T>(l[0]);
+  for (int64_t j = 1; j < n; ++j) m = static_cast<T>(l[j]) > m ? static_cast<T>(l[j]) : m;
+  T sum = T(0);
+  for (int64_t j = 0; j < n; ++j) sum += F::Exp(static_cast<T>(l[j]) - m);
+  return {m, sum};
+}
+
+// The column's term of the row's sum: 0 when masked, log_softmax(l)[code] when observed.
+template <typename F, typename T, typename scalar_t>
+NOTMIWAE_HOST_DEVICE T categorical_term(bool observed, T code, const scalar_t* l, int64_t n) {
+  if (!observed) return T(0);
+  if (!valid_code(code, n)) return math::neg_inf<T>();
+  const CategoricalNorm<T> s = categorical_norm<F, T>(l, n);
+  return (static_cast<T>(l[static_cast<int64_t>(code)]) - s.max) - F::Log(s.sum);
+}
+
+// Its gradient with respect to l, given the gradient g of the row's result:
+// out[j] = g · (onehot(code)[j] − softmax(l)[j]) when observed with a valid code, else 0.
+template <typename F, typename T, typename scalar_t>
+NOTMIWAE_HOST_DEVICE void categorical_term_grad(T g, bool observed, T code, const scalar_t* l,
+                                                int64_t n, scalar_t* out) {
+  if (!observed || !valid_code(code, n)) {
+    for (int64_t j = 0; j < n; ++j) out[j] = static_cast<scalar_t>(T(0));
+    return;
+  }
+  const CategoricalNorm<T> s = categorical_norm<F, T>(l, n);
+  const T g_over_sum = g / s.sum;
+  const int64_t c = static_cast<int64_t>(code);
+  for (int64_t j = 0; j < n; ++j) {
+    const T onehot = j == c ? g : T(0);
+    out[j] = static_cast<scalar_t>(onehot - F::Exp(static_cast<T>(l[j]) - s.max) * g_over_sum);
+  }
+}
+
+// The operands of masked_categorical_logprob as both backends' drivers read them:
+// contiguous x [B, G], the mask as bool [B, G], contiguous logits [B, K, width] and the
+// G + 1 offsets (in host or device memory, wherever the driver runs). Column g of row
+// i = b·K + k: its term and its gradient, math in opmath_t.
+template <typename scalar_t>
+struct CategoricalColumns {
+  using opmath_t = at::opmath_type<scalar_t>;
+  const scalar_t* x;
+  const bool* mask;
+  const scalar_t* logits;
+  const int64_t* offsets;
+  int64_t K, G, width;
+
+  template <typename F>
+  NOTMIWAE_HOST_DEVICE opmath_t term(int64_t i, int64_t g) const {
+    const int64_t e = (i / K) * G + g;
+    return categorical_term<F, opmath_t>(mask[e], static_cast<opmath_t>(x[e]),
+                                         logits + i * width + offsets[g],
+                                         offsets[g + 1] - offsets[g]);
+  }
+
+  // Writes the column's gradient into its place in `out` [B, K, width], given the
+  // gradient of row i's result.
+  template <typename F>
+  NOTMIWAE_HOST_DEVICE void term_grad(opmath_t grad, int64_t i, int64_t g, scalar_t* out) const {
+    const int64_t e = (i / K) * G + g, start = i * width + offsets[g];
+    categorical_term_grad<F, opmath_t>(grad, mask[e], static_cast<opmath_t>(x[e]), logits + start,
+                                       offsets[g + 1] - offsets[g], out + start);
   }
 };
 

@@ -7,6 +7,10 @@
 //   row_sums<Layout, Terms...>(operands)         one [B, K] result per term
 //   row_grads<Layout, Term>(grads, operands)     the term's gradients: per-sample
 //                                                [B, K, D] ones, then per-feature [D] ones
+//   categorical_sums(x, mask, logits, offsets)         masked_categorical_logprob [B, K]
+//   categorical_grads(grad, x, mask, logits, offsets)  its gradient [B, K, T]
+//     (contiguous x and logits, a contiguous bool mask, checked arguments; both drivers
+//     loop over the (row, column) pairs of likelihood.h's CategoricalColumns)
 // and registers LikelihoodOps<Backend> with register_likelihood_kernels.
 #pragma once
 
@@ -123,6 +127,50 @@ struct LikelihoodOps {
         {grad}, {x, mask, logits})[0];
   }
 
+  static void check_poisson_op(T x, T mask, T log_rate) {
+    check_poisson(x, mask, log_rate);
+    Backend::check_dtype(x, "x");
+  }
+
+  // lgamma(x + 1), once per [B, D] entry, in the accumulation type (NaN or ±inf under
+  // mask = 0 are never read).
+  static Tensor lgamma_x1(T x) {
+    return at::lgamma(x.to(at::toOpMathType(x.scalar_type())) + 1).to(x.scalar_type());
+  }
+
+  static Tensor masked_poisson_logprob(T x, T mask, T log_rate) {
+    check_poisson_op(x, mask, log_rate);
+    return Backend::template row_sums<likelihood::PoissonOperands, likelihood::Poisson>(
+        {x, mask, log_rate, lgamma_x1(x)})[0];
+  }
+
+  static Tensor masked_poisson_logprob_backward(T grad, T x, T mask, T log_rate) {
+    check_poisson_op(x, mask, log_rate);
+    check_row_grad(grad, "grad", log_rate, "log_rate", log_rate.size(0), log_rate.size(1));
+    // the last operand (lgamma(x + 1)) is not read by the gradient: x stands in for it
+    return Backend::template row_grads<likelihood::PoissonOperands, likelihood::Poisson>(
+        {grad}, {x, mask, log_rate, x})[0];
+  }
+
+  static void check_categorical_op(T x, T mask, T logits, c10::IntArrayRef offsets) {
+    check_categorical(x, mask, logits, offsets);
+    Backend::check_dtype(x, "x");
+  }
+
+  static Tensor masked_categorical_logprob(T x, T mask, T logits, c10::IntArrayRef offsets) {
+    check_categorical_op(x, mask, logits, offsets);
+    return Backend::categorical_sums(x.contiguous(), mask_as_bool(mask), logits.contiguous(),
+                                     offsets);
+  }
+
+  static Tensor masked_categorical_logprob_backward(T grad, T x, T mask, T logits,
+                                                    c10::IntArrayRef offsets) {
+    check_categorical_op(x, mask, logits, offsets);
+    check_row_grad(grad, "grad", logits, "logits", logits.size(0), logits.size(1));
+    return Backend::categorical_grads(grad.contiguous(), x.contiguous(), mask_as_bool(mask),
+                                      logits.contiguous(), offsets);
+  }
+
   static void check_studentt_op(T x, T mask, T loc, T scale, T df) {
     check_studentt(x, mask, loc, scale, df);
     Backend::check_dtype(x, "x");
@@ -197,6 +245,10 @@ void register_likelihood_kernels(torch::Library& m) {
   m.impl("masked_bernoulli_logprob_backward", &Ops::masked_bernoulli_logprob_backward);
   m.impl("masked_studentt_logprob", &Ops::masked_studentt_logprob);
   m.impl("masked_studentt_logprob_backward", &Ops::masked_studentt_logprob_backward);
+  m.impl("masked_poisson_logprob", &Ops::masked_poisson_logprob);
+  m.impl("masked_poisson_logprob_backward", &Ops::masked_poisson_logprob_backward);
+  m.impl("masked_categorical_logprob", &Ops::masked_categorical_logprob);
+  m.impl("masked_categorical_logprob_backward", &Ops::masked_categorical_logprob_backward);
   m.impl("selfmask_logprob", &Ops::selfmask_logprob);
   m.impl("selfmask_logprob_backward", &Ops::selfmask_logprob_backward);
   m.impl("notmiwae_normal_terms", &Ops::notmiwae_normal_terms);

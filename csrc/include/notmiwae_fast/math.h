@@ -263,6 +263,18 @@ NOTMIWAE_HOST_DEVICE T bernoulli_log_prob_dlogit(T x, T l) {
   return x - sigmoid<F>(l);
 }
 
+// x · log λ − λ − lgamma(x + 1) with λ = exp(log_rate) (a Poisson log-mass when x is a
+// count), given lgamma(x + 1); its ∂/∂log_rate = x − λ.
+template <typename F = LibM, typename T>
+NOTMIWAE_HOST_DEVICE T poisson_log_prob(T x, T log_rate, T lgamma_x1) {
+  return x * log_rate - F::Exp(log_rate) - lgamma_x1;
+}
+
+template <typename F = LibM, typename T>
+NOTMIWAE_HOST_DEVICE T poisson_log_prob_dlog_rate(T x, T log_rate) {
+  return x - F::Exp(log_rate);
+}
+
 // The self-masking logit ℓ = −W · (x − b) of one feature (SPEC §1, `selfmasking`);
 // ∂ℓ/∂x = −W, ∂ℓ/∂W = −(x − b), ∂ℓ/∂b = W.
 template <typename T>

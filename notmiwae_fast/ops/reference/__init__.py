@@ -32,7 +32,9 @@ from .iw import iw_impute, iw_logmeanexp, iw_weights
 from .latent import latent_terms
 from .likelihood import (
     masked_bernoulli_logprob,
+    masked_categorical_logprob,
     masked_normal_logprob,
+    masked_poisson_logprob,
     masked_studentt_logprob,
     masked_studentt_logprob_normalised,
     normal_log_density,
@@ -51,6 +53,8 @@ __all__ = [
     "masked_normal_logprob",
     "masked_bernoulli_logprob",
     "masked_studentt_logprob",
+    "masked_poisson_logprob",
+    "masked_categorical_logprob",
     "selfmask_logprob",
     "notmiwae_normal_terms",
     "mlp_tanh",

@@ -1,11 +1,13 @@
 """The pure-PyTorch twins of the likelihood operators: masked likelihoods (Normal,
-Bernoulli, Student-t), the self-masking missing process and the fused not-MIWAE terms,
-with the element-wise densities they are built of. Shapes: x, mask [B, D] (mask bool or
-0/1 float); per-sample tensors [B, K, D]; per-feature W, b, df [D]; results [B, K]."""
+Bernoulli, Student-t, Poisson, categorical), the self-masking missing process and the
+fused not-MIWAE terms, with the element-wise densities they are built of. Shapes: x, mask
+[B, D] (mask bool or 0/1 float); per-sample tensors [B, K, D]; per-feature W, b, df [D];
+results [B, K]. The categorical op has its own: x, mask [B, G], logits [B, K, T]."""
 
 from __future__ import annotations
 
 import math
+from typing import List
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +21,8 @@ __all__ = [
     "masked_normal_logprob",
     "masked_bernoulli_logprob",
     "masked_studentt_logprob",
+    "masked_poisson_logprob",
+    "masked_categorical_logprob",
     "selfmask_logprob",
     "notmiwae_normal_terms",
 ]
@@ -110,6 +114,53 @@ def masked_studentt_logprob(
         [B, K]
     """
     return masked_studentt_logprob_normalised(x, mask, loc, scale, df, studentt_log_normaliser(df))
+
+
+def masked_poisson_logprob(x: Tensor, mask: Tensor, log_rate: Tensor) -> Tensor:
+    """Σ_d mask · (x · log λ − λ − lgamma(x + 1)), λ = exp(log_rate[b, k, d]).
+
+    Args:
+        x: [B, D] counts ≥ 0 (anything under mask = 0; a non-integer x gives the
+            formula's continuous extension). mask: [B, D] bool or 0/1.
+        log_rate: [B, K, D] log of the Poisson rate.
+    Returns:
+        [B, K]
+    """
+    x0, observed = _observed(x, mask, log_rate.dtype)
+    per_element = x0 * log_rate - torch.exp(log_rate) - torch.lgamma(x0 + 1)
+    return _masked_sum(per_element, observed)
+
+
+def masked_categorical_logprob(
+    x: Tensor, mask: Tensor, logits: Tensor, offsets: List[int]
+) -> Tensor:
+    """Σ_g mask[b, g] · log_softmax(logits[b, k, offsets[g]:offsets[g + 1]])[x[b, g]].
+
+    An observed code that is not an integer in [0, n_g) (n_g = offsets[g + 1] −
+    offsets[g]; NaN and ±inf included) has probability 0: its column contributes −inf
+    and gives its logits no gradient. Masked columns contribute exactly 0.
+
+    Args:
+        x: [B, G] category codes 0 … n_g − 1, stored in logits' floating dtype
+            (anything under mask = 0). mask: [B, G] bool or 0/1.
+        logits: [B, K, T] the columns' logits side by side.
+        offsets: G + 1 strictly increasing column starts, offsets[0] = 0, offsets[G] = T.
+    Returns:
+        [B, K]
+    """
+    B, K = logits.shape[0], logits.shape[1]
+    observed = mask != 0
+    total = torch.zeros(B, K, dtype=logits.dtype, device=logits.device)
+    for g in range(len(offsets) - 1):
+        n = offsets[g + 1] - offsets[g]
+        code = x[:, g].to(logits.dtype)
+        valid = observed[:, g] & (code >= 0) & (code < n) & (code == torch.floor(code))
+        index = torch.where(valid, code, torch.zeros_like(code)).long()
+        log_p = torch.log_softmax(logits[:, :, offsets[g] : offsets[g + 1]], dim=-1)
+        picked = log_p.gather(-1, index.view(B, 1, 1).expand(B, K, 1)).squeeze(-1)
+        term = torch.where(valid.unsqueeze(1), picked, torch.full_like(picked, -math.inf))
+        total = total + torch.where(observed[:, g].unsqueeze(1), term, torch.zeros_like(term))
+    return total
 
 
 # --------------------------------------------------------------------------------------
