@@ -17,6 +17,7 @@ from .. import utils
 from .._common import validate as _validate
 from ..nn.models import MIWAE, NotMIWAE
 from ..nn.networks import glorot_init_
+from . import _columns, _mixed
 from ._health import _check_data, _check_loss
 from ._input import (
     _PARAMETER_CONSTRAINTS,
@@ -95,6 +96,7 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         backend: str = "fused",
         standardize: bool = True,
         weight_init: str = "torch",
+        column_types: Optional[dict] = None,
     ) -> None:
         self.latent_dim = latent_dim
         self.hidden_dim = hidden_dim
@@ -111,6 +113,7 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.backend = backend
         self.standardize = standardize
         self.weight_init = weight_init
+        self.column_types = column_types
 
     # -- scikit-learn plumbing -----------------------------------------------------------
     def __sklearn_tags__(self) -> Any:
@@ -168,6 +171,9 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
         Raises ValueError naming the column when a column is entirely missing, is not
         numeric or holds inf."""
+        if _columns.is_mixed(X, self.column_types):
+            return _mixed.fit(self, X)
+        self.codec_ = None
         arr, columns = self._fit_input(X)
         observed = ~np.isnan(arr)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
@@ -258,6 +264,8 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         (NumPy ints, pandas' nullable Int64, ...) come back in their dtype with their
         imputations rounded (clipped to the dtype's range), its boolean columns in
         theirs with imputations thresholded at 0.5 (True when >= 0.5)."""
+        if getattr(self, "codec_", None) is not None:
+            return _mixed.transform(self, X)
         check_is_fitted(self)
         arr = self._check_X(X, reset=False)
         return self._wrap_like(X, self._impute_rows(arr, first_row=0))

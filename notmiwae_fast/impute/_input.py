@@ -33,6 +33,7 @@ _PARAMETER_CONSTRAINTS: dict = {
     "backend": [StrOptions({"fused", "reference"})],
     "standardize": ["boolean"],
     "weight_init": [StrOptions({"torch", "glorot"})],
+    "column_types": [dict, None],
 }
 # The integer parameters (scikit-learn's Interval(Integral) takes True for 1: refused).
 _INT_PARAMETERS = (

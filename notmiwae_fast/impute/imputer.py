@@ -122,6 +122,7 @@ class NotMIWAEImputer(_BaseIWImputer):
         backend: str = "fused",
         standardize: bool = True,
         weight_init: str = "torch",
+        column_types: Optional[dict] = None,
     ) -> None:
         super().__init__(
             latent_dim=latent_dim,
@@ -139,6 +140,7 @@ class NotMIWAEImputer(_BaseIWImputer):
             backend=backend,
             standardize=standardize,
             weight_init=weight_init,
+            column_types=column_types,
         )
         self.missing_process = missing_process
         self.signs = signs

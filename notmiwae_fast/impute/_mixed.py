@@ -1,0 +1,124 @@
+"""The imputers on a DataFrame of mixed column types (real, binary, categorical, count
+columns; see :mod:`._columns`): fit trains a :class:`~notmiwae_fast.nn.mixed.MixedNotMIWAE`
+(not-MIWAE with the mixed self-masking process for NotMIWAEImputer, MIWAE for
+MIWAEImputer) with the same Trainer loop as the numeric path, and transform returns the
+table with the same columns, dtypes and categories."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ..nn.mixed import MixedNotMIWAE
+from ..nn.models import NotMIWAE
+from ._columns import TableCodec
+from ._training import _train_model
+from ._transform import SEED_BLOCK
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__: list[str] = []
+
+# The missing processes the mixed models offer, by the imputers' names.
+_PROCESSES = {"selfmasking": "selfmasking", "auto": "selfmasking"}
+
+
+def _process(est: Any) -> Any:
+    if est._model_class is not NotMIWAE:
+        return None
+    name = est.missing_process
+    if not isinstance(name, str) or name not in _PROCESSES:
+        raise ValueError(
+            f"argument 'missing_process' must be one of {sorted(_PROCESSES)} for a table with "
+            f"categorical, binary or count columns; got {name!r}"
+        )
+    return _PROCESSES[name]
+
+
+def _standardized(codec: TableCodec, arr: np.ndarray, mean: np.ndarray, scale: np.ndarray):
+    """arr with its real columns in the model's units (the others as they are)."""
+    return (arr - mean) / scale
+
+
+def fit(est: Any, X: "pd.DataFrame") -> Any:
+    """NotMIWAEImputer / MIWAEImputer.fit on a mixed DataFrame."""
+    est._validate_params()
+    device = est._device()
+    validate_data(est, X, reset=True, skip_check_array=True)
+    codec = TableCodec(X, est.column_types)
+    arr = codec.encode(X)
+    observed = ~np.isnan(arr)
+    for j in np.flatnonzero(~observed.any(0)):
+        raise ValueError(f"column {codec.names[j]!r} has no observed value")
+    real = codec.layout.columns("real")
+    mean, scale = np.zeros(arr.shape[1]), np.ones(arr.shape[1])
+    if real and est.standardize:
+        mean[real] = np.nanmean(arr[:, real], axis=0)
+        std = np.nanstd(arr[:, real], axis=0)
+        scale[real] = np.where(std > 0, std, 1.0)
+    seed = int(check_random_state(est.random_state).randint(np.iinfo(np.int32).max))
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        model = MixedNotMIWAE(
+            codec.layout,
+            latent_dim=est.latent_dim,
+            hidden_dim=est.hidden_dim,
+            n_samples=est.n_samples,
+            missing_process=_process(est),
+        )
+        losses = _train_model(
+            model,
+            _standardized(codec, arr, mean, scale),
+            observed,
+            device,
+            lr=est.lr,
+            batch_size=est.batch_size,
+            max_iter=est.max_iter,
+            verbose=bool(est.verbose),
+        )
+    est.model_, est.codec_ = model, codec
+    est.mean_, est.scale_ = mean, scale
+    est.loss_curve_, est.n_iter_ = losses, len(losses)
+    est.history_ = {"health": [], "warnings": []}
+    est._seed_ = seed
+    if model.missing_model is not None:
+        categories = [c.categories for c in codec.columns]
+        est.missing_process_ = model.missing_model.interpret(
+            [str(n) for n in codec.names], categories
+        )
+    return est
+
+
+def impute_codes(est: Any, X: "pd.DataFrame", n_draws: Any = None) -> np.ndarray:
+    """X encoded and imputed, [N, D] (or [M, N, D] with ``n_draws``), in the table's
+    units with category codes; rows in blocks of 256 under seed + block index."""
+    check_is_fitted(est)
+    arr = est.codec_.encode(X)
+    observed = ~np.isnan(arr)
+    x = np.nan_to_num(_standardized(est.codec_, arr, est.mean_, est.scale_))
+    device = est._device()
+    model = est.model_.to(device)
+    blocks = []
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        for start in range(0, len(arr), SEED_BLOCK):
+            torch.manual_seed(est._seed_ + start // SEED_BLOCK)
+            rows = slice(start, start + SEED_BLOCK)
+            x_t = torch.as_tensor(x[rows], dtype=torch.float32, device=device)
+            s_t = torch.as_tensor(observed[rows], dtype=torch.float32, device=device)
+            blocks.append(model.impute(x_t, s_t, est.n_impute_samples, n_draws).cpu().double())
+    if not blocks:
+        return arr
+    filled = torch.cat(blocks, dim=-2).numpy() * est.scale_ + est.mean_
+    return np.where(observed, arr, filled)
+
+
+def transform(est: Any, X: "pd.DataFrame") -> "pd.DataFrame":
+    """NotMIWAEImputer / MIWAEImputer.transform on a mixed DataFrame."""
+    if not hasattr(X, "columns"):
+        raise ValueError("argument 'X' must be a DataFrame: the imputer was fitted on one")
+    return est.codec_.decode(impute_codes(est, X), X)

@@ -1,0 +1,431 @@
+"""MIWAE / not-MIWAE for tables of mixed column types: real, binary, categorical and
+count columns side by side.
+
+A table of D columns is held as one float tensor [B, D]: a real column in the model's
+(standardised) units, a binary one as 0 / 1, a categorical one as its category code
+(0 … n − 1) and a count as the count; the mask s [B, D] says which entries are observed.
+:class:`MixedLayout` says which column is which.
+
+One decoder network with one head per column type gives p(x | z): a normal (loc, scale)
+per real column, a Bernoulli logit per binary column, a softmax over each categorical
+column's categories and a Poisson log-rate per count column; each family's masked
+log-likelihood is its fused operator (``masked_normal_logprob``,
+``masked_bernoulli_logprob``, ``masked_categorical_logprob``,
+``masked_poisson_logprob``).
+
+The missing process of :class:`MixedNotMIWAE` is self-masking per column type:
+logit p(observed) = −W_j (x̂_j − b_j) for a real, binary or count column (a count enters
+as log(1 + count)), and one learnt logit per category for a categorical column (which
+categories go missing). x̂ at a missing entry is a reparameterised normal draw for a
+real column and the decoder's mean for the others: σ(logit) for binary, the category
+probabilities for a categorical column (the process's logit is then their average of
+the per-category logits), the rate for a count — no discrete sample, so the bound stays
+differentiable (the choice ``out_dist="bern"`` makes too).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import ops
+from .networks import DEFAULT_MIN_SCALE, Encoder, mlp
+
+__all__ = ["COLUMN_KINDS", "MixedLayout", "MixedNotMIWAE", "MixedSelfMaskingProcess"]
+
+COLUMN_KINDS = ("real", "binary", "categorical", "count")
+
+
+@dataclass(frozen=True)
+class MixedLayout:
+    """The column types of a mixed table: ``kinds[j]`` in :data:`COLUMN_KINDS`,
+    ``n_categories[j]`` the number of categories of a categorical column (ignored for
+    the others)."""
+
+    kinds: tuple[str, ...]
+    n_categories: tuple[int, ...]
+    _index: dict[str, list[int]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if len(self.kinds) != len(self.n_categories):
+            raise ValueError(
+                f"argument 'n_categories' must have one entry per column ({len(self.kinds)}); "
+                f"got {len(self.n_categories)}"
+            )
+        for j, kind in enumerate(self.kinds):
+            if kind not in COLUMN_KINDS:
+                raise ValueError(
+                    f"argument 'kinds' holds {kind!r} for column {j}; expected one of "
+                    f"{COLUMN_KINDS}"
+                )
+            if kind == "categorical" and self.n_categories[j] < 1:
+                raise ValueError(
+                    f"categorical column {j} must have >= 1 category; got {self.n_categories[j]}"
+                )
+        index = {k: [j for j, kind in enumerate(self.kinds) if kind == k] for k in COLUMN_KINDS}
+        object.__setattr__(self, "_index", index)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "MixedLayout":
+        return cls(tuple(d["kinds"]), tuple(int(n) for n in d["n_categories"]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kinds": list(self.kinds), "n_categories": list(self.n_categories)}
+
+    def columns(self, kind: str) -> list[int]:
+        """The indices of the columns of ``kind``."""
+        return self._index[kind]
+
+    @property
+    def scalar_columns(self) -> list[int]:
+        """The real, binary and count columns, in column order."""
+        return [j for j, k in enumerate(self.kinds) if k != "categorical"]
+
+    def scalar_positions(self, kind: str) -> list[int]:
+        """Where the columns of ``kind`` sit among :attr:`scalar_columns`."""
+        return [i for i, j in enumerate(self.scalar_columns) if self.kinds[j] == kind]
+
+    @property
+    def category_counts(self) -> list[int]:
+        """n per categorical column, in column order."""
+        return [self.n_categories[j] for j in self.columns("categorical")]
+
+    @property
+    def offsets(self) -> list[int]:
+        """Where each categorical column's categories start in the concatenated
+        one-hot / logit vector, and their total T at the end (G + 1 entries)."""
+        out = [0]
+        for n in self.category_counts:
+            out.append(out[-1] + n)
+        return out
+
+    @property
+    def n_scalar(self) -> int:
+        """Columns that are one number each in the networks: real, binary, count."""
+        return len(self.kinds) - len(self.columns("categorical"))
+
+    @property
+    def encoder_width(self) -> int:
+        """The encoder's input: one value per scalar column, one-hot categories."""
+        return self.n_scalar + self.offsets[-1]
+
+    @property
+    def decoder_width(self) -> int:
+        """The decoder's output: loc and raw scale per real column, one number per
+        binary and count column, one logit per category."""
+        return (
+            len(self.kinds)
+            + len(self.columns("real"))
+            + self.offsets[-1]
+            - len(self.columns("categorical"))
+        )
+
+
+def _group_softmax(logits: Tensor, offsets: Sequence[int]) -> Tensor:
+    """Softmax over each categorical column's slice of ``logits`` [..., T]."""
+    return torch.cat(
+        [logits[..., a:b].softmax(-1) for a, b in zip(offsets[:-1], offsets[1:])], dim=-1
+    )
+
+
+def _one_hot(codes: Tensor, observed: Tensor, counts: Sequence[int]) -> Tensor:
+    """[B, G] codes (anything where not ``observed``) -> [B, T] one-hot, zeros for the
+    columns not observed."""
+    parts = []
+    for g, n in enumerate(counts):
+        code = torch.where(observed[:, g], codes[:, g], torch.zeros_like(codes[:, g]))
+        hot = F.one_hot(code.long().clamp(0, n - 1), n).to(codes.dtype)
+        parts.append(hot * observed[:, g : g + 1].to(codes.dtype))
+    if not parts:
+        return codes.new_zeros(codes.shape[0], 0)
+    return torch.cat(parts, dim=-1)
+
+
+class MixedSelfMaskingProcess(nn.Module):
+    """p(s | x̂) for a mixed table: logit p(observed) = −W_j (x̂_j − b_j) per real, binary
+    or count column (counts as log(1 + count)); ``category_logits`` [T] per category of
+    the categorical columns (the logit of a categorical column is the one of its
+    category, or its average under the category probabilities)."""
+
+    def __init__(self, layout: MixedLayout):
+        super().__init__()
+        self.layout = layout
+        self.W = nn.Parameter(torch.zeros(layout.n_scalar))
+        self.b = nn.Parameter(torch.zeros(layout.n_scalar))
+        self.category_logits = nn.Parameter(torch.zeros(layout.offsets[-1]))
+
+    def forward(self, scalar: Tensor, category_probs: Tensor) -> Tensor:
+        """scalar [..., n_scalar] (x̂ of the scalar columns in column order, counts as
+        log(1 + count)), category_probs [..., T] -> logits [..., D] in column order."""
+        layout = self.layout
+        out = scalar.new_empty(*scalar.shape[:-1], len(layout.kinds))
+        out[..., layout.scalar_columns] = -self.W * (scalar - self.b)
+        offsets = layout.offsets
+        weighted = category_probs * self.category_logits
+        for g, j in enumerate(layout.columns("categorical")):
+            out[..., j] = weighted[..., offsets[g] : offsets[g + 1]].sum(-1)
+        return out
+
+    def interpret(self, names: Optional[Sequence[str]] = None, categories=None) -> dict:
+        """Per column: for scalar columns the slope W and threshold b (W > 0: high values
+        go missing); for categorical ones p(missing) per category."""
+        layout = self.layout
+        names = list(names) if names is not None else [str(j) for j in range(len(layout.kinds))]
+        result: dict[str, Any] = {}
+        for i, j in enumerate(layout.scalar_columns):
+            w, b = float(self.W[i].detach()), float(self.b[i].detach())
+            result[names[j]] = {
+                "kind": layout.kinds[j],
+                "W": w,
+                "b": b,
+                "direction": "high values missing" if w > 0 else "low values missing",
+            }
+        offsets = layout.offsets
+        for g, j in enumerate(layout.columns("categorical")):
+            logits = self.category_logits[offsets[g] : offsets[g + 1]].detach()
+            p_missing = torch.sigmoid(-logits).tolist()
+            labels = categories[j] if categories is not None else range(len(p_missing))
+            result[names[j]] = {
+                "kind": "categorical",
+                "p_missing": {str(c): p for c, p in zip(labels, p_missing)},
+            }
+        return result
+
+
+class MixedNotMIWAE(nn.Module):
+    """not-MIWAE (``missing_process="selfmasking"``) or MIWAE (``None``) for a mixed
+    table (see the module docstring).
+
+    Args:
+        layout: the column types.
+        latent_dim: L (default: D − 1, at least 1). hidden_dim: the networks' width.
+        n_samples: K importance samples per row while training.
+        missing_process: "selfmasking" or None (values missing at random: MIWAE).
+    """
+
+    def __init__(
+        self,
+        layout: MixedLayout,
+        latent_dim: Optional[int] = None,
+        hidden_dim: int = 128,
+        n_samples: int = 20,
+        missing_process: Optional[str] = "selfmasking",
+        min_scale: float = DEFAULT_MIN_SCALE,
+    ):
+        super().__init__()
+        if missing_process not in ("selfmasking", None):
+            raise ValueError(
+                "argument 'missing_process' of a mixed-type model must be 'selfmasking' or "
+                f"None; got {missing_process!r}"
+            )
+        D = len(layout.kinds)
+        self.layout = layout
+        self.input_dim = D
+        self.latent_dim = latent_dim if latent_dim is not None else max(D - 1, 1)
+        self.hidden_dim, self.n_samples, self.min_scale = hidden_dim, n_samples, min_scale
+        self.encoder = Encoder(layout.encoder_width, hidden_dim, self.latent_dim)
+        self.decoder = mlp([self.latent_dim, hidden_dim, hidden_dim, layout.decoder_width])
+        self.missing_model = (
+            MixedSelfMaskingProcess(layout) if missing_process == "selfmasking" else None
+        )
+        self.missing_process_name = missing_process
+
+    # -- pieces ------------------------------------------------------------------------
+    def _encoder_input(self, x: Tensor, observed: Tensor) -> Tensor:
+        layout = self.layout
+        scalar = self._scalar(x)
+        keep = observed[:, layout.scalar_columns]
+        scalar = torch.where(keep, scalar, torch.zeros_like(scalar))
+        cats = layout.columns("categorical")
+        hot = _one_hot(x[:, cats], observed[:, cats], layout.category_counts)
+        return torch.cat([scalar, hot], dim=-1)
+
+    def _scalar(self, x: Tensor) -> Tensor:
+        """The scalar columns of x [..., D] in column order, counts as log(1 + count)."""
+        scalar = x[..., self.layout.scalar_columns]
+        counts = self.layout.scalar_positions("count")
+        if counts:
+            scalar = scalar.clone()
+            scalar[..., counts] = torch.log1p(scalar[..., counts].clamp_min(0))
+        return scalar
+
+    def _heads(self, out: Tensor) -> dict[str, Tensor]:
+        """The decoder's output [..., W] split into each family's parameters."""
+        layout = self.layout
+        n_real, n_bin = len(layout.columns("real")), len(layout.columns("binary"))
+        n_cnt, T = len(layout.columns("count")), layout.offsets[-1]
+        loc, raw, logits, cat, log_rate = out.split([n_real, n_real, n_bin, T, n_cnt], -1)
+        return {
+            "loc": loc,
+            "scale": F.softplus(raw) + self.min_scale,
+            "logits": logits,
+            "category_logits": cat,
+            "log_rate": log_rate.clamp(max=20.0),
+        }
+
+    def _log_px(self, x: Tensor, s: Tensor, p: dict[str, Tensor]) -> Tensor:
+        """Σ over observed entries of log p(x | z): [B, K]."""
+        layout = self.layout
+        total = p["loc"].new_zeros(p["loc"].shape[:-1])
+        real, binary = layout.columns("real"), layout.columns("binary")
+        cats, counts = layout.columns("categorical"), layout.columns("count")
+        if real:
+            total = total + ops.masked_normal_logprob(x[:, real], s[:, real], p["loc"], p["scale"])
+        if binary:
+            total = total + ops.masked_bernoulli_logprob(x[:, binary], s[:, binary], p["logits"])
+        if cats:
+            total = total + ops.masked_categorical_logprob(
+                x[:, cats], s[:, cats], p["category_logits"], layout.offsets
+            )
+        if counts:
+            total = total + ops.masked_poisson_logprob(x[:, counts], s[:, counts], p["log_rate"])
+        return total
+
+    def _means(self, p: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """(E[x | z] of the scalar columns in column order [B, K, n_scalar], the
+        category probabilities [B, K, T])."""
+        layout = self.layout
+        B_K = p["loc"].shape[:-1]
+        scalar = p["loc"].new_empty(*B_K, layout.n_scalar)
+        for kind, value in (
+            ("real", p["loc"]),
+            ("binary", torch.sigmoid(p["logits"])),
+            ("count", torch.exp(p["log_rate"])),
+        ):
+            cols = layout.scalar_positions(kind)
+            if cols:
+                scalar[..., cols] = value
+        return scalar, _group_softmax(p["category_logits"], layout.offsets)
+
+    def _terms(self, x: Tensor, s: Tensor, k: int) -> dict[str, Tensor]:
+        """log_w [B, K] and the decoder's parameters for K = ``k`` samples per row."""
+        observed = s != 0
+        mu, std = self.encoder(self._encoder_input(x, observed))
+        eps = torch.randn(x.shape[0], k, self.latent_dim, dtype=x.dtype, device=x.device)
+        z = mu.unsqueeze(1) + std.unsqueeze(1) * eps
+        # log p(z) − log q(z | x): the normalising constants cancel.
+        log_w = (
+            -0.5 * (z * z).sum(-1)
+            + 0.5 * (eps * eps).sum(-1)
+            + torch.log(std).sum(-1, keepdim=True)
+        )
+        p = self._heads(self.decoder(z))
+        log_w = log_w + self._log_px(x, s, p)
+        if self.missing_model is not None:
+            log_w = log_w + self._log_ps(x, s, observed, p)
+        p["log_w"] = log_w
+        return p
+
+    def _log_ps(self, x: Tensor, s: Tensor, observed: Tensor, p: dict[str, Tensor]) -> Tensor:
+        """log p(s | x̂) [B, K], x̂ the observed values and, at the missing entries, a
+        normal draw (real) or the decoder's mean (the others)."""
+        layout = self.layout
+        scalar_mean, probs = self._means(p)
+        real = layout.scalar_positions("real")
+        if real:  # a reparameterised draw where the family has one
+            scalar_mean[..., real] = p["loc"] + p["scale"] * torch.randn_like(p["loc"])
+        counts = layout.scalar_positions("count")
+        if counts:
+            scalar_mean[..., counts] = torch.log1p(scalar_mean[..., counts])
+        x_scalar = self._scalar(x).unsqueeze(1)
+        keep = observed[:, layout.scalar_columns].unsqueeze(1)
+        x_hat = torch.where(keep, x_scalar, scalar_mean)
+        cats = layout.columns("categorical")
+        hot = _one_hot(x[:, cats], observed[:, cats], layout.category_counts).unsqueeze(1)
+        cat_observed = (
+            torch.cat(
+                [
+                    observed[:, j : j + 1].expand(-1, n)
+                    for j, n in zip(cats, layout.category_counts)
+                ],
+                dim=-1,
+            ).unsqueeze(1)
+            if cats
+            else observed[:, :0].unsqueeze(1)
+        )
+        probs = torch.where(cat_observed, hot, probs)
+        assert self.missing_model is not None  # (called only for not-MIWAE)
+        logits = self.missing_model(x_hat, probs)
+        return ops.masked_bernoulli_logprob(
+            s.to(x.dtype), torch.ones_like(s, dtype=x.dtype), logits
+        )
+
+    # -- the model's interface -----------------------------------------------------------
+    def forward(self, x: Tensor, s: Tensor) -> dict[str, Tensor]:
+        """x [B, D] (anything at the missing entries), s [B, D] (1 = observed) ->
+        {"loss": −mean bound, "bound" [B], "log_w" [B, K]}."""
+        x = torch.where(s != 0, x, torch.zeros_like(x))
+        log_w = self._terms(x, s, self.n_samples)["log_w"]
+        bound = torch.logsumexp(log_w, 1) - math.log(log_w.shape[1])
+        return {"loss": -bound.mean(), "bound": bound, "log_w": log_w}
+
+    @torch.no_grad()
+    def impute(
+        self, x: Tensor, s: Tensor, n_samples: int = 1000, n_draws: Optional[int] = None
+    ) -> Tensor:
+        """Fills the missing entries of x [B, D] (s [B, D], 1 = observed); observed
+        entries come back unchanged.
+
+        Single imputation: the self-normalised importance-weighted mean for real columns,
+        rounded for count columns, thresholded at 0.5 for binary ones and the weighted
+        mode (the category of highest weighted probability) for categorical ones.
+        ``n_draws = M``: M draws [M, B, D] by sampling-importance-resampling of the K
+        samples, then a draw from p(x | z) per column (a category for a categorical one).
+        Memory grows as B · K · (decoder width): call it on blocks of rows."""
+        was_training = self.training
+        self.eval()
+        try:
+            observed = s != 0
+            x = torch.where(observed, x, torch.zeros_like(x))
+            p = self._terms(x, s, n_samples)
+            alpha = torch.softmax(p["log_w"], 1)  # [B, K]
+            if n_draws is None:
+                filled = self._weighted_fill(p, alpha)
+            else:
+                picks = torch.multinomial(alpha, n_draws, replacement=True).T  # [M, B]
+                filled = torch.stack([self._draw(p, k) for k in picks])
+            return torch.where(observed, x, filled)
+        finally:
+            self.train(was_training)
+
+    def _weighted_fill(self, p: dict[str, Tensor], alpha: Tensor) -> Tensor:
+        layout = self.layout
+        scalar, probs = self._means(p)
+        a = alpha.unsqueeze(-1)
+        scalar = (a * scalar).sum(1)
+        probs = (a * probs).sum(1)
+        out = scalar.new_empty(scalar.shape[0], len(layout.kinds))
+        out[:, layout.scalar_columns] = scalar
+        for kind, rule in (("binary", lambda v: (v >= 0.5).to(v.dtype)), ("count", torch.round)):
+            cols = layout.columns(kind)
+            if cols:
+                out[:, cols] = rule(out[:, cols])
+        offsets = layout.offsets
+        for g, j in enumerate(layout.columns("categorical")):
+            out[:, j] = probs[:, offsets[g] : offsets[g + 1]].argmax(-1).to(out.dtype)
+        return out
+
+    def _draw(self, p: dict[str, Tensor], k: Tensor) -> Tensor:
+        """One value per entry from p(x | z_k) with z_k the sample ``k`` [B] of each row."""
+        layout = self.layout
+        rows = torch.arange(k.shape[0], device=k.device)
+        q = {name: value[rows, k] for name, value in p.items() if value.dim() == 3}
+        out = q["loc"].new_empty(k.shape[0], len(layout.kinds))
+        real, binary = layout.columns("real"), layout.columns("binary")
+        if real:
+            out[:, real] = q["loc"] + q["scale"] * torch.randn_like(q["loc"])
+        if binary:
+            out[:, binary] = torch.bernoulli(torch.sigmoid(q["logits"]))
+        counts = layout.columns("count")
+        if counts:
+            out[:, counts] = torch.poisson(torch.exp(q["log_rate"]))
+        offsets = layout.offsets
+        for g, j in enumerate(layout.columns("categorical")):
+            logits = q["category_logits"][:, offsets[g] : offsets[g + 1]]
+            out[:, j] = torch.multinomial(logits.softmax(-1), 1).squeeze(1).to(out.dtype)
+        return out
