@@ -1,0 +1,149 @@
+"""The imputers on DataFrames of mixed column types: type detection, round trips with
+dtypes and categories kept, learning a categorical self-masking mechanism, bad input."""
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from notmiwae_fast import MIWAEImputer, NotMIWAEImputer
+from notmiwae_fast.impute._columns import MAX_CATEGORIES, TableCodec, is_mixed
+
+FAST = dict(max_iter=150, hidden_dim=16, n_impute_samples=20, batch_size=32, random_state=0)
+
+
+def mixed_frame(n: int = 300, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=n)
+    return pd.DataFrame(
+        {
+            "x": z + 0.3 * rng.normal(size=n),
+            "level": pd.Categorical(
+                np.where(z > 0.5, "high", np.where(z < -0.5, "low", "mid")),
+                categories=["low", "mid", "high", "unused"],
+            ),
+            "colour": pd.Series(np.where(z > 0, "red", "blue"), dtype="string"),
+            "label": np.where(z > 0, "yes", "no").astype(object),
+            "visits": pd.array(rng.poisson(np.exp(0.5 * z)), dtype="Int64"),
+            "flag": pd.array(z > 0, dtype="boolean"),
+            "age": rng.integers(-20, 90, size=n),
+        }
+    )
+
+
+def with_holes(df: pd.DataFrame, rate: float = 0.2, seed: int = 1) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    out = df.copy()
+    for c in out.columns:
+        if c == "age":  # a NumPy int column cannot hold a missing value
+            continue
+        out.loc[rng.random(len(out)) < rate, c] = None
+    return out
+
+
+def test_column_types_are_detected():
+    codec = TableCodec(mixed_frame())
+    kinds = {c.name: c.kind for c in codec.columns}
+    assert kinds == {
+        "x": "real",
+        "level": "categorical",
+        "colour": "categorical",
+        "label": "categorical",
+        "visits": "count",
+        "flag": "binary",
+        "age": "real",
+    }
+    assert codec.columns[1].categories == ["low", "mid", "high", "unused"]
+    assert codec.columns[2].categories == ["blue", "red"]
+    assert is_mixed(mixed_frame(), None)
+    assert not is_mixed(mixed_frame()[["x"]], None)
+    assert not is_mixed(np.zeros((3, 2)), None)
+
+
+def test_column_types_override_and_are_checked():
+    df = mixed_frame()
+    codec = TableCodec(df, {"visits": "real", "flag": "categorical"})
+    assert [c.kind for c in codec.columns][4:6] == ["real", "categorical"]
+    with pytest.raises(ValueError, match="column_types.*nope"):
+        TableCodec(df, {"nope": "real"})
+    with pytest.raises(ValueError, match="'x'.*'ordinal'"):
+        TableCodec(df, {"x": "ordinal"})
+    with pytest.raises(ValueError, match="column_types"):
+        is_mixed(np.zeros((3, 2)), {"x": "real"})
+
+
+def test_round_trip_keeps_columns_dtypes_categories_and_observed_values():
+    df = with_holes(mixed_frame())
+    imputer = NotMIWAEImputer(**FAST)
+    out = imputer.fit_transform(df)
+    assert list(out.columns) == list(df.columns) and out.index.equals(df.index)
+    assert out.dtypes.to_dict() == df.dtypes.to_dict()
+    assert list(out["level"].cat.categories) == ["low", "mid", "high", "unused"]
+    assert out.isna().sum().sum() == 0
+    observed = df.notna()
+    for c in df.columns:
+        assert out[c][observed[c]].equals(df[c][observed[c]]), c
+    assert set(out["label"]) <= {"yes", "no"} and set(out["colour"]) <= {"red", "blue"}
+    assert (out["visits"] >= 0).all()
+    assert set(imputer.missing_process_["level"]["p_missing"]) == {"low", "mid", "high", "unused"}
+    again = pickle.loads(pickle.dumps(imputer)).transform(df)
+    pd.testing.assert_frame_equal(again, out)
+
+
+def test_miwae_imputer_takes_mixed_frames_too():
+    df = with_holes(mixed_frame(120))
+    out = MIWAEImputer(**FAST).fit_transform(df)
+    assert out.dtypes.to_dict() == df.dtypes.to_dict() and out.isna().sum().sum() == 0
+
+
+def test_learns_which_category_goes_missing():
+    """'high' is lost 80 % of the time, the others 5 %: the learnt process says so, and
+    the imputations of the lost level beat the mode of what is observed."""
+    rng = np.random.default_rng(3)
+    df = mixed_frame(800, seed=3)
+    truth = df["level"].copy()
+    lost = np.where(truth == "high", rng.random(len(df)) < 0.8, rng.random(len(df)) < 0.05)
+    holes = df.copy()
+    holes.loc[lost, "level"] = None
+    imputer = NotMIWAEImputer(**{**FAST, "max_iter": 1500})
+    out = imputer.fit_transform(holes)
+    p = imputer.missing_process_["level"]["p_missing"]
+    assert p["high"] > max(p["low"], p["mid"]) + 0.2
+    accuracy = (out["level"][lost] == truth[lost]).mean()
+    mode = (truth[lost] == holes["level"].mode()[0]).mean()
+    assert accuracy > mode + 0.3
+
+
+def test_unseen_category_at_transform_names_column_and_value():
+    df = mixed_frame(100)
+    imputer = NotMIWAEImputer(**{**FAST, "max_iter": 5}).fit(with_holes(df))
+    bad = df.copy()
+    bad["label"] = bad["label"].astype(object)
+    bad.loc[0, "label"] = "maybe"
+    with pytest.raises(ValueError, match="'label'.*'maybe'.*not seen at fit"):
+        imputer.transform(bad)
+
+
+def test_bad_tables_are_refused_with_the_column_named():
+    base = mixed_frame(50)
+    many = pd.concat([base] * 3, ignore_index=True)
+    many["code"] = [f"c{i}" for i in range(len(many))]
+    assert len(many) > MAX_CATEGORIES
+    with pytest.raises(ValueError, match="'code' has .* categories.*column_types"):
+        NotMIWAEImputer(**FAST).fit(many)
+    mixed_types = base.assign(label=[1.5 if i % 2 else "a" for i in range(50)])
+    with pytest.raises(ValueError, match="'label' mixes value types"):
+        NotMIWAEImputer(**FAST).fit(mixed_types)
+    empty = base.assign(level=pd.Categorical([None] * 50, categories=["a", "b"]))
+    with pytest.raises(ValueError, match="'level' has no observed value"):
+        NotMIWAEImputer(**FAST).fit(empty)
+    with pytest.raises(ValueError, match="missing_process"):
+        NotMIWAEImputer(**FAST, missing_process="linear").fit(base)
+
+
+def test_one_category_column_is_imputed_with_it():
+    df = mixed_frame(80).assign(const=pd.Categorical(["only"] * 80))
+    df.loc[::4, "const"] = None
+    out = NotMIWAEImputer(**{**FAST, "max_iter": 20}).fit_transform(df)
+    assert (out["const"] == "only").all()

@@ -1,0 +1,166 @@
+"""The mixed-type model: layout bookkeeping, the bound against a direct computation,
+gradients, imputation rules and draws."""
+
+import math
+
+import pytest
+import torch
+
+from notmiwae_fast.nn.mixed import MixedLayout, MixedNotMIWAE, MixedSelfMaskingProcess
+
+KINDS = ("real", "categorical", "binary", "count", "categorical", "real")
+CATS = (0, 3, 0, 0, 2, 0)
+
+
+@pytest.fixture
+def layout():
+    return MixedLayout(KINDS, CATS)
+
+
+def table(B: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.stack(
+        [
+            torch.randn(B, generator=g),
+            torch.randint(0, 3, (B,), generator=g).float(),
+            torch.randint(0, 2, (B,), generator=g).float(),
+            torch.poisson(torch.full((B,), 2.0), generator=g),
+            torch.randint(0, 2, (B,), generator=g).float(),
+            torch.randn(B, generator=g),
+        ],
+        1,
+    )
+    s = (torch.rand(B, 6, generator=g) > 0.3).float()
+    return x, s
+
+
+def test_layout_widths_and_offsets(layout):
+    assert layout.columns("categorical") == [1, 4]
+    assert layout.offsets == [0, 3, 5]
+    assert layout.scalar_columns == [0, 2, 3, 5]
+    assert layout.scalar_positions("count") == [2]
+    assert layout.encoder_width == 4 + 5
+    # loc + scale for 2 reals, 1 binary logit, 1 log-rate, 5 category logits
+    assert layout.decoder_width == 4 + 1 + 1 + 5
+    assert MixedLayout.from_dict(layout.to_dict()) == layout
+
+
+@pytest.mark.parametrize(
+    "kinds, cats, match",
+    [
+        (("real", "ordinal"), (0, 0), "kinds"),
+        (("categorical",), (0,), "category"),
+        (("real",), (0, 0), "n_categories"),
+    ],
+)
+def test_layout_refuses_bad_specs(kinds, cats, match):
+    with pytest.raises(ValueError, match=match):
+        MixedLayout(kinds, cats)
+
+
+def direct_log_px(model, x, s, p):
+    """log p(x° | z) written out with torch.distributions, column by column."""
+    total = torch.zeros(p["loc"].shape[:-1], dtype=x.dtype)
+    lay = model.layout
+    for i, j in enumerate(lay.columns("real")):
+        d = torch.distributions.Normal(p["loc"][..., i], p["scale"][..., i])
+        total += s[:, j : j + 1] * d.log_prob(x[:, j : j + 1])
+    for i, j in enumerate(lay.columns("binary")):
+        d = torch.distributions.Bernoulli(logits=p["logits"][..., i])
+        total += s[:, j : j + 1] * d.log_prob(x[:, j : j + 1])
+    for i, j in enumerate(lay.columns("count")):
+        d = torch.distributions.Poisson(p["log_rate"][..., i].exp())
+        total += s[:, j : j + 1] * d.log_prob(x[:, j : j + 1])
+    off = lay.offsets
+    for g, j in enumerate(lay.columns("categorical")):
+        d = torch.distributions.Categorical(logits=p["category_logits"][..., off[g] : off[g + 1]])
+        total += s[:, j : j + 1] * d.log_prob(x[:, j : j + 1].long())
+    return total
+
+
+def test_log_px_matches_torch_distributions(layout):
+    torch.manual_seed(0)
+    model = MixedNotMIWAE(layout, hidden_dim=16, missing_process=None).double()
+    x, s = table(7)
+    x, s = x.double(), s.double()
+    z = torch.randn(7, 5, model.latent_dim, dtype=torch.float64)
+    p = model._heads(model.decoder(z))
+    torch.testing.assert_close(model._log_px(x, s, p), direct_log_px(model, x, s, p))
+
+
+def test_miwae_bound_is_the_log_mean_of_the_weights(layout):
+    torch.manual_seed(1)
+    model = MixedNotMIWAE(layout, hidden_dim=16, n_samples=9, missing_process=None)
+    x, s = table(5)
+    out = model(x, s)
+    assert out["log_w"].shape == (5, 9)
+    expected = torch.logsumexp(out["log_w"], 1) - math.log(9)
+    torch.testing.assert_close(out["bound"], expected)
+    assert torch.isfinite(out["loss"])
+
+
+def test_every_parameter_gets_a_gradient(layout):
+    torch.manual_seed(2)
+    model = MixedNotMIWAE(layout, hidden_dim=16)
+    x, s = table(11)
+    model(x, s)["loss"].backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    assert model.missing_model.category_logits.grad.abs().sum() > 0
+
+
+def test_values_under_the_mask_do_not_matter(layout):
+    model = MixedNotMIWAE(layout, hidden_dim=16)
+    x, s = table(6)
+    junk = torch.where(s.bool(), x, torch.full_like(x, float("nan")))
+    torch.manual_seed(3)
+    a = model(x, s)["log_w"]
+    torch.manual_seed(3)
+    b = model(junk, s)["log_w"]
+    torch.testing.assert_close(a, b)
+
+
+def test_impute_keeps_observed_and_follows_each_columns_rule(layout):
+    torch.manual_seed(4)
+    model = MixedNotMIWAE(layout, hidden_dim=16)
+    x, s = table(40)
+    out = model.impute(x, s, n_samples=30)
+    observed = s.bool()
+    assert torch.equal(out[observed], x[observed])
+    assert set(out[:, 1].unique().tolist()) <= {0.0, 1.0, 2.0}
+    assert set(out[:, 4].unique().tolist()) <= {0.0, 1.0}
+    assert set(out[:, 2].unique().tolist()) <= {0.0, 1.0}
+    counts = out[:, 3]
+    assert torch.equal(counts, counts.round()) and (counts >= 0).all()
+    assert model.training  # mode put back
+
+
+def test_multiple_imputation_draws(layout):
+    torch.manual_seed(5)
+    model = MixedNotMIWAE(layout, hidden_dim=16)
+    x, s = table(8)
+    draws = model.impute(x, s, n_samples=20, n_draws=6)
+    assert draws.shape == (6, 8, 6)
+    observed = s.bool().expand(6, -1, -1)
+    assert torch.equal(draws[observed], x.expand(6, -1, -1)[observed])
+    assert set(draws[..., 1].unique().tolist()) <= {0.0, 1.0, 2.0}
+
+
+def test_categorical_process_logit_is_the_categorys():
+    lay = MixedLayout(("categorical", "real"), (3, 0))
+    process = MixedSelfMaskingProcess(lay)
+    with torch.no_grad():
+        process.category_logits.copy_(torch.tensor([1.0, -2.0, 0.5]))
+        process.W.fill_(2.0)
+        process.b.fill_(0.25)
+    hot = torch.tensor([[0.0, 1.0, 0.0]])
+    logits = process(torch.tensor([[1.25]]), hot)
+    torch.testing.assert_close(logits, torch.tensor([[-2.0, -2.0]]))
+    info = process.interpret(["c", "r"], [["a", "b", "c"], None])
+    assert info["c"]["p_missing"]["b"] == pytest.approx(1 / (1 + math.exp(-2.0)))
+    assert info["r"]["direction"] == "high values missing"
+
+
+def test_missing_process_name_is_checked(layout):
+    with pytest.raises(ValueError, match="missing_process"):
+        MixedNotMIWAE(layout, missing_process="linear")
