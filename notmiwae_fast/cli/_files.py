@@ -88,12 +88,13 @@ def _check_csv_layout(path: Path) -> int:
 
 
 def _read_csv(path: str):
-    """A numeric DataFrame from a CSV with a header row (empty cells become NaN).
+    """A DataFrame from a CSV with a header row (empty cells become missing).
 
     The layout is checked first (:func:`_check_csv_layout`). Columns of whole numbers
-    with empty cells come back as pandas' nullable Int64 (so their imputations are
-    rounded and written as integers), True / False columns as nullable booleans, other
-    number columns as float64. Every failure is a CLIError naming the file."""
+    come back as pandas' nullable Int64, True / False columns as nullable booleans,
+    other number columns as float64 and text columns as strings: the imputer takes each
+    as its type (count or binary, boolean, real, categorical; see
+    :mod:`notmiwae_fast.impute._columns`). Every failure is a CLIError naming the file."""
     import pandas as pd
 
     p = Path(path)
@@ -114,12 +115,10 @@ def _read_csv(path: str):
             f"input file {path} is not a valid CSV: {rows} data rows by its "
             f"lines, {df.shape[0]} as a table (check its quotes)"
         )
-    from pandas.api.types import is_bool_dtype, is_float_dtype, is_numeric_dtype
+    from pandas.api.types import is_float_dtype
 
     for name in df.columns:
         dtype = df[name].dtype
-        if not (is_numeric_dtype(dtype) or is_bool_dtype(dtype)):
-            raise CLIError(f"input file {path}: column {name!r} is not numeric")
         if is_float_dtype(dtype):  # Float64 (nullable) -> float64 with NaN
             df[name] = df[name].to_numpy(dtype=np.float64, na_value=np.nan)
     return df

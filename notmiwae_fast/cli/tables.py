@@ -28,13 +28,13 @@ _OPTION_OF_PARAMETER = {
 
 
 def _checked_imputer(imputer, df, path: str) -> None:
-    """imputer._fit_input(df) (the parameters and the data checked), with an error about
+    """imputer.check_fit_input(df) (the parameters and the data checked), with an error about
     a parameter reworded to name the command's option (--seed, not 'random_state') and
     one about the data to name the input file ``path``."""
     import re
 
     try:
-        imputer._fit_input(df)
+        imputer.check_fit_input(df)
     except ValueError as err:
         message = " ".join(str(err).split())
         prefix = "argument 'X': "

@@ -212,6 +212,8 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     def _new_model(self, n_features: int, columns: Optional[list]) -> torch.nn.Module:
         """The untrained torch model for ``n_features`` columns (named ``columns``)."""
+        if getattr(self, "codec_", None) is not None:
+            return _mixed.new_model(self, self.codec_)
         return self._model_class(
             n_features,
             latent_dim=self.latent_dim,
@@ -223,6 +225,14 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             backend=self.backend,
             **self._model_kwargs(),
         )
+
+    def check_fit_input(self, X: Table) -> None:
+        """The checks :meth:`fit` makes before training (the parameters and X), without
+        training: ValueError naming the parameter or the column."""
+        if _columns.is_mixed(X, self.column_types):
+            _mixed.checked_input(self, X)
+        else:
+            self._fit_input(X)
 
     def _fit_input(self, X: Table) -> tuple[np.ndarray, Optional[list]]:
         """The checks of :meth:`fit` before any training: the parameters and X. Returns

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_CATEGORIES", "Column", "TableCodec", "is_mixed"]
 
+# Values that make an object column numeric (bool, an int to Python, does not).
+_NUMBERS = (int, float, np.integer, np.floating)
+
 # More categories than this in one column is refused (one logit per category in the
 # decoder and the missing process): pass column_types to treat it otherwise.
 MAX_CATEGORIES = 100
@@ -38,6 +41,39 @@ class Column:
     kind: str
     dtype: Any
     categories: Optional[list] = None
+
+    def to_plain(self) -> dict:
+        """The column as plain data (what a saved imputer holds)."""
+        categories = None
+        if self.categories is not None:
+            categories = [c.item() if isinstance(c, np.generic) else c for c in self.categories]
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "dtype": str(self.dtype),
+            "categories": categories,
+        }
+
+    @classmethod
+    def from_plain(cls, d: dict) -> "Column":
+        """The column :meth:`to_plain` described; ValueError when it is not one."""
+        import pandas as pd
+
+        plain = (str, int, float, bool)
+        if not isinstance(d, dict) or set(d) != {"name", "kind", "dtype", "categories"}:
+            raise ValueError("a column is not a dict of name, kind, dtype and categories")
+        categories = d["categories"]
+        if d["kind"] not in COLUMN_KINDS or not isinstance(d["name"], (str, int)):
+            raise ValueError(f"column {d['name']!r} has an unknown kind {d['kind']!r}")
+        if (d["kind"] == "categorical") != isinstance(categories, list) or (
+            categories is not None and not all(isinstance(c, plain) for c in categories)
+        ):
+            raise ValueError(f"column {d['name']!r}: categories are not a list of plain values")
+        if d["dtype"] == "category":
+            dtype: Any = pd.CategoricalDtype(categories)
+        else:
+            dtype = pd.api.types.pandas_dtype(d["dtype"])
+        return cls(d["name"], d["kind"], dtype, categories)
 
 
 def _is_frame(X: Any) -> bool:
@@ -58,7 +94,15 @@ def _kind_of(series: "pd.Series") -> str:
     import pandas as pd
 
     dtype = series.dtype
-    if isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_object_dtype(dtype):
+    if pd.api.types.is_object_dtype(dtype):
+        values = series.dropna()
+        numbers = values.map(
+            lambda v: isinstance(v, _NUMBERS) and not isinstance(v, (bool, np.bool_))
+        ).to_numpy(dtype=bool)
+        if len(values) and numbers.all():  # numbers stored as objects: a numeric column
+            return "real"
+        return "categorical"
+    if isinstance(dtype, pd.CategoricalDtype):
         return "categorical"
     if pd.api.types.is_string_dtype(dtype):
         return "categorical"
@@ -121,8 +165,14 @@ class TableCodec:
     """A DataFrame's column types (detected once, at fit) and the conversions to and
     from the float array of the mixed models."""
 
-    def __init__(self, X: "pd.DataFrame", column_types: Optional[dict] = None):
-        self.columns = _detect(X, column_types or {})
+    def __init__(self, columns: list[Column]):
+        self.columns = columns
+
+    @classmethod
+    def detect(cls, X: "pd.DataFrame", column_types: Optional[dict] = None) -> "TableCodec":
+        """The codec of X's columns, their types detected (see the module docstring)
+        or taken from ``column_types``."""
+        return cls(_detect(X, column_types or {}))
 
     @property
     def layout(self) -> MixedLayout:

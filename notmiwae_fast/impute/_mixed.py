@@ -6,7 +6,7 @@ table with the same columns, dtypes and categories."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import torch
@@ -16,6 +16,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ..nn.mixed import MixedNotMIWAE
 from ..nn.models import NotMIWAE
 from ._columns import TableCodec
+from ._input import _check_observed
 from ._training import _train_model
 from ._transform import SEED_BLOCK
 
@@ -40,21 +41,30 @@ def _process(est: Any) -> Any:
     return _PROCESSES[name]
 
 
-def _standardized(codec: TableCodec, arr: np.ndarray, mean: np.ndarray, scale: np.ndarray):
-    """arr with its real columns in the model's units (the others as they are)."""
+def _standardized(arr: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """arr with its real columns in the model's units (mean 0 and scale 1 elsewhere)."""
     return (arr - mean) / scale
+
+
+def checked_input(est: Any, X: "pd.DataFrame") -> tuple[TableCodec, np.ndarray]:
+    """The checks of fit on a mixed DataFrame before any training: the parameters, the
+    column types and values. Returns (the codec, X encoded [N, D] with NaN missing);
+    ValueError naming the parameter or the column."""
+    est._validate_params()
+    est._device()
+    _process(est)
+    validate_data(est, X, reset=True, skip_check_array=True)
+    codec = TableCodec.detect(X, est.column_types)
+    arr = codec.encode(X)
+    _check_observed(arr, codec.names)
+    return codec, arr
 
 
 def fit(est: Any, X: "pd.DataFrame") -> Any:
     """NotMIWAEImputer / MIWAEImputer.fit on a mixed DataFrame."""
-    est._validate_params()
+    codec, arr = checked_input(est, X)
     device = est._device()
-    validate_data(est, X, reset=True, skip_check_array=True)
-    codec = TableCodec(X, est.column_types)
-    arr = codec.encode(X)
     observed = ~np.isnan(arr)
-    for j in np.flatnonzero(~observed.any(0)):
-        raise ValueError(f"column {codec.names[j]!r} has no observed value")
     real = codec.layout.columns("real")
     mean, scale = np.zeros(arr.shape[1]), np.ones(arr.shape[1])
     if real and est.standardize:
@@ -64,16 +74,10 @@ def fit(est: Any, X: "pd.DataFrame") -> Any:
     seed = int(check_random_state(est.random_state).randint(np.iinfo(np.int32).max))
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        model = MixedNotMIWAE(
-            codec.layout,
-            latent_dim=est.latent_dim,
-            hidden_dim=est.hidden_dim,
-            n_samples=est.n_samples,
-            missing_process=_process(est),
-        )
+        model = new_model(est, codec)
         losses = _train_model(
             model,
-            _standardized(codec, arr, mean, scale),
+            _standardized(arr, mean, scale),
             observed,
             device,
             lr=est.lr,
@@ -86,27 +90,47 @@ def fit(est: Any, X: "pd.DataFrame") -> Any:
     est.loss_curve_, est.n_iter_ = losses, len(losses)
     est.history_ = {"health": [], "warnings": []}
     est._seed_ = seed
-    if model.missing_model is not None:
-        categories = [c.categories for c in codec.columns]
-        est.missing_process_ = model.missing_model.interpret(
-            [str(n) for n in codec.names], categories
-        )
+    est._after_fit()
     return est
 
 
-def impute_codes(est: Any, X: "pd.DataFrame", n_draws: Any = None) -> np.ndarray:
+def new_model(est: Any, codec: TableCodec) -> MixedNotMIWAE:
+    """The untrained model of the imputer ``est`` for the table ``codec`` describes."""
+    return MixedNotMIWAE(
+        codec.layout,
+        latent_dim=est.latent_dim,
+        hidden_dim=est.hidden_dim,
+        n_samples=est.n_samples,
+        missing_process=_process(est),
+    )
+
+
+def interpret(est: Any) -> dict:
+    """The fitted mixed not-MIWAE's missing process, per column (see
+    :meth:`~notmiwae_fast.nn.mixed.MixedSelfMaskingProcess.interpret`)."""
+    codec = est.codec_
+    return est.model_.missing_model.interpret(
+        [str(n) for n in codec.names], [c.categories for c in codec.columns]
+    )
+
+
+def impute_codes(
+    est: Any, X: "pd.DataFrame", n_draws: Optional[int] = None, first_row: int = 0
+) -> np.ndarray:
     """X encoded and imputed, [N, D] (or [M, N, D] with ``n_draws``), in the table's
-    units with category codes; rows in blocks of 256 under seed + block index."""
+    units with category codes. X's rows are rows first_row, first_row + 1, ... of a
+    table (a multiple of 256): the block of 256 rows holding row i is imputed under
+    seed + i // 256, so a table split at such multiples gives the values of a whole."""
     check_is_fitted(est)
     arr = est.codec_.encode(X)
     observed = ~np.isnan(arr)
-    x = np.nan_to_num(_standardized(est.codec_, arr, est.mean_, est.scale_))
+    x = np.nan_to_num(_standardized(arr, est.mean_, est.scale_))
     device = est._device()
     model = est.model_.to(device)
     blocks = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         for start in range(0, len(arr), SEED_BLOCK):
-            torch.manual_seed(est._seed_ + start // SEED_BLOCK)
+            torch.manual_seed(est._seed_ + (first_row + start) // SEED_BLOCK)
             rows = slice(start, start + SEED_BLOCK)
             x_t = torch.as_tensor(x[rows], dtype=torch.float32, device=device)
             s_t = torch.as_tensor(observed[rows], dtype=torch.float32, device=device)

@@ -17,6 +17,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from .._common import io as _io
+from ._columns import Column, TableCodec
 from .imputer import MIWAEImputer, NotMIWAEImputer, _BaseIWImputer
 
 __all__ = ["save_imputer", "load_imputer", "IMPUTER_FORMAT"]
@@ -41,6 +42,8 @@ def _plain_param(name: str, value: Any) -> Any:
         return str(value)
     if name == "signs":
         return [float(v) for v in np.asarray(value, dtype=np.float64).ravel()]
+    if name == "column_types" and isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
     raise ValueError(
         f"the imputer's parameter {name!r} is a {type(value).__name__}, which "
         "a saved imputer cannot hold (only None, numbers, strings: e.g. an int "
@@ -56,6 +59,7 @@ def _imputer_state(imputer: _BaseIWImputer) -> dict:
         raise ValueError(f"save_imputer saves MIWAEImputer and NotMIWAEImputer; got {name}")
     params = {k: _plain_param(k, v) for k, v in imputer.get_params(deep=False).items()}
     names = getattr(imputer, "feature_names_in_", None)
+    codec = getattr(imputer, "codec_", None)
     return {
         "format": IMPUTER_FORMAT,
         "class": name,
@@ -71,6 +75,7 @@ def _imputer_state(imputer: _BaseIWImputer) -> dict:
         },
         "n_features_in": int(imputer.n_features_in_),
         "feature_names_in": None if names is None else [str(n) for n in names],
+        "columns": None if codec is None else [c.to_plain() for c in codec.columns],
     }
 
 
@@ -108,6 +113,7 @@ def _build_imputer(state: Any) -> _BaseIWImputer:
     imputer = _new_imputer(state)
     n_features, names = _checked_features(state)
     arrays = _checked_arrays(state, n_features)
+    imputer.codec_ = _checked_codec(state, n_features)
     imputer.model_ = _loaded_model(imputer, state.get("model"), n_features, names)
     history = _checked_history(state)
     imputer.mean_, imputer.scale_ = arrays["mean"], arrays["scale"]
@@ -140,6 +146,11 @@ def _new_imputer(state: Any) -> _BaseIWImputer:
                 key == "signs"
                 and isinstance(value, list)
                 and all(isinstance(v, float) for v in value)
+            )
+            or (
+                key == "column_types"
+                and isinstance(value, dict)
+                and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
             )
         ):
             raise _io.FormatError(f"parameter {key!r} is a {type(value).__name__}")
@@ -179,6 +190,19 @@ def _checked_arrays(state: dict, n_features: int) -> dict[str, np.ndarray]:
         if isinstance(state.get(key), bool) or not isinstance(state.get(key), int):
             raise _io.FormatError(f"{key!r} is not an int")
     return arrays
+
+
+def _checked_codec(state: dict, n_features: int) -> Optional[TableCodec]:
+    """The column types of a mixed-table imputer (None for a numeric one), checked."""
+    columns = state.get("columns")
+    if columns is None:
+        return None
+    if not isinstance(columns, list) or len(columns) != n_features:
+        raise _io.FormatError(f"'columns' is not a list of {n_features} column descriptions")
+    try:
+        return TableCodec([Column.from_plain(c) for c in columns])
+    except (ValueError, TypeError) as err:
+        raise _io.FormatError(str(err)) from None
 
 
 def _checked_history(state: dict) -> dict[str, list[str]]:

@@ -54,6 +54,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..nn.missing import MISSING_PROCESSES, BaseMissingProcess
 from ..nn.models import MIWAE, NotMIWAE
+from . import _mixed
 from ._base import Table, _BaseIWImputer
 from ._health import MIN_OBSERVED, MIN_OBSERVED_FRACTION
 
@@ -153,7 +154,10 @@ class NotMIWAEImputer(_BaseIWImputer):
         return {"missing_process": process, "signs": signs}
 
     def _after_fit(self) -> None:
-        self.missing_process_ = self.model_.interpret_missing_process()
+        if getattr(self, "codec_", None) is not None:
+            self.missing_process_ = _mixed.interpret(self)
+        else:
+            self.missing_process_ = self.model_.interpret_missing_process()
 
     def missing_probability(self, X: Table) -> np.ndarray:
         """p(value missing | x) per entry under the learnt process.

@@ -93,16 +93,21 @@ def transform_sharded(imputer, X):
     """
     from sklearn.utils.validation import check_is_fitted
 
+    from . import _mixed
     from ._transform import SEED_BLOCK
 
     ctx = context()
     if not ctx.distributed:
         return imputer.transform(X)
+    mixed = getattr(imputer, "codec_", None) is not None
     with collectively("imputation"):
         check_is_fitted(imputer)
-        arr = imputer._check_X(X, reset=False)
+        arr = imputer.codec_.encode(X) if mixed else imputer._check_X(X, reset=False)
         start, stop = shard_bounds(arr.shape[0], ctx.world_size, ctx.rank, align=SEED_BLOCK)
-        part = imputer._impute_rows(arr[start:stop], first_row=start)
+        if mixed:
+            part = _mixed.impute_codes(imputer, X.iloc[start:stop], first_row=start)
+        else:
+            part = imputer._impute_rows(arr[start:stop], first_row=start)
     parts: Optional[list] = [None] * ctx.world_size if ctx.is_main else None
     dist.gather_object(part, parts, dst=0)
     if not ctx.is_main:
@@ -112,4 +117,4 @@ def transform_sharded(imputer, X):
         raise RuntimeError(
             f"sharded imputation assembled {out.shape[0]} rows, expected {arr.shape[0]}"
         )
-    return imputer._wrap_like(X, out)
+    return imputer.codec_.decode(out, X) if mixed else imputer._wrap_like(X, out)

@@ -183,7 +183,7 @@ def test_abbreviated_impute_samples_applies_to_a_model(cli, csv_with_gaps, tmp_p
     [
         ("", "is empty"),
         ("a,b,c\n", "no data rows"),
-        ("a,b\n1,x\n2,y\n", "column 'b' is not numeric"),
+        ("a,b\n" + "".join(f"{i},t{i}\n" for i in range(101)), "'b' has 101 categories"),
         ("a,b\n1,\n2,\n3,\n", "column 'b' is entirely missing"),
     ],
 )
