@@ -249,3 +249,30 @@ def test_demo_with_defaults_beats_mean_imputation(tmp_path):
     summary = json.loads((tmp_path / "notmiwae-demo" / "demo_results.json").read_text())
     r = {k: v["rmse"] for k, v in summary["results"].items()}
     assert r["not-MIWAE self-masking"] < r["MIWAE"] < r["mean imputation"]
+
+
+def test_fit_then_impute_a_csv_with_text_columns(cli, tmp_path):
+    """Text columns are categorical, whole numbers counts: the filled CSV has the same
+    columns, text imputed with one of the column's values, counts as whole numbers."""
+    rng = np.random.default_rng(0)
+    n = 120
+    z = rng.normal(size=n)
+    lines = ["x,colour,visits"]
+    for i in range(n):
+        x = "" if i % 7 == 0 else f"{z[i]:.3f}"
+        colour = "" if i % 5 == 0 else ("red" if z[i] > 0 else "blue")
+        visits = "" if i % 6 == 0 else str(int(rng.poisson(1 + (z[i] > 0))))
+        lines.append(f"{x},{colour},{visits}")
+    data = tmp_path / "mixed.csv"
+    data.write_text("\n".join(lines) + "\n")
+    model, out = tmp_path / "model.pt", tmp_path / "filled.csv"
+    assert cli("fit", data, model, *FAST).returncode == 0
+    proc = cli("impute", data, out, "--model", model, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    given, filled = read_csv_exact(data), read_csv_exact(out)
+    assert list(filled.columns) == ["x", "colour", "visits"]
+    assert not filled.isna().any().any()
+    assert set(filled["colour"]) <= {"red", "blue"}
+    observed = given["colour"].notna()
+    assert (filled["colour"][observed] == given["colour"][observed]).all()
+    assert (filled["visits"] == filled["visits"].round()).all() and (filled["visits"] >= 0).all()

@@ -147,3 +147,26 @@ def test_one_category_column_is_imputed_with_it():
     df.loc[::4, "const"] = None
     out = NotMIWAEImputer(**{**FAST, "max_iter": 20}).fit_transform(df)
     assert (out["const"] == "only").all()
+
+
+def test_saved_file_round_trips_a_mixed_imputer(tmp_path):
+    from notmiwae_fast.impute.files import load_imputer, save_imputer
+
+    df = with_holes(mixed_frame(100))
+    imputer = NotMIWAEImputer(**{**FAST, "max_iter": 20}, column_types={"age": "count"})
+    with pytest.raises(ValueError, match="'age'"):  # negative values are no counts
+        imputer.fit(df)
+    imputer.set_params(column_types={"visits": "real"}).fit(df)
+    save_imputer(imputer, tmp_path / "m.pt")
+    loaded = load_imputer(tmp_path / "m.pt")
+    assert [c.kind for c in loaded.codec_.columns] == [c.kind for c in imputer.codec_.columns]
+    assert loaded.missing_process_ == imputer.missing_process_
+    pd.testing.assert_frame_equal(loaded.transform(df), imputer.transform(df))
+
+
+def test_transform_sharded_without_a_process_group_is_transform():
+    from notmiwae_fast.distributed import transform_sharded
+
+    df = with_holes(mixed_frame(60))
+    imputer = NotMIWAEImputer(**{**FAST, "max_iter": 10}).fit(df)
+    pd.testing.assert_frame_equal(transform_sharded(imputer, df), imputer.transform(df))
