@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -130,3 +132,37 @@ def same_bits(device: str) -> dict:
     on CUDA the per-feature gradients [D] are summed over rows with atomicAdd, whose
     order (and so the last bit) varies from run to run, as in PyTorch's own index_add."""
     return dict(rtol=0, atol=0) if device == "cpu" else dict(rtol=1e-13, atol=1e-15)
+
+
+# -- mixed-type tables -----------------------------------------------------------------------
+# A short fit of the imputers on a mixed table (seconds).
+MIXED_FAST = dict(max_iter=150, hidden_dim=16, n_impute_samples=20, batch_size=32, random_state=0)
+
+
+def mixed_frame(n: int = 300, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=n)
+    return pd.DataFrame(
+        {
+            "x": z + 0.3 * rng.normal(size=n),
+            "level": pd.Categorical(
+                np.where(z > 0.5, "high", np.where(z < -0.5, "low", "mid")),
+                categories=["low", "mid", "high", "unused"],
+            ),
+            "colour": pd.Series(np.where(z > 0, "red", "blue"), dtype="string"),
+            "label": np.where(z > 0, "yes", "no").astype(object),
+            "visits": pd.array(rng.poisson(np.exp(0.5 * z)), dtype="Int64"),
+            "flag": pd.array(z > 0, dtype="boolean"),
+            "age": rng.integers(-20, 90, size=n),
+        }
+    )
+
+
+def with_holes(df: pd.DataFrame, rate: float = 0.2, seed: int = 1) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    out = df.copy()
+    for c in out.columns:
+        if c == "age":  # a NumPy int column cannot hold a missing value
+            continue
+        out.loc[rng.random(len(out)) < rate, c] = None
+    return out

@@ -8,19 +8,26 @@ import os
 import warnings
 
 import torch
+from torch import nn
 
 from .._common.io import write_atomic
+from ..nn.mixed import MixedNotMIWAE
 from ..nn.models import ImportanceWeightedModel
 from ..nn.networks import use_fused_networks
+from .mixed import MixedExportableImputer
 from .module import _BUILT_IN, ExportableImputer
 
 __all__ = ["to_torchscript", "to_onnx"]
 
 
-def _prepare(model, path, n_samples: int, fused: bool) -> ExportableImputer:
+def _check_folder(path) -> None:
     folder = os.path.dirname(os.path.abspath(os.fspath(path)))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"argument 'path': the folder {folder} does not exist")
+
+
+def _prepare(model, path, n_samples: int, fused: bool) -> ExportableImputer:
+    _check_folder(path)
     if int(model.n_train_steps) == 0:
         warnings.warn(
             f"exporting a {type(model).__name__} that has not been trained (no "
@@ -58,6 +65,14 @@ def to_torchscript(
     Returns:
         the scripted module. Its forward is (x, mask, eps_z=None, eps_x=None).
     """
+    if isinstance(model, MixedNotMIWAE):  # Python loops over columns: traced, not scripted
+        _check_folder(path)
+        example = (torch.zeros(2, model.input_dim), torch.ones(2, model.input_dim))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # deprecation and tracer notes
+            scripted = torch.jit.trace(MixedExportableImputer(model, n_samples), example)
+        write_atomic(path, lambda f: f.write(scripted.save_to_buffer()))
+        return scripted
     module = _prepare(model, path, n_samples, fused)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
@@ -83,13 +98,20 @@ def to_onnx(
     """
     if opset_version < 17:
         raise ValueError(f"argument 'opset_version' must be >= 17; got {opset_version}")
-    module = _prepare(model, path, n_samples, fused=False).float()
-    if not deterministic and module.family == "student_t" and module.has_missing:
-        raise NotImplementedError(
-            "ONNX has no Gamma sampler for Student-t noise: export a "
-            "student_t not-MIWAE with deterministic=True"
-        )
-    D, L, K = module.input_dim, module.latent_dim, n_samples
+    if isinstance(model, MixedNotMIWAE):
+        if deterministic:
+            raise NotImplementedError("a mixed-table model exports without deterministic=True")
+        _check_folder(path)
+        module: nn.Module = MixedExportableImputer(model, n_samples)
+        D, L, K = model.input_dim, model.latent_dim, n_samples
+    else:
+        module = _prepare(model, path, n_samples, fused=False).float()
+        if not deterministic and module.family == "student_t" and module.has_missing:
+            raise NotImplementedError(
+                "ONNX has no Gamma sampler for Student-t noise: export a "
+                "student_t not-MIWAE with deterministic=True"
+            )
+        D, L, K = module.input_dim, module.latent_dim, n_samples
     batch = torch.export.Dim("batch", min=1)
     args = [torch.zeros(2, D), torch.ones(2, D)]
     names = ["x", "mask"]
@@ -98,7 +120,7 @@ def to_onnx(
         args.append(torch.zeros(2, K, L))
         names.append("eps_z")
         shapes["eps_z"] = {0: batch}
-        if module.has_missing:
+        if getattr(module, "has_missing", False):
             args.append(torch.zeros(2, K, D))
             names.append("eps_x")
             shapes["eps_x"] = {0: batch}

@@ -75,6 +75,7 @@ def fit(est: Any, X: "pd.DataFrame") -> Any:
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         model = new_model(est, codec)
+        model.set_standardization(mean, scale)
         losses = _train_model(
             model,
             _standardized(arr, mean, scale),

@@ -234,6 +234,23 @@ class MixedNotMIWAE(nn.Module):
             MixedSelfMaskingProcess(layout) if missing_process == "selfmasking" else None
         )
         self.missing_process_name = missing_process
+        # "fused": the compiled operators; "reference": their pure-PyTorch twins (export).
+        self.backend = "fused"
+        # The table's real columns are standardised: x_model = (x − data_mean) / data_std
+        # (0 and 1 for the other columns), set by set_standardization.
+        self.register_buffer("data_mean", torch.zeros(D))
+        self.register_buffer("data_std", torch.ones(D))
+
+    @property
+    def ops(self) -> Any:
+        """The operator functions of ``backend``."""
+        return ops if self.backend == "fused" else ops.reference
+
+    def set_standardization(self, mean: Any, std: Any) -> None:
+        """The per-column mean and scale [D] the model's inputs were standardised with
+        (kept with the model, so an exported model imputes in the table's units)."""
+        self.data_mean.copy_(torch.as_tensor(mean, dtype=self.data_mean.dtype))
+        self.data_std.copy_(torch.as_tensor(std, dtype=self.data_std.dtype))
 
     # -- pieces ------------------------------------------------------------------------
     def _encoder_input(self, x: Tensor, observed: Tensor) -> Tensor:
@@ -275,15 +292,21 @@ class MixedNotMIWAE(nn.Module):
         real, binary = layout.columns("real"), layout.columns("binary")
         cats, counts = layout.columns("categorical"), layout.columns("count")
         if real:
-            total = total + ops.masked_normal_logprob(x[:, real], s[:, real], p["loc"], p["scale"])
+            total = total + self.ops.masked_normal_logprob(
+                x[:, real], s[:, real], p["loc"], p["scale"]
+            )
         if binary:
-            total = total + ops.masked_bernoulli_logprob(x[:, binary], s[:, binary], p["logits"])
+            total = total + self.ops.masked_bernoulli_logprob(
+                x[:, binary], s[:, binary], p["logits"]
+            )
         if cats:
-            total = total + ops.masked_categorical_logprob(
+            total = total + self.ops.masked_categorical_logprob(
                 x[:, cats], s[:, cats], p["category_logits"], layout.offsets
             )
         if counts:
-            total = total + ops.masked_poisson_logprob(x[:, counts], s[:, counts], p["log_rate"])
+            total = total + self.ops.masked_poisson_logprob(
+                x[:, counts], s[:, counts], p["log_rate"]
+            )
         return total
 
     def _means(self, p: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
@@ -351,7 +374,7 @@ class MixedNotMIWAE(nn.Module):
         probs = torch.where(cat_observed, hot, probs)
         assert self.missing_model is not None  # (called only for not-MIWAE)
         logits = self.missing_model(x_hat, probs)
-        return ops.masked_bernoulli_logprob(
+        return self.ops.masked_bernoulli_logprob(
             s.to(x.dtype), torch.ones_like(s, dtype=x.dtype), logits
         )
 

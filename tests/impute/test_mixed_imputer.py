@@ -6,40 +6,11 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import MIXED_FAST as FAST
+from helpers import mixed_frame, with_holes
 
 from notmiwae_fast import MIWAEImputer, NotMIWAEImputer
 from notmiwae_fast.impute._columns import MAX_CATEGORIES, TableCodec, is_mixed
-
-FAST = dict(max_iter=150, hidden_dim=16, n_impute_samples=20, batch_size=32, random_state=0)
-
-
-def mixed_frame(n: int = 300, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    z = rng.normal(size=n)
-    return pd.DataFrame(
-        {
-            "x": z + 0.3 * rng.normal(size=n),
-            "level": pd.Categorical(
-                np.where(z > 0.5, "high", np.where(z < -0.5, "low", "mid")),
-                categories=["low", "mid", "high", "unused"],
-            ),
-            "colour": pd.Series(np.where(z > 0, "red", "blue"), dtype="string"),
-            "label": np.where(z > 0, "yes", "no").astype(object),
-            "visits": pd.array(rng.poisson(np.exp(0.5 * z)), dtype="Int64"),
-            "flag": pd.array(z > 0, dtype="boolean"),
-            "age": rng.integers(-20, 90, size=n),
-        }
-    )
-
-
-def with_holes(df: pd.DataFrame, rate: float = 0.2, seed: int = 1) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    out = df.copy()
-    for c in out.columns:
-        if c == "age":  # a NumPy int column cannot hold a missing value
-            continue
-        out.loc[rng.random(len(out)) < rate, c] = None
-    return out
 
 
 def test_column_types_are_detected():
