@@ -208,6 +208,9 @@ class MixedNotMIWAE(nn.Module):
         missing_process: "selfmasking" or None (values missing at random: MIWAE).
     """
 
+    data_mean: Tensor
+    data_std: Tensor
+
     def __init__(
         self,
         layout: MixedLayout,
