@@ -11,7 +11,7 @@ import numpy as np
 
 from .._common.io import write_atomic
 
-__all__ = ["plot_missing_process"]
+__all__ = ["plot_missing_process", "plot_category_missingness"]
 
 
 def plot_missing_process(
@@ -36,17 +36,10 @@ def plot_missing_process(
     Returns:
         the path written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     X = np.asarray(X, dtype=np.float64)
     columns = list(columns)
     n_grid = 200
-    n_cols = min(5, max(1, len(columns)))
-    n_rows = max(1, math.ceil(len(columns) / n_cols))
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.2 * n_cols, 2.6 * n_rows), squeeze=False)
+    fig, axes, n_cols = _panels(len(columns))
     for panel, j in enumerate(columns):
         ax = axes[panel // n_cols][panel % n_cols]
         grid = np.tile(X.mean(axis=0), (n_grid, 1))
@@ -58,14 +51,71 @@ def plot_missing_process(
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(names[j] if names is not None else f"feature {j}", fontsize=9)
         ax.tick_params(labelsize=7)
-    for panel in range(len(columns), n_rows * n_cols):
-        axes[panel // n_cols][panel % n_cols].axis("off")
     axes[0][0].legend(fontsize=6, loc="upper left")
     fig.supxlabel("value")
     fig.supylabel("probability of being missing")
+    return _save(fig, axes, len(columns), path)
+
+
+def plot_category_missingness(
+    imputer, columns: Optional[Sequence[str]] = None, path: Union[str, Path] = "categories.png"
+) -> Path:
+    """Saves one bar chart per categorical column: the learnt probability that a value
+    of each category goes missing (a mixed-table NotMIWAEImputer's
+    ``missing_process_``).
+
+    Args:
+        imputer: a NotMIWAEImputer fitted on a DataFrame with categorical columns.
+        columns: the column names to draw (default: every categorical column).
+        path: the PNG file written (atomically).
+    Returns:
+        the path written.
+    """
+    learnt = getattr(imputer, "missing_process_", {})
+    categorical = [c for c, v in learnt.items() if v.get("kind") == "categorical"]
+    columns = categorical if columns is None else list(columns)
+    unknown = [c for c in columns if c not in categorical]
+    if not columns or unknown:
+        raise ValueError(
+            f"argument 'columns': the imputer's categorical columns are {categorical}; "
+            f"got {unknown or 'none'}"
+        )
+    fig, axes, n_cols = _panels(len(columns))
+    for panel, name in enumerate(columns):
+        ax = axes[panel // n_cols][panel % n_cols]
+        p = learnt[name]["p_missing"]
+        ax.bar(range(len(p)), list(p.values()), color="C0")
+        ax.set_xticks(range(len(p)), list(p), rotation=45, ha="right", fontsize=7)
+        ax.set_ylim(0, 1)
+        ax.set_title(name, fontsize=9)
+    fig.supylabel("probability of being missing")
+    return _save(fig, axes, len(columns), path)
+
+
+def _panels(n: int):
+    """A figure with a grid of at least n panels (5 a row): (figure, axes, columns)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_cols = min(5, max(1, n))
+    n_rows = max(1, math.ceil(n / n_cols))
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.2 * n_cols, 2.6 * n_rows), squeeze=False)
+    return fig, axes, n_cols
+
+
+def _save(fig, axes, used: int, path: Union[str, Path]) -> Path:
+    """Hides the unused panels and writes the figure to ``path`` atomically, in the
+    format its suffix names (matplotlib's default without one); closes the figure."""
+    import matplotlib.pyplot as plt
+
+    n_cols = len(axes[0])
+    for panel in range(used, len(axes) * n_cols):
+        axes[panel // n_cols][panel % n_cols].axis("off")
     fig.tight_layout()
     path = Path(path)
-    try:  # atomically, in the format the suffix names (matplotlib's default without one)
+    try:
         write_atomic(
             path, lambda f: fig.savefig(f, format=path.suffix[1:].lower() or None, dpi=110)
         )
