@@ -4,7 +4,8 @@ array the mixed models take, and decoding imputations back to the table's dtypes
 Detection (``column_types`` overrides it per column):
 * ``category`` dtype, object and string columns: "categorical" (a category dtype keeps
   its categories, the others take their sorted distinct values);
-* bool and pandas ``boolean`` columns (missing values allowed): "binary";
+* bool and pandas ``boolean`` columns, and object columns of True / False (None or NaN
+  for missing): "binary";
 * integer columns (NumPy ints, nullable ``Int64`` ...): "binary" when every observed
   value is 0 or 1, "count" when they are ≥ 0 and not over-dispersed for a Poisson
   (variance ≤ 2 × mean), else "real" (imputations rounded back to integers);
@@ -96,6 +97,8 @@ def _kind_of(series: "pd.Series") -> str:
     dtype = series.dtype
     if pd.api.types.is_object_dtype(dtype):
         values = series.dropna()
+        if len(values) and values.map(lambda v: isinstance(v, (bool, np.bool_))).all():
+            return "binary"  # True / False with None for missing
         numbers = values.map(
             lambda v: isinstance(v, _NUMBERS) and not isinstance(v, (bool, np.bool_))
         ).to_numpy(dtype=bool)
@@ -246,7 +249,10 @@ class TableCodec:
                 out[column.name] = pd.Series(values, index=X.index).astype(series.dtype)
                 continue
             values = series.astype(object).to_numpy().copy()
-            if column.kind == "binary" and pd.api.types.is_bool_dtype(series.dtype):
+            if column.kind == "binary" and (
+                pd.api.types.is_bool_dtype(series.dtype)
+                or pd.api.types.is_object_dtype(series.dtype)
+            ):
                 values[missing] = new[missing] >= 0.5
             elif pd.api.types.is_integer_dtype(series.dtype) or column.kind in ("binary", "count"):
                 values[missing] = _round_into(new[missing], series.dtype)

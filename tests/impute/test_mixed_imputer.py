@@ -141,3 +141,13 @@ def test_transform_sharded_without_a_process_group_is_transform():
     df = with_holes(mixed_frame(60))
     imputer = NotMIWAEImputer(**{**FAST, "max_iter": 10}).fit(df)
     pd.testing.assert_frame_equal(transform_sharded(imputer, df), imputer.transform(df))
+
+
+def test_object_column_of_booleans_with_gaps_is_binary():
+    df = mixed_frame(80)[["x", "level"]]
+    df["ok"] = pd.Series([bool(v) for v in df["x"] > 0], dtype=object)
+    df.loc[::5, "ok"] = None
+    assert TableCodec.detect(df).columns[2].kind == "binary"
+    out = NotMIWAEImputer(**{**FAST, "max_iter": 10}).fit_transform(df)
+    assert out["ok"].dtype == object and set(out["ok"]) <= {True, False}
+    assert out["ok"].map(type).eq(bool).all()
