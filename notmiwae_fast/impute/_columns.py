@@ -7,8 +7,9 @@ Detection (``column_types`` overrides it per column):
 * bool and pandas ``boolean`` columns, and object columns of True / False (None or NaN
   for missing): "binary";
 * integer columns (NumPy ints, nullable ``Int64`` ...): "binary" when every observed
-  value is 0 or 1, "count" when they are ≥ 0 and not over-dispersed for a Poisson
-  (variance ≤ 2 × mean), else "real" (imputations rounded back to integers);
+  value is 0 or 1, "count" when they are ≥ 0 and dispersed about as a Poisson
+  (mean / 2 ≤ variance ≤ 2 × mean: a year or an age is not), else "real" (imputations
+  rounded back to integers);
 * float columns: "real".
 """
 
@@ -115,8 +116,9 @@ def _kind_of(series: "pd.Series") -> str:
         values = series.dropna().to_numpy(dtype=np.float64)
         if len(values) and np.isin(values, (0.0, 1.0)).all():
             return "binary"
-        if len(values) and values.min() >= 0 and values.var() <= 2 * max(values.mean(), 1e-12):
-            return "count"
+        mean, var = (values.mean(), values.var()) if len(values) else (0.0, 0.0)
+        if len(values) and values.min() >= 0 and 0.5 * mean <= var <= 2 * mean:
+            return "count"  # dispersed about as a Poisson (variance ≈ mean)
         return "real"
     return "real"
 

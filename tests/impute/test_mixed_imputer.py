@@ -151,3 +151,15 @@ def test_object_column_of_booleans_with_gaps_is_binary():
     out = NotMIWAEImputer(**{**FAST, "max_iter": 10}).fit_transform(df)
     assert out["ok"].dtype == object and set(out["ok"]) <= {True, False}
     assert out["ok"].map(type).eq(bool).all()
+
+
+def test_integer_columns_are_counts_only_when_poisson_like():
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(
+        {
+            "year": pd.array(rng.integers(2007, 2010, size=200), dtype="Int64"),
+            "visits": pd.array(rng.poisson(3.0, size=200), dtype="Int64"),
+            "income": pd.array(rng.integers(0, 100_000, size=200), dtype="Int64"),
+        }
+    )
+    assert [c.kind for c in TableCodec.detect(df).columns] == ["real", "count", "real"]
