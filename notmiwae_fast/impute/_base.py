@@ -176,22 +176,10 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         history: dict = {"health": [], "warnings": []}
         name = type(self).__name__
         _check_data(name, self.out_dist, arr, observed, columns, history)
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(seed)
-            model = self._new_model(arr.shape[1], columns)
-            if self.weight_init == "glorot":
-                glorot_init_(model)
-            model.set_standardization(mean, scale)
-            losses = _train_model(
-                model,
-                x_std,
-                observed,
-                device,
-                lr=self.lr,
-                batch_size=self.batch_size,
-                max_iter=self.max_iter,
-                verbose=bool(self.verbose),
-            )
+        self._before_training(x_std, observed, (mean, scale), columns, device, seed)
+        model, losses = self._trained_model(
+            x_std, observed, (mean, scale), columns, device, seed, self.max_iter
+        )
         _check_loss(
             name, losses, x_std, observed, self.out_dist, self._model_class is NotMIWAE, history
         )
@@ -203,6 +191,49 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self._seed_ = seed
         self._after_fit()
         return self
+
+    def _before_training(
+        self,
+        x_std: np.ndarray,
+        observed: np.ndarray,
+        stats: tuple[np.ndarray, np.ndarray],
+        columns: Optional[list],
+        device: torch.device,
+        seed: int,
+    ) -> None:
+        """Hook run by :meth:`fit` before the model is trained (the arguments: those of
+        :meth:`_trained_model`), e.g. to choose the model."""
+
+    def _trained_model(
+        self,
+        x_std: np.ndarray,
+        observed: np.ndarray,
+        stats: tuple[np.ndarray, np.ndarray],
+        columns: Optional[list],
+        device: torch.device,
+        seed: int,
+        max_iter: int,
+    ) -> tuple[torch.nn.Module, np.ndarray]:
+        """A new model trained for ``max_iter`` steps on x_std ([N, D], standardised
+        with ``stats`` = (mean, scale), NaN = missing) with mask ``observed``, torch seeded
+        with ``seed`` (the global RNG left as it was). Returns (model, losses)."""
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            model = self._new_model(x_std.shape[1], columns)
+            if self.weight_init == "glorot":
+                glorot_init_(model)
+            model.set_standardization(*stats)
+            losses = _train_model(
+                model,
+                x_std,
+                observed,
+                device,
+                lr=self.lr,
+                batch_size=self.batch_size,
+                max_iter=max_iter,
+                verbose=bool(self.verbose),
+            )
+        return model, losses
 
     def _new_model(self, n_features: int, columns: Optional[list]) -> torch.nn.Module:
         """The untrained torch model for ``n_features`` columns (named ``columns``)."""

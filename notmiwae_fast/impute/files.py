@@ -17,6 +17,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from .._common import io as _io
+from ._select import checked_selection
 from .imputer import MIWAEImputer, NotMIWAEImputer, _BaseIWImputer
 
 __all__ = ["save_imputer", "load_imputer", "IMPUTER_FORMAT"]
@@ -71,6 +72,7 @@ def _imputer_state(imputer: _BaseIWImputer) -> dict:
         },
         "n_features_in": int(imputer.n_features_in_),
         "feature_names_in": None if names is None else [str(n) for n in names],
+        "missing_process_selection": getattr(imputer, "missing_process_selection_", None),
     }
 
 
@@ -108,6 +110,9 @@ def _build_imputer(state: Any) -> _BaseIWImputer:
     imputer = _new_imputer(state)
     n_features, names = _checked_features(state)
     arrays = _checked_arrays(state, n_features)
+    if isinstance(imputer, NotMIWAEImputer):  # with "auto": the process of the model
+        selection = state.get("missing_process_selection")
+        imputer.missing_process_selection_ = selection and checked_selection(selection)
     imputer.model_ = _loaded_model(imputer, state.get("model"), n_features, names)
     history = _checked_history(state)
     imputer.mean_, imputer.scale_ = arrays["mean"], arrays["scale"]
