@@ -28,7 +28,7 @@ from ._input import (
     _refuse_bools,
     _wrap_like,
 )
-from ._training import _train_model
+from ._training import FitData, _train_model
 from ._transform import impute_rows
 
 if TYPE_CHECKING:
@@ -176,10 +176,9 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         history: dict = {"health": [], "warnings": []}
         name = type(self).__name__
         _check_data(name, self.out_dist, arr, observed, columns, history)
-        self._before_training(x_std, observed, (mean, scale), columns, device, seed)
-        model, losses = self._trained_model(
-            x_std, observed, (mean, scale), columns, device, seed, self.max_iter
-        )
+        data = FitData(x_std, observed, (mean, scale), columns, device, seed)
+        self._before_training(data)
+        model, losses = self._trained_model(data, self.max_iter)
         _check_loss(
             name, losses, x_std, observed, self.out_dist, self._model_class is NotMIWAE, history
         )
@@ -192,31 +191,14 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self._after_fit()
         return self
 
-    def _before_training(
-        self,
-        x_std: np.ndarray,
-        observed: np.ndarray,
-        stats: tuple[np.ndarray, np.ndarray],
-        columns: Optional[list],
-        device: torch.device,
-        seed: int,
-    ) -> None:
-        """Hook run by :meth:`fit` before the model is trained (the arguments: those of
-        :meth:`_trained_model`), e.g. to choose the model."""
+    def _before_training(self, data: FitData) -> None:
+        """Hook run by :meth:`fit` before the model is trained on ``data``, e.g. to
+        choose the model."""
 
-    def _trained_model(
-        self,
-        x_std: np.ndarray,
-        observed: np.ndarray,
-        stats: tuple[np.ndarray, np.ndarray],
-        columns: Optional[list],
-        device: torch.device,
-        seed: int,
-        max_iter: int,
-    ) -> tuple[torch.nn.Module, np.ndarray]:
-        """A new model trained for ``max_iter`` steps on x_std ([N, D], standardised
-        with ``stats`` = (mean, scale), NaN = missing) with mask ``observed``, torch seeded
-        with ``seed`` (the global RNG left as it was). Returns (model, losses)."""
+    def _trained_model(self, data: FitData, max_iter: int) -> tuple[torch.nn.Module, np.ndarray]:
+        """A new model trained for ``max_iter`` steps on ``data``, torch seeded with
+        ``data.seed`` (the global RNG left as it was). Returns (model, losses)."""
+        x_std, observed, stats, columns, device, seed = data
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
             model = self._new_model(x_std.shape[1], columns)

@@ -19,13 +19,14 @@ says which process holds; the constant one assumes least about it).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from sklearn.base import clone
 
 from ..nn.missing import MISSING_PROCESSES
+from ._training import FitData
 
 if TYPE_CHECKING:
     from ._base import _BaseIWImputer
@@ -41,22 +42,15 @@ MIN_ROWS = 20
 _CHUNK_ROWS = 256
 
 
-def select_missing_process(
-    imputer: "_BaseIWImputer",
-    x_std: np.ndarray,
-    observed: np.ndarray,
-    stats: tuple[np.ndarray, np.ndarray],
-    columns: Optional[list],
-    device: torch.device,
-    seed: int,
-) -> dict[str, Any]:
+def select_missing_process(imputer: "_BaseIWImputer", data: FitData) -> dict[str, Any]:
     """The process for ``imputer`` (a NotMIWAEImputer with ``missing_process="auto"``)
-    on x_std ([N, D], standardised with ``stats``, NaN = missing) with mask ``observed``.
+    trained on ``data``.
 
     Returns the record kept as ``missing_process_selection_``: ``chosen`` (a name of
     :data:`~notmiwae_fast.nn.missing.MISSING_PROCESSES`), ``held_out_bounds`` (candidate
     -> bound per held-out row, nats; empty when skipped), ``held_out_rows``,
     ``candidate_iter`` (training steps of each candidate; 0 when skipped) and ``reason``."""
+    x_std, observed, seed = data.x_std, data.observed, data.seed
     n = x_std.shape[0]
     record: dict[str, Any] = {"held_out_bounds": {}, "held_out_rows": 0, "candidate_iter": 0}
     if observed.all():
@@ -70,10 +64,8 @@ def select_missing_process(
     bounds = {}
     for name in CANDIDATES:
         candidate = clone(imputer).set_params(missing_process=name)
-        model, _ = candidate._trained_model(
-            x_std[train], observed[train], stats, columns, device, seed, steps
-        )
-        bounds[name] = held_out_bound(model, x_std[held], observed[held], device, seed)
+        model, _ = candidate._trained_model(data.rows(train), steps)
+        bounds[name] = held_out_bound(model, x_std[held], observed[held], data.device, seed)
     chosen = max(CANDIDATES, key=lambda name: bounds[name])  # first of equals: simplest
     if imputer.verbose:
         shown = ", ".join(f"{k} {v:.4f}" for k, v in bounds.items())

@@ -57,6 +57,7 @@ from ..nn.models import MIWAE, NotMIWAE
 from ._base import Table, _BaseIWImputer
 from ._health import MIN_OBSERVED, MIN_OBSERVED_FRACTION
 from ._select import select_missing_process
+from ._training import FitData
 
 __all__ = ["NotMIWAEImputer", "MIWAEImputer", "MIN_OBSERVED", "MIN_OBSERVED_FRACTION"]
 
@@ -156,7 +157,7 @@ class NotMIWAEImputer(_BaseIWImputer):
         self.missing_process = missing_process
         self.signs = signs
 
-    def _before_training(self, x_std, observed, stats, columns, device, seed) -> None:
+    def _before_training(self, data: FitData) -> None:
         self.missing_process_selection_ = None
         if self.missing_process == "auto":
             if self.signs is not None:
@@ -164,9 +165,7 @@ class NotMIWAEImputer(_BaseIWImputer):
                     "The 'signs' parameter of NotMIWAEImputer is for missing_process="
                     "'selfmasking_known_signs'; got it with missing_process='auto'"
                 )
-            self.missing_process_selection_ = select_missing_process(
-                self, x_std, observed, stats, columns, device, seed
-            )
+            self.missing_process_selection_ = select_missing_process(self, data)
 
     def _model_kwargs(self) -> dict:
         process = self.missing_process
