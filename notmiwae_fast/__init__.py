@@ -18,6 +18,7 @@ from . import ops, utils
 from .nn.missing import (
     MISSING_PROCESSES,
     BaseMissingProcess,
+    ConstantMissingProcess,
     LinearMissingProcess,
     MissingProcess,
     NonlinearMissingProcess,
@@ -45,6 +46,7 @@ __all__ = [
     "SelfMaskingKnownSignsProcess",
     "LinearMissingProcess",
     "NonlinearMissingProcess",
+    "ConstantMissingProcess",
     "MissingProcess",
     "MISSING_PROCESSES",
     "Backend",

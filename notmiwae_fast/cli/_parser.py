@@ -327,9 +327,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--missing-process",
-        default="selfmasking",
-        choices=["selfmasking", "selfmasking_known_signs", "linear", "nonlinear"],
-        help="not-MIWAE's model of which values go missing",
+        default="auto",
+        choices=["auto", "selfmasking", "selfmasking_known_signs", "linear", "nonlinear", "mcar"],
+        help="not-MIWAE's model of which values go missing (auto: chosen by held-out bound)",
     )
     g.add_argument(
         "--max-iter",

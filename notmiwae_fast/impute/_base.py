@@ -29,7 +29,7 @@ from ._input import (
     _refuse_bools,
     _wrap_like,
 )
-from ._training import _train_model
+from ._training import FitData, _train_model
 from ._transform import impute_rows
 
 if TYPE_CHECKING:
@@ -182,22 +182,9 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         history: dict = {"health": [], "warnings": []}
         name = type(self).__name__
         _check_data(name, self.out_dist, arr, observed, columns, history)
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(seed)
-            model = self._new_model(arr.shape[1], columns)
-            if self.weight_init == "glorot":
-                glorot_init_(model)
-            model.set_standardization(mean, scale)
-            losses = _train_model(
-                model,
-                x_std,
-                observed,
-                device,
-                lr=self.lr,
-                batch_size=self.batch_size,
-                max_iter=self.max_iter,
-                verbose=bool(self.verbose),
-            )
+        data = FitData(x_std, observed, (mean, scale), columns, device, seed)
+        self._before_training(data)
+        model, losses = self._trained_model(data, self.max_iter)
         _check_loss(
             name, losses, x_std, observed, self.out_dist, self._model_class is NotMIWAE, history
         )
@@ -209,6 +196,32 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self._seed_ = seed
         self._after_fit()
         return self
+
+    def _before_training(self, data: FitData) -> None:
+        """Hook run by :meth:`fit` before the model is trained on ``data``, e.g. to
+        choose the model."""
+
+    def _trained_model(self, data: FitData, max_iter: int) -> tuple[torch.nn.Module, np.ndarray]:
+        """A new model trained for ``max_iter`` steps on ``data``, torch seeded with
+        ``data.seed`` (the global RNG left as it was). Returns (model, losses)."""
+        x_std, observed, stats, columns, device, seed = data
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            model = self._new_model(x_std.shape[1], columns)
+            if self.weight_init == "glorot":
+                glorot_init_(model)
+            model.set_standardization(*stats)
+            losses = _train_model(
+                model,
+                x_std,
+                observed,
+                device,
+                lr=self.lr,
+                batch_size=self.batch_size,
+                max_iter=max_iter,
+                verbose=bool(self.verbose),
+            )
+        return model, losses
 
     def _new_model(self, n_features: int, columns: Optional[list]) -> torch.nn.Module:
         """The untrained torch model for ``n_features`` columns (named ``columns``)."""

@@ -25,8 +25,9 @@ if TYPE_CHECKING:
 
 __all__: list[str] = []
 
-# The missing processes the mixed models offer, by the imputers' names.
-_PROCESSES = {"selfmasking": "selfmasking", "auto": "selfmasking"}
+# The missing processes the mixed models offer, by the imputers' names ("auto" does not
+# choose between them on a mixed table yet: self-masking; "mcar": no process, MIWAE).
+_PROCESSES = {"selfmasking": "selfmasking", "auto": "selfmasking", "mcar": None}
 
 
 def _process(est: Any) -> Any:
@@ -91,6 +92,8 @@ def fit(est: Any, X: "pd.DataFrame") -> Any:
     est.loss_curve_, est.n_iter_ = losses, len(losses)
     est.history_ = {"health": [], "warnings": []}
     est._seed_ = seed
+    if est._model_class is NotMIWAE:  # "auto" chooses no process on a mixed table (yet)
+        est.missing_process_selection_ = None
     est._after_fit()
     return est
 
@@ -110,6 +113,8 @@ def interpret(est: Any) -> dict:
     """The fitted mixed not-MIWAE's missing process, per column (see
     :meth:`~notmiwae_fast.nn.mixed.MixedSelfMaskingProcess.interpret`)."""
     codec = est.codec_
+    if est.model_.missing_model is None:
+        return {}
     return est.model_.missing_model.interpret(
         [str(n) for n in codec.names], [c.categories for c in codec.columns]
     )

@@ -4,7 +4,7 @@ mini-batches of the table's rows, drawn without replacement, a new order each pa
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Iterator, NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -15,6 +15,24 @@ from .._common.progress import progress_bar
 from ..train import Trainer
 
 __all__: list[str] = []
+
+
+class FitData(NamedTuple):
+    """What an imputer's fit trains on: x_std ([N, D], standardised with ``stats`` =
+    (mean [D], scale [D]), NaN = missing), its mask ``observed`` ([N, D] bool), the
+    DataFrame's ``columns`` (or None), the ``device`` and the fit's ``seed``."""
+
+    x_std: np.ndarray
+    observed: np.ndarray
+    stats: tuple[np.ndarray, np.ndarray]
+    columns: Optional[list]
+    device: torch.device
+    seed: int
+
+    def rows(self, index: np.ndarray) -> "FitData":
+        """The same fit data for the rows ``index`` only."""
+        return self._replace(x_std=self.x_std[index], observed=self.observed[index])
+
 
 # Steps between two updates of the loss shown on the progress bar.
 _SHOW_LOSS_EVERY = 200

@@ -18,6 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._common import io as _io
 from ._columns import Column, TableCodec
+from ._select import checked_selection
 from .imputer import MIWAEImputer, NotMIWAEImputer, _BaseIWImputer
 
 __all__ = ["save_imputer", "load_imputer", "IMPUTER_FORMAT"]
@@ -76,6 +77,7 @@ def _imputer_state(imputer: _BaseIWImputer) -> dict:
         "n_features_in": int(imputer.n_features_in_),
         "feature_names_in": None if names is None else [str(n) for n in names],
         "columns": None if codec is None else [c.to_plain() for c in codec.columns],
+        "missing_process_selection": getattr(imputer, "missing_process_selection_", None),
     }
 
 
@@ -114,6 +116,9 @@ def _build_imputer(state: Any) -> _BaseIWImputer:
     n_features, names = _checked_features(state)
     arrays = _checked_arrays(state, n_features)
     imputer.codec_ = _checked_codec(state, n_features)
+    if isinstance(imputer, NotMIWAEImputer):  # with "auto": the process of the model
+        selection = state.get("missing_process_selection")
+        imputer.missing_process_selection_ = selection and checked_selection(selection)
     imputer.model_ = _loaded_model(imputer, state.get("model"), n_features, names)
     history = _checked_history(state)
     imputer.mean_, imputer.scale_ = arrays["mean"], arrays["scale"]

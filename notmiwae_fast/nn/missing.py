@@ -10,6 +10,9 @@ same shape. Built in:
   and the threshold are learnt).
 * ``linear`` (the paper's "agnostic"): ℓ = A x + c, a dense D × D layer.
 * ``nonlinear``: an MLP D → h → h → D.
+* ``mcar``: ℓ_d = c_d, a constant per feature (missing completely at random: p(s) does
+  not depend on x, so the model imputes as MIWAE does; its bound also scores s, which
+  makes it comparable with the other processes').
 
 A user-defined process subclasses :class:`BaseMissingProcess` and implements
 ``forward``. The self-masking processes also expose :meth:`selfmask_params`, which lets
@@ -36,6 +39,7 @@ __all__ = [
     "SelfMaskingKnownSignsProcess",
     "LinearMissingProcess",
     "NonlinearMissingProcess",
+    "ConstantMissingProcess",
     "MissingProcess",
     "MISSING_PROCESSES",
 ]
@@ -299,6 +303,34 @@ class NonlinearMissingProcess(BaseMissingProcess):
         return self.mlp(x)
 
 
+class ConstantMissingProcess(BaseMissingProcess):
+    """ℓ_d = c_d: each feature goes missing at its own constant rate, whatever x is
+    (missing completely at random)."""
+
+    def __init__(
+        self, input_dim: int, feature_names: Optional[Sequence[str]] = None, **kwargs: Any
+    ):
+        super().__init__(input_dim, feature_names)
+        self.c = nn.Parameter(torch.zeros(input_dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.c.to(x.dtype).expand(x.shape)
+
+    def interpret(
+        self, verbose: bool = False, mean: Optional[Tensor] = None, std: Optional[Tensor] = None
+    ) -> dict[str, Any]:
+        rate = torch.sigmoid(-self.c.detach().cpu()).tolist()
+        result = {
+            "process_type": type(self).__name__,
+            "feature_names": self.feature_names,
+            "missing_rate": rate,
+        }
+        if verbose:
+            for name, r in zip(self.feature_names, rate):
+                print(f"{name}: missing at a constant rate {r:.3f}")
+        return result
+
+
 def process_logits(process: BaseMissingProcess, x_hat: Tensor) -> Tensor:
     """The logits ``process(x_hat)`` ([..., D], x_hat's shape and dtype); a ValueError when
     a user's process returns something else."""
@@ -317,6 +349,7 @@ MISSING_PROCESSES = {
     "selfmasking_known_signs": SelfMaskingKnownSignsProcess,
     "linear": LinearMissingProcess,
     "nonlinear": NonlinearMissingProcess,
+    "mcar": ConstantMissingProcess,
 }
 
 

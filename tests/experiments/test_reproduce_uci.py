@@ -173,3 +173,10 @@ def test_mice_visits_columns_in_the_papers_order():
     X, _ = datasets.load_breast_cancer()
     assert protocol.PAPER_IMPUTATION_ORDER == "descending"
     assert abs(protocol.run_method("mice", X, 0, 1, 1)[0] - 1.17) < 0.005
+
+
+def test_table1_protocol_names_its_processes_so_the_default_does_not_change_it():
+    for method in protocol.METHODS:
+        if method.startswith("notmiwae"):
+            imputer = protocol.make_imputer(method, 5, 5, 0, 4)
+            assert imputer.missing_process in ("selfmasking", "selfmasking_known_signs", "linear")

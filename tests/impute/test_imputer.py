@@ -96,7 +96,7 @@ def test_standardize_false_trains_on_the_data_as_given(cls):
 def test_dataframe_in_dataframe_out_with_columns_and_index():
     x, x_nan, s = mnar()
     df = pd.DataFrame(x_nan, columns=["a", "b", "c", "d"], index=np.arange(300) * 3 + 7)
-    imp = NotMIWAEImputer(**TINY).fit(df)
+    imp = NotMIWAEImputer(missing_process="selfmasking", **TINY).fit(df)
     out = imp.transform(df)
     assert isinstance(out, pd.DataFrame)
     assert list(out.columns) == ["a", "b", "c", "d"]
@@ -133,7 +133,7 @@ def test_float32_kept():
 
 def test_fitted_attributes_and_iterations():
     _, x_nan, _ = mnar()
-    imp = NotMIWAEImputer(**{**TINY, "max_iter": 17}).fit(x_nan)
+    imp = NotMIWAEImputer(**{**TINY, "max_iter": 17, "missing_process": "selfmasking"}).fit(x_nan)
     assert imp.n_iter_ == 17 and imp.loss_curve_.shape == (17,)
     assert np.isfinite(imp.loss_curve_).all()
     assert isinstance(imp.model_, torch.nn.Module)
@@ -164,7 +164,7 @@ def test_not_miwae_beats_mean_and_miwae_on_mnar_data_and_learns_the_threshold():
         random_state=0,
         device="cpu",
     )
-    out_not = NotMIWAEImputer(**kw).fit(x_nan)
+    out_not = NotMIWAEImputer(missing_process="selfmasking", **kw).fit(x_nan)
     rmse_not = utils.missing_rmse(x, out_not.transform(x_nan), s)
     rmse_miwae = utils.missing_rmse(x, MIWAEImputer(**kw).fit_transform(x_nan), s)
     rmse_mean = utils.missing_rmse(x, np.where(s == 1, x, np.nanmean(x_nan, 0)), s)
