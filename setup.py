@@ -13,10 +13,12 @@ Environment knobs:
     TORCH_CUDA_ARCH_LIST     GPU architectures (default "8.0;9.0+PTX": A100, H100 and
                              newer GPUs through PTX)
     MAX_JOBS                 parallel compile jobs (default: number of CPUs)
-The objects are compiled with ninja into build/ninja-<platform>-<python>-<torch>-<cpu|cuda>/,
-kept between builds whichever way the build is started (pip install -e ., pip install .,
-python -m build): a rebuild with unchanged sources, flags and torch compiles nothing
-and only links the library again (ninja follows the headers each object includes).
+The objects are compiled with ninja into build/ninja-<platform>-<python>-<environment>-
+<torch>-<cpu|cuda>/ (the environment: a hash of sys.prefix), kept between builds
+whichever way the build is started (pip install -e ., pip install ., python -m build):
+a rebuild in the same environment with unchanged sources, flags and torch compiles
+nothing and only links the library again (ninja follows the headers each object
+includes).
 The library has no Python bindings of its own: it registers the operators with
 TORCH_LIBRARY and is loaded with torch.ops.load_library, so C++ programs and
 TorchScript can load it with libtorch alone.
@@ -25,6 +27,7 @@ TorchScript can load it with libtorch alone.
 from __future__ import annotations
 
 import glob
+import hashlib
 import importlib.util
 import os
 import re
@@ -76,12 +79,15 @@ USE_CUDA = want_cuda(torch.version.cuda is not None, _cuda_home)
 
 def build_temp() -> str:
     """The folder the objects are compiled into, kept between builds: one per platform,
-    Python, torch and kernel set, so switching between them does not recompile back and
-    forth (ninja also recompiles an object whose command line changed)."""
+    Python environment, torch and kernel set, so building for one does not recompile the
+    objects of another (ninja recompiles an object whose command line changed, and the
+    command line holds the environment's include folder)."""
+    environment = hashlib.sha256(os.path.realpath(sys.prefix).encode()).hexdigest()[:8]
     tag = "-".join(
         (
             sysconfig.get_platform(),
             sys.implementation.cache_tag,
+            "env" + environment,
             "torch" + torch.__version__,
             "cuda" if USE_CUDA else "cpu",
         )
