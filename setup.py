@@ -13,6 +13,12 @@ Environment knobs:
     TORCH_CUDA_ARCH_LIST     GPU architectures (default "8.0;9.0+PTX": A100, H100 and
                              newer GPUs through PTX)
     MAX_JOBS                 parallel compile jobs (default: number of CPUs)
+The objects are compiled with ninja into build/ninja-<platform>-<python>-<environment>-
+<torch>-<cpu|cuda>/ (the environment: a hash of sys.prefix), kept between builds
+whichever way the build is started (pip install -e ., pip install ., python -m build):
+a rebuild in the same environment with unchanged sources, flags and torch compiles
+nothing and only links the library again (ninja follows the headers each object
+includes).
 The library has no Python bindings of its own: it registers the operators with
 TORCH_LIBRARY and is loaded with torch.ops.load_library, so C++ programs and
 TorchScript can load it with libtorch alone.
@@ -20,8 +26,13 @@ TorchScript can load it with libtorch alone.
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import importlib.util
 import os
+import re
+import sys
+import sysconfig
 
 from setuptools import setup
 
@@ -63,12 +74,48 @@ if _cuda_home:
 import torch  # noqa: E402
 from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
 
+USE_CUDA = want_cuda(torch.version.cuda is not None, _cuda_home)
+
+
+def build_temp() -> str:
+    """The folder the objects are compiled into, kept between builds: one per platform,
+    Python environment, torch and kernel set, so building for one does not recompile the
+    objects of another (ninja recompiles an object whose command line changed, and the
+    command line holds the environment's include folder)."""
+    environment = hashlib.sha256(os.path.realpath(sys.prefix).encode()).hexdigest()[:8]
+    tag = "-".join(
+        (
+            sysconfig.get_platform(),
+            sys.implementation.cache_tag,
+            "env" + environment,
+            "torch" + torch.__version__,
+            "cuda" if USE_CUDA else "cpu",
+        )
+    )
+    return os.path.join(HERE, "build", "ninja-" + re.sub(r"[^A-Za-z0-9._-]", "_", tag))
+
+
+class BuildKeepingObjects(BuildExtension):
+    """torch's BuildExtension with the objects in build_temp() whatever the command set:
+    setuptools gives an editable install (pip install -e .) a new temporary folder each
+    time, which made every re-run of .ci/setup recompile everything."""
+
+    def finalize_options(self) -> None:
+        super().finalize_options()
+        self.build_temp = build_temp()
+
 
 def extension():
-    use_cuda = want_cuda(torch.version.cuda is not None, _cuda_home)
+    use_cuda = USE_CUDA
     csrc = "csrc"
     sources = _build.sources(csrc, cuda=use_cuda)
     include_dirs = [os.path.join(HERE, csrc, "include")]
+    # The headers: setuptools relinks when one is newer than the library, and puts them
+    # in the sdist (MANIFEST.in grafts csrc/ as well).
+    depends = sorted(
+        glob.glob(os.path.join(csrc, "**", "*.h"), recursive=True)
+        + glob.glob(os.path.join(csrc, "**", "*.cuh"), recursive=True)
+    )
     # -fopenmp: at::parallel_for is an inline template whose `omp parallel` compiles to
     # a serial loop without it (torch's parallel backend here is OpenMP; the extension
     # then links the libgomp torch has already loaded).
@@ -83,6 +130,7 @@ def extension():
             "notmiwae_fast._C",
             sources,
             include_dirs=include_dirs,
+            depends=depends,
             extra_compile_args=extra,
             extra_link_args=link,
             py_limited_api=True,
@@ -99,6 +147,7 @@ def extension():
         "notmiwae_fast._C",
         sources,
         include_dirs=include_dirs,
+        depends=depends,
         extra_compile_args=extra,
         extra_link_args=link,
         py_limited_api=True,
@@ -107,6 +156,6 @@ def extension():
 
 setup(
     ext_modules=[extension()],
-    cmdclass={"build_ext": BuildExtension},
+    cmdclass={"build_ext": BuildKeepingObjects},
     options={"bdist_wheel": {"py_limited_api": "cp39"}},
 )

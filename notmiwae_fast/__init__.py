@@ -15,6 +15,7 @@ CUDA kernels registered as PyTorch operators.
 """
 
 from . import ops, utils
+from ._version import __version__
 from .nn.missing import (
     MISSING_PROCESSES,
     BaseMissingProcess,
@@ -31,8 +32,6 @@ from .nn.supervised import SupMIWAE, SupNotMIWAE
 from .ops import reference
 from .ops._library import Backend, backend, library_path
 from .train.trainer import Trainer
-
-__version__ = "0.1.0"
 
 __all__ = [
     "MIWAE",
