@@ -11,6 +11,7 @@ skipped only when an HTML comment ``<!-- no-test: reason -->`` stands right befo
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import pathlib
 import re
@@ -85,3 +86,34 @@ def test_page_examples_run(page, tmp_path, monkeypatch, shorter_imputers):
         ran += 1
     if not ran:
         pytest.skip("every block is marked no-test or needs palmerpenguins")
+
+
+BASH = re.compile(r"```bash\n(.*?)```", re.S)
+COMMAND = re.compile(r"(?:notmiwae-fast|-m notmiwae_fast\.cli)\s+([a-z-]+)(.*)")
+
+
+def cli_examples() -> list[tuple[str, str, list[str]]]:
+    """(page, command, its --options) of every notmiwae-fast call in a bash block."""
+    found = []
+    for page in PAGES:
+        for block in BASH.findall(page.read_text()):
+            for line in block.replace("\\\n", " ").splitlines():
+                match = COMMAND.search(line.split("#")[0])
+                if match:
+                    options = re.findall(r"(?<!\S)(--[a-z][a-z-]*)", match[2])
+                    found.append((page.relative_to(ROOT).as_posix(), match[1], options))
+    return found
+
+
+def test_cli_examples_use_real_commands_and_options():
+    from notmiwae_fast.cli._parser import build_parser
+
+    commands = next(
+        a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+    ).choices
+    examples = cli_examples()
+    assert len(examples) >= 10
+    for page, command, options in examples:
+        assert command in commands, (page, command)
+        known = commands[command]._option_string_actions
+        assert all(o in known for o in options), (page, command, options)
