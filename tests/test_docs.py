@@ -67,6 +67,7 @@ def test_pages_have_examples():
     assert len(skipped) <= 6, skipped  # few, each with its reason
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "page", [p for p in PAGES if blocks(p)], ids=lambda p: p.relative_to(ROOT).as_posix()
 )
