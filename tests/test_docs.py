@@ -31,7 +31,7 @@ SHORTER = [
     (r"n_epochs=[0-9_]+", "n_epochs=1"),
     (r"\bn_samples=(?:[0-9]{4,}|[0-9]{1,3}_[0-9_]+)", "n_samples=50"),
     (r"n_impute_samples=[0-9_]+", "n_impute_samples=50"),
-    (r'\["coffee"\]\)\["coffee"\]', '["coffee"])["coffee"][:64, 128:224]'),
+    (r'\["china"\]\)\["china"\]', '["china"])["china"][192:256, 288:384]'),
     (r"\bsteps=[0-9_]+", "steps=5"),
     (r"per_image=[0-9_]+", "per_image=500"),
 ]
