@@ -129,6 +129,8 @@ def shard_bounds(n_rows: int, world_size: int, rank: int, align: int = 1) -> tup
 
 
 def gather_failures(ctx: Context, error: str) -> list[tuple[int, str]]:
+    """Every rank's ``error`` ("" for none), gathered on all ranks: [(rank, message)]
+    of the ranks that failed. A collective call."""
     if not ctx.distributed:
         return [(0, error)] if error else []
     messages: list = [None] * ctx.world_size
@@ -137,6 +139,7 @@ def gather_failures(ctx: Context, error: str) -> list[tuple[int, str]]:
 
 
 def barrier(ctx: Context) -> None:
+    """Waits for every rank of the group (returns at once in a single process)."""
     if ctx.distributed:
         dist.barrier()
 
@@ -171,6 +174,7 @@ class RankFailure(RuntimeError):
 
 
 def describe_exception(exc: BaseException) -> str:
+    """One line for an exception: its type's name and its message."""
     return f"{type(exc).__name__}: {exc}"
 
 

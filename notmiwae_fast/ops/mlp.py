@@ -21,8 +21,8 @@ def mlp_tanh(x: Tensor, weights: list[Tensor], biases: list[Tensor]) -> Tensor:
     weights and the biases.
 
     Args:
-        x: [N, in]. weights: n tensors, weights[i] [out_i, in_i] (nn.Linear's layout),
-            in_0 = in and in_i = out_{i−1}. biases: n tensors, biases[i] [out_i].
+        x: [N, in]. weights: n tensors, weights[i] of shape [out_i, in_i] (nn.Linear's layout),
+            in_0 = in and in_i = out_{i−1}. biases: n tensors, biases[i] of shape [out_i].
     Returns:
         [N, out_n]
     """

@@ -14,8 +14,8 @@ def mlp_tanh(x: Tensor, weights: list[Tensor], biases: list[Tensor]) -> Tensor:
     """y = L_n(tanh(L_{n−1}(… tanh(L_1(x))))), L_i(h) = h W_iᵀ + b_i (the paper's networks).
 
     Args:
-        x: [N, in]. weights: n tensors, weights[i] [out_i, in_i] (nn.Linear's layout).
-        biases: n tensors, biases[i] [out_i].
+        x: [N, in]. weights: n tensors, weights[i] of shape [out_i, in_i] (nn.Linear's layout).
+        biases: n tensors, biases[i] of shape [out_i].
     Returns:
         [N, out_n]
     """
