@@ -199,10 +199,25 @@ def summarise(results: dict) -> tuple[dict, str]:
             + " | |"
         )
         if "mice" in averages and "notmiwae_default" in averages:
-            gain = 1 - averages["notmiwae_default"] / averages["mice"]
-            lines += ["", f"Default not-MIWAE vs MICE (average over tables): {gain:+.1%} better."]
+            lines += ["", _versus_mice(averages, summary[mechanism])]
         lines.append("")
     return summary, "\n".join(lines)
+
+
+def _versus_mice(averages: dict, by_table: dict) -> str:
+    """The default not-MIWAE against MICE: the gain of the average over tables, the
+    tables it wins, and the gain without the table where MICE did worst (one table can
+    carry an average)."""
+    gain = 1 - averages["notmiwae_default"] / averages["mice"]
+    pairs = {t: (m["notmiwae_default"][0], m["mice"][0]) for t, m in by_table.items()}
+    wins = sum(d < m for d, m in pairs.values())
+    worst = max(pairs, key=lambda t: pairs[t][1])
+    rest = [pairs[t] for t in pairs if t != worst]
+    gain_rest = 1 - np.mean([d for d, _ in rest]) / np.mean([m for _, m in rest])
+    return (
+        f"Default not-MIWAE vs MICE: average RMSE {gain:+.1%} lower; lower on {wins} of "
+        f"{len(pairs)} tables; without {worst} (MICE's worst table) {gain_rest:+.1%}."
+    )
 
 
 def _stat(values: list) -> list:

@@ -66,7 +66,8 @@ def select_missing_process(imputer: "_BaseIWImputer", data: FitData) -> dict[str
         candidate = clone(imputer).set_params(missing_process=name)
         model, _ = candidate._trained_model(data.rows(train), steps)
         bounds[name] = held_out_bound(model, x_std[held], observed[held], data.device, seed)
-    chosen = max(CANDIDATES, key=lambda name: bounds[name])  # first of equals: simplest
+    # The first of equals (the simplest); a NaN bound (a diverged candidate) loses.
+    chosen = max(CANDIDATES, key=lambda name: np.nan_to_num(bounds[name], nan=-np.inf))
     if imputer.verbose:
         shown = ", ".join(f"{k} {v:.4f}" for k, v in bounds.items())
         print(f"missing_process='auto': held-out bound per row {shown}; chose {chosen!r}")

@@ -93,9 +93,10 @@ class NotMIWAEImputer(_BaseIWImputer):
             candidate trained on the others for a quarter of ``max_iter`` steps), then
             trains the winner on all rows for ``max_iter`` steps: about 1.75 times the
             cost of one process (rule and details: :mod:`._select`). Under self-masking
-            the self-masking process wins; when each column's missingness depends on
-            other columns or on none, the linear or constant process does, where
-            ``"selfmasking"`` (the default before) imputes worse than MICE.
+            a process that models it wins (``"selfmasking"``, or ``"linear"``, which
+            contains it); when a column's missingness depends on other columns or on
+            none, ``"linear"`` or ``"mcar"`` does, where ``"selfmasking"`` (the default
+            before) imputed worse than MICE (benchmarks/results/mnar_defaults.md).
         signs: [D] of ±1 for ``"selfmasking_known_signs"`` (+1: high values go
             missing; None: all +1).
 

@@ -104,3 +104,12 @@ def test_constant_process_logits_do_not_depend_on_x():
     assert torch.equal(logits, process(torch.zeros_like(x)))
     p = process.missing_probability(x[:, 0])
     assert torch.allclose(p[0], torch.sigmoid(-process.c))
+
+
+def test_a_candidate_with_a_nan_bound_is_never_chosen(monkeypatch):
+    fake = iter([float("nan"), -3.0, -4.0])  # mcar, selfmasking, linear
+    monkeypatch.setattr(_select, "held_out_bound", lambda *args, **kw: next(fake))
+    x = independent(n=60)
+    x_nan = np.where(x > 1, np.nan, x)
+    selection = NotMIWAEImputer(max_iter=4, **FAST).fit(x_nan).missing_process_selection_
+    assert selection["chosen"] == "selfmasking"
