@@ -227,8 +227,14 @@ def _imputer_worker(rank, world, port, out_dir):
     x[:, 0] = np.arange(40.0)  # always observed, identifies the row
     x[:, 1:][g.random((40, 2)) < 0.3] = np.nan
     # 40 rows over 2 ranks: 20 each, batches of 5: 4 steps make one epoch
+    # A named process: with "auto" the candidates' steps would see rows too.
     imp = imputer.NotMIWAEImputer(
-        max_iter=4, batch_size=5, hidden_dim=8, n_samples=3, random_state=0
+        missing_process="selfmasking",
+        max_iter=4,
+        batch_size=5,
+        hidden_dim=8,
+        n_samples=3,
+        random_state=0,
     ).fit(x)
     try:
         imputer.NotMIWAEImputer(max_iter=2, random_state=0).fit(x[:1])
