@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..nn.missing import (
+    ConstantMissingProcess,
     LinearMissingProcess,
     NonlinearMissingProcess,
     SelfMaskingKnownSignsProcess,
@@ -21,7 +22,9 @@ from ..ops import reference
 
 __all__ = ["ExportableImputer"]
 
+# The processes export knows to compile (a user's own is tried with TorchScript first).
 _BUILT_IN = (
+    ConstantMissingProcess,
     SelfMaskingProcess,
     SelfMaskingKnownSignsProcess,
     LinearMissingProcess,

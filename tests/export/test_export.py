@@ -206,3 +206,18 @@ def test_export_works_in_original_units(tmp_path):
     torch.testing.assert_close(out, in_model_units * std + mean, rtol=1e-5, atol=1e-4)
     observed = s.bool()
     assert torch.equal(out[observed], x_orig[observed])
+
+
+def test_the_mcar_process_exports_as_a_built_in_one(tmp_path):
+    """missing_process='mcar' (what 'auto' may choose) is compiled without trying a
+    user-process script first, so no TorchScript notice reaches the user."""
+    import warnings
+
+    model = nf.NotMIWAE(4, missing_process="mcar", hidden_dim=8)
+    model.n_train_steps += 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        export.to_torchscript(model, tmp_path / "m.pt", n_samples=5, fused=False)
+    x, s = torch.randn(3, 4), torch.tensor([[1.0, 0, 1, 1]] * 3)
+    out = torch.jit.load(str(tmp_path / "m.pt"))(x, s)
+    assert torch.equal(out[s.bool()], x[s.bool()])
