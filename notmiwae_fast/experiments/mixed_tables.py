@@ -10,8 +10,10 @@ date columns are dropped. :data:`MIXED_TABLES` gives, per table, the categorical
 the categorical self-masking mechanism acts on and the categories it loses most often
 (:mod:`.mixed_masks`).
 
-* ``penguins`` (palmerpenguins, 333 complete rows of 344): three categorical columns
-  (species 3, island 3, sex 2), four float measurements, the year as a count. Small,
+* ``penguins`` (palmerpenguins, 333 complete rows of 344): four categorical columns
+  (species 3, island 3, sex 2, and the study year 2007 / 2008 / 2009: three field
+  seasons, not a quantity; as Int64 the imputers would take it for a Poisson count of
+  mean 2008) and four float measurements. Small,
   and species is well predicted by the bill and flipper measurements: a clean test of
   whether a model recovers a category lost because of itself. MNAR: the Chinstrap
   species goes missing far more often (the rarest species left unidentified in the
@@ -47,14 +49,15 @@ def _categorical(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 
 
 def load_penguins() -> pd.DataFrame:
-    """palmerpenguins' table without incomplete rows (333 × 8)."""
+    """palmerpenguins' table without incomplete rows, the year as a category
+    (333 × 8)."""
     import palmerpenguins
 
     frame = palmerpenguins.load_penguins().dropna().reset_index(drop=True)
-    frame = _categorical(frame, ["species", "island", "sex"])
+    frame["year"] = frame["year"].astype(str)
+    frame = _categorical(frame, ["species", "island", "sex", "year"])
     for name in ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]:
         frame[name] = frame[name].astype("float64")
-    frame["year"] = frame["year"].astype("Int64")
     return frame
 
 
