@@ -6,6 +6,7 @@ table with the same columns, dtypes and categories."""
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
@@ -16,7 +17,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ..nn.mixed import MixedNotMIWAE
 from ..nn.models import NotMIWAE
 from ._columns import TableCodec
-from ._input import _check_observed
+from ._input import _check_float32, _check_observed, _check_statistics
 from ._training import _train_model
 from ._transform import SEED_BLOCK
 
@@ -47,10 +48,13 @@ def _standardized(arr: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.nd
     return (arr - mean) / scale
 
 
-def checked_input(est: Any, X: "pd.DataFrame") -> tuple[TableCodec, np.ndarray]:
+def checked_input(
+    est: Any, X: "pd.DataFrame"
+) -> tuple[TableCodec, np.ndarray, np.ndarray, np.ndarray]:
     """The checks of fit on a mixed DataFrame before any training: the parameters, the
-    column types and values. Returns (the codec, X encoded [N, D] with NaN missing);
-    ValueError naming the parameter or the column."""
+    column types and values, the real columns' statistics. Returns (the codec, X encoded
+    [N, D] with NaN missing, the per-column mean and scale [D]: the real columns'
+    standardisation, 0 and 1 elsewhere); ValueError naming the parameter or the column."""
     est._validate_params()
     est._device()
     _process(est)
@@ -58,20 +62,26 @@ def checked_input(est: Any, X: "pd.DataFrame") -> tuple[TableCodec, np.ndarray]:
     codec = TableCodec.detect(X, est.column_types)
     arr = codec.encode(X)
     _check_observed(arr, codec.names)
-    return codec, arr
+    real = codec.layout.columns("real")
+    mean, scale = np.zeros(arr.shape[1]), np.ones(arr.shape[1])
+    if real and est.standardize:
+        # Values near float64's limit overflow here: reported by column just below.
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean[real] = np.nanmean(arr[:, real], axis=0)
+            std = np.nanstd(arr[:, real], axis=0)
+            scale[real] = np.where(std > 0, std, 1.0)
+            x_std = _standardized(arr, mean, scale)
+        _check_statistics(arr, mean, scale, codec.names)
+        _check_float32(x_std, codec.names, "the units the model is trained in")
+    return codec, arr, mean, scale
 
 
 def fit(est: Any, X: "pd.DataFrame") -> Any:
     """NotMIWAEImputer / MIWAEImputer.fit on a mixed DataFrame."""
-    codec, arr = checked_input(est, X)
+    codec, arr, mean, scale = checked_input(est, X)
     device = est._device()
     observed = ~np.isnan(arr)
-    real = codec.layout.columns("real")
-    mean, scale = np.zeros(arr.shape[1]), np.ones(arr.shape[1])
-    if real and est.standardize:
-        mean[real] = np.nanmean(arr[:, real], axis=0)
-        std = np.nanstd(arr[:, real], axis=0)
-        scale[real] = np.where(std > 0, std, 1.0)
     seed = int(check_random_state(est.random_state).randint(np.iinfo(np.int32).max))
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
@@ -130,7 +140,10 @@ def impute_codes(
     check_is_fitted(est)
     arr = est.codec_.encode(X)
     observed = ~np.isnan(arr)
-    x = np.nan_to_num(_standardized(arr, est.mean_, est.scale_))
+    with np.errstate(all="ignore"):  # overflow is the error reported below
+        x_std = _standardized(arr, est.mean_, est.scale_)
+    _check_float32(x_std, est.codec_.names, "the fitted model's scale")
+    x = np.nan_to_num(x_std)
     device = est._device()
     model = est.model_.to(device)
     blocks = []

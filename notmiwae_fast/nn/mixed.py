@@ -128,6 +128,8 @@ class MixedLayout:
 
 def _group_softmax(logits: Tensor, offsets: Sequence[int]) -> Tensor:
     """Softmax over each categorical column's slice of ``logits`` [..., T]."""
+    if len(offsets) < 2:  # no categorical column: T = 0
+        return logits
     return torch.cat(
         [logits[..., a:b].softmax(-1) for a, b in zip(offsets[:-1], offsets[1:])], dim=-1
     )
