@@ -125,7 +125,7 @@ def interpret(est: Any) -> dict:
     codec = est.codec_
     if est.model_.missing_model is None:
         return {}
-    return est.model_.missing_model.interpret(
+    return est.model_.interpret_missing_process(
         [str(n) for n in codec.names], [c.categories for c in codec.columns]
     )
 

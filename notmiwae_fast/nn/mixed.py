@@ -392,6 +392,17 @@ class MixedNotMIWAE(nn.Module):
         bound = torch.logsumexp(log_w, 1) - math.log(log_w.shape[1])
         return {"loss": -bound.mean(), "bound": bound, "log_w": log_w}
 
+    def interpret_missing_process(
+        self, names: Optional[Sequence[str]] = None, categories: Optional[Sequence[Any]] = None
+    ) -> dict:
+        """Per column, what the learnt process says (see
+        :meth:`MixedSelfMaskingProcess.interpret`): slope and threshold of a scalar
+        column, p(missing) per category of a categorical one. ``names``: the D column
+        names; ``categories``: per column its category labels (None for the others)."""
+        if self.missing_model is None:
+            raise AttributeError(f"{type(self).__name__} without a missing process (MIWAE)")
+        return self.missing_model.interpret(names, categories)
+
     @torch.no_grad()
     def impute(
         self, x: Tensor, s: Tensor, n_samples: int = 1000, n_draws: Optional[int] = None

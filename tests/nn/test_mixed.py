@@ -164,3 +164,14 @@ def test_categorical_process_logit_is_the_categorys():
 def test_missing_process_name_is_checked(layout):
     with pytest.raises(ValueError, match="missing_process"):
         MixedNotMIWAE(layout, missing_process="linear")
+
+
+def test_interpret_missing_process_names_columns_and_categories(layout):
+    model = MixedNotMIWAE(layout, hidden_dim=8)
+    names = ["a", "b", "c", "d", "e", "f"]
+    cats = [None, ["x", "y", "z"], None, None, ["p", "q"], None]
+    info = model.interpret_missing_process(names, cats)
+    assert set(info) == set(names)
+    assert set(info["b"]["p_missing"]) == {"x", "y", "z"} and info["d"]["kind"] == "count"
+    with pytest.raises(AttributeError, match="MIWAE"):
+        MixedNotMIWAE(layout, missing_process=None).interpret_missing_process()
