@@ -258,14 +258,16 @@ class MixedNotMIWAE(nn.Module):
         self.data_std.copy_(torch.as_tensor(std, dtype=self.data_std.dtype))
 
     # -- pieces ------------------------------------------------------------------------
-    def _encoder_input(self, x: Tensor, observed: Tensor) -> Tensor:
+    def _observed_values(self, x: Tensor, observed: Tensor) -> tuple[Tensor, Tensor]:
+        """The observed values as the networks see them: the scalar columns [B, n_scalar]
+        (counts as log(1 + count), zeros where missing) and the categorical columns one-hot
+        [B, T] (zeros where missing). They are the encoder's input and x̂ where observed."""
         layout = self.layout
         scalar = self._scalar(x)
         keep = observed[:, layout.scalar_columns]
         scalar = torch.where(keep, scalar, torch.zeros_like(scalar))
         cats = layout.columns("categorical")
-        hot = _one_hot(x[:, cats], observed[:, cats], layout.category_counts)
-        return torch.cat([scalar, hot], dim=-1)
+        return scalar, _one_hot(x[:, cats], observed[:, cats], layout.category_counts)
 
     def _scalar(self, x: Tensor) -> Tensor:
         """The scalar columns of x [..., D] in column order, counts as log(1 + count)."""
@@ -333,7 +335,8 @@ class MixedNotMIWAE(nn.Module):
     def _terms(self, x: Tensor, s: Tensor, k: int) -> dict[str, Tensor]:
         """log_w [B, K] and the decoder's parameters for K = ``k`` samples per row."""
         observed = s != 0
-        mu, std = self.encoder(self._encoder_input(x, observed))
+        scalar, hot = self._observed_values(x, observed)
+        mu, std = self.encoder(torch.cat([scalar, hot], dim=-1))
         eps = torch.randn(x.shape[0], k, self.latent_dim, dtype=x.dtype, device=x.device)
         z = mu.unsqueeze(1) + std.unsqueeze(1) * eps
         # log p(z) − log q(z | x): the normalising constants cancel.
@@ -345,13 +348,16 @@ class MixedNotMIWAE(nn.Module):
         p = self._heads(self.decoder(z))
         log_w = log_w + self._log_px(x, s, p)
         if self.missing_model is not None:
-            log_w = log_w + self._log_ps(x, s, observed, p)
+            log_w = log_w + self._log_ps(s, observed, scalar, hot, p)
         p["log_w"] = log_w
         return p
 
-    def _log_ps(self, x: Tensor, s: Tensor, observed: Tensor, p: dict[str, Tensor]) -> Tensor:
-        """log p(s | x̂) [B, K], x̂ the observed values and, at the missing entries, a
-        normal draw (real) or the decoder's mean (the others)."""
+    def _log_ps(
+        self, s: Tensor, observed: Tensor, scalar: Tensor, hot: Tensor, p: dict[str, Tensor]
+    ) -> Tensor:
+        """log p(s | x̂) [B, K], x̂ the observed values (``scalar``, ``hot`` of
+        :meth:`_observed_values`) and, at the missing entries, a normal draw (real) or the
+        decoder's mean (the others)."""
         layout = self.layout
         scalar_mean, probs = self._means(p)
         real = layout.scalar_positions("real")
@@ -360,27 +366,21 @@ class MixedNotMIWAE(nn.Module):
         counts = layout.scalar_positions("count")
         if counts:
             scalar_mean[..., counts] = torch.log1p(scalar_mean[..., counts])
-        x_scalar = self._scalar(x).unsqueeze(1)
         keep = observed[:, layout.scalar_columns].unsqueeze(1)
-        x_hat = torch.where(keep, x_scalar, scalar_mean)
-        cats = layout.columns("categorical")
-        hot = _one_hot(x[:, cats], observed[:, cats], layout.category_counts).unsqueeze(1)
-        cat_observed = (
-            torch.cat(
-                [
-                    observed[:, j : j + 1].expand(-1, n)
-                    for j, n in zip(cats, layout.category_counts)
-                ],
-                dim=-1,
-            ).unsqueeze(1)
-            if cats
-            else observed[:, :0].unsqueeze(1)
-        )
-        probs = torch.where(cat_observed, hot, probs)
+        x_hat = torch.where(keep, scalar.unsqueeze(1), scalar_mean)
+        # Each categorical column's observed flag, once per category: [B, 1, T].
+        per_category = [
+            j
+            for j, n in zip(layout.columns("categorical"), layout.category_counts)
+            for _ in range(n)
+        ]
+        hot_observed = observed[:, per_category].unsqueeze(1)
+        probs = torch.where(hot_observed, hot.unsqueeze(1), probs)
         assert self.missing_model is not None  # (called only for not-MIWAE)
         logits = self.missing_model(x_hat, probs)
+        dtype = scalar.dtype
         return self.ops.masked_bernoulli_logprob(
-            s.to(x.dtype), torch.ones_like(s, dtype=x.dtype), logits
+            s.to(dtype), torch.ones_like(s, dtype=dtype), logits
         )
 
     # -- the model's interface -----------------------------------------------------------
