@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 
 from ..nn.mixed import COLUMN_KINDS, MixedLayout
+from ._input import _in_dtype_of
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -250,25 +251,17 @@ class TableCodec:
                 values[missing] = [column.categories[c] for c in codes]
                 out[column.name] = pd.Series(values, index=X.index).astype(series.dtype)
                 continue
+            if pd.api.types.is_integer_dtype(series.dtype) or pd.api.types.is_bool_dtype(
+                series.dtype
+            ):  # rounded and clipped to the dtype, or thresholded: as on the numeric path
+                out[column.name] = _in_dtype_of(series, new)
+                continue
             values = series.astype(object).to_numpy().copy()
-            if column.kind == "binary" and (
-                pd.api.types.is_bool_dtype(series.dtype)
-                or pd.api.types.is_object_dtype(series.dtype)
-            ):
-                values[missing] = new[missing] >= 0.5
-            elif pd.api.types.is_integer_dtype(series.dtype) or column.kind in ("binary", "count"):
-                values[missing] = _round_into(new[missing], series.dtype)
+            if column.kind == "binary" and pd.api.types.is_object_dtype(series.dtype):
+                values[missing] = new[missing] >= 0.5  # True / False held as objects
+            elif column.kind in ("binary", "count"):  # a float column given that type
+                values[missing] = np.round(new[missing])
             else:
                 values[missing] = new[missing]
             out[column.name] = pd.Series(values, index=X.index).astype(series.dtype)
         return out
-
-
-def _round_into(values: np.ndarray, dtype: Any) -> np.ndarray:
-    """values rounded and clipped to an integer dtype's range (float dtypes: rounded)."""
-    rounded = np.round(values)
-    try:
-        info = np.iinfo(np.dtype(getattr(dtype, "numpy_dtype", dtype)))
-    except (TypeError, ValueError):
-        return rounded
-    return np.clip(rounded, info.min, info.max)
