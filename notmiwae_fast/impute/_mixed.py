@@ -14,6 +14,7 @@ import torch
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .. import utils
 from ..nn.mixed import MixedNotMIWAE
 from ..nn.models import NotMIWAE
 from ._columns import TableCodec
@@ -68,9 +69,7 @@ def checked_input(
         # Values near float64's limit overflow here: reported by column just below.
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            mean[real] = np.nanmean(arr[:, real], axis=0)
-            std = np.nanstd(arr[:, real], axis=0)
-            scale[real] = np.where(std > 0, std, 1.0)
+            _, mean[real], scale[real] = utils.standardize(arr[:, real])
             x_std = _standardized(arr, mean, scale)
         _check_statistics(arr, mean, scale, codec.names)
         _check_float32(x_std, codec.names, "the units the model is trained in")
