@@ -13,9 +13,11 @@
 // Registered twice: CompositeExplicitAutograd (the forward alone, on any device and for
 // calls below autograd) and Autograd (forward keeping what the backward needs).
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include <initializer_list>
 #include <optional>
 #include <tuple>
 #include <utility>
@@ -35,6 +37,10 @@ using Tensors = std::vector<at::Tensor>;
 
 // log σ² of the encoder is clamped to this range (as networks.Encoder does).
 constexpr double kLogVarBound = 10.0;
+
+// The key under which GaussBound's forward keeps the loss's gradients (see
+// loss_gradients_of).
+constexpr const char* kLossGradients = "loss_gradients";
 
 using T = const at::Tensor&;
 using Tensor3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
@@ -279,25 +285,81 @@ Tensors backward_pass(const Saved& s, const variable_list& grads) {
   return result;
 }
 
+// The bound's incoming gradient when the loss is −mean(bound): −1/B for every row.
+variable_list loss_seed(const at::Tensor& bound) {
+  return {at::full_like(bound, -1.0 / static_cast<double>(bound.size(0))), {}, {}, {}, {}, {}};
+}
+
+bool any_requires_grad(std::initializer_list<at::TensorList> lists, const OptTensor& W,
+                       const OptTensor& b) {
+  for (at::TensorList list : lists)
+    for (const at::Tensor& t : list)
+      if (t.requires_grad()) return true;
+  return (W.has_value() && W->requires_grad()) || (b.has_value() && b->requires_grad());
+}
+
+// c when every entry of g (a CPU tensor) equals c; nothing otherwise.
+std::optional<double> uniform_value(const at::Tensor& g) {
+  if (!g.defined() || !g.is_cpu() || g.numel() == 0) return std::nullopt;
+  const at::Tensor c = g.contiguous();
+  std::optional<double> value;
+  AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "uniform_value", [&] {
+    const scalar_t* d = c.const_data_ptr<scalar_t>();
+    for (int64_t i = 1; i < c.numel(); ++i)
+      if (d[i] != d[0]) return;
+    value = static_cast<double>(d[0]);
+  });
+  return value;
+}
+
+// Where the forward computed the gradients of −mean(bound) (kLossGradients) and the
+// incoming gradients are those of a multiple of it — the bound's gradient the same c for
+// every row, no other output's defined — the parameters' gradients are those, times
+// −B·c; they are handed on once (a second backward through a retained graph runs the
+// chain rule). Empty otherwise: the caller runs backward_pass.
+Tensors loss_gradients_of(AutogradContext* ctx, const variable_list& grads) {
+  auto found = ctx->saved_data.find(kLossGradients);
+  if (found == ctx->saved_data.end()) return {};
+  Tensors g = found->second.toTensorVector();
+  ctx->saved_data.erase(found);
+  for (size_t i = 1; i < grads.size(); ++i)
+    if (grads[i].defined()) return {};
+  const std::optional<double> c = uniform_value(grads[0]);
+  if (!c.has_value()) return {};
+  const double scale = -static_cast<double>(grads[0].size(0)) * *c;
+  if (scale != 1.0)
+    for (at::Tensor& t : g) t.mul_(scale);
+  return g;
+}
+
 class GaussBound : public torch::autograd::Function<GaussBound> {
  public:
   // Inputs, in this order: x, mask, eps_z, eps_x, the encoder's n_e weights and biases,
-  // the decoder's n_d weights and biases, W, b, min_scale. Gradients: the weights,
-  // biases, W and b (x and mask are data, eps_z and eps_x noise).
+  // the decoder's n_d weights and biases, W, b, min_scale, and whether to compute the
+  // loss's gradients now (kLossGradients). Gradients: the weights, biases, W and b (x
+  // and mask are data, eps_z and eps_x noise).
   static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& mask,
                                const at::Tensor& eps_z, const OptTensor& eps_x,
                                at::TensorList enc_weights, at::TensorList enc_biases,
                                at::TensorList dec_weights, at::TensorList dec_biases,
-                               const OptTensor& W, const OptTensor& b, double min_scale) {
+                               const OptTensor& W, const OptTensor& b, double min_scale,
+                               bool loss_gradients) {
     at::AutoDispatchBelowADInplaceOrView guard;
     Pass p = forward_pass(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights, dec_biases,
                           W, b, min_scale);
     const int64_t n_enc = static_cast<int64_t>(enc_weights.size());
     const int64_t n_dec = static_cast<int64_t>(dec_weights.size());
-    ctx->save_for_backward(
-        saved_for_backward(x, mask, eps_z, eps_x, W, b, enc_weights, dec_weights, p).flat());
+    const Saved saved =
+        saved_for_backward(x, mask, eps_z, eps_x, W, b, enc_weights, dec_weights, p);
+    ctx->save_for_backward(saved.flat());
     ctx->saved_data["n_enc"] = n_enc;
     ctx->saved_data["n_dec"] = n_dec;
+    ctx->set_materialize_grads(false);  // backward_pass takes undefined gradients as zeros
+    if (loss_gradients) {
+      Tensors g = backward_pass(saved, loss_seed(p.bound));
+      if (!W.has_value()) g.resize(g.size() - 2);  // no W, b: their gradients are undefined
+      ctx->saved_data[kLossGradients] = c10::List<at::Tensor>(g);
+    }
     if (!W.has_value()) ctx->mark_non_differentiable({p.log_ps});
     return {p.bound, p.log_w, p.log_px, p.log_ps, p.log_pz, p.log_qz};
   }
@@ -305,14 +367,17 @@ class GaussBound : public torch::autograd::Function<GaussBound> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const int64_t n_enc = ctx->saved_data["n_enc"].toInt();
     const int64_t n_dec = ctx->saved_data["n_dec"].toInt();
-    const Tensors v = ctx->get_saved_variables();
-    const Saved s = Saved::from_flat(v, n_enc, n_dec);
-    const Tensors g = backward_pass(s, grads);
-    // One entry per forward argument (min_scale included, as autograd counts them):
-    // none for x, mask, eps_z, eps_x and min_scale.
+    Tensors g = loss_gradients_of(ctx, grads);
+    if (g.empty()) {
+      const Tensors v = ctx->get_saved_variables();
+      g = backward_pass(Saved::from_flat(v, n_enc, n_dec), grads);
+    }
+    g.resize(2 * n_enc + 2 * n_dec + 2);  // without self-masking: W's and b's undefined
+    // One entry per forward argument (min_scale and loss_gradients included, as autograd
+    // counts them): none for x, mask, eps_z, eps_x, min_scale and loss_gradients.
     variable_list result(4);
     result.insert(result.end(), g.begin(), g.end());
-    result.emplace_back();
+    result.resize(result.size() + 2);
     return result;
   }
 };
@@ -329,9 +394,7 @@ gauss_bound_grads(const at::Tensor& x, const at::Tensor& mask, const at::Tensor&
   const Pass p = forward_pass(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights,
                               dec_biases, W, b, min_scale);
   const Saved s = saved_for_backward(x, mask, eps_z, eps_x, W, b, enc_weights, dec_weights, p);
-  const variable_list grads{
-      at::full_like(p.bound, -1.0 / static_cast<double>(x.size(0))), {}, {}, {}, {}, {}};
-  Tensors g = backward_pass(s, grads);
+  Tensors g = backward_pass(s, loss_seed(p.bound));
   if (!W.has_value()) g.resize(g.size() - 2);
   return {p.bound, p.log_w, p.log_px, p.log_ps, p.log_pz, p.log_qz, g};
 }
@@ -341,8 +404,15 @@ Outputs gauss_bound_autograd(const at::Tensor& x, const at::Tensor& mask, const 
                              at::TensorList enc_biases, at::TensorList dec_weights,
                              at::TensorList dec_biases, const OptTensor& W, const OptTensor& b,
                              double min_scale) {
+  // On the CPU, where a small step's backward costs more in calls and autograd nodes than
+  // in arithmetic, a forward that autograd records computes the gradients of the loss
+  // −mean(bound) in the same pass (as gauss_bound_grads does); backward hands them on,
+  // scaled, when that is all it is asked for (see loss_gradients_of).
+  const bool loss_gradients =
+      x.is_cpu() && at::GradMode::is_enabled() &&
+      any_requires_grad({enc_weights, enc_biases, dec_weights, dec_biases}, W, b);
   auto out = GaussBound::apply(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights,
-                               dec_biases, W, b, min_scale);
+                               dec_biases, W, b, min_scale, loss_gradients);
   return {out[0], out[1], out[2], out[3], out[4], out[5]};
 }
 

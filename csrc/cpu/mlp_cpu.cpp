@@ -1,10 +1,10 @@
 // CPU kernels of the MLP family: mlp_tanh, mlp_tanh_forward, mlp_tanh_backward, and
 // softplus_scale (the decoders' positive scale) with its backward.
 // The layer loop is notmiwae_fast/mlp.h (shared with CUDA); here are the two element
-// kernels it needs, tanh in place and its chain rule in place, vectorised (the tanh of
-// vec_math.h for float32, faster than ATen's) and run in parallel over
-// blocks of elements. float32 and float64; the MLP also bfloat16 and float16 (math in
-// float32), which is what it gets under torch.autocast.
+// kernels it needs, bias and tanh in place and the chain rule of tanh in place, vectorised (the
+// tanh of vec_math.h for float32, faster than ATen's) and run in parallel over blocks of elements.
+// float32 and float64; the MLP also bfloat16 and float16 (math in float32), which is what it gets
+// under torch.autocast.
 #include "vectorize.h"
 
 #include <ATen/ATen.h>
@@ -31,9 +31,11 @@ using cpu::kGrainElements;
 
 // opmath_t: float for bfloat16 and float16 (the math runs in float32, rounded once).
 template <typename scalar_t, typename opmath_t = at::opmath_type<scalar_t>>
-NOTMIWAE_VECTOR_CLONES void tanh_values(int64_t n, scalar_t* __restrict h) {
+NOTMIWAE_VECTOR_CLONES void bias_tanh_values(int64_t n, scalar_t* __restrict h,
+                                             const scalar_t* __restrict bias) {
   for (int64_t j = 0; j < n; ++j)
-    h[j] = static_cast<scalar_t>(math::tanh_activation<F>(static_cast<opmath_t>(h[j])));
+    h[j] = static_cast<scalar_t>(
+        math::tanh_activation<F>(static_cast<opmath_t>(h[j]) + static_cast<opmath_t>(bias[j])));
 }
 
 template <typename scalar_t, typename opmath_t = at::opmath_type<scalar_t>>
@@ -44,12 +46,16 @@ NOTMIWAE_VECTOR_CLONES void tanh_grads(int64_t n, scalar_t* __restrict g,
         math::tanh_activation_grad(static_cast<opmath_t>(g[j]), static_cast<opmath_t>(y[j])));
 }
 
-void tanh_inplace_cpu(at::Tensor& h) {
-  TORCH_INTERNAL_ASSERT(h.is_contiguous());
+void bias_tanh_inplace_cpu(at::Tensor& h, const at::Tensor& bias_) {
+  TORCH_INTERNAL_ASSERT(h.is_contiguous() && h.dim() == 2);
+  const at::Tensor bias = bias_.contiguous();
+  const int64_t cols = h.size(1);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, h.scalar_type(), "mlp_tanh_cpu", [&] {
     scalar_t* data = h.data_ptr<scalar_t>();
-    at::parallel_for(0, h.numel(), kGrainElements,
-                     [&](int64_t begin, int64_t end) { tanh_values(end - begin, data + begin); });
+    const scalar_t* b = bias.const_data_ptr<scalar_t>();
+    at::parallel_for(0, h.size(0), cpu::rows_per_task(cols), [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) bias_tanh_values(cols, data + r * cols, b);
+    });
   });
 }
 
@@ -111,7 +117,7 @@ at::Tensor softplus_scale_backward_cpu(const at::Tensor& grad_, const at::Tensor
   return out;
 }
 
-constexpr mlp::ElementKernels kCpuKernels{&tanh_inplace_cpu, &tanh_backward_inplace_cpu,
+constexpr mlp::ElementKernels kCpuKernels{&bias_tanh_inplace_cpu, &tanh_backward_inplace_cpu,
                                           /*transpose_narrow=*/true,
                                           /*block_bytes=*/512 * 1024};
 

@@ -1,8 +1,8 @@
 // CUDA kernels of the MLP family: mlp_tanh, mlp_tanh_forward, mlp_tanh_backward, and
 // softplus_scale (the decoders' positive scale) with its backward.
 // The layer loop is notmiwae_fast/mlp.h (shared with the CPU; the matrix products are
-// cuBLAS's); here are its two element kernels, tanh in place and its chain rule in
-// place, with the math of notmiwae_fast/math.h. float32, float64, float16 and bfloat16
+// cuBLAS's); here are its two element kernels, bias and tanh in place and the chain rule
+// of tanh in place, with the math of notmiwae_fast/math.h. float32, float64, float16 and bfloat16
 // (half types compute in float32, at::opmath_type).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -27,12 +27,15 @@ namespace {
 using cuda::element_blocks;
 constexpr int kThreads = cuda::kElementThreads;
 
+// h [n / cols, cols] ← tanh(h + bias), bias [cols].
 template <typename scalar_t>
-__global__ void tanh_kernel(int64_t n, scalar_t* __restrict__ h) {
+__global__ void bias_tanh_kernel(int64_t n, int64_t cols, scalar_t* __restrict__ h,
+                                 const scalar_t* __restrict__ bias) {
   using opmath_t = at::opmath_type<scalar_t>;
   for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < n;
        j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    h[j] = static_cast<scalar_t>(math::tanh_activation(static_cast<opmath_t>(h[j])));
+    h[j] = static_cast<scalar_t>(
+        math::tanh_activation(static_cast<opmath_t>(h[j]) + static_cast<opmath_t>(bias[j % cols])));
   }
 }
 
@@ -69,13 +72,15 @@ __global__ void softplus_scale_backward_kernel(int64_t n, const scalar_t* __rest
   }
 }
 
-void tanh_inplace_cuda(at::Tensor& h) {
-  TORCH_INTERNAL_ASSERT(h.is_contiguous());
+void bias_tanh_inplace_cuda(at::Tensor& h, const at::Tensor& bias_) {
+  TORCH_INTERNAL_ASSERT(h.is_contiguous() && h.dim() == 2);
+  const at::Tensor bias = bias_.contiguous();
   const int64_t n = h.numel();
   if (n == 0) return;
   NOTMIWAE_DISPATCH_CUDA(h.scalar_type(), "mlp_tanh_cuda", [&] {
-    tanh_kernel<scalar_t><<<element_blocks(n), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        n, h.mutable_data_ptr<scalar_t>());
+    bias_tanh_kernel<scalar_t>
+        <<<element_blocks(n), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+            n, h.size(1), h.mutable_data_ptr<scalar_t>(), bias.const_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
@@ -127,7 +132,7 @@ at::Tensor softplus_scale_backward_cuda(const at::Tensor& grad_, const at::Tenso
   return out;
 }
 
-constexpr mlp::ElementKernels kCudaKernels{&tanh_inplace_cuda, &tanh_backward_inplace_cuda,
+constexpr mlp::ElementKernels kCudaKernels{&bias_tanh_inplace_cuda, &tanh_backward_inplace_cuda,
                                            /*transpose_narrow=*/false,
                                            /*block_bytes=*/0};
 

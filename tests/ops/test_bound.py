@@ -299,6 +299,59 @@ def test_grads_op_matches_autograd_and_reference(dtype, self_masking, device):
         torch.testing.assert_close(o.cpu().double(), r, **tol)
 
 
+def _leaf_inputs(self_masking, requires_grad=True):
+    inp = make_inputs(self_masking=self_masking)
+    for t in params_of(inp):
+        t.requires_grad_(requires_grad)
+    return inp
+
+
+@pytest.mark.parametrize("self_masking", [True, False], ids=["notmiwae", "miwae"])
+@pytest.mark.parametrize(
+    "objective",
+    [
+        lambda out: -out[0].mean(),  # the models' loss: the gradients computed in the forward
+        lambda out: 3.0 * out[0].sum(),  # a multiple of it: the same, scaled
+        lambda out: (out[0] * torch.linspace(-1, 2, len(out[0]), dtype=out[0].dtype)).sum(),
+        lambda out: -out[0].mean() + out[1].logsumexp(1).sum(),  # log_w too: the chain rule
+    ],
+    ids=["loss", "multiple", "row-weights", "with-log_w"],
+)
+def test_autograd_gradients_of_any_objective_match_the_reference(self_masking, objective):
+    """On the CPU the autograd kernel computes the loss's gradients in the forward pass and
+    backward hands them on when the bound's incoming gradient is uniform and no other
+    output has one; any other objective takes the chain rule. Both agree with the
+    reference twin's autograd in float64."""
+    inp, ref = _leaf_inputs(self_masking), _leaf_inputs(self_masking)
+    grads = torch.autograd.grad(objective(call(OPS.gauss_bound, inp)), params_of(inp))
+    expected = torch.autograd.grad(objective(call(reference.gauss_bound, ref)), params_of(ref))
+    for g, e in zip(grads, expected):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)
+
+
+def test_retained_graph_and_frozen_parameters():
+    """A second backward through a retained graph (the gradients handed on once, then the
+    chain rule) adds the same gradients again; parameters that do not require grad get
+    none and the others are right."""
+    inp = _leaf_inputs(True)
+    loss = -call(OPS.gauss_bound, inp)[0].mean()
+    loss.backward(retain_graph=True)
+    first = [p.grad.clone() for p in params_of(inp)]
+    loss.backward()
+    for p, g in zip(params_of(inp), first):
+        torch.testing.assert_close(p.grad, 2 * g, rtol=1e-12, atol=1e-12)
+
+    frozen = _leaf_inputs(True, requires_grad=False)
+    frozen["W"].requires_grad_(True)
+    ref = _leaf_inputs(True, requires_grad=False)
+    ref["W"].requires_grad_(True)
+    (g,) = torch.autograd.grad(-call(OPS.gauss_bound, frozen)[0].mean(), [frozen["W"]])
+    (e,) = torch.autograd.grad(-call(reference.gauss_bound, ref)[0].mean(), [ref["W"]])
+    torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)
+    with torch.no_grad():
+        assert call(OPS.gauss_bound, _leaf_inputs(True))[0].grad_fn is None
+
+
 def test_grads_op_wrapper_and_opcheck():
     """ops.gauss_bound_grads (the typed wrapper) returns the raw operator's results, and
     the operator passes opcheck (schema, fake kernel, dispatch)."""

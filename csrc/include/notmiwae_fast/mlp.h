@@ -6,8 +6,9 @@
 // x [N, in], W_i [out_i, in_i] (nn.Linear's layout), b_i [out_i], y [N, out_n]. The
 // matrix products are ATen's (MKL / oneDNN on CPU, cuBLAS on CUDA): they are the bulk
 // of the FLOPs and already at the hardware's peak. What the fusion removes is the rest:
-// per layer one addmm straight into the activation buffer and one in-place activation
-// pass (the backend's element kernel, math in math.h), one mm per gradient and one
+// per hidden layer one mm straight into the activation buffer and one in-place pass that
+// adds the bias and applies the activation (the backend's element kernel, math in
+// math.h), one mm per gradient and one
 // in-place pass for the activation's chain rule, no autograd graph of a dozen nodes per
 // MLP, and on the CPU a tanh faster than ATen's (vec_math.h).
 // csrc/cpu/mlp_cpu.cpp and csrc/cuda/mlp_cuda.cu supply the element kernels and
@@ -30,7 +31,9 @@ namespace mlp {
 // its matrix products prefer narrow results computed transposed (see product), and the
 // size of the row blocks of an inference forward (see forward; 0: no blocks).
 struct ElementKernels {
-  void (*tanh_)(at::Tensor& h);                                   // h ← tanh(h)
+  // h ← tanh(h + bias), h [N, out], bias [out]: the hidden layers' bias and activation
+  // in one pass over the product (an addmm would first copy the bias into every row).
+  void (*bias_tanh_)(at::Tensor& h, const at::Tensor& bias);
   void (*tanh_backward_)(at::Tensor& grad, const at::Tensor& y);  // grad ← grad · (1 − y²)
   bool transpose_narrow;
   int64_t block_bytes;
@@ -134,9 +137,10 @@ inline std::tuple<at::Tensor, std::vector<at::Tensor>> forward_rows(
   at::Tensor h = x;
   for (size_t i = 0; i < weights.size(); ++i) {
     const bool last = i + 1 == weights.size();
-    at::Tensor layer = product(biases[i], h, weights[i].t(), kernels, last ? out : at::Tensor());
+    at::Tensor layer = product(last ? biases[i] : at::Tensor(), h, weights[i].t(), kernels,
+                               last ? out : at::Tensor());
     if (!last) {
-      kernels.tanh_(layer);
+      kernels.bias_tanh_(layer, biases[i]);
       if (keep_hidden) hidden.push_back(layer);
     }
     h = std::move(layer);
