@@ -6,6 +6,7 @@ so the logic around a capture (static buffers, which shapes replay) runs on the 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Any, Callable, Iterator, Optional
 
 import torch
@@ -34,8 +35,9 @@ class Captured:
         if device.type != "cuda":
             raise ValueError(f"CUDA graphs need a CUDA device; got {device}")
         self._graph = torch.cuda.CUDAGraph()
-        # Capture records the kernels without running them: replay runs them.
-        with torch.cuda.graph(self._graph, pool=pool):
+        # Capture records the kernels without running them: replay runs them. Other
+        # threads' CUDA calls (a DataLoader's pinning thread) may go on meanwhile.
+        with torch.cuda.graph(self._graph, pool=pool, capture_error_mode="thread_local"):
             self.results = fn()
 
     @property
@@ -64,6 +66,16 @@ def side_stream(device: torch.device) -> Iterator[None]:
     with torch.cuda.stream(stream):
         yield
     current.wait_stream(stream)
+
+
+def capture_failed(what: str, err: Exception) -> None:
+    """Warns (RuntimeWarning) that ``what`` could not be captured and runs uncaptured."""
+    warnings.warn(
+        f"{what} could not be captured as a CUDA graph ({type(err).__name__}: {err}); "
+        "it runs uncaptured",
+        RuntimeWarning,
+        stacklevel=4,
+    )
 
 
 def tensor_addresses(tensors: Any) -> tuple:

@@ -19,7 +19,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
-from .._common.capture import Captured, side_stream, tensor_addresses
+from .._common.capture import Captured, capture_failed, side_stream, tensor_addresses
 from . import _streaming
 
 __all__: list[str] = []
@@ -53,6 +53,9 @@ def captured_mean(
         return None
     graph = _graph_for(model, x0, s, chunk, stand_in)
     mean = graph.run(x0, s, n_full)
+    if mean is None:  # the capture failed (and said so): stream as usual
+        _graphs[model] = {k: g for k, g in _graphs[model].items() if g is not graph}
+        return None
     if remainder:
         terms = model._terms(graph.x, graph.s, remainder)
         _, mean, _ = _streaming.merge_chunk(
@@ -116,14 +119,20 @@ class _ChunkGraph:
         self.mass.copy_(mass)
         self.mean.copy_(mean)
 
-    def run(self, x0: Tensor, s: Tensor, n_full: int) -> Tensor:
-        """The running mean after ``n_full`` chunks of the rows x0 (a fresh tensor)."""
+    def run(self, x0: Tensor, s: Tensor, n_full: int) -> Optional[Tensor]:
+        """The running mean after ``n_full`` chunks of the rows x0 (a fresh tensor);
+        None when the capture failed."""
         self.x.copy_(x0)
         self.s.copy_(s)
         if self.captured is None:
             with side_stream(self.x.device):
                 self._first_chunk()
-            self.captured = Captured(self._next_chunk, self.x.device, self.stand_in)
+            try:
+                self.captured = Captured(self._next_chunk, self.x.device, self.stand_in)
+            except RuntimeError as err:
+                rows = self.x.shape[0]
+                capture_failed(f"Imputation's chunk of {self.chunk} samples of {rows} rows", err)
+                return None
         else:
             self._first_chunk()
         for _ in range(n_full - 1):

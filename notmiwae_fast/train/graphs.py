@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import ops
-from .._common.capture import Captured, side_stream, tensor_addresses
+from .._common.capture import Captured, capture_failed, side_stream, tensor_addresses
 from ..nn import _gauss_bound
 from ..nn.models import ImportanceWeightedModel
 from .optim import _accumulate_grads, _FusedAdam
@@ -61,6 +61,7 @@ class StepGraphs:
         self.warmup, self.max_graphs = warmup, max_graphs
         self.graphs: dict[tuple, _StepGraph] = {}
         self.seen: Counter = Counter()
+        self.failed: set[tuple] = set()  # shapes whose capture failed: uncaptured
         self._addresses: Optional[tuple] = None
         self._one_op: dict[tuple, bool] = {}
         self._pool = None if stand_in else torch.cuda.graph_pool_handle()
@@ -79,11 +80,20 @@ class StepGraphs:
             return eager_step(batch)
         graph = self.graphs.get(key)
         if graph is None:
-            if self.seen[key] < self.warmup or len(self.graphs) >= self.max_graphs:
+            if (
+                self.seen[key] < self.warmup
+                or len(self.graphs) >= self.max_graphs
+                or key in self.failed
+            ):
                 self.seen[key] += 1
                 with side_stream(self.device):
                     return eager_step(batch)
-            graph = _StepGraph(self, batch)
+            try:
+                graph = _StepGraph(self, batch)
+            except RuntimeError as err:
+                self.failed.add(key)
+                capture_failed(f"Trainer: the training step of a batch of shape {key[0]}", err)
+                return eager_step(batch)
             self.graphs[key] = graph
         return graph.run(batch, index)
 
@@ -115,6 +125,7 @@ class StepGraphs:
             # graphs read the old ones, so they are dropped and captured again.
             self.graphs.clear()
             self.seen.clear()
+            self.failed.clear()
             self._addresses = addresses
         lr = self.optimizer.param_groups[0]["lr"]
         return (tuple(x.shape), x.dtype, s.dtype, lr, self.grad_clip, model.n_samples)

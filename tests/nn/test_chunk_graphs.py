@@ -115,3 +115,17 @@ def test_cuda_graph_chunks_equal_the_stream(monkeypatch):
     b = _chunk_graphs.captured_mean(model, x, s, 1000, 64)
     assert not torch.equal(a, b)
     torch.testing.assert_close(a, streamed(model, x, s, 1000, 64), rtol=0.1, atol=0.1)
+
+
+@torch.no_grad()
+def test_a_failed_capture_warns_and_gives_none(monkeypatch):
+    """A chunk that cannot be captured warns and gives None (the caller streams)."""
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(_chunk_graphs, "Captured", refuse)
+    model, x, s = model_and_rows()
+    with pytest.warns(RuntimeWarning, match="could not be captured"):
+        assert captured(model, x, s, 40, 10) is None
+    assert not _chunk_graphs._graphs[model]

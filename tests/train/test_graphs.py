@@ -245,3 +245,21 @@ def test_cuda_graph_draws_new_noise_and_raises_like_uncaptured():
     with pytest.raises(FloatingPointError, match="non-finite loss"):
         tr.train_step((x, s))
     assert_same(state(tr), before, rtol=0, atol=0, equal_nan=True)
+
+
+def test_a_failed_capture_warns_and_runs_uncaptured(monkeypatch):
+    """A step that cannot be captured (an operator a CUDA graph refuses) warns once and
+    runs uncaptured from then on, with the uncaptured numbers."""
+    from notmiwae_fast.train import graphs as graphs_module
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(graphs_module, "Captured", refuse)
+    captured, plain = trainer(graphs="stand_in"), trainer()
+    with pytest.warns(RuntimeWarning, match="could not be captured") as caught:
+        outs = run(captured)
+    assert len(caught) == 2  # one per batch shape
+    assert not captured._graphs.graphs and len(captured._graphs.failed) == 2
+    assert_same([o["loss"] for o in outs], [o["loss"] for o in run(plain)])
+    assert_same(state(captured), state(plain))
