@@ -5,6 +5,8 @@ graphs)."""
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 from helpers import cuda_only
@@ -129,3 +131,31 @@ def test_a_failed_capture_warns_and_gives_none(monkeypatch):
     with pytest.warns(RuntimeWarning, match="could not be captured"):
         assert captured(model, x, s, 40, 10) is None
     assert not _chunk_graphs._graphs[model]
+
+
+HAS_SWITCH = "cuda_graphs" in inspect.signature(nf.MIWAE.impute).parameters
+
+
+@pytest.mark.skipif(not HAS_SWITCH, reason="impute has no cuda_graphs switch yet")
+def test_impute_switch_routes_single_imputation_through_the_captured_chunks(monkeypatch):
+    """impute(cuda_graphs=True): single imputation goes through captured_mean (here its
+    CPU stand-in) with impute's numbers; multiple imputation and the switch off do not;
+    a switch that is not a bool is refused."""
+    calls = []
+    original = _chunk_graphs.captured_mean
+
+    def stand_in(*args):
+        calls.append(1)
+        return original(*args, stand_in=True)
+
+    monkeypatch.setattr(_chunk_graphs, "captured_mean", stand_in)
+    model, x, s = model_and_rows()
+    results = []
+    for switch in (False, True):
+        torch.manual_seed(2)
+        results.append(model.impute(x, s, n_samples=50, chunk_size=10, cuda_graphs=switch))
+    assert torch.equal(results[0], results[1]) and len(calls) == 1
+    model.impute(x, s, n_samples=50, n_draws=2, chunk_size=10, cuda_graphs=True)
+    assert len(calls) == 1
+    with pytest.raises(ValueError, match="argument 'cuda_graphs' must be True or False"):
+        model.impute(x, s, cuda_graphs="yes")
