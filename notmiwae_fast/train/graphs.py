@@ -64,6 +64,9 @@ class StepGraphs:
         self.failed: set[tuple] = set()  # shapes whose capture failed: uncaptured
         self._addresses: Optional[tuple] = None
         self._one_op: dict[tuple, bool] = {}
+        # One memory pool for all the shapes' graphs: a replay may overwrite another
+        # graph's results, which is safe because each replay's results are copied out
+        # (or, the gradients, handed to the parameters afresh) before the next replay.
         self._pool = None if stand_in else torch.cuda.graph_pool_handle()
 
     # The Trainer's, read at every step (a caller may change them between steps).
