@@ -63,9 +63,11 @@ def side_stream(device: torch.device) -> Iterator[None]:
     current = torch.cuda.current_stream(device)
     stream = torch.cuda.Stream(device)
     stream.wait_stream(current)
-    with torch.cuda.stream(stream):
-        yield
-    current.wait_stream(stream)
+    try:
+        with torch.cuda.stream(stream):
+            yield
+    finally:
+        current.wait_stream(stream)
 
 
 def capture_failed(what: str, err: Exception) -> None:

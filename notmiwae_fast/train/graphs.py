@@ -105,16 +105,16 @@ class StepGraphs:
         cannot be captured: not the one-operator step (see the Trainer), not a fused
         Adam with its state made, or a batch that is not (x [B, D], s [B, D]) tensors."""
         model, optimizer = self.model, self.optimizer
+        x, s = batch[0], batch[1]
+        if not (torch.is_tensor(x) and torch.is_tensor(s)) or x.dim() != 2:
+            return None
         if (
             not isinstance(optimizer, _FusedAdam)
             or type(model).forward is not ImportanceWeightedModel.forward
             or getattr(model, "supervised", False)
             or not torch.is_grad_enabled()
-            or not self._one_operator(batch[0])
+            or not self._one_operator(x)
         ):
-            return None
-        x, s = batch[0], batch[1]
-        if not (torch.is_tensor(x) and torch.is_tensor(s)) or x.dim() != 2:
             return None
         if x.shape != s.shape or x.shape[0] == 0 or x.shape[1] != model.input_dim:
             return None
