@@ -100,15 +100,16 @@ class Trainer:
 
     CUDA graphs (``cuda_graphs=True``, :mod:`.graphs`): on a CUDA device, each batch
     shape's one-operator step (the data check, the bound and its gradients, clipping,
-    fused Adam, the step count) is captured after 3 uncaptured steps of that shape (run
-    on a side stream) and then replayed with the batch copied into static buffers, so a
-    step costs a few launches instead of dozens. The last short batch of an epoch is a
-    shape of its own (its own graph; at most 4 shapes are captured, others run
-    uncaptured). The replay reads the data check and the loss in one host sync, as the
-    uncaptured step does; a bad batch or a non-finite loss skips the update on the device
-    and raises the same error. Changing the learning rate or ``grad_clip`` captures
-    again; so does loading a checkpoint. Steps that cannot be captured (other models or
-    networks, autocast, data-parallel runs, an optimizer without its fused kernel) and
+    fused Adam, the step count) is captured once Adam's state exists (after the first
+    step) and 3 uncaptured steps of that shape ran (on a side stream); it is then
+    replayed with the batch copied into static buffers, so a step costs a few launches
+    instead of dozens. The last short batch of an epoch is a shape of its own (its own
+    graph; at most 4 shapes are captured, others run uncaptured). The replay reads the
+    data check and the loss in one host sync, as the uncaptured step does; a bad batch
+    or a non-finite loss skips the update on the device and raises the same error.
+    Changing the learning rate or ``grad_clip`` captures again; so does loading a
+    checkpoint. Steps that cannot be captured (other models or networks, autocast,
+    data-parallel runs, an optimizer without its fused kernel) and
     any device but CUDA run the uncaptured step: on the CPU the switch changes nothing.
     """
 
