@@ -109,8 +109,8 @@ class Trainer:
     or a non-finite loss skips the update on the device and raises the same error.
     Changing the learning rate or ``grad_clip`` captures again; so does loading a
     checkpoint. Steps that cannot be captured (other models or networks, autocast,
-    data-parallel runs, an optimizer without its fused kernel) and
-    any device but CUDA run the uncaptured step: on the CPU the switch changes nothing.
+    data-parallel runs, an optimizer without its fused kernel) and any device but CUDA
+    run the uncaptured step: on the CPU the switch changes nothing.
     """
 
     def __init__(
