@@ -1,6 +1,6 @@
 """Milliseconds per training step and per imputation call with CUDA graphs on and off.
 
-Training: the benchmark's tabular not-MIWAE (self-masking, D = 30, hidden 128, K = 20)
+Training: the benchmark's tabular not-MIWAE (self-masking, D = 11, hidden 128, K = 20)
 takes optimizer steps on batches of 16 rows through ``Trainer(cuda_graphs=...)``; each
 round times ``--steps`` steps (each ends in the step's own host sync, the loss check).
 Imputation: the conditional mean of 64 rows over K = 10,000 samples in chunks of 500

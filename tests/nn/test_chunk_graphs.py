@@ -9,7 +9,7 @@ import inspect
 
 import pytest
 import torch
-from helpers import cuda_only
+from helpers import cuda_only, fixed_noise
 
 import notmiwae_fast as nf
 from notmiwae_fast import utils
@@ -83,19 +83,6 @@ def test_one_graph_per_shape_and_new_parameters_capture_again():
     x, s = x.double(), s.double()
     assert torch.equal(captured(model, x, s, 30, 10), streamed(model, x, s, 30, 10))
     assert len(graphs()) == 1
-
-
-def fixed_noise(monkeypatch):
-    """torch.randn made deterministic (a function of the shape), so that a graph's
-    replays and the uncaptured stream draw the same noise."""
-
-    def randn(*shape, dtype=None, device=None, **_):
-        n = 1
-        for d in shape:
-            n *= d
-        return torch.sin(torch.arange(n, dtype=dtype, device=device) * 0.7).reshape(shape)
-
-    monkeypatch.setattr(torch, "randn", randn)
 
 
 @cuda_only

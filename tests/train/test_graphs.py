@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import cuda_only
+from helpers import cuda_only, fixed_noise
 
 import notmiwae_fast as nf
 from notmiwae_fast import utils
@@ -192,20 +192,6 @@ def test_outputs_are_fresh_tensors():
 
 
 # -- on a GPU: real CUDA graphs -------------------------------------------------------------
-
-
-def fixed_noise(monkeypatch):
-    """torch.randn made deterministic (a function of the shape): the captured and the
-    uncaptured run then draw the same noise (a graph's random numbers come from other
-    Philox offsets than the uncaptured run's)."""
-
-    def randn(*shape, dtype=None, device=None, **_):
-        n = 1
-        for d in shape:
-            n *= d
-        return torch.sin(torch.arange(n, dtype=dtype, device=device) * 0.7).reshape(shape)
-
-    monkeypatch.setattr(torch, "randn", randn)
 
 
 @cuda_only
