@@ -110,6 +110,7 @@ class StepGraphs:
             return None
         if (
             not isinstance(optimizer, _FusedAdam)
+            or not optimizer.fusable()
             or type(model).forward is not ImportanceWeightedModel.forward
             or getattr(model, "supervised", False)
             or not torch.is_grad_enabled()
@@ -145,18 +146,23 @@ class StepGraphs:
         return self._one_op[key]
 
     def _tensor_addresses(self) -> Optional[tuple]:
-        """Where the parameters, their Adam state and the step count live; None until
-        every parameter has its Adam state (the first, uncaptured, steps make it)."""
-        tensors = []
+        """Where the optimizer's parameters (and whether they are trained), their Adam
+        state and the step count live; None until every trained parameter has its Adam
+        state (the first, uncaptured, step makes it). The optimizer's parameter list,
+        not model.parameters(): walking the modules would cost more than the replay."""
+        found: list = []
         state = self.optimizer.state
-        for p in self.model.parameters():
-            if p.requires_grad:
-                moments = state.get(p)
-                if not moments:
-                    return None
-                tensors += [p, moments["exp_avg"], moments["exp_avg_sq"], moments["step"]]
-        tensors.append(getattr(self.model, "n_train_steps", None))
-        return tensor_addresses(tensors)
+        for p in self.optimizer.param_groups[0]["params"]:
+            if not p.requires_grad:
+                found += [p.data_ptr(), None]
+                continue
+            moments = state.get(p)
+            if not moments:
+                return None
+            found += [p.data_ptr(), moments["exp_avg"].data_ptr()]
+            found += [moments["exp_avg_sq"].data_ptr(), moments["step"].data_ptr()]
+        found.append(tensor_addresses([getattr(self.model, "n_train_steps", None)]))
+        return tuple(found)
 
 
 def _selfmask_of(model: nn.Module) -> tuple:
@@ -194,7 +200,8 @@ class _StepGraph:
         if owner.grad_clip is not None:
             nn.utils.clip_grad_norm_(model.parameters(), owner.grad_clip)
         bad = (counts.sum() > 0) | ~torch.isfinite(loss)
-        owner.optimizer.guarded_step(bad.to(torch.float32))
+        if not owner.optimizer.guarded_step(bad.to(torch.float32)):
+            raise RuntimeError("the fused Adam step does not apply to these parameters")
         steps = getattr(model, "n_train_steps", None)
         if isinstance(steps, Tensor):
             steps.add_((~bad).to(steps.dtype))

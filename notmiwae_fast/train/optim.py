@@ -81,13 +81,13 @@ class _FusedAdam(torch.optim.Adam):
         if found_inf is not None:
             torch._foreach_sub_(steps, [found_inf] * len(steps))
 
-    def _kernel_arguments(self) -> Optional[tuple]:
-        """(params, grads, exp_avgs, exp_avg_sqs, steps) for the fused kernel, or None
-        when this step must go through Adam.step (see the class docstring)."""
+    def fusable(self) -> bool:
+        """Whether the parameter groups allow the fused kernel called directly (one group
+        without amsgrad, maximize, capturable, differentiable or a tensor lr)."""
         if len(self.param_groups) != 1 or not hasattr(torch, "_fused_adam_"):
-            return None
+            return False
         group = self.param_groups[0]
-        if (
+        return not (
             not group.get("fused")
             or group["amsgrad"]
             or group["maximize"]
@@ -95,8 +95,14 @@ class _FusedAdam(torch.optim.Adam):
             or group.get("differentiable")
             or group.get("decoupled_weight_decay")
             or torch.is_tensor(group["lr"])
-        ):
+        )
+
+    def _kernel_arguments(self) -> Optional[tuple]:
+        """(params, grads, exp_avgs, exp_avg_sqs, steps) for the fused kernel, or None
+        when this step must go through Adam.step (see the class docstring)."""
+        if not self.fusable():
             return None
+        group = self.param_groups[0]
         params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
         device = dtype = None
         for p in group["params"]:

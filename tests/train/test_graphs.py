@@ -116,8 +116,8 @@ def test_captured_step_gives_the_uncaptured_numbers(name, grad_clip):
 
 def test_which_steps_replay(monkeypatch):
     """Warm-up steps of each shape run uncaptured, later ones replay; a shape beyond
-    max_graphs, a changed learning rate (captured again) and an uncapturable step
-    (a reference-backend model) are told apart."""
+    max_graphs, a changed learning rate (captured again) and uncapturable steps (an
+    Adam setting the fused kernel lacks, a reference-backend model) are told apart."""
     tr = trainer(graphs="stand_in", warmup=2)
     graphs = tr._graphs
     graphs.max_graphs = 1
@@ -135,6 +135,10 @@ def test_which_steps_replay(monkeypatch):
     tr.train_step((x[:16], s[:16]))
     tr.train_step((x[:16], s[:16]))
     assert eager[-2:] == [16, 16]  # a new key: warm-up again
+    tr.optimizer.param_groups[0]["amsgrad"] = True  # Adam.step's own path: uncaptured
+    assert graphs._key([x[:16], s[:16]]) is None
+    tr.optimizer.param_groups[0]["amsgrad"] = False
+    assert graphs._key([x[:16], s[:16]]) is not None
     tr.model.backend = "reference"
     tr.train_step((x[:16], s[:16]))
     assert graphs._key([x[:16], s[:16]]) is None
