@@ -253,3 +253,15 @@ def test_a_failed_capture_warns_and_runs_uncaptured(monkeypatch):
     assert not captured._graphs.graphs and len(captured._graphs.failed) == 2
     assert_same([o["loss"] for o in outs], [o["loss"] for o in run(plain)])
     assert_same(state(captured), state(plain))
+
+
+def test_frozen_parameter_is_left_alone():
+    """A parameter that does not require grad gets no gradient and is not moved by the
+    replayed steps, as without graphs."""
+    captured, plain = trainer(graphs="stand_in"), trainer()
+    for tr in (captured, plain):
+        tr.model.decoder.net[0].weight.requires_grad_(False)
+    outs, expected = run(captured), run(plain)
+    assert_same([o["loss"] for o in outs], [o["loss"] for o in expected])
+    assert_same(state(captured), state(plain))
+    assert captured._graphs.graphs and captured.model.decoder.net[0].weight.grad is None
