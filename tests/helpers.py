@@ -31,6 +31,22 @@ DEVICES = [
 ]
 
 
+def fixed_noise(monkeypatch) -> None:
+    """torch.randn made deterministic (a function of the shape), so that CUDA-graph
+    replays and uncaptured runs draw the same noise (a graph's random numbers come from
+    other Philox offsets than an uncaptured run's)."""
+
+    def randn(*shape, dtype=None, device=None, **_):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        n = 1
+        for d in shape:
+            n *= d
+        return torch.sin(torch.arange(n, dtype=dtype, device=device) * 0.7).reshape(shape)
+
+    monkeypatch.setattr(torch, "randn", randn)
+
+
 def run_python(
     code: str, env: dict | None = None, timeout: int = 600
 ) -> subprocess.CompletedProcess:

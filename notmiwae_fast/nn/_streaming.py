@@ -61,22 +61,29 @@ def weighted_mean(
         k = min(chunk, n_samples - done)
         terms = terms_of(k)
         log_w = terms["log_w"]
-        chunk_mass = ops.iw_logmeanexp(log_w) + math.log(k)
-        chunk_mean = ops.iw_impute(log_w, value_fn(terms))
-        total = torch.logaddexp(mass, chunk_mass)
-        keep = _share(mass, total)
-        take = _share(chunk_mass, total)
-        mean = (
-            chunk_mean * take.unsqueeze(1)
-            if mean is None
-            else mean * keep.unsqueeze(1) + chunk_mean * take.unsqueeze(1)
-        )
+        total, mean, take = merge_chunk(ops, log_w, value_fn(terms), k, mass, mean)
         if n_draws is not None:
             picked = _resample(picked, terms["draws"], ops.iw_weights(log_w), take, n_draws)
         mass = total
     if mean is None:
         raise ValueError(f"argument 'n_samples' must be an int >= 1; got {n_samples!r}")
     return mean, picked
+
+
+def merge_chunk(
+    ops: Operators, log_w: Tensor, values: Tensor, k: int, mass: Tensor, mean: Optional[Tensor]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One chunk of k samples (log-weights [B, k], values [B, k, V]) merged into the
+    running mass [B] and mean [B, V] (None before the first chunk) by the online softmax
+    rule; returns (the new mass, the new mean, the chunk's share of the new mass)."""
+    chunk_mass = ops.iw_logmeanexp(log_w) + math.log(k)
+    chunk_mean = ops.iw_impute(log_w, values)
+    total = torch.logaddexp(mass, chunk_mass)
+    keep = _share(mass, total)
+    take = _share(chunk_mass, total)
+    if mean is None:
+        return total, chunk_mean * take.unsqueeze(1), take
+    return total, mean * keep.unsqueeze(1) + chunk_mean * take.unsqueeze(1), take
 
 
 def _share(part: Tensor, total: Tensor) -> Tensor:

@@ -38,6 +38,25 @@ class _FusedAdam(torch.optim.Adam):
         lists = self._kernel_arguments() if closure is None else None
         if lists is None:
             return super().step(closure)
+        self._fused_step(lists, None)
+        return None
+
+    @torch.no_grad()
+    def guarded_step(self, found_inf: torch.Tensor) -> bool:
+        """The fused step, skipped on the device where ``found_inf`` (a float32 flag on
+        the parameters' device) is 1: parameters, moments and step counts are then left
+        as they were. No host sync, so a CUDA graph can hold it. False (nothing done)
+        when this step would have to go through Adam.step (see the class docstring)."""
+        lists = self._kernel_arguments()
+        if lists is None:
+            return False
+        self._fused_step(lists, found_inf)
+        return True
+
+    def _fused_step(self, lists: tuple, found_inf: Optional[torch.Tensor]) -> None:
+        """Adam.step's fused kernel on ``lists`` (see :meth:`_kernel_arguments`); with
+        ``found_inf``, the kernel skips the update where it is 1 and the step counts
+        are put back, as Adam does under a GradScaler."""
         params, grads, exp_avgs, exp_avg_sqs, steps = lists
         group = self.param_groups[0]
         beta1, beta2 = group["betas"]
@@ -57,17 +76,18 @@ class _FusedAdam(torch.optim.Adam):
             eps=group["eps"],
             maximize=False,
             grad_scale=None,
-            found_inf=None,
+            found_inf=found_inf,
         )
-        return None
+        if found_inf is not None:
+            torch._foreach_sub_(steps, [found_inf] * len(steps))
 
-    def _kernel_arguments(self) -> Optional[tuple]:
-        """(params, grads, exp_avgs, exp_avg_sqs, steps) for the fused kernel, or None
-        when this step must go through Adam.step (see the class docstring)."""
+    def fusable(self) -> bool:
+        """Whether the parameter groups allow the fused kernel called directly (one group
+        without amsgrad, maximize, capturable, differentiable or a tensor lr)."""
         if len(self.param_groups) != 1 or not hasattr(torch, "_fused_adam_"):
-            return None
+            return False
         group = self.param_groups[0]
-        if (
+        return not (
             not group.get("fused")
             or group["amsgrad"]
             or group["maximize"]
@@ -75,8 +95,14 @@ class _FusedAdam(torch.optim.Adam):
             or group.get("differentiable")
             or group.get("decoupled_weight_decay")
             or torch.is_tensor(group["lr"])
-        ):
+        )
+
+    def _kernel_arguments(self) -> Optional[tuple]:
+        """(params, grads, exp_avgs, exp_avg_sqs, steps) for the fused kernel, or None
+        when this step must go through Adam.step (see the class docstring)."""
+        if not self.fusable():
             return None
+        group = self.param_groups[0]
         params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
         device = dtype = None
         for p in group["params"]:
