@@ -13,6 +13,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <tuple>
 #include <vector>
 
@@ -72,6 +73,31 @@ void tanh_backward_inplace_cpu(at::Tensor& grad, const at::Tensor& y_) {
       });
 }
 
+// dst [m, n] ← srcᵀ, src [n, m], both contiguous, n small (a narrow product's result):
+// blocks of kTransposeRows rows of dst, whose writes stay in L1 while src is read in
+// runs along its rows (ATen's copy of a transposed view goes element by element).
+constexpr int64_t kTransposeRows = 64;
+
+void transpose_cpu(const at::Tensor& src, at::Tensor& dst) {
+  TORCH_INTERNAL_ASSERT(src.is_contiguous() && dst.is_contiguous() && src.dim() == 2 &&
+                        dst.dim() == 2 && src.size(0) == dst.size(1) && src.size(1) == dst.size(0));
+  const int64_t n = src.size(0), m = src.size(1);
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kBFloat16, at::kHalf, src.scalar_type(), "transpose_cpu", [&] {
+        const scalar_t* s = src.const_data_ptr<scalar_t>();
+        scalar_t* d = dst.mutable_data_ptr<scalar_t>();
+        const int64_t blocks = (m + kTransposeRows - 1) / kTransposeRows;
+        at::parallel_for(
+            0, blocks, cpu::rows_per_task(kTransposeRows * n), [&](int64_t b0, int64_t b1) {
+              for (int64_t blk = b0; blk < b1; ++blk) {
+                const int64_t i0 = blk * kTransposeRows, i1 = std::min(m, i0 + kTransposeRows);
+                for (int64_t j = 0; j < n; ++j)
+                  for (int64_t i = i0; i < i1; ++i) d[i * n + j] = s[j * m + i];
+              }
+            });
+      });
+}
+
 template <typename scalar_t>
 NOTMIWAE_VECTOR_CLONES void softplus_scale_values(int64_t n, const scalar_t* __restrict x,
                                                   scalar_t floor, scalar_t* __restrict out) {
@@ -118,7 +144,7 @@ at::Tensor softplus_scale_backward_cpu(const at::Tensor& grad_, const at::Tensor
 }
 
 constexpr mlp::ElementKernels kCpuKernels{&bias_tanh_inplace_cpu, &tanh_backward_inplace_cpu,
-                                          /*transpose_narrow=*/true,
+                                          &transpose_cpu,
                                           /*block_bytes=*/512 * 1024};
 
 at::Tensor mlp_tanh_cpu(const at::Tensor& x, at::TensorList weights, at::TensorList biases) {

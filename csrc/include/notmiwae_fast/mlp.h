@@ -27,15 +27,16 @@
 namespace notmiwae_fast {
 namespace mlp {
 
-// The element kernels of one backend (both work in place on contiguous tensors), whether
-// its matrix products prefer narrow results computed transposed (see product), and the
-// size of the row blocks of an inference forward (see forward; 0: no blocks).
+// The element kernels of one backend (both work in place on contiguous tensors), the
+// transposing copy of a backend whose matrix products prefer narrow results computed
+// transposed (see product; null: no transposed products), and the size of the row
+// blocks of an inference forward (see forward; 0: no blocks).
 struct ElementKernels {
   // h ← tanh(h + bias), h [N, out], bias [out]: the hidden layers' bias and activation
   // in one pass over the product (an addmm would first copy the bias into every row).
   void (*bias_tanh_)(at::Tensor& h, const at::Tensor& bias);
   void (*tanh_backward_)(at::Tensor& grad, const at::Tensor& y);  // grad ← grad · (1 − y²)
-  bool transpose_narrow;
+  void (*transpose_)(const at::Tensor& src, at::Tensor& dst);     // dst [m, n] ← srcᵀ [n, m]
   int64_t block_bytes;
 };
 
@@ -46,15 +47,17 @@ constexpr int64_t kNarrowColumns = 32;
 // contiguous [m, n]. A narrow result (n < 32, m > n: the latent and output layers of
 // the paper's networks, and the gradients of their inputs and weights) is computed as
 // (Bᵀ · Aᵀ)ᵀ when the backend asks for it: MKL's sgemm is much faster on such shapes in
-// that orientation, and the copy back is small.
+// that orientation, and the backend's transposing copy back is small.
 // With ``out`` defined ([m, n], contiguous) the result is written there and returned.
 inline at::Tensor product(const at::Tensor& bias, const at::Tensor& A, const at::Tensor& B,
                           const ElementKernels& kernels, at::Tensor out = {}) {
   const int64_t m = A.size(0), n = B.size(1);
-  if (kernels.transpose_narrow && n < kNarrowColumns && m > n) {
-    at::Tensor t =
+  if (kernels.transpose_ != nullptr && n < kNarrowColumns && m > n) {
+    const at::Tensor t =
         bias.defined() ? at::addmm(bias.unsqueeze(1), B.t(), A.t()) : at::mm(B.t(), A.t());
-    return out.defined() ? out.copy_(t.t()) : t.t().contiguous();
+    at::Tensor result = out.defined() ? out : at::empty({m, n}, t.options());
+    kernels.transpose_(t, result);
+    return result;
   }
   if (!out.defined()) return bias.defined() ? at::addmm(bias, A, B) : at::mm(A, B);
   return bias.defined() ? at::addmm_out(out, bias, A, B) : at::mm_out(out, A, B);
