@@ -17,10 +17,10 @@ The missing process of :class:`MixedNotMIWAE` is self-masking per column type:
 logit p(observed) = −W_j (x̂_j − b_j) for a real, binary or count column (a count enters
 as log(1 + count)), and one learnt logit per category for a categorical column (which
 categories go missing). x̂ at a missing entry is a reparameterised normal draw for a
-real column and the decoder's mean for the others: σ(logit) for binary, the category
-probabilities for a categorical column (the process's logit is then their average of
-the per-category logits), the rate for a count — no discrete sample, so the bound stays
-differentiable (the choice ``out_dist="bern"`` makes too).
+real column and the decoder's mean for a binary (σ(logit)) or count column (the rate) —
+no discrete sample, so the bound stays differentiable (the choice ``out_dist="bern"``
+makes too). A missing categorical entry needs no x̂: its term is the exact mixture
+p(s_j = 0 | z) = Σ_c π_c(z) σ(−ℓ_c) over the decoder's category probabilities π.
 """
 
 from __future__ import annotations
@@ -135,6 +135,15 @@ def _group_softmax(logits: Tensor, offsets: Sequence[int]) -> Tensor:
     )
 
 
+def _group_log_softmax(logits: Tensor, offsets: Sequence[int]) -> Tensor:
+    """Log-softmax over each categorical column's slice of ``logits`` [..., T]."""
+    if len(offsets) < 2:
+        return logits
+    return torch.cat(
+        [logits[..., a:b].log_softmax(-1) for a, b in zip(offsets[:-1], offsets[1:])], dim=-1
+    )
+
+
 def _one_hot(codes: Tensor, observed: Tensor, counts: Sequence[int]) -> Tensor:
     """[B, G] codes (anything where not ``observed``) -> [B, T] one-hot, zeros for the
     columns not observed."""
@@ -150,9 +159,8 @@ def _one_hot(codes: Tensor, observed: Tensor, counts: Sequence[int]) -> Tensor:
 
 class MixedSelfMaskingProcess(nn.Module):
     """p(s | x̂) for a mixed table: logit p(observed) = −W_j (x̂_j − b_j) per real, binary
-    or count column (counts as log(1 + count)); ``category_logits`` [T] per category of
-    the categorical columns (the logit of a categorical column is the one of its
-    category, or its average under the category probabilities)."""
+    or count column (counts as log(1 + count)); ``category_logits`` [T], one per category
+    of the categorical columns: logit p(observed) of an entry of category c is ℓ_c."""
 
     def __init__(self, layout: MixedLayout):
         super().__init__()
@@ -161,17 +169,29 @@ class MixedSelfMaskingProcess(nn.Module):
         self.b = nn.Parameter(torch.zeros(layout.n_scalar))
         self.category_logits = nn.Parameter(torch.zeros(layout.offsets[-1]))
 
-    def forward(self, scalar: Tensor, category_probs: Tensor) -> Tensor:
-        """scalar [..., n_scalar] (x̂ of the scalar columns in column order, counts as
-        log(1 + count)), category_probs [..., T] -> logits [..., D] in column order."""
-        layout = self.layout
-        out = scalar.new_empty(*scalar.shape[:-1], len(layout.kinds))
-        out[..., layout.scalar_columns] = -self.W * (scalar - self.b)
-        offsets = layout.offsets
-        weighted = category_probs * self.category_logits
-        for g, j in enumerate(layout.columns("categorical")):
-            out[..., j] = weighted[..., offsets[g] : offsets[g + 1]].sum(-1)
-        return out
+    def forward(self, scalar: Tensor) -> Tensor:
+        """Logits of p(observed) of the scalar columns: scalar [..., n_scalar] (x̂ in
+        column order, counts as log(1 + count)) -> −W (x̂ − b) [..., n_scalar]."""
+        return -self.W * (scalar - self.b)
+
+    def category_log_prob(self, observed: Tensor, hot: Tensor, log_probs: Tensor) -> Tensor:
+        """Σ over the categorical columns of log p(s_j | x): [B, K].
+
+        Args:
+            observed: [B, G] the categorical columns' masks (True = observed).
+            hot: [B, T] the observed categories one-hot (zeros where missing).
+            log_probs: [B, K, T] the decoder's log category probabilities log π.
+        An observed entry of category c contributes log σ(ℓ_c); a missing one the exact
+        mixture log Σ_c π_c σ(−ℓ_c) (its category is unknown: no sample is drawn)."""
+        offsets = self.layout.offsets
+        seen = F.logsigmoid(self.category_logits)
+        lost = F.logsigmoid(-self.category_logits)
+        total = log_probs.new_zeros(log_probs.shape[:-1])
+        for g, (a, b) in enumerate(zip(offsets[:-1], offsets[1:])):
+            if_seen = (hot[:, a:b] * seen[a:b]).sum(-1, keepdim=True)
+            if_lost = torch.logsumexp(log_probs[..., a:b] + lost[a:b], -1)
+            total = total + torch.where(observed[:, g : g + 1], if_seen, if_lost)
+        return total
 
     def interpret(self, names: Optional[Sequence[str]] = None, categories=None) -> dict:
         """Per column: for scalar columns the slope W and threshold b (W > 0: high values
@@ -356,32 +376,34 @@ class MixedNotMIWAE(nn.Module):
         self, s: Tensor, observed: Tensor, scalar: Tensor, hot: Tensor, p: dict[str, Tensor]
     ) -> Tensor:
         """log p(s | x̂) [B, K], x̂ the observed values (``scalar``, ``hot`` of
-        :meth:`_observed_values`) and, at the missing entries, a normal draw (real) or the
-        decoder's mean (the others)."""
+        :meth:`_observed_values`) and, at the missing scalar entries, a normal draw (real)
+        or the decoder's mean (binary, count); missing categorical entries enter as the
+        exact mixture over their categories (:meth:`MixedSelfMaskingProcess.
+        category_log_prob`)."""
         layout = self.layout
-        scalar_mean, probs = self._means(p)
+        assert self.missing_model is not None  # (called only for not-MIWAE)
+        scalar_mean, _ = self._means(p)
         real = layout.scalar_positions("real")
         if real:  # a reparameterised draw where the family has one
             scalar_mean[..., real] = p["loc"] + p["scale"] * torch.randn_like(p["loc"])
         counts = layout.scalar_positions("count")
         if counts:
             scalar_mean[..., counts] = torch.log1p(scalar_mean[..., counts])
-        keep = observed[:, layout.scalar_columns].unsqueeze(1)
-        x_hat = torch.where(keep, scalar.unsqueeze(1), scalar_mean)
-        # Each categorical column's observed flag, once per category: [B, 1, T].
-        per_category = [
-            j
-            for j, n in zip(layout.columns("categorical"), layout.category_counts)
-            for _ in range(n)
-        ]
-        hot_observed = observed[:, per_category].unsqueeze(1)
-        probs = torch.where(hot_observed, hot.unsqueeze(1), probs)
-        assert self.missing_model is not None  # (called only for not-MIWAE)
-        logits = self.missing_model(x_hat, probs)
-        dtype = scalar.dtype
-        return self.ops.masked_bernoulli_logprob(
-            s.to(dtype), torch.ones_like(s, dtype=dtype), logits
-        )
+        columns, dtype = layout.scalar_columns, scalar.dtype
+        total = scalar_mean.new_zeros(scalar_mean.shape[:-1])
+        if columns:
+            keep = observed[:, columns].unsqueeze(1)
+            x_hat = torch.where(keep, scalar.unsqueeze(1), scalar_mean)
+            s_scalar = s[:, columns].to(dtype)
+            # log Π_j Bernoulli(s_j; σ(ℓ_j)): a Bernoulli likelihood of s, all observed.
+            total = total + self.ops.masked_bernoulli_logprob(
+                s_scalar, torch.ones_like(s_scalar), self.missing_model(x_hat)
+            )
+        cats = layout.columns("categorical")
+        if cats:
+            log_probs = _group_log_softmax(p["category_logits"], layout.offsets)
+            total = total + self.missing_model.category_log_prob(observed[:, cats], hot, log_probs)
+        return total
 
     # -- the model's interface -----------------------------------------------------------
     def forward(self, x: Tensor, s: Tensor) -> dict[str, Tensor]:

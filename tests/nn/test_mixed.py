@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from notmiwae_fast.nn.mixed import MixedLayout, MixedNotMIWAE, MixedSelfMaskingProcess
 
@@ -153,9 +154,15 @@ def test_categorical_process_logit_is_the_categorys():
         process.category_logits.copy_(torch.tensor([1.0, -2.0, 0.5]))
         process.W.fill_(2.0)
         process.b.fill_(0.25)
-    hot = torch.tensor([[0.0, 1.0, 0.0]])
-    logits = process(torch.tensor([[1.25]]), hot)
-    torch.testing.assert_close(logits, torch.tensor([[-2.0, -2.0]]))
+    torch.testing.assert_close(process(torch.tensor([[1.25]])), torch.tensor([[-2.0]]))
+    # an observed entry of category 1: log σ(ℓ_1); a missing one: log Σ_c π_c σ(−ℓ_c)
+    probs = torch.tensor([[[0.2, 0.5, 0.3]]])
+    observed, hot = torch.tensor([[True]]), torch.tensor([[0.0, 1.0, 0.0]])
+    seen = process.category_log_prob(observed, hot, probs.log())
+    torch.testing.assert_close(seen, F.logsigmoid(torch.tensor([[-2.0]])))
+    lost = process.category_log_prob(~observed, torch.zeros(1, 3), probs.log())
+    mixture = (probs * torch.sigmoid(-torch.tensor([1.0, -2.0, 0.5]))).sum(-1).log()
+    torch.testing.assert_close(lost, mixture)
     info = process.interpret(["c", "r"], [["a", "b", "c"], None])
     assert info["c"]["p_missing"]["b"] == pytest.approx(1 / (1 + math.exp(-2.0)))
     assert info["r"]["direction"] == "high values missing"
