@@ -107,6 +107,28 @@ def data_and_mask(
     return x0, s_f
 
 
+def _numeric_targets(y) -> np.ndarray:
+    """y as a numeric array; a ValueError saying what to do for labels that are strings,
+    categories, booleans with missing values or other objects (the models take class
+    indices, not labels)."""
+    if getattr(getattr(y, "dtype", None), "name", None) == "category":
+        raise ValueError(
+            "argument 'y' is a categorical column: the supervised models take class "
+            "indices 0 … C − 1; pass y.cat.codes (and keep y.cat.categories to decode the "
+            "predictions)"
+        )
+    arr = np.asarray(y)
+    if arr.dtype.kind not in "biuf":
+        example = next((v for v in arr.reshape(-1) if not isinstance(v, (int, float))), None)
+        example = example.item() if hasattr(example, "item") else example
+        raise ValueError(
+            f"argument 'y' must hold numbers (class indices 0 … C − 1 for classification); "
+            f"got an array of {arr.dtype} (e.g. {example!r}): encode the labels first, e.g. "
+            "with sklearn.preprocessing.LabelEncoder or pandas.factorize"
+        )
+    return arr
+
+
 def targets(
     y, batch: int, task: str, y_dim: int, dtype: torch.dtype, device: torch.device
 ) -> Tensor:
@@ -114,7 +136,7 @@ def targets(
     floats; classification [B] class indices (0/1 for binary with y_dim = 1)."""
     if y is None:
         raise ValueError("argument 'y' is required by supervised models")
-    y_t = y if isinstance(y, Tensor) else torch.as_tensor(np.asarray(y))
+    y_t = y if isinstance(y, Tensor) else torch.as_tensor(_numeric_targets(y))
     y_t = y_t.to(device)
     shape = list(y_t.shape)
     if y_t.dim() == 0 or y_t.shape[0] != batch:

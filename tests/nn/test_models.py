@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch.distributions import Bernoulli, Normal
@@ -617,3 +618,21 @@ def test_readme_style_calls_work():
     assert out.shape == (32, D) and np.isfinite(out).all()
     rmse, _ = utils.imputation_rmse(model, x, x_nan, s, n_samples=20)
     assert math.isfinite(rmse)
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (np.array(["a", "b", "c", "a"]), "encode the labels first"),
+        (pd.Series(["a", "b", "c", "a"], dtype="category"), "y.cat.codes"),
+        (pd.Series([True, None, False, True]), "got an array of object"),
+    ],
+    ids=["strings", "category", "boolean-with-missing"],
+)
+def test_supervised_models_refuse_labels_that_are_not_class_indices(labels, message):
+    """A categorical target (strings, a pandas category, booleans with missing values) is
+    refused with a message saying how to encode it, not a torch conversion error."""
+    model = nf.SupNotMIWAE(4, task="classification", y_dim=3, hidden_dim=8)
+    x, s = torch.randn(4, 4), torch.ones(4, 4)
+    with pytest.raises(ValueError, match=message):
+        model(x, s, labels)
