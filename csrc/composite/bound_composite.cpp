@@ -17,12 +17,14 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <initializer_list>
 #include <optional>
 #include <tuple>
 #include <utility>
 #include <vector>
 
+#include "../cpu/one_thread.h"
 #include "notmiwae_fast/checks.h"
 #include "notmiwae_fast/dispatch.h"
 #include "notmiwae_fast/mlp.h"
@@ -87,6 +89,16 @@ const BoundOps& bound_ops() {
   return ops;
 }
 
+// Whether a bound on the CPU is small enough to run on the calling thread alone (see
+// cpu/one_thread.h): B·K samples through the decoder's widest layer under
+// mlp::kSerialMultiplyAdds multiply-adds (a batch-16 step of the paper's model is).
+bool serial_bound(const at::Tensor& x, const at::Tensor& eps_z, at::TensorList dec_weights) {
+  if (!x.is_cpu() || omp_get_max_threads() <= 1) return false;
+  int64_t widest = 1;
+  for (const at::Tensor& w : dec_weights) widest = std::max(widest, w.size(0));
+  return x.size(0) * eps_z.size(1) * widest * widest < mlp::kSerialMultiplyAdds;
+}
+
 // The forward's results and what its backward needs.
 struct Pass {
   at::Tensor bound, log_w, log_px, log_ps, log_pz, log_qz;
@@ -140,6 +152,8 @@ Pass forward_pass(const at::Tensor& x, const at::Tensor& mask, const at::Tensor&
                   const OptTensor& b, double min_scale) {
   const BoundOps& op = bound_ops();
   check_inputs(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights, dec_biases, W, b);
+  std::optional<cpu::OneThread> serial;
+  if (serial_bound(x, eps_z, dec_weights)) serial.emplace();
   const int64_t B = x.size(0), K = eps_z.size(1), L = eps_z.size(2), D = x.size(1);
   Pass p;
   std::tie(p.enc_out, p.enc_hidden) = op.mlp.call(x, enc_weights, enc_biases);
@@ -243,6 +257,8 @@ Saved saved_for_backward(const at::Tensor& x, const at::Tensor& mask, const at::
 // in that order; W's and b's undefined without self-masking).
 Tensors backward_pass(const Saved& s, const variable_list& grads) {
   const BoundOps& op = bound_ops();
+  std::optional<cpu::OneThread> serial;
+  if (serial_bound(s.x, s.eps_z, s.dec_weights)) serial.emplace();
   const int64_t B = s.x.size(0), K = s.eps_z.size(1), L = s.eps_z.size(2), D = s.x.size(1);
   const size_t n_enc = s.enc_weights.size(), n_dec = s.dec_weights.size();
   Tensors result(2 * n_enc + 2 * n_dec + 2);

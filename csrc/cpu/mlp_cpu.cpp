@@ -20,6 +20,7 @@
 #include "notmiwae_fast/checks.h"
 #include "notmiwae_fast/math.h"
 #include "notmiwae_fast/mlp.h"
+#include "one_thread.h"
 #include "parallel.h"
 #include "vec_math.h"
 
@@ -98,6 +99,12 @@ void transpose_cpu(const at::Tensor& src, at::Tensor& dst) {
       });
 }
 
+void serially_cpu(c10::function_ref<void()> fn) {
+  if (omp_get_max_threads() <= 1 || omp_in_parallel()) return fn();
+  cpu::OneThread one;
+  fn();
+}
+
 template <typename scalar_t>
 NOTMIWAE_VECTOR_CLONES void softplus_scale_values(int64_t n, const scalar_t* __restrict x,
                                                   scalar_t floor, scalar_t* __restrict out) {
@@ -144,7 +151,7 @@ at::Tensor softplus_scale_backward_cpu(const at::Tensor& grad_, const at::Tensor
 }
 
 constexpr mlp::ElementKernels kCpuKernels{&bias_tanh_inplace_cpu, &tanh_backward_inplace_cpu,
-                                          &transpose_cpu,
+                                          &transpose_cpu, &serially_cpu,
                                           /*block_bytes=*/512 * 1024};
 
 at::Tensor mlp_tanh_cpu(const at::Tensor& x, at::TensorList weights, at::TensorList biases) {

@@ -133,7 +133,7 @@ at::Tensor softplus_scale_backward_cuda(const at::Tensor& grad_, const at::Tenso
 }
 
 constexpr mlp::ElementKernels kCudaKernels{&bias_tanh_inplace_cuda, &tanh_backward_inplace_cuda,
-                                           /*transpose_=*/nullptr,
+                                           /*transpose_=*/nullptr, /*serially_=*/nullptr,
                                            /*block_bytes=*/0};
 
 at::Tensor mlp_tanh_cuda(const at::Tensor& x, at::TensorList weights, at::TensorList biases) {

@@ -378,3 +378,20 @@ def test_grads_op_single_row_single_sample():
 )
 def test_grads_op_bad_input(make, exc, message, via):
     assert_bad_input("gauss_bound_grads", make(), exc, message, via, _checks.gauss_bound)
+
+
+def test_small_bound_on_several_threads_leaves_the_thread_count():
+    """A small bound runs on the calling thread alone (csrc/cpu/one_thread.h): the same
+    numbers as with one thread, and the caller's thread count is put back."""
+    inp = make_inputs(dtype=torch.float32)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        *one, one_grads = call(OPS.gauss_bound_grads, inp)
+        torch.set_num_threads(2)
+        *two, two_grads = call(OPS.gauss_bound_grads, inp)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(one + list(one_grads), two + list(two_grads)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

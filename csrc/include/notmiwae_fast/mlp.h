@@ -16,6 +16,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <c10/util/FunctionRef.h>
 
 #include <algorithm>
 #include <string>
@@ -37,11 +38,24 @@ struct ElementKernels {
   void (*bias_tanh_)(at::Tensor& h, const at::Tensor& bias);
   void (*tanh_backward_)(at::Tensor& grad, const at::Tensor& y);  // grad ← grad · (1 − y²)
   void (*transpose_)(const at::Tensor& src, at::Tensor& dst);     // dst [m, n] ← srcᵀ [n, m]
+  // Runs fn on the calling thread alone (null: fn runs as it is). A backend whose
+  // threads sleep between parallel regions (the CPU's OpenMP and MKL) runs its small
+  // products this way: waking the other threads costs more than they save.
+  void (*serially_)(c10::function_ref<void()> fn);
   int64_t block_bytes;
 };
 
 // Results with fewer columns than this count as narrow.
 constexpr int64_t kNarrowColumns = 32;
+
+// Products with fewer multiply-adds than this run serially where the backend asks for it
+// (a batch-16 step of the paper's model: all of them; batch 128: the 128-wide layers'
+// products run on every thread).
+constexpr int64_t kSerialMultiplyAdds = int64_t{1} << 24;
+
+inline at::Tensor product_any_threads(const at::Tensor& bias, const at::Tensor& A,
+                                      const at::Tensor& B, const ElementKernels& kernels,
+                                      at::Tensor out);
 
 // bias + A · B (bias [n] broadcast over rows; undefined: none), A [m, k], B [k, n];
 // contiguous [m, n]. A narrow result (n < 32, m > n: the latent and output layers of
@@ -51,6 +65,18 @@ constexpr int64_t kNarrowColumns = 32;
 // With ``out`` defined ([m, n], contiguous) the result is written there and returned.
 inline at::Tensor product(const at::Tensor& bias, const at::Tensor& A, const at::Tensor& B,
                           const ElementKernels& kernels, at::Tensor out = {}) {
+  if (kernels.serially_ != nullptr && A.size(0) * A.size(1) * B.size(1) < kSerialMultiplyAdds) {
+    at::Tensor result;
+    kernels.serially_([&] { result = product_any_threads(bias, A, B, kernels, out); });
+    return result;
+  }
+  return product_any_threads(bias, A, B, kernels, out);
+}
+
+// product on as many threads as the backend's matrix product uses.
+inline at::Tensor product_any_threads(const at::Tensor& bias, const at::Tensor& A,
+                                      const at::Tensor& B, const ElementKernels& kernels,
+                                      at::Tensor out) {
   const int64_t m = A.size(0), n = B.size(1);
   if (kernels.transpose_ != nullptr && n < kNarrowColumns && m > n) {
     const at::Tensor t =
