@@ -8,9 +8,9 @@
 // of the FLOPs and already at the hardware's peak. What the fusion removes is the rest:
 // per hidden layer one mm straight into the activation buffer and one in-place pass that
 // adds the bias and applies the activation (the backend's element kernel, math in
-// math.h), one mm per gradient and one
-// in-place pass for the activation's chain rule, no autograd graph of a dozen nodes per
-// MLP, and on the CPU a tanh faster than ATen's (vec_math.h).
+// math.h), one mm per gradient and one in-place pass for the activation's chain rule, no
+// autograd graph of a dozen nodes per MLP, and on the CPU a tanh faster than ATen's
+// (vec_math.h) and small products kept on the calling thread.
 // csrc/cpu/mlp_cpu.cpp and csrc/cuda/mlp_cuda.cu supply the element kernels and
 // register these functions; csrc/autograd/mlp_autograd.cpp ties forward to backward.
 #pragma once
@@ -28,9 +28,10 @@
 namespace notmiwae_fast {
 namespace mlp {
 
-// The element kernels of one backend (both work in place on contiguous tensors), the
-// transposing copy of a backend whose matrix products prefer narrow results computed
-// transposed (see product; null: no transposed products), and the size of the row
+// What the layer loop needs of one backend: its element kernels (in place on contiguous
+// tensors), the transposing copy of a backend whose matrix products prefer narrow
+// results computed transposed (see product; null: no transposed products), how it runs
+// small products serially (see product; null: it does not), and the size of the row
 // blocks of an inference forward (see forward; 0: no blocks).
 struct ElementKernels {
   // h ← tanh(h + bias), h [N, out], bias [out]: the hidden layers' bias and activation
