@@ -100,8 +100,7 @@ void transpose_cpu(const at::Tensor& src, at::Tensor& dst) {
 }
 
 void serially_cpu(c10::function_ref<void()> fn) {
-  if (omp_get_max_threads() <= 1 || omp_in_parallel()) return fn();
-  cpu::OneThread one;
+  const cpu::OneThread one;
   fn();
 }
 

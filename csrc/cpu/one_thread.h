@@ -14,13 +14,18 @@ extern "C" int MKL_Set_Num_Threads_Local(int) __attribute__((weak));
 namespace notmiwae_fast {
 namespace cpu {
 
+// Nothing to do (and nothing done) when the thread already runs alone: one thread
+// allowed, or inside a parallel region (nested regions run serially).
 class OneThread {
  public:
-  OneThread() : omp_previous_(omp_get_max_threads()) {
+  OneThread()
+      : omp_previous_(omp_get_max_threads()), active_(omp_previous_ > 1 && !omp_in_parallel()) {
+    if (!active_) return;
     omp_set_num_threads(1);
     if (MKL_Set_Num_Threads_Local != nullptr) mkl_previous_ = MKL_Set_Num_Threads_Local(1);
   }
   ~OneThread() {
+    if (!active_) return;
     omp_set_num_threads(omp_previous_);
     if (MKL_Set_Num_Threads_Local != nullptr) MKL_Set_Num_Threads_Local(mkl_previous_);
   }
@@ -29,6 +34,7 @@ class OneThread {
 
  private:
   int omp_previous_;
+  bool active_;
   int mkl_previous_ = 0;
 };
 

@@ -100,21 +100,16 @@ class _ChunkGraph:
         self.captured: Optional[Captured] = None
         self.stand_in = stand_in
 
-    def _first_chunk(self) -> None:
-        """The call's first chunk, uncaptured: it starts the running mass and mean."""
+    def _chunk(self, first: bool = False) -> None:
+        """One more chunk merged into the running mass and mean (what the graph holds);
+        ``first``: the call's first chunk, uncaptured, which starts them."""
         terms = self.model._terms(self.x, self.s, self.chunk)
-        start = torch.full_like(self.mass, -math.inf)
+        if first:
+            mass, mean = torch.full_like(self.mass, -math.inf), None
+        else:
+            mass, mean = self.mass, self.mean
         mass, mean, _ = _streaming.merge_chunk(
-            self.model.ops, terms["log_w"], terms["means"], self.chunk, start, None
-        )
-        self.mass.copy_(mass)
-        self.mean.copy_(mean)
-
-    def _next_chunk(self) -> None:
-        """One more chunk merged into the running mass and mean (what the graph holds)."""
-        terms = self.model._terms(self.x, self.s, self.chunk)
-        mass, mean, _ = _streaming.merge_chunk(
-            self.model.ops, terms["log_w"], terms["means"], self.chunk, self.mass, self.mean
+            self.model.ops, terms["log_w"], terms["means"], self.chunk, mass, mean
         )
         self.mass.copy_(mass)
         self.mean.copy_(mean)
@@ -126,15 +121,15 @@ class _ChunkGraph:
         self.s.copy_(s)
         if self.captured is None:
             with side_stream(self.x.device):
-                self._first_chunk()
+                self._chunk(first=True)
             try:
-                self.captured = Captured(self._next_chunk, self.x.device, self.stand_in)
+                self.captured = Captured(self._chunk, self.x.device, self.stand_in)
             except RuntimeError as err:
                 rows = self.x.shape[0]
                 capture_failed(f"Imputation's chunk of {self.chunk} samples of {rows} rows", err)
                 return None
         else:
-            self._first_chunk()
+            self._chunk(first=True)
         for _ in range(n_full - 1):
             self.captured.replay()
         return self.mean.clone()

@@ -333,13 +333,20 @@ class ImportanceWeightedModel(nn.Module):
         self, x: ArrayLike, s: ArrayLike, k: int, with_grads: bool
     ) -> tuple[dict[str, Tensor], Optional[Gradients]]:
         x0, s_ = self._batch_inputs(x, s)
+        return self._checked_forward(x0, s_, k, with_grads)
+
+    def _checked_forward(
+        self, x0: Tensor, s: Tensor, k: int, with_grads: bool
+    ) -> tuple[dict[str, Tensor], Optional[Gradients]]:
+        """:meth:`_forward` on rows already checked and zero-filled: x0 [B, D] and s as 0/1
+        of x0's dtype, as :meth:`_batch_inputs` (or ``ops.observed_data``) gives them."""
         process = self._missing_model()
         selfmask = process.selfmask_params() if process is not None else None
         nets = self._gauss_bound_networks(x0, process, selfmask)
         if nets is None:
-            terms = self._terms(x0, s_, k)
+            terms = self._terms(x0, s, k)
             return self._bound_outputs(terms, terms["log_w"]), None
-        args = _gauss_bound.arguments(x0, s_, k, self.latent_dim, nets, selfmask)
+        args = _gauss_bound.arguments(x0, s, k, self.latent_dim, nets, selfmask)
         if not with_grads:
             return self._bound_outputs(*_gauss_bound.terms(ops.gauss_bound(*args), selfmask)), None
         *results, grads = ops.gauss_bound_grads(*args)

@@ -19,7 +19,6 @@ from torch import Tensor, nn
 
 from .. import ops
 from .._common.capture import Captured, capture_failed, side_stream, tensor_addresses
-from ..nn import _gauss_bound
 from ..nn.models import ImportanceWeightedModel
 from .optim import _accumulate_grads, _FusedAdam
 
@@ -188,14 +187,13 @@ class _StepGraph:
         """The step's arithmetic on the static x and s (what the graph holds)."""
         owner, model = self.owner, self.owner.model
         owner.optimizer.zero_grad(set_to_none=True)
+        # The data check's arithmetic without its host sync (read after the replay), then
+        # the model's one-operator forward and gradients on the checked rows.
         x0, s, counts = ops.observed_data(self.x, self.s)
-        process, selfmask = _selfmask_of(model)
-        nets = model._gauss_bound_networks(x0, process, selfmask)
-        args = _gauss_bound.arguments(x0, s, model.n_samples, model.latent_dim, nets, selfmask)
-        *results, grads = ops.gauss_bound_grads(*args)
-        outputs = model._bound_outputs(*_gauss_bound.terms(results, selfmask))
+        outputs, pairs = model._checked_forward(x0, s, model.n_samples, with_grads=True)
+        if pairs is None:
+            raise RuntimeError("the training step is not one operator")
         loss = outputs["loss"]
-        pairs = list(zip(_gauss_bound.parameters(args), grads))
         _accumulate_grads(pairs)
         if owner.grad_clip is not None:
             nn.utils.clip_grad_norm_(model.parameters(), owner.grad_clip)
