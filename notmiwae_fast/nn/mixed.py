@@ -336,9 +336,8 @@ class MixedNotMIWAE(nn.Module):
             )
         return total
 
-    def _means(self, p: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """(E[x | z] of the scalar columns in column order [B, K, n_scalar], the
-        category probabilities [B, K, T])."""
+    def _scalar_means(self, p: dict[str, Tensor]) -> Tensor:
+        """E[x | z] of the scalar columns in column order [B, K, n_scalar]."""
         layout = self.layout
         B_K = p["loc"].shape[:-1]
         scalar = p["loc"].new_empty(*B_K, layout.n_scalar)
@@ -350,7 +349,7 @@ class MixedNotMIWAE(nn.Module):
             cols = layout.scalar_positions(kind)
             if cols:
                 scalar[..., cols] = value
-        return scalar, _group_softmax(p["category_logits"], layout.offsets)
+        return scalar
 
     def _terms(self, x: Tensor, s: Tensor, k: int) -> dict[str, Tensor]:
         """log_w [B, K] and the decoder's parameters for K = ``k`` samples per row."""
@@ -382,7 +381,7 @@ class MixedNotMIWAE(nn.Module):
         category_log_prob`)."""
         layout = self.layout
         assert self.missing_model is not None  # (called only for not-MIWAE)
-        scalar_mean, _ = self._means(p)
+        scalar_mean = self._scalar_means(p)
         real = layout.scalar_positions("real")
         if real:  # a reparameterised draw where the family has one
             scalar_mean[..., real] = p["loc"] + p["scale"] * torch.randn_like(p["loc"])
@@ -456,7 +455,8 @@ class MixedNotMIWAE(nn.Module):
 
     def _weighted_fill(self, p: dict[str, Tensor], alpha: Tensor) -> Tensor:
         layout = self.layout
-        scalar, probs = self._means(p)
+        scalar = self._scalar_means(p)
+        probs = _group_softmax(p["category_logits"], layout.offsets)
         a = alpha.unsqueeze(-1)
         scalar = (a * scalar).sum(1)
         probs = (a * probs).sum(1)
