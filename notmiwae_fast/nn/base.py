@@ -174,6 +174,14 @@ class ImportanceWeightedModel(nn.Module):
         """The model p(s | x) of the missing process; None for a model without one."""
         return None
 
+    def _missing_model_and_selfmask(
+        self,
+    ) -> tuple[Optional[BaseMissingProcess], Optional[tuple[Tensor, Tensor]]]:
+        """(the missing process or None, its self-masking (W, b) or None): what the
+        bound's one-operator path needs to know of the process."""
+        process = self._missing_model()
+        return process, process.selfmask_params() if process is not None else None
+
     def set_standardization(self, mean: ArrayLike, std: ArrayLike) -> None:
         """Records the per-feature mean and std ([D], finite, std > 0) used to standardise
         the data (saved with the state dict)."""
@@ -216,8 +224,7 @@ class ImportanceWeightedModel(nn.Module):
         eps_z = torch.randn(mu.shape[0], k, mu.shape[1], dtype=x0.dtype, device=mu.device)
         z, log_p_z, log_q_z = self.ops.latent_terms(mu, std, eps_z)
         params = self.decoder(z)
-        process = self._missing_model()
-        selfmask = process.selfmask_params() if process is not None else None
+        process, selfmask = self._missing_model_and_selfmask()
         log_ps: Optional[Tensor]
         if selfmask is not None and self.out_dist == "gauss":
             log_px, log_ps, x_k = self._normal_selfmask_terms(
@@ -340,8 +347,7 @@ class ImportanceWeightedModel(nn.Module):
     ) -> tuple[dict[str, Tensor], Optional[Gradients]]:
         """:meth:`_forward` on rows already checked and zero-filled: x0 [B, D] and s as 0/1
         of x0's dtype, as :meth:`_batch_inputs` (or ``ops.observed_data``) gives them."""
-        process = self._missing_model()
-        selfmask = process.selfmask_params() if process is not None else None
+        process, selfmask = self._missing_model_and_selfmask()
         nets = self._gauss_bound_networks(x0, process, selfmask)
         if nets is None:
             terms = self._terms(x0, s, k)

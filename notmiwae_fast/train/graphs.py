@@ -140,7 +140,7 @@ class StepGraphs:
         model = self.model
         key = (model.backend, torch.is_autocast_enabled(x.device.type))
         if key not in self._one_op:
-            nets = model._gauss_bound_networks(x, *_selfmask_of(model))
+            nets = model._gauss_bound_networks(x, *model._missing_model_and_selfmask())
             self._one_op[key] = nets is not None
         return self._one_op[key]
 
@@ -162,12 +162,6 @@ class StepGraphs:
             found += [moments["exp_avg_sq"].data_ptr(), moments["step"].data_ptr()]
         found.append(tensor_addresses([getattr(self.model, "n_train_steps", None)]))
         return tuple(found)
-
-
-def _selfmask_of(model: nn.Module) -> tuple:
-    """(the missing process, its self-masking (W, b) or None), as the model's forward."""
-    process = model._missing_model()
-    return process, process.selfmask_params() if process is not None else None
 
 
 class _StepGraph:
