@@ -433,9 +433,13 @@ class MixedNotMIWAE(nn.Module):
 
         Single imputation: the self-normalised importance-weighted mean for real columns,
         rounded for count columns, thresholded at 0.5 for binary ones and the weighted
-        mode (the category of highest weighted probability) for categorical ones.
+        mode for categorical ones: the category of highest Σ_k α_k p(c | z_k, missing),
+        where p(c | z_k, missing) ∝ π_c(z_k) σ(−ℓ_c) with the self-masking process (a
+        category that goes missing more often is more likely behind a missing entry) and
+        π_c(z_k) without one.
         ``n_draws = M``: M draws [M, B, D] by sampling-importance-resampling of the K
-        samples, then a draw from p(x | z) per column (a category for a categorical one).
+        samples, then a draw per column from p(x | z) (a category from p(c | z_k,
+        missing)).
         Memory grows as B · K · (decoder width): call it on blocks of rows."""
         was_training = self.training
         self.eval()
@@ -453,10 +457,23 @@ class MixedNotMIWAE(nn.Module):
         finally:
             self.train(was_training)
 
+    def _missing_category_logits(self, category_logits: Tensor) -> Tensor:
+        """Logits [..., T] of a missing entry's category given z_k: the decoder's
+        log π_c plus log p(missing | c) = log σ(−ℓ_c) of the self-masking process, so that
+        each group's softmax is π_c σ(−ℓ_c) / Σ_c' π_c' σ(−ℓ_c'), the category's posterior
+        given z_k and that the entry went missing (the factor the bound marginalises, see
+        :meth:`MixedSelfMaskingProcess.category_log_prob`). Without a missing process
+        (MIWAE): the decoder's logits."""
+        if self.missing_model is None:
+            return category_logits
+        return category_logits + F.logsigmoid(-self.missing_model.category_logits)
+
     def _weighted_fill(self, p: dict[str, Tensor], alpha: Tensor) -> Tensor:
+        """Single imputation from the K samples' terms and their weights alpha [B, K]
+        (see :meth:`impute`): [B, D] in standardised units."""
         layout = self.layout
         scalar = self._scalar_means(p)
-        probs = _group_softmax(p["category_logits"], layout.offsets)
+        probs = _group_softmax(self._missing_category_logits(p["category_logits"]), layout.offsets)
         a = alpha.unsqueeze(-1)
         scalar = (a * scalar).sum(1)
         probs = (a * probs).sum(1)
@@ -486,7 +503,8 @@ class MixedNotMIWAE(nn.Module):
         if counts:
             out[:, counts] = torch.poisson(torch.exp(q["log_rate"]))
         offsets = layout.offsets
+        category_logits = self._missing_category_logits(q["category_logits"])
         for g, j in enumerate(layout.columns("categorical")):
-            logits = q["category_logits"][:, offsets[g] : offsets[g + 1]]
+            logits = category_logits[:, offsets[g] : offsets[g + 1]]
             out[:, j] = torch.multinomial(logits.softmax(-1), 1).squeeze(1).to(out.dtype)
         return out

@@ -182,3 +182,34 @@ def test_interpret_missing_process_names_columns_and_categories(layout):
     assert set(info["b"]["p_missing"]) == {"x", "y", "z"} and info["d"]["kind"] == "count"
     with pytest.raises(AttributeError, match="MIWAE"):
         MixedNotMIWAE(layout, missing_process=None).interpret_missing_process()
+
+
+def test_missing_category_is_the_posterior_given_that_it_went_missing():
+    # One categorical column (2 categories) and one real one. The decoder's last layer
+    # zeroed so that π = (0.7, 0.3) whatever z (its outputs: loc, raw scale, then the two
+    # category logits); the process loses category 1 far more often: p(missing | c) =
+    # σ(−ℓ_c) = (0.05, 0.9). A missing entry's posterior is π_c σ(−ℓ_c) / Σ = (0.035,
+    # 0.27) / 0.305: category 1, drawn 88.5 % of the time. The decoder's π alone (MIWAE,
+    # or a fill that forgets why the entry went missing) says category 0.
+    lay = MixedLayout(("categorical", "real"), (2, 0))
+    torch.manual_seed(0)
+    model = MixedNotMIWAE(lay, hidden_dim=8)
+    last = model.decoder[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+        last.bias[2:4] = torch.tensor([0.7, 0.3]).log()
+        lost = torch.tensor([0.05, 0.9])
+        model.missing_model.category_logits.copy_(torch.log((1 - lost) / lost))
+    torch.testing.assert_close(torch.sigmoid(-model.missing_model.category_logits), lost)
+    x = torch.tensor([[0.0, 0.5], [0.0, -0.5]])
+    s = torch.tensor([[0.0, 1.0], [0.0, 1.0]])
+    assert torch.equal(model.impute(x, s, n_samples=50)[:, 0], torch.ones(2))
+    draws = model.impute(x, s, n_samples=50, n_draws=1000)[..., 0]
+    assert abs(draws.mean().item() - 0.27 / 0.305) < 0.04  # 4.5 standard errors
+    miwae = MixedNotMIWAE(lay, hidden_dim=8, missing_process=None)
+    miwae.load_state_dict(
+        {k: v for k, v in model.state_dict().items() if not k.startswith("missing_model")}
+    )
+    assert torch.equal(miwae.impute(x, s, n_samples=50)[:, 0], torch.zeros(2))
+    assert abs(miwae.impute(x, s, n_samples=50, n_draws=1000)[..., 0].mean().item() - 0.3) < 0.04
