@@ -1,4 +1,4 @@
-"""not-MIWAE on real mixed tables (issue 21's evaluation): three tables shipped inside
+"""not-MIWAE on real mixed tables (issue 21's evaluation): four tables shipped inside
 installable packages (notmiwae_fast.experiments.mixed_tables; the packages are in
 benchmarks/requirements-mixed.txt), three mechanisms (categorical self-masking MNAR,
 numeric threshold self-masking MNAR, MCAR; notmiwae_fast.experiments.mixed_masks), five

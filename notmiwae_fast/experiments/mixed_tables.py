@@ -29,6 +29,27 @@ the categorical self-masking mechanism acts on and the categories it loses most 
   affairs measure as floats. Larger, with categories weakly tied to the numeric
   columns. MNAR: the two professional occupations (codes 5 and 6) go unreported far
   more often.
+* ``anes96`` (statsmodels' ``anes96``, the 1996 American National Election Study,
+  944 rows, all complete): party identification ``PID`` as the categorical column
+  (7 codes kept as strings: "0" strong Democrat, "1" weak Democrat, "2" independent
+  leaning Democrat, "3" independent, "4" independent leaning Republican, "5" weak
+  Republican, "6" strong Republican), strongly tied to the other columns (expected vote,
+  self-placement, the placement of Clinton). The other columns: education as a category
+  (7 levels from "1-8 grades" to "PhD": degrees, not equally spaced steps of a
+  quantity); the expected vote as a category ("Clinton" / "Dole"); TVnews (days a week
+  the respondent watches TV news, 0–7) as a count (Int64); the three 7-point
+  liberal–conservative scales (selfLR, ClinLR, DoleLR) as floats: they are built as
+  equally spaced points of one left–right continuum and are analysed as numbers in
+  the election-study literature (statsmodels' own example regresses on them), while as
+  categories they would lose their order and split 944 rows over 7 classes each, and
+  as counts (Poisson) they would get a variance tied to their mean on a bounded 1–7
+  range; income (24 ordered brackets) as a float bracket index for the same reasons;
+  age and the census place population (popul, in thousands) as floats; logpopul dropped
+  (log(popul + 0.1), a function of popul). MNAR, chosen before any method was run: the
+  three independent codes ("2", "3", "4") lose their party identification far more
+  often — respondents without a party attachment are the ones who answer "no
+  preference", "don't know" or refuse the party question (and are then left without a
+  code on the 7-point scale), a plausible survey mechanism with no partisan side.
 """
 
 from __future__ import annotations
@@ -95,6 +116,24 @@ def load_fair(n_rows: Optional[int] = 2000, seed: int = 0) -> pd.DataFrame:
     return frame
 
 
+def load_anes96() -> pd.DataFrame:
+    """statsmodels' anes96 table (944 × 10): PID (codes as strings), educ (codes as
+    strings) and vote ("Clinton" / "Dole") as categories, TVnews as a count, the
+    7-point scales, income, age and popul as floats, logpopul dropped."""
+    import statsmodels.api as sm
+
+    frame = sm.datasets.anes96.load_pandas().data.copy()
+    frame = frame.drop(columns=["logpopul"])
+    for name in ["PID", "educ"]:
+        frame[name] = frame[name].astype(int).astype(str)
+    frame["vote"] = frame["vote"].map({0.0: "Clinton", 1.0: "Dole"})
+    frame = _categorical(frame, ["PID", "educ", "vote"])
+    frame["TVnews"] = frame["TVnews"].astype("Int64")
+    for name in ["selfLR", "ClinLR", "DoleLR", "income", "age", "popul"]:
+        frame[name] = frame[name].astype("float64")
+    return frame
+
+
 @dataclass(frozen=True)
 class MixedTable:
     """A table of the evaluation: its loader, the categorical column of the categorical
@@ -110,6 +149,7 @@ MIXED_TABLES = {
     "penguins": MixedTable(load_penguins, "species", ("Chinstrap",), "palmerpenguins"),
     "cars": MixedTable(load_cars, "Origin", ("Europe",), "vega_datasets"),
     "fair": MixedTable(load_fair, "occupation", ("5", "6"), "statsmodels"),
+    "anes96": MixedTable(load_anes96, "PID", ("2", "3", "4"), "statsmodels"),
 }
 
 

@@ -105,3 +105,22 @@ def test_loaders(name):
     kinds = {str(t) for t in df.dtypes}
     assert {"category", "float64"} <= kinds
     assert len(mixed_tables.numeric_columns(df)) >= 4
+
+
+def test_anes96_loader_types():
+    pytest.importorskip("statsmodels")
+    df = mixed_tables.load_mixed_table("anes96")
+    assert df.shape == (944, 10) and "logpopul" not in df
+    assert not df.isna().to_numpy().any()
+    kinds = {name: str(dtype) for name, dtype in df.dtypes.items()}
+    assert {n for n, k in kinds.items() if k == "category"} == {"PID", "educ", "vote"}
+    assert kinds["TVnews"] == "Int64" and df["TVnews"].between(0, 7).all()
+    floats = {"selfLR", "ClinLR", "DoleLR", "income", "age", "popul"}
+    assert {n for n, k in kinds.items() if k == "float64"} == floats
+    assert list(df["PID"].cat.categories) == [str(k) for k in range(7)]
+    assert set(df["vote"].cat.categories) == {"Clinton", "Dole"}
+    table = mixed_tables.MIXED_TABLES["anes96"]
+    assert (table.categorical, table.lost) == ("PID", ("2", "3", "4"))
+    # the lost categories (the independents) are a quarter of the rows
+    share = df["PID"].isin(table.lost).mean()
+    assert 0.2 < share < 0.3

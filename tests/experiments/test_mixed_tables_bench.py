@@ -95,3 +95,24 @@ def test_acceptance_and_markdown(bench):
     assert "MCAR" in lines[3] and lines[3].endswith("| met |")
     md = bench.render_markdown({"settings": TINY, "runs": records})
     assert "| t | categorical_mnar | notmiwae | 2 | 0.510 ± 0.014 | 0.910 ± 0.014 |" in md
+
+
+def test_ceiling_row():
+    pytest.importorskip("statsmodels")
+    spec = importlib.util.spec_from_file_location(
+        "mixed_tables_ceiling", SCRIPT.with_name("mixed_tables_ceiling.py")
+    )
+    ceiling = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ceiling)
+    y = np.array(["a", "b", "b", "c"])
+    weight = np.array([0.6, 0.05, 0.05, 0.6])
+    assert ceiling.expected_accuracy(np.array(["a", "b", "c", "c"]), y, weight) == pytest.approx(
+        1.25 / 1.3
+    )
+    flat = {"PID": {"p_missing": {str(k): 0.1 for k in range(7)}}}
+    record = {"table": "anes96", "mechanism": "categorical_mnar", "method": "notmiwae",
+              "seed": 0, "accuracy": 0.1, "missing_process": flat}  # fmt: skip
+    row = ceiling.table_row("anes96", [record]).strip("| ").split(" | ")
+    mode, plain, told, learnt, got = row[1:]
+    assert float(mode) < float(plain) < float(told)
+    assert learnt == plain and got == "0.100"  # a flat learnt process changes nothing
