@@ -40,3 +40,24 @@ def write_report(out: str, result: dict, markdown: str) -> None:
     text = markdown if markdown.endswith("\n") else markdown + "\n"
     write_atomic(out + ".md", lambda f: f.write(text), text=True)
     print(text, end="")
+
+
+def cpu_run_record(threads: int, load_before: tuple, notmiwae_pytorch: object) -> dict:
+    """The machine part of a CPU timing report: CPU model, cores, the fixed thread
+    count, load average before (``load_before``) and now, versions, OMP_WAIT_POLICY."""
+    import torch
+
+    import notmiwae_fast
+    from notmiwae_fast import bench
+
+    return {
+        "cpu": bench.cpu_model(),
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "torch": torch.__version__,
+        "notmiwae_fast": notmiwae_fast.__version__,
+        "notmiwae_pytorch": notmiwae_pytorch,
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+    }

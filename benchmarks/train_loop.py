@@ -35,7 +35,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from _measure import write_report  # noqa: E402
+from _measure import cpu_run_record, write_report  # noqa: E402
 
 VARIANTS = ("plain", "plain_fused_adam", "trainer")
 
@@ -91,7 +91,6 @@ def main(argv=None) -> int:
 
     import torch
 
-    import notmiwae_fast
     from notmiwae_fast import bench
 
     theirs = bench.have_notmiwae_pytorch()
@@ -114,17 +113,7 @@ def main(argv=None) -> int:
         n = args.steps or max(10, int(300 / batch))
         results[batch] = measure(steps, args.rounds, n)
     result = {
-        "machine": {
-            "cpu": bench.cpu_model(),
-            "cores": os.cpu_count(),
-            "threads": args.threads,
-            "load_average_before": load_before,
-            "load_average_after": os.getloadavg(),
-            "torch": torch.__version__,
-            "notmiwae_fast": notmiwae_fast.__version__,
-            "notmiwae_pytorch": theirs,
-            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
-        },
+        "machine": cpu_run_record(args.threads, load_before, theirs),
         "rounds": args.rounds,
         "results": {str(b): r for b, r in results.items()},
     }
