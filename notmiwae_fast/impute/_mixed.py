@@ -129,6 +129,44 @@ def interpret(est: Any) -> dict:
     )
 
 
+def missing_probability(est: Any, X: "pd.DataFrame") -> np.ndarray:
+    """NotMIWAEImputer.missing_probability on a mixed table: p(value missing | x) [N, D]
+    float64 per entry of the complete DataFrame X, columns in the fitted table's order:
+    σ(W (x − b)) for a real, binary or count column (in the units the model is trained
+    in; counts as log(1 + count)), σ(−ℓ_c) for a categorical column of category c."""
+    check_is_fitted(est)
+    if not hasattr(X, "columns"):
+        raise ValueError("argument 'X' must be a DataFrame: the imputer was fitted on one")
+    arr = est.codec_.encode(X)
+    missing = np.isnan(arr).any(axis=0)
+    if missing.any():
+        names = [str(n) for n, m in zip(est.codec_.names, missing) if m]
+        raise ValueError(
+            "argument 'X' must be complete for missing_probability (impute it first); "
+            f"column(s) {names} have missing values"
+        )
+    model = est.model_
+    process = model.missing_model
+    if process is None:
+        raise AttributeError(
+            "missing_probability needs a learnt missing process; this imputer was fitted "
+            f"on a mixed table with missing_process={est.missing_process!r}, which learns none"
+        )
+    parameter = next(model.parameters())
+    with np.errstate(all="ignore"):
+        x_std = _standardized(arr, est.mean_, est.scale_)
+    x = torch.as_tensor(x_std, dtype=parameter.dtype, device=parameter.device)
+    layout = model.layout
+    with torch.no_grad():
+        p = torch.empty_like(x)
+        p[:, layout.scalar_columns] = torch.sigmoid(-process(model._scalar(x)))
+        offsets = layout.offsets
+        for g, j in enumerate(layout.columns("categorical")):
+            codes = x[:, j].long() + offsets[g]
+            p[:, j] = torch.sigmoid(-process.category_logits[codes])
+    return p.cpu().double().numpy()
+
+
 def impute_codes(
     est: Any, X: "pd.DataFrame", n_draws: Optional[int] = None, first_row: int = 0
 ) -> np.ndarray:

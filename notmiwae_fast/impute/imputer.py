@@ -190,10 +190,14 @@ class NotMIWAEImputer(_BaseIWImputer):
         """p(value missing | x) per entry under the learnt process.
 
         Args:
-            X: [N, D] complete data in the original units (no NaN).
+            X: [N, D] complete data in the original units (no NaN); for an imputer
+                fitted on a mixed DataFrame, a DataFrame with its columns (a categorical
+                entry's probability is that of its category going missing).
         Returns:
             [N, D] float64 array of probabilities.
         """
+        if getattr(self, "codec_", None) is not None:
+            return _mixed.missing_probability(self, X)
         check_is_fitted(self)
         arr = self._check_X(X, reset=False)
         if np.isnan(arr).any():

@@ -163,3 +163,30 @@ def test_integer_columns_are_counts_only_when_poisson_like():
         }
     )
     assert [c.kind for c in TableCodec.detect(df).columns] == ["real", "count", "real"]
+
+
+def test_missing_probability_on_a_mixed_table():
+    """Per entry: a categorical entry's p(missing) is its category's (as
+    missing_process_ reports it), a scalar one σ(W (x − b)) in the model's units; an
+    incomplete table is refused with the column named, an MCAR fit has no process."""
+    df = mixed_frame(120)
+    imputer = NotMIWAEImputer(**{**FAST, "max_iter": 20}).fit(with_holes(df))
+    p = imputer.missing_probability(df)
+    assert p.shape == df.shape and p.dtype == np.float64
+    assert ((p > 0) & (p < 1)).all()
+    for j, name in enumerate(df.columns):
+        info = imputer.missing_process_[name]
+        if info["kind"] == "categorical":
+            expected = df[name].astype(str).map(info["p_missing"]).to_numpy(dtype=float)
+            np.testing.assert_allclose(p[:, j], expected, rtol=1e-6)
+        elif info["kind"] == "real":
+            x = (df[name].to_numpy(dtype=float) - imputer.mean_[j]) / imputer.scale_[j]
+            expected = 1 / (1 + np.exp(-info["W"] * (x - info["b"])))
+            np.testing.assert_allclose(p[:, j], expected, rtol=1e-5, atol=1e-7)
+    holes = with_holes(df)
+    gap = next(c for c in holes.columns if holes[c].isna().any())
+    with pytest.raises(ValueError, match=f"complete.*'{gap}'"):
+        imputer.missing_probability(holes)
+    mcar = NotMIWAEImputer(**{**FAST, "max_iter": 5, "missing_process": "mcar"})
+    with pytest.raises(AttributeError, match="missing_process='mcar'"):
+        mcar.fit(with_holes(df)).missing_probability(df)
