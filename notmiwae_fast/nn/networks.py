@@ -239,9 +239,14 @@ class LocationScaleDecoder(nn.Module):
         if self.ppca:
             loc = self.loc(z)
             return loc, (F.softplus(self.raw_scale) + self.min_scale).expand_as(loc)
-        loc, raw = self.net(z).chunk(2, dim=-1)
+        out = self.net(z)
         if self.fused:
-            return loc, _fused_scale(raw, self.min_scale)
+            # loc and raw each contiguous, in one copy of the output: the operators that
+            # read them (the scale, the likelihood terms, iw_impute's values) would each
+            # make a contiguous copy of their strided half otherwise.
+            pair = out.unflatten(-1, (2, -1)).movedim(-2, 0).contiguous()
+            return pair[0], _fused_scale(pair[1], self.min_scale)
+        loc, raw = out.chunk(2, dim=-1)
         # contiguous first: ATen's softplus is much slower on the strided half
         return loc, F.softplus(raw.contiguous()) + self.min_scale
 
