@@ -251,8 +251,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     torch.set_num_threads(1)
     header = {
         "note": (
-            f"{args.max_iter} training steps per deep imputer (the default is 10,000; "
-            f"reduced for time), seeds {args.seeds}, 30 % missing, MICE = IterativeImputer"
+            f"{args.max_iter} training steps per deep imputer"
+            + (" (the default is 10,000; reduced for time)" if args.max_iter < 10_000 else "")
+            + f", seeds {args.seeds}, 30 % missing, MICE = IterativeImputer"
             "(BayesianRidge, max_iter=10), missForest = IterativeImputer(ExtraTrees, 50 "
             "trees, max_iter=5); RMSE on the missing entries, standardised scale."
         ),
