@@ -146,8 +146,7 @@ def missing_probability(est: Any, X: "pd.DataFrame") -> np.ndarray:
             f"column(s) {names} have missing values"
         )
     model = est.model_
-    process = model.missing_model
-    if process is None:
+    if model.missing_model is None:
         raise AttributeError(
             "missing_probability needs a learnt missing process; this imputer was fitted "
             f"on a mixed table with missing_process={est.missing_process!r}, which learns none"
@@ -156,15 +155,8 @@ def missing_probability(est: Any, X: "pd.DataFrame") -> np.ndarray:
     with np.errstate(all="ignore"):
         x_std = _standardized(arr, est.mean_, est.scale_)
     x = torch.as_tensor(x_std, dtype=parameter.dtype, device=parameter.device)
-    layout = model.layout
     with torch.no_grad():
-        p = torch.empty_like(x)
-        p[:, layout.scalar_columns] = torch.sigmoid(-process(model._scalar(x)))
-        offsets = layout.offsets
-        for g, j in enumerate(layout.columns("categorical")):
-            codes = x[:, j].long() + offsets[g]
-            p[:, j] = torch.sigmoid(-process.category_logits[codes])
-    return p.cpu().double().numpy()
+        return model.missing_probability(x).cpu().double().numpy()
 
 
 def impute_codes(

@@ -174,6 +174,11 @@ class MixedSelfMaskingProcess(nn.Module):
         column order, counts as log(1 + count)) -> −W (x̂ − b) [..., n_scalar]."""
         return -self.W * (scalar - self.b)
 
+    def category_log_missing(self) -> Tensor:
+        """log p(missing | c) = log σ(−ℓ_c) for every category of the categorical
+        columns [T] (ℓ_c is the logit of being observed)."""
+        return F.logsigmoid(-self.category_logits)
+
     def category_log_prob(self, observed: Tensor, hot: Tensor, log_probs: Tensor) -> Tensor:
         """Σ over the categorical columns of log p(s_j | x): [B, K].
 
@@ -185,7 +190,7 @@ class MixedSelfMaskingProcess(nn.Module):
         mixture log Σ_c π_c σ(−ℓ_c) (its category is unknown: no sample is drawn)."""
         offsets = self.layout.offsets
         seen = F.logsigmoid(self.category_logits)
-        lost = F.logsigmoid(-self.category_logits)
+        lost = self.category_log_missing()
         total = log_probs.new_zeros(log_probs.shape[:-1])
         for g, (a, b) in enumerate(zip(offsets[:-1], offsets[1:])):
             if_seen = (hot[:, a:b] * seen[a:b]).sum(-1, keepdim=True)
@@ -424,6 +429,20 @@ class MixedNotMIWAE(nn.Module):
             raise AttributeError(f"{type(self).__name__} without a missing process (MIWAE)")
         return self.missing_model.interpret(names, categories)
 
+    def missing_probability(self, x: Tensor) -> Tensor:
+        """p(value missing | x) per entry of complete rows x [B, D] (the model's units,
+        category codes) -> [B, D]: σ(W (x − b)) for a scalar column (counts as
+        log(1 + count)), p(missing | c) = σ(−ℓ_c) for a categorical entry of category c."""
+        if self.missing_model is None:
+            raise AttributeError(f"{type(self).__name__} without a missing process (MIWAE)")
+        layout = self.layout
+        p = torch.empty_like(x)
+        p[:, layout.scalar_columns] = torch.sigmoid(-self.missing_model(self._scalar(x)))
+        lost = self.missing_model.category_log_missing().exp()
+        for g, j in enumerate(layout.columns("categorical")):
+            p[:, j] = lost[layout.offsets[g] + x[:, j].long()]
+        return p
+
     @torch.no_grad()
     def impute(
         self, x: Tensor, s: Tensor, n_samples: int = 1000, n_draws: Optional[int] = None
@@ -466,7 +485,7 @@ class MixedNotMIWAE(nn.Module):
         (MIWAE): the decoder's logits."""
         if self.missing_model is None:
             return category_logits
-        return category_logits + F.logsigmoid(-self.missing_model.category_logits)
+        return category_logits + self.missing_model.category_log_missing()
 
     def _weighted_fill(self, p: dict[str, Tensor], alpha: Tensor) -> Tensor:
         """Single imputation from the K samples' terms and their weights alpha [B, K]
