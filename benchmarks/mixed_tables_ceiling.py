@@ -69,10 +69,10 @@ def table_row(name: str, runs: list) -> str:
     frame = table.load()
     y = frame[table.categorical].astype(str).to_numpy()
     lost = [str(v) for v in table.lost]
-    weight = np.where(np.isin(y, lost), mixed_masks.P_LOST, mixed_masks.P_OTHER)
+    weight = mixed_masks.categorical_mask_probability(y, lost)
     P, classes = probabilities(frame, table.categorical)
     mode = pd.Series(y).value_counts().index[0]
-    told = np.where(np.isin(classes, lost), mixed_masks.P_LOST, mixed_masks.P_OTHER)
+    told = mixed_masks.categorical_mask_probability(classes, lost)
     learnt, got = [], []
     for r in sorted(runs, key=lambda r: r["seed"]):
         if (r["table"], r["mechanism"], r["method"]) != (name, "categorical_mnar", "notmiwae"):

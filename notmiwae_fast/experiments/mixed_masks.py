@@ -32,6 +32,7 @@ import pandas as pd
 __all__ = [
     "MECHANISMS",
     "apply_mask",
+    "categorical_mask_probability",
     "categorical_self_masking",
     "empty_mask",
     "mcar",
@@ -53,6 +54,14 @@ def empty_mask(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(False, index=frame.index, columns=frame.columns)
 
 
+def categorical_mask_probability(
+    values: Sequence, lost: Sequence, p_lost: float = P_LOST, p_other: float = P_OTHER
+) -> np.ndarray:
+    """The probability that :func:`categorical_self_masking` removes each of ``values``:
+    ``p_lost`` for a value in ``lost``, ``p_other`` for any other."""
+    return np.where(pd.Series(values, dtype=object).isin(list(lost)).to_numpy(), p_lost, p_other)
+
+
 def categorical_self_masking(
     frame: pd.DataFrame,
     column: str,
@@ -67,7 +76,7 @@ def categorical_self_masking(
     unknown = set(lost) - set(values.unique())
     if unknown:
         raise ValueError(f"column {column!r} has no category {sorted(map(str, unknown))}")
-    p = np.where(values.isin(list(lost)).to_numpy(), p_lost, p_other)
+    p = categorical_mask_probability(values, lost, p_lost, p_other)
     mask = empty_mask(frame)
     mask[column] = _rng(frame, column, seed).random(len(frame)) < p
     return mask
