@@ -61,3 +61,15 @@ def cpu_run_record(threads: int, load_before: tuple, notmiwae_pytorch: object) -
         "notmiwae_pytorch": notmiwae_pytorch,
         "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
     }
+
+
+def load_text(machine: dict) -> str:
+    """The load averages of a :func:`cpu_run_record` as a report says them."""
+
+    def three(values) -> str:
+        return ", ".join(f"{v:.2f}" for v in values)
+
+    return (
+        f"load average (1, 5, 15 min) before {three(machine['load_average_before'])}, "
+        f"after {three(machine['load_average_after'])}"
+    )

@@ -35,7 +35,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from _measure import cpu_run_record, write_report  # noqa: E402
+from _measure import cpu_run_record, load_text, write_report  # noqa: E402
 
 VARIANTS = ("plain", "plain_fused_adam", "trainer")
 
@@ -128,9 +128,7 @@ def markdown(result: dict, results: dict) -> str:
         "",
         f"{m['cpu']}, {m['cores']} cores, {m['threads']} thread(s), "
         f"OMP_WAIT_POLICY={m['OMP_WAIT_POLICY']}, torch {m['torch']}, notmiwae-pytorch "
-        f"{m['notmiwae_pytorch']}; load average (1, 5, 15 min) before "
-        f"{', '.join(f'{x:.2f}' for x in m['load_average_before'])}, after "
-        f"{', '.join(f'{x:.2f}' for x in m['load_average_after'])}. NotMIWAE "
+        f"{m['notmiwae_pytorch']}; {load_text(m)}. NotMIWAE "
         "(self-masking, Gaussian), D = 11, hidden 128, K = 20; "
         f"{result['rounds']} alternating rounds.",
         "",
