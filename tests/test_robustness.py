@@ -326,19 +326,12 @@ def test_cli_prints_a_diverged_fit_as_one_warning_line(tmp_path, capsys):
         "n_impute_samples",
         "batch_size",
         "lr",
-        "lr_decay",
         "random_state",
     ],
 )
 def test_bool_for_a_number_parameter_is_named(name):
     with pytest.raises(ValueError, match=f"'{name}'.*not a bool"):
         NotMIWAEImputer(**{**TINY, name: True}).fit(table())
-
-
-@pytest.mark.parametrize("lr_decay", [float("nan"), -0.1, 1.5])
-def test_lr_decay_outside_0_1_is_named(lr_decay):
-    with pytest.raises(ValueError, match="'lr_decay'"):
-        NotMIWAEImputer(**{**TINY, "lr_decay": lr_decay}).fit(table())
 
 
 @pytest.mark.parametrize("lr", [float("inf"), float("nan")])
@@ -406,8 +399,6 @@ def test_impute_with_a_model_honours_device_cpu(fitted_model, tmp_path, capsys):
         ("--seed", str(2**32), "--seed must be in"),
         ("--lr", "0", "--lr must be"),
         ("--lr", "nan", "--lr must be"),
-        ("--lr-decay", "1.5", "--lr-decay must be in [0, 1]"),
-        ("--lr-decay", "nan", "--lr-decay must be in [0, 1]"),
         ("--latent-dim", "0", "--latent-dim must be >= 1"),
         ("--device", "nonsense", "--device 'nonsense' is not a device"),
     ],

@@ -189,20 +189,6 @@ def test_saved_imputer_round_trip(fitted, tmp_path):
     assert imputer.missing_process_ == same.missing_process_
 
 
-def test_imputer_file_without_lr_decay_loads_with_a_constant_rate(fitted):
-    """A file written before lr_decay existed (its parameters lack it) loads with
-    lr_decay = 0, the constant rate it was trained with."""
-    from notmiwae_fast.impute.files import _imputer_from_state, _imputer_state
-
-    df = pd.read_csv(fitted / "data.csv")
-    imputer = load_imputer(fitted / "model.pt")
-    state = _imputer_state(imputer)
-    state["params"] = {k: v for k, v in state["params"].items() if k != "lr_decay"}
-    old = _imputer_from_state(state)
-    assert old.lr_decay == 0.0
-    np.testing.assert_array_equal(old.transform(df), imputer.transform(df))
-
-
 @pytest.mark.parametrize("kind", ["miwae", "selfmasking", "nonlinear"])
 def test_save_model_feeds_export(tmp_path, kind):
     utils.set_seed(0)

@@ -342,13 +342,6 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, default=16)
     g.add_argument("--lr", type=float, default=1e-3)
     g.add_argument(
-        "--lr-decay",
-        type=float,
-        default=0.0,
-        help="fraction of the steps at the end over which the learning rate falls "
-        "linearly towards 0 (0: constant, as the paper)",
-    )
-    g.add_argument(
         "--impute-samples",
         type=int,
         default=None,
@@ -402,9 +395,6 @@ def _positive(args: argparse.Namespace) -> None:
     lr = getattr(args, "lr", None)
     if lr is not None and not (np.isfinite(lr) and lr > 0):
         raise CLIError(f"--lr must be a finite number > 0; got {lr}")
-    lr_decay = getattr(args, "lr_decay", None)
-    if lr_decay is not None and not 0 <= lr_decay <= 1:
-        raise CLIError(f"--lr-decay must be in [0, 1]; got {lr_decay}")
     clip = getattr(args, "clip_level", None)
     if clip is not None and not 0 < clip <= 1:
         raise CLIError(f"--clip-level must be in (0, 1]; got {clip}")

@@ -53,10 +53,6 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         max_iter: training iterations = optimizer steps (paper: 100,000).
         batch_size: rows per mini-batch (paper: 16).
         lr: Adam learning rate (paper: 1e-3).
-        lr_decay: the fraction of the ``max_iter`` steps at the end over which the
-            learning rate falls linearly from ``lr`` towards 0 (in [0, 1]; 0: constant,
-            as the paper). The fall averages the mini-batch noise out of the final
-            weights, which otherwise varies the imputations from seed to seed.
         random_state: None, an int or a RandomState: seeds weights, batches and
             importance samples (the global torch RNG is left as it was).
         device: ``"cpu"``, ``"cuda"``, ... (None: CUDA when available, else CPU).
@@ -94,7 +90,6 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         max_iter: int = 10_000,
         batch_size: int = 16,
         lr: float = 1e-3,
-        lr_decay: float = 0.0,
         random_state: Union[None, int, np.random.RandomState] = None,
         device: Union[str, torch.device, None] = None,
         verbose: Union[bool, int] = False,
@@ -112,7 +107,6 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.max_iter = max_iter
         self.batch_size = batch_size
         self.lr = lr
-        self.lr_decay = lr_decay
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
@@ -153,9 +147,9 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         return arr
 
     def _validate_params(self) -> None:
-        """scikit-learn's checks of the parameters, plus: the integer parameters, lr,
-        lr_decay and random_state refuse bools (True is an Integral to scikit-learn), lr
-        must be finite. InvalidParameterError (a ValueError) naming the parameter."""
+        """scikit-learn's checks of the parameters, plus: the integer parameters, lr and
+        random_state refuse bools (True is an Integral to scikit-learn), lr must be
+        finite. InvalidParameterError (a ValueError) naming the parameter."""
         _refuse_bools(self)
         super()._validate_params()
         if not np.isfinite(self.lr):
@@ -226,7 +220,6 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 batch_size=self.batch_size,
                 max_iter=max_iter,
                 verbose=bool(self.verbose),
-                lr_decay=self.lr_decay,
             )
         return model, losses
 

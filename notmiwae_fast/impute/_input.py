@@ -27,7 +27,6 @@ _PARAMETER_CONSTRAINTS: dict = {
     "max_iter": [_POSITIVE_INT],
     "batch_size": [_POSITIVE_INT],
     "lr": [Interval(numbers.Real, 0, None, closed="neither")],
-    "lr_decay": [Interval(numbers.Real, 0, 1, closed="both")],
     "random_state": ["random_state"],
     "device": [str, torch.device, None],
     "verbose": ["verbose"],
@@ -52,20 +51,19 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 def _refuse_bools(estimator: Any) -> None:
     """InvalidParameterError (a ValueError) naming the first of the estimator's integer
-    parameters, lr, lr_decay and random_state that is a bool (scikit-learn takes True
-    for 1)."""
-    kinds = {
-        "lr": "a float > 0",
-        "lr_decay": "a float in [0, 1]",
-        "random_state": "an int, a RandomState or None",
-    }
-    for name in _INT_PARAMETERS + tuple(kinds):
+    parameters, lr and random_state that is a bool (scikit-learn takes True for 1)."""
+    for name in _INT_PARAMETERS + ("lr", "random_state"):
         value = getattr(estimator, name)
         if isinstance(value, (bool, np.bool_)):
+            kind = (
+                "a float > 0"
+                if name == "lr"
+                else ("an int, a RandomState or None" if name == "random_state" else "an int >= 1")
+            )
             raise InvalidParameterError(
                 f"The {name!r} parameter of "
-                f"{type(estimator).__name__} must be {kinds.get(name, 'an int >= 1')}, not "
-                f"a bool; got {value!r}"
+                f"{type(estimator).__name__} must be {kind}, not a "
+                f"bool; got {value!r}"
             )
 
 

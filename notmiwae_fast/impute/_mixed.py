@@ -95,7 +95,6 @@ def fit(est: Any, X: "pd.DataFrame") -> Any:
             batch_size=est.batch_size,
             max_iter=est.max_iter,
             verbose=bool(est.verbose),
-            lr_decay=est.lr_decay,
         )
     est.model_, est.codec_ = model, codec
     est.mean_, est.scale_ = mean, scale

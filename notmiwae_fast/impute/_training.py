@@ -1,14 +1,6 @@
 """How the imputers train their model: ``max_iter`` steps of :class:`Trainer` over
 mini-batches of the table's rows, drawn without replacement, a new order each pass
-(:class:`_RowBatches`), the learning rate constant and then, over the last ``lr_decay``
-fraction of the steps, falling linearly towards 0 (:func:`decayed_lr`); the per-step
-losses are the fit's loss curve.
-
-Why a decay: with a constant rate the trained model is one noisy iterate of Adam on
-mini-batches of 16 rows, and its imputations vary with that noise (fits of the same
-masked table with different seeds can differ by more than the methods being
-compared); letting the rate fall over the last steps averages that noise out of the
-final weights."""
+(:class:`_RowBatches`); the per-step losses are the fit's loss curve."""
 
 from __future__ import annotations
 
@@ -98,18 +90,6 @@ def _row_batches(
     return _RowBatches(x, s, min(batch_size, rows), sampler)
 
 
-def decayed_lr(step: int, lr: float, max_iter: int, lr_decay: float) -> float:
-    """The learning rate of step ``step`` (0-based) of ``max_iter``: ``lr`` until the
-    last ``lr_decay`` fraction of the steps (rounded down to whole steps), then falling
-    linearly: lr · (max_iter − step) / n_decay over those n_decay steps (lr at the
-    first, lr / n_decay at the last). ``lr_decay`` = 0: ``lr`` throughout."""
-    n_decay = int(max_iter * lr_decay)
-    start = max_iter - n_decay
-    if step < start or n_decay == 0:
-        return lr
-    return lr * (max_iter - step) / n_decay
-
-
 def _train_model(
     model: nn.Module,
     x_std: np.ndarray,
@@ -119,16 +99,13 @@ def _train_model(
     batch_size: int,
     max_iter: int,
     verbose: bool,
-    lr_decay: float = 0.0,
 ) -> np.ndarray:
-    """``max_iter`` Adam steps of ``model`` on mini-batches of ``batch_size`` rows of
-    x_std ([N, D], standardised, NaN allowed) with mask ``observed`` ([N, D] bool),
-    data-parallel under torchrun, the learning rate :func:`decayed_lr` (``lr``, falling
-    over the last ``lr_decay`` fraction of the steps); a progress bar when ``verbose``
-    (rank 0). Returns the per-step losses ([max_iter], averaged over ranks in a
-    distributed run); the model is left in eval mode."""
+    """``max_iter`` Adam steps (learning rate ``lr``) of ``model`` on mini-batches of
+    ``batch_size`` rows of x_std ([N, D], standardised, NaN allowed) with mask
+    ``observed`` ([N, D] bool), data-parallel under torchrun; a progress bar when
+    ``verbose`` (rank 0). Returns the per-step losses ([max_iter], averaged over ranks
+    in a distributed run); the model is left in eval mode."""
     trainer = Trainer(model, lr=lr, device=device, progress=False, check_health=False)
-    group = trainer.optimizer.param_groups[0]  # the Trainer's Adam has one group
     ctx, device = trainer.ctx, trainer.device
     x_t = torch.as_tensor(np.nan_to_num(x_std, nan=0.0), dtype=torch.float32, device=device)
     s_t = torch.as_tensor(observed, dtype=torch.float32, device=device)
@@ -139,7 +116,6 @@ def _train_model(
 
     def record(step: int, outputs: dict) -> None:
         losses[step] = outputs["loss"]
-        group["lr"] = decayed_lr(step + 1, lr, max_iter, lr_decay)  # the next step's
         bar.update(1)
         if shown and step % _SHOW_LOSS_EVERY == 0:
             bar.set_postfix(loss=f"{losses[step].item():.3f}")

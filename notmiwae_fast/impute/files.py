@@ -140,9 +140,6 @@ def _new_imputer(state: Any) -> _BaseIWImputer:
     if cls is None:
         raise _io.FormatError(f"unknown class {state.get('class')!r}")
     params = state.get("params")
-    if isinstance(params, dict) and "lr_decay" not in params:
-        # Written before the parameter existed: those fits kept the rate constant.
-        params = {**params, "lr_decay": 0.0}
     allowed = set(cls().get_params(deep=False))
     if not isinstance(params, dict) or not set(params) <= allowed:
         raise _io.FormatError("the parameters are not those of " + cls.__name__)

@@ -72,7 +72,7 @@ class MIWAEImputer(_BaseIWImputer):
 
     Parameters: see :class:`_BaseIWImputer` (``latent_dim``, ``hidden_dim``,
     ``n_samples``, ``out_dist``, ``ppca``, ``n_impute_samples``, ``max_iter``,
-    ``batch_size``, ``lr``, ``lr_decay``, ``random_state``, ``device``, ``verbose``, ``backend``,
+    ``batch_size``, ``lr``, ``random_state``, ``device``, ``verbose``, ``backend``,
     ``standardize``, ``weight_init``).
     """
 
@@ -132,7 +132,6 @@ class NotMIWAEImputer(_BaseIWImputer):
         max_iter: int = 10_000,
         batch_size: int = 16,
         lr: float = 1e-3,
-        lr_decay: float = 0.0,
         random_state: Union[None, int, np.random.RandomState] = None,
         device: Union[str, torch.device, None] = None,
         verbose: Union[bool, int] = False,
@@ -151,7 +150,6 @@ class NotMIWAEImputer(_BaseIWImputer):
             max_iter=max_iter,
             batch_size=batch_size,
             lr=lr,
-            lr_decay=lr_decay,
             random_state=random_state,
             device=device,
             verbose=verbose,

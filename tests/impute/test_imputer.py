@@ -153,45 +153,6 @@ def test_random_state_makes_fit_and_transform_reproducible():
     assert not np.array_equal(a, c)
 
 
-def test_decayed_lr_is_constant_then_falls_linearly():
-    from notmiwae_fast.impute._training import decayed_lr
-
-    got = [decayed_lr(step, 2.0, 10, 0.3) for step in range(10)]
-    np.testing.assert_allclose(got, [2.0] * 8 + [4 / 3, 2 / 3])
-    assert [decayed_lr(step, 2.0, 10, 0.0) for step in (0, 9)] == [2.0, 2.0]
-    np.testing.assert_allclose([decayed_lr(s, 1.0, 4, 1.0) for s in range(4)], [1, 0.75, 0.5, 0.25])
-
-
-@pytest.mark.parametrize("cls", [MIWAEImputer, NotMIWAEImputer])
-@pytest.mark.parametrize("lr_decay", [0.0, 0.5])
-def test_fit_steps_with_the_decayed_learning_rate(cls, lr_decay, monkeypatch):
-    """Every optimizer step of fit runs with decayed_lr's rate for that step."""
-    from notmiwae_fast.impute import _training
-    from notmiwae_fast.train import optim
-
-    used = []
-    step = optim._FusedAdam.step
-
-    def recording_step(self, *args, **kwargs):
-        used.append(self.param_groups[0]["lr"])
-        return step(self, *args, **kwargs)
-
-    monkeypatch.setattr(optim._FusedAdam, "step", recording_step)
-    _, x_nan, _ = mnar()
-    kw = {"missing_process": "selfmasking"} if cls is NotMIWAEImputer else {}
-    cls(**{**TINY, "max_iter": 10, "lr": 0.01, "lr_decay": lr_decay, **kw}).fit(x_nan)
-    expected = [_training.decayed_lr(s, 0.01, 10, lr_decay) for s in range(10)]
-    np.testing.assert_allclose(used, expected)
-
-
-def test_lr_decay_changes_the_fit_and_zero_keeps_the_rate_constant():
-    _, x_nan, _ = mnar()
-    kw = {**TINY, "max_iter": 30, "lr": 0.01, "missing_process": "selfmasking"}
-    constant = NotMIWAEImputer(**kw, lr_decay=0.0).fit_transform(x_nan)
-    decayed = NotMIWAEImputer(**kw, lr_decay=0.5).fit_transform(x_nan)
-    assert not np.array_equal(constant, decayed)
-
-
 @pytest.mark.slow
 def test_not_miwae_beats_mean_and_miwae_on_mnar_data_and_learns_the_threshold():
     x, x_nan, s = mnar(n=600)
