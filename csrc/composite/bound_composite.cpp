@@ -14,6 +14,7 @@
 // calls below autograd) and Autograd (forward keeping what the backward needs).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <c10/util/FunctionRef.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
@@ -24,7 +25,6 @@
 #include <utility>
 #include <vector>
 
-#include "../cpu/one_thread.h"
 #include "notmiwae_fast/checks.h"
 #include "notmiwae_fast/dispatch.h"
 #include "notmiwae_fast/mlp.h"
@@ -89,14 +89,17 @@ const BoundOps& bound_ops() {
   return ops;
 }
 
-// Whether a bound on the CPU is small enough to run on the calling thread alone (see
-// cpu/one_thread.h): B·K samples through the decoder's widest layer under
-// mlp::kSerialMultiplyAdds multiply-adds (a batch-16 step of the paper's model is).
-bool serial_bound(const at::Tensor& x, const at::Tensor& eps_z, at::TensorList dec_weights) {
-  if (!x.is_cpu()) return false;
-  int64_t widest = 1;
-  for (const at::Tensor& w : dec_weights) widest = std::max(widest, w.size(0));
-  return x.size(0) * eps_z.size(1) * widest * widest < mlp::kSerialMultiplyAdds;
+// Runs fn, on the calling thread alone where the bound is small on the CPU (as the MLP
+// runs its small products, see mlp::ElementKernels::serially_): B·K samples through the
+// decoder's widest layer under mlp::kSerialMultiplyAdds multiply-adds (a batch-16 step
+// of the paper's model is).
+void on_bound_threads(const at::Tensor& x, const at::Tensor& eps_z, at::TensorList dec_weights,
+                      c10::function_ref<void()> fn) {
+  const int64_t widest = mlp::widest_layer(dec_weights);
+  if (x.is_cpu() && x.size(0) * eps_z.size(1) * widest * widest < mlp::kSerialMultiplyAdds)
+    mlp::serially_on_cpu(fn);
+  else
+    fn();
 }
 
 // The forward's results and what its backward needs.
@@ -152,27 +155,27 @@ Pass forward_pass(const at::Tensor& x, const at::Tensor& mask, const at::Tensor&
                   const OptTensor& b, double min_scale) {
   const BoundOps& op = bound_ops();
   check_inputs(x, mask, eps_z, eps_x, enc_weights, enc_biases, dec_weights, dec_biases, W, b);
-  std::optional<cpu::OneThread> serial;
-  if (serial_bound(x, eps_z, dec_weights)) serial.emplace();
   const int64_t B = x.size(0), K = eps_z.size(1), L = eps_z.size(2), D = x.size(1);
   Pass p;
-  std::tie(p.enc_out, p.enc_hidden) = op.mlp.call(x, enc_weights, enc_biases);
-  const at::Tensor mu = p.enc_out.narrow(1, 0, L);
-  p.std = at::exp(0.5 * p.enc_out.narrow(1, L, L).clamp(-kLogVarBound, kLogVarBound));
-  std::tie(p.z, p.log_pz, p.log_qz) = op.latent.call(mu, p.std, eps_z);
-  std::tie(p.dec_out, p.dec_hidden) = op.mlp.call(p.z.view({B * K, L}), dec_weights, dec_biases);
-  const at::Tensor params = p.dec_out.view({B, K, 2 * D});
-  const at::Tensor loc = params.narrow(2, 0, D);
-  p.scale = op.scale.call(params.narrow(2, D, D), min_scale);
-  if (W.has_value()) {
-    std::tie(p.log_px, p.log_ps) = op.terms.call(x, mask, loc, p.scale, *eps_x, *W, *b);
-    p.log_w = p.log_px + p.log_ps + p.log_pz - p.log_qz;
-  } else {
-    p.log_px = op.normal.call(x, mask, loc, p.scale);
-    p.log_ps = at::zeros_like(p.log_px);
-    p.log_w = p.log_px + p.log_pz - p.log_qz;
-  }
-  p.bound = op.logmeanexp.call(p.log_w);
+  on_bound_threads(x, eps_z, dec_weights, [&] {
+    std::tie(p.enc_out, p.enc_hidden) = op.mlp.call(x, enc_weights, enc_biases);
+    const at::Tensor mu = p.enc_out.narrow(1, 0, L);
+    p.std = at::exp(0.5 * p.enc_out.narrow(1, L, L).clamp(-kLogVarBound, kLogVarBound));
+    std::tie(p.z, p.log_pz, p.log_qz) = op.latent.call(mu, p.std, eps_z);
+    std::tie(p.dec_out, p.dec_hidden) = op.mlp.call(p.z.view({B * K, L}), dec_weights, dec_biases);
+    const at::Tensor params = p.dec_out.view({B, K, 2 * D});
+    const at::Tensor loc = params.narrow(2, 0, D);
+    p.scale = op.scale.call(params.narrow(2, D, D), min_scale);
+    if (W.has_value()) {
+      std::tie(p.log_px, p.log_ps) = op.terms.call(x, mask, loc, p.scale, *eps_x, *W, *b);
+      p.log_w = p.log_px + p.log_ps + p.log_pz - p.log_qz;
+    } else {
+      p.log_px = op.normal.call(x, mask, loc, p.scale);
+      p.log_ps = at::zeros_like(p.log_px);
+      p.log_w = p.log_px + p.log_pz - p.log_qz;
+    }
+    p.bound = op.logmeanexp.call(p.log_w);
+  });
   return p;
 }
 
@@ -251,17 +254,10 @@ Saved saved_for_backward(const at::Tensor& x, const at::Tensor& mask, const at::
           p.dec_hidden};
 }
 
-// The chain rule through the forward's steps with their backward operators: from the
-// gradients of the six outputs (any may be undefined) to those of the encoder's weights
-// and biases, the decoder's weights and biases, W and b (2 n_enc + 2 n_dec + 2 tensors,
-// in that order; W's and b's undefined without self-masking).
-Tensors backward_pass(const Saved& s, const variable_list& grads) {
+// backward_pass's steps, writing the gradients into result (sized by it).
+void chain_rule(const Saved& s, const variable_list& grads, Tensors& result) {
   const BoundOps& op = bound_ops();
-  std::optional<cpu::OneThread> serial;
-  if (serial_bound(s.x, s.eps_z, s.dec_weights)) serial.emplace();
   const int64_t B = s.x.size(0), K = s.eps_z.size(1), L = s.eps_z.size(2), D = s.x.size(1);
-  const size_t n_enc = s.enc_weights.size(), n_dec = s.dec_weights.size();
-  Tensors result(2 * n_enc + 2 * n_dec + 2);
   // d/d log_w of everything that depends on it: the bound's and log_w's own gradients.
   at::Tensor g_log_w =
       grads[0].defined() ? op.logmeanexp_backward.call(grads[0], s.log_w) : at::zeros_like(s.log_w);
@@ -298,6 +294,15 @@ Tensors backward_pass(const Saved& s, const variable_list& grads) {
   for (auto& g : g_enc_b) result[j++] = g;
   for (auto& g : g_dec_w) result[j++] = g;
   for (auto& g : g_dec_b) result[j++] = g;
+}
+
+// The chain rule through the forward's steps with their backward operators: from the
+// gradients of the six outputs (any may be undefined) to those of the encoder's weights
+// and biases, the decoder's weights and biases, W and b (2 n_enc + 2 n_dec + 2 tensors,
+// in that order; W's and b's undefined without self-masking).
+Tensors backward_pass(const Saved& s, const variable_list& grads) {
+  Tensors result(2 * s.enc_weights.size() + 2 * s.dec_weights.size() + 2);
+  on_bound_threads(s.x, s.eps_z, s.dec_weights, [&] { chain_rule(s, grads, result); });
   return result;
 }
 

@@ -25,6 +25,12 @@
 #include "vec_math.h"
 
 namespace notmiwae_fast {
+
+void mlp::serially_on_cpu(c10::function_ref<void()> fn) {
+  const cpu::OneThread one;
+  fn();
+}
+
 namespace {
 
 using F = cpu::VecMath;
@@ -99,11 +105,6 @@ void transpose_cpu(const at::Tensor& src, at::Tensor& dst) {
       });
 }
 
-void serially_cpu(c10::function_ref<void()> fn) {
-  const cpu::OneThread one;
-  fn();
-}
-
 template <typename scalar_t>
 NOTMIWAE_VECTOR_CLONES void softplus_scale_values(int64_t n, const scalar_t* __restrict x,
                                                   scalar_t floor, scalar_t* __restrict out) {
@@ -150,7 +151,7 @@ at::Tensor softplus_scale_backward_cpu(const at::Tensor& grad_, const at::Tensor
 }
 
 constexpr mlp::ElementKernels kCpuKernels{&bias_tanh_inplace_cpu, &tanh_backward_inplace_cpu,
-                                          &transpose_cpu, &serially_cpu,
+                                          &transpose_cpu, &mlp::serially_on_cpu,
                                           /*block_bytes=*/512 * 1024};
 
 at::Tensor mlp_tanh_cpu(const at::Tensor& x, at::TensorList weights, at::TensorList biases) {

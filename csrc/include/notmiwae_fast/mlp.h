@@ -58,6 +58,17 @@ inline at::Tensor product_any_threads(const at::Tensor& bias, const at::Tensor& 
                                       const at::Tensor& B, const ElementKernels& kernels,
                                       at::Tensor out);
 
+// The CPU backend's serially_ (csrc/cpu/mlp_cpu.cpp): fn on the calling thread alone.
+// Composites of these operators that are small as a whole run through it on the CPU.
+void serially_on_cpu(c10::function_ref<void()> fn);
+
+// The widest layer's output size (1 for no layers).
+inline int64_t widest_layer(at::TensorList weights) {
+  int64_t widest = 1;
+  for (const at::Tensor& w : weights) widest = std::max(widest, w.size(0));
+  return widest;
+}
+
 // bias + A · B (bias [n] broadcast over rows; undefined: none), A [m, k], B [k, n];
 // contiguous [m, n]. A narrow result (n < 32, m > n: the latent and output layers of
 // the paper's networks, and the gradients of their inputs and weights) is computed as
@@ -144,8 +155,7 @@ inline std::tuple<at::Tensor, std::vector<at::Tensor>> forward(const at::Tensor&
                                                                const ElementKernels& kernels,
                                                                bool keep_hidden) {
   check_layers(x, weights, biases);
-  int64_t widest = 1;
-  for (const auto& w : weights) widest = std::max(widest, w.size(0));
+  const int64_t widest = widest_layer(weights);
   const int64_t rows = x.size(0);
   const int64_t block = std::max<int64_t>(256, kernels.block_bytes / (widest * x.element_size()));
   if (keep_hidden || kernels.block_bytes == 0 || rows <= 2 * block)
