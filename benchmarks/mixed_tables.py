@@ -216,10 +216,11 @@ def score(truth: pd.DataFrame, filled: pd.DataFrame, mask: pd.DataFrame, numeric
     }
 
 
-def run_cell(frame, table, mechanism, method, seed, settings) -> dict:
+def run_cell(frame, table, mechanism, method, seed, settings, model_seed=None) -> dict:
     """One (table, mechanism, method, seed): mask, impute, score. ``table`` is a
     :class:`~notmiwae_fast.experiments.mixed_tables.MixedTable`-like object (its
-    ``categorical`` column and ``lost`` categories)."""
+    ``categorical`` column and ``lost`` categories). The method is seeded with
+    ``model_seed`` when given (the fit's noise on fixed masks), else with ``seed``."""
     numeric = [c for c in frame.columns if frame[c].dtype == np.float64]
     mask = mixed_masks.mechanism_mask(
         frame, mechanism, table.categorical, table.lost, numeric, seed=seed
@@ -227,7 +228,7 @@ def run_cell(frame, table, mechanism, method, seed, settings) -> dict:
     X = mixed_masks.apply_mask(frame, mask)
     load = os.getloadavg()
     start = time.perf_counter()
-    filled, info = impute(method, X, seed, settings)
+    filled, info = impute(method, X, seed if model_seed is None else model_seed, settings)
     seconds = time.perf_counter() - start
     for name in frame.columns:
         if filled[name].dtype != frame[name].dtype or filled[name].isna().any():

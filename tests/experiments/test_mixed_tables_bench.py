@@ -5,6 +5,7 @@ acceptance verdicts and the Markdown table."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -116,3 +117,28 @@ def test_ceiling_row():
     mode, plain, told, learnt, got = row[1:]
     assert float(mode) < float(plain) < float(told)
     assert learnt == plain and got == "0.100"  # a flat learnt process changes nothing
+
+
+def test_fit_noise_fits_fixed_masks_with_each_model_seed(bench, tmp_path, monkeypatch):
+    """mixed_tables_fit_noise.py: the same masks (the mask seed) for every model seed, one
+    record per model seed, a rerun skipping what is there, the spread in the Markdown."""
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    spec = importlib.util.spec_from_file_location(
+        "mixed_tables_fit_noise", SCRIPT.with_name("mixed_tables_fit_noise.py")
+    )
+    noise = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(noise)
+    table = SimpleNamespace(load=tiny, categorical="kind", lost=("r",), package="numpy")
+    monkeypatch.setitem(noise.mixed_tables.MIXED_TABLES, "tiny", table)
+    out = tmp_path / "noise.json"
+    argv = ["--tables", "tiny", "--mask-seeds", "3", "--model-seeds", "0", "1",
+            "--max-iter", "20", "--impute-samples", "10", "--results", str(out)]  # fmt: skip
+    noise.main(argv)
+    runs_ = json.loads(out.read_text())["runs"]
+    assert [(r["seed"], r["model_seed"]) for r in runs_] == [(3, 0), (3, 1)]
+    assert runs_[0]["n_missing_numeric"] == runs_[1]["n_missing_numeric"]  # the same masks
+    assert runs_[0]["n_missing_categorical"] == runs_[1]["n_missing_categorical"]
+    noise.main(argv)  # nothing left to run
+    assert len(json.loads(out.read_text())["runs"]) == 2
+    md = out.with_suffix(".md").read_text()
+    assert "| tiny | categorical_mnar | notmiwae | 3 | 0, 1 |" in md
