@@ -351,9 +351,11 @@ def render_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def save(results: dict, path: Path) -> None:
+def save(results: dict, path: Path, render=None) -> None:
+    """results as JSON at ``path`` and its Markdown (``render``, default
+    :func:`render_markdown`) beside it, each written atomically."""
     write_atomic(path, lambda f: json.dump(results, f, indent=1), text=True)
-    md = render_markdown(results)
+    md = (render or render_markdown)(results)
     write_atomic(path.with_suffix(".md"), lambda f: f.write(md), text=True)
 
 

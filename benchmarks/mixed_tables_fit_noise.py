@@ -30,7 +30,6 @@ sys.path.insert(0, str(HERE))
 
 import mixed_tables as harness  # noqa: E402
 
-from notmiwae_fast._common.io import write_atomic  # noqa: E402
 from notmiwae_fast.experiments import mixed_tables  # noqa: E402
 
 
@@ -68,12 +67,6 @@ def _spread(values: np.ndarray) -> str:
     return f"{values.mean():.3f} ± {std:.3f} [{values.min():.3f}–{values.max():.3f}]"
 
 
-def save(results: dict, path: Path) -> None:
-    write_atomic(path, lambda f: json.dump(results, f, indent=1), text=True)
-    md = render_markdown(results)
-    write_atomic(path.with_suffix(".md"), lambda f: f.write(md), text=True)
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tables", nargs="+", default=["penguins"])
@@ -109,7 +102,7 @@ def main(argv=None) -> None:
                     frame, table, args.mechanism, args.method, seed, settings, model_seed
                 )
                 results["runs"].append({"table": name, "model_seed": model_seed, **record})
-                save(results, args.results)
+                harness.save(results, args.results, render_markdown)
                 print(
                     f"{name} {args.mechanism} {args.method} masks {seed} model {model_seed}: "
                     f"acc {record['accuracy']:.3f} rmse {record['rmse']:.3f} "
