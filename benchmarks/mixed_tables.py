@@ -351,6 +351,17 @@ def render_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def resume(path: Path, settings: dict) -> dict:
+    """The results at ``path`` to add to (a new, empty set when there are none);
+    SystemExit when they were run with other settings."""
+    if not path.exists():
+        return {"settings": settings, "runs": []}
+    results = json.loads(path.read_text())
+    if results["settings"] != settings:
+        raise SystemExit(f"{path} holds runs with settings {results['settings']}")
+    return results
+
+
 def save(results: dict, path: Path, render=None) -> None:
     """results as JSON at ``path`` and its Markdown (``render``, default
     :func:`render_markdown`) beside it, each written atomically."""
@@ -383,11 +394,7 @@ def main(argv=None) -> None:
         settings = {k: v for k, v in QUICK.items() if k != "seeds"}
         seeds = QUICK["seeds"]
     path = args.results or (RESULTS.with_name("mixed_tables_quick.json") if args.quick else RESULTS)
-    results = {"settings": settings, "runs": []}
-    if path.exists():
-        results = json.loads(path.read_text())
-        if results["settings"] != settings:
-            raise SystemExit(f"{path} holds runs with settings {results['settings']}")
+    results = resume(path, settings)
     done = {(r["table"], r["mechanism"], r["method"], r["seed"]) for r in results["runs"]}
     for seed in seeds:
         for name in args.tables:

@@ -82,11 +82,7 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(1)
     settings = {"max_iter": args.max_iter, "impute_samples": args.impute_samples}
-    results = {"settings": settings, "runs": []}
-    if args.results.exists():
-        results = json.loads(args.results.read_text())
-        if results["settings"] != settings:
-            raise SystemExit(f"{args.results} holds runs with settings {results['settings']}")
+    results = harness.resume(args.results, settings)
     done = {
         (r["table"], r["mechanism"], r["method"], r["seed"], r["model_seed"])
         for r in results["runs"]
