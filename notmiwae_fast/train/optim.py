@@ -10,6 +10,13 @@ import torch
 
 __all__: list[str] = []
 
+# ATen's elementwise kernels split a tensor across threads only from this many elements
+# (at::internal::GRAIN_SIZE); torch's fused Adam kernel on the CPU opens a parallel
+# region for every parameter tensor whatever its size, and waking threads that sleep
+# between regions (OMP_WAIT_POLICY=PASSIVE, or an idle pool) costs more than a small
+# tensor's update.
+_GRAIN_SIZE = 32768
+
 
 class _FusedAdam(torch.optim.Adam):
     """torch.optim.Adam(fused=True) whose step() calls the fused kernel
@@ -56,28 +63,42 @@ class _FusedAdam(torch.optim.Adam):
     def _fused_step(self, lists: tuple, found_inf: Optional[torch.Tensor]) -> None:
         """Adam.step's fused kernel on ``lists`` (see :meth:`_kernel_arguments`); with
         ``found_inf``, the kernel skips the update where it is 1 and the step counts
-        are put back, as Adam does under a GradScaler."""
+        are put back, as Adam does under a GradScaler. On the CPU, parameters that are
+        all smaller than ATen's grain are updated on this thread alone, as ATen's own
+        elementwise kernels would update each of them."""
         params, grads, exp_avgs, exp_avg_sqs, steps = lists
         group = self.param_groups[0]
         beta1, beta2 = group["betas"]
-        torch._foreach_add_(steps, 1)
-        torch._fused_adam_(
-            params,
-            grads,
-            exp_avgs,
-            exp_avg_sqs,
-            [],
-            steps,
-            amsgrad=False,
-            lr=group["lr"],
-            beta1=beta1,
-            beta2=beta2,
-            weight_decay=group["weight_decay"],
-            eps=group["eps"],
-            maximize=False,
-            grad_scale=None,
-            found_inf=found_inf,
+        threads = torch.get_num_threads()
+        serially = (
+            threads > 1
+            and params[0].device.type == "cpu"
+            and max(p.numel() for p in params) < _GRAIN_SIZE
         )
+        torch._foreach_add_(steps, 1)
+        if serially:
+            torch.set_num_threads(1)
+        try:
+            torch._fused_adam_(
+                params,
+                grads,
+                exp_avgs,
+                exp_avg_sqs,
+                [],
+                steps,
+                amsgrad=False,
+                lr=group["lr"],
+                beta1=beta1,
+                beta2=beta2,
+                weight_decay=group["weight_decay"],
+                eps=group["eps"],
+                maximize=False,
+                grad_scale=None,
+                found_inf=found_inf,
+            )
+        finally:
+            if serially:
+                torch.set_num_threads(threads)
         if found_inf is not None:
             torch._foreach_sub_(steps, [found_inf] * len(steps))
 

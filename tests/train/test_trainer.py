@@ -322,3 +322,54 @@ def test_fused_adam_step_equals_torch_adam():
     assert opt.step(closure=lambda: torch.tensor(1.0)) == torch.tensor(1.0)
     opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(1))]})
     assert opt._kernel_arguments() is None
+
+
+@pytest.mark.parametrize("numel", [100, 40000])
+def test_fused_adam_runs_small_parameters_on_one_thread(numel, monkeypatch):
+    """On the CPU with two threads, the fused kernel runs on this thread alone when every
+    parameter is smaller than ATen's grain (a parallel region per small tensor costs
+    more than it saves) and with both threads otherwise; the same numbers as
+    torch.optim.Adam(fused=True) either way, and the thread count is put back, also
+    when the kernel raises."""
+    from notmiwae_fast.train.optim import _GRAIN_SIZE, _FusedAdam
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        kernel = torch._fused_adam_
+        seen = []
+
+        def spy(*args, **kwargs):
+            seen.append(torch.get_num_threads())
+            return kernel(*args, **kwargs)
+
+        start = [torch.randn(numel), torch.randn(7)]
+        runs = []
+        for cls in (_FusedAdam, torch.optim.Adam):
+            params = [torch.nn.Parameter(t.clone()) for t in start]
+            opt = cls(params, lr=1e-2, fused=True)
+            g = torch.Generator().manual_seed(1)
+            for _ in range(3):
+                for p in params:
+                    p.grad = torch.randn(p.shape, generator=g)
+                with monkeypatch.context() as m:
+                    m.setattr(torch, "_fused_adam_", spy)
+                    opt.step()
+                assert torch.get_num_threads() == 2
+            runs.append((params, opt))
+        (ours, ours_opt), (torchs, _) = runs
+        for a, b in zip(ours, torchs):
+            assert torch.equal(a, b)
+        # _FusedAdam's first step is Adam.step's (both threads); then its own kernel call
+        expected = 1 if numel < _GRAIN_SIZE else 2
+        assert seen[1:3] == [expected, expected]
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("kernel failed")
+
+        monkeypatch.setattr(torch, "_fused_adam_", broken)
+        with pytest.raises(RuntimeError, match="kernel failed"):
+            ours_opt.step()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
