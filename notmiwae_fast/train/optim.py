@@ -77,6 +77,8 @@ class _FusedAdam(torch.optim.Adam):
         )
         torch._foreach_add_(steps, 1)
         if serially:
+            # OpenMP's and MKL's counts are this thread's own; torch's process-wide
+            # default (read by a thread that starts meanwhile) is put back at once
             torch.set_num_threads(1)
         try:
             torch._fused_adam_(
