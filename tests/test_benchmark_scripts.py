@@ -51,3 +51,15 @@ def test_malloc_reuse_runs_each_variant_in_its_own_process(tmp_path, monkeypatch
     assert set(result["runs"]) == {"default", "keep_freed"}
     assert all(run[0]["16"] > 0 for run in result["runs"].values())
     assert "| 16 | keep_freed |" in out.with_suffix(".md").read_text()
+
+
+def test_fit_threads_times_every_variant_on_both_tables(tmp_path, monkeypatch):
+    mod = load("fit_threads", monkeypatch)
+    out = tmp_path / "fit_threads"
+    assert mod.main(["--steps", "20", "--rounds", "1", "--out", str(out)]) == 0
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert len(result["results"]) == 2 * len(mod.VARIANTS)
+    assert all(r["median_ms"] > 0 for r in result["results"].values())
+    assert "| penguins (mixed) | 2 threads, small steps on the pool |" in (
+        out.with_suffix(".md").read_text()
+    )

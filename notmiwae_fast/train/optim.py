@@ -8,14 +8,9 @@ from typing import Callable, Iterable, Optional
 
 import torch
 
-__all__: list[str] = []
+from .threads import GRAIN_SIZE, one_thread
 
-# ATen's elementwise kernels split a tensor across threads only from this many elements
-# (at::internal::GRAIN_SIZE); torch's fused Adam kernel on the CPU opens a parallel
-# region for every parameter tensor whatever its size, and waking threads that sleep
-# between regions (OMP_WAIT_POLICY=PASSIVE, or an idle pool) costs more than a small
-# tensor's update.
-_GRAIN_SIZE = 32768
+__all__: list[str] = []
 
 
 class _FusedAdam(torch.optim.Adam):
@@ -65,22 +60,14 @@ class _FusedAdam(torch.optim.Adam):
         ``found_inf``, the kernel skips the update where it is 1 and the step counts
         are put back, as Adam does under a GradScaler. On the CPU, parameters that are
         all smaller than ATen's grain are updated on this thread alone, as ATen's own
-        elementwise kernels would update each of them."""
+        elementwise kernels would update each of them (torch's fused kernel opens a
+        parallel region for every tensor whatever its size)."""
         params, grads, exp_avgs, exp_avg_sqs, steps = lists
         group = self.param_groups[0]
         beta1, beta2 = group["betas"]
-        threads = torch.get_num_threads()
-        serially = (
-            threads > 1
-            and params[0].device.type == "cpu"
-            and max(p.numel() for p in params) < _GRAIN_SIZE
-        )
+        small = params[0].device.type == "cpu" and max(p.numel() for p in params) < GRAIN_SIZE
         torch._foreach_add_(steps, 1)
-        if serially:
-            # OpenMP's and MKL's counts are this thread's own; torch's process-wide
-            # default (read by a thread that starts meanwhile) is put back at once
-            torch.set_num_threads(1)
-        try:
+        with one_thread(small):
             torch._fused_adam_(
                 params,
                 grads,
@@ -98,9 +85,6 @@ class _FusedAdam(torch.optim.Adam):
                 grad_scale=None,
                 found_inf=found_inf,
             )
-        finally:
-            if serially:
-                torch.set_num_threads(threads)
         if found_inf is not None:
             torch._foreach_sub_(steps, [found_inf] * len(steps))
 

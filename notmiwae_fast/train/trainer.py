@@ -29,6 +29,7 @@ from .health import TrainingWarning, _check_trainer_health, _count_outside_01, l
 from .metrics import _RowWeightedSums, _tensorboard
 from .optim import _accumulate_grads, _adam
 from .parallel import _data_parallel, _shard_sampler, _sharded
+from .threads import SERIAL_MULTIPLY_ADDS, one_thread, widest_linear
 
 __all__ = ["Trainer", "TrainingWarning", "loss_diverged"]
 
@@ -162,6 +163,7 @@ class Trainer:
         self.cuda_graphs = cuda_graphs
         capture = cuda_graphs and self.device.type == "cuda" and not self.ctx.distributed
         self._graphs: Optional[StepGraphs] = StepGraphs(self) if capture else None
+        self._widest: Optional[int] = None  # see _small_step
 
     # -- one batch / one pass ---------------------------------------------------------------
     def _move(self, batch: Iterable) -> list:
@@ -209,8 +211,27 @@ class Trainer:
         self.global_step += 1
         return out
 
+    def _small_step(self, batch: list) -> bool:
+        """Whether this batch's step is small CPU work, run on the calling thread alone
+        (see :mod:`.threads`): the model's largest product on rows × K samples under
+        the multiply-adds below which the operators run a product serially. Never for a
+        model with parameters outside linear layers of two or more dimensions."""
+        if self.device.type != "cpu" or not batch or not torch.is_tensor(batch[0]):
+            return False
+        if self._widest is None:
+            self._widest = widest_linear(self.model)
+        k = getattr(self.model, "n_samples", 1)
+        k = k if isinstance(k, int) and k > 0 else 1
+        return 0 < len(batch[0]) * k * self._widest < SERIAL_MULTIPLY_ADDS
+
     def _step(self, batch: list) -> dict:
-        """:meth:`train_step` on a moved batch, uncaptured, ``global_step`` left as is."""
+        """:meth:`train_step` on a moved batch, uncaptured, ``global_step`` left as is;
+        a small step on the calling thread alone (:meth:`_small_step`)."""
+        with one_thread(self._small_step(batch)):
+            return self._step_on_threads(batch)
+
+    def _step_on_threads(self, batch: list) -> dict:
+        """:meth:`_step` on the threads set."""
         self.optimizer.zero_grad(set_to_none=True)
         out, grads = self._outputs_and_grads(batch)
         loss = out["loss"]

@@ -331,7 +331,8 @@ def test_fused_adam_runs_small_parameters_on_one_thread(numel, monkeypatch):
     more than it saves) and with both threads otherwise; the same numbers as
     torch.optim.Adam(fused=True) either way, and the thread count is put back, also
     when the kernel raises."""
-    from notmiwae_fast.train.optim import _GRAIN_SIZE, _FusedAdam
+    from notmiwae_fast.train.optim import _FusedAdam
+    from notmiwae_fast.train.threads import GRAIN_SIZE
 
     before = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -361,7 +362,7 @@ def test_fused_adam_runs_small_parameters_on_one_thread(numel, monkeypatch):
         for a, b in zip(ours, torchs):
             assert torch.equal(a, b)
         # _FusedAdam's first step is Adam.step's (both threads); then its own kernel call
-        expected = 1 if numel < _GRAIN_SIZE else 2
+        expected = 1 if numel < GRAIN_SIZE else 2
         assert seen[1:3] == [expected, expected]
 
         def broken(*args, **kwargs):
@@ -373,3 +374,51 @@ def test_fused_adam_runs_small_parameters_on_one_thread(numel, monkeypatch):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("batch, expected", [(16, 1), (64, 2)])
+def test_small_cpu_steps_run_on_one_thread(batch, expected, monkeypatch):
+    """With two threads, a step whose largest product (rows × K × the widest linear
+    layer, here 128 × 128 with K = 20) is under the operators' serial limit runs on the
+    calling thread alone, a larger one on both; the count is put back after each step,
+    also when the step raises."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        utils.set_seed(0)
+        model = nf.NotMIWAE(D, hidden_dim=128, n_samples=20)
+        trainer = nf.Trainer(model, lr=1e-3, device="cpu", progress=False)
+        seen = []
+        inner = model._loss_and_grads
+
+        def spy(x, s):
+            seen.append(torch.get_num_threads())
+            return inner(x, s)
+
+        monkeypatch.setattr(model, "_loss_and_grads", spy)
+        x, s, _ = data(n=batch)
+        trainer.train_step((x, s))
+        assert seen == [expected]
+        assert torch.get_num_threads() == 2
+
+        def broken(x, s):
+            raise RuntimeError("step failed")
+
+        monkeypatch.setattr(model, "_loss_and_grads", broken)
+        with pytest.raises(RuntimeError, match="step failed"):
+            trainer.train_step((x, s))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_widest_linear_layer_and_models_it_cannot_see():
+    """The largest in·out of the linear layers; parameters of one dimension (a missing
+    process's W and b) do not count; any other module with a matrix parameter (a
+    convolution) makes it 0: such a model is never run serially."""
+    from notmiwae_fast.train.threads import widest_linear
+
+    assert widest_linear(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 5))) == 20
+    assert widest_linear(nf.NotMIWAE(D, hidden_dim=32)) == 32 * 32
+    conv = torch.nn.Sequential(torch.nn.Conv1d(2, 3, 3), torch.nn.Linear(3, 4))
+    assert widest_linear(conv) == 0
