@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import statistics
 
 
 def child_env() -> dict:
@@ -29,6 +30,16 @@ def reset_peak_rss() -> bool:
     from notmiwae_fast.bench import reset_peak_rss as reset
 
     return reset()
+
+
+def spread(ms: list) -> dict:
+    """Timings in ms as a report keeps them: median, min, max and the timings."""
+    return {"median_ms": statistics.median(ms), "min_ms": min(ms), "max_ms": max(ms), "ms": ms}
+
+
+def spread_text(t: dict) -> str:
+    """A :func:`spread` as a report prints it: "median [min–max]" in ms."""
+    return f"{t['median_ms']:.3f} [{t['min_ms']:.3f}–{t['max_ms']:.3f}]"
 
 
 def write_report(out: str, result: dict, markdown: str) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
@@ -27,7 +26,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from _measure import cpu_run_record, load_text, write_report  # noqa: E402
+from _measure import cpu_run_record, load_text, spread, spread_text, write_report  # noqa: E402
 
 VARIANTS = ("1 thread", "2 threads", "2 threads, small steps on the pool")
 
@@ -86,13 +85,7 @@ def main(argv=None) -> int:
             for variant in VARIANTS:
                 times[(name, variant)].append(fit_seconds(X, variant, args.steps) / args.steps)
     results = {
-        f"{name} / {variant}": {
-            "median_ms": 1e3 * statistics.median(t),
-            "min_ms": 1e3 * min(t),
-            "max_ms": 1e3 * max(t),
-            "ms": [1e3 * v for v in t],
-        }
-        for (name, variant), t in times.items()
+        f"{name} / {variant}": spread([1e3 * v for v in t]) for (name, variant), t in times.items()
     }
     result = {
         "machine": cpu_run_record(2, load_before, None),
@@ -122,10 +115,7 @@ def markdown(result: dict, data: dict) -> str:
         base = r[f"{name} / {VARIANTS[0]}"]["median_ms"]
         for variant in VARIANTS:
             t = r[f"{name} / {variant}"]
-            lines.append(
-                f"| {name} | {variant} | {t['median_ms']:.3f} [{t['min_ms']:.3f}–"
-                f"{t['max_ms']:.3f}] | {base / t['median_ms']:.2f} |"
-            )
+            lines.append(f"| {name} | {variant} | {spread_text(t)} | {base / t['median_ms']:.2f} |")
     return "\n".join(lines)
 
 

@@ -44,7 +44,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from _measure import cpu_run_record, load_text, write_report  # noqa: E402
+from _measure import cpu_run_record, load_text, spread, spread_text, write_report  # noqa: E402
 from train_loop import step_of  # noqa: E402
 
 IMPUTE_ROWS, IMPUTE_K, PRODUCT_BLOCK = 64, 1000, 1024
@@ -194,10 +194,7 @@ def measure(calls: dict, parts: dict, rounds: int, n: int) -> dict:
         for prefix, run in parts.items():
             for part, seconds in run(n).items():
                 samples.setdefault(f"{prefix}/{part}", []).append(seconds * 1e3)
-    return {
-        k: {"median_ms": statistics.median(v), "min_ms": min(v), "max_ms": max(v)}
-        for k, v in samples.items()
-    }
+    return {k: spread(v) for k, v in samples.items()}
 
 
 def main(argv=None) -> int:
@@ -245,7 +242,7 @@ def main(argv=None) -> int:
 
 
 def _row(name: str, t: dict, extra: str = "") -> str:
-    return f"| {name} | {t['median_ms']:.3f} [{t['min_ms']:.3f}–{t['max_ms']:.3f}] | {extra} |"
+    return f"| {name} | {spread_text(t)} | {extra} |"
 
 
 def markdown(result: dict) -> str:

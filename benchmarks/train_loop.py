@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
@@ -35,7 +34,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from _measure import cpu_run_record, load_text, write_report  # noqa: E402
+from _measure import cpu_run_record, load_text, spread, spread_text, write_report  # noqa: E402
 
 VARIANTS = ("plain", "plain_fused_adam", "trainer")
 
@@ -73,10 +72,7 @@ def measure(steps: dict, rounds: int, n: int) -> dict:
             for _ in range(n):
                 step()
             times[name].append((time.perf_counter() - start) / n * 1e3)
-    return {
-        name: {"median_ms": statistics.median(t), "min_ms": min(t), "max_ms": max(t), "ms": t}
-        for name, t in times.items()
-    }
+    return {name: spread(t) for name, t in times.items()}
 
 
 def main(argv=None) -> int:
@@ -138,10 +134,7 @@ def markdown(result: dict, results: dict) -> str:
     for batch, r in results.items():
         base = r["notmiwae_pytorch/plain"]["median_ms"]
         for name, t in r.items():
-            lines.append(
-                f"| {batch} | {name} | {t['median_ms']:.3f} [{t['min_ms']:.3f}–"
-                f"{t['max_ms']:.3f}] | {base / t['median_ms']:.2f} |"
-            )
+            lines.append(f"| {batch} | {name} | {spread_text(t)} | {base / t['median_ms']:.2f} |")
     return "\n".join(lines)
 
 
