@@ -99,6 +99,13 @@ class Trainer:
     on the parameters themselves (``Tensor.register_hook``) do not run on the one-operator
     path; clip with ``grad_clip``, which applies to both.
 
+    On the CPU a small step runs on the calling thread alone (torch's thread count set
+    to 1 for the step and put back): one whose largest product, rows × K samples × the
+    widest linear layer, is under the 2^24 multiply-adds below which the operators
+    multiply serially (a batch-16 step of the paper's networks is). Waking threads that
+    sleep between parallel regions costs more than such a step's small operations
+    save. Models with matrix parameters outside ``nn.Linear`` always use every thread.
+
     CUDA graphs (``cuda_graphs=True``, :mod:`.graphs`): on a CUDA device, each batch
     shape's one-operator step (the data check, the bound and its gradients, clipping,
     fused Adam, the step count) is captured once Adam's state exists (after the first
