@@ -60,6 +60,6 @@ def test_fit_threads_times_every_variant_on_both_tables(tmp_path, monkeypatch):
     result = json.loads(out.with_suffix(".json").read_text())
     assert len(result["results"]) == 2 * len(mod.VARIANTS)
     assert all(r["median_ms"] > 0 for r in result["results"].values())
-    assert "| penguins (mixed) | 2 threads, small steps on the pool |" in (
+    assert "| mixed, 333 rows | 2 threads, small steps on the pool |" in (
         out.with_suffix(".md").read_text()
     )
