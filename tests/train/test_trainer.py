@@ -324,8 +324,17 @@ def test_fused_adam_step_equals_torch_adam():
     assert opt._kernel_arguments() is None
 
 
+@pytest.fixture
+def two_threads():
+    """torch set to two threads for the test, the count before put back after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("numel", [100, 40000])
-def test_fused_adam_runs_small_parameters_on_one_thread(numel, monkeypatch):
+def test_fused_adam_runs_small_parameters_on_one_thread(numel, monkeypatch, two_threads):
     """On the CPU with two threads, the fused kernel runs on this thread alone when every
     parameter is smaller than ATen's grain (a parallel region per small tensor costs
     more than it saves) and with both threads otherwise; the same numbers as
@@ -334,82 +343,72 @@ def test_fused_adam_runs_small_parameters_on_one_thread(numel, monkeypatch):
     from notmiwae_fast.train.optim import _FusedAdam
     from notmiwae_fast.train.threads import GRAIN_SIZE
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        kernel = torch._fused_adam_
-        seen = []
+    kernel = torch._fused_adam_
+    seen = []
 
-        def spy(*args, **kwargs):
-            seen.append(torch.get_num_threads())
-            return kernel(*args, **kwargs)
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return kernel(*args, **kwargs)
 
-        start = [torch.randn(numel), torch.randn(7)]
-        runs = []
-        for cls in (_FusedAdam, torch.optim.Adam):
-            params = [torch.nn.Parameter(t.clone()) for t in start]
-            opt = cls(params, lr=1e-2, fused=True)
-            g = torch.Generator().manual_seed(1)
-            for _ in range(3):
-                for p in params:
-                    p.grad = torch.randn(p.shape, generator=g)
-                with monkeypatch.context() as m:
-                    m.setattr(torch, "_fused_adam_", spy)
-                    opt.step()
-                assert torch.get_num_threads() == 2
-            runs.append((params, opt))
-        (ours, ours_opt), (torchs, _) = runs
-        for a, b in zip(ours, torchs):
-            assert torch.equal(a, b)
-        # _FusedAdam's first step is Adam.step's (both threads); then its own kernel call
-        expected = 1 if numel < GRAIN_SIZE else 2
-        assert seen[1:3] == [expected, expected]
+    start = [torch.randn(numel), torch.randn(7)]
+    runs = []
+    for cls in (_FusedAdam, torch.optim.Adam):
+        params = [torch.nn.Parameter(t.clone()) for t in start]
+        opt = cls(params, lr=1e-2, fused=True)
+        g = torch.Generator().manual_seed(1)
+        for _ in range(3):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=g)
+            with monkeypatch.context() as m:
+                m.setattr(torch, "_fused_adam_", spy)
+                opt.step()
+            assert torch.get_num_threads() == 2
+        runs.append((params, opt))
+    (ours, ours_opt), (torchs, _) = runs
+    for a, b in zip(ours, torchs):
+        assert torch.equal(a, b)
+    # _FusedAdam's first step is Adam.step's (both threads); then its own kernel call
+    expected = 1 if numel < GRAIN_SIZE else 2
+    assert seen[1:3] == [expected, expected]
 
-        def broken(*args, **kwargs):
-            raise RuntimeError("kernel failed")
+    def broken(*args, **kwargs):
+        raise RuntimeError("kernel failed")
 
-        monkeypatch.setattr(torch, "_fused_adam_", broken)
-        with pytest.raises(RuntimeError, match="kernel failed"):
-            ours_opt.step()
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
+    monkeypatch.setattr(torch, "_fused_adam_", broken)
+    with pytest.raises(RuntimeError, match="kernel failed"):
+        ours_opt.step()
+    assert torch.get_num_threads() == 2
 
 
 @pytest.mark.parametrize("batch, expected", [(16, 1), (64, 2)])
-def test_small_cpu_steps_run_on_one_thread(batch, expected, monkeypatch):
+def test_small_cpu_steps_run_on_one_thread(batch, expected, monkeypatch, two_threads):
     """With two threads, a step whose largest product (rows × K × the widest linear
     layer, here 128 × 128 with K = 20) is under the operators' serial limit runs on the
     calling thread alone, a larger one on both; the count is put back after each step,
     also when the step raises."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        utils.set_seed(0)
-        model = nf.NotMIWAE(D, hidden_dim=128, n_samples=20)
-        trainer = nf.Trainer(model, lr=1e-3, device="cpu", progress=False)
-        seen = []
-        inner = model._loss_and_grads
+    utils.set_seed(0)
+    model = nf.NotMIWAE(D, hidden_dim=128, n_samples=20)
+    trainer = nf.Trainer(model, lr=1e-3, device="cpu", progress=False)
+    seen = []
+    inner = model._loss_and_grads
 
-        def spy(x, s):
-            seen.append(torch.get_num_threads())
-            return inner(x, s)
+    def spy(x, s):
+        seen.append(torch.get_num_threads())
+        return inner(x, s)
 
-        monkeypatch.setattr(model, "_loss_and_grads", spy)
-        x, s, _ = data(n=batch)
+    monkeypatch.setattr(model, "_loss_and_grads", spy)
+    x, s, _ = data(n=batch)
+    trainer.train_step((x, s))
+    assert seen == [expected]
+    assert torch.get_num_threads() == 2
+
+    def broken(x, s):
+        raise RuntimeError("step failed")
+
+    monkeypatch.setattr(model, "_loss_and_grads", broken)
+    with pytest.raises(RuntimeError, match="step failed"):
         trainer.train_step((x, s))
-        assert seen == [expected]
-        assert torch.get_num_threads() == 2
-
-        def broken(x, s):
-            raise RuntimeError("step failed")
-
-        monkeypatch.setattr(model, "_loss_and_grads", broken)
-        with pytest.raises(RuntimeError, match="step failed"):
-            trainer.train_step((x, s))
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
+    assert torch.get_num_threads() == 2
 
 
 def test_widest_linear_layer_and_models_it_cannot_see():
