@@ -222,7 +222,7 @@ class Trainer:
         """Whether this batch's step is small CPU work, run on the calling thread alone
         (see :mod:`.threads`): the model's largest product on rows × K samples under
         the multiply-adds below which the operators run a product serially. Never for a
-        model with parameters outside linear layers of two or more dimensions."""
+        model with a matrix parameter outside ``nn.Linear`` (see :func:`.widest_linear`)."""
         if self.device.type != "cpu" or not batch or not torch.is_tensor(batch[0]):
             return False
         if self._widest is None:
@@ -238,7 +238,8 @@ class Trainer:
             return self._step_on_threads(batch)
 
     def _step_on_threads(self, batch: list) -> dict:
-        """:meth:`_step` on the threads set."""
+        """:meth:`_step`'s work, on whatever threads it set: zero the gradients, forward
+        and backward (or the one-operator step), clip, Adam."""
         self.optimizer.zero_grad(set_to_none=True)
         out, grads = self._outputs_and_grads(batch)
         loss = out["loss"]
