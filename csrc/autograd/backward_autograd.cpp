@@ -5,6 +5,7 @@
 // through them raises instead of coming out as zero or None (without an Autograd
 // kernel torch only warns and treats the gradient as a constant). A first
 // grad(..., create_graph=True) works as usual.
+#include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/grad_mode.h>
 #include <ATen/core/stack.h>
@@ -34,7 +35,12 @@ void not_twice_differentiable(const c10::OperatorHandle& op, c10::DispatchKeySet
       for (const at::Tensor& t : tensors_of(value))
         if (t.defined() && t.requires_grad()) inputs.push_back(t);
   }
-  op.redispatchBoxed(keys & c10::after_autograd_keyset, stack);
+  {
+    // Below autograd for the kernel's own calls too (ATen's out= variants refuse inputs
+    // that require grad while grad mode is on).
+    at::AutoDispatchBelowADInplaceOrView guard;
+    op.redispatchBoxed(keys & c10::after_autograd_keyset, stack);
+  }
   if (inputs.empty()) return;
   auto error = c10::make_intrusive<torch::autograd::Error>(
       std::string(schema.name()) +

@@ -17,6 +17,7 @@
 #include <tuple>
 #include <vector>
 
+#include "buffer_pool.h"
 #include "notmiwae_fast/checks.h"
 #include "notmiwae_fast/math.h"
 #include "notmiwae_fast/mlp.h"
@@ -150,9 +151,9 @@ at::Tensor softplus_scale_backward_cpu(const at::Tensor& grad_, const at::Tensor
   return out;
 }
 
-constexpr mlp::ElementKernels kCpuKernels{&bias_tanh_inplace_cpu, &tanh_backward_inplace_cpu,
-                                          &transpose_cpu, &mlp::serially_on_cpu,
-                                          /*block_bytes=*/512 * 1024};
+constexpr mlp::ElementKernels kCpuKernels{
+    &bias_tanh_inplace_cpu,     &tanh_backward_inplace_cpu, &transpose_cpu, &mlp::serially_on_cpu,
+    /*block_bytes=*/512 * 1024, &cpu::pooled_empty};
 
 at::Tensor mlp_tanh_cpu(const at::Tensor& x, at::TensorList weights, at::TensorList biases) {
   check_cpu_mlp_dtype(x, "x");

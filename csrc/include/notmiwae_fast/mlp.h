@@ -44,7 +44,18 @@ struct ElementKernels {
   // products this way: waking the other threads costs more than they save.
   void (*serially_)(c10::function_ref<void()> fn);
   int64_t block_bytes;
+  // Allocates the layer loop's activations, gradients and temporaries (null: at::empty).
+  // The CPU's keeps its large buffers for reuse (csrc/cpu/buffer_pool.h): fresh ones
+  // page-fault on every call.
+  at::Tensor (*empty_)(at::IntArrayRef sizes, const at::TensorOptions& options) = nullptr;
 };
+
+// An uninitialised [rows, cols] tensor with like's options, from the backend's empty_.
+inline at::Tensor empty_matrix(int64_t rows, int64_t cols, const at::Tensor& like,
+                               const ElementKernels& kernels) {
+  return kernels.empty_ != nullptr ? kernels.empty_({rows, cols}, like.options())
+                                   : at::empty({rows, cols}, like.options());
+}
 
 // Results with fewer columns than this count as narrow.
 constexpr int64_t kNarrowColumns = 32;
@@ -90,15 +101,17 @@ inline at::Tensor product_any_threads(const at::Tensor& bias, const at::Tensor& 
                                       const at::Tensor& B, const ElementKernels& kernels,
                                       at::Tensor out) {
   const int64_t m = A.size(0), n = B.size(1);
+  at::Tensor result = out.defined() ? out : empty_matrix(m, n, A, kernels);
   if (kernels.transpose_ != nullptr && n < kNarrowColumns && m > n) {
-    const at::Tensor t =
-        bias.defined() ? at::addmm(bias.unsqueeze(1), B.t(), A.t()) : at::mm(B.t(), A.t());
-    at::Tensor result = out.defined() ? out : at::empty({m, n}, t.options());
+    at::Tensor t = empty_matrix(n, m, A, kernels);
+    if (bias.defined())
+      at::addmm_out(t, bias.unsqueeze(1), B.t(), A.t());
+    else
+      at::mm_out(t, B.t(), A.t());
     kernels.transpose_(t, result);
     return result;
   }
-  if (!out.defined()) return bias.defined() ? at::addmm(bias, A, B) : at::mm(A, B);
-  return bias.defined() ? at::addmm_out(out, bias, A, B) : at::mm_out(out, A, B);
+  return bias.defined() ? at::addmm_out(result, bias, A, B) : at::mm_out(result, A, B);
 }
 
 // softplus_scale_backward: grad of raw's shape, device and dtype.
