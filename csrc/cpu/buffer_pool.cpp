@@ -7,6 +7,8 @@
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>
 
+#include <pthread.h>
+
 #include <mutex>
 #include <optional>
 #include <unordered_map>
@@ -26,7 +28,7 @@ class BufferPool final : public c10::Allocator {
  public:
   c10::DataPtr allocate(size_t bytes) override {
     if (bytes < kMinPooledBytes || bytes > kMaxPooledBytes)
-      return c10::GetDefaultCPUAllocator()->allocate(bytes);
+      return c10::GetCPUAllocator()->allocate(bytes);
     Block* block = take(bytes);
     if (block == nullptr) block = new Block{c10::alloc_cpu(bytes), bytes};
     return {block->data, block, &give_back, c10::Device(c10::DeviceType::CPU)};
@@ -36,26 +38,8 @@ class BufferPool final : public c10::Allocator {
     default_copy_data(dest, src, count);
   }
 
-  size_t cached_bytes() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return cached_;
-  }
-
-  size_t release() {
-    std::vector<Block*> blocks;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      for (auto& [bytes, list] : free_) blocks.insert(blocks.end(), list.begin(), list.end());
-      free_.clear();
-      cached_ = 0;
-    }
-    size_t released = 0;
-    for (Block* block : blocks) {
-      released += block->bytes;
-      destroy(block);
-    }
-    return released;
-  }
+  void lock() { mutex_.lock(); }
+  void unlock() { mutex_.unlock(); }
 
  private:
   Block* take(size_t bytes) {
@@ -82,9 +66,21 @@ class BufferPool final : public c10::Allocator {
   size_t cached_ = 0;
 };
 
+BufferPool& pool();
+
+// fork() while another thread holds the pool's lock would leave the child's copy locked
+// for ever: the lock is taken around fork and released on both sides (as glibc's malloc
+// does with its own).
+void lock_for_fork() { pool().lock(); }
+void unlock_after_fork() { pool().unlock(); }
+
 // Never destroyed: tensors freed while the process exits still return their buffers.
 BufferPool& pool() {
-  static BufferPool* const instance = new BufferPool();
+  static BufferPool* const instance = [] {
+    auto* created = new BufferPool();
+    pthread_atfork(&lock_for_fork, &unlock_after_fork, &unlock_after_fork);
+    return created;
+  }();
   return *instance;
 }
 
@@ -109,10 +105,6 @@ at::Tensor pooled_empty(at::IntArrayRef sizes, const at::TensorOptions& options)
   return at::detail::empty_generic(sizes, &pool(), c10::DispatchKeySet(c10::DispatchKey::CPU),
                                    c10::typeMetaToScalarType(options.dtype()), std::nullopt);
 }
-
-size_t pooled_cached_bytes() { return pool().cached_bytes(); }
-
-size_t release_pooled() { return pool().release(); }
 
 }  // namespace cpu
 }  // namespace notmiwae_fast

@@ -11,8 +11,8 @@
 //
 // Bounded: buffers between kMinPooledBytes and kMaxPooledBytes only (smaller ones are
 // malloc's fast path, larger ones too big to keep), and at most kMaxCachedBytes of freed
-// buffers kept; beyond that a freed buffer goes back to the system. Thread-safe: a
-// buffer may be freed on any thread.
+// buffers kept (for the life of the process); beyond that a freed buffer goes back to
+// the system. Thread-safe: a buffer may be freed on any thread.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -30,13 +30,6 @@ constexpr size_t kMaxCachedBytes = size_t{64} << 20;
 // must be the CPU), its storage from the pool where its size is in the pooled range and
 // from ATen's CPU allocator otherwise. The storage is resizable, as at::empty's is.
 at::Tensor pooled_empty(at::IntArrayRef sizes, const at::TensorOptions& options);
-
-// Bytes of freed buffers the pool keeps now.
-size_t pooled_cached_bytes();
-
-// Returns every kept buffer to the system (buffers of live tensors stay theirs and come
-// back to the pool when freed); the bytes released.
-size_t release_pooled();
 
 }  // namespace cpu
 }  // namespace notmiwae_fast

@@ -5,6 +5,7 @@ behave as any CPU tensor (values, resizing, freeing on another thread)."""
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -83,3 +84,28 @@ def test_a_training_step_gives_the_same_gradients_with_warm_buffers():
     first = [t.clone() for t in gradients()]
     for a, b in zip(first, gradients()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_allocates_and_frees_pooled_buffers():
+    """The pool's lock is taken around fork and released on both sides: a child made
+    while buffers are pooled (and some held) allocates and frees as the parent does."""
+    x, weights, biases = layer()
+    held = OPS.mlp_tanh(x, weights, biases)
+    del held
+    kept = OPS.mlp_tanh(x, weights, biases)
+    pid = os.fork()
+    if pid == 0:  # the child: any failure is its exit status
+        try:
+            # As DataLoader workers do: OpenMP's and MKL's thread pools do not survive
+            # fork (plain torch.mm hangs in such a child after threaded work here).
+            torch.set_num_threads(1)
+            y = OPS.mlp_tanh(x, weights, biases)
+            ok = torch.equal(y, kept)
+            del y
+            os._exit(0 if ok else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    torch.testing.assert_close(OPS.mlp_tanh(x, weights, biases), kept, rtol=0, atol=0)
