@@ -3,9 +3,9 @@
 // glibc's malloc serves a request of a few hundred KB or more from mmap or from the top
 // of its heap, and hands the memory back to the system once a free region at the top
 // passes its trim threshold. An operator that allocates its activations and gradients
-// afresh on every call then page-faults them in again on every call: a batch-128
-// training step of the paper's model touched about 850 fresh pages (3.4 MB) a step, a
-// fifth of its time. The layer loop of the MLP (notmiwae_fast/mlp.h) allocates its
+// afresh on every call then page-faults them in again on every call (a batch-128
+// training step of the paper's model: megabytes of fresh pages a step; figures in
+// benchmarks/results/cpu/malloc_reuse.md). The layer loop of the MLP (mlp.h) allocates its
 // activations, gradients and temporaries here instead: a freed buffer goes back to a
 // list by size and the next request of the same size takes it, warm.
 //
