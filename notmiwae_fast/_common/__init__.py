@@ -1,4 +1,5 @@
 """Support shared by the layers above the operators: atomic file writes and safe loads
 (:mod:`.io`), argument validation with messages naming the argument (:mod:`.validate`),
-progress bars (:mod:`.progress`), image files (:mod:`.image_io`). Nothing here knows
+progress bars (:mod:`.progress`), image files (:mod:`.image_io`), torch's thread count
+for a block (:mod:`.threads`). Nothing here knows
 the models."""

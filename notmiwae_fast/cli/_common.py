@@ -74,14 +74,10 @@ def _with_threads(n_threads):
 
     def wrap(command):
         def run(args) -> int:
-            import torch
+            from .._common.threads import torch_threads
 
-            before = torch.get_num_threads()
-            torch.set_num_threads(n_threads(args))
-            try:
+            with torch_threads(n_threads(args)):
                 return command(args)
-            finally:
-                torch.set_num_threads(before)
 
         run.__doc__ = command.__doc__
         return run

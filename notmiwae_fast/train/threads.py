@@ -9,10 +9,10 @@ on small parameters."""
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
 
-import torch
 from torch import nn
+
+from .._common.threads import torch_threads
 
 __all__: list[str] = []
 
@@ -23,21 +23,10 @@ GRAIN_SIZE = 32768
 SERIAL_MULTIPLY_ADDS = 1 << 24
 
 
-@contextlib.contextmanager
-def one_thread(active: bool = True) -> Iterator[None]:
-    """torch's thread count set to 1 for the duration when ``active`` (and more than one
-    thread is set), put back afterwards, also on an exception. OpenMP's and MKL's counts
-    are the calling thread's own; torch's process-wide default (read by a thread that
-    starts meanwhile) is put back with them."""
-    threads = torch.get_num_threads()
-    if not active or threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+def one_thread(active: bool = True) -> contextlib.AbstractContextManager[None]:
+    """torch's thread count set to 1 for the duration when ``active``, put back
+    afterwards, also on an exception (:func:`~notmiwae_fast._common.threads.torch_threads`)."""
+    return torch_threads(1) if active else contextlib.nullcontext()
 
 
 def widest_linear(model: nn.Module) -> int:
