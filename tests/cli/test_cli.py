@@ -276,3 +276,23 @@ def test_fit_then_impute_a_csv_with_text_columns(cli, tmp_path):
     observed = given["colour"].notna()
     assert (filled["colour"][observed] == given["colour"][observed]).all()
     assert (filled["visits"] == filled["visits"].round()).all() and (filled["visits"] >= 0).all()
+
+
+def test_a_command_runs_with_its_thread_count_and_puts_it_back_after_an_error():
+    import torch
+
+    from notmiwae_fast.cli._common import _with_threads
+
+    before = torch.get_num_threads()
+    target = 2 if before == 1 else 1
+    seen = []
+
+    @_with_threads(lambda args: target)
+    def command(args):
+        seen.append(torch.get_num_threads())
+        raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        command(None)
+    assert seen == [target]
+    assert torch.get_num_threads() == before
