@@ -10,7 +10,8 @@ Detection (``column_types`` overrides it per column):
   value is 0 or 1, "count" when they are ≥ 0 and dispersed about as a Poisson
   (mean / 2 ≤ variance ≤ 2 × mean: a year or an age is not), else "real" (imputations
   rounded back to integers);
-* float columns: "real".
+* float columns: "real";
+* any other dtype (dates, time spans, complex numbers) is refused, naming the column.
 """
 
 from __future__ import annotations
@@ -121,6 +122,12 @@ def _kind_of(series: "pd.Series") -> str:
         if len(values) and values.min() >= 0 and 0.5 * mean <= var <= 2 * mean:
             return "count"  # dispersed about as a Poisson (variance ≈ mean)
         return "real"
+    if pd.api.types.is_complex_dtype(dtype) or not pd.api.types.is_numeric_dtype(dtype):
+        raise ValueError(
+            f"column {series.name!r} has dtype {dtype}, which the imputer does not model; "
+            "convert it to numbers (a date to e.g. days since a reference date) or to text, "
+            "or drop it"
+        )
     return "real"
 
 
@@ -154,6 +161,8 @@ def _detect(X: "pd.DataFrame", column_types: dict) -> list[Column]:
         raise ValueError(
             f"argument 'column_types' names columns not in X: {sorted(map(str, unknown))}"
         )
+    if len(X) == 0:
+        raise ValueError("argument 'X' has no rows: fit needs at least one")
     columns = []
     for name in X.columns:
         kind = column_types.get(name) or _kind_of(X[name])
@@ -223,7 +232,13 @@ class TableCodec:
             return codes
         values = np.full(len(series), np.nan)
         observed = series[~missing]
-        values[~missing] = observed.astype(np.float64).to_numpy()
+        try:
+            values[~missing] = observed.astype(np.float64).to_numpy()
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"{column.kind} column {column.name!r} holds values that are not numbers "
+                f"({error}); convert them, or name the column's type in column_types"
+            ) from None
         seen = values[~missing]
         if column.kind == "binary" and not np.isin(seen, (0.0, 1.0)).all():
             raise ValueError(f"binary column {column.name!r} holds values other than 0 and 1")

@@ -113,6 +113,22 @@ def test_bad_tables_are_refused_with_the_column_named():
         NotMIWAEImputer(**FAST, missing_process="linear").fit(base)
 
 
+def test_columns_of_other_dtypes_and_empty_tables_are_refused_clearly():
+    base = mixed_frame(50)
+    dated = base.assign(when=pd.date_range("2020-01-01", periods=50))
+    with pytest.raises(ValueError, match="column 'when' has dtype datetime64.*convert"):
+        NotMIWAEImputer(**FAST).fit(dated)
+    spans = base.assign(took=pd.to_timedelta(np.arange(50), unit="s"))
+    with pytest.raises(ValueError, match="column 'took' has dtype timedelta64"):
+        NotMIWAEImputer(**FAST).fit(spans)
+    with pytest.raises(ValueError, match="column 'z' has dtype complex"):
+        NotMIWAEImputer(**FAST).fit(base.assign(z=np.arange(50) * 1j))
+    with pytest.raises(ValueError, match="count column 'colour' holds values that are not num"):
+        NotMIWAEImputer(**FAST, column_types={"colour": "count"}).fit(base)
+    with pytest.raises(ValueError, match="argument 'X' has no rows"):
+        NotMIWAEImputer(**FAST).fit(base.iloc[:0])
+
+
 def test_one_category_column_is_imputed_with_it():
     df = mixed_frame(80).assign(const=pd.Categorical(["only"] * 80))
     df.loc[::4, "const"] = None
