@@ -54,6 +54,7 @@ def _check_csv_layout(path: Path) -> int:
             names = [name.strip() for name in header]
             if not any(names):
                 raise CLIError(f"input file {path}: line 1, the header, has no column names")
+            _refuse_other_separators(path, names)
             for j, name in enumerate(names):
                 if not name:
                     raise CLIError(
@@ -85,6 +86,26 @@ def _check_csv_layout(path: Path) -> int:
             f"input file {path} is not a valid CSV: line {reader.line_num}: {err}"
         ) from None
     return rows
+
+
+# Separators of files that are not comma-separated, as they would be named in an error.
+_OTHER_SEPARATORS = {"\t": "tabs", ";": "semicolons", "|": "vertical bars"}
+
+
+def _refuse_other_separators(path: Path, names: list[str]) -> None:
+    """A CLIError when the header is one column whose name holds a tab, ';' or '|': the
+    file is separated by that, and read as comma-separated every row would be one text
+    column (refused later as a column of too many categories, a confusing message)."""
+    if len(names) != 1:
+        return
+    for separator, what in _OTHER_SEPARATORS.items():
+        if separator in names[0]:
+            raise CLIError(
+                f"input file {path}: the header (line 1) is one column {names[0]!r}, "
+                f"which looks separated by {what}; the CLI reads comma-separated files "
+                "(convert it, e.g. pandas.read_csv(path, sep=...).to_csv(new_path, "
+                "index=False))"
+            )
 
 
 def _read_csv(path: str):

@@ -185,6 +185,8 @@ def test_abbreviated_impute_samples_applies_to_a_model(cli, csv_with_gaps, tmp_p
         ("a,b,c\n", "no data rows"),
         ("a,b\n" + "".join(f"{i},t{i}\n" for i in range(101)), "'b' has 101 categories"),
         ("a,b\n1,\n2,\n3,\n", "column 'b' is entirely missing"),
+        ("a\tb\n1\t2\n", "looks separated by tabs"),
+        ("a;b\n1;2\n", "looks separated by semicolons"),
     ],
 )
 def test_bad_csv_files_give_one_line(cli, tmp_path, content, fragment):
