@@ -13,12 +13,19 @@
 #          with CUDA graphs on and off                     -> cuda_graphs.{json,md}
 #   bench  notmiwae-fast bench --suite all --device cuda   -> bench.json, bench.md, *.png
 #   images benchmarks/clipped_throughput.py --device cuda -> clipped_throughput_cuda.{json,md}
-# Knobs: TORCH_CUDA_ARCH_LIST (default: this GPU's), MAX_JOBS, PYTEST_ARGS, BENCH_ARGS.
+# Knobs: TORCH_CUDA_ARCH_LIST (default: this GPU's), MAX_JOBS, PYTEST_ARGS (default
+# "-m cuda": the CUDA tests, each op against the CPU and the reference; "" for the whole
+# suite, which takes far longer than a GPU lease), BENCH_ARGS, TEST_TIMEOUT (default
+# 240 s) and STAGE_TIMEOUT (each later stage, default 100 s): a stage that hangs is cut,
+# reported, and the next one runs. The default stages take about 6 minutes on one H100
+# (the build 1-2 of them); the timeouts bound them at 11.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 OUT_DIR="${1:-benchmarks/results/gpu-$(date +%Y%m%d)}"
 STAGES="${STAGES:-info build test graphs bench images}"
+TEST_TIMEOUT="${TEST_TIMEOUT:-240}"
+STAGE_TIMEOUT="${STAGE_TIMEOUT:-100}"
 mkdir -p "$OUT_DIR"
 status=0
 
@@ -62,6 +69,14 @@ try:
     torch.ops.notmiwae_fast.iw_logmeanexp(torch.randn(3))
 except ValueError as err:
     print('error path: ok:', str(err).splitlines()[0])" || { echo "the extension crashes on its error path (compiler: \${CXX:-g++})" >&2; status=1; }
+    # Registers, shared and local (per-thread stack) memory of every kernel: a large
+    # local frame (clipped_impute keeps its per-pixel arrays there) makes the driver
+    # reserve that much for every resident thread, outside torch's caching allocator.
+    so=$(ls notmiwae_fast/_C*.so 2>/dev/null | head -1)
+    if [ -n "$so" ] && command -v cuobjdump > /dev/null; then
+      cuobjdump -res-usage "$so" > "$OUT_DIR/kernel_resources.txt" 2>&1 || true
+      grep -A1 "clipped" "$OUT_DIR/kernel_resources.txt" | grep -o "STACK:[0-9]*\|LOCAL:[0-9]*" | sort -u | head -4
+    fi
   else
     tail -40 "$OUT_DIR/build.log"; echo "build failed" >&2; exit 1
   fi
@@ -70,21 +85,22 @@ fi
 if has test; then
   start=$(date +%s)
   # shellcheck disable=SC2086
-  "$PY" -m pytest -q -rs ${PYTEST_ARGS:-} --junitxml="$OUT_DIR/tests.xml" > "$OUT_DIR/tests.log" 2>&1 || status=1
+  timeout "$TEST_TIMEOUT" "$PY" -m pytest -q -rs ${PYTEST_ARGS--m cuda} \
+    --junitxml="$OUT_DIR/tests.xml" > "$OUT_DIR/tests.log" 2>&1 || status=1
   tail -25 "$OUT_DIR/tests.log"
   echo "== tests took $(( $(date +%s) - start )) s"
 fi
 
 if has graphs; then
   # Under a minute: 15 rounds of 200 steps and of 5 imputations, graphs on and off.
-  "$PY" benchmarks/cuda_graphs.py --device cuda --out "$OUT_DIR/cuda_graphs" \
+  timeout "$STAGE_TIMEOUT" "$PY" benchmarks/cuda_graphs.py --device cuda --out "$OUT_DIR/cuda_graphs" \
     > "$OUT_DIR/cuda_graphs.log" 2>&1 || status=1
   tail -12 "$OUT_DIR/cuda_graphs.log"
 fi
 
 if has bench; then
   # shellcheck disable=SC2086
-  "$PY" -m notmiwae_fast.cli bench --suite all --device cuda --out "$OUT_DIR" --force \
+  timeout "$STAGE_TIMEOUT" "$PY" -m notmiwae_fast.cli bench --suite all --device cuda --out "$OUT_DIR" --force \
     ${BENCH_ARGS:-} > "$OUT_DIR/bench.log" 2>&1 || status=1
   tail -30 "$OUT_DIR/bench.log"
 fi
@@ -92,7 +108,7 @@ fi
 if has images; then
   # Clipped-pixel imputation on the GPU (library path; the photographs need scikit-image,
   # scikit-learn and Pillow).
-  "$PY" benchmarks/clipped_throughput.py --device cuda --large-megapixels 0 \
+  timeout "$STAGE_TIMEOUT" "$PY" benchmarks/clipped_throughput.py --device cuda --large-megapixels 0 \
     --out "$OUT_DIR/clipped_throughput_cuda" > "$OUT_DIR/images.log" 2>&1 || status=1
   tail -15 "$OUT_DIR/images.log"
 fi

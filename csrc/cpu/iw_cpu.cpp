@@ -197,8 +197,12 @@ at::Tensor iw_impute_cpu(const at::Tensor& log_w_, const at::Tensor& values_) {
             for (int64_t j = 0; j < n; ++j) acc[j] += p * static_cast<acc_t>(vk[j]);
           }
         }
-        const acc_t inv = state.sum > acc_t(0) ? acc_t(1) / state.sum : acc_t(0);
-        for (int64_t j = 0; j < n; ++j) o[b * D + d0 + j] = static_cast<scalar_t>(acc[j] * inv);
+        // A row without mass (every log-weight −inf, or a NaN among them: its sum is NaN)
+        // imputes 0, as its weights are 0 (iw_weights).
+        const bool mass = state.sum > acc_t(0);
+        const acc_t inv = mass ? acc_t(1) / state.sum : acc_t(0);
+        for (int64_t j = 0; j < n; ++j)
+          o[b * D + d0 + j] = static_cast<scalar_t>(mass ? acc[j] * inv : acc_t(0));
       }
     });
   });

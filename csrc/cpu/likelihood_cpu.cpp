@@ -156,8 +156,6 @@ class TileOperands<scalar_t, Layout<Kinds...>> {
 // The CPU backend of LikelihoodOps (notmiwae_fast/likelihood_ops.h).
 struct CpuLikelihood {
   static void check_dtype(const at::Tensor& t, const char* name) { check_cpu_dtype(t, name); }
-  // c(df) and c'(df) in float64 for both dtypes (D values only).
-  static at::ScalarType norm_dtype(at::ScalarType) { return at::kDouble; }
 
   // The forward: one [B, K] result per term, out[i] = Σ_d Term::value(operands at (i, d)).
   template <typename L, typename... Terms>

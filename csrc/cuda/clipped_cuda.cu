@@ -31,9 +31,11 @@ at::Tensor clipped_impute_cuda(const at::Tensor& x, const at::Tensor& lost,
                                const at::Tensor& w_latent, const at::Tensor& w_out,
                                const at::Tensor& b_out, double clip, double min_scale,
                                bool censored) {
-  c10::cuda::CUDAGuard guard(x.device());
+  // Checked before the guard: with x on the CPU (and another argument on CUDA) a guard
+  // built from x would throw instead of the message naming the argument.
   const ClippedTensors t = clipped_tensors(x, lost, context, mu, std, eps, w_latent, w_out, b_out,
                                            clip, min_scale, censored);
+  c10::cuda::CUDAGuard guard(x.device());
   const int64_t N = t.x.size(0);
   at::Tensor out = at::empty_like(t.x);
   if (N == 0) return out;

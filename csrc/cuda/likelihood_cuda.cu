@@ -186,9 +186,7 @@ void launch_rows(Kernel kernel, int64_t rows, int64_t D, const Args&... args) {
 
 // The CUDA backend of LikelihoodOps (notmiwae_fast/likelihood_ops.h).
 struct CudaLikelihood {
-  static void check_dtype(const at::Tensor&, const char*) {}  // every floating dtype
-  // c(df) and c'(df) in the accumulation type (D values only).
-  static at::ScalarType norm_dtype(at::ScalarType dtype) { return at::toOpMathType(dtype); }
+  static void check_dtype(const at::Tensor& t, const char* name) { check_cuda_dtype(t, name); }
 
   // The forward: one [B, K] result per term.
   template <typename L, typename... Terms>
@@ -225,6 +223,8 @@ struct CudaLikelihood {
     Tensors<nG> g;
     for (int k = 0; k < nG; ++k) g[k] = grads[k].contiguous();
     Tensors<nF> sums;  // per-feature gradients, summed atomically in acc
+    if (nF > 0)        // the order of the atomic additions varies from run to run
+      at::globalContext().alertNotDeterministic("notmiwae_fast likelihood backward on CUDA");
     for (at::Tensor& s : sums) s = at::zeros({D}, ref.options().dtype(acc));
     NOTMIWAE_DISPATCH_CUDA(ref.scalar_type(), "likelihood_row_grads_cuda", [&] {
       using acc_t = opmath_t<scalar_t>;

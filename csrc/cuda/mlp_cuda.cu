@@ -136,7 +136,11 @@ constexpr mlp::ElementKernels kCudaKernels{&bias_tanh_inplace_cuda, &tanh_backwa
                                            /*transpose_=*/nullptr, /*serially_=*/nullptr,
                                            /*block_bytes=*/0};
 
+// The entry points check their arguments before setting the device guard: the dispatcher
+// picks these kernels when any argument is on CUDA, and a guard built from a CPU x would
+// throw instead of the message that names the argument on the wrong device.
 at::Tensor mlp_tanh_cuda(const at::Tensor& x, at::TensorList weights, at::TensorList biases) {
+  mlp::check_layers(x, weights, biases);
   c10::cuda::CUDAGuard guard(x.device());
   return std::get<0>(mlp::forward(x, weights, biases, kCudaKernels, /*keep_hidden=*/false));
 }
@@ -144,14 +148,15 @@ at::Tensor mlp_tanh_cuda(const at::Tensor& x, at::TensorList weights, at::Tensor
 std::tuple<at::Tensor, std::vector<at::Tensor>> mlp_tanh_forward_cuda(const at::Tensor& x,
                                                                       at::TensorList weights,
                                                                       at::TensorList biases) {
+  mlp::check_layers(x, weights, biases);
   c10::cuda::CUDAGuard guard(x.device());
   return mlp::forward(x, weights, biases, kCudaKernels, /*keep_hidden=*/true);
 }
 
 std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> mlp_tanh_backward_cuda(
     const at::Tensor& grad, const at::Tensor& x, at::TensorList weights, at::TensorList hidden) {
+  mlp::check_backward(grad, x, weights, hidden);
   c10::cuda::CUDAGuard guard(x.device());
-  check_same_device_dtype(grad, "grad", x, "x");
   return mlp::backward(grad, x, weights, hidden, kCudaKernels);
 }
 

@@ -36,9 +36,16 @@ class Captured:
             raise ValueError(f"CUDA graphs need a CUDA device; got {device}")
         self._graph = torch.cuda.CUDAGraph()
         # Capture records the kernels without running them: replay runs them. Other
-        # threads' CUDA calls (a DataLoader's pinning thread) may go on meanwhile.
-        with torch.cuda.graph(self._graph, pool=pool, capture_error_mode="thread_local"):
-            self.results = fn()
+        # threads' CUDA calls (a DataLoader's pinning thread) may go on meanwhile. The
+        # capture runs with ``device`` current and on a stream of its own there: torch's
+        # default capture stream is made once, on whichever device was current then, and
+        # the default generator that fn's noise comes from must be the current device's.
+        with torch.cuda.device(device):
+            stream = torch.cuda.Stream(device)
+            with torch.cuda.graph(
+                self._graph, pool=pool, stream=stream, capture_error_mode="thread_local"
+            ):
+                self.results = fn()
 
     @property
     def is_graph(self) -> bool:

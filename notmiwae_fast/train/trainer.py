@@ -141,9 +141,11 @@ class Trainer:
             raise ValueError(f"argument 'lr' must be > 0; got {lr!r}")
         if grad_clip is not None and not grad_clip > 0:
             raise ValueError(f"argument 'grad_clip' must be > 0 or None; got {grad_clip!r}")
-        self.device = (
-            torch.device(device) if device is not None else next(model.parameters()).device
-        )
+        # The device as tensors report it ('cuda' -> 'cuda:<current>', 'cpu:0' -> 'cpu'):
+        # it is compared with the batches' devices, and 'cuda' never equals 'cuda:0'.
+        self.device = torch.empty(
+            0, device=device if device is not None else next(model.parameters()).device
+        ).device
         self.ctx = distributed.init_from_env(self.device)
         if self.ctx.distributed and self.device.type == "cuda":
             self.device = torch.device("cuda", self.ctx.local_rank)

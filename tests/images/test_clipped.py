@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import DEVICES, library_loaded
+from helpers import DEVICES, cuda_only, library_loaded
 
 from notmiwae_fast import images
 from notmiwae_fast.images import _context
@@ -44,6 +44,18 @@ def make_inputs(N, C, L, H, K, dtype=torch.float64, device="cpu", spread=1.0, cl
     ]
     x, ctx, mu, std, eps, w_latent, w_out, b_out = floats
     return (x, lost.to(device), ctx, mu, std, eps, w_latent, w_out, b_out, clip, 0.01)
+
+
+@needs_library
+@cuda_only
+@pytest.mark.cuda
+def test_an_argument_on_the_other_device_is_named():
+    """x on the CPU, the network's tensors on CUDA: the message names the argument (the
+    checks run before the CUDA kernel's device guard)."""
+    x, lost, *rest = make_inputs(8, 3, 2, 4, 5)
+    tensors = [t.cuda() for t in rest[:6]]
+    with pytest.raises(ValueError, match="is on cuda:0 but 'x' is on cpu"):
+        OPS.clipped_impute(x, lost, *tensors, *rest[6:], True)
 
 
 @needs_library

@@ -5,7 +5,10 @@ graphs)."""
 
 from __future__ import annotations
 
+import gc
 import inspect
+import warnings
+import weakref
 
 import pytest
 import torch
@@ -38,51 +41,78 @@ def captured(model, x, s, n_samples, chunk, stand_in=True):
     return _chunk_graphs.captured_mean(model, x, s, n_samples, chunk, stand_in=stand_in)
 
 
+def kept(model):
+    """The model's captured shapes (key -> graph)."""
+    return _chunk_graphs._graphs[model].graphs
+
+
 @pytest.mark.parametrize("kind", ["notmiwae", "miwae"])
 @pytest.mark.parametrize("n_samples", [40, 47, 20], ids=["whole", "remainder", "two_chunks"])
 @torch.no_grad()
 def test_replayed_chunks_give_the_streamed_mean(kind, n_samples):
     """Full chunks replayed, a remainder chunk uncaptured: the same mean as the stream,
     bit for bit, over repeated calls and after the model's parameters changed in place
-    (the graph reads them where they are)."""
+    (the graph reads them where they are). The first call of a shape captures nothing
+    (None: the caller streams)."""
     model, x, s = model_and_rows(kind)
+    assert captured(model, x, s, n_samples, 10) is None and not kept(model)
     for _ in range(2):
         assert torch.equal(
             captured(model, x, s, n_samples, 10), streamed(model, x, s, n_samples, 10)
         )
         with torch.no_grad():
             model.decoder.net[0].weight.mul_(0.9)
-    assert len(_chunk_graphs._graphs[model]) == 1
+    assert len(kept(model)) == 1
 
 
 @torch.no_grad()
 def test_when_nothing_is_captured():
-    """Fewer than two full chunks, gradients enabled, or off CUDA without the stand-in:
-    None (the caller streams as usual)."""
+    """Fewer than two full chunks, gradients enabled, under autocast (its cast weights
+    are freed when the region ends) or off CUDA without the stand-in: None (the caller
+    streams as usual), however often the shape comes."""
     model, x, s = model_and_rows()
-    assert captured(model, x, s, 15, 10) is None
-    assert captured(model, x, s, 40, None) is None  # default chunk: all 40 in one
-    assert captured(model, x, s, 40, 10, stand_in=False) is None
-    with torch.enable_grad():
-        assert captured(model, x, s, 40, 10) is None
+    for _ in range(2):
+        assert captured(model, x, s, 15, 10) is None
+        assert captured(model, x, s, 40, None) is None  # default chunk: all 40 in one
+        assert captured(model, x, s, 40, 10, stand_in=False) is None
+        with torch.enable_grad():
+            assert captured(model, x, s, 40, 10) is None
+        with torch.autocast("cpu"):
+            assert captured(model, x, s, 40, 10) is None
+    assert model not in _chunk_graphs._graphs or not kept(model)
 
 
 @torch.no_grad()
 def test_one_graph_per_shape_and_new_parameters_capture_again():
-    """Each row count and chunk gets its graph (at most MAX_GRAPHS, the oldest dropped);
-    parameters that moved (a new dtype) drop them all."""
+    """Each row count and chunk gets its graph, at most MAX_GRAPHS (later shapes
+    stream); parameters that moved (a new dtype) drop them all."""
     model, x, s = model_and_rows()
-    graphs = lambda: _chunk_graphs._graphs[model]  # noqa: E731
+    graphs = lambda: kept(model)  # noqa: E731
     for rows in (24, 16, 8, 4, 2):
-        captured(model, x[:rows], s[:rows], 30, 10)
-    assert [key[0][0] for key in graphs()] == [16, 8, 4, 2]
-    first = graphs()[next(iter(graphs()))]
-    captured(model, x[:16], s[:16], 30, 10)
-    assert graphs()[next(iter(graphs()))] is first
+        for _ in range(2):
+            captured(model, x[:rows], s[:rows], 30, 10)
+    assert [key[0][0] for key in graphs()] == [24, 16, 8, 4]
+    assert captured(model, x[:2], s[:2], 30, 10) is None  # beyond MAX_GRAPHS: streams
     model.double()
     x, s = x.double(), s.double()
+    assert captured(model, x, s, 30, 10) is None  # a new shape (float64): first sight
     assert torch.equal(captured(model, x, s, 30, 10), streamed(model, x, s, 30, 10))
     assert len(graphs()) == 1
+
+
+@torch.no_grad()
+def test_a_model_with_graphs_is_freed_with_its_graphs():
+    """The graphs are kept weakly by model: once the caller lets go of the model, it and
+    its graphs are freed (a graph referring to its model would keep both for good)."""
+    model, x, s = model_and_rows()
+    for _ in range(2):
+        captured(model, x, s, 30, 10)
+    assert len(kept(model)) == 1
+    gone = weakref.ref(model)
+    count = len(_chunk_graphs._graphs)
+    del model
+    gc.collect()
+    assert gone() is None and len(_chunk_graphs._graphs) == count - 1
 
 
 @cuda_only
@@ -95,11 +125,12 @@ def test_cuda_graph_chunks_equal_the_stream(monkeypatch):
     model, x, s = model_and_rows(device="cuda", n=64)
     with monkeypatch.context() as m:
         fixed_noise(m)
+        assert captured(model, x, s, 1000, 64, stand_in=False) is None  # first sight
         got = captured(model, x, s, 1000, 64, stand_in=False)
         torch.testing.assert_close(got, streamed(model, x, s, 1000, 64))
-    graph = next(iter(_chunk_graphs._graphs[model].values()))
+    graph = next(iter(kept(model).values()))
     assert graph.captured.is_graph
-    _chunk_graphs._graphs[model].clear()  # that graph holds the fixed noise
+    kept(model).clear()  # that graph holds the fixed noise
     a = captured(model, x, s, 1000, 64, stand_in=False)
     b = _chunk_graphs.captured_mean(model, x, s, 1000, 64)
     assert not torch.equal(a, b)
@@ -108,16 +139,23 @@ def test_cuda_graph_chunks_equal_the_stream(monkeypatch):
 
 @torch.no_grad()
 def test_a_failed_capture_warns_and_gives_none(monkeypatch):
-    """A chunk that cannot be captured warns and gives None (the caller streams)."""
+    """A chunk that cannot be captured warns once and gives None (the caller streams);
+    that shape is not tried again."""
+    tries = []
 
     def refuse(*args, **kwargs):
+        tries.append(1)
         raise RuntimeError("operation not permitted when stream is capturing")
 
     monkeypatch.setattr(_chunk_graphs, "Captured", refuse)
     model, x, s = model_and_rows()
+    assert captured(model, x, s, 40, 10) is None and not tries  # first sight
     with pytest.warns(RuntimeWarning, match="could not be captured"):
         assert captured(model, x, s, 40, 10) is None
-    assert not _chunk_graphs._graphs[model]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert captured(model, x, s, 40, 10) is None
+    assert len(tries) == 1
 
 
 HAS_SWITCH = "cuda_graphs" in inspect.signature(nf.MIWAE.impute).parameters

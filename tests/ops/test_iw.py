@@ -164,6 +164,22 @@ def test_non_contiguous_inputs(name, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("K", [2, 300, 3000])
+def test_a_nan_log_weight_leaves_its_row_without_mass(device, K):
+    """A NaN log-weight anywhere in a row (first, last, mid-chunk; K spanning several
+    CPU chunks and CUDA threads): the row has no mass, as in the reference: bound −inf,
+    weights 0, imputation 0; the other rows are untouched."""
+    log_w, values = make_inputs(4, K, 3, torch.float64, device)
+    for row, k in ((0, 0), (1, K - 1), (2, K // 2)):
+        log_w[row, k] = math.nan
+    lme, w, imp = OPS.iw_logmeanexp(log_w), OPS.iw_weights(log_w), OPS.iw_impute(log_w, values)
+    assert torch.all(lme[:3] == -math.inf) and torch.all(w[:3] == 0) and torch.all(imp[:3] == 0)
+    torch.testing.assert_close(lme, reference.iw_logmeanexp(log_w), **TOL[torch.float64])
+    torch.testing.assert_close(w, reference.iw_weights(log_w), **TOL[torch.float64])
+    torch.testing.assert_close(imp, reference.iw_impute(log_w, values), **TOL[torch.float64])
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_minus_infinity_entries(device):
     """Some -inf: those samples get weight 0. All -inf: -inf bound, zero weights,
     zero imputation, zero gradients, never NaN."""

@@ -107,6 +107,18 @@ def test_no_gradient_for_noise():
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_no_latent_dimensions(device):
+    """L = 0: z is [B, K, 0], both log-densities 0, and the backward gives empty
+    gradients (it read the [B, K] shape of its row gradients from eps's first column)."""
+    mu, std, eps = make_inputs(2, 3, 1, device=device)
+    mu, std, eps = mu[:, :0], std[:, :0], eps[..., :0]
+    z, log_p, log_q = OPS.latent_terms(mu, std, eps)
+    assert z.shape == (2, 3, 0) and torch.all(log_p == 0) and torch.all(log_q == 0)
+    g_mu, g_std = OPS.latent_terms_backward(None, torch.ones_like(log_p), None, mu, std, eps)
+    assert g_mu.shape == (2, 0) and g_std.shape == (2, 0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_non_contiguous(device):
     mu, std, eps = make_inputs(6, 5, 4, device=device)
     wide = torch.cat([mu, std], dim=1)  # the encoder's [B, 2L] output, split in two views

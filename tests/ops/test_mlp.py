@@ -311,6 +311,27 @@ def test_backward_rejects_missing_activations():
         OPS.mlp_tanh_backward(grad, x, weights, [])
     with pytest.raises(ValueError, match="'hidden\\[0\\]' must have shape"):
         OPS.mlp_tanh_backward(grad, x, weights, [torch.randn(4, 4, dtype=torch.float64)])
+    with pytest.raises(ValueError, match="'hidden\\[0\\]' must have shape \\[4, 5\\]"):
+        OPS.mlp_tanh_backward(grad, x, weights, [torch.randn(3, 5, dtype=torch.float64)])
+    with pytest.raises(TypeError, match="'hidden\\[0\\]' has dtype Float"):
+        OPS.mlp_tanh_backward(grad, x, weights, [torch.randn(4, 5)])
+
+
+@cuda_only
+@pytest.mark.cuda
+def test_an_argument_on_the_other_device_is_named():
+    """x on the CPU, the layers on CUDA (the dispatcher picks the CUDA kernel): the
+    message names the argument, it is not CUDA's own device-guard error."""
+    x, weights, biases = make_layers(4, [3, 5, 2])
+    on_gpu = [w.cuda() for w in weights], [b.cuda() for b in biases]
+    with pytest.raises(ValueError, match="'weights\\[0\\]' is on cuda:0 but 'x' is on cpu"):
+        OPS.mlp_tanh(x, *on_gpu)
+    with pytest.raises(ValueError, match="'weights\\[0\\]' is on cuda:0 but 'x' is on cpu"):
+        OPS.mlp_tanh_forward(x, *on_gpu)
+    grad = torch.randn(4, 2, dtype=torch.float64)
+    hidden = [torch.randn(4, 5, dtype=torch.float64)]
+    with pytest.raises(ValueError, match="'weights\\[0\\]' is on cuda:0 but 'x' is on cpu"):
+        OPS.mlp_tanh_backward(grad, x, on_gpu[0], hidden)
 
 
 # ------------------------------------------------------------------------------------

@@ -93,6 +93,15 @@ def test_switch_on_the_cpu_runs_the_uncaptured_step():
     assert_same(state(on), state(off))
 
 
+def test_a_device_named_without_its_index_still_captures():
+    """Trainer(device="cpu:0") (as "cuda" for cuda:0): the Trainer keeps the device as
+    its tensors report it, so batches moved there match it and get captured."""
+    tr = trainer(graphs="stand_in", device="cpu:0")
+    assert tr.device == torch.device("cpu")
+    run(tr, epochs=2)
+    assert sorted(key[0] for key in tr._graphs.graphs) == [(8, D), (16, D)]
+
+
 @pytest.mark.parametrize("grad_clip", [None, 0.5], ids=["no_clip", "clip"])
 @pytest.mark.parametrize("name", list(MODELS))
 def test_captured_step_gives_the_uncaptured_numbers(name, grad_clip):

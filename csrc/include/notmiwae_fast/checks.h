@@ -60,6 +60,17 @@ inline void check_cpu_mlp_dtype(const at::Tensor& t, const char* name) {
       "' must be float32, float64, bfloat16 or float16; got ", type);
 }
 
+// CUDA kernels are compiled for float32, float64, bfloat16 and float16 (the math of the
+// two half types in float32): the float8 and float4 types, which ATen counts as
+// floating too, are refused here rather than deep in a dispatch macro.
+inline void check_cuda_dtype(const at::Tensor& t, const char* name) {
+  const auto type = t.scalar_type();
+  TORCH_CHECK_TYPE(
+      type == at::kFloat || type == at::kDouble || type == at::kBFloat16 || type == at::kHalf,
+      "notmiwae_fast: on CUDA, argument '", name,
+      "' must be float32, float64, bfloat16 or float16; got ", type);
+}
+
 // log_w: [B, K] floating, K >= 1.
 inline void check_log_weights(const at::Tensor& log_w, const char* name = "log_w") {
   check_floating(log_w, name);

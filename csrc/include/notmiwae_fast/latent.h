@@ -26,11 +26,11 @@ inline void check_latent(const at::Tensor& mu, const at::Tensor& std, const at::
 
 // An incoming gradient, if given, has the shape of the output it belongs to.
 inline void check_latent_grad(const std::optional<at::Tensor>& grad, const at::Tensor& like,
-                              const char* name) {
+                              at::IntArrayRef shape, const char* name) {
   if (!grad.has_value() || !grad->defined()) return;
   check_same_device_dtype(*grad, name, like, "mu");
-  TORCH_CHECK_VALUE(grad->sizes() == like.sizes(), "notmiwae_fast: argument '", name,
-                    "' must have shape ", like.sizes(), "; got ", grad->sizes());
+  TORCH_CHECK_VALUE(grad->sizes() == shape, "notmiwae_fast: argument '", name, "' must have shape ",
+                    shape, "; got ", grad->sizes());
 }
 
 // An optional incoming gradient as a contiguous tensor; undefined when not given.
@@ -50,10 +50,10 @@ inline LatentOutputGrads latent_output_grads(const std::optional<at::Tensor>& gr
                                              const std::optional<at::Tensor>& grad_log_p,
                                              const std::optional<at::Tensor>& grad_log_q,
                                              const at::Tensor& eps) {
-  const at::Tensor rows = eps.select(2, 0);  // the [B, K] shape of the row terms
-  check_latent_grad(grad_z, eps, "grad_z");
-  check_latent_grad(grad_log_p, rows, "grad_log_p");
-  check_latent_grad(grad_log_q, rows, "grad_log_q");
+  const at::IntArrayRef rows = eps.sizes().slice(0, 2);  // the [B, K] of the row terms
+  check_latent_grad(grad_z, eps, eps.sizes(), "grad_z");
+  check_latent_grad(grad_log_p, eps, rows, "grad_log_p");
+  check_latent_grad(grad_log_q, eps, rows, "grad_log_q");
   return {contiguous_if_given(grad_z), contiguous_if_given(grad_log_p),
           contiguous_if_given(grad_log_q)};
 }

@@ -319,15 +319,17 @@ inline at::Tensor mask_as_bool(const at::Tensor& mask) {
 // feature, in dtype `acc`:
 //   c(df)  = lgamma((df + 1)/2) − lgamma(df/2) − log(df·π)/2
 //   c'(df) = (digamma((df + 1)/2) − digamma(df/2))/2 − 1/(2 df)
-// df: [D]. Return [D], contiguous, on df's device. D values only, so ATen ops (which
-// exist on every device) are used instead of a device lgamma / digamma.
-inline at::Tensor studentt_log_norm(const at::Tensor& df, at::ScalarType acc) {
-  const at::Tensor v = df.to(acc);
+// df: [D]. Return [D] float64, contiguous, on df's device: each is a difference of two
+// large lgamma / digamma values, which float32 would leave with few correct digits once
+// df is in the hundreds. D values only, so ATen ops (which exist on every device) are
+// used instead of a device lgamma / digamma.
+inline at::Tensor studentt_log_norm(const at::Tensor& df) {
+  const at::Tensor v = df.to(at::kDouble);
   return (at::lgamma((v + 1) * 0.5) - at::lgamma(v * 0.5) - 0.5 * at::log(v * M_PI)).contiguous();
 }
 
-inline at::Tensor studentt_dlog_norm(const at::Tensor& df, at::ScalarType acc) {
-  const at::Tensor v = df.to(acc);
+inline at::Tensor studentt_dlog_norm(const at::Tensor& df) {
+  const at::Tensor v = df.to(at::kDouble);
   return (0.5 * (at::digamma((v + 1) * 0.5) - at::digamma(v * 0.5)) - 0.5 / v).contiguous();
 }
 

@@ -3,7 +3,6 @@
 // term (notmiwae_fast/likelihood.h). A backend (csrc/cpu/likelihood_cpu.cpp,
 // csrc/cuda/likelihood_cuda.cu) supplies
 //   check_dtype(t, name)            the dtypes its kernels take (checked after the shapes)
-//   norm_dtype(dtype)               the dtype of Student-t's per-feature c(df) and c'(df)
 //   row_sums<Layout, Terms...>(operands)         one [B, K] result per term
 //   row_grads<Layout, Term>(grads, operands)     the term's gradients: per-sample
 //                                                [B, K, D] ones, then per-feature [D] ones
@@ -178,7 +177,7 @@ struct LikelihoodOps {
 
   static Tensor masked_studentt_logprob(T x, T mask, T loc, T scale, T df) {
     check_studentt_op(x, mask, loc, scale, df);
-    const Tensor c = studentt_log_norm(df, Backend::norm_dtype(loc.scalar_type()));
+    const Tensor c = studentt_log_norm(df);
     return Backend::template row_sums<likelihood::StudentTOperands, likelihood::StudentT>(
         {x, mask, loc, scale, df, c})[0];
   }
@@ -187,7 +186,7 @@ struct LikelihoodOps {
                                                                              T loc, T scale, T df) {
     check_studentt_op(x, mask, loc, scale, df);
     check_row_grad(grad, "grad", loc, "loc", loc.size(0), loc.size(1));
-    const Tensor dc = studentt_dlog_norm(df, Backend::norm_dtype(loc.scalar_type()));
+    const Tensor dc = studentt_dlog_norm(df);
     return as_tuple(Backend::template row_grads<likelihood::StudentTOperands, likelihood::StudentT>(
         {grad}, {x, mask, loc, scale, df, dc}));
   }

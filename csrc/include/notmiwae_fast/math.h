@@ -70,11 +70,14 @@ NOTMIWAE_HOST_DEVICE LseState<T> lse_push(LseState<T> s, T a) {
   return LseState<T>{s.max, s.sum + exp(a - s.max)};
 }
 
-// Merges two summaries (associative and commutative up to rounding).
+// Merges two summaries (associative and commutative up to rounding). Only an empty
+// summary (max −inf, sum 0) is skipped: one that has seen a NaN has max −inf and a NaN
+// sum, and the NaN must reach the merged sum (lse_value then gives −inf, as for the same
+// values pushed one by one) instead of being dropped by whichever thread merged it.
 template <typename T>
 NOTMIWAE_HOST_DEVICE LseState<T> lse_merge(LseState<T> x, LseState<T> y) {
-  if (y.max == neg_inf<T>()) return x;
-  if (x.max == neg_inf<T>()) return y;
+  if (y.max == neg_inf<T>() && y.sum == T(0)) return x;
+  if (x.max == neg_inf<T>() && x.sum == T(0)) return y;
   if (x.max >= y.max) return LseState<T>{x.max, x.sum + y.sum * exp(y.max - x.max)};
   return LseState<T>{y.max, y.sum + x.sum * exp(x.max - y.max)};
 }

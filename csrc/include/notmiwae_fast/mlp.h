@@ -201,11 +201,10 @@ inline std::tuple<at::Tensor, std::vector<at::Tensor>> forward_rows(
   return {h, hidden};
 }
 
-// Gradients of Σ grad · y with respect to x, every weight and every bias, from the
-// hidden activations that forward kept.
-inline std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> backward(
-    const at::Tensor& grad, const at::Tensor& x, at::TensorList weights, at::TensorList hidden,
-    const ElementKernels& kernels) {
+// backward's arguments: grad [N, out_n], x [N, in], weights[i] [out_i, in_i] chained from
+// in, hidden[i] [N, out_i] for the n − 1 hidden layers, all on x's device with x's dtype.
+inline void check_backward(const at::Tensor& grad, const at::Tensor& x, at::TensorList weights,
+                           at::TensorList hidden) {
   const size_t n = weights.size();
   TORCH_CHECK_VALUE(n >= 1 && hidden.size() + 1 == n,
                     "notmiwae_fast: argument 'hidden' must "
@@ -213,16 +212,38 @@ inline std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> 
                     n == 0 ? 0 : n - 1, "); got ", hidden.size());
   check_floating(x, "x");
   check_dim(x, 2, "x", "[N, in_features]");
+  int64_t width = 0;
   for (size_t i = 0; i < n; ++i) {
     const std::string w = indexed("weights", i);
     check_same_device_dtype(weights[i], w.c_str(), x, "x");
     check_dim(weights[i], 2, w.c_str(), "[out_features, in_features]");
+    if (i == 0)  // the first layer's weights say how wide x must be
+      check_size(x, 1, weights[0].size(1), "x", "[N, in_features]");
+    else
+      check_size(weights[i], 1, width, w.c_str(), "[out_features, in_features]");
+    width = weights[i].size(0);
+    if (i + 1 < n) {
+      const std::string h = indexed("hidden", i);
+      check_same_device_dtype(hidden[i], h.c_str(), x, "x");
+      TORCH_CHECK_VALUE(
+          hidden[i].dim() == 2 && hidden[i].size(0) == x.size(0) && hidden[i].size(1) == width,
+          "notmiwae_fast: argument '", h, "' must have shape [", x.size(0), ", ", width, "]; got ",
+          hidden[i].sizes());
+    }
   }
-  check_size(x, 1, weights[0].size(1), "x", "[N, in_features]");
   check_same_device_dtype(grad, "grad", x, "x");
   check_dim(grad, 2, "grad", "[N, out_features]");
   check_size(grad, 0, x.size(0), "grad", "[N, out_features]");
-  check_size(grad, 1, weights[n - 1].size(0), "grad", "[N, out_features]");
+  check_size(grad, 1, width, "grad", "[N, out_features]");
+}
+
+// Gradients of Σ grad · y with respect to x, every weight and every bias, from the
+// hidden activations that forward kept.
+inline std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> backward(
+    const at::Tensor& grad, const at::Tensor& x, at::TensorList weights, at::TensorList hidden,
+    const ElementKernels& kernels) {
+  check_backward(grad, x, weights, hidden);
+  const size_t n = weights.size();
   std::vector<at::Tensor> grad_weights(n), grad_biases(n);
   at::Tensor g = grad;
   for (size_t j = n; j-- > 0;) {
@@ -230,13 +251,7 @@ inline std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> 
     grad_weights[j] = product({}, g.t(), input, kernels);
     grad_biases[j] = g.sum(0);
     at::Tensor g_input = product({}, g, weights[j], kernels);
-    if (j > 0) {
-      const std::string h = indexed("hidden", j - 1);
-      check_same_device_dtype(hidden[j - 1], h.c_str(), x, "x");
-      TORCH_CHECK_VALUE(hidden[j - 1].sizes() == g_input.sizes(), "notmiwae_fast: argument '", h,
-                        "' must have shape ", g_input.sizes(), "; got ", hidden[j - 1].sizes());
-      kernels.tanh_backward_(g_input, hidden[j - 1]);
-    }
+    if (j > 0) kernels.tanh_backward_(g_input, hidden[j - 1]);
     g = std::move(g_input);
   }
   return {g, grad_weights, grad_biases};
