@@ -241,6 +241,14 @@ struct CudaLikelihood {
     return out;
   }
 
+  // The categorical columns' offsets (int64) on logits' device, copied from pinned memory
+  // without waiting: a copy from pageable memory blocks the host until the GPU has caught
+  // up, in every forward and backward of a mixed model.
+  static at::Tensor device_offsets(c10::IntArrayRef offsets, const at::Tensor& logits) {
+    return at::tensor(offsets).pin_memory().to(logits.options().dtype(at::kLong),
+                                               /*non_blocking=*/true);
+  }
+
   // masked_categorical_logprob's operands; `offsets` holds the offsets on the device.
   template <typename scalar_t>
   static CategoricalColumns<scalar_t> categorical_columns(const at::Tensor& x,
@@ -261,7 +269,7 @@ struct CudaLikelihood {
     c10::cuda::CUDAGuard guard(logits.device());
     at::Tensor out = at::empty({logits.size(0), logits.size(1)}, logits.options());
     if (out.numel() == 0) return out;
-    const at::Tensor off = at::tensor(offsets).to(logits.device());  // int64
+    const at::Tensor off = device_offsets(offsets, logits);
     NOTMIWAE_DISPATCH_CUDA(logits.scalar_type(), "categorical_sums_cuda", [&] {
       launch_rows(categorical_sums_kernel<scalar_t>, out.numel(), x.size(1),
                   categorical_columns<scalar_t>(x, mask, logits, off), out.numel(),
@@ -276,7 +284,7 @@ struct CudaLikelihood {
     c10::cuda::CUDAGuard guard(logits.device());
     at::Tensor out = at::empty(logits.sizes(), logits.options());
     if (out.numel() == 0) return out;
-    const at::Tensor off = at::tensor(offsets).to(logits.device());  // int64
+    const at::Tensor off = device_offsets(offsets, logits);
     NOTMIWAE_DISPATCH_CUDA(logits.scalar_type(), "categorical_grads_cuda", [&] {
       launch_rows(categorical_grads_kernel<scalar_t>, grad.numel(), x.size(1),
                   categorical_columns<scalar_t>(x, mask, logits, off),
