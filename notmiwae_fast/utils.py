@@ -7,6 +7,7 @@ the calls its README shows (``impute(model, x, mask)``), which raise TypeError t
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import random
 from typing import Optional, Sequence, Union
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor
 
 from ._common import validate as _validate
+from ._common.seeding import forked_rng
 
 __all__ = [
     "impute",
@@ -95,11 +97,11 @@ def impute(
     out = []
     n = int(x.shape[0])
     # One call even for N = 0, so that an empty result has the shape and dtype of others.
+    on = next(model.parameters()).device
     for index, start in enumerate(range(0, max(n, 1), batch_size)):
         rows = slice(start, start + batch_size)
-        with torch.random.fork_rng(devices=[], enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(seed + index)
+        seeded = forked_rng(on, seed + index) if seed is not None else contextlib.nullcontext()
+        with seeded:
             part = model.impute(x[rows], s[rows], n_samples=n_samples, n_draws=n_draws)
         out.append(part.detach().cpu().numpy())
         if verbose:

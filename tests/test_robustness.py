@@ -351,6 +351,34 @@ def test_cuda_without_a_gpu_is_named():
         NotMIWAEImputer(**{**TINY, "device": "cuda"}).fit(table())
 
 
+@pytest.mark.parametrize("asked", ["cuda", "cuda:0", None])
+def test_under_torchrun_each_process_imputes_on_its_own_gpu(monkeypatch, asked):
+    """In a distributed run a CUDA device is the process's cuda:LOCAL_RANK, as the
+    Trainer places it ('cuda' alone would be cuda:0 for every process); the CPU stays
+    the CPU. (A GPU and the process group are faked: only the choice is tested.)"""
+    import torch
+
+    from notmiwae_fast import distributed
+    from notmiwae_fast._common import validate
+
+    monkeypatch.setattr(distributed, "context", lambda: distributed.Context(3, 4, 1))
+    monkeypatch.setattr(validate, "device", lambda value, *a: torch.device(value))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert NotMIWAEImputer(device=asked)._device() == torch.device("cuda", 1)
+    assert NotMIWAEImputer(device="cpu")._device() == torch.device("cpu")
+
+
+@NO_GPU
+def test_an_imputer_fitted_for_a_gpu_says_how_to_use_the_cpu():
+    """An imputer whose device is 'cuda' (fitted on a GPU machine, loaded here): the
+    error says how to compute on this machine, and that works."""
+    imputer = NotMIWAEImputer(**TINY).fit(table())
+    imputer.set_params(device="cuda")
+    with pytest.raises(ValueError, match=r"no CUDA GPU.*set_params\(device='cpu'\)"):
+        imputer.transform(table())
+    assert np.isfinite(imputer.set_params(device="cpu").transform(table())).all()
+
+
 @pytest.fixture(scope="module")
 def fitted_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("robust")

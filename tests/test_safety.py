@@ -189,6 +189,37 @@ def test_saved_imputer_round_trip(fitted, tmp_path):
     assert imputer.missing_process_ == same.missing_process_
 
 
+def test_a_loaded_model_goes_where_its_weights_were_loaded():
+    """load_state_dict copies into the module's own tensors, which stay where it was
+    built: the loaders move the module to the device of the loaded weights."""
+    net = torch.nn.Linear(2, 3)
+    weights = {k: v.to("meta") for k, v in net.state_dict().items()}
+    assert _io.on_loaded_device(net, weights).weight.device.type == "meta"
+    assert _io.on_loaded_device(torch.nn.Linear(2, 3), {}).weight.device.type == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.cuda
+def test_a_model_on_the_gpu_is_saved_for_the_cpu_and_loads_where_asked(tmp_path):
+    """Files written from CUDA models hold CPU tensors (they load without a GPU);
+    map_location="cuda" gives a model on the GPU (not a CPU model with its weights
+    copied in)."""
+    from notmiwae_fast import images
+
+    utils.set_seed(0)
+    model = nf.NotMIWAE(D, hidden_dim=8).cuda()
+    export.save_model(model, tmp_path / "model.pt")
+    image = images.load_image_model().cuda()
+    images.save_image_model(image, tmp_path / "image.pt")
+    for name in ("model.pt", "image.pt"):
+        state = torch.load(tmp_path / name, map_location=None, weights_only=True)
+        assert all(v.device.type == "cpu" for v in state["state_dict"].values())
+    loaded = export.load_model(tmp_path / "model.pt", map_location="cuda")
+    assert all(p.is_cuda for p in loaded.parameters())
+    loaded_image = images.load_image_model(tmp_path / "image.pt", map_location="cuda")
+    assert all(p.is_cuda for p in loaded_image.parameters())
+
+
 @pytest.mark.parametrize("kind", ["miwae", "selfmasking", "nonlinear"])
 def test_save_model_feeds_export(tmp_path, kind):
     utils.set_seed(0)

@@ -189,6 +189,20 @@ def save_rescued(obj, path: PathLike) -> Optional[Path]:
     return None
 
 
+def cpu_state_dict(module: torch.nn.Module) -> dict:
+    """``module``'s state dict detached and on the CPU: what a model file holds, so that it
+    loads on a machine without the GPU it was trained on."""
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+
+def on_loaded_device(module: torch.nn.Module, weights: dict) -> torch.nn.Module:
+    """``module``, whose state was just loaded from ``weights``, moved to the device those
+    were loaded on (``map_location``): load_state_dict copies into the module's own
+    tensors, which stay where the module was built."""
+    first = next(iter(weights.values()), None)
+    return module if first is None else module.to(first.device)
+
+
 class FormatError(ValueError):
     """Raised by a constructor that :func:`load_plain` allows when the plain data it is
     given do not describe what it builds; passed through by load_plain unchanged."""

@@ -45,9 +45,8 @@ def _image_threads(args) -> int:
 def cmd_impute_image(args: argparse.Namespace) -> int:
     """notmiwae-fast impute-image IMAGE OUTPUT: imputes the clipped values of an image
     (on rank 0), or of every image of a folder (split across the ranks)."""
-    import torch
-
     from .. import images
+    from .._common.seeding import forked_rng
 
     if Path(args.image).is_dir():
         return _impute_image_folder(args)
@@ -60,8 +59,7 @@ def cmd_impute_image(args: argparse.Namespace) -> int:
             _check_image_output(out, image)
             colour = images._colour(image, images._colour_channels(image))  # without alpha
             model = _image_model(args, colour.shape[2])
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(args.seed)
+            with forked_rng(next(model.parameters()).device, args.seed):
                 result = images.impute_image(
                     model,
                     image,

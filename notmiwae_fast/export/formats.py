@@ -26,6 +26,15 @@ def _check_folder(path) -> None:
         raise FileNotFoundError(f"argument 'path': the folder {folder} does not exist")
 
 
+def _on_cpu(model: nn.Module) -> nn.Module:
+    """``model`` itself when it lives on the CPU, else a copy there: exports are written
+    from the CPU (the example inputs are CPU tensors, and a TorchScript file keeps each
+    tensor's device, so one written from a GPU would not load on a machine without it)."""
+    if all(t.device.type == "cpu" for t in [*model.parameters(), *model.buffers()]):
+        return model
+    return copy.deepcopy(model).cpu()
+
+
 def _prepare(model, path, n_samples: int, fused: bool) -> ExportableImputer:
     _check_folder(path)
     if int(model.n_train_steps) == 0:
@@ -63,8 +72,11 @@ def to_torchscript(
         fused: call the compiled kernels (load the library before ``torch.jit.load``);
             False writes the pure-PyTorch variant, loadable with torch alone.
     Returns:
-        the scripted module. Its forward is (x, mask, eps_z=None, eps_x=None).
+        the scripted module, on the CPU whatever device ``model`` is on (``torch.jit.load``
+        with ``map_location`` puts it elsewhere). Its forward is (x, mask, eps_z=None,
+        eps_x=None).
     """
+    model = _on_cpu(model)
     if isinstance(model, MixedNotMIWAE):  # Python loops over columns: traced, not scripted
         _check_folder(path)
         example = (torch.zeros(2, model.input_dim), torch.ones(2, model.input_dim))
@@ -98,6 +110,7 @@ def to_onnx(
     """
     if opset_version < 17:
         raise ValueError(f"argument 'opset_version' must be >= 17; got {opset_version}")
+    model = _on_cpu(model)
     if isinstance(model, MixedNotMIWAE):
         if deterministic:
             raise NotImplementedError("a mixed-table model exports without deterministic=True")

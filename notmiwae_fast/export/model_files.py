@@ -67,7 +67,7 @@ def save_model(model: ImportanceWeightedModel, path) -> None:
         "format": MODEL_FORMAT,
         "class": type(model).__name__,
         "config": _model_config(model),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": _io.cpu_state_dict(model),
     }
     _io.save_atomic(state, path)
 
@@ -112,7 +112,7 @@ def model_from_state(state) -> ImportanceWeightedModel:
     ):
         raise _io.FormatError("the state dict does not fit the configuration")
     model.load_state_dict(weights)
-    return model.eval()
+    return _io.on_loaded_device(model, weights).eval()
 
 
 def load_model(path, map_location="cpu") -> ImportanceWeightedModel:

@@ -283,6 +283,9 @@ def train_clipped(
     x, lost, h = pixels
     if len(x) == 0:
         raise ValueError("argument 'pixels' holds no pixel")
+    # The pixels (CPU tensors from training_pixels) go where the model is, once.
+    device = next(model.parameters()).device
+    x, lost, h = x.to(device), lost.to(device), h.to(device)
     clip = h[:, -1:]
     # Its own steps with torch.optim.Adam rather than Trainer.train_step: the Trainer's
     # fused Adam rounds differently, and the bundled models (benchmarks/image_clipping.py

@@ -9,7 +9,7 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
-from .._common.io import load_plain
+from .._common.io import cpu_state_dict, load_plain, on_loaded_device
 from .clipped import ClippedPixelModel
 from .tiles import image_model
 
@@ -46,7 +46,7 @@ def save_image_model(model: nn.Module, path: Union[str, os.PathLike]) -> None:
             "argument 'model' must be an image model (ClippedPixelModel or "
             f"image_model); got {type(model).__name__}"
         )
-    state["state_dict"] = model.state_dict()
+    state["state_dict"] = cpu_state_dict(model)
     save_atomic(state, path)
 
 
@@ -82,4 +82,4 @@ def load_image_model(
         raise ValueError(
             f"image model file {path} does not hold an image model written by save_image_model"
         ) from None
-    return model.eval()
+    return on_loaded_device(model, state["state_dict"]).eval()

@@ -8,13 +8,13 @@ import os
 from pathlib import Path
 from typing import Any, Optional, Union
 
-import torch
 from torch import nn
 
 from .. import images  # the package's impute_image: a replacement there applies here
 from .._common.image_io import IMAGE_SUFFIXES, read_image, write_image
 from .._common.io import write_atomic
 from .._common.progress import progress_bar
+from .._common.seeding import forked_rng
 from ..distributed.group import (
     Context,
     RankFailure,
@@ -172,8 +172,7 @@ def _impute_files(
     for i in mine:
         try:
             image, metadata = read_image(files[i], metadata=True)
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                torch.manual_seed(seed + i)
+            with forked_rng(device, seed + i):
                 result = images.impute_image(model, image, progress=False, **impute_kwargs)
             write_image(out_dir / files[i].name, result, metadata)
         except Exception as exc:  # every failed image is reported by the caller

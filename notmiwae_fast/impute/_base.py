@@ -15,6 +15,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .. import utils
 from .._common import validate as _validate
+from .._common.seeding import forked_rng
 from ..nn.models import MIWAE, NotMIWAE
 from ..nn.networks import glorot_init_
 from . import _columns, _mixed
@@ -160,10 +161,25 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     def _device(self) -> torch.device:
         """The device to compute on; ValueError naming 'device' when it is not a device
-        or is a CUDA device this machine does not have."""
+        or is a CUDA device this machine does not have. Under torchrun a CUDA device is
+        the process's own GPU, cuda:LOCAL_RANK, as the Trainer places it (a bare 'cuda'
+        would put every process on the current GPU, cuda:0)."""
+        from ..distributed import context
+
         if self.device is None:
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return _validate.device(self.device)
+            device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        else:
+            try:
+                device = _validate.device(self.device)
+            except ValueError as err:  # e.g. fitted on a GPU, loaded where there is none
+                raise ValueError(
+                    f"{err}; set_params(device='cpu') (or device=None: a GPU if there is "
+                    "one) computes elsewhere"
+                ) from None
+        ctx = context()
+        if device.type == "cuda" and ctx.distributed:
+            return torch.device("cuda", ctx.local_rank)
+        return device
 
     # -- fit / transform -------------------------------------------------------------------
     def fit(self, X: Table, y: Any = None) -> "_BaseIWImputer":
@@ -205,8 +221,7 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """A new model trained for ``max_iter`` steps on ``data``, torch seeded with
         ``data.seed`` (the global RNG left as it was). Returns (model, losses)."""
         x_std, observed, stats, columns, device, seed = data
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(seed)
+        with forked_rng(device, seed):
             model = self._new_model(x_std.shape[1], columns)
             if self.weight_init == "glorot":
                 glorot_init_(model)

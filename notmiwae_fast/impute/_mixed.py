@@ -15,6 +15,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .. import utils
+from .._common.seeding import forked_rng
 from ..nn.mixed import MixedNotMIWAE
 from ..nn.models import NotMIWAE
 from ._columns import TableCodec
@@ -82,8 +83,7 @@ def fit(est: Any, X: "pd.DataFrame") -> Any:
     device = est._device()
     observed = ~np.isnan(arr)
     seed = int(check_random_state(est.random_state).randint(np.iinfo(np.int32).max))
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
+    with forked_rng(device, seed):
         model = new_model(est, codec)
         model.set_standardization(mean, scale)
         losses = _train_model(
@@ -176,7 +176,7 @@ def impute_codes(
     device = est._device()
     model = est.model_.to(device)
     blocks = []
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with forked_rng(device):
         for start in range(0, len(arr), SEED_BLOCK):
             torch.manual_seed(est._seed_ + (first_row + start) // SEED_BLOCK)
             rows = slice(start, start + SEED_BLOCK)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from sklearn.base import clone
 
+from .._common.seeding import forked_rng
 from ..nn.missing import MISSING_PROCESSES
 from ._training import FitData
 
@@ -94,8 +95,7 @@ def held_out_bound(
     x = torch.as_tensor(np.nan_to_num(x_std, nan=0.0), dtype=torch.float32, device=device)
     s = torch.as_tensor(observed, dtype=torch.float32, device=device)
     total = 0.0
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
+    with forked_rng(device, seed):
         with torch.no_grad():
             for start in range(0, len(x), _CHUNK_ROWS):
                 rows = slice(start, start + _CHUNK_ROWS)

@@ -8,6 +8,7 @@ import torch
 
 from .. import utils
 from .._common.progress import progress
+from .._common.seeding import forked_rng
 
 # Rows per step of the imputation progress bar.
 IMPUTE_BLOCK = 1024
@@ -46,7 +47,7 @@ def impute_rows(
         return out
     from ..distributed import context
 
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with forked_rng(device):
         model = model.to(device)
         x_t = torch.as_tensor(np.nan_to_num(standardized), dtype=torch.float32)
         s_t = torch.as_tensor(~missing, dtype=torch.float32)

@@ -65,7 +65,7 @@ def _imputer_state(imputer: _BaseIWImputer) -> dict:
         "format": IMPUTER_FORMAT,
         "class": name,
         "params": params,
-        "model": {k: v.detach().cpu() for k, v in imputer.model_.state_dict().items()},
+        "model": _io.cpu_state_dict(imputer.model_),
         "mean": torch.from_numpy(np.array(imputer.mean_)),
         "scale": torch.from_numpy(np.array(imputer.scale_)),
         "loss_curve": torch.from_numpy(np.array(imputer.loss_curve_)),
@@ -240,7 +240,7 @@ def _loaded_model(
     if {k: v.shape for k, v in weights.items()} != {k: v.shape for k, v in expected.items()}:
         raise _io.FormatError("the model's state dict does not fit its parameters")
     model.load_state_dict(weights)
-    return model.to(next(iter(weights.values())).device).eval()
+    return _io.on_loaded_device(model, weights).eval()
 
 
 def save_imputer(imputer: _BaseIWImputer, path: Union[str, Path]) -> None:

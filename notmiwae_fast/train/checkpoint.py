@@ -89,8 +89,10 @@ def _checked_rng(rng: dict) -> dict:
     random.Random().setstate(python_state)
     cuda = rng.get("cuda")
     if cuda is not None:
-        if not isinstance(cuda, (list, tuple)) or not all(torch.is_tensor(t) for t in cuda):
-            raise TypeError("'cuda' is not a list of tensors")
+        if not isinstance(cuda, (list, tuple)) or not all(
+            torch.is_tensor(t) and t.dtype == torch.uint8 and t.dim() == 1 for t in cuda
+        ):
+            raise TypeError("'cuda' is not a list of generator states (1-D uint8 tensors)")
         cuda = [t.cpu() for t in cuda]
     return {"torch": torch_state, "numpy": numpy_state, "python": python_state, "cuda": cuda}
 
@@ -103,7 +105,10 @@ def _restore_rng(rng: dict, same_world: bool, ctx: Context) -> None:
     np.random.set_state(rng["numpy"])
     random.setstate(rng["python"])
     if rng["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+        # Saved for every GPU the writing process saw; restored for the GPUs there are
+        # (set_rng_state_all would fail half-way on a machine with fewer).
+        for index, state in enumerate(rng["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(state, index)
     if not same_world:
         torch.manual_seed(torch.initial_seed() + ctx.rank)
 

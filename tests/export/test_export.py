@@ -146,6 +146,36 @@ def test_onnx_random_mode_runs(tmp_path):
     assert out.shape == (33, D) and torch.isfinite(torch.from_numpy(out)).all()
 
 
+def test_a_cpu_model_is_exported_as_it_is():
+    """No copy of a model that already lives on the CPU (export reads it in place)."""
+    from notmiwae_fast.export.formats import _on_cpu
+
+    model = nf.MIWAE(D, hidden_dim=8)
+    assert _on_cpu(model) is model
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.cuda
+def test_a_model_on_the_gpu_exports_for_the_cpu(tmp_path):
+    """A model on CUDA exports (the example inputs are CPU tensors) from a CPU copy: the
+    TorchScript file loads with CPU tensors, and the model stays on the GPU."""
+    model = trained("notmiwae-selfmasking").cuda()
+    export.to_torchscript(model, tmp_path / "m.pt", n_samples=K)
+    loaded = torch.jit.load(str(tmp_path / "m.pt"))
+    assert all(t.device.type == "cpu" for t in loaded.state_dict().values())
+    assert all(p.is_cuda for p in model.parameters())
+    x_nan, s, _, _ = inputs(model.cpu(), batch=5)
+    assert torch.isfinite(loaded(x_nan, s)).all()
+    if all(_has(m) for m in ("onnx", "onnxscript")):
+        export.to_onnx(model.cuda(), tmp_path / "m.onnx", n_samples=K)
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
 # ------------------------------------------------------------------------------------
 # Bad input
 # ------------------------------------------------------------------------------------

@@ -59,6 +59,30 @@ def test_resume_continues_from_the_same_step_and_optimizer_state(tmp_path):
         torch.testing.assert_close(opt1[key]["exp_avg"], opt3[key]["exp_avg"], rtol=0, atol=0)
 
 
+def test_cuda_random_states_restore_on_a_machine_with_fewer_gpus(monkeypatch):
+    """A checkpoint written where two GPUs were visible restores the states of the GPUs
+    this machine has (one here, faked) instead of failing half-way through the restore;
+    a CUDA state that is not a generator state is refused before anything is restored."""
+    from notmiwae_fast.distributed import context
+    from notmiwae_fast.train import checkpoint
+
+    saved = {
+        "torch": torch.get_rng_state(),
+        "numpy": checkpoint._numpy_state_plain(),
+        "python": __import__("random").getstate(),
+        "cuda": [torch.full((16,), 1, dtype=torch.uint8), torch.full((16,), 2, dtype=torch.uint8)],
+    }
+    rng = checkpoint._checked_rng(saved)
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, i: restored.append((i, s[0].item())))
+    checkpoint._restore_rng(rng, True, context())
+    assert restored == [(0, 1)]
+    with pytest.raises(TypeError, match="'cuda' is not a list of generator states"):
+        checkpoint._checked_rng({**saved, "cuda": [torch.zeros(2, 8)]})
+
+
 def test_best_and_last_checkpoints_and_early_stopping(tmp_path):
     x, s, x_true = data()
     model = fresh_model()
