@@ -75,9 +75,21 @@ def init_from_env(device: Optional[torch.device] = None, timeout_s: int = 600) -
         and int(os.environ.get("WORLD_SIZE", "1")) > 1
     ):
         backend = "nccl" if device is not None and device.type == "cuda" else "gloo"
+        options: dict = {}
         if backend == "nccl":  # one GPU per process; object collectives use this one
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
+            local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+            if local_rank >= torch.cuda.device_count():
+                raise ValueError(
+                    f"this process's LOCAL_RANK is {local_rank} but this machine has "
+                    f"{torch.cuda.device_count()} CUDA GPU(s): start at most that many "
+                    "processes per machine (torchrun --nproc-per-node)"
+                )
+            torch.cuda.set_device(local_rank)
+            # The group's own GPU (NCCL's barrier would otherwise guess it and warn).
+            options["device_id"] = torch.device("cuda", local_rank)
+        dist.init_process_group(
+            backend=backend, timeout=datetime.timedelta(seconds=timeout_s), **options
+        )
         # Close the group we opened if the caller does not (see shutdown).
         atexit.register(shutdown, wait_for_all=False)
     return context()

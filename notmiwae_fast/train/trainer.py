@@ -56,6 +56,18 @@ def _checked_counts(
     )
 
 
+def _as_tensors_report(device: torch.device) -> torch.device:
+    """``device`` as its tensors report it ('cuda' -> 'cuda:<current>', 'cpu:0' ->
+    'cpu'): the Trainer compares it with the batches' devices, and 'cuda' never equals
+    'cuda:0'. Nothing is allocated (an allocation would open a CUDA context on the
+    current GPU, in every process of a distributed run)."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    if device.type == "cpu":
+        return torch.device("cpu")
+    return device
+
+
 class Trainer:
     """Trains a MIWAE, NotMIWAE, SupMIWAE or SupNotMIWAE model.
 
@@ -141,15 +153,14 @@ class Trainer:
             raise ValueError(f"argument 'lr' must be > 0; got {lr!r}")
         if grad_clip is not None and not grad_clip > 0:
             raise ValueError(f"argument 'grad_clip' must be > 0 or None; got {grad_clip!r}")
-        # The device as tensors report it ('cuda' -> 'cuda:<current>', 'cpu:0' -> 'cpu'):
-        # it is compared with the batches' devices, and 'cuda' never equals 'cuda:0'.
-        self.device = torch.empty(
-            0, device=device if device is not None else next(model.parameters()).device
-        ).device
+        self.device = (
+            torch.device(device) if device is not None else next(model.parameters()).device
+        )
         self.ctx = distributed.init_from_env(self.device)
         if self.ctx.distributed and self.device.type == "cuda":
             self.device = torch.device("cuda", self.ctx.local_rank)
             torch.cuda.set_device(self.device)
+        self.device = _as_tensors_report(self.device)
         self.model = model.to(self.device)
         self.lr, self.grad_clip = lr, grad_clip
         self.optimizer = _adam(self.model.parameters(), lr)

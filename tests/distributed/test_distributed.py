@@ -268,3 +268,16 @@ def test_the_imputer_trains_data_parallel(tmp_path):
         assert r["too_few"] == (
             "argument 'X' has 1 row(s); training on 2 processes needs at least one row per process"
         )
+
+
+def test_more_nccl_processes_than_gpus_is_named_before_the_group_starts(monkeypatch):
+    """A CUDA run under torchrun whose LOCAL_RANK has no GPU of its own: a clear error
+    before any process group is started (NCCL would fail later, less clearly)."""
+    started = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.distributed, "init_process_group", lambda **kw: started.append(kw))
+    with pytest.raises(ValueError, match="LOCAL_RANK is 1 but this machine has 1 CUDA GPU"):
+        distributed.init_from_env(torch.device("cuda"))
+    assert not started
