@@ -156,20 +156,20 @@ constexpr mlp::ElementKernels kCpuKernels{
     /*block_bytes=*/512 * 1024, &cpu::pooled_empty};
 
 at::Tensor mlp_tanh_cpu(const at::Tensor& x, at::TensorList weights, at::TensorList biases) {
-  check_cpu_mlp_dtype(x, "x");
+  check_float_or_half(x, "x", "CPU");
   return std::get<0>(mlp::forward(x, weights, biases, kCpuKernels, /*keep_hidden=*/false));
 }
 
 std::tuple<at::Tensor, std::vector<at::Tensor>> mlp_tanh_forward_cpu(const at::Tensor& x,
                                                                      at::TensorList weights,
                                                                      at::TensorList biases) {
-  check_cpu_mlp_dtype(x, "x");
+  check_float_or_half(x, "x", "CPU");
   return mlp::forward(x, weights, biases, kCpuKernels, /*keep_hidden=*/true);
 }
 
 std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> mlp_tanh_backward_cpu(
     const at::Tensor& grad, const at::Tensor& x, at::TensorList weights, at::TensorList hidden) {
-  check_cpu_mlp_dtype(x, "x");
+  check_float_or_half(x, "x", "CPU");
   check_same_device_dtype(grad, "grad", x, "x");
   return mlp::backward(grad, x, weights, hidden, kCpuKernels);
 }

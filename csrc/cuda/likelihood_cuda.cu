@@ -186,7 +186,9 @@ void launch_rows(Kernel kernel, int64_t rows, int64_t D, const Args&... args) {
 
 // The CUDA backend of LikelihoodOps (notmiwae_fast/likelihood_ops.h).
 struct CudaLikelihood {
-  static void check_dtype(const at::Tensor& t, const char* name) { check_cuda_dtype(t, name); }
+  static void check_dtype(const at::Tensor& t, const char* name) {
+    check_float_or_half(t, name, "CUDA");
+  }
 
   // The forward: one [B, K] result per term.
   template <typename L, typename... Terms>

@@ -50,24 +50,16 @@ inline void check_cpu_dtype(const at::Tensor& t, const char* name) {
                    t.scalar_type());
 }
 
-// The CPU kernels of the MLP family also take bfloat16 and float16 (what torch.autocast
-// gives them: csrc/autocast.cpp); the element math runs in float32.
-inline void check_cpu_mlp_dtype(const at::Tensor& t, const char* name) {
+// float32, float64, bfloat16 or float16 (the half types' math runs in float32): what
+// every CUDA kernel and the CPU's MLP family (what torch.autocast gives it:
+// csrc/autocast.cpp) take. The float8 and float4 types, which ATen counts as floating
+// too, are refused here rather than deep in a dispatch macro. `device` names the
+// backend in the message ("CPU", "CUDA").
+inline void check_float_or_half(const at::Tensor& t, const char* name, const char* device) {
   const auto type = t.scalar_type();
   TORCH_CHECK_TYPE(
       type == at::kFloat || type == at::kDouble || type == at::kBFloat16 || type == at::kHalf,
-      "notmiwae_fast: on CPU, argument '", name,
-      "' must be float32, float64, bfloat16 or float16; got ", type);
-}
-
-// CUDA kernels are compiled for float32, float64, bfloat16 and float16 (the math of the
-// two half types in float32): the float8 and float4 types, which ATen counts as
-// floating too, are refused here rather than deep in a dispatch macro.
-inline void check_cuda_dtype(const at::Tensor& t, const char* name) {
-  const auto type = t.scalar_type();
-  TORCH_CHECK_TYPE(
-      type == at::kFloat || type == at::kDouble || type == at::kBFloat16 || type == at::kHalf,
-      "notmiwae_fast: on CUDA, argument '", name,
+      "notmiwae_fast: on ", device, ", argument '", name,
       "' must be float32, float64, bfloat16 or float16; got ", type);
 }
 
