@@ -97,10 +97,12 @@ def impute(
     out = []
     n = int(x.shape[0])
     # One call even for N = 0, so that an empty result has the shape and dtype of others.
-    on = next(model.parameters()).device
+    model_device = next(model.parameters()).device
     for index, start in enumerate(range(0, max(n, 1), batch_size)):
         rows = slice(start, start + batch_size)
-        seeded = forked_rng(on, seed + index) if seed is not None else contextlib.nullcontext()
+        seeded = (
+            forked_rng(model_device, seed + index) if seed is not None else contextlib.nullcontext()
+        )
         with seeded:
             part = model.impute(x[rows], s[rows], n_samples=n_samples, n_draws=n_draws)
         out.append(part.detach().cpu().numpy())
