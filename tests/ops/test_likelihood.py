@@ -247,6 +247,30 @@ def test_junk_under_mask_changes_nothing(name, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_a_nan_logit_where_it_counts_gives_nan(device):
+    """A NaN logit of an observed Bernoulli entry, a NaN self-masking input, a NaN
+    decoder mean at a missing entry: the term is NaN, as the reference's (the kernels'
+    max(l, 0) once turned a NaN logit into a finite −log 2, hiding a diverged decoder)."""
+    nan = math.nan
+    f = dict(dtype=torch.float64, device=device)
+    one, zero = torch.ones(1, 1, **f), torch.zeros(1, 1, **f)
+    W, b = torch.ones(1, **f), torch.zeros(1, **f)
+    nan3 = torch.full((1, 1, 1), nan, **f)
+    assert OPS.masked_bernoulli_logprob(one, one, nan3).isnan().all()
+    assert OPS.selfmask_logprob(nan3, one, W, b).isnan().all()
+    terms = OPS.notmiwae_normal_terms(zero, zero, nan3, nan3.nan_to_num(1.0), nan3 * 0 + 0, W, b)
+    assert terms[1].isnan().all() and torch.equal(terms[0], torch.zeros(1, 1, **f))
+    for got, want in (
+        (
+            OPS.masked_bernoulli_logprob(one, one, nan3),
+            reference.masked_bernoulli_logprob(one, one, nan3),
+        ),
+        (OPS.selfmask_logprob(nan3, one, W, b), reference.selfmask_logprob(nan3, one, W, b)),
+    ):
+        torch.testing.assert_close(got, want, equal_nan=True)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("observed", [True, False], ids=["all-observed", "all-missing"])
 @pytest.mark.parametrize("name", NAMES)
 def test_all_observed_or_all_missing(name, observed, device):

@@ -255,8 +255,10 @@ NOTMIWAE_HOST_DEVICE NormalGrad<T> normal_log_density_grad(T x, T loc, T scale) 
 template <typename F = LibM, typename T>
 NOTMIWAE_HOST_DEVICE T bernoulli_log_prob(T x, T l) {
   const T minus_l = -l;
-  const T pos = l > T(0) ? l : T(0);              // max(l, 0)
-  const T neg = minus_l > T(0) ? minus_l : T(0);  // max(−l, 0)
+  // max(l, 0) and max(−l, 0), written so that a NaN logit stays NaN in both (as
+  // l > 0 ? l : 0 would turn it into 0, and the term into a finite −log 2).
+  const T pos = l <= T(0) ? T(0) : l;
+  const T neg = l >= T(0) ? T(0) : minus_l;
   return -F::Log1p(F::Exp(-(pos + neg))) - x * neg - (T(1) - x) * pos;
 }
 
