@@ -171,13 +171,25 @@ NOTMIWAE_HOST_DEVICE T dot8(const scalar_t* w, const T* h, int64_t H) {
 
 constexpr int kBlock = kClippedSampleBlock;
 
+// The first layer's per-pixel slopes slope_l = W[:, l] · std_l, kept when kKeep: the
+// CPU's draws then read L contiguous rows (its loops vectorise). A CUDA thread keeps none
+// (an L·H array per thread sits in local memory, which the driver reserves for every
+// resident thread) and reads W[:, l] · (std_l · eps_l) from the weights, which all its
+// threads share.
+template <typename T, bool kKeep>
+struct FirstLayerSlopes {
+  T v[kClippedMaxLatent * kClippedMaxHidden];
+};
+template <typename T>
+struct FirstLayerSlopes<T, false> {};
+
 // The decoder's first layer for pixel n, split as base + Σ_l slope_l · eps_l (base =
-// context + W·mu, slope_l = W[:, l]·std_l), so each draw costs L contiguous multiply-adds
-// per hidden unit. Returns Σ_l log std_l.
-template <typename T, typename scalar_t>
+// context + W·mu, slope_l = W[:, l]·std_l), so each draw costs L multiply-adds per hidden
+// unit. Returns Σ_l log std_l.
+template <typename T, bool kKeep, typename scalar_t>
 NOTMIWAE_HOST_DEVICE T clipped_first_layer(const ClippedInputs<scalar_t>& in, int64_t n,
                                            T (&base)[kClippedMaxHidden],
-                                           T (&slope)[kClippedMaxLatent * kClippedMaxHidden]) {
+                                           FirstLayerSlopes<T, kKeep>& slope) {
   const int64_t L = in.L, H = in.H;
   const scalar_t *context = in.context + n * H, *mu = in.mu + n * L, *sd = in.sd + n * L;
   T log_std_sum = 0;
@@ -188,7 +200,7 @@ NOTMIWAE_HOST_DEVICE T clipped_first_layer(const ClippedInputs<scalar_t>& in, in
     for (int64_t j = 0; j < H; ++j) {
       const T w = static_cast<T>(in.w_latent[j * L + l]);
       base[j] += w * m;
-      slope[l * H + j] = w * s;
+      if constexpr (kKeep) slope.v[l * H + j] = w * s;
     }
   }
   return log_std_sum;
@@ -196,10 +208,10 @@ NOTMIWAE_HOST_DEVICE T clipped_first_layer(const ClippedInputs<scalar_t>& in, in
 
 // The decoder's outputs loc[c][b], scale[c][b] (raw) and the latent part of log_w[b] of the
 // draws k0 + b, b < nb, of pixel n; the lanes nb .. lanes get finite values and zero weight.
-template <typename T, typename scalar_t>
+template <typename T, bool kKeep, typename scalar_t>
 NOTMIWAE_HOST_DEVICE void clipped_decode_block(
     const ClippedInputs<scalar_t>& in, int64_t n, int64_t k0, int nb, int lanes, T log_std_sum,
-    const T (&base)[kClippedMaxHidden], const T (&slope)[kClippedMaxLatent * kClippedMaxHidden],
+    const T (&base)[kClippedMaxHidden], const FirstLayerSlopes<T, kKeep>& slope,
     T (&hidden)[kClippedMaxHidden], T (&loc)[kClippedMaxChannels][kBlock],
     T (&scale)[kClippedMaxChannels][kBlock], T (&log_w)[kBlock]) {
   const int64_t C = in.C, L = in.L, H = in.H;
@@ -216,8 +228,13 @@ NOTMIWAE_HOST_DEVICE void clipped_decode_block(
       const T e = static_cast<T>(e_k[l]);
       const T z = static_cast<T>(mu[l]) + static_cast<T>(sd[l]) * e;
       lw += T(0.5) * (e * e - z * z);
-      const T* sl = slope + l * H;
-      for (int64_t j = 0; j < H; ++j) hidden[j] += sl[j] * e;
+      if constexpr (kKeep) {
+        const T* sl = slope.v + l * H;
+        for (int64_t j = 0; j < H; ++j) hidden[j] += sl[j] * e;
+      } else {
+        const T se = static_cast<T>(sd[l]) * e;
+        for (int64_t j = 0; j < H; ++j) hidden[j] += static_cast<T>(in.w_latent[j * L + l]) * se;
+      }
     }
     for (int64_t j = 0; j < H; ++j) hidden[j] = hidden[j] > T(0) ? hidden[j] : T(0);
     for (int64_t c = 0; c < C; ++c) {
@@ -301,7 +318,8 @@ NOTMIWAE_HOST_DEVICE void clipped_add_block(int lanes, int64_t C, const bool* lo
 // loops of one formula: the CPU vectorises them), then the block's weights into the
 // running sums. kPadded: the per-channel loops run over all lanes of every block (the
 // unused ones get weight zero), a trip count the CPU compiler knows, so they vectorise
-// with no scalar remainder; the GPU runs only the draws there are.
+// with no scalar remainder, and the first layer's slopes are kept (FirstLayerSlopes);
+// the GPU (kPadded false) runs only the draws there are and keeps no slopes.
 template <typename F, bool kPadded, typename T, typename scalar_t>
 NOTMIWAE_HOST_DEVICE void clipped_impute_pixel(const ClippedInputs<scalar_t>& in, int64_t n,
                                                scalar_t* out) {
@@ -309,8 +327,8 @@ NOTMIWAE_HOST_DEVICE void clipped_impute_pixel(const ClippedInputs<scalar_t>& in
   const scalar_t* x = in.x + n * C;
   const bool* lost = in.lost + n * C;
   const T clip = static_cast<T>(in.clip), min_scale = static_cast<T>(in.min_scale);
-  T base[kClippedMaxHidden], slope[kClippedMaxLatent * kClippedMaxHidden];
-  T hidden[kClippedMaxHidden];
+  T base[kClippedMaxHidden], hidden[kClippedMaxHidden];
+  FirstLayerSlopes<T, kPadded> slope;  // kept on the CPU only (see FirstLayerSlopes)
   T loc[kClippedMaxChannels][kBlock], scale[kClippedMaxChannels][kBlock];
   T value[kClippedMaxChannels][kBlock], log_w[kBlock];
   const T log_std_sum = clipped_first_layer(in, n, base, slope);
