@@ -48,7 +48,8 @@ def _shard_sampler(
 
 def _sharded(loader: Iterable, ctx: Context) -> Iterable:
     """In a distributed run, a DataLoader rebuilt with :func:`_shard_sampler` (its
-    dataset, batch size and shuffle setting kept); anything else as it is."""
+    dataset, batch size, shuffle setting and worker, pinning and prefetch settings kept);
+    anything else as it is."""
     if not ctx.distributed or not isinstance(loader, torch.utils.data.DataLoader):
         return loader
     if isinstance(loader.sampler, DistributedSampler):
@@ -61,4 +62,12 @@ def _sharded(loader: Iterable, ctx: Context) -> Iterable:
         drop_last=loader.drop_last,
         num_workers=loader.num_workers,
         collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+        pin_memory_device=loader.pin_memory_device,
+        timeout=loader.timeout,
+        worker_init_fn=loader.worker_init_fn,
+        multiprocessing_context=loader.multiprocessing_context,
+        generator=loader.generator,
+        prefetch_factor=loader.prefetch_factor,
+        persistent_workers=loader.persistent_workers,
     )

@@ -281,3 +281,28 @@ def test_more_nccl_processes_than_gpus_is_named_before_the_group_starts(monkeypa
     with pytest.raises(ValueError, match="LOCAL_RANK is 1 but this machine has 1 CUDA GPU"):
         distributed.init_from_env(torch.device("cuda"))
     assert not started
+
+
+def test_a_loader_sharded_for_its_rank_keeps_its_settings():
+    """The Trainer's DataLoader rebuilt for one rank's share keeps batch size, shuffling,
+    workers, prefetching, pinning and generator (only the sampler changes)."""
+    from notmiwae_fast.train.parallel import _sharded
+
+    dataset = torch.utils.data.TensorDataset(torch.randn(10, 2))
+    generator = torch.Generator().manual_seed(0)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=4,
+        shuffle=True,
+        num_workers=2,
+        prefetch_factor=3,
+        persistent_workers=True,
+        pin_memory=True,
+        generator=generator,
+    )
+    mine = _sharded(loader, distributed.Context(1, 2, 1))
+    assert isinstance(mine.sampler, torch.utils.data.DistributedSampler)
+    assert len(list(mine.sampler)) == 5 and mine.sampler.shuffle
+    kept = ("batch_size", "num_workers", "prefetch_factor", "persistent_workers", "pin_memory")
+    assert all(getattr(mine, name) == getattr(loader, name) for name in kept)
+    assert mine.generator is generator
