@@ -4,7 +4,7 @@ The rule (:func:`select_missing_process`): hold out :data:`HELD_OUT_FRACTION` of
 rows (a permutation seeded with the fit's seed), train one not-MIWAE per candidate of
 :data:`CANDIDATES` on the other rows for ``max(1, round(CANDIDATE_FRACTION *
 max_iter))`` steps, and keep the candidate whose importance-weighted bound on the
-held-out rows (:data:`BOUND_SAMPLES` importance samples, averaged over the rows) is
+held-out rows (:data:`~._training.BOUND_SAMPLES` importance samples, averaged over the rows) is
 highest. Every candidate's bound is a lower bound on the same quantity, log p(x°, s)
 (the observed values and the mask), so they compare: ``"mcar"`` scores the mask with
 a constant rate per column (the MIWAE model plus log p(s)), ``"selfmasking"`` lets each
@@ -22,12 +22,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from sklearn.base import clone
 
-from .._common.seeding import forked_rng
 from ..nn.missing import MISSING_PROCESSES
-from ._training import FitData
+from ._training import FitData, mean_bound
 
 if TYPE_CHECKING:
     from ._base import _BaseIWImputer
@@ -37,10 +35,7 @@ __all__: list[str] = []
 CANDIDATES = ("mcar", "selfmasking", "linear")
 HELD_OUT_FRACTION = 0.2
 CANDIDATE_FRACTION = 0.25
-BOUND_SAMPLES = 100
 MIN_ROWS = 20
-# Rows per chunk of the held-out bound (bounds the memory to rows x K x D values).
-_CHUNK_ROWS = 256
 
 
 def select_missing_process(imputer: "_BaseIWImputer", data: FitData) -> dict[str, Any]:
@@ -66,7 +61,7 @@ def select_missing_process(imputer: "_BaseIWImputer", data: FitData) -> dict[str
     for name in CANDIDATES:
         candidate = clone(imputer).set_params(missing_process=name)
         model, _ = candidate._trained_model(data.rows(train), steps)
-        bounds[name] = held_out_bound(model, x_std[held], observed[held], data.device, seed)
+        bounds[name] = mean_bound(model, x_std[held], observed[held], data.device, seed)
     # The first of equals (the simplest); a NaN bound (a diverged candidate) loses.
     chosen = max(CANDIDATES, key=lambda name: np.nan_to_num(bounds[name], nan=-np.inf))
     if imputer.verbose:
@@ -79,29 +74,6 @@ def select_missing_process(imputer: "_BaseIWImputer", data: FitData) -> dict[str
         "candidate_iter": steps,
         "reason": "highest held-out bound",
     }
-
-
-def held_out_bound(
-    model: torch.nn.Module,
-    x_std: np.ndarray,
-    observed: np.ndarray,
-    device: torch.device,
-    seed: int,
-    n_samples: int = BOUND_SAMPLES,
-) -> float:
-    """The model's importance-weighted bound with ``n_samples`` samples, averaged over
-    the rows of x_std ([n, D], NaN = missing) with mask ``observed``; torch seeded with
-    ``seed`` (the global RNG left as it was)."""
-    x = torch.as_tensor(np.nan_to_num(x_std, nan=0.0), dtype=torch.float32, device=device)
-    s = torch.as_tensor(observed, dtype=torch.float32, device=device)
-    total = 0.0
-    with forked_rng(device, seed):
-        with torch.no_grad():
-            for start in range(0, len(x), _CHUNK_ROWS):
-                rows = slice(start, start + _CHUNK_ROWS)
-                elbo = model(x[rows], s[rows], n_samples=n_samples)["elbo"]
-                total += float(elbo) * len(x[rows])
-    return total / len(x)
 
 
 def checked_selection(value: Any) -> dict[str, Any]:

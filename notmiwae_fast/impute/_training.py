@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.data.distributed import DistributedSampler
 
 from .._common.progress import progress_bar
+from .._common.seeding import forked_rng
 from ..train import Trainer
 
 __all__: list[str] = []
@@ -33,6 +34,11 @@ class FitData(NamedTuple):
         """The same fit data for the rows ``index`` only."""
         return self._replace(x_std=self.x_std[index], observed=self.observed[index])
 
+
+# Importance samples per row of the bounds that compare models (mean_bound).
+BOUND_SAMPLES = 100
+# Rows per chunk of mean_bound (bounds the memory to rows x K x D values).
+_CHUNK_ROWS = 256
 
 # Steps between two updates of the loss shown on the progress bar.
 _SHOW_LOSS_EVERY = 200
@@ -131,3 +137,26 @@ def _train_model(
         losses /= ctx.world_size
     model.eval()
     return losses.cpu().numpy()
+
+
+def mean_bound(
+    model: torch.nn.Module,
+    x_std: np.ndarray,
+    observed: np.ndarray,
+    device: torch.device,
+    seed: int,
+    n_samples: int = BOUND_SAMPLES,
+) -> float:
+    """The model's importance-weighted bound with ``n_samples`` samples (nats per row),
+    averaged over the rows of x_std ([n, D], NaN = missing) with mask ``observed``;
+    torch seeded with ``seed`` (the global RNG left as it was)."""
+    x = torch.as_tensor(np.nan_to_num(x_std, nan=0.0), dtype=torch.float32, device=device)
+    s = torch.as_tensor(observed, dtype=torch.float32, device=device)
+    total = 0.0
+    with forked_rng(device, seed):
+        with torch.no_grad():
+            for start in range(0, len(x), _CHUNK_ROWS):
+                rows = slice(start, start + _CHUNK_ROWS)
+                elbo = model(x[rows], s[rows], n_samples=n_samples)["elbo"]
+                total += float(elbo) * len(x[rows])
+    return total / len(x)

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import ops
+from .._common import validate as _validate
 from .networks import DEFAULT_MIN_SCALE, Encoder, mlp
 
 __all__ = ["COLUMN_KINDS", "MixedLayout", "MixedNotMIWAE", "MixedSelfMaskingProcess"]
@@ -410,13 +411,16 @@ class MixedNotMIWAE(nn.Module):
         return total
 
     # -- the model's interface -----------------------------------------------------------
-    def forward(self, x: Tensor, s: Tensor) -> dict[str, Tensor]:
-        """x [B, D] (anything at the missing entries), s [B, D] (1 = observed) ->
-        {"loss": −mean bound, "bound" [B], "log_w" [B, K]}."""
+    def forward(self, x: Tensor, s: Tensor, n_samples: Optional[int] = None) -> dict[str, Tensor]:
+        """x [B, D] (anything at the missing entries), s [B, D] (1 = observed), K =
+        ``n_samples`` (default: the model's) -> {"loss": −elbo, "elbo": the bound
+        averaged over rows, "bound" [B], "log_w" [B, K]}."""
+        k = self.n_samples if n_samples is None else _validate.n_samples(n_samples)
         x = torch.where(s != 0, x, torch.zeros_like(x))
-        log_w = self._terms(x, s, self.n_samples)["log_w"]
+        log_w = self._terms(x, s, k)["log_w"]
         bound = torch.logsumexp(log_w, 1) - math.log(log_w.shape[1])
-        return {"loss": -bound.mean(), "bound": bound, "log_w": log_w}
+        elbo = bound.mean()
+        return {"loss": -elbo, "elbo": elbo, "bound": bound, "log_w": log_w}
 
     def interpret_missing_process(
         self, names: Optional[Sequence[str]] = None, categories: Optional[Sequence[Any]] = None

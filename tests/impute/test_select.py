@@ -108,7 +108,7 @@ def test_constant_process_logits_do_not_depend_on_x():
 
 def test_a_candidate_with_a_nan_bound_is_never_chosen(monkeypatch):
     fake = iter([float("nan"), -3.0, -4.0])  # mcar, selfmasking, linear
-    monkeypatch.setattr(_select, "held_out_bound", lambda *args, **kw: next(fake))
+    monkeypatch.setattr(_select, "mean_bound", lambda *args, **kw: next(fake))
     x = independent(n=60)
     x_nan = np.where(x > 1, np.nan, x)
     selection = NotMIWAEImputer(max_iter=4, **FAST).fit(x_nan).missing_process_selection_
