@@ -13,6 +13,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from .._common.progress import progress_bar
 from .._common.seeding import forked_rng
+from ..distributed.group import all_reduce_sum, context, shard_bounds
 from ..train import Trainer
 
 __all__: list[str] = []
@@ -149,9 +150,16 @@ def mean_bound(
 ) -> float:
     """The model's importance-weighted bound with ``n_samples`` samples (nats per row),
     averaged over the rows of x_std ([n, D], NaN = missing) with mask ``observed``;
-    torch seeded with ``seed`` (the global RNG left as it was)."""
-    x = torch.as_tensor(np.nan_to_num(x_std, nan=0.0), dtype=torch.float32, device=device)
-    s = torch.as_tensor(observed, dtype=torch.float32, device=device)
+    torch seeded with ``seed`` (the global RNG left as it was).
+
+    Under torchrun each rank computes its share of the rows and the sums are added over
+    the ranks, so every rank gets the same value (and makes the same choice with it)."""
+    ctx = context()
+    first, stop = shard_bounds(len(x_std), ctx.world_size, ctx.rank)
+    x = torch.as_tensor(
+        np.nan_to_num(x_std[first:stop], nan=0.0), dtype=torch.float32, device=device
+    )
+    s = torch.as_tensor(observed[first:stop], dtype=torch.float32, device=device)
     total = 0.0
     with forked_rng(device, seed):
         with torch.no_grad():
@@ -159,4 +167,5 @@ def mean_bound(
                 rows = slice(start, start + _CHUNK_ROWS)
                 elbo = model(x[rows], s[rows], n_samples=n_samples)["elbo"]
                 total += float(elbo) * len(x[rows])
-    return total / len(x)
+    total, n = all_reduce_sum([total, float(len(x))], device)
+    return total / n

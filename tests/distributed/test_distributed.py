@@ -236,6 +236,13 @@ def _imputer_worker(rank, world, port, out_dir):
         n_samples=3,
         random_state=0,
     ).fit(x)
+    rows_seen = torch.cat(seen)
+    # Random starts: every rank computes the bound of its share of the rows; the sums
+    # are added over the ranks, so all keep the same start.
+    restarted = imputer.NotMIWAEImputer(
+        missing_process="selfmasking", n_init=2, max_iter=4, batch_size=5, hidden_dim=8,
+        n_samples=3, random_state=0,
+    ).fit(x)  # fmt: skip
     try:
         imputer.NotMIWAEImputer(max_iter=2, random_state=0).fit(x[:1])
         too_few = ""
@@ -245,10 +252,12 @@ def _imputer_worker(rank, world, port, out_dir):
         {
             "params": imp.model_.state_dict(),
             "losses": imp.loss_curve_,
-            "rows": torch.cat(seen),
+            "rows": rows_seen,
             "scale": imp.scale_[0],
             "mean": imp.mean_[0],
             "too_few": too_few,
+            "init_bounds": restarted.init_bounds_,
+            "restarted": restarted.model_.state_dict(),
         },
         os.path.join(out_dir, f"imputer{rank}.pt"),
     )
@@ -261,6 +270,10 @@ def test_the_imputer_trains_data_parallel(tmp_path):
     for key, value in ranks[0]["params"].items():
         torch.testing.assert_close(value, ranks[1]["params"][key], rtol=0, atol=0)
     np.testing.assert_array_equal(ranks[0]["losses"], ranks[1]["losses"])
+    bounds = [r["init_bounds"] for r in ranks]
+    assert len(bounds[0]) == 2 and bounds[0] == bounds[1] and bounds[0][0] != bounds[0][1]
+    for key, value in ranks[0]["restarted"].items():
+        torch.testing.assert_close(value, ranks[1]["restarted"][key], rtol=0, atol=0)
     rows = [np.rint(r["rows"].numpy() * r["scale"] + r["mean"]).astype(int) for r in ranks]
     assert len(rows[0]) == len(rows[1]) == 20  # disjoint halves of the rows, one epoch
     assert sorted(np.concatenate(rows).tolist()) == list(range(40))
