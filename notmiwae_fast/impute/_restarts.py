@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..distributed.group import context
 from ._training import FitData, mean_bound
 
 __all__: list[str] = []
@@ -49,7 +50,7 @@ def best_of_restarts(
         # The same importance samples for every start: seeded with the fit's seed.
         bound = mean_bound(trained[0], data.x_std, data.observed, data.device, data.seed)
         bounds.append(bound)
-        if verbose:
+        if verbose and context().is_main:
             print(f"n_init: start {i + 1} of {n_init} (seed {seed}): bound per row {bound:.4f}")
         if i == 0 or np.nan_to_num(bound, nan=-np.inf) > best[0]:
             best = (np.nan_to_num(bound, nan=-np.inf), trained)
