@@ -1,7 +1,7 @@
 """not-MIWAE on real mixed tables (issue 21's evaluation): four tables shipped inside
 installable packages (notmiwae_fast.experiments.mixed_tables; the packages are in
 benchmarks/requirements-mixed.txt), three mechanisms (categorical self-masking MNAR,
-numeric threshold self-masking MNAR, MCAR; notmiwae_fast.experiments.mixed_masks), seven
+numeric threshold self-masking MNAR, MCAR; notmiwae_fast.experiments.mixed_masks), five
 methods:
 
 * ``mean_mode``: the observed mean of a numeric column, the observed mode of a
@@ -30,8 +30,7 @@ methods:
 * ``miwae``: MIWAEImputer, and ``notmiwae``: NotMIWAEImputer with its default missing
   process (self-masking, one logit per category), both on the DataFrame itself with
   the detected column types, ``--max-iter`` steps, ``--impute-samples`` importance
-  samples; ``notmiwae_n3``: the same with ``n_init=3`` (three random starts, the one
-  with the highest bound kept).
+  samples.
 
 Metrics over the masked entries: RMSE on the numeric columns, each column's error
 divided by the complete column's std (one RMSE pooled over the numeric columns'
@@ -64,7 +63,7 @@ sys.path.insert(0, str(ROOT))
 from notmiwae_fast._common.io import write_atomic  # noqa: E402
 from notmiwae_fast.experiments import mixed_masks, mixed_tables  # noqa: E402
 
-METHODS = ("mean_mode", "mice_onehot", "mice", "missforest", "miwae", "notmiwae", "notmiwae_n3")
+METHODS = ("mean_mode", "mice_onehot", "mice", "missforest", "miwae", "notmiwae")
 RESULTS = ROOT / "benchmarks" / "results" / "mixed_tables.json"
 QUICK = {"max_iter": 300, "impute_samples": 100, "n_trees": 20, "seeds": [0]}
 # The acceptance's "noise": differences smaller than this (or than twice the std of
@@ -118,21 +117,18 @@ def from_one_hot(filled: np.ndarray, groups: list, frame: pd.DataFrame) -> pd.Da
 # -- the methods -------------------------------------------------------------------------
 def impute(method: str, X: pd.DataFrame, seed: int, settings: dict) -> tuple[pd.DataFrame, dict]:
     """X imputed by ``method``; and what to record of the fit (iterations)."""
-    if method in ("miwae", "notmiwae", "notmiwae_n3"):
+    if method in ("miwae", "notmiwae"):
         from notmiwae_fast import MIWAEImputer, NotMIWAEImputer
 
-        cls = MIWAEImputer if method == "miwae" else NotMIWAEImputer
+        cls = NotMIWAEImputer if method == "notmiwae" else MIWAEImputer
         imputer = cls(
             max_iter=settings["max_iter"],
             n_impute_samples=settings["impute_samples"],
-            n_init=3 if method == "notmiwae_n3" else 1,
             random_state=seed,
         ).fit(X)
         info = {"iterations": int(imputer.n_iter_)}
-        if method != "miwae":
+        if method == "notmiwae":
             info["missing_process"] = imputer.missing_process_
-            if imputer.init_bounds_:
-                info["init_bounds"] = imputer.init_bounds_
         return imputer.transform(X), info
     arr, groups = one_hot(X)
     if method == "mean_mode":
@@ -302,21 +298,16 @@ def acceptance(cells: dict, tables: list) -> list[str]:
     """The issue's acceptance, one line per check ("not run" where a method is missing)."""
     lines = []
     for t in tables:
-        # notmiwae_n3 (three random starts) only where it was run.
-        ours = [m for m in ("notmiwae", "notmiwae_n3")
-                if m == "notmiwae" or (t, "categorical_mnar", m) in cells]  # fmt: skip
-        for method in ours:
-            for base in ("mice", "missforest", "mice_onehot"):
-                a = _compare(cells, (t, "categorical_mnar", method),
-                             (t, "categorical_mnar", base), "accuracy", True)  # fmt: skip
-                r = _compare(cells, (t, "categorical_mnar", method),
-                             (t, "categorical_mnar", base), "rmse", False)  # fmt: skip
-                ok = a[0] == "better" and r[0] in ("better", "tie")
-                who = "" if method == "notmiwae" else f" ({method})"
-                lines.append(
-                    f"| {t} | categorical MNAR{who} vs {base} | accuracy {a[0]} ({a[1]:+.3f}); "
-                    f"RMSE {r[0]} ({r[1]:+.3f}) | {_verdict(ok, a, r)} | {a[2]} | {r[2]} |"
-                )
+        for base in ("mice", "missforest", "mice_onehot"):
+            a = _compare(cells, (t, "categorical_mnar", "notmiwae"), (t, "categorical_mnar", base),
+                         "accuracy", True)  # fmt: skip
+            r = _compare(cells, (t, "categorical_mnar", "notmiwae"), (t, "categorical_mnar", base),
+                         "rmse", False)  # fmt: skip
+            ok = a[0] == "better" and r[0] in ("better", "tie")
+            lines.append(
+                f"| {t} | categorical MNAR vs {base} | accuracy {a[0]} ({a[1]:+.3f}); "
+                f"RMSE {r[0]} ({r[1]:+.3f}) | {_verdict(ok, a, r)} | {a[2]} | {r[2]} |"
+            )
         a = _compare(cells, (t, "mcar", "notmiwae"), (t, "mcar", "miwae"), "accuracy", True)
         r = _compare(cells, (t, "mcar", "notmiwae"), (t, "mcar", "miwae"), "rmse", False)
         ok = a[0] in ("better", "tie") and r[0] in ("better", "tie")

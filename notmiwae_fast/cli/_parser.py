@@ -337,13 +337,6 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         default=10_000,
         help="training iterations (optimizer steps; the paper: 100000)",
     )
-    g.add_argument(
-        "--n-init",
-        type=int,
-        default=1,
-        help="random starts: train this many models and keep the one with the highest "
-        "bound on the data (default 1; each start costs one fit)",
-    )
     g.add_argument("--hidden-dim", type=int, default=128)
     g.add_argument("--latent-dim", type=int, default=None, help="default: D - 1")
     g.add_argument("--batch-size", type=int, default=16)
@@ -381,7 +374,6 @@ def _positive(args: argparse.Namespace) -> None:
     the --device of fit and impute)."""
     for name in (
         "max_iter",
-        "n_init",
         "impute_samples",
         "repeats",
         "threads",

@@ -16,7 +16,6 @@ IMPUTE_SAMPLES = 1000  # fit / impute without --impute-samples
 # The imputer's parameters and the options that set them (for its error messages).
 _OPTION_OF_PARAMETER = {
     "max_iter": "--max-iter",
-    "n_init": "--n-init",
     "hidden_dim": "--hidden-dim",
     "latent_dim": "--latent-dim",
     "batch_size": "--batch-size",
@@ -57,7 +56,6 @@ def _new_imputer(args):
 
     common = {
         "max_iter": args.max_iter,
-        "n_init": args.n_init,
         "hidden_dim": args.hidden_dim,
         "latent_dim": args.latent_dim,
         "batch_size": args.batch_size,

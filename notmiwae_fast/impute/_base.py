@@ -30,7 +30,6 @@ from ._input import (
     _refuse_bools,
     _wrap_like,
 )
-from ._restarts import best_of_restarts
 from ._training import FitData, _train_model
 from ._transform import impute_rows
 
@@ -53,10 +52,6 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         ppca: PPCA-like decoder (loc linear in z, one shared scale).
         n_impute_samples: importance samples per row when imputing (paper: 10,000).
         max_iter: training iterations = optimizer steps (paper: 100,000).
-        n_init: random starts: the model is trained ``n_init`` times (weights, batch
-            order and noise from a new seed each time, the first from the fit's own)
-            and the one with the highest importance-weighted bound on the training rows
-            is kept; each start costs one fit (:mod:`._restarts`).
         batch_size: rows per mini-batch (paper: 16).
         lr: Adam learning rate (paper: 1e-3).
         random_state: None, an int or a RandomState: seeds weights, batches and
@@ -74,9 +69,7 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             code; :func:`notmiwae_fast.nn.networks.glorot_init_`).
 
     Fitted attributes: ``model_`` (the trained torch model), ``mean_`` and ``scale_``
-    ([D] standardisation), ``n_iter_``, ``loss_curve_`` ([n_iter_] training losses of
-    the kept model), ``init_bounds_`` (with ``n_init > 1``: each start's bound per
-    training row in nats, the kept model's the highest; else empty),
+    ([D] standardisation), ``n_iter_``, ``loss_curve_`` ([n_iter_] training losses),
     ``history_`` (``{"health": [flags], "warnings": [messages]}``: what fit warned
     about, see the module docstring; both empty after a healthy fit),
     ``n_features_in_`` and ``feature_names_in_`` (DataFrames).
@@ -96,7 +89,6 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         ppca: bool = False,
         n_impute_samples: int = 1000,
         max_iter: int = 10_000,
-        n_init: int = 1,
         batch_size: int = 16,
         lr: float = 1e-3,
         random_state: Union[None, int, np.random.RandomState] = None,
@@ -114,7 +106,6 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.ppca = ppca
         self.n_impute_samples = n_impute_samples
         self.max_iter = max_iter
-        self.n_init = n_init
         self.batch_size = batch_size
         self.lr = lr
         self.random_state = random_state
@@ -209,9 +200,7 @@ class _BaseIWImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         _check_data(name, self.out_dist, arr, observed, columns, history)
         data = FitData(x_std, observed, (mean, scale), columns, device, seed)
         self._before_training(data)
-        model, losses, self.init_bounds_ = best_of_restarts(
-            self.n_init, data, lambda d: self._trained_model(d, self.max_iter), bool(self.verbose)
-        )
+        model, losses = self._trained_model(data, self.max_iter)
         _check_loss(
             name, losses, x_std, observed, self.out_dist, self._model_class is NotMIWAE, history
         )

@@ -25,7 +25,6 @@ _PARAMETER_CONSTRAINTS: dict = {
     "ppca": ["boolean"],
     "n_impute_samples": [_POSITIVE_INT],
     "max_iter": [_POSITIVE_INT],
-    "n_init": [_POSITIVE_INT],
     "batch_size": [_POSITIVE_INT],
     "lr": [Interval(numbers.Real, 0, None, closed="neither")],
     "random_state": ["random_state"],
@@ -43,7 +42,6 @@ _INT_PARAMETERS = (
     "n_samples",
     "n_impute_samples",
     "max_iter",
-    "n_init",
     "batch_size",
 )
 

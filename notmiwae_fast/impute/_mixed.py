@@ -20,8 +20,7 @@ from ..nn.mixed import MixedNotMIWAE
 from ..nn.models import NotMIWAE
 from ._columns import TableCodec
 from ._input import _check_float32, _check_observed, _check_statistics
-from ._restarts import best_of_restarts
-from ._training import FitData, _train_model
+from ._training import _train_model
 from ._transform import SEED_BLOCK
 
 if TYPE_CHECKING:
@@ -84,25 +83,19 @@ def fit(est: Any, X: "pd.DataFrame") -> Any:
     device = est._device()
     observed = ~np.isnan(arr)
     seed = int(check_random_state(est.random_state).randint(np.iinfo(np.int32).max))
-    data = FitData(_standardized(arr, mean, scale), observed, (mean, scale), None, device, seed)
-
-    def train(data: FitData) -> tuple[MixedNotMIWAE, np.ndarray]:
-        with forked_rng(device, data.seed):
-            model = new_model(est, codec)
-            model.set_standardization(mean, scale)
-            losses = _train_model(
-                model,
-                data.x_std,
-                observed,
-                device,
-                lr=est.lr,
-                batch_size=est.batch_size,
-                max_iter=est.max_iter,
-                verbose=bool(est.verbose),
-            )
-        return model, losses
-
-    model, losses, est.init_bounds_ = best_of_restarts(est.n_init, data, train, bool(est.verbose))
+    with forked_rng(device, seed):
+        model = new_model(est, codec)
+        model.set_standardization(mean, scale)
+        losses = _train_model(
+            model,
+            _standardized(arr, mean, scale),
+            observed,
+            device,
+            lr=est.lr,
+            batch_size=est.batch_size,
+            max_iter=est.max_iter,
+            verbose=bool(est.verbose),
+        )
     est.model_, est.codec_ = model, codec
     est.mean_, est.scale_ = mean, scale
     est.loss_curve_, est.n_iter_ = losses, len(losses)

@@ -78,7 +78,6 @@ def _imputer_state(imputer: _BaseIWImputer) -> dict:
         "feature_names_in": None if names is None else [str(n) for n in names],
         "columns": None if codec is None else [c.to_plain() for c in codec.columns],
         "missing_process_selection": getattr(imputer, "missing_process_selection_", None),
-        "init_bounds": [float(b) for b in getattr(imputer, "init_bounds_", [])],
     }
 
 
@@ -122,7 +121,6 @@ def _build_imputer(state: Any) -> _BaseIWImputer:
         imputer.missing_process_selection_ = selection and checked_selection(selection)
     imputer.model_ = _loaded_model(imputer, state.get("model"), n_features, names)
     history = _checked_history(state)
-    imputer.init_bounds_ = _checked_init_bounds(state)
     imputer.mean_, imputer.scale_ = arrays["mean"], arrays["scale"]
     imputer.loss_curve_ = arrays["loss_curve"]
     imputer.n_iter_, imputer._seed_ = state["n_iter"], state["seed"]
@@ -221,14 +219,6 @@ def _checked_history(state: dict) -> dict[str, list[str]]:
     ):
         raise _io.FormatError("'history' is not a dict of lists of strings")
     return history
-
-
-def _checked_init_bounds(state: dict) -> list[float]:
-    """The random starts' bounds of ``state`` (absent in older files: empty), checked."""
-    bounds = state.get("init_bounds", [])
-    if not isinstance(bounds, list) or not all(isinstance(b, float) for b in bounds):
-        raise _io.FormatError("'init_bounds' is not a list of floats")
-    return bounds
 
 
 def _loaded_model(

@@ -72,7 +72,7 @@ class MIWAEImputer(_BaseIWImputer):
 
     Parameters: see :class:`_BaseIWImputer` (``latent_dim``, ``hidden_dim``,
     ``n_samples``, ``out_dist``, ``ppca``, ``n_impute_samples``, ``max_iter``,
-    ``n_init``, ``batch_size``, ``lr``, ``random_state``, ``device``, ``verbose``, ``backend``,
+    ``batch_size``, ``lr``, ``random_state``, ``device``, ``verbose``, ``backend``,
     ``standardize``, ``weight_init``).
     """
 
@@ -130,7 +130,6 @@ class NotMIWAEImputer(_BaseIWImputer):
         ppca: bool = False,
         n_impute_samples: int = 1000,
         max_iter: int = 10_000,
-        n_init: int = 1,
         batch_size: int = 16,
         lr: float = 1e-3,
         random_state: Union[None, int, np.random.RandomState] = None,
@@ -149,7 +148,6 @@ class NotMIWAEImputer(_BaseIWImputer):
             ppca=ppca,
             n_impute_samples=n_impute_samples,
             max_iter=max_iter,
-            n_init=n_init,
             batch_size=batch_size,
             lr=lr,
             random_state=random_state,

@@ -19,7 +19,6 @@ import pandas as pd
 import pytest
 
 from notmiwae_fast.cli import main, read_csv_exact
-from notmiwae_fast.impute.files import load_imputer
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--max-iter", "20", "--hidden-dim", "8", "--impute-samples", "16", "--quiet"]
@@ -216,14 +215,6 @@ def test_bad_numbers_in_options_give_one_line(cli, csv_with_gaps, tmp_path):
     assert_one_line_error(
         cli("fit", csv_with_gaps, tmp_path / "m.pt", "--max-iter", "0"), "--max-iter"
     )
-    assert_one_line_error(cli("fit", csv_with_gaps, tmp_path / "m.pt", "--n-init", "0"), "--n-init")
-
-
-def test_fit_with_random_starts_saves_their_bounds(cli, csv_with_gaps, tmp_path):
-    proc = cli("fit", csv_with_gaps, tmp_path / "m.pt", *FAST, "--n-init", "2")
-    assert proc.returncode == 0, proc.stderr
-    imputer = load_imputer(tmp_path / "m.pt")
-    assert imputer.n_init == 2 and len(imputer.init_bounds_) == 2
 
 
 def test_demo_short_run_prints_the_table_and_saves_the_plot(cli, tmp_path):

@@ -98,6 +98,11 @@ def test_miwae_bound_is_the_log_mean_of_the_weights(layout):
     expected = torch.logsumexp(out["log_w"], 1) - math.log(9)
     torch.testing.assert_close(out["bound"], expected)
     assert torch.isfinite(out["loss"])
+    assert torch.equal(out["elbo"], out["bound"].mean()) and torch.equal(out["loss"], -out["elbo"])
+    # K per call, as the other models take it (the bounds that compare models use 100).
+    assert model(x, s, n_samples=4)["log_w"].shape == (5, 4)
+    with pytest.raises(ValueError, match="n_samples"):
+        model(x, s, n_samples=0)
 
 
 def test_every_parameter_gets_a_gradient(layout):
