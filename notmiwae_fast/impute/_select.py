@@ -4,8 +4,8 @@ The rule (:func:`select_missing_process`): hold out :data:`HELD_OUT_FRACTION` of
 rows (a permutation seeded with the fit's seed), train one not-MIWAE per candidate of
 :data:`CANDIDATES` on the other rows for ``max(1, round(CANDIDATE_FRACTION *
 max_iter))`` steps, and keep the candidate whose importance-weighted bound on the
-held-out rows (:data:`~._training.BOUND_SAMPLES` importance samples, averaged over the rows) is
-highest. Every candidate's bound is a lower bound on the same quantity, log p(x°, s)
+held-out rows (:data:`~._training.BOUND_SAMPLES` importance samples, averaged over the
+rows) is highest. Every candidate's bound is a lower bound on the same quantity, log p(x°, s)
 (the observed values and the mask), so they compare: ``"mcar"`` scores the mask with
 a constant rate per column (the MIWAE model plus log p(s)), ``"selfmasking"`` lets each
 column's missingness depend on its own value, ``"linear"`` on every column. The imputer

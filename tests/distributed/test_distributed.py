@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -242,10 +243,8 @@ def _imputer_worker(rank, world, port, out_dir):
     # rank's own rows alone, for the test to add up.
     x_std = (x - imp.mean_) / imp.scale_
     bound = _training.mean_bound(imp.model_, x_std, ~np.isnan(x), torch.device("cpu"), 5)
-    real_reduce = _training.all_reduce_sum
-    _training.all_reduce_sum = lambda values, device: list(values)
-    own = _training.mean_bound(imp.model_, x_std, ~np.isnan(x), torch.device("cpu"), 5)
-    _training.all_reduce_sum = real_reduce
+    with mock.patch.object(_training, "all_reduce_sum", lambda values, device: list(values)):
+        own = _training.mean_bound(imp.model_, x_std, ~np.isnan(x), torch.device("cpu"), 5)
     try:
         imputer.NotMIWAEImputer(max_iter=2, random_state=0).fit(x[:1])
         too_few = ""

@@ -255,10 +255,11 @@ def test_a_nan_logit_where_it_counts_gives_nan(device):
     f = dict(dtype=torch.float64, device=device)
     one, zero = torch.ones(1, 1, **f), torch.zeros(1, 1, **f)
     W, b = torch.ones(1, **f), torch.zeros(1, **f)
-    nan3 = torch.full((1, 1, 1), nan, **f)
+    nan3, ones3, zeros3 = (torch.full((1, 1, 1), v, **f) for v in (nan, 1.0, 0.0))
     assert OPS.masked_bernoulli_logprob(one, one, nan3).isnan().all()
     assert OPS.selfmask_logprob(nan3, one, W, b).isnan().all()
-    terms = OPS.notmiwae_normal_terms(zero, zero, nan3, nan3.nan_to_num(1.0), nan3 * 0 + 0, W, b)
+    # Only the mean is NaN (unit scale, zero noise): x̂ = loc at the missing entry.
+    terms = OPS.notmiwae_normal_terms(zero, zero, nan3, ones3, zeros3, W, b)
     assert terms[1].isnan().all() and torch.equal(terms[0], torch.zeros(1, 1, **f))
     for got, want in (
         (
