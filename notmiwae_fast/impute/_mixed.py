@@ -132,7 +132,7 @@ def interpret(est: Any) -> dict:
 def missing_probability(est: Any, X: "pd.DataFrame") -> np.ndarray:
     """NotMIWAEImputer.missing_probability on a mixed table: p(value missing | x) [N, D]
     float64 per entry of the complete DataFrame X, columns in the fitted table's order:
-    σ(W (x − b)) for a real, binary or count column (in the units the model is trained
+    σ(W x − a) for a real, binary or count column (in the units the model is trained
     in; counts as log(1 + count)), σ(−ℓ_c) for a categorical column of category c."""
     check_is_fitted(est)
     if not hasattr(X, "columns"):

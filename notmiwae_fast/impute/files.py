@@ -17,6 +17,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from .._common import io as _io
+from ..nn.mixed import upgrade_state_dict
 from ._columns import Column, TableCodec
 from ._select import checked_selection
 from .imputer import MIWAEImputer, NotMIWAEImputer, _BaseIWImputer
@@ -232,6 +233,8 @@ def _loaded_model(
         raise _io.FormatError("'model' is not a state dict")
     with torch.random.fork_rng(devices=[]):  # the new model's initial weights: unused
         model = imputer._new_model(n_features, names)
+    if imputer.codec_ is not None:  # a mixed-table model, perhaps saved in an older form
+        weights = upgrade_state_dict(weights)
     # The standardisation buffers may be set or not (None in a fresh model).
     expected = {
         **model.state_dict(),

@@ -14,7 +14,7 @@ log-likelihood is its fused operator (``masked_normal_logprob``,
 ``masked_poisson_logprob``).
 
 The missing process of :class:`MixedNotMIWAE` is self-masking per column type:
-logit p(observed) = −W_j (x̂_j − b_j) for a real, binary or count column (a count enters
+logit p(observed) = a_j − W_j x̂_j for a real, binary or count column (a count enters
 as log(1 + count)), and one learnt logit per category for a categorical column (which
 categories go missing). x̂ at a missing entry is a reparameterised normal draw for a
 real column and the decoder's mean for a binary (σ(logit)) or count column (the rate) —
@@ -37,7 +37,13 @@ from .. import ops
 from .._common import validate as _validate
 from .networks import DEFAULT_MIN_SCALE, Encoder, mlp
 
-__all__ = ["COLUMN_KINDS", "MixedLayout", "MixedNotMIWAE", "MixedSelfMaskingProcess"]
+__all__ = [
+    "COLUMN_KINDS",
+    "MixedLayout",
+    "MixedNotMIWAE",
+    "MixedSelfMaskingProcess",
+    "upgrade_state_dict",
+]
 
 COLUMN_KINDS = ("real", "binary", "categorical", "count")
 
@@ -159,21 +165,27 @@ def _one_hot(codes: Tensor, observed: Tensor, counts: Sequence[int]) -> Tensor:
 
 
 class MixedSelfMaskingProcess(nn.Module):
-    """p(s | x̂) for a mixed table: logit p(observed) = −W_j (x̂_j − b_j) per real, binary
+    """p(s | x̂) for a mixed table: logit p(observed) = a_j − W_j x̂_j per real, binary
     or count column (counts as log(1 + count)); ``category_logits`` [T], one per category
-    of the categorical columns: logit p(observed) of an entry of category c is ℓ_c."""
+    of the categorical columns: logit p(observed) of an entry of category c is ℓ_c.
+
+    The scalar logit is the self-masking logit −W_j (x̂_j − b_j) of the numeric models
+    written with its intercept a_j = W_j b_j (``intercept``), so that a column missing
+    completely at random is W_j = 0 with its rate in a_j. In the form −W_j (x̂_j − b_j)
+    a rate other than 1/2 needs a slope (W_j b_j = a_j with W_j ≠ 0): fitted to such a
+    column, it kept a spurious slope that tilted the column's imputations."""
 
     def __init__(self, layout: MixedLayout):
         super().__init__()
         self.layout = layout
         self.W = nn.Parameter(torch.zeros(layout.n_scalar))
-        self.b = nn.Parameter(torch.zeros(layout.n_scalar))
+        self.intercept = nn.Parameter(torch.zeros(layout.n_scalar))
         self.category_logits = nn.Parameter(torch.zeros(layout.offsets[-1]))
 
     def forward(self, scalar: Tensor) -> Tensor:
         """Logits of p(observed) of the scalar columns: scalar [..., n_scalar] (x̂ in
-        column order, counts as log(1 + count)) -> −W (x̂ − b) [..., n_scalar]."""
-        return -self.W * (scalar - self.b)
+        column order, counts as log(1 + count)) -> a − W x̂ [..., n_scalar]."""
+        return self.intercept - self.W * scalar
 
     def category_log_missing(self) -> Tensor:
         """log p(missing | c) = log σ(−ℓ_c) for every category of the categorical
@@ -200,18 +212,23 @@ class MixedSelfMaskingProcess(nn.Module):
         return total
 
     def interpret(self, names: Optional[Sequence[str]] = None, categories=None) -> dict:
-        """Per column: for scalar columns the slope W and threshold b (W > 0: high values
-        go missing); for categorical ones p(missing) per category."""
+        """Per column: for scalar columns the slope W (W > 0: high values go missing),
+        the intercept a (the logit of p(observed) at x̂ = 0: a real column's mean) and
+        the threshold b = a / W where p(missing) = 1/2 (None when W = 0: a constant
+        rate); for categorical ones p(missing) per category."""
         layout = self.layout
         names = list(names) if names is not None else [str(j) for j in range(len(layout.kinds))]
         result: dict[str, Any] = {}
         for i, j in enumerate(layout.scalar_columns):
-            w, b = float(self.W[i].detach()), float(self.b[i].detach())
+            w, a = float(self.W[i].detach()), float(self.intercept[i].detach())
             result[names[j]] = {
                 "kind": layout.kinds[j],
                 "W": w,
-                "b": b,
-                "direction": "high values missing" if w > 0 else "low values missing",
+                "intercept": a,
+                "b": a / w if w != 0 else None,
+                "direction": "high values missing"
+                if w > 0
+                else ("low values missing" if w < 0 else "constant rate"),
             }
         offsets = layout.offsets
         for g, j in enumerate(layout.columns("categorical")):
@@ -223,6 +240,21 @@ class MixedSelfMaskingProcess(nn.Module):
                 "p_missing": {str(c): p for c, p in zip(labels, p_missing)},
             }
         return result
+
+
+def upgrade_state_dict(weights: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A :class:`MixedNotMIWAE` state dict in the current form. Files saved before the
+    scalar columns' process took an intercept hold ``missing_model.b`` (logits
+    −W (x̂ − b)): it becomes ``missing_model.intercept`` = W b, the same process. Other
+    state dicts come back as they are."""
+    if "missing_model.b" not in weights or "missing_model.intercept" in weights:
+        return weights
+    upgraded = {k: v for k, v in weights.items() if k != "missing_model.b"}
+    w = weights.get("missing_model.W")
+    if w is None or w.shape != weights["missing_model.b"].shape:
+        return weights  # not an older model's: left for the caller's checks
+    upgraded["missing_model.intercept"] = w * weights["missing_model.b"]
+    return upgraded
 
 
 class MixedNotMIWAE(nn.Module):
@@ -435,7 +467,7 @@ class MixedNotMIWAE(nn.Module):
 
     def missing_probability(self, x: Tensor) -> Tensor:
         """p(value missing | x) per entry of complete rows x [B, D] (the model's units,
-        category codes) -> [B, D]: σ(W (x − b)) for a scalar column (counts as
+        category codes) -> [B, D]: σ(W x − a) for a scalar column (counts as
         log(1 + count)), p(missing | c) = σ(−ℓ_c) for a categorical entry of category c."""
         if self.missing_model is None:
             raise AttributeError(f"{type(self).__name__} without a missing process (MIWAE)")

@@ -151,6 +151,24 @@ def test_saved_file_round_trips_a_mixed_imputer(tmp_path):
     pd.testing.assert_frame_equal(loaded.transform(df), imputer.transform(df))
 
 
+def test_a_file_of_the_older_process_form_still_loads(tmp_path):
+    """Mixed imputers saved before the scalar process took an intercept hold
+    missing_model.b (logits −W (x̂ − b)); they load as the same process."""
+    from notmiwae_fast._common import io as _io
+    from notmiwae_fast.impute.files import _imputer_state, _SavedImputer, load_imputer
+
+    df = mixed_frame(100)
+    imputer = NotMIWAEImputer(**{**FAST, "max_iter": 20}).fit(with_holes(df))
+    state = _imputer_state(imputer)
+    weights = state["model"]
+    weights["missing_model.b"] = weights.pop("missing_model.intercept") / weights["missing_model.W"]
+    _io.save_atomic(_SavedImputer(state), tmp_path / "old.pt")
+    loaded = load_imputer(tmp_path / "old.pt")
+    np.testing.assert_allclose(
+        loaded.missing_probability(df), imputer.missing_probability(df), rtol=1e-5, atol=1e-7
+    )
+
+
 def test_transform_sharded_without_a_process_group_is_transform():
     from notmiwae_fast.distributed import transform_sharded
 
@@ -183,7 +201,7 @@ def test_integer_columns_are_counts_only_when_poisson_like():
 
 def test_missing_probability_on_a_mixed_table():
     """Per entry: a categorical entry's p(missing) is its category's (as
-    missing_process_ reports it), a scalar one σ(W (x − b)) in the model's units; an
+    missing_process_ reports it), a scalar one σ(W x − a) in the model's units; an
     incomplete table is refused with the column named, an MCAR fit has no process."""
     df = mixed_frame(120)
     imputer = NotMIWAEImputer(**{**FAST, "max_iter": 20}).fit(with_holes(df))
@@ -197,7 +215,7 @@ def test_missing_probability_on_a_mixed_table():
             np.testing.assert_allclose(p[:, j], expected, rtol=1e-6)
         elif info["kind"] == "real":
             x = (df[name].to_numpy(dtype=float) - imputer.mean_[j]) / imputer.scale_[j]
-            expected = 1 / (1 + np.exp(-info["W"] * (x - info["b"])))
+            expected = 1 / (1 + np.exp(info["intercept"] - info["W"] * x))
             np.testing.assert_allclose(p[:, j], expected, rtol=1e-5, atol=1e-7)
     holes = with_holes(df)
     gap = next(c for c in holes.columns if holes[c].isna().any())

@@ -7,7 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from notmiwae_fast.nn.mixed import MixedLayout, MixedNotMIWAE, MixedSelfMaskingProcess
+from notmiwae_fast.nn.mixed import (
+    MixedLayout,
+    MixedNotMIWAE,
+    MixedSelfMaskingProcess,
+    upgrade_state_dict,
+)
 
 KINDS = ("real", "categorical", "binary", "count", "categorical", "real")
 CATS = (0, 3, 0, 0, 2, 0)
@@ -158,7 +163,8 @@ def test_categorical_process_logit_is_the_categorys():
     with torch.no_grad():
         process.category_logits.copy_(torch.tensor([1.0, -2.0, 0.5]))
         process.W.fill_(2.0)
-        process.b.fill_(0.25)
+        process.intercept.fill_(0.5)
+    # a − W x̂ = −W (x̂ − b) with the threshold b = a / W = 0.25
     torch.testing.assert_close(process(torch.tensor([[1.25]])), torch.tensor([[-2.0]]))
     # an observed entry of category 1: log σ(ℓ_1); a missing one: log Σ_c π_c σ(−ℓ_c)
     probs = torch.tensor([[[0.2, 0.5, 0.3]]])
@@ -171,6 +177,41 @@ def test_categorical_process_logit_is_the_categorys():
     info = process.interpret(["c", "r"], [["a", "b", "c"], None])
     assert info["c"]["p_missing"]["b"] == pytest.approx(1 / (1 + math.exp(-2.0)))
     assert info["r"]["direction"] == "high values missing"
+    assert info["r"]["b"] == pytest.approx(0.25) and info["r"]["intercept"] == 0.5
+
+
+def test_a_scalar_column_missing_at_a_constant_rate_needs_no_slope():
+    # W = 0 with an intercept: p(missing) = σ(−a) whatever the value, the form an MCAR
+    # column takes (with logits −W (x̂ − b), W = 0 would fix p at 1/2)
+    lay = MixedLayout(("real", "binary"), (0, 0))
+    process = MixedSelfMaskingProcess(lay)
+    with torch.no_grad():
+        process.intercept.copy_(torch.tensor([math.log(4.0), -1.0]))
+    x = torch.tensor([[-3.0, 0.0], [0.0, 1.0], [5.0, 1.0]])
+    p_missing = torch.sigmoid(-process(x))
+    torch.testing.assert_close(p_missing[:, 0], torch.full((3,), 0.2))
+    torch.testing.assert_close(p_missing[:, 1], torch.full((3,), 1 / (1 + math.exp(-1.0))))
+    info = process.interpret(["r", "b"])
+    assert info["r"]["direction"] == "constant rate" and info["r"]["b"] is None
+
+
+def test_a_state_dict_of_the_older_form_loads_as_the_same_process(layout):
+    # Files saved before the intercept hold missing_model.b (logits −W (x̂ − b)).
+    torch.manual_seed(0)
+    model = MixedNotMIWAE(layout, hidden_dim=8)
+    with torch.no_grad():
+        model.missing_model.W.copy_(torch.randn(layout.n_scalar))
+        model.missing_model.intercept.copy_(torch.randn(layout.n_scalar))
+    old = dict(model.state_dict())
+    W = old["missing_model.W"]
+    old["missing_model.b"] = old.pop("missing_model.intercept") / W
+    x = torch.randn(5, layout.n_scalar)
+    expected = -W * (x - old["missing_model.b"])
+    fresh = MixedNotMIWAE(layout, hidden_dim=8)
+    fresh.load_state_dict(upgrade_state_dict(old))
+    torch.testing.assert_close(fresh.missing_model(x), expected)
+    current = model.state_dict()
+    assert upgrade_state_dict(current) is current
 
 
 def test_missing_process_name_is_checked(layout):
