@@ -247,13 +247,11 @@ def upgrade_state_dict(weights: dict[str, Tensor]) -> dict[str, Tensor]:
     scalar columns' process took an intercept hold ``missing_model.b`` (logits
     −W (x̂ − b)): it becomes ``missing_model.intercept`` = W b, the same process. Other
     state dicts come back as they are."""
-    if "missing_model.b" not in weights or "missing_model.intercept" in weights:
-        return weights
+    w, b = weights.get("missing_model.W"), weights.get("missing_model.b")
+    if w is None or b is None or w.shape != b.shape or "missing_model.intercept" in weights:
+        return weights  # current, or not an older model's: left to the caller's checks
     upgraded = {k: v for k, v in weights.items() if k != "missing_model.b"}
-    w = weights.get("missing_model.W")
-    if w is None or w.shape != weights["missing_model.b"].shape:
-        return weights  # not an older model's: left for the caller's checks
-    upgraded["missing_model.intercept"] = w * weights["missing_model.b"]
+    upgraded["missing_model.intercept"] = w * b
     return upgraded
 
 
