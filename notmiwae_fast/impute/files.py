@@ -233,8 +233,7 @@ def _loaded_model(
         raise _io.FormatError("'model' is not a state dict")
     with torch.random.fork_rng(devices=[]):  # the new model's initial weights: unused
         model = imputer._new_model(n_features, names)
-    if imputer.codec_ is not None:  # a mixed-table model, perhaps saved in an older form
-        weights = upgrade_state_dict(weights)
+    weights = upgrade_state_dict(model, weights)  # a mixed model saved in an older form
     # The standardisation buffers may be set or not (None in a fresh model).
     expected = {
         **model.state_dict(),

@@ -242,14 +242,18 @@ class MixedSelfMaskingProcess(nn.Module):
         return result
 
 
-def upgrade_state_dict(weights: dict[str, Tensor]) -> dict[str, Tensor]:
-    """A :class:`MixedNotMIWAE` state dict in the current form. Files saved before the
-    scalar columns' process took an intercept hold ``missing_model.b`` (logits
-    −W (x̂ − b)): it becomes ``missing_model.intercept`` = W b, the same process. Other
-    state dicts come back as they are."""
+def upgrade_state_dict(model: nn.Module, weights: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``weights`` for ``model`` in the current form. A :class:`MixedNotMIWAE` saved
+    before the scalar columns' process took an intercept holds ``missing_model.b``
+    (logits −W (x̂ − b)): it becomes ``missing_model.intercept`` = W b, the same process.
+    Anything else comes back as it is: other models (a numeric NotMIWAE's self-masking
+    process also has ``W`` and ``b``, with that meaning), current state dicts, and
+    weights that fit no older form (left to the caller's checks)."""
+    if not isinstance(getattr(model, "missing_model", None), MixedSelfMaskingProcess):
+        return weights
     w, b = weights.get("missing_model.W"), weights.get("missing_model.b")
     if w is None or b is None or w.shape != b.shape or "missing_model.intercept" in weights:
-        return weights  # current, or not an older model's: left to the caller's checks
+        return weights
     upgraded = {k: v for k, v in weights.items() if k != "missing_model.b"}
     upgraded["missing_model.intercept"] = w * b
     return upgraded

@@ -13,6 +13,7 @@ from notmiwae_fast.nn.mixed import (
     MixedSelfMaskingProcess,
     upgrade_state_dict,
 )
+from notmiwae_fast.nn.models import NotMIWAE
 
 KINDS = ("real", "categorical", "binary", "count", "categorical", "real")
 CATS = (0, 3, 0, 0, 2, 0)
@@ -208,10 +209,15 @@ def test_a_state_dict_of_the_older_form_loads_as_the_same_process(layout):
     x = torch.randn(5, layout.n_scalar)
     expected = -W * (x - old["missing_model.b"])
     fresh = MixedNotMIWAE(layout, hidden_dim=8)
-    fresh.load_state_dict(upgrade_state_dict(old))
+    fresh.load_state_dict(upgrade_state_dict(fresh, old))
     torch.testing.assert_close(fresh.missing_model(x), expected)
     current = model.state_dict()
-    assert upgrade_state_dict(current) is current
+    assert upgrade_state_dict(model, current) is current
+    # a numeric NotMIWAE's self-masking W and b mean −W (x − b) still: left alone
+    numeric = NotMIWAE(3, hidden_dim=8)
+    numeric_weights = numeric.state_dict()
+    assert "missing_model.b" in numeric_weights
+    assert upgrade_state_dict(numeric, numeric_weights) is numeric_weights
 
 
 def test_missing_process_name_is_checked(layout):
